@@ -1,0 +1,357 @@
+//! The commands other than `assign`.
+
+use crate::files::{now, read_config, read_state, state_path, write_state};
+use crate::{Cli, Command, Format};
+use allot_core::audit::audit;
+use allot_core::config::{self, fmt_num, Config};
+use allot_core::history::{bucket_history, resalt};
+use allot_core::plan::{self, ApplyError, Options, Plan};
+use allot_core::state::State;
+use allot_core::FieldError;
+use anyhow::Result;
+use serde_json::json;
+use std::process::ExitCode;
+
+/// Runs a command; `Err` is an operational failure (exit 2), `Ok(1)` a finding (exit 1).
+pub fn run(cli: &Cli) -> Result<ExitCode> {
+    let state_file = state_path(&cli.config, cli.state.as_ref());
+    match &cli.command {
+        Command::Check { format } => check(cli, &state_file, *format),
+        Command::Plan { format } => {
+            let (cfg, raw, state) = match load(cli, &state_file)? {
+                Ok(x) => x,
+                Err(es) => return Ok(report_errors(&es, Format::Text)),
+            };
+            match plan::plan(&state, &cfg, &raw, &Options { time: now(), ..Options::default() }) {
+                Ok(p) => {
+                    print_plan(&p, &state, *format, false);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(es) => Ok(report_errors(&es, *format)),
+            }
+        }
+        Command::Apply { force, reason, format } => {
+            let (cfg, raw, state) = match load(cli, &state_file)? {
+                Ok(x) => x,
+                Err(es) => return Ok(report_errors(&es, *format)),
+            };
+            let opts = Options { force: *force, reason: reason.clone(), time: now(), actor: std::env::var("USER").ok() };
+            match plan::apply(&state, &cfg, &raw, &opts) {
+                Ok(p) => {
+                    if p.state != state {
+                        write_state(&state_file, &p.state)?;
+                    }
+                    print_plan(&p, &state, *format, true);
+                    if *format == Format::Text {
+                        if p.is_empty() {
+                            println!("Nothing to apply: the state is already at version {}.", p.version);
+                        } else {
+                            println!("Applied: version {} recorded in {}.", p.version, state_file.display());
+                        }
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(ApplyError::Invalid(es)) => Ok(report_errors(&es, *format)),
+                Err(ApplyError::Refused(p)) => {
+                    print_plan(&p, &state, *format, false);
+                    if *format == Format::Text {
+                        eprintln!("error: apply refused; nothing was written. Fix the configuration, or override with --force --reason TEXT.");
+                    }
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Assign { units, format, experiments } => crate::assign::run(&state_file, units, *format, experiments),
+        Command::Audit { format } => {
+            let state = read_state(&state_file)?;
+            let cfg = applied(&state)?;
+            let a = audit(&state, &cfg);
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&a)?),
+                Format::Text => print_audit(&a),
+            }
+            Ok(if a.violations.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::History { unit, bucket, unit_type, format } => {
+            let state = read_state(&state_file)?;
+            history(&state, unit.as_deref(), *bucket, unit_type.as_deref(), *format)
+        }
+        Command::Resalt { unit_type, reason, format } => {
+            let mut state = read_state(&state_file)?;
+            if state.version == 0 {
+                anyhow::bail!("nothing applied yet: run `allot apply` first");
+            }
+            let spaces: Vec<String> = match unit_type {
+                Some(u) => vec![u.clone()],
+                None => state.spaces.keys().cloned().collect(),
+            };
+            let mut reports = vec![];
+            for s in spaces {
+                match resalt(&state, &s, &now(), reason.clone()) {
+                    Ok((st, r)) => {
+                        state = st;
+                        reports.push(r);
+                    }
+                    Err(e) => return Ok(report_errors(&[e], *format)),
+                }
+            }
+            write_state(&state_file, &state)?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&reports)?),
+                Format::Text => {
+                    for r in reports {
+                        println!(
+                            "Resalted unit type {} (version {}): {} free buckets re-randomised; {} buckets held by running experiments and holdouts kept every unit.",
+                            r.space, r.version, r.resalted_buckets, r.frozen_buckets
+                        );
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+type Loaded = (Config, serde_json::Value, State);
+
+fn load(cli: &Cli, state_file: &std::path::Path) -> Result<Result<Loaded, Vec<FieldError>>> {
+    let text = read_config(&cli.config)?;
+    let raw = match config::parse_yaml(&text) {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(vec![e])),
+    };
+    let cfg = match config::validate(&raw) {
+        Ok(c) => c,
+        Err(es) => return Ok(Err(es)),
+    };
+    let state = read_state(state_file)?;
+    Ok(Ok((cfg, raw, state)))
+}
+
+fn applied(state: &State) -> Result<Config> {
+    plan::applied_config(state)
+        .map_err(|es| anyhow::anyhow!("{}", allot_core::Errors(es)))
+        .map(Option::unwrap_or_default)
+}
+
+fn report_errors(es: &[FieldError], format: Format) -> ExitCode {
+    match format {
+        Format::Json => println!("{}", json!({"ok": false, "errors": es})),
+        Format::Text => {
+            for e in es {
+                eprintln!("error: {e}");
+            }
+            eprintln!("{} error(s)", es.len());
+        }
+    }
+    ExitCode::FAILURE
+}
+
+fn check(cli: &Cli, state_file: &std::path::Path, format: Format) -> Result<ExitCode> {
+    let (cfg, raw, state) = match load(cli, state_file)? {
+        Ok(x) => x,
+        Err(es) => return Ok(report_errors(&es, format)),
+    };
+    // Validation passed; also make sure the recorded space can hold what the file asks for.
+    let p = match plan::plan(&state, &cfg, &raw, &Options::default()) {
+        Ok(p) => p,
+        Err(es) => return Ok(report_errors(&es, format)),
+    };
+    let running = cfg.experiments.values().filter(|e| e.state == config::ExpState::Running).count();
+    match format {
+        Format::Json => println!(
+            "{}",
+            json!({"ok": true, "experiments": cfg.experiments.len(), "running": running, "holdouts": cfg.holdouts.len(), "groups": cfg.groups.len(), "warnings": p.warnings, "refusals": p.refusals})
+        ),
+        Format::Text => {
+            println!(
+                "ok: {} unit type(s), {} surface(s), {} holdout(s), {} group(s), {} experiment(s) ({running} running)",
+                cfg.units.len(),
+                cfg.surfaces.len(),
+                cfg.holdouts.len(),
+                cfg.groups.len(),
+                cfg.experiments.len()
+            );
+            for w in &p.warnings {
+                println!("warning: {w}");
+            }
+            if !p.refusals.is_empty() {
+                println!("note: {} change(s) against the recorded state would be refused; see `allot plan`", p.refusals.len());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pct(x: f64) -> String {
+    format!("{}%", fmt_num(x * 100.0))
+}
+
+fn print_plan(p: &Plan, before: &State, format: Format, applied: bool) {
+    if format == Format::Json {
+        let impact: serde_json::Map<String, serde_json::Value> =
+            p.impact.iter().map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or_default())).collect();
+        println!(
+            "{}",
+            json!({
+                "version_before": before.version,
+                "version": p.version,
+                "applied": applied,
+                "changes": p.changes,
+                "impact": impact,
+                "refusals": p.refusals,
+                "warnings": p.warnings,
+            })
+        );
+        return;
+    }
+    if p.changes.is_empty() {
+        println!("No changes: the recorded state (version {}) matches the configuration.", before.version);
+    } else {
+        println!("Changes (version {} → {}):", before.version, p.version);
+        for c in &p.changes {
+            let sign = match c.action.as_str() {
+                "create" | "start" => '+',
+                "delete" | "stop" | "archive" => '-',
+                _ => '~',
+            };
+            println!("  {sign} {} {} {}: {}", c.action, c.entity, c.id, c.detail);
+        }
+    }
+    if !p.impact.is_empty() {
+        println!("Impact on running experiments (share of assigned units that would move):");
+        for (id, i) in &p.impact {
+            let mut extra = vec![];
+            if i.buckets_after != i.buckets_before {
+                extra.push(format!("buckets {} → {}", i.buckets_before, i.buckets_after));
+            }
+            if i.targeting_changed {
+                extra.push("targeting changed".to_string());
+            }
+            if i.sticky {
+                extra.push("sticky: units with a stored assignment keep it".to_string());
+            }
+            println!(
+                "  {id}: {}{}",
+                pct(i.moved_share),
+                if extra.is_empty() { String::new() } else { format!(" ({})", extra.join("; ")) }
+            );
+        }
+    }
+    if !p.refusals.is_empty() {
+        println!("Refused ({}):", if applied { "overridden with --force" } else { "apply needs --force --reason TEXT" });
+        for r in &p.refusals {
+            println!("  ! {}: {} [{}]", r.path, r.message, r.rule);
+        }
+    }
+    for w in &p.warnings {
+        println!("warning: {w}");
+    }
+}
+
+fn print_audit(a: &allot_core::audit::Audit) {
+    println!("Audit of version {}", a.version);
+    println!("Experiments (exact, from the bucket sets):");
+    for (id, e) in &a.experiments {
+        println!(
+            "  {id:<24} share {:>8} ({} buckets)  reach {:>8}{}",
+            pct(e.share),
+            e.buckets,
+            pct(e.reach),
+            e.requested.map(|r| format!("  requested {}", pct(r))).unwrap_or_default()
+        );
+    }
+    for (name, h) in &a.holdouts {
+        println!("Holdout {name}: {} ({} buckets), applies to [{}]", pct(h.share), h.buckets, h.experiments.join(", "));
+    }
+    for (name, g) in &a.groups {
+        println!("Group {name}: {} ({} buckets)", pct(g.share), g.buckets);
+        for s in &g.slots {
+            println!("  slot {}: {} ({} buckets, {} used) [{}]", s.slot, pct(s.share), s.buckets, s.used_buckets, s.experiments.join(", "));
+        }
+    }
+    let exclusive: Vec<_> = a.overlaps.iter().filter(|o| o.exclusive).collect();
+    println!(
+        "Exclusive pairs: {} checked, {} disjoint, {} sharing buckets by disjoint targeting, {} violations",
+        exclusive.len(),
+        exclusive.iter().filter(|o| o.shared_buckets == 0).count(),
+        exclusive.iter().filter(|o| o.shared_buckets > 0 && o.targeting_disjoint).count(),
+        exclusive.iter().filter(|o| !o.ok).count()
+    );
+    for o in a.overlaps.iter().filter(|o| !o.exclusive) {
+        println!("  overlap {} × {}: {} shared buckets (independent draws expect {:.0})", o.a, o.b, o.shared_buckets, o.expected_shared_buckets);
+    }
+    for w in &a.warnings {
+        println!("warning: {w}");
+    }
+    for v in &a.violations {
+        println!("VIOLATION: {v}");
+    }
+    if a.violations.is_empty() {
+        println!("ok: every invariant holds");
+    }
+}
+
+fn history(state: &State, unit: Option<&str>, bucket: Option<u32>, unit_type: Option<&str>, format: Format) -> Result<ExitCode> {
+    if unit.is_none() && bucket.is_none() {
+        match format {
+            Format::Json => println!("{}", serde_json::to_string_pretty(&state.log)?),
+            Format::Text => {
+                for e in &state.log {
+                    println!(
+                        "version {} at {}{}{}{}",
+                        e.version,
+                        e.time,
+                        e.actor.as_ref().map(|a| format!(" by {a}")).unwrap_or_default(),
+                        if e.forced { " (FORCED)" } else { "" },
+                        e.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+                    );
+                    for c in &e.changes {
+                        println!("    {c}");
+                    }
+                    for o in &e.overridden {
+                        println!("    overridden: {o}");
+                    }
+                }
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let space = match unit_type {
+        Some(u) => u.to_string(),
+        None if state.spaces.len() == 1 => state.spaces.keys().next().cloned().unwrap_or_default(),
+        None => anyhow::bail!("several unit types: choose one with --unit-type"),
+    };
+    let Some(sp) = state.spaces.get(&space) else { anyhow::bail!("no unit type `{space}` in the applied state") };
+    let b = match (unit, bucket) {
+        (Some(u), _) => {
+            let snap = allot_core::eval::Snapshot::compile(state).map_err(|es| anyhow::anyhow!("{}", allot_core::Errors(es)))?;
+            let s = snap.spaces.iter().find(|s| s.name == space).ok_or_else(|| anyhow::anyhow!("no unit type `{space}`"))?;
+            s.bucket(u)
+        }
+        (None, Some(b)) if b < sp.buckets => b,
+        (None, Some(b)) => anyhow::bail!("bucket {b} is outside the space of {} buckets", sp.buckets),
+        (None, None) => unreachable!("handled above"),
+    };
+    let spans = bucket_history(state, &space, b);
+    match format {
+        Format::Json => println!("{}", json!({"unit_type": space, "unit": unit, "bucket": b, "history": spans})),
+        Format::Text => {
+            println!("{}bucket {b} of {space}:", unit.map(|u| format!("unit {u} is in ")).unwrap_or_default());
+            if spans.is_empty() {
+                println!("  never held by anything");
+            }
+            for s in spans {
+                println!(
+                    "  {:?} {} (allocation {}): version {} → {}",
+                    s.kind,
+                    s.owner,
+                    s.allocation,
+                    s.from_version,
+                    s.until_version.map_or("now".to_string(), |v| v.to_string())
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

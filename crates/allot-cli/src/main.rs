@@ -1,0 +1,131 @@
+//! `allot`: configuration as code for mutually exclusive experiments.
+//!
+//! `check`, `plan`, `apply`, `assign`, `audit`, `history` and `resalt` over a YAML file and the
+//! recorded state beside it. All decisions are made by `allot-core`; this binary reads and
+//! writes files, reads the clock, and prints.
+
+mod assign;
+mod cmd;
+mod files;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Coordinates and assigns mutually exclusive experiments.
+#[derive(Debug, Parser)]
+#[command(name = "allot", version, about, long_about = None)]
+pub struct Cli {
+    /// The configuration file.
+    #[arg(short = 'c', long = "config", global = true, default_value = "allot.yaml", env = "ALLOT_CONFIG")]
+    pub config: PathBuf,
+    /// The recorded state [default: allot.state.json beside the configuration].
+    #[arg(long = "state", global = true, env = "ALLOT_STATE")]
+    pub state: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats of reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// For people.
+    Text,
+    /// For programs.
+    Json,
+}
+
+/// Output formats of `assign`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AssignFormat {
+    /// One JSON object per input line.
+    Jsonl,
+    /// `unit,experiment,variant,reason`, one row per unit and experiment.
+    Csv,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the configuration; every error with its path. Exit 1 on error.
+    Check {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Show what applying the configuration would change, and its exact impact.
+    Plan {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Record the configuration: draw allocations, release stopped ones. All-or-nothing.
+    Apply {
+        /// Apply despite refusals (recorded with the reason).
+        #[arg(long, requires = "reason")]
+        force: bool,
+        /// Why (required with --force; recorded in the log).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Assign units: one JSON object of context attributes per input line.
+    Assign {
+        /// Input file of JSON lines, or - for standard input.
+        #[arg(long, default_value = "-")]
+        units: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = AssignFormat::Jsonl)]
+        format: AssignFormat,
+        /// Only these experiments (comma-separated) [default: every experiment].
+        #[arg(long, value_delimiter = ',')]
+        experiments: Vec<String>,
+    },
+    /// Prove exclusivity and report every experiment's exact traffic from the bucket sets.
+    Audit {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// The change log, or who held a unit's or bucket's bucket over time.
+    History {
+        /// A unit id: show its bucket's history.
+        #[arg(long, conflicts_with = "bucket")]
+        unit: Option<String>,
+        /// A bucket number: show its history.
+        #[arg(long)]
+        bucket: Option<u32>,
+        /// Unit type [default: the only one, if there is one].
+        #[arg(long = "unit-type")]
+        unit_type: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Re-randomise the unit → bucket map of the part of a space no running experiment holds.
+    Resalt {
+        /// Unit type [default: every unit type].
+        #[arg(long = "unit-type")]
+        unit_type: Option<String>,
+        /// Why (recorded).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cmd::run(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! The exact audit: from the recorded bucket sets, each experiment's share and reach, every
+//! pair's shared buckets (exclusive pairs must share none unless their targeting is provably
+//! disjoint), holdouts, groups and free space. Nothing is sampled.
+
+use crate::bucketset::{BucketSet, Dense};
+use crate::config::{Config, ExpState};
+use crate::state::{OwnerKind, State};
+use crate::targeting::provably_disjoint;
+use indexmap::IndexMap;
+use serde::Serialize;
+
+/// One experiment's exact traffic.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExperimentAudit {
+    /// Unit type.
+    pub unit: String,
+    /// Lifecycle state.
+    pub state: ExpState,
+    /// Buckets held / buckets in the space.
+    pub share: f64,
+    /// Buckets held.
+    pub buckets: u64,
+    /// Share it can reach: held buckets not in a holdout that applies to it.
+    pub reach: f64,
+    /// Buckets it can reach.
+    pub reach_buckets: u64,
+    /// Share the configuration asked for, if it gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested: Option<f64>,
+}
+
+/// Two running experiments of one space.
+#[derive(Debug, Clone, Serialize)]
+pub struct Overlap {
+    /// One experiment.
+    pub a: String,
+    /// The other.
+    pub b: String,
+    /// Whether they must never share a unit.
+    pub exclusive: bool,
+    /// Buckets both hold.
+    pub shared_buckets: u64,
+    /// What independent draws would share on average: |a|·|b| / B.
+    pub expected_shared_buckets: f64,
+    /// Exclusive but allowed to share buckets because their targeting cannot both match.
+    pub targeting_disjoint: bool,
+    /// False when exclusivity is violated.
+    pub ok: bool,
+}
+
+/// A holdout's exact size.
+#[derive(Debug, Clone, Serialize)]
+pub struct HoldoutAudit {
+    /// Unit type.
+    pub unit: String,
+    /// Share of the space.
+    pub share: f64,
+    /// Buckets.
+    pub buckets: u64,
+    /// Running experiments it applies to.
+    pub experiments: Vec<String>,
+}
+
+/// One slot of a group.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotAudit {
+    /// Slot number, from 1.
+    pub slot: usize,
+    /// Share of the whole space.
+    pub share: f64,
+    /// Buckets.
+    pub buckets: u64,
+    /// Buckets held by running experiments.
+    pub used_buckets: u64,
+    /// Running experiments in it.
+    pub experiments: Vec<String>,
+}
+
+/// A group's exact layout.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupAudit {
+    /// Share of the space.
+    pub share: f64,
+    /// Buckets.
+    pub buckets: u64,
+    /// Slots.
+    pub slots: Vec<SlotAudit>,
+}
+
+/// A space's use.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpaceAudit {
+    /// Buckets.
+    pub buckets: u64,
+    /// Buckets held by at least one running experiment.
+    pub used_by_experiments: u64,
+    /// Buckets in at least one holdout.
+    pub in_holdouts: u64,
+    /// Re-salts so far.
+    pub resalts: usize,
+}
+
+/// The whole audit.
+#[derive(Debug, Clone, Serialize)]
+pub struct Audit {
+    /// Configuration version audited.
+    pub version: u64,
+    /// Running experiments.
+    pub experiments: IndexMap<String, ExperimentAudit>,
+    /// Every pair of running experiments in one space.
+    pub overlaps: Vec<Overlap>,
+    /// Holdouts.
+    pub holdouts: IndexMap<String, HoldoutAudit>,
+    /// Groups.
+    pub groups: IndexMap<String, GroupAudit>,
+    /// Spaces.
+    pub spaces: IndexMap<String, SpaceAudit>,
+    /// Things worth knowing.
+    pub warnings: Vec<String>,
+    /// Broken invariants (should never happen); `allot audit` exits 1 when there are any.
+    pub violations: Vec<String>,
+}
+
+fn pct(x: f64) -> String {
+    format!("{}%", crate::config::fmt_num(x * 100.0))
+}
+
+/// Audits the applied state.
+pub fn audit(state: &State, cfg: &Config) -> Audit {
+    let mut out = Audit {
+        version: state.version,
+        experiments: IndexMap::new(),
+        overlaps: vec![],
+        holdouts: IndexMap::new(),
+        groups: IndexMap::new(),
+        spaces: IndexMap::new(),
+        warnings: vec![],
+        violations: vec![],
+    };
+    let size = |unit: &str| state.spaces.get(unit).map_or(1, |s| s.buckets);
+    let running: Vec<(&String, BucketSet)> = cfg
+        .experiments
+        .iter()
+        .filter(|(_, e)| e.state == ExpState::Running)
+        .filter_map(|(id, _)| state.live(OwnerKind::Experiment, id).map(|a| (id, a.current().compact())))
+        .collect();
+    for (id, set) in &running {
+        let e = &cfg.experiments[*id];
+        let b = size(&e.unit);
+        let mut held = Dense::empty(b);
+        for (name, h) in &cfg.holdouts {
+            if cfg.holdout_applies(h, id) {
+                if let Some(a) = state.live(OwnerKind::Holdout, name) {
+                    held.union_with(&a.current());
+                }
+            }
+        }
+        let mut reach = set.dense();
+        reach.subtract(&held);
+        let bf = f64::from(b);
+        let requested = e.share.map(|s| s.fraction());
+        if let Some(r) = e.share.and_then(|s| s.buckets(u64::from(b)).ok()) {
+            if reach.len() != r {
+                out.violations.push(format!("experiment {id}: reaches {} buckets, configured {r}", reach.len()));
+            }
+        }
+        if e.groups.len() > 1 {
+            out.warnings.push(format!("experiment {id} is in {} groups: it reaches {} (the intersection of its slots); consider one group", e.groups.len(), pct(reach.len() as f64 / bf)));
+        }
+        if e.share.is_none() && reach.len() < set.len() {
+            out.warnings.push(format!("experiment {id}: holdouts take {} of its slots' buckets, so it reaches {}", set.len() - reach.len(), pct(reach.len() as f64 / bf)));
+        }
+        out.experiments.insert((*id).clone(), ExperimentAudit {
+            unit: e.unit.clone(),
+            state: e.state,
+            share: set.len() as f64 / bf,
+            buckets: set.len(),
+            reach: reach.len() as f64 / bf,
+            reach_buckets: reach.len(),
+            requested,
+        });
+    }
+    for (i, (a, sa)) in running.iter().enumerate() {
+        let ea = &cfg.experiments[*a];
+        for (b, sb) in &running[i + 1..] {
+            let eb = &cfg.experiments[*b];
+            if ea.unit != eb.unit {
+                continue;
+            }
+            let exclusive = cfg.exclusive(a, b);
+            let shared = sa.intersection_len(sb);
+            let disjoint = exclusive
+                && match (&ea.targeting, &eb.targeting) {
+                    (Some(x), Some(y)) => provably_disjoint(x, y, &cfg.segments),
+                    _ => false,
+                };
+            let ok = !exclusive || shared == 0 || disjoint;
+            if !ok {
+                out.violations.push(format!("exclusive experiments {a} and {b} share {shared} buckets"));
+            }
+            out.overlaps.push(Overlap {
+                a: (*a).clone(),
+                b: (*b).clone(),
+                exclusive,
+                shared_buckets: shared,
+                expected_shared_buckets: sa.len() as f64 * sb.len() as f64 / f64::from(size(&ea.unit)),
+                targeting_disjoint: disjoint,
+                ok,
+            });
+        }
+    }
+    for (name, h) in &cfg.holdouts {
+        let n = state.live(OwnerKind::Holdout, name).map_or(0, |a| a.current().len());
+        out.holdouts.insert(name.clone(), HoldoutAudit {
+            unit: h.unit.clone(),
+            share: n as f64 / f64::from(size(&h.unit)),
+            buckets: n,
+            experiments: running.iter().filter(|(id, _)| cfg.holdout_applies(h, id)).map(|(id, _)| (*id).clone()).collect(),
+        });
+    }
+    for (name, g) in &cfg.groups {
+        let b = size(&g.unit);
+        let n = state.live(OwnerKind::Group, name).map_or(0, |a| a.current().len());
+        let mut slots = vec![];
+        for i in 0..g.slots.len() {
+            let slot = state.live(OwnerKind::Slot, &State::slot_id(name, i)).map(|a| a.current());
+            let slot_len = slot.as_ref().map_or(0, Dense::len);
+            let mut used = Dense::empty(b);
+            let mut members = vec![];
+            for (id, set) in &running {
+                let e = &cfg.experiments[*id];
+                if e.groups.iter().any(|r| &r.group == name && r.slots.contains(&i)) {
+                    members.push((*id).clone());
+                    if let Some(s) = &slot {
+                        let mut x = set.dense();
+                        x.intersect_with(s);
+                        used.union_with(&x);
+                    }
+                }
+            }
+            for (id, set) in &running {
+                let e = &cfg.experiments[*id];
+                if let Some(r) = e.groups.iter().find(|r| &r.group == name) {
+                    if let Some(s) = &slot {
+                        if !r.slots.contains(&i) && set.dense().intersection_len(s) > 0 {
+                            out.violations.push(format!("experiment {id} holds buckets of slot {} of group {name}, which it does not occupy", i + 1));
+                        }
+                    }
+                }
+            }
+            slots.push(SlotAudit { slot: i + 1, share: slot_len as f64 / f64::from(b), buckets: slot_len, used_buckets: used.len(), experiments: members });
+        }
+        out.groups.insert(name.clone(), GroupAudit { share: n as f64 / f64::from(b), buckets: n, slots });
+    }
+    for (name, s) in &state.spaces {
+        if !cfg.units.contains_key(name) {
+            continue;
+        }
+        let mut used = Dense::empty(s.buckets);
+        let mut held = Dense::empty(s.buckets);
+        for (id, set) in &running {
+            if cfg.experiments[*id].unit == *name {
+                used.union_compact(set);
+            }
+        }
+        for a in state.allocations.iter().filter(|a| a.is_live() && a.kind == OwnerKind::Holdout && a.space == *name) {
+            held.union_with(&a.current());
+        }
+        out.spaces.insert(name.clone(), SpaceAudit { buckets: u64::from(s.buckets), used_by_experiments: used.len(), in_holdouts: held.len(), resalts: s.resalts.len() });
+    }
+    out
+}

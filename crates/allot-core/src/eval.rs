@@ -1,0 +1,368 @@
+//! Evaluation: a compiled snapshot of the applied state that answers "which variant does this
+//! unit get?" for every experiment, with a reason. Compiling can fail (a corrupt state);
+//! evaluating cannot.
+//!
+//! Order of operations for one experiment (Amplitude's documented order, with allot's
+//! prerequisites beside targeting):
+//! 1. not running → `NOT_RUNNING`; no unit id in the context → `MISSING_UNIT`;
+//! 2. individual inclusion → `INCLUDED` (bypasses everything below, exclusion included);
+//! 3. a holdout that applies holds the unit's bucket → `HOLDOUT`;
+//! 4. the experiment's allocation does not hold the bucket → `NOT_ALLOCATED`;
+//! 5. a stored sticky assignment → `STICKY`;
+//! 6. a prerequisite experiment did not give one of the required variants → `PREREQUISITE_FAILED`;
+//! 7. targeting does not match → `TARGETING_MISS`;
+//! 8. the variant split → `ASSIGNED`.
+//!
+//! A unit's bucket: `bucket(salt, unit)` over the space, then through each re-salt in order: if
+//! the bucket was not frozen (held by a running experiment or holdout) at that re-salt, the unit
+//! moves to `free[bucket(resalt salt, unit) mod |free|]`, a uniform pick among that re-salt's
+//! free buckets. Units in frozen buckets never move.
+
+use crate::bucketset::{BucketSet, Dense};
+use crate::config::{dependency_order, Config, ExpState};
+use crate::error::FieldError;
+use crate::hash;
+use crate::split::Split;
+use crate::state::{OwnerKind, State};
+use crate::targeting::Compiled;
+use crate::Context;
+use serde::Serialize;
+use serde_json::Value;
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+/// Why an experiment gave a unit the variant it did (or none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Reason {
+    /// Forced by an individual inclusion.
+    Included,
+    /// Assigned by the variant split.
+    Assigned,
+    /// From a stored sticky assignment.
+    Sticky,
+    /// In a holdout that applies to the experiment.
+    Holdout,
+    /// Its bucket is not in the experiment's allocation.
+    NotAllocated,
+    /// Targeting does not match.
+    TargetingMiss,
+    /// A prerequisite experiment did not give a required variant.
+    PrerequisiteFailed,
+    /// The experiment is not running.
+    NotRunning,
+    /// The context has no id for the experiment's unit type.
+    MissingUnit,
+}
+
+impl Reason {
+    /// All reasons, in documentation order.
+    pub const ALL: [Reason; 9] = [
+        Reason::Included,
+        Reason::Assigned,
+        Reason::Sticky,
+        Reason::Holdout,
+        Reason::NotAllocated,
+        Reason::TargetingMiss,
+        Reason::PrerequisiteFailed,
+        Reason::NotRunning,
+        Reason::MissingUnit,
+    ];
+
+    /// The wire name, e.g. `NOT_ALLOCATED`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Reason::Included => "INCLUDED",
+            Reason::Assigned => "ASSIGNED",
+            Reason::Sticky => "STICKY",
+            Reason::Holdout => "HOLDOUT",
+            Reason::NotAllocated => "NOT_ALLOCATED",
+            Reason::TargetingMiss => "TARGETING_MISS",
+            Reason::PrerequisiteFailed => "PREREQUISITE_FAILED",
+            Reason::NotRunning => "NOT_RUNNING",
+            Reason::MissingUnit => "MISSING_UNIT",
+        }
+    }
+}
+
+/// The result of one experiment for one unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Assignment {
+    /// Variant index into the experiment's variants, if any.
+    pub variant: Option<u16>,
+    /// Why.
+    pub reason: Reason,
+}
+
+/// Where stored sticky assignments come from (none in the CLI; the service keeps them).
+pub trait StickyStore {
+    /// The stored variant of `unit` (of `unit_type`) in `experiment`, if any.
+    fn get(&self, unit_type: &str, unit: &str, experiment: &str) -> Option<String>;
+}
+
+/// A store with nothing in it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoSticky;
+
+impl StickyStore for NoSticky {
+    fn get(&self, _: &str, _: &str, _: &str) -> Option<String> {
+        None
+    }
+}
+
+impl StickyStore for HashMap<(String, String, String), String> {
+    fn get(&self, unit_type: &str, unit: &str, experiment: &str) -> Option<String> {
+        HashMap::get(self, &(unit_type.to_string(), unit.to_string(), experiment.to_string())).cloned()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ResaltEval {
+    salt: String,
+    frozen: BucketSet,
+    free: Vec<u32>,
+}
+
+/// A compiled bucket space.
+#[derive(Debug, Clone)]
+pub struct SpaceEval {
+    /// Unit type name.
+    pub name: String,
+    /// Context attribute holding the unit id.
+    pub attribute: String,
+    /// Buckets.
+    pub buckets: u32,
+    salt: String,
+    resalts: Vec<ResaltEval>,
+}
+
+impl SpaceEval {
+    /// The unit's bucket, through every re-salt.
+    #[inline]
+    pub fn bucket(&self, unit: &str) -> u32 {
+        let mut b = hash::bucket(&self.salt, unit, self.buckets);
+        for r in &self.resalts {
+            if !r.free.is_empty() && !r.frozen.contains(b) {
+                b = r.free[hash::bucket(&r.salt, unit, r.free.len() as u32) as usize];
+            }
+        }
+        b
+    }
+}
+
+/// A compiled experiment.
+#[derive(Debug, Clone)]
+pub struct ExpEval {
+    /// Id.
+    pub id: String,
+    /// Index of its space.
+    pub space: usize,
+    /// Running?
+    pub running: bool,
+    /// Sticky?
+    pub sticky: bool,
+    includes: HashMap<String, u16>,
+    holdout: Option<BucketSet>,
+    alloc: BucketSet,
+    targeting: Option<Compiled>,
+    requires: Vec<(usize, Vec<u16>)>,
+    /// The variant split.
+    pub split: Split,
+    /// Variant values.
+    pub values: Vec<Option<Value>>,
+}
+
+/// A compiled, immutable snapshot of one configuration version.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Configuration version.
+    pub version: u64,
+    /// Spaces.
+    pub spaces: Vec<SpaceEval>,
+    /// Experiments, in configuration order.
+    pub experiments: Vec<ExpEval>,
+    order: Vec<usize>,
+    by_id: HashMap<String, usize>,
+}
+
+impl Snapshot {
+    /// Compiles the applied state. Fails only on a state whose configuration no longer validates.
+    pub fn compile(state: &State) -> Result<Snapshot, Vec<FieldError>> {
+        let cfg = crate::plan::applied_config(state)?.unwrap_or_default();
+        Ok(Self::compile_with(state, &cfg))
+    }
+
+    /// Compiles with an already validated configuration (the state's own).
+    pub fn compile_with(state: &State, cfg: &Config) -> Snapshot {
+        let mut spaces = vec![];
+        for (name, u) in &cfg.units {
+            let (buckets, salt, resalts) = match state.spaces.get(name) {
+                Some(s) => (s.buckets, s.salt.clone(), s.resalts.clone()),
+                None => (u.buckets, u.salt.clone(), vec![]),
+            };
+            let resalts = resalts
+                .into_iter()
+                .map(|r| {
+                    let free: Vec<u32> = r.frozen.dense().complement().iter().collect();
+                    ResaltEval { salt: r.salt, frozen: r.frozen, free }
+                })
+                .collect();
+            spaces.push(SpaceEval { name: name.clone(), attribute: u.attribute.clone(), buckets, salt, resalts });
+        }
+        let by_id: HashMap<String, usize> = cfg.experiments.keys().enumerate().map(|(i, k)| (k.clone(), i)).collect();
+        let mut experiments = vec![];
+        for (id, e) in &cfg.experiments {
+            let space = spaces.iter().position(|s| s.name == e.unit).unwrap_or(0);
+            let b = spaces.get(space).map_or(1, |s| s.buckets);
+            let names: Vec<&String> = e.variants.keys().collect();
+            let idx = |v: &str| names.iter().position(|n| *n == v).map(|i| i as u16);
+            let running = e.state == ExpState::Running;
+            let alloc = state.live(OwnerKind::Experiment, id).filter(|_| running).map(|a| a.current().compact());
+            let mut held = Dense::empty(b);
+            for (name, h) in &cfg.holdouts {
+                if cfg.holdout_applies(h, id) {
+                    if let Some(a) = state.live(OwnerKind::Holdout, name) {
+                        held.union_with(&a.current());
+                    }
+                }
+            }
+            experiments.push(ExpEval {
+                id: id.clone(),
+                space,
+                running: running && alloc.is_some(),
+                sticky: e.sticky,
+                includes: e.include.iter().filter_map(|(u, v)| idx(v).map(|i| (u.clone(), i))).collect(),
+                holdout: if held.is_empty() { None } else { Some(held.compact()) },
+                alloc: alloc.unwrap_or_else(|| BucketSet::empty(b)),
+                targeting: e.targeting.as_ref().map(|t| Compiled::compile(t, &cfg.segments)),
+                requires: e
+                    .requires
+                    .iter()
+                    .filter_map(|r| {
+                        let j = *by_id.get(&r.experiment)?;
+                        let other = &cfg.experiments[&r.experiment];
+                        let ok = r.variants.iter().filter_map(|v| other.variants.get_index_of(v).map(|i| i as u16)).collect();
+                        Some((j, ok))
+                    })
+                    .collect(),
+                split: Split::new(&e.salt, &e.variants),
+                values: e.variants.values().map(|v| v.value.clone()).collect(),
+            });
+        }
+        let order = dependency_order(cfg).iter().filter_map(|id| by_id.get(id).copied()).collect();
+        Snapshot { version: state.version, spaces, experiments, order, by_id }
+    }
+
+    /// Index of an experiment by id.
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.by_id.get(id).copied()
+    }
+
+    /// The variant name of an assignment of experiment `i`.
+    pub fn variant_name(&self, i: usize, a: &Assignment) -> Option<&str> {
+        a.variant.map(|v| self.experiments[i].split.names[v as usize].as_str())
+    }
+
+    /// The unit id for a space from the context: strings as they are, numbers and booleans as
+    /// their JSON text; absent, null, empty or other types → none.
+    #[inline]
+    pub fn unit_id<'c>(&self, space: usize, ctx: &'c Context) -> Option<Cow<'c, str>> {
+        match ctx.get(&self.spaces[space].attribute)? {
+            Value::String(s) if !s.is_empty() => Some(Cow::Borrowed(s)),
+            Value::Number(n) => Some(Cow::Owned(n.to_string())),
+            _ => None,
+        }
+    }
+
+    /// Evaluates every experiment for one context; `out[i]` is experiment `i`'s assignment.
+    pub fn evaluate_all(&self, ctx: &Context, sticky: &dyn StickyStore, out: &mut Vec<Assignment>) {
+        out.clear();
+        out.resize(self.experiments.len(), Assignment { variant: None, reason: Reason::NotRunning });
+        let mut units: Vec<Option<(Cow<'_, str>, u32)>> = Vec::with_capacity(self.spaces.len());
+        for s in 0..self.spaces.len() {
+            units.push(self.unit_id(s, ctx).map(|u| {
+                let b = self.spaces[s].bucket(&u);
+                (u, b)
+            }));
+        }
+        for &i in &self.order {
+            let a = self.eval_at(i, ctx, sticky, &units, &|j| out[j]);
+            out[i] = a;
+        }
+    }
+
+    /// Evaluates one experiment (and, first, its prerequisites).
+    pub fn evaluate_one(&self, i: usize, ctx: &Context, sticky: &dyn StickyStore) -> Assignment {
+        let e = &self.experiments[i];
+        let unit = self.unit_id(e.space, ctx);
+        let units: Vec<Option<(Cow<'_, str>, u32)>> = (0..self.spaces.len())
+            .map(|s| {
+                if s == e.space {
+                    unit.as_ref().map(|u| (Cow::Borrowed(u.as_ref()), self.spaces[s].bucket(u)))
+                } else if e.requires.is_empty() {
+                    None
+                } else {
+                    self.unit_id(s, ctx).map(|u| {
+                        let b = self.spaces[s].bucket(&u);
+                        (u, b)
+                    })
+                }
+            })
+            .collect();
+        self.eval_at(i, ctx, sticky, &units, &|j| self.evaluate_one(j, ctx, sticky))
+    }
+
+    #[inline]
+    fn eval_at(
+        &self,
+        i: usize,
+        ctx: &Context,
+        sticky: &dyn StickyStore,
+        units: &[Option<(Cow<'_, str>, u32)>],
+        prior: &dyn Fn(usize) -> Assignment,
+    ) -> Assignment {
+        let e = &self.experiments[i];
+        let none = |reason| Assignment { variant: None, reason };
+        if !e.running {
+            return none(Reason::NotRunning);
+        }
+        let Some((unit, b)) = &units[e.space] else {
+            return none(Reason::MissingUnit);
+        };
+        if !e.includes.is_empty() {
+            if let Some(&v) = e.includes.get(unit.as_ref()) {
+                return Assignment { variant: Some(v), reason: Reason::Included };
+            }
+        }
+        if e.holdout.as_ref().is_some_and(|h| h.contains(*b)) {
+            return none(Reason::Holdout);
+        }
+        if !e.alloc.contains(*b) {
+            return none(Reason::NotAllocated);
+        }
+        if e.sticky {
+            if let Some(v) = sticky.get(&self.spaces[e.space].name, unit, &e.id) {
+                if let Some(v) = e.split.names.iter().position(|n| *n == v) {
+                    return Assignment { variant: Some(v as u16), reason: Reason::Sticky };
+                }
+            }
+        }
+        for (j, ok) in &e.requires {
+            match prior(*j).variant {
+                Some(v) if ok.contains(&v) => {}
+                _ => return none(Reason::PrerequisiteFailed),
+            }
+        }
+        if let Some(t) = &e.targeting {
+            if !t.matches(ctx) {
+                return none(Reason::TargetingMiss);
+            }
+        }
+        Assignment { variant: Some(e.split.variant(unit) as u16), reason: Reason::Assigned }
+    }
+
+    /// Heap bytes held by allocations and holdout sets (for the memory benchmark).
+    pub fn allocation_bytes(&self) -> usize {
+        self.experiments.iter().map(|e| e.alloc.heap_bytes() + e.holdout.as_ref().map_or(0, BucketSet::heap_bytes)).sum()
+    }
+}

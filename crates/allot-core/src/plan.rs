@@ -1,0 +1,878 @@
+//! Change control: turns (recorded state, new configuration) into a plan — the changes, the exact
+//! impact on every running experiment, the refusals — and the state that applying it records.
+//!
+//! Allocation order within one change: holdouts, then groups and their slots, then experiments
+//! in file order — first those already running (they keep their buckets), then their growths,
+//! then newly started ones. Every draw takes buckets at random from those free for its owner.
+
+use crate::bucketset::{draw, Dense};
+use crate::config::{self, Config, ExpState, Experiment, Share};
+use crate::error::{join, FieldError};
+use crate::rng::seed_from;
+use crate::split::Split;
+use crate::state::{Allocation, Draw, DrawOp, LogEntry, OwnerKind, SpaceState, State};
+use crate::targeting::{provably_disjoint, Targeting};
+use indexmap::IndexMap;
+use serde::Serialize;
+
+/// How many of the most recently released allocations in an experiment's exclusion scope the
+/// allocator looks at to prefer least recently used buckets.
+pub const RECENCY_WINDOW: usize = 64;
+
+/// Options of one apply.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Override refusals.
+    pub force: bool,
+    /// Why (required with `force`).
+    pub reason: Option<String>,
+    /// When (RFC 3339), recorded in the log.
+    pub time: String,
+    /// Who, recorded in the log.
+    pub actor: Option<String>,
+}
+
+/// One change the plan makes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Change {
+    /// `experiment`, `holdout`, `group`, `unit` or `surface`.
+    pub entity: String,
+    /// Its id.
+    pub id: String,
+    /// `create`, `update`, `start`, `grow`, `stop`, `archive`, `delete`, `release`.
+    pub action: String,
+    /// What exactly.
+    pub detail: String,
+}
+
+/// The impact of a change on one running experiment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Impact {
+    /// Share of its currently assigned units whose assignment the change would move.
+    pub moved_share: f64,
+    /// Share moved because their bucket left the experiment (or entered a holdout).
+    pub moved_by_buckets: f64,
+    /// Share moved by a change of the variant split.
+    pub moved_by_split: f64,
+    /// Buckets before and after.
+    pub buckets_before: u64,
+    /// Buckets after.
+    pub buckets_after: u64,
+    /// Whether the targeting changed (its effect depends on the population; see `refusals`).
+    pub targeting_changed: bool,
+    /// Sticky experiments: units with a stored assignment keep it whatever moves.
+    pub sticky: bool,
+}
+
+/// A change that change control refuses unless forced.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Refusal {
+    /// Field the refusal is about.
+    pub path: String,
+    /// Which rule.
+    pub rule: String,
+    /// Why, with numbers.
+    pub message: String,
+}
+
+/// What applying a configuration would do.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// Version the plan would record.
+    pub version: u64,
+    /// Changes.
+    pub changes: Vec<Change>,
+    /// Impact on every experiment running before and after.
+    pub impact: IndexMap<String, Impact>,
+    /// Refusals; a non-forced apply with any is refused.
+    pub refusals: Vec<Refusal>,
+    /// Warnings that do not stop the change.
+    pub warnings: Vec<String>,
+    /// The state that applying records.
+    #[serde(skip)]
+    pub state: State,
+}
+
+impl Plan {
+    /// True when the configuration equals the applied one and nothing would be recorded.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+/// Why an apply did not happen.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApplyError {
+    /// The configuration or the space cannot support it; forcing does not help.
+    #[error("{}", crate::Errors(.0.clone()))]
+    Invalid(Vec<FieldError>),
+    /// Change control refused it; `--force --reason` overrides.
+    #[error("change refused: {} refusal(s)", .0.refusals.len())]
+    Refused(Box<Plan>),
+}
+
+/// The configuration last applied, if any.
+pub fn applied_config(state: &State) -> Result<Option<Config>, Vec<FieldError>> {
+    match &state.config {
+        None => Ok(None),
+        Some(raw) => config::validate(raw).map(Some).map_err(|es| {
+            es.into_iter().map(|e| FieldError::new(join("state.config", &e.path), e.message)).collect()
+        }),
+    }
+}
+
+/// Plans applying `cfg` (whose raw tree is `raw`) over `state`.
+pub fn plan(state: &State, cfg: &Config, raw: &serde_json::Value, opts: &Options) -> Result<Plan, Vec<FieldError>> {
+    let old = applied_config(state)?.unwrap_or_default();
+    let mut p = Planner {
+        old: &old,
+        cfg,
+        st: state.clone(),
+        version: state.version + 1,
+        changes: vec![],
+        refusals: vec![],
+        warnings: vec![],
+        errors: vec![],
+    };
+    p.st.version = p.version;
+    p.st.config = Some(raw.clone());
+    p.spaces();
+    p.holdouts();
+    p.groups();
+    p.experiments();
+    if !p.errors.is_empty() {
+        return Err(p.errors);
+    }
+    let impact = p.impact(state);
+    let mut plan = Plan {
+        version: p.version,
+        changes: p.changes,
+        impact,
+        refusals: p.refusals,
+        warnings: p.warnings,
+        state: p.st,
+    };
+    if plan.changes.is_empty() && state.config.as_ref() == Some(raw) {
+        plan.state = state.clone();
+        plan.version = state.version;
+    } else {
+        plan.state.log.push(LogEntry {
+            version: plan.version,
+            time: opts.time.clone(),
+            actor: opts.actor.clone(),
+            forced: opts.force && !plan.refusals.is_empty(),
+            reason: opts.reason.clone(),
+            changes: plan.changes.iter().map(|c| format!("{} {} {}: {}", c.action, c.entity, c.id, c.detail)).collect(),
+            overridden: if opts.force { plan.refusals.iter().map(|r| format!("{}: {}", r.path, r.message)).collect() } else { vec![] },
+        });
+    }
+    Ok(plan)
+}
+
+/// Plans and, unless refused, returns the new state to record. All-or-nothing: on error the
+/// caller keeps the old state untouched.
+pub fn apply(state: &State, cfg: &Config, raw: &serde_json::Value, opts: &Options) -> Result<Plan, ApplyError> {
+    if opts.force && opts.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+        return Err(ApplyError::Invalid(vec![FieldError::new("reason", "--force needs --reason TEXT, which is recorded")]));
+    }
+    let plan = plan(state, cfg, raw, opts).map_err(ApplyError::Invalid)?;
+    if !plan.refusals.is_empty() && !opts.force {
+        return Err(ApplyError::Refused(Box::new(plan)));
+    }
+    Ok(plan)
+}
+
+struct Planner<'a> {
+    old: &'a Config,
+    cfg: &'a Config,
+    st: State,
+    version: u64,
+    changes: Vec<Change>,
+    refusals: Vec<Refusal>,
+    warnings: Vec<String>,
+    errors: Vec<FieldError>,
+}
+
+fn pct(x: f64) -> String {
+    format!("{}%", config::fmt_num(x * 100.0))
+}
+
+impl Planner<'_> {
+    fn change(&mut self, entity: &str, id: &str, action: &str, detail: impl Into<String>) {
+        self.changes.push(Change { entity: entity.into(), id: id.into(), action: action.into(), detail: detail.into() });
+    }
+
+    fn refuse(&mut self, path: impl Into<String>, rule: &str, message: impl Into<String>) {
+        self.refusals.push(Refusal { path: path.into(), rule: rule.into(), message: message.into() });
+    }
+
+    fn space_size(&self, unit: &str) -> u32 {
+        self.st.spaces.get(unit).map_or(config::DEFAULT_BUCKETS, |s| s.buckets)
+    }
+
+    fn seed(&self, kind: &str, id: &str, n: usize) -> u64 {
+        seed_from(&format!("{kind}:{id}|v{}|{n}", self.version))
+    }
+
+    fn release(&mut self, kind: OwnerKind, id: &str) {
+        let v = self.version;
+        if let Some(a) = self.st.live_mut(kind, id) {
+            a.released = Some(v);
+        }
+    }
+
+    fn record(&mut self, space: &str, kind: OwnerKind, owner: &str, tags: Vec<String>, seed: u64, set: &Dense) {
+        let id = self.st.next_id();
+        self.st.allocations.push(Allocation {
+            id,
+            space: space.to_string(),
+            kind,
+            owner: owner.to_string(),
+            tags,
+            draws: vec![Draw { version: self.version, seed, op: DrawOp::Add, buckets: set.compact() }],
+            released: None,
+        });
+    }
+
+    fn add_draw(&mut self, kind: OwnerKind, owner: &str, seed: u64, op: DrawOp, set: &Dense) {
+        let v = self.version;
+        if let Some(a) = self.st.live_mut(kind, owner) {
+            a.draws.push(Draw { version: v, seed, op, buckets: set.compact() });
+        }
+    }
+
+    fn live_set(&self, kind: OwnerKind, owner: &str) -> Option<Dense> {
+        self.st.live(kind, owner).map(Allocation::current)
+    }
+
+    fn spaces(&mut self) {
+        let live_in = |st: &State, space: &str| st.allocations.iter().any(|a| a.is_live() && a.space == space);
+        for (name, u) in &self.cfg.units {
+            match self.st.spaces.get(name) {
+                None => {
+                    self.st.spaces.insert(name.clone(), SpaceState { buckets: u.buckets, salt: u.salt.clone(), resalts: vec![] });
+                    self.change("unit", name, "create", format!("{} buckets on attribute `{}`", u.buckets, u.attribute));
+                }
+                Some(s) if s.buckets != u.buckets || s.salt != u.salt => {
+                    // Live allocations are released first when nothing runs; otherwise the space is frozen.
+                    let running = self.old.experiments.values().any(|e| e.unit == *name && e.state == ExpState::Running);
+                    if running || self.cfg.holdouts.values().any(|h| h.unit == *name) || self.cfg.groups.values().any(|g| g.unit == *name) {
+                        self.errors.push(FieldError::new(
+                            join("units", name),
+                            "buckets and salt cannot change while the space holds allocations (it would move every unit); create a new unit type instead",
+                        ));
+                    } else {
+                        for a in self.st.allocations.iter_mut().filter(|a| a.is_live() && a.space == *name) {
+                            a.released = Some(self.version);
+                        }
+                        self.st.spaces.insert(name.clone(), SpaceState { buckets: u.buckets, salt: u.salt.clone(), resalts: vec![] });
+                        self.change("unit", name, "update", format!("{} buckets, salt `{}`", u.buckets, u.salt));
+                    }
+                }
+                Some(_) => {
+                    if self.old.units.get(name).is_some_and(|o| o.attribute != u.attribute) {
+                        self.change("unit", name, "update", format!("attribute `{}`", u.attribute));
+                    }
+                }
+            }
+        }
+        for name in self.old.units.keys() {
+            if !self.cfg.units.contains_key(name) {
+                if live_in(&self.st, name) && (self.cfg.holdouts.values().any(|h| h.unit == *name)) {
+                    self.errors.push(FieldError::new(join("units", name), "still used"));
+                }
+                self.change("unit", name, "delete", "unit type removed");
+            }
+        }
+    }
+
+    /// Running experiments of the old configuration a holdout applied to.
+    fn running_under_old_holdout(&self, name: &str) -> Vec<String> {
+        let Some(h) = self.old.holdouts.get(name) else { return vec![] };
+        self.old
+            .experiments
+            .iter()
+            .filter(|(id, e)| e.state == ExpState::Running && self.old.holdout_applies(h, id))
+            .filter(|(id, _)| self.cfg.experiments.get(*id).is_some_and(|e| e.state == ExpState::Running))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    fn holdouts(&mut self) {
+        for name in self.old.holdouts.keys() {
+            if !self.cfg.holdouts.contains_key(name) {
+                let running = self.running_under_old_holdout(name);
+                if !running.is_empty() {
+                    self.refuse(join("holdouts", name), "holdout-in-use", format!(
+                        "holdout `{name}` cannot be deleted while experiments it applies to run: {}",
+                        running.join(", ")
+                    ));
+                }
+                self.release(OwnerKind::Holdout, name);
+                self.change("holdout", name, "delete", "buckets return to the free pool");
+            }
+        }
+        for (name, h) in &self.cfg.holdouts {
+            let path = join("holdouts", name);
+            let b = self.space_size(&h.unit);
+            let Ok(count) = h.share.buckets(u64::from(b)) else { continue };
+            let old = self.old.holdouts.get(name);
+            let live = self.live_set(OwnerKind::Holdout, name);
+            match (old, live) {
+                (Some(o), Some(cur)) if o.unit == h.unit => {
+                    if o.share != h.share {
+                        self.refuse(join(&path, "share"), "holdout-share-fixed", format!(
+                            "a holdout's share cannot change once created ({} → {})",
+                            o.share.percent(),
+                            h.share.percent()
+                        ));
+                        self.resize(OwnerKind::Holdout, name, &path, &cur, count, None);
+                        self.change("holdout", name, "update", format!("share {} → {}", o.share.percent(), h.share.percent()));
+                    }
+                    if o.applies_to != h.applies_to {
+                        self.change("holdout", name, "update", format!("applies_to [{}] → [{}]", o.applies_to.join(", "), h.applies_to.join(", ")));
+                    }
+                }
+                (o, _) => {
+                    if o.is_some() {
+                        self.refuse(join(&path, "unit"), "holdout-share-fixed", "a holdout's unit type cannot change once created");
+                        self.release(OwnerKind::Holdout, name);
+                    }
+                    // Avoid the buckets of running experiments it applies to: their units must not move.
+                    let mut free = Dense::full(b);
+                    for (id, e) in &self.cfg.experiments {
+                        if e.state == ExpState::Running && self.cfg.holdout_applies(h, id) {
+                            if let Some(a) = self.st.live(OwnerKind::Experiment, id) {
+                                free.subtract(&a.current());
+                            }
+                        }
+                    }
+                    let seed = self.seed("holdout", name, 0);
+                    match draw(&free, count, seed, None) {
+                        Some(set) => {
+                            self.record(&h.unit, OwnerKind::Holdout, name, vec![], seed, &set);
+                            self.change("holdout", name, "create", format!("{} ({count} buckets) of `{}`", h.share.percent(), h.unit));
+                        }
+                        None => self.errors.push(FieldError::new(join(&path, "share"), format!(
+                            "{} requested ({count} buckets), {} free: the rest is held by running experiments it applies to",
+                            h.share.percent(),
+                            free.len()
+                        ))),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Grows or (forced) shrinks a live allocation to `count` buckets.
+    fn resize(&mut self, kind: OwnerKind, owner: &str, path: &str, cur: &Dense, count: u64, free: Option<&Dense>) {
+        let have = cur.len();
+        let b = cur.space();
+        if count > have {
+            let mut f = match free {
+                Some(f) => f.clone(),
+                None => Dense::full(b),
+            };
+            f.subtract(cur);
+            let seed = self.seed(&format!("{kind:?}"), owner, 1);
+            match draw(&f, count - have, seed, None) {
+                Some(add) => self.add_draw(kind, owner, seed, DrawOp::Add, &add),
+                None => self.errors.push(FieldError::new(join(path, "share"), format!(
+                    "growing to {count} buckets needs {} more, {} free",
+                    count - have,
+                    f.len()
+                ))),
+            }
+        } else if count < have {
+            let seed = self.seed(&format!("{kind:?}-shrink"), owner, 1);
+            if let Some(remove) = draw(cur, have - count, seed, None) {
+                self.add_draw(kind, owner, seed, DrawOp::Remove, &remove);
+            }
+        }
+    }
+
+    fn groups(&mut self) {
+        for name in self.old.groups.keys() {
+            if !self.cfg.groups.contains_key(name) {
+                let members: Vec<String> = self
+                    .cfg
+                    .experiments
+                    .iter()
+                    .filter(|(_, e)| e.state == ExpState::Running && e.groups.iter().any(|g| &g.group == name))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                let old_members: Vec<String> = self
+                    .old
+                    .experiments
+                    .iter()
+                    .filter(|(id, e)| e.state == ExpState::Running && e.groups.iter().any(|g| &g.group == name) && self.cfg.experiments.get(*id).is_some_and(|n| n.state == ExpState::Running))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                if !members.is_empty() || !old_members.is_empty() {
+                    self.refuse(join("groups", name), "group-in-use", format!(
+                        "group `{name}` cannot be deleted while its experiments run: {}",
+                        old_members.join(", ")
+                    ));
+                }
+                self.release_group(name, self.old.groups[name].slots.len());
+                self.change("group", name, "delete", "buckets return to the free pool");
+            }
+        }
+        for (name, g) in &self.cfg.groups {
+            let path = join("groups", name);
+            let b = self.space_size(&g.unit);
+            let old = self.old.groups.get(name);
+            let exists = self.st.live(OwnerKind::Group, name).is_some();
+            if let (Some(o), true) = (old, exists) {
+                if o == g {
+                    continue;
+                }
+                let running: Vec<String> = self
+                    .old
+                    .experiments
+                    .iter()
+                    .filter(|(_, e)| e.state == ExpState::Running && e.groups.iter().any(|r| &r.group == name))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                if o.share != g.share || o.slots != g.slots || o.unit != g.unit {
+                    self.refuse(&path, "slots-fixed", format!(
+                        "a group's share and slots cannot change once created ({} [{}] → {} [{}])",
+                        o.share.percent(),
+                        o.slots.iter().map(Share::percent).collect::<Vec<_>>().join(", "),
+                        g.share.percent(),
+                        g.slots.iter().map(Share::percent).collect::<Vec<_>>().join(", ")
+                    ));
+                    self.release_group(name, o.slots.len());
+                } else if o.surfaces != g.surfaces {
+                    if !running.is_empty() {
+                        self.warnings.push(format!("group `{name}`: surfaces changed while experiments run ({})", running.join(", ")));
+                    }
+                    self.change("group", name, "update", format!("surfaces [{}]", g.surfaces.join(", ")));
+                    continue;
+                }
+            }
+            // A new group: its buckets, then its slots carved out of them.
+            let Ok(count) = g.share.buckets(u64::from(b)) else { continue };
+            let mut free = Dense::full(b);
+            for (id, e) in &self.cfg.experiments {
+                if e.state == ExpState::Running && !e.groups.iter().any(|r| &r.group == name) {
+                    let tags = self.cfg.tags_of(e);
+                    let excl = self.cfg.exclusive_to_of(e);
+                    if g.surfaces.iter().any(|s| tags.contains(s) || excl.contains(s)) {
+                        if let Some(a) = self.st.live(OwnerKind::Experiment, id) {
+                            free.subtract(&a.current());
+                        }
+                    }
+                }
+            }
+            let seed = self.seed("group", name, 0);
+            let Some(set) = draw(&free, count, seed, None) else {
+                self.errors.push(FieldError::new(join(&path, "share"), format!(
+                    "{} requested ({count} buckets), {} free outside experiments on its surfaces",
+                    g.share.percent(),
+                    free.len()
+                )));
+                continue;
+            };
+            self.record(&g.unit, OwnerKind::Group, name, g.surfaces.clone(), seed, &set);
+            let mut rest = set;
+            for (i, s) in g.slots.iter().enumerate() {
+                let Ok(n) = s.buckets(count) else { continue };
+                let seed = self.seed("slot", &State::slot_id(name, i), 0);
+                if let Some(slot) = draw(&rest, n, seed, None) {
+                    rest.subtract(&slot);
+                    self.record(&g.unit, OwnerKind::Slot, &State::slot_id(name, i), vec![], seed, &slot);
+                }
+            }
+            self.change("group", name, "create", format!(
+                "{} ({count} buckets) in {} slots [{}]",
+                g.share.percent(),
+                g.slots.len(),
+                g.slots.iter().map(Share::percent).collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+
+    fn release_group(&mut self, name: &str, slots: usize) {
+        self.release(OwnerKind::Group, name);
+        for i in 0..slots {
+            self.release(OwnerKind::Slot, &State::slot_id(name, i));
+        }
+    }
+
+    /// The buckets an experiment may draw from, before exclusion: the intersection of its slots
+    /// over all its groups, or the whole space.
+    fn within(&self, e: &Experiment, b: u32) -> Dense {
+        let mut within = Dense::full(b);
+        for g in &e.groups {
+            let mut slots = Dense::empty(b);
+            for &i in &g.slots {
+                if let Some(a) = self.st.live(OwnerKind::Slot, &State::slot_id(&g.group, i)) {
+                    slots.union_compact(&a.draws[0].buckets);
+                }
+            }
+            within.intersect_with(&slots);
+        }
+        within
+    }
+
+    fn holdout_union(&self, cfg: &Config, id: &str, b: u32) -> Dense {
+        let mut held = Dense::empty(b);
+        for (name, h) in &cfg.holdouts {
+            if cfg.holdout_applies(h, id) {
+                if let Some(a) = self.st.live(OwnerKind::Holdout, name) {
+                    held.union_compact(&a.draws[0].buckets);
+                    for d in &a.draws[1..] {
+                        match d.op {
+                            DrawOp::Add => held.union_compact(&d.buckets),
+                            DrawOp::Remove => held.subtract_compact(&d.buckets),
+                        }
+                    }
+                }
+            }
+        }
+        held
+    }
+
+    fn disjoint(&self, a: &Experiment, b: &Experiment) -> bool {
+        match (&a.targeting, &b.targeting) {
+            (Some(ta), Some(tb)) => provably_disjoint(ta, tb, &self.cfg.segments),
+            _ => false,
+        }
+    }
+
+    /// Least-recently-used tiers: per shard, the latest version at which an allocation in this
+    /// experiment's exclusion scope released it.
+    fn recency(&self, id: &str, e: &Experiment, b: u32) -> Vec<u64> {
+        let tags = self.cfg.tags_of(e);
+        let excl = self.cfg.exclusive_to_of(e);
+        let groups: Vec<&str> = e.groups.iter().map(|g| g.group.as_str()).collect();
+        let mut rec = vec![0u64; b.div_ceil(crate::bucketset::SHARD) as usize];
+        let released = self.st.allocations.iter().rev().filter(|a| {
+            a.kind == OwnerKind::Experiment
+                && a.space == e.unit
+                && a.released.is_some()
+                && a.owner != id
+                && (a.tags.iter().any(|t| excl.contains(t) || tags.contains(t) || groups.contains(&t.as_str())))
+        });
+        for a in released.take(RECENCY_WINDOW) {
+            let v = a.released.unwrap_or(0);
+            a.current().compact().for_each_mask(|s, _| rec[s] = rec[s].max(v));
+        }
+        rec
+    }
+
+    fn experiments(&mut self) {
+        // Lifecycle transitions and removals.
+        for (id, o) in &self.old.experiments {
+            let path = join("experiments", id);
+            match self.cfg.experiments.get(id) {
+                None => {
+                    if o.state == ExpState::Running {
+                        self.refuse(&path, "running-removed", format!("running experiment `{id}` was removed from the file; set `state: stopped` first"));
+                    }
+                    self.release(OwnerKind::Experiment, id);
+                    self.change("experiment", id, "delete", "removed from the configuration");
+                }
+                Some(n) if n.state != o.state => {
+                    use ExpState::*;
+                    let ok = matches!((o.state, n.state), (Draft, Running) | (Draft, Stopped) | (Draft, Archived) | (Running, Stopped) | (Running, Archived) | (Stopped, Archived));
+                    if !ok {
+                        self.refuse(join(&path, "state"), "lifecycle", format!(
+                            "`{}` → `{}` is not allowed (draft → running → stopped → archived){}",
+                            o.state.as_str(),
+                            n.state.as_str(),
+                            if o.state == Stopped && n.state == Running { "; a stopped experiment's units were released: start a copy under a new id" } else { "" }
+                        ));
+                    }
+                    if o.state == Running {
+                        self.release(OwnerKind::Experiment, id);
+                    }
+                    let action = match n.state {
+                        Running => "start",
+                        Stopped => "stop",
+                        Archived => "archive",
+                        Draft => "update",
+                    };
+                    let detail = if o.state == Running { "buckets return to the free pool" } else { "" };
+                    self.change("experiment", id, action, format!("{} → {}{}{}", o.state.as_str(), n.state.as_str(), if detail.is_empty() { "" } else { "; " }, detail));
+                }
+                Some(_) => {}
+            }
+        }
+        // Settings changes, and the rules for running experiments.
+        for (id, n) in &self.cfg.experiments {
+            let path = join("experiments", id);
+            let Some(o) = self.old.experiments.get(id) else {
+                self.change("experiment", id, "create", format!("{} ({})", n.state.as_str(), n.share.map_or("its slots".into(), |s| s.percent())));
+                continue;
+            };
+            let both_running = o.state == ExpState::Running && n.state == ExpState::Running;
+            let mut what = vec![];
+            if o.unit != n.unit {
+                what.push(format!("unit {} → {}", o.unit, n.unit));
+                if both_running {
+                    self.refuse(join(&path, "unit"), "moves-units", "changing the unit type of a running experiment reassigns every unit");
+                }
+            }
+            if o.groups != n.groups {
+                what.push("groups/slots".into());
+                if both_running {
+                    self.refuse(join(&path, "group"), "group-membership-fixed", "a running experiment cannot join or leave a group or change slots");
+                }
+            }
+            if o.share != n.share {
+                what.push(format!("share {} → {}", o.share.map_or("slots".into(), |s| s.percent()), n.share.map_or("slots".into(), |s| s.percent())));
+            }
+            if o.variants != n.variants {
+                what.push("variants".into());
+            }
+            if o.salt != n.salt {
+                what.push("salt".into());
+            }
+            if o.include != n.include {
+                what.push("inclusions".into());
+            }
+            if o.surfaces != n.surfaces || o.tags != n.tags || o.exclusive_to != n.exclusive_to {
+                what.push("exclusion scopes".into());
+            }
+            if o.requires != n.requires {
+                what.push("prerequisites".into());
+                if both_running {
+                    self.refuse(join(&path, "requires"), "moves-units", "changing the prerequisites of a running experiment moves the units they admit or exclude");
+                }
+            }
+            if o.sticky != n.sticky {
+                what.push(format!("sticky {}", n.sticky));
+            }
+            if o.targeting != n.targeting {
+                what.push("targeting".into());
+                if both_running && !widens(o.targeting.as_ref(), n.targeting.as_ref(), &self.cfg.segments) {
+                    self.refuse(join(&path, "targeting"), "moves-units", "the new targeting may exclude units that are assigned now (allot can prove only widening changes safe); their share depends on your population");
+                }
+            }
+            if !what.is_empty() {
+                self.change("experiment", id, "update", what.join(", "));
+            }
+        }
+        // Allocation: kept ones first, then growths, then new ones.
+        let running: Vec<String> = self.cfg.experiments.iter().filter(|(_, e)| e.state == ExpState::Running).map(|(id, _)| id.clone()).collect();
+        let mut placed: Vec<(String, Dense)> = vec![];
+        let mut pending: Vec<(String, Option<Dense>)> = vec![];
+        for id in &running {
+            let e = &self.cfg.experiments[id];
+            let kept = self.old.experiments.get(id).is_some_and(|o| o.state == ExpState::Running && o.unit == e.unit);
+            match (kept, self.live_set(OwnerKind::Experiment, id)) {
+                (true, Some(mut cur)) => {
+                    let b = cur.space();
+                    let before = cur.len();
+                    if !e.groups.is_empty() {
+                        cur.intersect_with(&self.within(e, b));
+                    }
+                    for (other, set) in &placed {
+                        let oe = &self.cfg.experiments[other];
+                        if self.cfg.exclusive(id, other) && !self.disjoint(e, oe) {
+                            cur.subtract(set);
+                        }
+                    }
+                    if cur.len() < before {
+                        self.refuse(join(&join("experiments", id), "surfaces"), "moves-units", format!(
+                            "{} of its buckets ({}) conflict with its new slots or exclusion scopes and would be redrawn",
+                            before - cur.len(),
+                            pct((before - cur.len()) as f64 / before as f64)
+                        ));
+                        let seed = self.seed("experiment-conflict", id, 0);
+                        let mut gone = self.live_set(OwnerKind::Experiment, id).unwrap_or_else(|| Dense::empty(b));
+                        gone.subtract(&cur);
+                        self.add_draw(OwnerKind::Experiment, id, seed, DrawOp::Remove, &gone);
+                    }
+                    pending.push((id.clone(), Some(cur.clone())));
+                    placed.push((id.clone(), cur));
+                }
+                _ => {
+                    if kept {
+                        // Running before but with no live allocation (e.g. its space was reset).
+                        self.release(OwnerKind::Experiment, id);
+                    }
+                    if self.st.live(OwnerKind::Experiment, id).is_some() {
+                        self.release(OwnerKind::Experiment, id);
+                    }
+                    pending.push((id.clone(), None));
+                }
+            }
+        }
+        // Growths (and refilling after conflicts) before new experiments draw.
+        pending.sort_by_key(|(_, cur)| cur.is_none());
+        for (id, cur) in pending {
+            let e = &self.cfg.experiments[&id];
+            let path = join("experiments", &id);
+            let b = self.space_size(&e.unit);
+            let within = self.within(e, b);
+            let mut free = within.clone();
+            let mut blockers: Vec<(String, u64)> = vec![];
+            for (other, set) in &placed {
+                if *other == id {
+                    continue;
+                }
+                let oe = &self.cfg.experiments[other];
+                if self.cfg.exclusive(&id, other) && !self.disjoint(e, oe) {
+                    let n = free.intersection_len(set);
+                    if n > 0 {
+                        blockers.push((format!("experiment {other}"), n));
+                    }
+                    free.subtract(set);
+                }
+            }
+            if e.share.is_some() {
+                for (name, h) in &self.cfg.holdouts {
+                    if self.cfg.holdout_applies(h, &id) {
+                        if let Some(a) = self.st.live(OwnerKind::Holdout, name) {
+                            let hs = a.current();
+                            let n = free.intersection_len(&hs);
+                            if n > 0 {
+                                blockers.push((format!("holdout {name}"), n));
+                            }
+                            free.subtract(&hs);
+                        }
+                    }
+                }
+            }
+            let have = cur.as_ref().map_or(0, Dense::len);
+            let target = match e.share {
+                Some(s) => s.buckets(u64::from(b)).unwrap_or(0),
+                None if cur.is_some() => self.st.live(OwnerKind::Experiment, &id).map_or(0, |a| a.current().len()).max(have),
+                None => free.len(),
+            };
+            if e.groups.len() > 1 {
+                self.warnings.push(format!(
+                    "experiments.{id}: it is in {} groups, so it reaches only the intersection of their slots ({} of units); one group is simpler and wastes less traffic",
+                    e.groups.len(),
+                    pct(within.len() as f64 / f64::from(b))
+                ));
+            }
+            let tags: Vec<String> = self.cfg.tags_of(e).into_iter().chain(e.groups.iter().map(|g| g.group.clone())).collect();
+            match cur {
+                Some(mut cur) => {
+                    let orig = self.st.live(OwnerKind::Experiment, &id).map_or(0, |a| a.current().len());
+                    if target < orig {
+                        self.refuse(join(&path, "share"), "no-shrink", format!(
+                            "a running allocation cannot shrink ({orig} → {target} buckets): {} of its units would lose their variant",
+                            pct((orig - target) as f64 / orig.max(1) as f64)
+                        ));
+                        let seed = self.seed("experiment-shrink", &id, 0);
+                        if let Some(remove) = draw(&cur, cur.len().saturating_sub(target), seed, None) {
+                            self.add_draw(OwnerKind::Experiment, &id, seed, DrawOp::Remove, &remove);
+                            cur.subtract(&remove);
+                        }
+                    } else if target > cur.len() {
+                        free.subtract(&cur);
+                        let need = target - cur.len();
+                        let seed = self.seed("experiment-grow", &id, 0);
+                        let rec = self.recency(&id, e, b);
+                        match draw(&free, need, seed, Some(&rec)) {
+                            Some(add) => {
+                                self.add_draw(OwnerKind::Experiment, &id, seed, DrawOp::Add, &add);
+                                if target > orig {
+                                    self.change("experiment", &id, "grow", format!("{orig} → {target} buckets (adds units only)"));
+                                }
+                                cur.union_with(&add);
+                            }
+                            None => self.errors.push(no_space(&path, e.share, target, need, &free, &within, &blockers)),
+                        }
+                    }
+                    if let Some(slot) = placed.iter_mut().find(|(p, _)| *p == id) {
+                        slot.1 = cur;
+                    }
+                }
+                None => {
+                    let seed = self.seed("experiment", &id, 0);
+                    let rec = self.recency(&id, e, b);
+                    match draw(&free, target, seed, Some(&rec)) {
+                        Some(set) => {
+                            if set.is_empty() {
+                                self.warnings.push(format!("experiments.{id}: its slots have no free bucket, so it reaches no unit"));
+                            }
+                            self.record(&e.unit, OwnerKind::Experiment, &id, tags, seed, &set);
+                            placed.push((id.clone(), set));
+                        }
+                        None => self.errors.push(no_space(&path, e.share, target, target, &free, &within, &blockers)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Exact impact on every experiment running before and after.
+    fn impact(&self, before: &State) -> IndexMap<String, Impact> {
+        let mut out = IndexMap::new();
+        for (id, n) in &self.cfg.experiments {
+            if n.state != ExpState::Running {
+                continue;
+            }
+            let Some(o) = self.old.experiments.get(id).filter(|o| o.state == ExpState::Running) else { continue };
+            let b = self.space_size(&n.unit);
+            let old_alloc = before.live(OwnerKind::Experiment, id).map(Allocation::current);
+            let new_alloc = self.st.live(OwnerKind::Experiment, id).map(Allocation::current);
+            let (Some(mut eff_old), Some(mut eff_new)) = (old_alloc, new_alloc) else { continue };
+            let (buckets_before, buckets_after) = (eff_old.len(), eff_new.len());
+            let old_planner = Planner { old: self.old, cfg: self.old, st: before.clone(), version: 0, changes: vec![], refusals: vec![], warnings: vec![], errors: vec![] };
+            eff_old.subtract(&old_planner.holdout_union(self.old, id, b));
+            eff_new.subtract(&self.holdout_union(self.cfg, id, b));
+            let base = eff_old.len();
+            let mut gone = eff_old.clone();
+            gone.subtract(&eff_new);
+            let by_buckets = if base == 0 { 0.0 } else { gone.len() as f64 / base as f64 };
+            let by_split = if o.unit != n.unit {
+                1.0
+            } else {
+                Split::new(&o.salt, &o.variants).moved_share(&Split::new(&n.salt, &n.variants))
+            };
+            let moved = if o.unit != n.unit { 1.0 } else { by_buckets + (1.0 - by_buckets) * by_split };
+            out.insert(id.clone(), Impact {
+                moved_share: moved,
+                moved_by_buckets: by_buckets,
+                moved_by_split: by_split,
+                buckets_before,
+                buckets_after,
+                targeting_changed: o.targeting != n.targeting,
+                sticky: n.sticky,
+            });
+        }
+        out
+    }
+}
+
+/// Whether `new` provably admits every context `old` admits.
+fn widens(old: Option<&Targeting>, new: Option<&Targeting>, segments: &IndexMap<String, Targeting>) -> bool {
+    match (old, new) {
+        (_, None) => true,
+        (None, Some(n)) => n.is_always(),
+        (Some(o), Some(n)) => {
+            if n.is_always() {
+                return true;
+            }
+            // old ⊆ new  ⇔  no context matches old and (not new).
+            let neg = Targeting::parse(&serde_json::json!({"not": n.to_json()}), "").ok();
+            neg.is_some_and(|neg| provably_disjoint(o, &neg, segments))
+        }
+    }
+}
+
+fn no_space(path: &str, share: Option<Share>, target: u64, need: u64, free: &Dense, within: &Dense, blockers: &[(String, u64)]) -> FieldError {
+    let b = f64::from(free.space());
+    let mut held: Vec<String> = blockers.iter().map(|(w, n)| format!("{w} {n} ({})", pct(*n as f64 / b))).collect();
+    let outside = u64::from(free.space()) - within.len();
+    if outside > 0 {
+        held.push(format!("outside its slots {outside} ({})", pct(outside as f64 / b)));
+    }
+    FieldError::new(
+        join(path, "share"),
+        format!(
+            "{} requested ({target} buckets, {need} to draw), {} free ({}); the rest is held by: {}",
+            share.map_or("its slots".into(), |s| s.percent()),
+            free.len(),
+            pct(free.len() as f64 / b),
+            if held.is_empty() { "nothing".into() } else { held.join(", ") }
+        ),
+    )
+}
