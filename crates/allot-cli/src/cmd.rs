@@ -35,7 +35,8 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
                 Ok(x) => x,
                 Err(es) => return Ok(report_errors(&es, *format)),
             };
-            let opts = Options { force: *force, reason: reason.clone(), time: now(), actor: std::env::var("USER").ok() };
+            let opts =
+                Options { force: *force, reason: reason.clone(), time: now(), actor: std::env::var("USER").ok() };
             match plan::apply(&state, &cfg, &raw, &opts) {
                 Ok(p) => {
                     if p.state != state {
@@ -176,7 +177,10 @@ fn check(cli: &Cli, state_file: &std::path::Path, format: Format) -> Result<Exit
                 println!("warning: {w}");
             }
             if !p.refusals.is_empty() {
-                println!("note: {} change(s) against the recorded state would be refused; see `allot plan`", p.refusals.len());
+                println!(
+                    "note: {} change(s) against the recorded state would be refused; see `allot plan`",
+                    p.refusals.len()
+                );
             }
         }
     }
@@ -239,7 +243,10 @@ fn print_plan(p: &Plan, before: &State, format: Format, applied: bool) {
         }
     }
     if !p.refusals.is_empty() {
-        println!("Refused ({}):", if applied { "overridden with --force" } else { "apply needs --force --reason TEXT" });
+        println!(
+            "Refused ({}):",
+            if applied { "overridden with --force" } else { "apply needs --force --reason TEXT" }
+        );
         for r in &p.refusals {
             println!("  ! {}: {} [{}]", r.path, r.message, r.rule);
         }
@@ -267,7 +274,14 @@ fn print_audit(a: &allot_core::audit::Audit) {
     for (name, g) in &a.groups {
         println!("Group {name}: {} ({} buckets)", pct(g.share), g.buckets);
         for s in &g.slots {
-            println!("  slot {}: {} ({} buckets, {} used) [{}]", s.slot, pct(s.share), s.buckets, s.used_buckets, s.experiments.join(", "));
+            println!(
+                "  slot {}: {} ({} buckets, {} used) [{}]",
+                s.slot,
+                pct(s.share),
+                s.buckets,
+                s.used_buckets,
+                s.experiments.join(", ")
+            );
         }
     }
     let exclusive: Vec<_> = a.overlaps.iter().filter(|o| o.exclusive).collect();
@@ -279,7 +293,10 @@ fn print_audit(a: &allot_core::audit::Audit) {
         exclusive.iter().filter(|o| !o.ok).count()
     );
     for o in a.overlaps.iter().filter(|o| !o.exclusive) {
-        println!("  overlap {} × {}: {} shared buckets (independent draws expect {:.0})", o.a, o.b, o.shared_buckets, o.expected_shared_buckets);
+        println!(
+            "  overlap {} × {}: {} shared buckets (independent draws expect {:.0})",
+            o.a, o.b, o.shared_buckets, o.expected_shared_buckets
+        );
     }
     for w in &a.warnings {
         println!("warning: {w}");
@@ -292,7 +309,13 @@ fn print_audit(a: &allot_core::audit::Audit) {
     }
 }
 
-fn history(state: &State, unit: Option<&str>, bucket: Option<u32>, unit_type: Option<&str>, format: Format) -> Result<ExitCode> {
+fn history(
+    state: &State,
+    unit: Option<&str>,
+    bucket: Option<u32>,
+    unit_type: Option<&str>,
+    format: Format,
+) -> Result<ExitCode> {
     if unit.is_none() && bucket.is_none() {
         match format {
             Format::Json => println!("{}", serde_json::to_string_pretty(&state.log)?),
@@ -325,13 +348,18 @@ fn history(state: &State, unit: Option<&str>, bucket: Option<u32>, unit_type: Op
     let Some(sp) = state.spaces.get(&space) else { anyhow::bail!("no unit type `{space}` in the applied state") };
     let b = match (unit, bucket) {
         (Some(u), _) => {
-            let snap = allot_core::eval::Snapshot::compile(state).map_err(|es| anyhow::anyhow!("{}", allot_core::Errors(es)))?;
-            let s = snap.spaces.iter().find(|s| s.name == space).ok_or_else(|| anyhow::anyhow!("no unit type `{space}`"))?;
+            let snap = allot_core::eval::Snapshot::compile(state)
+                .map_err(|es| anyhow::anyhow!("{}", allot_core::Errors(es)))?;
+            let s = snap
+                .spaces
+                .iter()
+                .find(|s| s.name == space)
+                .ok_or_else(|| anyhow::anyhow!("no unit type `{space}`"))?;
             s.bucket(u)
         }
         (None, Some(b)) if b < sp.buckets => b,
         (None, Some(b)) => anyhow::bail!("bucket {b} is outside the space of {} buckets", sp.buckets),
-        (None, None) => unreachable!("handled above"),
+        (None, None) => anyhow::bail!("give --unit or --bucket"),
     };
     let spans = bucket_history(state, &space, b);
     match format {
@@ -343,8 +371,8 @@ fn history(state: &State, unit: Option<&str>, bucket: Option<u32>, unit_type: Op
             }
             for s in spans {
                 println!(
-                    "  {:?} {} (allocation {}): version {} → {}",
-                    s.kind,
+                    "  {} {} (allocation {}): version {} → {}",
+                    serde_json::to_value(s.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
                     s.owner,
                     s.allocation,
                     s.from_version,

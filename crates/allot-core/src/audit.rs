@@ -165,20 +165,31 @@ pub fn audit(state: &State, cfg: &Config) -> Audit {
             }
         }
         if e.groups.len() > 1 {
-            out.warnings.push(format!("experiment {id} is in {} groups: it reaches {} (the intersection of its slots); consider one group", e.groups.len(), pct(reach.len() as f64 / bf)));
+            out.warnings.push(format!(
+                "experiment {id} is in {} groups: it reaches {} (the intersection of its slots); consider one group",
+                e.groups.len(),
+                pct(reach.len() as f64 / bf)
+            ));
         }
         if e.share.is_none() && reach.len() < set.len() {
-            out.warnings.push(format!("experiment {id}: holdouts take {} of its slots' buckets, so it reaches {}", set.len() - reach.len(), pct(reach.len() as f64 / bf)));
+            out.warnings.push(format!(
+                "experiment {id}: holdouts take {} of its slots' buckets, so it reaches {}",
+                set.len() - reach.len(),
+                pct(reach.len() as f64 / bf)
+            ));
         }
-        out.experiments.insert((*id).clone(), ExperimentAudit {
-            unit: e.unit.clone(),
-            state: e.state,
-            share: set.len() as f64 / bf,
-            buckets: set.len(),
-            reach: reach.len() as f64 / bf,
-            reach_buckets: reach.len(),
-            requested,
-        });
+        out.experiments.insert(
+            (*id).clone(),
+            ExperimentAudit {
+                unit: e.unit.clone(),
+                state: e.state,
+                share: set.len() as f64 / bf,
+                buckets: set.len(),
+                reach: reach.len() as f64 / bf,
+                reach_buckets: reach.len(),
+                requested,
+            },
+        );
     }
     for (i, (a, sa)) in running.iter().enumerate() {
         let ea = &cfg.experiments[*a];
@@ -211,12 +222,19 @@ pub fn audit(state: &State, cfg: &Config) -> Audit {
     }
     for (name, h) in &cfg.holdouts {
         let n = state.live(OwnerKind::Holdout, name).map_or(0, |a| a.current().len());
-        out.holdouts.insert(name.clone(), HoldoutAudit {
-            unit: h.unit.clone(),
-            share: n as f64 / f64::from(size(&h.unit)),
-            buckets: n,
-            experiments: running.iter().filter(|(id, _)| cfg.holdout_applies(h, id)).map(|(id, _)| (*id).clone()).collect(),
-        });
+        out.holdouts.insert(
+            name.clone(),
+            HoldoutAudit {
+                unit: h.unit.clone(),
+                share: n as f64 / f64::from(size(&h.unit)),
+                buckets: n,
+                experiments: running
+                    .iter()
+                    .filter(|(id, _)| cfg.holdout_applies(h, id))
+                    .map(|(id, _)| (*id).clone())
+                    .collect(),
+            },
+        );
     }
     for (name, g) in &cfg.groups {
         let b = size(&g.unit);
@@ -243,12 +261,21 @@ pub fn audit(state: &State, cfg: &Config) -> Audit {
                 if let Some(r) = e.groups.iter().find(|r| &r.group == name) {
                     if let Some(s) = &slot {
                         if !r.slots.contains(&i) && set.dense().intersection_len(s) > 0 {
-                            out.violations.push(format!("experiment {id} holds buckets of slot {} of group {name}, which it does not occupy", i + 1));
+                            out.violations.push(format!(
+                                "experiment {id} holds buckets of slot {} of group {name}, which it does not occupy",
+                                i + 1
+                            ));
                         }
                     }
                 }
             }
-            slots.push(SlotAudit { slot: i + 1, share: slot_len as f64 / f64::from(b), buckets: slot_len, used_buckets: used.len(), experiments: members });
+            slots.push(SlotAudit {
+                slot: i + 1,
+                share: slot_len as f64 / f64::from(b),
+                buckets: slot_len,
+                used_buckets: used.len(),
+                experiments: members,
+            });
         }
         out.groups.insert(name.clone(), GroupAudit { share: n as f64 / f64::from(b), buckets: n, slots });
     }
@@ -266,7 +293,15 @@ pub fn audit(state: &State, cfg: &Config) -> Audit {
         for a in state.allocations.iter().filter(|a| a.is_live() && a.kind == OwnerKind::Holdout && a.space == *name) {
             held.union_with(&a.current());
         }
-        out.spaces.insert(name.clone(), SpaceAudit { buckets: u64::from(s.buckets), used_by_experiments: used.len(), in_holdouts: held.len(), resalts: s.resalts.len() });
+        out.spaces.insert(
+            name.clone(),
+            SpaceAudit {
+                buckets: u64::from(s.buckets),
+                used_by_experiments: used.len(),
+                in_holdouts: held.len(),
+                resalts: s.resalts.len(),
+            },
+        );
     }
     out
 }

@@ -125,8 +125,7 @@ impl Dense {
 
     /// The buckets of the space that are not in the set.
     pub fn complement(&self) -> Dense {
-        let masks =
-            self.masks.iter().enumerate().map(|(s, m)| !m & valid_mask(self.buckets, s)).collect();
+        let masks = self.masks.iter().enumerate().map(|(s, m)| !m & valid_mask(self.buckets, s)).collect();
         Dense { buckets: self.buckets, masks }
     }
 
@@ -201,12 +200,10 @@ impl BucketSet {
         let word = (s / 64) as usize;
         match self.full.get(word) {
             Some(w) if (w >> (s % 64)) & 1 == 1 => true,
-            Some(_) if !self.partial.is_empty() => {
-                match self.partial.binary_search_by_key(&s, |p| p.0) {
-                    Ok(i) => (self.partial[i].1 >> (b % SHARD)) & 1 == 1,
-                    Err(_) => false,
-                }
-            }
+            Some(_) if !self.partial.is_empty() => match self.partial.binary_search_by_key(&s, |p| p.0) {
+                Ok(i) => (self.partial[i].1 >> (b % SHARD)) & 1 == 1,
+                Err(_) => false,
+            },
             _ => false,
         }
     }

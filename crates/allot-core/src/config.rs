@@ -72,10 +72,7 @@ impl Share {
     pub fn buckets(&self, space: u64) -> Result<u64, String> {
         let n = self.num * u128::from(space);
         if n % self.den != 0 {
-            return Err(format!(
-                "{} of {space} buckets is not a whole number of buckets",
-                self.percent()
-            ));
+            return Err(format!("{} of {space} buckets is not a whole number of buckets", self.percent()));
         }
         Ok((n / self.den) as u64)
     }
@@ -400,8 +397,23 @@ pub fn is_ident(s: &str) -> bool {
 
 const TOP: &[&str] = &["units", "surfaces", "segments", "holdouts", "groups", "experiments"];
 const EXP_KEYS: &[&str] = &[
-    "unit", "surfaces", "tags", "exclusive_to", "group", "slots", "groups", "share", "variants", "targeting",
-    "include", "state", "salt", "requires", "sticky", "description", "owner",
+    "unit",
+    "surfaces",
+    "tags",
+    "exclusive_to",
+    "group",
+    "slots",
+    "groups",
+    "share",
+    "variants",
+    "targeting",
+    "include",
+    "state",
+    "salt",
+    "requires",
+    "sticky",
+    "description",
+    "owner",
 ];
 
 /// Validates a raw tree into a [`Config`], reporting every error.
@@ -506,7 +518,10 @@ pub fn validate(raw: &Value) -> Result<Config, Vec<FieldError>> {
             let b = u64::from(cfg.units[&unit].buckets);
             let total: f64 = slots.iter().map(Share::fraction).sum();
             if total > 1.0 + 1e-12 {
-                v.err(&spath, format!("slot shares add up to {}%, more than 100% of the group", fmt_num(total * 100.0)));
+                v.err(
+                    &spath,
+                    format!("slot shares add up to {}%, more than 100% of the group", fmt_num(total * 100.0)),
+                );
             }
             match share.buckets(b) {
                 Err(m) => v.err(join(&path, "share"), m),
@@ -543,7 +558,10 @@ pub fn validate(raw: &Value) -> Result<Config, Vec<FieldError>> {
                 Some(other) => {
                     for vn in &r.variants {
                         if !other.variants.contains_key(vn) {
-                            v.err(join(&rpath, "variants"), format!("experiment `{}` has no variant `{vn}`", r.experiment));
+                            v.err(
+                                join(&rpath, "variants"),
+                                format!("experiment `{}` has no variant `{vn}`", r.experiment),
+                            );
                         }
                     }
                 }
@@ -551,7 +569,10 @@ pub fn validate(raw: &Value) -> Result<Config, Vec<FieldError>> {
         }
     }
     if let Some(cycle) = requirement_cycle(&cfg) {
-        v.err(join(&join("experiments", &cycle[0]), "requires"), format!("prerequisites form a cycle: {}", cycle.join(" → ")));
+        v.err(
+            join(&join("experiments", &cycle[0]), "requires"),
+            format!("prerequisites form a cycle: {}", cycle.join(" → ")),
+        );
     }
     for (name, h) in &cfg.holdouts {
         for (i, a) in h.applies_to.iter().enumerate() {
@@ -564,10 +585,16 @@ pub fn validate(raw: &Value) -> Result<Config, Vec<FieldError>> {
                 || exp_ids.contains(&a)
                 || cfg.experiments.values().any(|e| e.tags.contains(a));
             if !known {
-                v.err(index(&join(&join("holdouts", name), "applies_to"), i), format!("`{a}` is not a surface, tag, group or experiment"));
+                v.err(
+                    index(&join(&join("holdouts", name), "applies_to"), i),
+                    format!("`{a}` is not a surface, tag, group or experiment"),
+                );
             }
             if cfg.surfaces.contains(a) && exp_ids.contains(&a) {
-                v.err(index(&join(&join("holdouts", name), "applies_to"), i), format!("`{a}` is both a surface and an experiment id; rename one"));
+                v.err(
+                    index(&join(&join("holdouts", name), "applies_to"), i),
+                    format!("`{a}` is both a surface and an experiment id; rename one"),
+                );
             }
         }
     }
@@ -615,7 +642,10 @@ fn experiment(v: &mut V, cfg: &Config, e: &Value, path: &str, id: &str) -> Optio
     }
     for (g, spath, slots) in raw_groups {
         let Some(group) = cfg.groups.get(&g) else {
-            v.err(if spath.ends_with(".slots") { join(path, "group") } else { spath.clone() }, format!("unknown group `{g}`"));
+            v.err(
+                if spath.ends_with(".slots") { join(path, "group") } else { spath.clone() },
+                format!("unknown group `{g}`"),
+            );
             continue;
         };
         if unit.as_ref().is_some_and(|u| *u != group.unit) {
@@ -658,7 +688,14 @@ fn experiment(v: &mut V, cfg: &Config, e: &Value, path: &str, id: &str) -> Optio
             let g = &cfg.groups[&gr.group];
             let slot_total: f64 = gr.slots.iter().map(|&i| g.slots[i].fraction()).sum::<f64>() * g.share.fraction();
             if share.fraction() > slot_total + 1e-12 {
-                v.err(join(path, "share"), format!("{} is more than its slots hold ({}% of all units)", share.percent(), fmt_num(slot_total * 100.0)));
+                v.err(
+                    join(path, "share"),
+                    format!(
+                        "{} is more than its slots hold ({}% of all units)",
+                        share.percent(),
+                        fmt_num(slot_total * 100.0)
+                    ),
+                );
             }
         }
     }
@@ -887,7 +924,8 @@ impl Config {
             return true;
         }
         let (ta, tb) = (self.tags_of(ea), self.tags_of(eb));
-        self.exclusive_to_of(ea).iter().any(|x| tb.contains(x)) || self.exclusive_to_of(eb).iter().any(|x| ta.contains(x))
+        self.exclusive_to_of(ea).iter().any(|x| tb.contains(x))
+            || self.exclusive_to_of(eb).iter().any(|x| ta.contains(x))
     }
 
     /// Whether holdout `h` applies to experiment `id`.

@@ -241,7 +241,11 @@ impl Snapshot {
                     .filter_map(|r| {
                         let j = *by_id.get(&r.experiment)?;
                         let other = &cfg.experiments[&r.experiment];
-                        let ok = r.variants.iter().filter_map(|v| other.variants.get_index_of(v).map(|i| i as u16)).collect();
+                        let ok = r
+                            .variants
+                            .iter()
+                            .filter_map(|v| other.variants.get_index_of(v).map(|i| i as u16))
+                            .collect();
                         Some((j, ok))
                     })
                     .collect(),
@@ -363,6 +367,9 @@ impl Snapshot {
 
     /// Heap bytes held by allocations and holdout sets (for the memory benchmark).
     pub fn allocation_bytes(&self) -> usize {
-        self.experiments.iter().map(|e| e.alloc.heap_bytes() + e.holdout.as_ref().map_or(0, BucketSet::heap_bytes)).sum()
+        self.experiments
+            .iter()
+            .map(|e| e.alloc.heap_bytes() + e.holdout.as_ref().map_or(0, BucketSet::heap_bytes))
+            .sum()
     }
 }

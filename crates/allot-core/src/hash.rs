@@ -54,9 +54,7 @@ fn le_partial_u64(b: &[u8]) -> u64 {
         let hi = u64::from(le_u32(&b[n - 4..]));
         lo | hi << (8 * (n - 4))
     } else if n > 0 {
-        u64::from(b[0])
-            | u64::from(b[n / 2]) << (8 * (n / 2))
-            | u64::from(b[n - 1]) << (8 * (n - 1))
+        u64::from(b[0]) | u64::from(b[n / 2]) << (8 * (n / 2)) | u64::from(b[n - 1]) << (8 * (n - 1))
     } else {
         0
     }
@@ -114,10 +112,7 @@ struct State128 {
 impl State128 {
     #[inline(always)]
     const fn new(seed: u32) -> Self {
-        Self {
-            h1: seed as u64,
-            h2: seed as u64,
-        }
+        Self { h1: seed as u64, h2: seed as u64 }
     }
 
     /// Mixes one full 16-byte block (`block` holds at least 16 bytes).
@@ -130,20 +125,10 @@ impl State128 {
     #[inline(always)]
     fn words(&mut self, k1: u64, k2: u64) {
         self.h1 ^= mix_k1(k1);
-        self.h1 = self
-            .h1
-            .rotate_left(27)
-            .wrapping_add(self.h2)
-            .wrapping_mul(5)
-            .wrapping_add(0x52dc_e729);
+        self.h1 = self.h1.rotate_left(27).wrapping_add(self.h2).wrapping_mul(5).wrapping_add(0x52dc_e729);
 
         self.h2 ^= mix_k2(k2);
-        self.h2 = self
-            .h2
-            .rotate_left(31)
-            .wrapping_add(self.h1)
-            .wrapping_mul(5)
-            .wrapping_add(0x3849_5ab5);
+        self.h2 = self.h2.rotate_left(31).wrapping_add(self.h1).wrapping_mul(5).wrapping_add(0x3849_5ab5);
     }
 
     /// Mixes the final 0..=15 bytes, given as a little-endian integer, and finalizes; `len` is
@@ -184,20 +169,14 @@ struct Stream128 {
 impl Stream128 {
     #[inline(always)]
     const fn new(seed: u32) -> Self {
-        Self {
-            state: State128::new(seed),
-            carry: 0,
-            fill: 0,
-            len: 0,
-        }
+        Self { state: State128::new(seed), carry: 0, fill: 0, len: 0 }
     }
 
     /// Mixes the carried block once it is full.
     #[inline(always)]
     fn flush_full(&mut self) {
         if self.fill == 16 {
-            self.state
-                .words(self.carry as u64, (self.carry >> 64) as u64);
+            self.state.words(self.carry as u64, (self.carry >> 64) as u64);
             self.carry = 0;
             self.fill = 0;
         }
@@ -260,19 +239,13 @@ pub fn murmur3_x86_32(data: &[u8], seed: u32) -> u32 {
     let mut h = seed;
     let mut blocks = data.chunks_exact(4);
     for block in &mut blocks {
-        let k = le_u32(block)
-            .wrapping_mul(C1_32)
-            .rotate_left(15)
-            .wrapping_mul(C2_32);
+        let k = le_u32(block).wrapping_mul(C1_32).rotate_left(15).wrapping_mul(C2_32);
         h ^= k;
         h = h.rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64);
     }
 
     // As for x64_128, the 0..=3 tail bytes zero-padded to a block.
-    h ^= (le_partial_u64(blocks.remainder()) as u32)
-        .wrapping_mul(C1_32)
-        .rotate_left(15)
-        .wrapping_mul(C2_32);
+    h ^= (le_partial_u64(blocks.remainder()) as u32).wrapping_mul(C1_32).rotate_left(15).wrapping_mul(C2_32);
 
     // The reference takes the length as a 32-bit int: only its low 32 bits are mixed in.
     h ^= data.len() as u32;
@@ -317,10 +290,7 @@ mod tests {
     #[test]
     fn reference_values() {
         assert_eq!(murmur3_x64_128(b"", 0), (0, 0));
-        assert_eq!(
-            murmur3_x64_128(b"hello world", 0),
-            (5_998_619_086_395_760_910, 12_364_428_806_279_881_649)
-        );
+        assert_eq!(murmur3_x64_128(b"hello world", 0), (5_998_619_086_395_760_910, 12_364_428_806_279_881_649));
         assert_eq!(murmur3_x86_32(b"", 0), 0);
         assert_eq!(murmur3_x86_32(b"hello world", 0), 1_586_663_183);
     }
@@ -328,10 +298,7 @@ mod tests {
     #[test]
     fn bucket_hashes_salt_bar_unit() {
         // "MegaSalt-confidence-test|roug" from spec/hash/murmur3_x64_128.json.
-        assert_eq!(
-            bucket("MegaSalt-confidence-test", "roug", 1_000_000),
-            567_493
-        );
+        assert_eq!(bucket("MegaSalt-confidence-test", "roug", 1_000_000), 567_493);
         assert_eq!(bucket_of_hash(225_617_028_569_079_891, 1_000_000), 567_493);
     }
 
@@ -341,11 +308,7 @@ mod tests {
         for n in 0..=16 {
             let mut padded = [0u8; 16];
             padded[..n].copy_from_slice(&data[..n]);
-            assert_eq!(
-                le_partial_u128(&data[..n]),
-                u128::from_le_bytes(padded),
-                "n = {n}"
-            );
+            assert_eq!(le_partial_u128(&data[..n]), u128::from_le_bytes(padded), "n = {n}");
         }
     }
 

@@ -37,14 +37,26 @@ pub fn bucket_history(state: &State, space: &str, bucket: u32) -> Vec<Span> {
             match (d.op, has, from) {
                 (DrawOp::Add, true, None) => from = Some(d.version),
                 (DrawOp::Remove, true, Some(f)) => {
-                    out.push(Span { allocation: a.id, kind: a.kind, owner: a.owner.clone(), from_version: f, until_version: Some(d.version) });
+                    out.push(Span {
+                        allocation: a.id,
+                        kind: a.kind,
+                        owner: a.owner.clone(),
+                        from_version: f,
+                        until_version: Some(d.version),
+                    });
                     from = None;
                 }
                 _ => {}
             }
         }
         if let Some(f) = from {
-            out.push(Span { allocation: a.id, kind: a.kind, owner: a.owner.clone(), from_version: f, until_version: a.released });
+            out.push(Span {
+                allocation: a.id,
+                kind: a.kind,
+                owner: a.owner.clone(),
+                from_version: f,
+                until_version: a.released,
+            });
         }
     }
     out.sort_by_key(|s| (s.from_version, s.allocation));
@@ -66,13 +78,21 @@ pub struct ResaltReport {
 
 /// Re-salts the free part of `space`. The new salt is derived from the space and the version,
 /// so the same state re-salts the same way. Returns the new state and a report.
-pub fn resalt(state: &State, space: &str, time: &str, reason: Option<String>) -> Result<(State, ResaltReport), FieldError> {
+pub fn resalt(
+    state: &State,
+    space: &str,
+    time: &str,
+    reason: Option<String>,
+) -> Result<(State, ResaltReport), FieldError> {
     let cfg = crate::plan::applied_config(state)
         .map_err(|e| e.into_iter().next().unwrap_or_else(|| FieldError::new("state", "invalid")))?
         .unwrap_or_default();
     let Some(s) = state.spaces.get(space) else {
         let known: Vec<&str> = state.spaces.keys().map(String::as_str).collect();
-        return Err(FieldError::new("space", format!("no bucket space `{space}` in the applied state; known: [{}]", known.join(", "))));
+        return Err(FieldError::new(
+            "space",
+            format!("no bucket space `{space}` in the applied state; known: [{}]", known.join(", ")),
+        ));
     };
     let mut frozen = Dense::empty(s.buckets);
     for a in state.allocations.iter().filter(|a| a.is_live() && a.space == space) {
@@ -90,7 +110,12 @@ pub fn resalt(state: &State, space: &str, time: &str, reason: Option<String>) ->
     let version = st.version;
     let salt = format!("{}~r{version}", s.salt);
     let frozen_n = frozen.len();
-    let report = ResaltReport { space: space.into(), version, frozen_buckets: frozen_n, resalted_buckets: u64::from(s.buckets) - frozen_n };
+    let report = ResaltReport {
+        space: space.into(),
+        version,
+        frozen_buckets: frozen_n,
+        resalted_buckets: u64::from(s.buckets) - frozen_n,
+    };
     if let Some(sp) = st.spaces.get_mut(space) {
         sp.resalts.push(Resalt { version, salt: salt.clone(), frozen: frozen.compact() });
     }

@@ -115,9 +115,9 @@ pub enum ApplyError {
 pub fn applied_config(state: &State) -> Result<Option<Config>, Vec<FieldError>> {
     match &state.config {
         None => Ok(None),
-        Some(raw) => config::validate(raw).map(Some).map_err(|es| {
-            es.into_iter().map(|e| FieldError::new(join("state.config", &e.path), e.message)).collect()
-        }),
+        Some(raw) => config::validate(raw)
+            .map(Some)
+            .map_err(|es| es.into_iter().map(|e| FieldError::new(join("state.config", &e.path), e.message)).collect()),
     }
 }
 
@@ -163,7 +163,11 @@ pub fn plan(state: &State, cfg: &Config, raw: &serde_json::Value, opts: &Options
             forced: opts.force && !plan.refusals.is_empty(),
             reason: opts.reason.clone(),
             changes: plan.changes.iter().map(|c| format!("{} {} {}: {}", c.action, c.entity, c.id, c.detail)).collect(),
-            overridden: if opts.force { plan.refusals.iter().map(|r| format!("{}: {}", r.path, r.message)).collect() } else { vec![] },
+            overridden: if opts.force {
+                plan.refusals.iter().map(|r| format!("{}: {}", r.path, r.message)).collect()
+            } else {
+                vec![]
+            },
         });
     }
     Ok(plan)
@@ -173,7 +177,10 @@ pub fn plan(state: &State, cfg: &Config, raw: &serde_json::Value, opts: &Options
 /// caller keeps the old state untouched.
 pub fn apply(state: &State, cfg: &Config, raw: &serde_json::Value, opts: &Options) -> Result<Plan, ApplyError> {
     if opts.force && opts.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
-        return Err(ApplyError::Invalid(vec![FieldError::new("reason", "--force needs --reason TEXT, which is recorded")]));
+        return Err(ApplyError::Invalid(vec![FieldError::new(
+            "reason",
+            "--force needs --reason TEXT, which is recorded",
+        )]));
     }
     let plan = plan(state, cfg, raw, opts).map_err(ApplyError::Invalid)?;
     if !plan.refusals.is_empty() && !opts.force {
@@ -199,7 +206,12 @@ fn pct(x: f64) -> String {
 
 impl Planner<'_> {
     fn change(&mut self, entity: &str, id: &str, action: &str, detail: impl Into<String>) {
-        self.changes.push(Change { entity: entity.into(), id: id.into(), action: action.into(), detail: detail.into() });
+        self.changes.push(Change {
+            entity: entity.into(),
+            id: id.into(),
+            action: action.into(),
+            detail: detail.into(),
+        });
     }
 
     fn refuse(&mut self, path: impl Into<String>, rule: &str, message: impl Into<String>) {
@@ -250,13 +262,24 @@ impl Planner<'_> {
         for (name, u) in &self.cfg.units {
             match self.st.spaces.get(name) {
                 None => {
-                    self.st.spaces.insert(name.clone(), SpaceState { buckets: u.buckets, salt: u.salt.clone(), resalts: vec![] });
-                    self.change("unit", name, "create", format!("{} buckets on attribute `{}`", u.buckets, u.attribute));
+                    self.st
+                        .spaces
+                        .insert(name.clone(), SpaceState { buckets: u.buckets, salt: u.salt.clone(), resalts: vec![] });
+                    self.change(
+                        "unit",
+                        name,
+                        "create",
+                        format!("{} buckets on attribute `{}`", u.buckets, u.attribute),
+                    );
                 }
                 Some(s) if s.buckets != u.buckets || s.salt != u.salt => {
                     // Live allocations are released first when nothing runs; otherwise the space is frozen.
-                    let running = self.old.experiments.values().any(|e| e.unit == *name && e.state == ExpState::Running);
-                    if running || self.cfg.holdouts.values().any(|h| h.unit == *name) || self.cfg.groups.values().any(|g| g.unit == *name) {
+                    let running =
+                        self.old.experiments.values().any(|e| e.unit == *name && e.state == ExpState::Running);
+                    if running
+                        || self.cfg.holdouts.values().any(|h| h.unit == *name)
+                        || self.cfg.groups.values().any(|g| g.unit == *name)
+                    {
                         self.errors.push(FieldError::new(
                             join("units", name),
                             "buckets and salt cannot change while the space holds allocations (it would move every unit); create a new unit type instead",
@@ -265,7 +288,10 @@ impl Planner<'_> {
                         for a in self.st.allocations.iter_mut().filter(|a| a.is_live() && a.space == *name) {
                             a.released = Some(self.version);
                         }
-                        self.st.spaces.insert(name.clone(), SpaceState { buckets: u.buckets, salt: u.salt.clone(), resalts: vec![] });
+                        self.st.spaces.insert(
+                            name.clone(),
+                            SpaceState { buckets: u.buckets, salt: u.salt.clone(), resalts: vec![] },
+                        );
                         self.change("unit", name, "update", format!("{} buckets, salt `{}`", u.buckets, u.salt));
                     }
                 }
@@ -303,10 +329,14 @@ impl Planner<'_> {
             if !self.cfg.holdouts.contains_key(name) {
                 let running = self.running_under_old_holdout(name);
                 if !running.is_empty() {
-                    self.refuse(join("holdouts", name), "holdout-in-use", format!(
-                        "holdout `{name}` cannot be deleted while experiments it applies to run: {}",
-                        running.join(", ")
-                    ));
+                    self.refuse(
+                        join("holdouts", name),
+                        "holdout-in-use",
+                        format!(
+                            "holdout `{name}` cannot be deleted while experiments it applies to run: {}",
+                            running.join(", ")
+                        ),
+                    );
                 }
                 self.release(OwnerKind::Holdout, name);
                 self.change("holdout", name, "delete", "buckets return to the free pool");
@@ -321,21 +351,39 @@ impl Planner<'_> {
             match (old, live) {
                 (Some(o), Some(cur)) if o.unit == h.unit => {
                     if o.share != h.share {
-                        self.refuse(join(&path, "share"), "holdout-share-fixed", format!(
-                            "a holdout's share cannot change once created ({} → {})",
-                            o.share.percent(),
-                            h.share.percent()
-                        ));
+                        self.refuse(
+                            join(&path, "share"),
+                            "holdout-share-fixed",
+                            format!(
+                                "a holdout's share cannot change once created ({} → {})",
+                                o.share.percent(),
+                                h.share.percent()
+                            ),
+                        );
                         self.resize(OwnerKind::Holdout, name, &path, &cur, count, None);
-                        self.change("holdout", name, "update", format!("share {} → {}", o.share.percent(), h.share.percent()));
+                        self.change(
+                            "holdout",
+                            name,
+                            "update",
+                            format!("share {} → {}", o.share.percent(), h.share.percent()),
+                        );
                     }
                     if o.applies_to != h.applies_to {
-                        self.change("holdout", name, "update", format!("applies_to [{}] → [{}]", o.applies_to.join(", "), h.applies_to.join(", ")));
+                        self.change(
+                            "holdout",
+                            name,
+                            "update",
+                            format!("applies_to [{}] → [{}]", o.applies_to.join(", "), h.applies_to.join(", ")),
+                        );
                     }
                 }
                 (o, _) => {
                     if o.is_some() {
-                        self.refuse(join(&path, "unit"), "holdout-share-fixed", "a holdout's unit type cannot change once created");
+                        self.refuse(
+                            join(&path, "unit"),
+                            "holdout-share-fixed",
+                            "a holdout's unit type cannot change once created",
+                        );
                         self.release(OwnerKind::Holdout, name);
                     }
                     // Avoid the buckets of running experiments it applies to: their units must not move.
@@ -377,11 +425,10 @@ impl Planner<'_> {
             let seed = self.seed(&format!("{kind:?}"), owner, 1);
             match draw(&f, count - have, seed, None) {
                 Some(add) => self.add_draw(kind, owner, seed, DrawOp::Add, &add),
-                None => self.errors.push(FieldError::new(join(path, "share"), format!(
-                    "growing to {count} buckets needs {} more, {} free",
-                    count - have,
-                    f.len()
-                ))),
+                None => self.errors.push(FieldError::new(
+                    join(path, "share"),
+                    format!("growing to {count} buckets needs {} more, {} free", count - have, f.len()),
+                )),
             }
         } else if count < have {
             let seed = self.seed(&format!("{kind:?}-shrink"), owner, 1);
@@ -405,14 +452,22 @@ impl Planner<'_> {
                     .old
                     .experiments
                     .iter()
-                    .filter(|(id, e)| e.state == ExpState::Running && e.groups.iter().any(|g| &g.group == name) && self.cfg.experiments.get(*id).is_some_and(|n| n.state == ExpState::Running))
+                    .filter(|(id, e)| {
+                        e.state == ExpState::Running
+                            && e.groups.iter().any(|g| &g.group == name)
+                            && self.cfg.experiments.get(*id).is_some_and(|n| n.state == ExpState::Running)
+                    })
                     .map(|(id, _)| id.clone())
                     .collect();
                 if !members.is_empty() || !old_members.is_empty() {
-                    self.refuse(join("groups", name), "group-in-use", format!(
-                        "group `{name}` cannot be deleted while its experiments run: {}",
-                        old_members.join(", ")
-                    ));
+                    self.refuse(
+                        join("groups", name),
+                        "group-in-use",
+                        format!(
+                            "group `{name}` cannot be deleted while its experiments run: {}",
+                            old_members.join(", ")
+                        ),
+                    );
                 }
                 self.release_group(name, self.old.groups[name].slots.len());
                 self.change("group", name, "delete", "buckets return to the free pool");
@@ -435,17 +490,24 @@ impl Planner<'_> {
                     .map(|(id, _)| id.clone())
                     .collect();
                 if o.share != g.share || o.slots != g.slots || o.unit != g.unit {
-                    self.refuse(&path, "slots-fixed", format!(
-                        "a group's share and slots cannot change once created ({} [{}] → {} [{}])",
-                        o.share.percent(),
-                        o.slots.iter().map(Share::percent).collect::<Vec<_>>().join(", "),
-                        g.share.percent(),
-                        g.slots.iter().map(Share::percent).collect::<Vec<_>>().join(", ")
-                    ));
+                    self.refuse(
+                        &path,
+                        "slots-fixed",
+                        format!(
+                            "a group's share and slots cannot change once created ({} [{}] → {} [{}])",
+                            o.share.percent(),
+                            o.slots.iter().map(Share::percent).collect::<Vec<_>>().join(", "),
+                            g.share.percent(),
+                            g.slots.iter().map(Share::percent).collect::<Vec<_>>().join(", ")
+                        ),
+                    );
                     self.release_group(name, o.slots.len());
                 } else if o.surfaces != g.surfaces {
                     if !running.is_empty() {
-                        self.warnings.push(format!("group `{name}`: surfaces changed while experiments run ({})", running.join(", ")));
+                        self.warnings.push(format!(
+                            "group `{name}`: surfaces changed while experiments run ({})",
+                            running.join(", ")
+                        ));
                     }
                     self.change("group", name, "update", format!("surfaces [{}]", g.surfaces.join(", ")));
                     continue;
@@ -467,11 +529,14 @@ impl Planner<'_> {
             }
             let seed = self.seed("group", name, 0);
             let Some(set) = draw(&free, count, seed, None) else {
-                self.errors.push(FieldError::new(join(&path, "share"), format!(
-                    "{} requested ({count} buckets), {} free outside experiments on its surfaces",
-                    g.share.percent(),
-                    free.len()
-                )));
+                self.errors.push(FieldError::new(
+                    join(&path, "share"),
+                    format!(
+                        "{} requested ({count} buckets), {} free outside experiments on its surfaces",
+                        g.share.percent(),
+                        free.len()
+                    ),
+                ));
                 continue;
             };
             self.record(&g.unit, OwnerKind::Group, name, g.surfaces.clone(), seed, &set);
@@ -484,12 +549,17 @@ impl Planner<'_> {
                     self.record(&g.unit, OwnerKind::Slot, &State::slot_id(name, i), vec![], seed, &slot);
                 }
             }
-            self.change("group", name, "create", format!(
-                "{} ({count} buckets) in {} slots [{}]",
-                g.share.percent(),
-                g.slots.len(),
-                g.slots.iter().map(Share::percent).collect::<Vec<_>>().join(", ")
-            ));
+            self.change(
+                "group",
+                name,
+                "create",
+                format!(
+                    "{} ({count} buckets) in {} slots [{}]",
+                    g.share.percent(),
+                    g.slots.len(),
+                    g.slots.iter().map(Share::percent).collect::<Vec<_>>().join(", ")
+                ),
+            );
         }
     }
 
@@ -569,21 +639,41 @@ impl Planner<'_> {
             match self.cfg.experiments.get(id) {
                 None => {
                     if o.state == ExpState::Running {
-                        self.refuse(&path, "running-removed", format!("running experiment `{id}` was removed from the file; set `state: stopped` first"));
+                        self.refuse(
+                            &path,
+                            "running-removed",
+                            format!("running experiment `{id}` was removed from the file; set `state: stopped` first"),
+                        );
                     }
                     self.release(OwnerKind::Experiment, id);
                     self.change("experiment", id, "delete", "removed from the configuration");
                 }
                 Some(n) if n.state != o.state => {
                     use ExpState::*;
-                    let ok = matches!((o.state, n.state), (Draft, Running) | (Draft, Stopped) | (Draft, Archived) | (Running, Stopped) | (Running, Archived) | (Stopped, Archived));
+                    let ok = matches!(
+                        (o.state, n.state),
+                        (Draft, Running)
+                            | (Draft, Stopped)
+                            | (Draft, Archived)
+                            | (Running, Stopped)
+                            | (Running, Archived)
+                            | (Stopped, Archived)
+                    );
                     if !ok {
-                        self.refuse(join(&path, "state"), "lifecycle", format!(
-                            "`{}` → `{}` is not allowed (draft → running → stopped → archived){}",
-                            o.state.as_str(),
-                            n.state.as_str(),
-                            if o.state == Stopped && n.state == Running { "; a stopped experiment's units were released: start a copy under a new id" } else { "" }
-                        ));
+                        self.refuse(
+                            join(&path, "state"),
+                            "lifecycle",
+                            format!(
+                                "`{}` → `{}` is not allowed (draft → running → stopped → archived){}",
+                                o.state.as_str(),
+                                n.state.as_str(),
+                                if o.state == Stopped && n.state == Running {
+                                    "; a stopped experiment's units were released: start a copy under a new id"
+                                } else {
+                                    ""
+                                }
+                            ),
+                        );
                     }
                     if o.state == Running {
                         self.release(OwnerKind::Experiment, id);
@@ -595,7 +685,18 @@ impl Planner<'_> {
                         Draft => "update",
                     };
                     let detail = if o.state == Running { "buckets return to the free pool" } else { "" };
-                    self.change("experiment", id, action, format!("{} → {}{}{}", o.state.as_str(), n.state.as_str(), if detail.is_empty() { "" } else { "; " }, detail));
+                    self.change(
+                        "experiment",
+                        id,
+                        action,
+                        format!(
+                            "{} → {}{}{}",
+                            o.state.as_str(),
+                            n.state.as_str(),
+                            if detail.is_empty() { "" } else { "; " },
+                            detail
+                        ),
+                    );
                 }
                 Some(_) => {}
             }
@@ -604,7 +705,12 @@ impl Planner<'_> {
         for (id, n) in &self.cfg.experiments {
             let path = join("experiments", id);
             let Some(o) = self.old.experiments.get(id) else {
-                self.change("experiment", id, "create", format!("{} ({})", n.state.as_str(), n.share.map_or("its slots".into(), |s| s.percent())));
+                self.change(
+                    "experiment",
+                    id,
+                    "create",
+                    format!("{} ({})", n.state.as_str(), n.share.map_or("its slots".into(), |s| s.percent())),
+                );
                 continue;
             };
             let both_running = o.state == ExpState::Running && n.state == ExpState::Running;
@@ -612,17 +718,29 @@ impl Planner<'_> {
             if o.unit != n.unit {
                 what.push(format!("unit {} → {}", o.unit, n.unit));
                 if both_running {
-                    self.refuse(join(&path, "unit"), "moves-units", "changing the unit type of a running experiment reassigns every unit");
+                    self.refuse(
+                        join(&path, "unit"),
+                        "moves-units",
+                        "changing the unit type of a running experiment reassigns every unit",
+                    );
                 }
             }
             if o.groups != n.groups {
                 what.push("groups/slots".into());
                 if both_running {
-                    self.refuse(join(&path, "group"), "group-membership-fixed", "a running experiment cannot join or leave a group or change slots");
+                    self.refuse(
+                        join(&path, "group"),
+                        "group-membership-fixed",
+                        "a running experiment cannot join or leave a group or change slots",
+                    );
                 }
             }
             if o.share != n.share {
-                what.push(format!("share {} → {}", o.share.map_or("slots".into(), |s| s.percent()), n.share.map_or("slots".into(), |s| s.percent())));
+                what.push(format!(
+                    "share {} → {}",
+                    o.share.map_or("slots".into(), |s| s.percent()),
+                    n.share.map_or("slots".into(), |s| s.percent())
+                ));
             }
             if o.variants != n.variants {
                 what.push("variants".into());
@@ -639,7 +757,11 @@ impl Planner<'_> {
             if o.requires != n.requires {
                 what.push("prerequisites".into());
                 if both_running {
-                    self.refuse(join(&path, "requires"), "moves-units", "changing the prerequisites of a running experiment moves the units they admit or exclude");
+                    self.refuse(
+                        join(&path, "requires"),
+                        "moves-units",
+                        "changing the prerequisites of a running experiment moves the units they admit or exclude",
+                    );
                 }
             }
             if o.sticky != n.sticky {
@@ -656,7 +778,13 @@ impl Planner<'_> {
             }
         }
         // Allocation: kept ones first, then growths, then new ones.
-        let running: Vec<String> = self.cfg.experiments.iter().filter(|(_, e)| e.state == ExpState::Running).map(|(id, _)| id.clone()).collect();
+        let running: Vec<String> = self
+            .cfg
+            .experiments
+            .iter()
+            .filter(|(_, e)| e.state == ExpState::Running)
+            .map(|(id, _)| id.clone())
+            .collect();
         let mut placed: Vec<(String, Dense)> = vec![];
         let mut pending: Vec<(String, Option<Dense>)> = vec![];
         for id in &running {
@@ -740,7 +868,9 @@ impl Planner<'_> {
             let have = cur.as_ref().map_or(0, Dense::len);
             let target = match e.share {
                 Some(s) => s.buckets(u64::from(b)).unwrap_or(0),
-                None if cur.is_some() => self.st.live(OwnerKind::Experiment, &id).map_or(0, |a| a.current().len()).max(have),
+                None if cur.is_some() => {
+                    self.st.live(OwnerKind::Experiment, &id).map_or(0, |a| a.current().len()).max(have)
+                }
                 None => free.len(),
             };
             if e.groups.len() > 1 {
@@ -750,7 +880,8 @@ impl Planner<'_> {
                     pct(within.len() as f64 / f64::from(b))
                 ));
             }
-            let tags: Vec<String> = self.cfg.tags_of(e).into_iter().chain(e.groups.iter().map(|g| g.group.clone())).collect();
+            let tags: Vec<String> =
+                self.cfg.tags_of(e).into_iter().chain(e.groups.iter().map(|g| g.group.clone())).collect();
             match cur {
                 Some(mut cur) => {
                     let orig = self.st.live(OwnerKind::Experiment, &id).map_or(0, |a| a.current().len());
@@ -773,7 +904,12 @@ impl Planner<'_> {
                             Some(add) => {
                                 self.add_draw(OwnerKind::Experiment, &id, seed, DrawOp::Add, &add);
                                 if target > orig {
-                                    self.change("experiment", &id, "grow", format!("{orig} → {target} buckets (adds units only)"));
+                                    self.change(
+                                        "experiment",
+                                        &id,
+                                        "grow",
+                                        format!("{orig} → {target} buckets (adds units only)"),
+                                    );
                                 }
                                 cur.union_with(&add);
                             }
@@ -790,7 +926,9 @@ impl Planner<'_> {
                     match draw(&free, target, seed, Some(&rec)) {
                         Some(set) => {
                             if set.is_empty() {
-                                self.warnings.push(format!("experiments.{id}: its slots have no free bucket, so it reaches no unit"));
+                                self.warnings.push(format!(
+                                    "experiments.{id}: its slots have no free bucket, so it reaches no unit"
+                                ));
                             }
                             self.record(&e.unit, OwnerKind::Experiment, &id, tags, seed, &set);
                             placed.push((id.clone(), set));
@@ -815,7 +953,16 @@ impl Planner<'_> {
             let new_alloc = self.st.live(OwnerKind::Experiment, id).map(Allocation::current);
             let (Some(mut eff_old), Some(mut eff_new)) = (old_alloc, new_alloc) else { continue };
             let (buckets_before, buckets_after) = (eff_old.len(), eff_new.len());
-            let old_planner = Planner { old: self.old, cfg: self.old, st: before.clone(), version: 0, changes: vec![], refusals: vec![], warnings: vec![], errors: vec![] };
+            let old_planner = Planner {
+                old: self.old,
+                cfg: self.old,
+                st: before.clone(),
+                version: 0,
+                changes: vec![],
+                refusals: vec![],
+                warnings: vec![],
+                errors: vec![],
+            };
             eff_old.subtract(&old_planner.holdout_union(self.old, id, b));
             eff_new.subtract(&self.holdout_union(self.cfg, id, b));
             let base = eff_old.len();
@@ -828,15 +975,18 @@ impl Planner<'_> {
                 Split::new(&o.salt, &o.variants).moved_share(&Split::new(&n.salt, &n.variants))
             };
             let moved = if o.unit != n.unit { 1.0 } else { by_buckets + (1.0 - by_buckets) * by_split };
-            out.insert(id.clone(), Impact {
-                moved_share: moved,
-                moved_by_buckets: by_buckets,
-                moved_by_split: by_split,
-                buckets_before,
-                buckets_after,
-                targeting_changed: o.targeting != n.targeting,
-                sticky: n.sticky,
-            });
+            out.insert(
+                id.clone(),
+                Impact {
+                    moved_share: moved,
+                    moved_by_buckets: by_buckets,
+                    moved_by_split: by_split,
+                    buckets_before,
+                    buckets_after,
+                    targeting_changed: o.targeting != n.targeting,
+                    sticky: n.sticky,
+                },
+            );
         }
         out
     }
@@ -858,7 +1008,15 @@ fn widens(old: Option<&Targeting>, new: Option<&Targeting>, segments: &IndexMap<
     }
 }
 
-fn no_space(path: &str, share: Option<Share>, target: u64, need: u64, free: &Dense, within: &Dense, blockers: &[(String, u64)]) -> FieldError {
+fn no_space(
+    path: &str,
+    share: Option<Share>,
+    target: u64,
+    need: u64,
+    free: &Dense,
+    within: &Dense,
+    blockers: &[(String, u64)],
+) -> FieldError {
     let b = f64::from(free.space());
     let mut held: Vec<String> = blockers.iter().map(|(w, n)| format!("{w} {n} ({})", pct(*n as f64 / b))).collect();
     let outside = u64::from(free.space()) - within.len();

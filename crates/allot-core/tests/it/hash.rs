@@ -7,14 +7,8 @@ use allot_core::hash::{bucket, bucket_of_hash, murmur3_x64_128, murmur3_x86_32, 
 use proptest::prelude::*;
 use serde_json::Value;
 
-const X64_128_JSON: &str = include_str!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../spec/hash/murmur3_x64_128.json"
-));
-const X86_32_JSON: &str = include_str!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../spec/hash/murmur3_x86_32.json"
-));
+const X64_128_JSON: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../spec/hash/murmur3_x64_128.json"));
+const X86_32_JSON: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../spec/hash/murmur3_x86_32.json"));
 
 /// The `cases` array of a golden-vector file.
 fn cases(json: &str, file: &str) -> Vec<Value> {
@@ -89,28 +83,16 @@ fn golden_murmur3_x64_128_and_bucket() {
         let h2 = u64_field(case, "h2");
         let bucket_1m = u32_field(case, "bucket_1m");
 
-        assert_eq!(
-            murmur3_x64_128(input.as_bytes(), 0),
-            (h1, h2),
-            "input {input:?}"
-        );
+        assert_eq!(murmur3_x64_128(input.as_bytes(), 0), (h1, h2), "input {input:?}");
         // Pins how the property tests read the murmur3 crate's u128 (h1 = low 64 bits).
-        assert_eq!(
-            reference_x64_128(input.as_bytes(), 0),
-            (h1, h2),
-            "input {input:?}"
-        );
+        assert_eq!(reference_x64_128(input.as_bytes(), 0), (h1, h2), "input {input:?}");
         assert_eq!(bucket_of_hash(h1, 1_000_000), bucket_1m, "input {input:?}");
 
         // Every '|' (the first included) splits the input into a salt and a unit whose
         // "<salt>|<unit>" is the input itself.
         for (i, _) in input.match_indices('|') {
             let (salt, unit) = (&input[..i], &input[i + 1..]);
-            assert_eq!(
-                bucket(salt, unit, 1_000_000),
-                bucket_1m,
-                "salt {salt:?}, unit {unit:?}"
-            );
+            assert_eq!(bucket(salt, unit, 1_000_000), bucket_1m, "salt {salt:?}, unit {unit:?}");
             split_checks += 1;
         }
         checked += 1;
@@ -129,16 +111,8 @@ fn golden_murmur3_x86_32() {
         let input = str_field(case, "input");
         for (field, seed) in [("seed0", 0), ("seed1", 1), ("seed_7f3a21ea", 0x7f3a_21ea)] {
             let expected = u32_field(case, field);
-            assert_eq!(
-                murmur3_x86_32(input.as_bytes(), seed),
-                expected,
-                "input {input:?}, seed {seed:#x}"
-            );
-            assert_eq!(
-                reference_x86_32(input.as_bytes(), seed),
-                expected,
-                "murmur3 crate"
-            );
+            assert_eq!(murmur3_x86_32(input.as_bytes(), seed), expected, "input {input:?}, seed {seed:#x}");
+            assert_eq!(reference_x86_32(input.as_bytes(), seed), expected, "murmur3 crate");
         }
         checked += 1;
     }
@@ -162,10 +136,7 @@ fn bucket_of_long_keys() {
         let unit = "ü".repeat(600);
         let key = format!("{salt}|{unit}");
         let (h1, _) = reference_x64_128(key.as_bytes(), 0);
-        assert_eq!(
-            bucket(&salt, &unit, 1_000_000),
-            bucket_of_hash(h1, 1_000_000)
-        );
+        assert_eq!(bucket(&salt, &unit, 1_000_000), bucket_of_hash(h1, 1_000_000));
     }
 }
 

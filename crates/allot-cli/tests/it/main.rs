@@ -1,0 +1,4 @@
+//! End-to-end tests of the `allot` binary, run as a user would: files in a scratch directory.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod cli;

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs the README tour on the example configuration in a scratch directory.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+cargo build -q --manifest-path "$root/Cargo.toml" -p allot-cli
+allot="$root/target/debug/allot"
+cp "$root/examples/allot.yaml" "$root/examples/units.jsonl" "$work/"
+cd "$work"
+"$allot" check
+"$allot" plan
+"$allot" apply
+"$allot" assign --units units.jsonl
+"$allot" audit
+"$allot" history
+"$allot" history --unit u1
+"$allot" resalt --reason "example"
+"$allot" assign --units units.jsonl --format csv
