@@ -196,6 +196,9 @@ impl BucketSet {
     /// partly held shard.
     #[inline]
     pub fn contains(&self, b: u32) -> bool {
+        if b >= self.buckets {
+            return false;
+        }
         let s = b / SHARD;
         let word = (s / 64) as usize;
         match self.full.get(word) {

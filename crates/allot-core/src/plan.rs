@@ -5,7 +5,7 @@
 //! in file order — first those already running (they keep their buckets), then their growths,
 //! then newly started ones. Every draw takes buckets at random from those free for its owner.
 
-use crate::bucketset::{draw, Dense};
+use crate::bucketset::{draw, BucketSet, Dense};
 use crate::config::{self, Config, ExpState, Experiment, Share};
 use crate::error::{join, FieldError};
 use crate::rng::seed_from;
@@ -144,6 +144,24 @@ pub fn plan(state: &State, cfg: &Config, raw: &serde_json::Value, opts: &Options
         return Err(p.errors);
     }
     let impact = p.impact(state);
+    for (id, imp) in &impact {
+        let prefix = join("experiments", id);
+        if imp.moved_share > 0.0 && !p.refusals.iter().any(|r| r.path == prefix || r.path.starts_with(&format!("{prefix}."))) {
+            p.refuse(
+                prefix,
+                "moves-units",
+                format!(
+                    "the change would move {} of the running experiment's assigned units ({} by buckets and holdouts, {} by the variant split)",
+                    pct(imp.moved_share),
+                    pct(imp.moved_by_buckets),
+                    pct(imp.moved_by_split)
+                ),
+            );
+        }
+    }
+    if p.changes.is_empty() && state.config.as_ref() != Some(raw) {
+        p.change("configuration", "", "update", "text changed without effect on allocations (descriptions, order or formatting)");
+    }
     let mut plan = Plan {
         version: p.version,
         changes: p.changes,
@@ -586,24 +604,6 @@ impl Planner<'_> {
         within
     }
 
-    fn holdout_union(&self, cfg: &Config, id: &str, b: u32) -> Dense {
-        let mut held = Dense::empty(b);
-        for (name, h) in &cfg.holdouts {
-            if cfg.holdout_applies(h, id) {
-                if let Some(a) = self.st.live(OwnerKind::Holdout, name) {
-                    held.union_compact(&a.draws[0].buckets);
-                    for d in &a.draws[1..] {
-                        match d.op {
-                            DrawOp::Add => held.union_compact(&d.buckets),
-                            DrawOp::Remove => held.subtract_compact(&d.buckets),
-                        }
-                    }
-                }
-            }
-        }
-        held
-    }
-
     fn disjoint(&self, a: &Experiment, b: &Experiment) -> bool {
         match (&a.targeting, &b.targeting) {
             (Some(ta), Some(tb)) => provably_disjoint(ta, tb, &self.cfg.segments),
@@ -778,14 +778,16 @@ impl Planner<'_> {
             }
         }
         // Allocation: kept ones first, then growths, then new ones.
-        let running: Vec<String> = self
-            .cfg
-            .experiments
+        let running: Vec<String> =
+            self.cfg.experiments.iter().filter(|(_, e)| e.state == ExpState::Running).map(|(id, _)| id.clone()).collect();
+        let scopes: IndexMap<String, Scope> = running
             .iter()
-            .filter(|(_, e)| e.state == ExpState::Running)
-            .map(|(id, _)| id.clone())
+            .map(|id| {
+                let e = &self.cfg.experiments[id];
+                (id.clone(), Scope::of(self.cfg, e))
+            })
             .collect();
-        let mut placed: Vec<(String, Dense)> = vec![];
+        let mut placed: Vec<(String, BucketSet)> = vec![];
         let mut pending: Vec<(String, Option<Dense>)> = vec![];
         for id in &running {
             let e = &self.cfg.experiments[id];
@@ -797,31 +799,35 @@ impl Planner<'_> {
                     if !e.groups.is_empty() {
                         cur.intersect_with(&self.within(e, b));
                     }
+                    let compact = cur.compact();
                     for (other, set) in &placed {
-                        let oe = &self.cfg.experiments[other];
-                        if self.cfg.exclusive(id, other) && !self.disjoint(e, oe) {
-                            cur.subtract(set);
+                        if scopes[id].excludes(&scopes[other])
+                            && compact.intersection_len(set) > 0
+                            && !self.disjoint(e, &self.cfg.experiments[other])
+                        {
+                            cur.subtract_compact(set);
                         }
                     }
                     if cur.len() < before {
-                        self.refuse(join(&join("experiments", id), "surfaces"), "moves-units", format!(
-                            "{} of its buckets ({}) conflict with its new slots or exclusion scopes and would be redrawn",
-                            before - cur.len(),
-                            pct((before - cur.len()) as f64 / before as f64)
-                        ));
+                        self.refuse(
+                            join(&join("experiments", id), "surfaces"),
+                            "moves-units",
+                            format!(
+                                "{} of its buckets ({}) conflict with its new slots or exclusion scopes and would be redrawn",
+                                before - cur.len(),
+                                pct((before - cur.len()) as f64 / before as f64)
+                            ),
+                        );
                         let seed = self.seed("experiment-conflict", id, 0);
                         let mut gone = self.live_set(OwnerKind::Experiment, id).unwrap_or_else(|| Dense::empty(b));
                         gone.subtract(&cur);
                         self.add_draw(OwnerKind::Experiment, id, seed, DrawOp::Remove, &gone);
                     }
-                    pending.push((id.clone(), Some(cur.clone())));
-                    placed.push((id.clone(), cur));
+                    placed.push((id.clone(), cur.compact()));
+                    pending.push((id.clone(), Some(cur)));
                 }
                 _ => {
-                    if kept {
-                        // Running before but with no live allocation (e.g. its space was reset).
-                        self.release(OwnerKind::Experiment, id);
-                    }
+                    // Not running before (or its space was reset): a fresh draw.
                     if self.st.live(OwnerKind::Experiment, id).is_some() {
                         self.release(OwnerKind::Experiment, id);
                     }
@@ -829,115 +835,123 @@ impl Planner<'_> {
                 }
             }
         }
-        // Growths (and refilling after conflicts) before new experiments draw.
+        // Growths (and refills after conflicts) before new experiments draw.
         pending.sort_by_key(|(_, cur)| cur.is_none());
         for (id, cur) in pending {
             let e = &self.cfg.experiments[&id];
             let path = join("experiments", &id);
             let b = self.space_size(&e.unit);
-            let within = self.within(e, b);
-            let mut free = within.clone();
-            let mut blockers: Vec<(String, u64)> = vec![];
-            for (other, set) in &placed {
-                if *other == id {
-                    continue;
-                }
-                let oe = &self.cfg.experiments[other];
-                if self.cfg.exclusive(&id, other) && !self.disjoint(e, oe) {
-                    let n = free.intersection_len(set);
-                    if n > 0 {
-                        blockers.push((format!("experiment {other}"), n));
-                    }
-                    free.subtract(set);
-                }
-            }
-            if e.share.is_some() {
-                for (name, h) in &self.cfg.holdouts {
-                    if self.cfg.holdout_applies(h, &id) {
-                        if let Some(a) = self.st.live(OwnerKind::Holdout, name) {
-                            let hs = a.current();
-                            let n = free.intersection_len(&hs);
-                            if n > 0 {
-                                blockers.push((format!("holdout {name}"), n));
-                            }
-                            free.subtract(&hs);
-                        }
-                    }
-                }
-            }
-            let have = cur.as_ref().map_or(0, Dense::len);
-            let target = match e.share {
-                Some(s) => s.buckets(u64::from(b)).unwrap_or(0),
-                None if cur.is_some() => {
-                    self.st.live(OwnerKind::Experiment, &id).map_or(0, |a| a.current().len()).max(have)
-                }
-                None => free.len(),
+            let orig = self.st.live(OwnerKind::Experiment, &id).map_or(0, |a| a.current().len());
+            let target = match (e.share, &cur) {
+                (Some(s), _) => s.buckets(u64::from(b)).unwrap_or(0),
+                (None, Some(c)) => orig.max(c.len()),
+                (None, None) => u64::MAX, // all that is free in its slots
             };
-            if e.groups.len() > 1 {
+            if e.groups.len() > 1 && cur.is_none() {
+                let within = self.within(e, b);
                 self.warnings.push(format!(
                     "experiments.{id}: it is in {} groups, so it reaches only the intersection of their slots ({} of units); one group is simpler and wastes less traffic",
                     e.groups.len(),
                     pct(within.len() as f64 / f64::from(b))
                 ));
             }
-            let tags: Vec<String> =
-                self.cfg.tags_of(e).into_iter().chain(e.groups.iter().map(|g| g.group.clone())).collect();
-            match cur {
-                Some(mut cur) => {
-                    let orig = self.st.live(OwnerKind::Experiment, &id).map_or(0, |a| a.current().len());
-                    if target < orig {
-                        self.refuse(join(&path, "share"), "no-shrink", format!(
+            if let Some(mut cur) = cur {
+                if target < orig {
+                    self.refuse(
+                        join(&path, "share"),
+                        "no-shrink",
+                        format!(
                             "a running allocation cannot shrink ({orig} → {target} buckets): {} of its units would lose their variant",
                             pct((orig - target) as f64 / orig.max(1) as f64)
-                        ));
-                        let seed = self.seed("experiment-shrink", &id, 0);
-                        if let Some(remove) = draw(&cur, cur.len().saturating_sub(target), seed, None) {
-                            self.add_draw(OwnerKind::Experiment, &id, seed, DrawOp::Remove, &remove);
-                            cur.subtract(&remove);
-                        }
-                    } else if target > cur.len() {
-                        free.subtract(&cur);
-                        let need = target - cur.len();
-                        let seed = self.seed("experiment-grow", &id, 0);
-                        let rec = self.recency(&id, e, b);
-                        match draw(&free, need, seed, Some(&rec)) {
-                            Some(add) => {
-                                self.add_draw(OwnerKind::Experiment, &id, seed, DrawOp::Add, &add);
-                                if target > orig {
-                                    self.change(
-                                        "experiment",
-                                        &id,
-                                        "grow",
-                                        format!("{orig} → {target} buckets (adds units only)"),
-                                    );
-                                }
-                                cur.union_with(&add);
-                            }
-                            None => self.errors.push(no_space(&path, e.share, target, need, &free, &within, &blockers)),
-                        }
+                        ),
+                    );
+                    let seed = self.seed("experiment-shrink", &id, 0);
+                    if let Some(remove) = draw(&cur, cur.len().saturating_sub(target), seed, None) {
+                        self.add_draw(OwnerKind::Experiment, &id, seed, DrawOp::Remove, &remove);
+                        cur.subtract(&remove);
                     }
-                    if let Some(slot) = placed.iter_mut().find(|(p, _)| *p == id) {
-                        slot.1 = cur;
-                    }
-                }
-                None => {
-                    let seed = self.seed("experiment", &id, 0);
+                } else if target > cur.len() {
+                    let (mut free, within, blockers) = self.free_for(&id, e, b, &placed, &scopes);
+                    free.subtract(&cur);
+                    let need = target - cur.len();
+                    let seed = self.seed("experiment-grow", &id, 0);
                     let rec = self.recency(&id, e, b);
-                    match draw(&free, target, seed, Some(&rec)) {
-                        Some(set) => {
-                            if set.is_empty() {
-                                self.warnings.push(format!(
-                                    "experiments.{id}: its slots have no free bucket, so it reaches no unit"
-                                ));
+                    match draw(&free, need, seed, Some(&rec)) {
+                        Some(add) => {
+                            self.add_draw(OwnerKind::Experiment, &id, seed, DrawOp::Add, &add);
+                            if target > orig {
+                                self.change("experiment", &id, "grow", format!("{orig} → {target} buckets (adds units only)"));
                             }
-                            self.record(&e.unit, OwnerKind::Experiment, &id, tags, seed, &set);
-                            placed.push((id.clone(), set));
+                            cur.union_with(&add);
                         }
-                        None => self.errors.push(no_space(&path, e.share, target, target, &free, &within, &blockers)),
+                        None => self.errors.push(no_space(&path, e.share, target, need, &free, &within, &blockers)),
+                    }
+                } else {
+                    continue;
+                }
+                if let Some(slot) = placed.iter_mut().find(|(p, _)| *p == id) {
+                    slot.1 = cur.compact();
+                }
+            } else {
+                let (free, within, blockers) = self.free_for(&id, e, b, &placed, &scopes);
+                let target = if target == u64::MAX { free.len() } else { target };
+                let seed = self.seed("experiment", &id, 0);
+                let rec = self.recency(&id, e, b);
+                match draw(&free, target, seed, Some(&rec)) {
+                    Some(set) => {
+                        if set.is_empty() {
+                            self.warnings.push(format!("experiments.{id}: its slots have no free bucket, so it reaches no unit"));
+                        }
+                        let tags = scopes[&id].tags.iter().chain(&scopes[&id].groups).cloned().collect();
+                        self.record(&e.unit, OwnerKind::Experiment, &id, tags, seed, &set);
+                        placed.push((id.clone(), set.compact()));
+                    }
+                    None => self.errors.push(no_space(&path, e.share, target, target, &free, &within, &blockers)),
+                }
+            }
+        }
+    }
+
+    /// The buckets experiment `id` may draw from now: inside its slots, outside every placed
+    /// allocation it must be exclusive to (unless targeting is provably disjoint), and — when it
+    /// has an explicit share — outside the holdouts that apply to it. Also returns its slots and
+    /// what blocks the rest, for error messages.
+    #[allow(clippy::type_complexity)]
+    fn free_for(
+        &self,
+        id: &str,
+        e: &Experiment,
+        b: u32,
+        placed: &[(String, BucketSet)],
+        scopes: &IndexMap<String, Scope>,
+    ) -> (Dense, Dense, Vec<(String, u64)>) {
+        let within = self.within(e, b);
+        let mut free = within.clone();
+        let mut blockers: Vec<(String, u64)> = vec![];
+        for (other, set) in placed {
+            if other == id || !scopes[id].excludes(&scopes[other]) || self.disjoint(e, &self.cfg.experiments[other]) {
+                continue;
+            }
+            let before = free.len();
+            free.subtract_compact(set);
+            if free.len() < before {
+                blockers.push((format!("experiment {other}"), before - free.len()));
+            }
+        }
+        if e.share.is_some() {
+            for (name, h) in &self.cfg.holdouts {
+                if self.cfg.holdout_applies(h, id) {
+                    if let Some(a) = self.st.live(OwnerKind::Holdout, name) {
+                        let before = free.len();
+                        free.subtract(&a.current());
+                        if free.len() < before {
+                            blockers.push((format!("holdout {name}"), before - free.len()));
+                        }
                     }
                 }
             }
         }
+        (free, within, blockers)
     }
 
     /// Exact impact on every experiment running before and after.
@@ -953,18 +967,8 @@ impl Planner<'_> {
             let new_alloc = self.st.live(OwnerKind::Experiment, id).map(Allocation::current);
             let (Some(mut eff_old), Some(mut eff_new)) = (old_alloc, new_alloc) else { continue };
             let (buckets_before, buckets_after) = (eff_old.len(), eff_new.len());
-            let old_planner = Planner {
-                old: self.old,
-                cfg: self.old,
-                st: before.clone(),
-                version: 0,
-                changes: vec![],
-                refusals: vec![],
-                warnings: vec![],
-                errors: vec![],
-            };
-            eff_old.subtract(&old_planner.holdout_union(self.old, id, b));
-            eff_new.subtract(&self.holdout_union(self.cfg, id, b));
+            eff_old.subtract(&holdout_union(before, self.old, id, b));
+            eff_new.subtract(&holdout_union(&self.st, self.cfg, id, b));
             let base = eff_old.len();
             let mut gone = eff_old.clone();
             gone.subtract(&eff_new);
@@ -989,6 +993,46 @@ impl Planner<'_> {
             );
         }
         out
+    }
+}
+
+/// The union of the live holdouts that apply to experiment `id` under `cfg`.
+fn holdout_union(st: &State, cfg: &Config, id: &str, b: u32) -> Dense {
+    let mut held = Dense::empty(b);
+    for (name, h) in &cfg.holdouts {
+        if cfg.holdout_applies(h, id) {
+            if let Some(a) = st.live(OwnerKind::Holdout, name) {
+                held.union_with(&a.current());
+            }
+        }
+    }
+    held
+}
+
+/// An experiment's exclusion scope, computed once per plan.
+struct Scope {
+    unit: String,
+    tags: Vec<String>,
+    exclusive_to: Vec<String>,
+    groups: Vec<String>,
+}
+
+impl Scope {
+    fn of(cfg: &Config, e: &Experiment) -> Scope {
+        Scope {
+            unit: e.unit.clone(),
+            tags: cfg.tags_of(e),
+            exclusive_to: cfg.exclusive_to_of(e),
+            groups: e.groups.iter().map(|g| g.group.clone()).collect(),
+        }
+    }
+
+    /// Same rule as [`Config::exclusive`].
+    fn excludes(&self, other: &Scope) -> bool {
+        self.unit == other.unit
+            && (self.groups.iter().any(|g| other.groups.contains(g))
+                || self.exclusive_to.iter().any(|t| other.tags.contains(t))
+                || other.exclusive_to.iter().any(|t| self.tags.contains(t)))
     }
 }
 
