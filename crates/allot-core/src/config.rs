@@ -730,11 +730,7 @@ fn experiment(v: &mut V, cfg: &Config, e: &Value, path: &str, id: &str) -> Optio
         None | Some(Value::Null) => None,
         Some(t) => match Targeting::parse(t, &join(path, "targeting")) {
             Ok(t) => {
-                for r in t.segment_refs() {
-                    if !cfg.segments.contains_key(r) {
-                        v.err(join(path, "targeting"), format!("unknown segment `{r}`"));
-                    }
-                }
+                v.errors.extend(crate::targeting::check_references(&t, &join(path, "targeting"), &cfg.segments));
                 Some(t)
             }
             Err(es) => {

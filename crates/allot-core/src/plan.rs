@@ -146,7 +146,9 @@ pub fn plan(state: &State, cfg: &Config, raw: &serde_json::Value, opts: &Options
     let impact = p.impact(state);
     for (id, imp) in &impact {
         let prefix = join("experiments", id);
-        if imp.moved_share > 0.0 && !p.refusals.iter().any(|r| r.path == prefix || r.path.starts_with(&format!("{prefix}."))) {
+        if imp.moved_share > 0.0
+            && !p.refusals.iter().any(|r| r.path == prefix || r.path.starts_with(&format!("{prefix}.")))
+        {
             p.refuse(
                 prefix,
                 "moves-units",
@@ -160,7 +162,12 @@ pub fn plan(state: &State, cfg: &Config, raw: &serde_json::Value, opts: &Options
         }
     }
     if p.changes.is_empty() && state.config.as_ref() != Some(raw) {
-        p.change("configuration", "", "update", "text changed without effect on allocations (descriptions, order or formatting)");
+        p.change(
+            "configuration",
+            "",
+            "update",
+            "text changed without effect on allocations (descriptions, order or formatting)",
+        );
     }
     let mut plan = Plan {
         version: p.version,
@@ -778,8 +785,13 @@ impl Planner<'_> {
             }
         }
         // Allocation: kept ones first, then growths, then new ones.
-        let running: Vec<String> =
-            self.cfg.experiments.iter().filter(|(_, e)| e.state == ExpState::Running).map(|(id, _)| id.clone()).collect();
+        let running: Vec<String> = self
+            .cfg
+            .experiments
+            .iter()
+            .filter(|(_, e)| e.state == ExpState::Running)
+            .map(|(id, _)| id.clone())
+            .collect();
         let scopes: IndexMap<String, Scope> = running
             .iter()
             .map(|id| {
@@ -880,7 +892,12 @@ impl Planner<'_> {
                         Some(add) => {
                             self.add_draw(OwnerKind::Experiment, &id, seed, DrawOp::Add, &add);
                             if target > orig {
-                                self.change("experiment", &id, "grow", format!("{orig} → {target} buckets (adds units only)"));
+                                self.change(
+                                    "experiment",
+                                    &id,
+                                    "grow",
+                                    format!("{orig} → {target} buckets (adds units only)"),
+                                );
                             }
                             cur.union_with(&add);
                         }
@@ -900,7 +917,9 @@ impl Planner<'_> {
                 match draw(&free, target, seed, Some(&rec)) {
                     Some(set) => {
                         if set.is_empty() {
-                            self.warnings.push(format!("experiments.{id}: its slots have no free bucket, so it reaches no unit"));
+                            self.warnings.push(format!(
+                                "experiments.{id}: its slots have no free bucket, so it reaches no unit"
+                            ));
                         }
                         let tags = scopes[&id].tags.iter().chain(&scopes[&id].groups).cloned().collect();
                         self.record(&e.unit, OwnerKind::Experiment, &id, tags, seed, &set);

@@ -235,33 +235,23 @@ impl Operator {
     fn value_json(&self) -> Value {
         match self {
             Operator::Eq(s) | Operator::Ne(s) => s.to_json(),
-            Operator::In(l) | Operator::NotIn(l) => {
-                Value::Array(l.iter().map(Scalar::to_json).collect())
-            }
-            Operator::Gt(n) | Operator::Gte(n) | Operator::Lt(n) | Operator::Lte(n) => {
-                Value::Number(n.clone())
-            }
+            Operator::In(l) | Operator::NotIn(l) => Value::Array(l.iter().map(Scalar::to_json).collect()),
+            Operator::Gt(n) | Operator::Gte(n) | Operator::Lt(n) | Operator::Lte(n) => Value::Number(n.clone()),
             Operator::SemverEq(v)
             | Operator::SemverGt(v)
             | Operator::SemverGte(v)
             | Operator::SemverLt(v)
             | Operator::SemverLte(v) => Value::String(v.to_string()),
             Operator::Before(t) | Operator::After(t) => Value::String(t.text.clone()),
-            Operator::StartsWith(s) | Operator::EndsWith(s) | Operator::Contains(s) => {
-                Value::String(s.clone())
-            }
+            Operator::StartsWith(s) | Operator::EndsWith(s) | Operator::Contains(s) => Value::String(s.clone()),
             Operator::Exists(b) => Value::Bool(*b),
-            Operator::AnyElement(ops) | Operator::AllElements(ops) => {
-                Value::Object(operators_json(ops))
-            }
+            Operator::AnyElement(ops) | Operator::AllElements(ops) => Value::Object(operators_json(ops)),
         }
     }
 }
 
 fn operators_json(ops: &[Operator]) -> Map<String, Value> {
-    ops.iter()
-        .map(|op| (op.key().to_string(), op.value_json()))
-        .collect()
+    ops.iter().map(|op| (op.key().to_string(), op.value_json())).collect()
 }
 
 impl Scalar {
@@ -340,11 +330,9 @@ impl Targeting {
             }
             Targeting::Not(c) => c.truth().map(|b| !b),
             Targeting::Segment(_) => None,
-            Targeting::Criterion(c) => c
-                .operators
-                .iter()
-                .any(|op| matches!(op, Operator::In(l) if l.is_empty()))
-                .then_some(false),
+            Targeting::Criterion(c) => {
+                c.operators.iter().any(|op| matches!(op, Operator::In(l) if l.is_empty())).then_some(false)
+            }
         }
     }
 
@@ -353,16 +341,10 @@ impl Targeting {
         let mut m = Map::new();
         match self {
             Targeting::All(cs) => {
-                m.insert(
-                    "all".into(),
-                    Value::Array(cs.iter().map(Self::to_json).collect()),
-                );
+                m.insert("all".into(), Value::Array(cs.iter().map(Self::to_json).collect()));
             }
             Targeting::Any(cs) => {
-                m.insert(
-                    "any".into(),
-                    Value::Array(cs.iter().map(Self::to_json).collect()),
-                );
+                m.insert("any".into(), Value::Array(cs.iter().map(Self::to_json).collect()));
             }
             Targeting::Not(c) => {
                 m.insert("not".into(), c.to_json());
@@ -401,10 +383,7 @@ fn describe(v: &Value) -> &'static str {
 }
 
 fn quoted_list(keys: &[&str]) -> String {
-    keys.iter()
-        .map(|k| format!("`{k}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
 }
 
 fn parse_expr(value: &Value, path: &str, errors: &mut Vec<FieldError>) -> Targeting {
@@ -448,19 +427,13 @@ fn parse_expr(value: &Value, path: &str, errors: &mut Vec<FieldError>) -> Target
                 _ => {
                     errors.push(FieldError::new(
                         p,
-                        format!(
-                            "expected a segment name (a non-empty string), found {}",
-                            describe(v)
-                        ),
+                        format!("expected a segment name (a non-empty string), found {}", describe(v)),
                     ));
                     None
                 }
             },
             other if OPERATOR_KEYS.contains(&other) => {
-                errors.push(FieldError::new(
-                    p,
-                    format!("operator `{other}` needs an `attribute` in the same object"),
-                ));
+                errors.push(FieldError::new(p, format!("operator `{other}` needs an `attribute` in the same object")));
                 None
             }
             other => {
@@ -496,38 +469,24 @@ fn parse_expr(value: &Value, path: &str, errors: &mut Vec<FieldError>) -> Target
 
 fn parse_list(value: &Value, path: &str, errors: &mut Vec<FieldError>) -> Vec<Targeting> {
     match value {
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .map(|(i, v)| parse_expr(v, &index(path, i), errors))
-            .collect(),
+        Value::Array(items) => items.iter().enumerate().map(|(i, v)| parse_expr(v, &index(path, i), errors)).collect(),
         other => {
             errors.push(FieldError::new(
                 path,
-                format!(
-                    "expected a list of targeting expressions, found {}",
-                    describe(other)
-                ),
+                format!("expected a list of targeting expressions, found {}", describe(other)),
             ));
             Vec::new()
         }
     }
 }
 
-fn parse_criterion(
-    obj: &Map<String, Value>,
-    path: &str,
-    errors: &mut Vec<FieldError>,
-) -> Criterion {
+fn parse_criterion(obj: &Map<String, Value>, path: &str, errors: &mut Vec<FieldError>) -> Criterion {
     let attribute = match obj.get("attribute") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(other) => {
             errors.push(FieldError::new(
                 join(path, "attribute"),
-                format!(
-                    "expected an attribute name (a non-empty string), found {}",
-                    describe(other)
-                ),
+                format!("expected an attribute name (a non-empty string), found {}", describe(other)),
             ));
             String::new()
         }
@@ -543,10 +502,7 @@ fn parse_criterion(
             ),
         ));
     }
-    Criterion {
-        attribute,
-        operators,
-    }
+    Criterion { attribute, operators }
 }
 
 /// Parses the operators of `obj` (skipping `attribute` unless `in_quantifier`).
@@ -588,26 +544,12 @@ fn parse_scalar(v: &Value) -> Option<Scalar> {
 }
 
 /// `Ok(None)` when errors were pushed for nested fields; `Err` for an error at the operator.
-fn parse_operator(
-    key: &str,
-    v: &Value,
-    path: &str,
-    errors: &mut Vec<FieldError>,
-) -> Result<Option<Operator>, String> {
-    let scalar = || {
-        parse_scalar(v).ok_or_else(|| {
-            format!(
-                "expected a string, number or boolean, found {}",
-                describe(v)
-            )
-        })
-    };
+fn parse_operator(key: &str, v: &Value, path: &str, errors: &mut Vec<FieldError>) -> Result<Option<Operator>, String> {
+    let scalar =
+        || parse_scalar(v).ok_or_else(|| format!("expected a string, number or boolean, found {}", describe(v)));
     let list = |errors: &mut Vec<FieldError>| -> Result<Option<Vec<Scalar>>, String> {
         let Value::Array(items) = v else {
-            return Err(format!(
-                "expected a list of strings, numbers or booleans, found {}",
-                describe(v)
-            ));
+            return Err(format!("expected a list of strings, numbers or booleans, found {}", describe(v)));
         };
         let mut out = Vec::with_capacity(items.len());
         let mut ok = true;
@@ -618,10 +560,7 @@ fn parse_operator(
                     ok = false;
                     errors.push(FieldError::new(
                         index(path, i),
-                        format!(
-                            "expected a string, number or boolean, found {}",
-                            describe(item)
-                        ),
+                        format!("expected a string, number or boolean, found {}", describe(item)),
                     ));
                 }
             }
@@ -639,24 +578,13 @@ fn parse_operator(
                  leading \"v\" are accepted)"
             )
         }),
-        _ => Err(format!(
-            "expected a version string like \"1.2.3\", found {}",
-            describe(v)
-        )),
+        _ => Err(format!("expected a version string like \"1.2.3\", found {}", describe(v))),
     };
     let timestamp = || match v {
         Value::String(s) => parse_rfc3339(s)
-            .map(|unix_nanos| Timestamp {
-                text: s.clone(),
-                unix_nanos,
-            })
-            .ok_or_else(|| {
-                format!("invalid timestamp `{s}`: expected RFC 3339 like \"2024-01-31T12:00:00Z\"")
-            }),
-        _ => Err(format!(
-            "expected an RFC 3339 timestamp like \"2024-01-31T12:00:00Z\", found {}",
-            describe(v)
-        )),
+            .map(|unix_nanos| Timestamp { text: s.clone(), unix_nanos })
+            .ok_or_else(|| format!("invalid timestamp `{s}`: expected RFC 3339 like \"2024-01-31T12:00:00Z\"")),
+        _ => Err(format!("expected an RFC 3339 timestamp like \"2024-01-31T12:00:00Z\", found {}", describe(v))),
     };
     let string = || match v {
         Value::String(s) => Ok(s.clone()),
@@ -705,12 +633,7 @@ fn parse_operator(
         },
         "any" => return quantifier(errors).map(|o| o.map(Operator::AnyElement)),
         "all" => return quantifier(errors).map(|o| o.map(Operator::AllElements)),
-        other => {
-            return Err(format!(
-                "unknown operator `{other}`; expected one of {}",
-                quoted_list(OPERATOR_KEYS)
-            ))
-        }
+        other => return Err(format!("unknown operator `{other}`; expected one of {}", quoted_list(OPERATOR_KEYS))),
     }))
 }
 
@@ -756,13 +679,7 @@ fn parse_version(text: &str) -> Option<Version> {
         Some(b) => BuildMetadata::new(b).ok()?,
         None => BuildMetadata::EMPTY,
     };
-    Some(Version {
-        major,
-        minor,
-        patch,
-        pre,
-        build,
-    })
+    Some(Version { major, minor, patch, pre, build })
 }
 
 fn parse_rfc3339(s: &str) -> Option<i128> {
@@ -877,10 +794,7 @@ fn find_cycles(
                         .collect();
                     errors.push(FieldError::new(
                         join("segments", r),
-                        format!(
-                            "segments reference each other in a cycle: {}",
-                            names.join(" -> ")
-                        ),
+                        format!("segments reference each other in a cycle: {}", names.join(" -> ")),
                     ));
                 }
                 _ => {}
@@ -893,22 +807,13 @@ fn find_cycles(
 
 /// Checks that every `segment:` reference in `t` (parsed at `path`) names one of `segments`;
 /// each unknown one is reported at its own field, e.g. `experiments.x.targeting.any[1].segment`.
-pub fn check_references(
-    t: &Targeting,
-    path: &str,
-    segments: &IndexMap<String, Targeting>,
-) -> Vec<FieldError> {
+pub fn check_references(t: &Targeting, path: &str, segments: &IndexMap<String, Targeting>) -> Vec<FieldError> {
     let mut errors = Vec::new();
     walk_references(t, path, segments, &mut errors);
     errors
 }
 
-fn walk_references(
-    t: &Targeting,
-    path: &str,
-    segments: &IndexMap<String, Targeting>,
-    errors: &mut Vec<FieldError>,
-) {
+fn walk_references(t: &Targeting, path: &str, segments: &IndexMap<String, Targeting>, errors: &mut Vec<FieldError>) {
     match t {
         Targeting::All(cs) => {
             let p = join(path, "all");
@@ -931,10 +836,7 @@ fn walk_references(
                     let names: Vec<&str> = segments.keys().map(String::as_str).collect();
                     format!("defined segments: {}", quoted_list(&names))
                 };
-                errors.push(FieldError::new(
-                    join(path, "segment"),
-                    format!("unknown segment `{name}`; {known}"),
-                ));
+                errors.push(FieldError::new(join(path, "segment"), format!("unknown segment `{name}`; {known}")));
             }
         }
         Targeting::Criterion(_) => {}
@@ -1032,12 +934,7 @@ impl Set {
         } else {
             StrSet::Small(strs.into_boxed_slice())
         };
-        Set {
-            strs,
-            nums: nums.into_boxed_slice(),
-            has_true,
-            has_false,
-        }
+        Set { strs, nums: nums.into_boxed_slice(), has_true, has_false }
     }
 
     #[inline]
@@ -1158,9 +1055,7 @@ impl Op {
                 other => all_hold(ops, Some(other)),
             },
             Op::AllElements(ops) => match v {
-                Value::Array(items) => {
-                    !items.is_empty() && items.iter().all(|e| all_hold(ops, element(e)))
-                }
+                Value::Array(items) => !items.is_empty() && items.iter().all(|e| all_hold(ops, element(e))),
                 other => all_hold(ops, Some(other)),
             },
         }
@@ -1206,11 +1101,7 @@ impl Node {
     }
 }
 
-fn compile_node<'a>(
-    t: &'a Targeting,
-    segments: &'a IndexMap<String, Targeting>,
-    stack: &mut Vec<&'a str>,
-) -> Node {
+fn compile_node<'a>(t: &'a Targeting, segments: &'a IndexMap<String, Targeting>, stack: &mut Vec<&'a str>) -> Node {
     match t {
         Targeting::All(cs) => {
             let mut out = Vec::with_capacity(cs.len());
@@ -1265,19 +1156,12 @@ fn compile_node<'a>(
             }
         }
         Targeting::Criterion(c) => {
-            if c.operators
-                .iter()
-                .any(|op| matches!(op, Operator::In(l) if l.is_empty()))
-            {
+            if c.operators.iter().any(|op| matches!(op, Operator::In(l) if l.is_empty())) {
                 return Node::Const(false);
             }
             let ops: Box<[Op]> = c.operators.iter().map(Op::new).collect();
             let if_missing = ops.iter().all(|op| matches!(op, Op::Exists(false)));
-            Node::Crit(Crit {
-                attribute: c.attribute.as_str().into(),
-                ops,
-                if_missing,
-            })
+            Node::Crit(Crit { attribute: c.attribute.as_str().into(), ops, if_missing })
         }
     }
 }
@@ -1287,16 +1171,12 @@ impl Compiled {
     /// reference to an unknown segment, or one closing a cycle, compiles to never-match.
     pub fn compile(t: &Targeting, segments: &IndexMap<String, Targeting>) -> Compiled {
         let mut stack = Vec::new();
-        Compiled {
-            root: compile_node(t, segments, &mut stack),
-        }
+        Compiled { root: compile_node(t, segments, &mut stack) }
     }
 
     /// An expression that matches every context.
     pub fn always() -> Compiled {
-        Compiled {
-            root: Node::Const(true),
-        }
+        Compiled { root: Node::Const(true) }
     }
 
     /// Whether the context matches. Never fails; allocates nothing (save to read a context
@@ -1355,10 +1235,7 @@ impl<T: PartialOrd + Copy> Interval<T> {
                 }
             }
         };
-        Interval {
-            lo: tighter(self.lo, other.lo, true),
-            hi: tighter(self.hi, other.hi, false),
-        }
+        Interval { lo: tighter(self.lo, other.lo, true), hi: tighter(self.hi, other.hi, false) }
     }
 
     /// The smallest interval holding both (the looser bounds; unbounded if either is).
@@ -1377,10 +1254,7 @@ impl<T: PartialOrd + Copy> Interval<T> {
                 _ => None,
             }
         };
-        Interval {
-            lo: looser(self.lo, other.lo, true),
-            hi: looser(self.hi, other.hi, false),
-        }
+        Interval { lo: looser(self.lo, other.lo, true), hi: looser(self.hi, other.hi, false) }
     }
 
     fn is_empty(&self) -> bool {
@@ -1432,10 +1306,7 @@ fn contains_scalar(list: &[Scalar], s: &Scalar) -> bool {
 
 impl Constraint {
     fn present() -> Self {
-        Constraint {
-            present: true,
-            ..Self::default()
-        }
+        Constraint { present: true, ..Self::default() }
     }
 
     /// Both constraints at once.
@@ -1466,11 +1337,7 @@ impl Constraint {
             }
             _ => None,
         };
-        let excluded = self
-            .excluded
-            .into_iter()
-            .filter(|s| contains_scalar(&other.excluded, s))
-            .collect();
+        let excluded = self.excluded.into_iter().filter(|s| contains_scalar(&other.excluded, s)).collect();
         Constraint {
             present: self.present && other.present,
             absent: self.absent && other.absent,
@@ -1562,24 +1429,9 @@ fn operator_fact(op: &Operator) -> Constraint {
         Operator::Gte(n) => c.num = num(Some((number_f64(n), true)), None),
         Operator::Lt(n) => c.num = num(None, Some((number_f64(n), false))),
         Operator::Lte(n) => c.num = num(None, Some((number_f64(n), true))),
-        Operator::After(t) => {
-            c.time = Interval {
-                lo: Some((t.unix_nanos, false)),
-                hi: None,
-            }
-        }
-        Operator::Before(t) => {
-            c.time = Interval {
-                lo: None,
-                hi: Some((t.unix_nanos, false)),
-            }
-        }
-        Operator::Exists(false) => {
-            c = Constraint {
-                absent: true,
-                ..Constraint::default()
-            }
-        }
+        Operator::After(t) => c.time = Interval { lo: Some((t.unix_nanos, false)), hi: None },
+        Operator::Before(t) => c.time = Interval { lo: None, hi: Some((t.unix_nanos, false)) },
+        Operator::Exists(false) => c = Constraint { absent: true, ..Constraint::default() },
         _ => {}
     }
     c
@@ -1588,18 +1440,9 @@ fn operator_fact(op: &Operator) -> Constraint {
 /// Necessary facts of the negation of one operator of a criterion.
 fn negated_operator_fact(op: &Operator) -> Constraint {
     match op {
-        Operator::Eq(s) => Constraint {
-            excluded: vec![s.clone()],
-            ..Constraint::default()
-        },
-        Operator::In(l) => Constraint {
-            excluded: l.clone(),
-            ..Constraint::default()
-        },
-        Operator::Exists(true) => Constraint {
-            absent: true,
-            ..Constraint::default()
-        },
+        Operator::Eq(s) => Constraint { excluded: vec![s.clone()], ..Constraint::default() },
+        Operator::In(l) => Constraint { excluded: l.clone(), ..Constraint::default() },
+        Operator::Exists(true) => Constraint { absent: true, ..Constraint::default() },
         Operator::Exists(false) => Constraint::present(),
         _ => Constraint::default(),
     }
@@ -1613,17 +1456,11 @@ fn facts<'a>(
 ) -> Facts {
     match (t, negated) {
         (Targeting::All(cs), false) | (Targeting::Any(cs), true) => {
-            let parts: Vec<Facts> = cs
-                .iter()
-                .map(|c| facts(c, negated, segments, stack))
-                .collect();
+            let parts: Vec<Facts> = cs.iter().map(|c| facts(c, negated, segments, stack)).collect();
             meet_facts(parts)
         }
         (Targeting::Any(cs), false) | (Targeting::All(cs), true) => {
-            let parts: Vec<Facts> = cs
-                .iter()
-                .map(|c| facts(c, negated, segments, stack))
-                .collect();
+            let parts: Vec<Facts> = cs.iter().map(|c| facts(c, negated, segments, stack)).collect();
             join_facts(parts)
         }
         (Targeting::Not(c), _) => facts(c, !negated, segments, stack),
@@ -1636,16 +1473,12 @@ fn facts<'a>(
             }
             _ => Some(IndexMap::new()),
         },
-        (Targeting::Criterion(c), false) => meet_facts(
-            c.operators
-                .iter()
-                .map(|op| single(&c.attribute, operator_fact(op))),
-        ),
-        (Targeting::Criterion(c), true) => join_facts(
-            c.operators
-                .iter()
-                .map(|op| single(&c.attribute, negated_operator_fact(op))),
-        ),
+        (Targeting::Criterion(c), false) => {
+            meet_facts(c.operators.iter().map(|op| single(&c.attribute, operator_fact(op))))
+        }
+        (Targeting::Criterion(c), true) => {
+            join_facts(c.operators.iter().map(|op| single(&c.attribute, negated_operator_fact(op))))
+        }
     }
 }
 
@@ -1657,11 +1490,7 @@ fn facts<'a>(
 /// presence from any criterion and absence from `exists: false`); `any` keeps only what all of
 /// its branches constrain. The sides are disjoint when either can match no one (e.g.
 /// `{any: []}`) or some attribute's combined constraints cannot all hold.
-pub fn provably_disjoint(
-    a: &Targeting,
-    b: &Targeting,
-    segments: &IndexMap<String, Targeting>,
-) -> bool {
+pub fn provably_disjoint(a: &Targeting, b: &Targeting, segments: &IndexMap<String, Targeting>) -> bool {
     let fa = facts(a, false, segments, &mut Vec::new());
     let fb = facts(b, false, segments, &mut Vec::new());
     meet_facts([fa, fb]).is_none()

@@ -1,1 +1,5 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+//! Integration tests of allot-core: golden data, examples and property tests.
+
 mod hash;
+mod targeting;

@@ -31,11 +31,7 @@ fn m(expr: Value, context: Value) -> bool {
 fn check(expr: Value, cases: &[(Value, bool)]) {
     let compiled = Compiled::compile(&parse(expr.clone()), &no_segments());
     for (context, want) in cases {
-        assert_eq!(
-            compiled.matches(&ctx(context.clone())),
-            *want,
-            "{expr} on {context}"
-        );
+        assert_eq!(compiled.matches(&ctx(context.clone())), *want, "{expr} on {context}");
     }
 }
 
@@ -51,11 +47,7 @@ fn error_paths(v: Value, path: &str) -> Vec<String> {
 }
 
 fn segments(defs: Value) -> IndexMap<String, Targeting> {
-    defs.as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), parse(v.clone())))
-        .collect()
+    defs.as_object().unwrap().iter().map(|(k, v)| (k.clone(), parse(v.clone()))).collect()
 }
 
 // ------------------------------------------------------------------------------------------
@@ -85,10 +77,7 @@ fn eq_strings_numbers_bools() {
             (json!({}), false),
         ],
     );
-    check(
-        json!({"attribute": "age", "eq": 18.0}),
-        &[(json!({"age": 18}), true), (json!({"age": 18.5}), false)],
-    );
+    check(json!({"attribute": "age", "eq": 18.0}), &[(json!({"age": 18}), true), (json!({"age": 18.5}), false)]);
     check(
         json!({"attribute": "beta", "eq": true}),
         &[
@@ -116,11 +105,7 @@ fn ne_is_present_and_different() {
     );
     check(
         json!({"attribute": "age", "ne": 18}),
-        &[
-            (json!({"age": 18.0}), false),
-            (json!({"age": "18"}), true),
-            (json!({"age": 17}), true),
-        ],
+        &[(json!({"age": 18.0}), false), (json!({"age": "18"}), true), (json!({"age": 17}), true)],
     );
 }
 
@@ -150,14 +135,8 @@ fn in_and_not_in() {
             (json!({"country": null}), false),
         ],
     );
-    check(
-        json!({"attribute": "country", "in": []}),
-        &[(json!({"country": "SE"}), false), (json!({}), false)],
-    );
-    check(
-        json!({"attribute": "country", "not_in": []}),
-        &[(json!({"country": "SE"}), true), (json!({}), false)],
-    );
+    check(json!({"attribute": "country", "in": []}), &[(json!({"country": "SE"}), false), (json!({}), false)]);
+    check(json!({"attribute": "country", "not_in": []}), &[(json!({"country": "SE"}), true), (json!({}), false)]);
 }
 
 #[test]
@@ -175,14 +154,7 @@ fn in_large_list_uses_set() {
         ],
     );
     let not_in = json!({"attribute": "c", "not_in": list});
-    check(
-        not_in,
-        &[
-            (json!({"c": "c7"}), false),
-            (json!({"c": "x"}), true),
-            (json!({}), false),
-        ],
-    );
+    check(not_in, &[(json!({"c": "c7"}), false), (json!({"c": "x"}), true), (json!({}), false)]);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -245,10 +217,7 @@ fn range_in_one_criterion() {
 fn semver_comparisons() {
     let v = |op: &str, version: &str, context: Value, want: bool| {
         assert_eq!(
-            m(
-                json!({"attribute": "app", op: version}),
-                json!({"app": context})
-            ),
+            m(json!({"attribute": "app", op: version}), json!({"app": context})),
             want,
             "{op} {version} on {context}"
         );
@@ -276,14 +245,8 @@ fn semver_comparisons() {
     v("semver_lt", "1.0.0", json!("1.2.3.4"), false);
     v("semver_lt", "9.0.0", json!(5), false);
     v("semver_lt", "9.0.0", json!(""), false);
-    assert!(!m(
-        json!({"attribute": "app", "semver_gte": "1.0.0"}),
-        json!({})
-    ));
-    assert!(!m(
-        json!({"attribute": "app", "semver_lt": "1.0.0"}),
-        json!({"app": null})
-    ));
+    assert!(!m(json!({"attribute": "app", "semver_gte": "1.0.0"}), json!({})));
+    assert!(!m(json!({"attribute": "app", "semver_lt": "1.0.0"}), json!({"app": null})));
 }
 
 #[test]
@@ -307,16 +270,8 @@ fn timestamps_before_and_after() {
     ];
     for (value, want_after, want_before) in cases {
         let context = json!({"signup": value});
-        assert_eq!(
-            m(after.clone(), context.clone()),
-            *want_after,
-            "after on {value}"
-        );
-        assert_eq!(
-            m(before.clone(), context),
-            *want_before,
-            "before on {value}"
-        );
+        assert_eq!(m(after.clone(), context.clone()), *want_after, "after on {value}");
+        assert_eq!(m(before.clone(), context), *want_before, "before on {value}");
     }
     assert!(!m(after.clone(), json!({})));
     assert!(!m(before, json!({"signup": null})));
@@ -357,11 +312,7 @@ fn string_operators() {
     );
     check(
         json!({"attribute": "s", "starts_with": "", "contains": ""}),
-        &[
-            (json!({"s": ""}), true),
-            (json!({"s": 1}), false),
-            (json!({}), false),
-        ],
+        &[(json!({"s": ""}), true), (json!({"s": 1}), false), (json!({}), false)],
     );
 }
 
@@ -440,11 +391,7 @@ fn any_quantifier() {
     );
     check(
         json!({"attribute": "tags", "any": {"exists": false}}),
-        &[
-            (json!({"tags": ["a", null]}), true),
-            (json!({"tags": ["a"]}), false),
-            (json!({}), false),
-        ],
+        &[(json!({"tags": ["a", null]}), true), (json!({"tags": ["a"]}), false), (json!({}), false)],
     );
 }
 
@@ -464,18 +411,12 @@ fn all_quantifier() {
     );
     check(
         json!({"attribute": "versions", "all": {"semver_gte": "2.0"}}),
-        &[
-            (json!({"versions": ["2.0.0", "v2.1"]}), true),
-            (json!({"versions": ["2.0.0", "1.9"]}), false),
-        ],
+        &[(json!({"versions": ["2.0.0", "v2.1"]}), true), (json!({"versions": ["2.0.0", "1.9"]}), false)],
     );
     // Quantifiers nest: a list of lists.
     check(
         json!({"attribute": "m", "any": {"all": {"gt": 0}}}),
-        &[
-            (json!({"m": [[1, 2], [0]]}), true),
-            (json!({"m": [[0, 2], []]}), false),
-        ],
+        &[(json!({"m": [[1, 2], [0]]}), true), (json!({"m": [[0, 2], []]}), false)],
     );
 }
 
@@ -524,11 +465,7 @@ fn not_inverts_including_missing() {
     );
     check(
         json!({"not": {"attribute": "country", "ne": "SE"}}),
-        &[
-            (json!({"country": "SE"}), true),
-            (json!({"country": "NO"}), false),
-            (json!({}), true),
-        ],
+        &[(json!({"country": "SE"}), true), (json!({"country": "NO"}), false), (json!({}), true)],
     );
 }
 
@@ -553,10 +490,7 @@ fn attributes_listed_once_in_order() {
         {"not": {"attribute": "country", "eq": "NO"}},
         {"attribute": "tags", "any": {"eq": "x"}}
     ]}));
-    assert_eq!(
-        Compiled::compile(&t, &segs).attributes(),
-        vec!["country", "age", "tags"]
-    );
+    assert_eq!(Compiled::compile(&t, &segs).attributes(), vec!["country", "age", "tags"]);
     assert!(Compiled::always().attributes().is_empty());
 }
 
@@ -572,8 +506,7 @@ fn nested_segments_are_inlined() {
         "nordic_adults": {"all": [{"segment": "nordic"}, {"segment": "adults"}]},
     }));
     assert!(check_segments(&segs).is_empty());
-    let t =
-        parse(json!({"any": [{"segment": "nordic_adults"}, {"attribute": "staff", "eq": true}]}));
+    let t = parse(json!({"any": [{"segment": "nordic_adults"}, {"attribute": "staff", "eq": true}]}));
     let c = Compiled::compile(&t, &segs);
     assert!(c.matches(&ctx(json!({"country": "SE", "age": 30}))));
     assert!(!c.matches(&ctx(json!({"country": "SE", "age": 3}))));
@@ -592,9 +525,7 @@ fn segment_refs_are_direct_and_unique() {
         {"attribute": "x", "eq": 1}
     ]}));
     assert_eq!(t.segment_refs(), vec!["a", "b"]);
-    assert!(parse(json!({"attribute": "x", "eq": 1}))
-        .segment_refs()
-        .is_empty());
+    assert!(parse(json!({"attribute": "x", "eq": 1})).segment_refs().is_empty());
 }
 
 #[test]
@@ -614,15 +545,8 @@ fn check_segments_reports_unknown_references_at_their_path() {
     }));
     let errs = check_segments(&segs);
     let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
-    assert_eq!(
-        paths,
-        vec!["segments.a.all[1].any[0].segment", "segments.b.not.segment"]
-    );
-    assert!(
-        errs[0].message.contains("unknown segment `ghost`"),
-        "{}",
-        errs[0].message
-    );
+    assert_eq!(paths, vec!["segments.a.all[1].any[0].segment", "segments.b.not.segment"]);
+    assert!(errs[0].message.contains("unknown segment `ghost`"), "{}", errs[0].message);
     assert!(errs[0].message.contains("`a`, `b`"), "{}", errs[0].message);
 }
 
@@ -635,11 +559,7 @@ fn check_references_for_experiments() {
     assert_eq!(errs[0].path, "experiments.x.targeting.any[1].segment");
     assert!(check_references(&parse(json!({"segment": "adults"})), "p", &segs).is_empty());
     let none = check_references(&parse(json!({"segment": "x"})), "p", &no_segments());
-    assert!(
-        none[0].message.contains("no segments are defined"),
-        "{}",
-        none[0].message
-    );
+    assert!(none[0].message.contains("no segments are defined"), "{}", none[0].message);
 }
 
 #[test]
@@ -654,25 +574,14 @@ fn check_segments_finds_cycles() {
     let errs = check_segments(&segs);
     let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(paths, vec!["segments.a", "segments.self"], "{errs:?}");
-    assert!(
-        errs[0].message.contains("a -> b -> c -> a"),
-        "{}",
-        errs[0].message
-    );
-    assert!(
-        errs[1].message.contains("self -> self"),
-        "{}",
-        errs[1].message
-    );
+    assert!(errs[0].message.contains("a -> b -> c -> a"), "{}", errs[0].message);
+    assert!(errs[1].message.contains("self -> self"), "{}", errs[1].message);
     // Compiling through a cycle (which `check_segments` rejects) terminates without panicking:
     // the reference closing the cycle is never-match.
     let c = Compiled::compile(&parse(json!({"segment": "self"})), &segs);
     assert!(!c.matches(&ctx(json!({"x": 1}))));
     let c = Compiled::compile(&parse(json!({"segment": "ok"})), &segs);
-    assert!(
-        c.matches(&ctx(json!({"x": 1}))),
-        "ok -> a -> b -> (c = not a -> never) -> true"
-    );
+    assert!(c.matches(&ctx(json!({"x": 1}))), "ok -> a -> b -> (c = not a -> never) -> true");
 }
 
 #[test]
@@ -731,10 +640,7 @@ fn wrong_operator_types_name_the_operator() {
             "experiments.ranking-v2.targeting.all[12].ne",
         ]
     );
-    assert_eq!(
-        errs[0].1,
-        "expected a list of strings, numbers or booleans, found a string"
-    );
+    assert_eq!(errs[0].1, "expected a list of strings, numbers or booleans, found a string");
     assert_eq!(errs[1].1, "expected a number, found a string");
     assert!(errs[7].1.contains("one.two"), "{}", errs[7].1);
     assert!(errs[9].1.contains("2024-13-01"), "{}", errs[9].1);
@@ -745,25 +651,13 @@ fn unknown_keys_list_valid_ones() {
     let errs = errors(json!({"attribute": "age", "gtee": 18}), P);
     assert_eq!(errs.len(), 1);
     assert_eq!(errs[0].0, "experiments.ranking-v2.targeting.gtee");
-    assert!(
-        errs[0].1.contains("unknown operator `gtee`"),
-        "{}",
-        errs[0].1
-    );
-    assert!(
-        errs[0].1.contains("`gte`") && errs[0].1.contains("`semver_lt`"),
-        "{}",
-        errs[0].1
-    );
+    assert!(errs[0].1.contains("unknown operator `gtee`"), "{}", errs[0].1);
+    assert!(errs[0].1.contains("`gte`") && errs[0].1.contains("`semver_lt`"), "{}", errs[0].1);
 
     let errs = errors(json!({"every": []}), P);
     assert_eq!(errs[0].0, "experiments.ranking-v2.targeting.every");
     assert!(errs[0].1.contains("unknown key `every`"), "{}", errs[0].1);
-    assert!(
-        errs[0].1.contains("`all`, `any`, `not`, `segment`"),
-        "{}",
-        errs[0].1
-    );
+    assert!(errs[0].1.contains("`all`, `any`, `not`, `segment`"), "{}", errs[0].1);
 
     // A logical key inside a criterion is an unknown operator.
     let errs = error_paths(json!({"attribute": "a", "eq": 1, "segment": "s"}), P);
@@ -783,38 +677,17 @@ fn structural_errors() {
     assert_eq!(errs[0].0, "experiments.ranking-v2.targeting.any[0]");
     assert!(errs[0].1.contains("no operator"), "{}", errs[0].1);
     // Attribute of the wrong type.
-    assert_eq!(
-        error_paths(json!({"attribute": 5, "eq": 1}), P),
-        vec!["experiments.ranking-v2.targeting.attribute"]
-    );
-    assert_eq!(
-        error_paths(json!({"attribute": "", "eq": 1}), P),
-        vec!["experiments.ranking-v2.targeting.attribute"]
-    );
+    assert_eq!(error_paths(json!({"attribute": 5, "eq": 1}), P), vec!["experiments.ranking-v2.targeting.attribute"]);
+    assert_eq!(error_paths(json!({"attribute": "", "eq": 1}), P), vec!["experiments.ranking-v2.targeting.attribute"]);
     // Not an object.
     assert_eq!(error_paths(json!("country == SE"), P), vec![P]);
-    assert_eq!(
-        error_paths(json!({"all": [1]}), P),
-        vec![format!("{P}.all[0]")]
-    );
+    assert_eq!(error_paths(json!({"all": [1]}), P), vec![format!("{P}.all[0]")]);
     // `all` / `any` not lists, `not` not an expression, `segment` not a name.
-    assert_eq!(
-        error_paths(json!({"all": {"attribute": "a", "eq": 1}}), P),
-        vec![format!("{P}.all")]
-    );
-    assert_eq!(
-        error_paths(json!({"any": null}), P),
-        vec![format!("{P}.any")]
-    );
+    assert_eq!(error_paths(json!({"all": {"attribute": "a", "eq": 1}}), P), vec![format!("{P}.all")]);
+    assert_eq!(error_paths(json!({"any": null}), P), vec![format!("{P}.any")]);
     assert_eq!(error_paths(json!({"not": []}), P), vec![format!("{P}.not")]);
-    assert_eq!(
-        error_paths(json!({"segment": 3}), P),
-        vec![format!("{P}.segment")]
-    );
-    assert_eq!(
-        error_paths(json!({"segment": ""}), P),
-        vec![format!("{P}.segment")]
-    );
+    assert_eq!(error_paths(json!({"segment": 3}), P), vec![format!("{P}.segment")]);
+    assert_eq!(error_paths(json!({"segment": ""}), P), vec![format!("{P}.segment")]);
     // Empty object, two logical keys.
     assert_eq!(error_paths(json!({}), P), vec![P]);
     let errs = errors(json!({"all": [], "any": []}), P);
@@ -823,10 +696,7 @@ fn structural_errors() {
     assert!(errs[0].1.contains("`all`, `any`"), "{}", errs[0].1);
     // `attribute` inside a quantifier.
     assert_eq!(
-        error_paths(
-            json!({"attribute": "t", "any": {"attribute": "u", "eq": 1}}),
-            P
-        ),
+        error_paths(json!({"attribute": "t", "any": {"attribute": "u", "eq": 1}}), P),
         vec![format!("{P}.any.attribute")]
     );
     // Errors inside quantifiers carry the full path.
@@ -846,29 +716,15 @@ fn every_error_is_reported() {
         ]}),
         "",
     );
-    assert_eq!(
-        errs,
-        vec![
-            "all[0].gt",
-            "all[0].lt",
-            "all[1].not.any[0].in",
-            "all[1].not.any[1].bad",
-            "all[2].segment"
-        ]
-    );
+    assert_eq!(errs, vec!["all[0].gt", "all[0].lt", "all[1].not.any[0].in", "all[1].not.any[1].bad", "all[2].segment"]);
 }
 
 #[test]
 fn lenient_versions_in_criteria() {
     for ok in ["1.2.3", "v1.2.3", "1.2", "V2", "1.0.0-rc.1+b5", " 1.2.3 "] {
-        assert!(
-            Targeting::parse(&json!({"attribute": "v", "semver_eq": ok}), "").is_ok(),
-            "{ok}"
-        );
+        assert!(Targeting::parse(&json!({"attribute": "v", "semver_eq": ok}), "").is_ok(), "{ok}");
     }
-    for bad in [
-        "", "v", "1.2.3.4", "1..2", "1.2.x", "1.2.3-", "1.2.3+", "-1.2", "latest",
-    ] {
+    for bad in ["", "v", "1.2.3.4", "1..2", "1.2.x", "1.2.3-", "1.2.3+", "-1.2", "latest"] {
         let errs = error_paths(json!({"attribute": "v", "semver_eq": bad}), "p");
         assert_eq!(errs, vec!["p.semver_eq"], "{bad}");
     }
@@ -896,24 +752,15 @@ fn to_json_round_trips() {
     assert_eq!(parse(t.to_json()), t);
     // Versions are exported in canonical form.
     let v = parse(json!({"attribute": "app", "semver_lt": "v2"}));
-    assert_eq!(
-        v.to_json(),
-        json!({"attribute": "app", "semver_lt": "2.0.0"})
-    );
+    assert_eq!(v.to_json(), json!({"attribute": "app", "semver_lt": "2.0.0"}));
     assert_eq!(parse(v.to_json()), v);
 }
 
 #[test]
 fn equality_detects_changes() {
     let a = parse(json!({"attribute": "country", "in": ["SE", "NO"]}));
-    assert_eq!(
-        a,
-        parse(json!({"attribute": "country", "in": ["SE", "NO"]}))
-    );
-    assert_ne!(
-        a,
-        parse(json!({"attribute": "country", "in": ["SE", "DK"]}))
-    );
+    assert_eq!(a, parse(json!({"attribute": "country", "in": ["SE", "NO"]})));
+    assert_ne!(a, parse(json!({"attribute": "country", "in": ["SE", "DK"]})));
     assert_ne!(a, parse(json!({"attribute": "market", "in": ["SE", "NO"]})));
 }
 
@@ -924,11 +771,7 @@ fn equality_detects_changes() {
 fn disjoint_with(a: Value, b: Value, segs: &IndexMap<String, Targeting>) -> bool {
     let (a, b) = (parse(a), parse(b));
     let ab = provably_disjoint(&a, &b, segs);
-    assert_eq!(
-        ab,
-        provably_disjoint(&b, &a, segs),
-        "the prover must be symmetric"
-    );
+    assert_eq!(ab, provably_disjoint(&b, &a, segs), "the prover must be symmetric");
     ab
 }
 
@@ -946,14 +789,8 @@ fn prover_examples_from_the_spec() {
         json!({"attribute": "country", "in": ["US", "SE"]}),
         json!({"attribute": "country", "in": ["SE"]})
     ));
-    assert!(disjoint(
-        json!({"attribute": "age", "lt": 18}),
-        json!({"attribute": "age", "gte": 18})
-    ));
-    assert!(!disjoint(
-        json!({"attribute": "age", "lte": 18}),
-        json!({"attribute": "age", "gte": 18})
-    ));
+    assert!(disjoint(json!({"attribute": "age", "lt": 18}), json!({"attribute": "age", "gte": 18})));
+    assert!(!disjoint(json!({"attribute": "age", "lte": 18}), json!({"attribute": "age", "gte": 18})));
 }
 
 #[test]
@@ -965,10 +802,7 @@ fn prover_sets() {
     assert!(!disjoint(c(json!(18)), c(json!(18.0))));
     assert!(disjoint(c(json!("18")), c(json!(18))));
     // eq vs ne / not_in.
-    assert!(disjoint(
-        c(json!("SE")),
-        json!({"attribute": "country", "ne": "SE"})
-    ));
+    assert!(disjoint(c(json!("SE")), json!({"attribute": "country", "ne": "SE"})));
     assert!(disjoint(
         json!({"attribute": "country", "in": ["SE", "NO"]}),
         json!({"attribute": "country", "not_in": ["NO", "SE", "DK"]})
@@ -983,24 +817,15 @@ fn prover_sets() {
         json!({"attribute": "country", "not_in": ["SE", "NO"]})
     ));
     // not eq / not in exclude values.
-    assert!(disjoint(
-        c(json!("SE")),
-        json!({"not": {"attribute": "country", "eq": "SE"}})
-    ));
+    assert!(disjoint(c(json!("SE")), json!({"not": {"attribute": "country", "eq": "SE"}})));
     assert!(disjoint(
         json!({"attribute": "country", "in": ["SE", "NO"]}),
         json!({"not": {"attribute": "country", "in": ["SE", "NO"]}})
     ));
     // Different attributes never conflict.
-    assert!(!disjoint(
-        c(json!("SE")),
-        json!({"attribute": "market", "eq": "NO"})
-    ));
+    assert!(!disjoint(c(json!("SE")), json!({"attribute": "market", "eq": "NO"})));
     // Empty `in` can match no one.
-    assert!(disjoint(
-        json!({"attribute": "x", "in": []}),
-        json!({"all": []})
-    ));
+    assert!(disjoint(json!({"attribute": "x", "in": []}), json!({"all": []})));
 }
 
 #[test]
@@ -1019,14 +844,8 @@ fn prover_intervals() {
     assert!(disjoint(a(json!({"lte": 17})), a(json!({"gt": 17}))));
     assert!(!disjoint(a(json!({"lte": 18})), a(json!({"gte": 18}))));
     assert!(!disjoint(a(json!({"lt": 18.5})), a(json!({"gt": 18}))));
-    assert!(disjoint(
-        a(json!({"gte": 18, "lt": 30})),
-        a(json!({"gte": 30, "lt": 65}))
-    ));
-    assert!(!disjoint(
-        a(json!({"gte": 18, "lt": 30})),
-        a(json!({"gte": 29, "lt": 65}))
-    ));
+    assert!(disjoint(a(json!({"gte": 18, "lt": 30})), a(json!({"gte": 30, "lt": 65}))));
+    assert!(!disjoint(a(json!({"gte": 18, "lt": 30})), a(json!({"gte": 29, "lt": 65}))));
     // A side whose own range is empty.
     assert!(disjoint(a(json!({"gt": 5, "lt": 5})), json!({"all": []})));
     // Finite sets against intervals, numeric strings included.
@@ -1036,39 +855,18 @@ fn prover_intervals() {
     assert!(disjoint(a(json!({"eq": "abc"})), a(json!({"gte": 18}))));
     assert!(disjoint(a(json!({"eq": true})), a(json!({"lt": 18}))));
     // Interval vs exclusion: the string "18" still fits both, so no conflict.
-    assert!(!disjoint(
-        a(json!({"gte": 18, "lte": 18})),
-        a(json!({"ne": 18}))
-    ));
-    assert!(disjoint(
-        a(json!({"gte": 18, "lte": 18})),
-        a(json!({"eq": 17}))
-    ));
+    assert!(!disjoint(a(json!({"gte": 18, "lte": 18})), a(json!({"ne": 18}))));
+    assert!(disjoint(a(json!({"gte": 18, "lte": 18})), a(json!({"eq": 17}))));
 }
 
 #[test]
 fn prover_timestamps() {
     let t = |op: &str, v: &str| json!({"attribute": "t", op: v});
-    assert!(disjoint(
-        t("before", "2024-01-01T00:00:00Z"),
-        t("after", "2024-01-01T00:00:00Z")
-    ));
-    assert!(disjoint(
-        t("before", "2024-01-01T00:00:00Z"),
-        t("after", "2024-01-01T01:00:00+01:00")
-    ));
-    assert!(!disjoint(
-        t("before", "2024-01-02T00:00:00Z"),
-        t("after", "2024-01-01T00:00:00Z")
-    ));
-    assert!(disjoint(
-        json!({"attribute": "t", "eq": "2023-06-01T00:00:00Z"}),
-        t("after", "2024-01-01T00:00:00Z")
-    ));
-    assert!(!disjoint(
-        json!({"attribute": "t", "eq": 1_800_000_000}),
-        t("after", "2024-01-01T00:00:00Z")
-    ));
+    assert!(disjoint(t("before", "2024-01-01T00:00:00Z"), t("after", "2024-01-01T00:00:00Z")));
+    assert!(disjoint(t("before", "2024-01-01T00:00:00Z"), t("after", "2024-01-01T01:00:00+01:00")));
+    assert!(!disjoint(t("before", "2024-01-02T00:00:00Z"), t("after", "2024-01-01T00:00:00Z")));
+    assert!(disjoint(json!({"attribute": "t", "eq": "2023-06-01T00:00:00Z"}), t("after", "2024-01-01T00:00:00Z")));
+    assert!(!disjoint(json!({"attribute": "t", "eq": 1_800_000_000}), t("after", "2024-01-01T00:00:00Z")));
 }
 
 #[test]
@@ -1087,41 +885,20 @@ fn prover_presence() {
     ] {
         assert!(disjoint(missing.clone(), positive.clone()), "{positive}");
     }
-    assert!(!disjoint(
-        missing.clone(),
-        json!({"not": {"attribute": "plan", "eq": "pro"}})
-    ));
-    assert!(!disjoint(
-        missing.clone(),
-        json!({"not": {"attribute": "plan", "gt": 1}})
-    ));
-    assert!(disjoint(
-        missing.clone(),
-        json!({"not": {"not": {"attribute": "plan", "eq": "x"}}})
-    ));
-    assert!(!disjoint(
-        missing,
-        json!({"attribute": "plan", "exists": false})
-    ));
+    assert!(!disjoint(missing.clone(), json!({"not": {"attribute": "plan", "eq": "pro"}})));
+    assert!(!disjoint(missing.clone(), json!({"not": {"attribute": "plan", "gt": 1}})));
+    assert!(disjoint(missing.clone(), json!({"not": {"not": {"attribute": "plan", "eq": "x"}}})));
+    assert!(!disjoint(missing, json!({"attribute": "plan", "exists": false})));
 }
 
 #[test]
 fn prover_any_branches() {
     let c = |v: &str| json!({"attribute": "country", "eq": v});
     // Every branch constrains country: the union of the allowed sets.
-    assert!(disjoint(
-        json!({"any": [c("SE"), c("NO")]}),
-        json!({"any": [c("US"), c("DE")]})
-    ));
-    assert!(!disjoint(
-        json!({"any": [c("SE"), c("NO")]}),
-        json!({"any": [c("US"), c("NO")]})
-    ));
+    assert!(disjoint(json!({"any": [c("SE"), c("NO")]}), json!({"any": [c("US"), c("DE")]})));
+    assert!(!disjoint(json!({"any": [c("SE"), c("NO")]}), json!({"any": [c("US"), c("NO")]})));
     // A branch that does not constrain country makes the `any` say nothing about it.
-    assert!(!disjoint(
-        json!({"any": [c("SE"), {"attribute": "age", "gt": 1}]}),
-        c("US")
-    ));
+    assert!(!disjoint(json!({"any": [c("SE"), {"attribute": "age", "gt": 1}]}), c("US")));
     // Hull of ranges.
     assert!(disjoint(
         json!({"any": [{"attribute": "age", "lt": 10}, {"attribute": "age", "gte": 10, "lt": 18}]}),
@@ -1144,15 +921,9 @@ fn prover_any_branches() {
         json!({"attribute": "age", "gte": 18})
     ));
     // Branches that can match no one are dropped.
-    assert!(disjoint(
-        json!({"any": [c("SE"), {"all": [c("US"), c("DE")]}]}),
-        c("US")
-    ));
+    assert!(disjoint(json!({"any": [c("SE"), {"all": [c("US"), c("DE")]}]}), c("US")));
     // De Morgan: not(any) is all(not).
-    assert!(disjoint(
-        json!({"not": {"any": [c("SE"), c("NO")]}}),
-        json!({"attribute": "country", "in": ["NO", "SE"]})
-    ));
+    assert!(disjoint(json!({"not": {"any": [c("SE"), c("NO")]}}), json!({"attribute": "country", "in": ["NO", "SE"]})));
     // Nested alls.
     assert!(disjoint(
         json!({"all": [{"all": [c("SE"), {"attribute": "age", "gt": 3}]}, {"all": []}]}),
@@ -1172,25 +943,16 @@ fn prover_is_conservative() {
         json!({"attribute": "tags", "any": {"eq": "a"}}),
         json!({"attribute": "tags", "any": {"eq": "b"}})
     ));
-    assert!(!disjoint(
-        json!({"attribute": "tags", "all": {"eq": "a"}}),
-        json!({"attribute": "tags", "eq": "b"})
-    ));
+    assert!(!disjoint(json!({"attribute": "tags", "all": {"eq": "a"}}), json!({"attribute": "tags", "eq": "b"})));
     // String operators and versions are not reasoned about.
     assert!(!disjoint(
         json!({"attribute": "v", "semver_lt": "1.0.0"}),
         json!({"attribute": "v", "semver_gt": "2.0.0"})
     ));
     // Negated ranges are not reasoned about.
-    assert!(!disjoint(
-        json!({"not": {"attribute": "age", "lt": 18}}),
-        json!({"attribute": "age", "lt": 18})
-    ));
+    assert!(!disjoint(json!({"not": {"attribute": "age", "lt": 18}}), json!({"attribute": "age", "lt": 18})));
     // Unknown segments are unknown, not never.
-    assert!(!disjoint(
-        json!({"segment": "ghost"}),
-        json!({"attribute": "x", "eq": 1})
-    ));
+    assert!(!disjoint(json!({"segment": "ghost"}), json!({"attribute": "x", "eq": 1})));
 }
 
 #[test]
@@ -1202,31 +964,11 @@ fn prover_inlines_segments() {
         "nordic_adults": {"all": [{"segment": "nordic"}, {"segment": "adults"}]},
         "loop": {"segment": "loop"},
     }));
-    assert!(disjoint_with(
-        json!({"segment": "nordic_adults"}),
-        json!({"segment": "us"}),
-        &segs
-    ));
-    assert!(disjoint_with(
-        json!({"segment": "nordic_adults"}),
-        json!({"attribute": "age", "lt": 18}),
-        &segs
-    ));
-    assert!(!disjoint_with(
-        json!({"segment": "nordic"}),
-        json!({"segment": "adults"}),
-        &segs
-    ));
-    assert!(disjoint_with(
-        json!({"segment": "nordic"}),
-        json!({"not": {"segment": "nordic"}}),
-        &segs
-    ));
-    assert!(!disjoint_with(
-        json!({"segment": "loop"}),
-        json!({"segment": "us"}),
-        &segs
-    ));
+    assert!(disjoint_with(json!({"segment": "nordic_adults"}), json!({"segment": "us"}), &segs));
+    assert!(disjoint_with(json!({"segment": "nordic_adults"}), json!({"attribute": "age", "lt": 18}), &segs));
+    assert!(!disjoint_with(json!({"segment": "nordic"}), json!({"segment": "adults"}), &segs));
+    assert!(disjoint_with(json!({"segment": "nordic"}), json!({"not": {"segment": "nordic"}}), &segs));
+    assert!(!disjoint_with(json!({"segment": "loop"}), json!({"segment": "us"}), &segs));
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1283,25 +1025,13 @@ fn segment_defs() -> Vec<(&'static str, E)> {
     let crit = |a, op, v| E::Crit(a, vec![(op, v)]);
     vec![
         ("adults", crit("age", "gte", json!(18))),
-        (
-            "nordic",
-            E::Any(vec![
-                crit("country", "eq", json!("SE")),
-                crit("country", "eq", json!("NO")),
-            ]),
-        ),
-        (
-            "nordic_adults",
-            E::All(vec![E::Seg("nordic"), E::Seg("adults")]),
-        ),
+        ("nordic", E::Any(vec![crit("country", "eq", json!("SE")), crit("country", "eq", json!("NO"))])),
+        ("nordic_adults", E::All(vec![E::Seg("nordic"), E::Seg("adults")])),
     ]
 }
 
 fn parsed_segments() -> IndexMap<String, Targeting> {
-    segment_defs()
-        .into_iter()
-        .map(|(n, e)| (n.to_string(), parse(e.json())))
-        .collect()
+    segment_defs().into_iter().map(|(n, e)| (n.to_string(), parse(e.json()))).collect()
 }
 
 fn same(v: &Value, a: &Value) -> bool {
@@ -1325,18 +1055,12 @@ fn naive_op(op: &str, arg: &Value, v: Option<&Value>) -> bool {
     let Some(v) = v else {
         return op == "exists" && arg == &json!(false);
     };
-    let cmp =
-        |f: fn(f64, f64) -> bool| naive_number(v).is_some_and(|x| f(x, arg.as_f64().unwrap()));
+    let cmp = |f: fn(f64, f64) -> bool| naive_number(v).is_some_and(|x| f(x, arg.as_f64().unwrap()));
     let elements: Vec<Option<&Value>> = match v {
         Value::Array(items) => items.iter().map(|e| (!e.is_null()).then_some(e)).collect(),
         other => vec![Some(other)],
     };
-    let inner = |e: Option<&Value>| {
-        arg.as_object()
-            .unwrap()
-            .iter()
-            .all(|(k, a)| naive_op(k, a, e))
-    };
+    let inner = |e: Option<&Value>| arg.as_object().unwrap().iter().all(|(k, a)| naive_op(k, a, e));
     match op {
         "eq" => same(v, arg),
         "ne" => !same(v, arg),
@@ -1450,8 +1174,7 @@ fn tags_crit() -> impl Strategy<Value = E> {
         prop::collection::vec(tag, 0..3).prop_map(|l| json!({"in": l})),
         any::<bool>().prop_map(|b| json!({"exists": b})),
     ];
-    (any::<bool>(), inner)
-        .prop_map(|(all, inner)| E::Crit("tags", vec![(if all { "all" } else { "any" }, inner)]))
+    (any::<bool>(), inner).prop_map(|(all, inner)| E::Crit("tags", vec![(if all { "all" } else { "any" }, inner)]))
 }
 
 fn expr() -> impl Strategy<Value = E> {
@@ -1504,25 +1227,14 @@ fn contexts(exprs: &[&E]) -> Vec<Context> {
     for n in &nums {
         for d in [-0.5, 0.0, 0.5] {
             let x = n + d;
-            age_values.push(if x.fract() == 0.0 {
-                json!(x as i64)
-            } else {
-                json!(x)
-            });
+            age_values.push(if x.fract() == 0.0 { json!(x as i64) } else { json!(x) });
         }
         age_values.push(json!(format!("{n}")));
     }
     let mut country_values = vec![Value::Null, json!(null), json!(5)];
     country_values.extend(COUNTRIES.iter().map(|c| json!(c)));
     let member_values = [Value::Null, json!(true), json!(false), json!("true")];
-    let tag_values = [
-        Value::Null,
-        json!([]),
-        json!(["a"]),
-        json!(["a", "b"]),
-        json!("c"),
-        json!([null, "b"]),
-    ];
+    let tag_values = [Value::Null, json!([]), json!(["a"]), json!(["a", "b"]), json!("c"), json!([null, "b"])];
     let mut out = Vec::new();
     for (ai, a) in age_values.iter().enumerate() {
         for (ci, c) in country_values.iter().enumerate() {
