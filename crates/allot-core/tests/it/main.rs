@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 //! Integration tests of allot-core: golden data, examples and property tests.
 
+mod engine;
 mod hash;
 mod targeting;
