@@ -17,3 +17,8 @@ cd "$work"
 "$allot" history --unit u1
 "$allot" resalt --reason "example"
 "$allot" assign --units units.jsonl --format csv
+# The larger example.
+cp "$root/examples/advanced.yaml" "$root/examples/advanced-units.jsonl" "$work/"
+"$allot" -c advanced.yaml --state advanced.state.json apply
+"$allot" -c advanced.yaml --state advanced.state.json assign --units advanced-units.jsonl
+"$allot" -c advanced.yaml --state advanced.state.json audit

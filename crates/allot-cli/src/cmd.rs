@@ -31,6 +31,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
             }
         }
         Command::Apply { force, reason, format } => {
+            let _lock = lock_state(&state_file)?;
             let (cfg, raw, state) = match load(cli, &state_file)? {
                 Ok(x) => x,
                 Err(es) => return Ok(report_errors(&es, *format)),
@@ -78,6 +79,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
             history(&state, unit.as_deref(), *bucket, unit_type.as_deref(), *format)
         }
         Command::Resalt { unit_type, reason, format } => {
+            let _lock = lock_state(&state_file)?;
             let mut state = read_state(&state_file)?;
             if state.version == 0 {
                 anyhow::bail!("nothing applied yet: run `allot apply` first");
@@ -111,6 +113,21 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Holds an exclusive lock on `<state>.lock` while a command reads, plans and writes the state,
+/// so that two concurrent applies cannot lose one another's change.
+fn lock_state(state_file: &std::path::Path) -> Result<std::fs::File> {
+    let mut name = state_file.as_os_str().to_owned();
+    name.push(".lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&name)
+        .map_err(|e| anyhow::anyhow!("cannot create lock file {}: {e}", std::path::Path::new(&name).display()))?;
+    f.lock().map_err(|e| anyhow::anyhow!("cannot lock {}: {e}", std::path::Path::new(&name).display()))?;
+    Ok(f)
 }
 
 type Loaded = (Config, serde_json::Value, State);

@@ -278,3 +278,33 @@ fn missing_config_and_bad_state_are_clear_errors() {
     let a = d.allot(&["assign"]).code(2);
     assert!(!stderr(&a).contains("panicked"));
 }
+
+#[test]
+fn every_example_checks_applies_and_audits_clean() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            n += 1;
+            let d = Dir::new(&std::fs::read_to_string(&path).unwrap());
+            d.allot(&["check"]).success();
+            d.allot(&["apply"]).success();
+            let a = d.json(&["audit", "--format", "json"]);
+            assert_eq!(a["violations"], serde_json::json!([]), "{}", path.display());
+            let units = path.with_file_name(format!(
+                "{}units.jsonl",
+                path.file_stem()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .strip_suffix("allot")
+                    .map_or_else(|| format!("{}-", path.file_stem().unwrap().to_str().unwrap()), |_| String::new())
+            ));
+            if units.exists() {
+                d.allot(&["assign", "--units", units.to_str().unwrap()]).success();
+            }
+        }
+    }
+    assert!(n >= 2);
+}
