@@ -71,7 +71,7 @@ impl Share {
     /// The exact number of buckets of a `space`-bucket space, or an error when it is not whole.
     pub fn buckets(&self, space: u64) -> Result<u64, String> {
         let n = self.num * u128::from(space);
-        if n % self.den != 0 {
+        if !n.is_multiple_of(self.den) {
             return Err(format!("{} of {space} buckets is not a whole number of buckets", self.percent()));
         }
         Ok((n / self.den) as u64)

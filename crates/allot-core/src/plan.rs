@@ -14,6 +14,7 @@ use crate::state::{Allocation, Draw, DrawOp, LogEntry, OwnerKind, SpaceState, St
 use crate::targeting::{provably_disjoint, Targeting};
 use indexmap::IndexMap;
 use serde::Serialize;
+use std::collections::HashMap;
 
 /// How many of the most recently released allocations in an experiment's exclusion scope the
 /// allocator looks at to prefer least recently used buckets.
@@ -125,6 +126,13 @@ pub fn applied_config(state: &State) -> Result<Option<Config>, Vec<FieldError>> 
 pub fn plan(state: &State, cfg: &Config, raw: &serde_json::Value, opts: &Options) -> Result<Plan, Vec<FieldError>> {
     let old = applied_config(state)?.unwrap_or_default();
     let mut p = Planner {
+        index: live_index(state),
+        old_live: state
+            .allocations
+            .iter()
+            .filter(|a| a.is_live() && a.kind == OwnerKind::Experiment)
+            .map(|a| (a.owner.clone(), a.current_compact().len()))
+            .collect(),
         old: &old,
         cfg,
         st: state.clone(),
@@ -215,6 +223,10 @@ pub fn apply(state: &State, cfg: &Config, raw: &serde_json::Value, opts: &Option
 }
 
 struct Planner<'a> {
+    /// Buckets each experiment held before this change.
+    old_live: HashMap<String, u64>,
+    /// Live allocations by owner: index into `st.allocations`.
+    index: HashMap<(OwnerKind, String), usize>,
     old: &'a Config,
     cfg: &'a Config,
     st: State,
@@ -251,15 +263,24 @@ impl Planner<'_> {
         seed_from(&format!("{kind}:{id}|v{}|{n}", self.version))
     }
 
+    fn live(&self, kind: OwnerKind, owner: &str) -> Option<&Allocation> {
+        self.index.get(&(kind, owner.to_string())).map(|&i| &self.st.allocations[i])
+    }
+
+    fn live_mut(&mut self, kind: OwnerKind, owner: &str) -> Option<&mut Allocation> {
+        self.index.get(&(kind, owner.to_string())).map(|&i| &mut self.st.allocations[i])
+    }
+
     fn release(&mut self, kind: OwnerKind, id: &str) {
         let v = self.version;
-        if let Some(a) = self.st.live_mut(kind, id) {
-            a.released = Some(v);
+        if let Some(i) = self.index.remove(&(kind, id.to_string())) {
+            self.st.allocations[i].released = Some(v);
         }
     }
 
     fn record(&mut self, space: &str, kind: OwnerKind, owner: &str, tags: Vec<String>, seed: u64, set: &Dense) {
         let id = self.st.next_id();
+        self.index.insert((kind, owner.to_string()), self.st.allocations.len());
         self.st.allocations.push(Allocation {
             id,
             space: space.to_string(),
@@ -273,13 +294,13 @@ impl Planner<'_> {
 
     fn add_draw(&mut self, kind: OwnerKind, owner: &str, seed: u64, op: DrawOp, set: &Dense) {
         let v = self.version;
-        if let Some(a) = self.st.live_mut(kind, owner) {
+        if let Some(a) = self.live_mut(kind, owner) {
             a.draws.push(Draw { version: v, seed, op, buckets: set.compact() });
         }
     }
 
     fn live_set(&self, kind: OwnerKind, owner: &str) -> Option<Dense> {
-        self.st.live(kind, owner).map(Allocation::current)
+        self.live(kind, owner).map(Allocation::current)
     }
 
     fn spaces(&mut self) {
@@ -313,6 +334,7 @@ impl Planner<'_> {
                         for a in self.st.allocations.iter_mut().filter(|a| a.is_live() && a.space == *name) {
                             a.released = Some(self.version);
                         }
+                        self.index = live_index(&self.st);
                         self.st.spaces.insert(
                             name.clone(),
                             SpaceState { buckets: u.buckets, salt: u.salt.clone(), resalts: vec![] },
@@ -415,7 +437,7 @@ impl Planner<'_> {
                     let mut free = Dense::full(b);
                     for (id, e) in &self.cfg.experiments {
                         if e.state == ExpState::Running && self.cfg.holdout_applies(h, id) {
-                            if let Some(a) = self.st.live(OwnerKind::Experiment, id) {
+                            if let Some(a) = self.live(OwnerKind::Experiment, id) {
                                 free.subtract(&a.current());
                             }
                         }
@@ -502,7 +524,7 @@ impl Planner<'_> {
             let path = join("groups", name);
             let b = self.space_size(&g.unit);
             let old = self.old.groups.get(name);
-            let exists = self.st.live(OwnerKind::Group, name).is_some();
+            let exists = self.live(OwnerKind::Group, name).is_some();
             if let (Some(o), true) = (old, exists) {
                 if o == g {
                     continue;
@@ -546,7 +568,7 @@ impl Planner<'_> {
                     let tags = self.cfg.tags_of(e);
                     let excl = self.cfg.exclusive_to_of(e);
                     if g.surfaces.iter().any(|s| tags.contains(s) || excl.contains(s)) {
-                        if let Some(a) = self.st.live(OwnerKind::Experiment, id) {
+                        if let Some(a) = self.live(OwnerKind::Experiment, id) {
                             free.subtract(&a.current());
                         }
                     }
@@ -602,7 +624,7 @@ impl Planner<'_> {
         for g in &e.groups {
             let mut slots = Dense::empty(b);
             for &i in &g.slots {
-                if let Some(a) = self.st.live(OwnerKind::Slot, &State::slot_id(&g.group, i)) {
+                if let Some(a) = self.live(OwnerKind::Slot, &State::slot_id(&g.group, i)) {
                     slots.union_compact(&a.draws[0].buckets);
                 }
             }
@@ -784,7 +806,8 @@ impl Planner<'_> {
                 self.change("experiment", id, "update", what.join(", "));
             }
         }
-        // Allocation: kept ones first, then growths, then new ones.
+        // Allocation: kept ones first, then growths, then new ones. Sets stay compact unless
+        // they change: an untouched running experiment costs a few bitmap intersections.
         let running: Vec<String> = self
             .cfg
             .experiments
@@ -792,57 +815,63 @@ impl Planner<'_> {
             .filter(|(_, e)| e.state == ExpState::Running)
             .map(|(id, _)| id.clone())
             .collect();
-        let scopes: IndexMap<String, Scope> = running
-            .iter()
-            .map(|id| {
-                let e = &self.cfg.experiments[id];
-                (id.clone(), Scope::of(self.cfg, e))
-            })
-            .collect();
+        let scopes: HashMap<&str, Scope> =
+            running.iter().map(|id| (id.as_str(), Scope::of(self.cfg, &self.cfg.experiments[id]))).collect();
+        // Placed allocations, with their scopes' positions in `running`.
         let mut placed: Vec<(String, BucketSet)> = vec![];
-        let mut pending: Vec<(String, Option<Dense>)> = vec![];
+        let mut pending: Vec<(String, Option<BucketSet>)> = vec![];
         for id in &running {
             let e = &self.cfg.experiments[id];
+            let scope = &scopes[id.as_str()];
             let kept = self.old.experiments.get(id).is_some_and(|o| o.state == ExpState::Running && o.unit == e.unit);
-            match (kept, self.live_set(OwnerKind::Experiment, id)) {
-                (true, Some(mut cur)) => {
+            match (kept, self.live(OwnerKind::Experiment, id).map(Allocation::current_compact)) {
+                (true, Some(cur)) => {
                     let b = cur.space();
                     let before = cur.len();
-                    if !e.groups.is_empty() {
-                        cur.intersect_with(&self.within(e, b));
-                    }
-                    let compact = cur.compact();
-                    for (other, set) in &placed {
-                        if scopes[id].excludes(&scopes[other])
-                            && compact.intersection_len(set) > 0
-                            && !self.disjoint(e, &self.cfg.experiments[other])
-                        {
-                            cur.subtract_compact(set);
+                    let outside_slots = !e.groups.is_empty() && {
+                        let within = self.within(e, b).compact();
+                        cur.intersection_len(&within) < before
+                    };
+                    let conflicts: Vec<&BucketSet> = placed
+                        .iter()
+                        .filter(|(other, set)| {
+                            scope.excludes(&scopes[other.as_str()])
+                                && cur.intersection_len(set) > 0
+                                && !self.disjoint(e, &self.cfg.experiments[other])
+                        })
+                        .map(|(_, set)| set)
+                        .collect();
+                    let cur = if outside_slots || !conflicts.is_empty() {
+                        let mut d = cur.dense();
+                        if outside_slots {
+                            d.intersect_with(&self.within(e, b));
                         }
-                    }
-                    if cur.len() < before {
+                        for set in conflicts {
+                            d.subtract_compact(set);
+                        }
+                        let lost = before - d.len();
                         self.refuse(
                             join(&join("experiments", id), "surfaces"),
                             "moves-units",
                             format!(
-                                "{} of its buckets ({}) conflict with its new slots or exclusion scopes and would be redrawn",
-                                before - cur.len(),
-                                pct((before - cur.len()) as f64 / before as f64)
+                                "{lost} of its buckets ({}) conflict with its new slots or exclusion scopes and would be redrawn",
+                                pct(lost as f64 / before as f64)
                             ),
                         );
                         let seed = self.seed("experiment-conflict", id, 0);
-                        let mut gone = self.live_set(OwnerKind::Experiment, id).unwrap_or_else(|| Dense::empty(b));
-                        gone.subtract(&cur);
+                        let mut gone = cur.dense();
+                        gone.subtract(&d);
                         self.add_draw(OwnerKind::Experiment, id, seed, DrawOp::Remove, &gone);
-                    }
-                    placed.push((id.clone(), cur.compact()));
+                        d.compact()
+                    } else {
+                        cur
+                    };
+                    placed.push((id.clone(), cur.clone()));
                     pending.push((id.clone(), Some(cur)));
                 }
                 _ => {
                     // Not running before (or its space was reset): a fresh draw.
-                    if self.st.live(OwnerKind::Experiment, id).is_some() {
-                        self.release(OwnerKind::Experiment, id);
-                    }
+                    self.release(OwnerKind::Experiment, id);
                     pending.push((id.clone(), None));
                 }
             }
@@ -853,10 +882,15 @@ impl Planner<'_> {
             let e = &self.cfg.experiments[&id];
             let path = join("experiments", &id);
             let b = self.space_size(&e.unit);
-            let orig = self.st.live(OwnerKind::Experiment, &id).map_or(0, |a| a.current().len());
+            let have = cur.as_ref().map_or(0, BucketSet::len);
+            // Buckets held before this change (conflicts may have removed some since).
+            let orig = match self.old_live.get(&id) {
+                Some(n) => *n,
+                None => have,
+            };
             let target = match (e.share, &cur) {
                 (Some(s), _) => s.buckets(u64::from(b)).unwrap_or(0),
-                (None, Some(c)) => orig.max(c.len()),
+                (None, Some(_)) => orig.max(have),
                 (None, None) => u64::MAX, // all that is free in its slots
             };
             if e.groups.len() > 1 && cur.is_none() {
@@ -867,25 +901,30 @@ impl Planner<'_> {
                     pct(within.len() as f64 / f64::from(b))
                 ));
             }
-            if let Some(mut cur) = cur {
-                if target < orig {
+            if let Some(cur) = cur {
+                if target == have {
+                    continue;
+                }
+                let mut cur = cur.dense();
+                if target < have {
                     self.refuse(
                         join(&path, "share"),
                         "no-shrink",
                         format!(
                             "a running allocation cannot shrink ({orig} → {target} buckets): {} of its units would lose their variant",
-                            pct((orig - target) as f64 / orig.max(1) as f64)
+                            pct((orig - target.min(orig)) as f64 / orig.max(1) as f64)
                         ),
                     );
                     let seed = self.seed("experiment-shrink", &id, 0);
-                    if let Some(remove) = draw(&cur, cur.len().saturating_sub(target), seed, None) {
+                    if let Some(remove) = draw(&cur, have - target, seed, None) {
                         self.add_draw(OwnerKind::Experiment, &id, seed, DrawOp::Remove, &remove);
                         cur.subtract(&remove);
                     }
-                } else if target > cur.len() {
+                } else {
                     let (mut free, within, blockers) = self.free_for(&id, e, b, &placed, &scopes);
                     free.subtract(&cur);
-                    let need = target - cur.len();
+                    // Without a share it holds "its slots": whatever of them is free.
+                    let need = if e.share.is_none() { (target - have).min(free.len()) } else { target - have };
                     let seed = self.seed("experiment-grow", &id, 0);
                     let rec = self.recency(&id, e, b);
                     match draw(&free, need, seed, Some(&rec)) {
@@ -903,8 +942,6 @@ impl Planner<'_> {
                         }
                         None => self.errors.push(no_space(&path, e.share, target, need, &free, &within, &blockers)),
                     }
-                } else {
-                    continue;
                 }
                 if let Some(slot) = placed.iter_mut().find(|(p, _)| *p == id) {
                     slot.1 = cur.compact();
@@ -921,7 +958,8 @@ impl Planner<'_> {
                                 "experiments.{id}: its slots have no free bucket, so it reaches no unit"
                             ));
                         }
-                        let tags = scopes[&id].tags.iter().chain(&scopes[&id].groups).cloned().collect();
+                        let sc = &scopes[id.as_str()];
+                        let tags = sc.tags.iter().chain(&sc.groups).cloned().collect();
                         self.record(&e.unit, OwnerKind::Experiment, &id, tags, seed, &set);
                         placed.push((id.clone(), set.compact()));
                     }
@@ -942,13 +980,16 @@ impl Planner<'_> {
         e: &Experiment,
         b: u32,
         placed: &[(String, BucketSet)],
-        scopes: &IndexMap<String, Scope>,
+        scopes: &HashMap<&str, Scope>,
     ) -> (Dense, Dense, Vec<(String, u64)>) {
         let within = self.within(e, b);
         let mut free = within.clone();
         let mut blockers: Vec<(String, u64)> = vec![];
         for (other, set) in placed {
-            if other == id || !scopes[id].excludes(&scopes[other]) || self.disjoint(e, &self.cfg.experiments[other]) {
+            if other == id
+                || !scopes[id].excludes(&scopes[other.as_str()])
+                || self.disjoint(e, &self.cfg.experiments[other])
+            {
                 continue;
             }
             let before = free.len();
@@ -960,7 +1001,7 @@ impl Planner<'_> {
         if e.share.is_some() {
             for (name, h) in &self.cfg.holdouts {
                 if self.cfg.holdout_applies(h, id) {
-                    if let Some(a) = self.st.live(OwnerKind::Holdout, name) {
+                    if let Some(a) = self.live(OwnerKind::Holdout, name) {
                         let before = free.len();
                         free.subtract(&a.current());
                         if free.len() < before {
@@ -975,6 +1016,17 @@ impl Planner<'_> {
 
     /// Exact impact on every experiment running before and after.
     fn impact(&self, before: &State) -> IndexMap<String, Impact> {
+        let old_index = live_index(before);
+        let old_live =
+            |kind: OwnerKind, id: &str| old_index.get(&(kind, id.to_string())).map(|&i| &before.allocations[i]);
+        // The live holdout allocation ids that apply to an experiment, before and after.
+        let applying = |live: &dyn Fn(OwnerKind, &str) -> Option<u64>, cfg: &Config, id: &str| -> Vec<u64> {
+            cfg.holdouts
+                .iter()
+                .filter(|(_, h)| cfg.holdout_applies(h, id))
+                .filter_map(|(name, _)| live(OwnerKind::Holdout, name))
+                .collect()
+        };
         let mut out = IndexMap::new();
         for (id, n) in &self.cfg.experiments {
             if n.state != ExpState::Running {
@@ -982,18 +1034,30 @@ impl Planner<'_> {
             }
             let Some(o) = self.old.experiments.get(id).filter(|o| o.state == ExpState::Running) else { continue };
             let b = self.space_size(&n.unit);
-            let old_alloc = before.live(OwnerKind::Experiment, id).map(Allocation::current);
-            let new_alloc = self.st.live(OwnerKind::Experiment, id).map(Allocation::current);
-            let (Some(mut eff_old), Some(mut eff_new)) = (old_alloc, new_alloc) else { continue };
-            let (buckets_before, buckets_after) = (eff_old.len(), eff_new.len());
-            eff_old.subtract(&holdout_union(before, self.old, id, b));
-            eff_new.subtract(&holdout_union(&self.st, self.cfg, id, b));
-            let base = eff_old.len();
-            let mut gone = eff_old.clone();
-            gone.subtract(&eff_new);
-            let by_buckets = if base == 0 { 0.0 } else { gone.len() as f64 / base as f64 };
+            let (Some(old_a), Some(new_a)) =
+                (old_live(OwnerKind::Experiment, id), self.live(OwnerKind::Experiment, id))
+            else {
+                continue;
+            };
+            let old_h = applying(&|k, x| old_live(k, x).map(|a| a.id), self.old, id);
+            let new_h = applying(&|k, x| self.live(k, x).map(|a| a.id), self.cfg, id);
+            let unchanged = old_a.id == new_a.id && old_a.draws == new_a.draws && old_h == new_h;
+            let (buckets_before, buckets_after, by_buckets) = if unchanged {
+                let n = old_a.current_compact().len();
+                (n, n, 0.0)
+            } else {
+                let (mut eff_old, mut eff_new) = (old_a.current(), new_a.current());
+                let counts = (eff_old.len(), eff_new.len());
+                eff_old.subtract(&holdout_union(before, self.old, id, b));
+                eff_new.subtract(&holdout_union(&self.st, self.cfg, id, b));
+                let base = eff_old.len();
+                eff_old.subtract(&eff_new);
+                (counts.0, counts.1, if base == 0 { 0.0 } else { eff_old.len() as f64 / base as f64 })
+            };
             let by_split = if o.unit != n.unit {
                 1.0
+            } else if o.salt == n.salt && o.variants == n.variants {
+                0.0
             } else {
                 Split::new(&o.salt, &o.variants).moved_share(&Split::new(&n.salt, &n.variants))
             };
@@ -1013,6 +1077,16 @@ impl Planner<'_> {
         }
         out
     }
+}
+
+/// Live allocations by owner.
+fn live_index(st: &State) -> HashMap<(OwnerKind, String), usize> {
+    st.allocations
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.is_live())
+        .map(|(i, a)| ((a.kind, a.owner.clone()), i))
+        .collect()
 }
 
 /// The union of the live holdouts that apply to experiment `id` under `cfg`.

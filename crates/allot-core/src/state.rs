@@ -132,6 +132,14 @@ impl Allocation {
         d
     }
 
+    /// The buckets held now, in compact form, without expanding the usual single draw.
+    pub fn current_compact(&self) -> BucketSet {
+        match self.draws.as_slice() {
+            [only] if only.op == DrawOp::Add => only.buckets.clone(),
+            _ => self.current().compact(),
+        }
+    }
+
     /// Whether it is live.
     pub fn is_live(&self) -> bool {
         self.released.is_none()
