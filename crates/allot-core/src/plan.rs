@@ -817,8 +817,8 @@ impl Planner<'_> {
             .collect();
         let scopes: HashMap<&str, Scope> =
             running.iter().map(|id| (id.as_str(), Scope::of(self.cfg, &self.cfg.experiments[id]))).collect();
-        // Placed allocations, with their scopes' positions in `running`.
         let mut placed: Vec<(String, BucketSet)> = vec![];
+        let mut placed_scopes: Vec<&Scope> = vec![];
         let mut pending: Vec<(String, Option<BucketSet>)> = vec![];
         for id in &running {
             let e = &self.cfg.experiments[id];
@@ -834,12 +834,13 @@ impl Planner<'_> {
                     };
                     let conflicts: Vec<&BucketSet> = placed
                         .iter()
-                        .filter(|(other, set)| {
-                            scope.excludes(&scopes[other.as_str()])
+                        .zip(&placed_scopes)
+                        .filter(|((other, set), other_scope)| {
+                            scope.excludes(other_scope)
                                 && cur.intersection_len(set) > 0
                                 && !self.disjoint(e, &self.cfg.experiments[other])
                         })
-                        .map(|(_, set)| set)
+                        .map(|((_, set), _)| set)
                         .collect();
                     let cur = if outside_slots || !conflicts.is_empty() {
                         let mut d = cur.dense();
@@ -867,6 +868,7 @@ impl Planner<'_> {
                         cur
                     };
                     placed.push((id.clone(), cur.clone()));
+                    placed_scopes.push(scope);
                     pending.push((id.clone(), Some(cur)));
                 }
                 _ => {
