@@ -2,5 +2,6 @@
 //! Integration tests of allot-core: golden data, examples and property tests.
 
 mod engine;
+mod golden;
 mod hash;
 mod targeting;
