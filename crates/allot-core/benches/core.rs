@@ -94,12 +94,12 @@ fn many_experiments_yaml(n: usize, surfaces: usize, share: &str) -> String {
 /// Appends running experiment `id` (the `i`-th) to the `experiments:` map of `y`.
 fn push_experiment(y: &mut String, id: &str, surface: &str, share: &str, i: usize) {
     let _ = writeln!(y, "  {id}:\n    unit: user\n    surfaces: [{surface}]\n    share: {share}\n    state: running");
-    y.push_str(if i % 7 == 0 {
+    y.push_str(if i.is_multiple_of(7) {
         "    variants: {control: 1, a: 1, b: 1}\n"
     } else {
         "    variants: {control: 1, treatment: 1}\n"
     });
-    match (i % 3 == 0, i % 5 == 0) {
+    match (i.is_multiple_of(3), i.is_multiple_of(5)) {
         (true, true) => {
             y.push_str("    targeting: {all: [{attribute: country, in: [SE, NO]}, {attribute: age, gte: 18}]}\n")
         }
