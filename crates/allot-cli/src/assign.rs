@@ -58,7 +58,7 @@ pub fn run(state_file: &Path, units: &str, format: AssignFormat, only: &[String]
     let bar = if std::io::stderr().is_terminal() {
         let b = match len {
             Some(n) => ProgressBar::new(n).with_style(
-                ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {per_sec} eta {eta}")
+                ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
                     .unwrap_or_else(|_| ProgressStyle::default_bar()),
             ),
             None => ProgressBar::new_spinner(),
@@ -82,7 +82,7 @@ pub fn run(state_file: &Path, units: &str, format: AssignFormat, only: &[String]
         if a.is_empty() {
             break;
         }
-        let bytes: u64 = a.iter().chain(&b).map(|l| l.len() as u64 + 1).sum();
+        let bytes: u64 = a.iter().chain(&b).map(|l| l.len() as u64).sum();
         let (ra, rb) = std::thread::scope(|s| {
             let h = s.spawn(|| process(&prepared, &b, format, line_no + a.len()));
             let ra = process(&prepared, &a, format, line_no);
