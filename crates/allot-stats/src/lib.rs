@@ -1,0 +1,37 @@
+//! The pure statistics of allot: planning (power, sample size, minimum detectable effect) and
+//! analysis (Welch and delta-method estimates, CUPED, sample-ratio mismatch, multiple-comparison
+//! corrections, interaction contrasts) over streaming sufficient statistics.
+//!
+//! Nothing here does I/O. Distributions (normal, Student's t, chi-square CDFs and quantiles) come
+//! from `statrs`; the statistics themselves are written here by hand, each with its formula and a
+//! reference in `docs/stats.md`, and each checked against scipy/statsmodels golden data in
+//! `spec/stats/`.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod correct;
+pub mod dist;
+pub mod estimate;
+pub mod interaction;
+pub mod moments;
+pub mod power;
+pub mod srm;
+
+/// A statistic that cannot be computed from its inputs.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StatsError {
+    /// An input is out of its domain; names the input.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The input.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// Shorthand for an [`StatsError::Invalid`].
+pub(crate) fn invalid<T>(field: &'static str, message: impl Into<String>) -> Result<T, StatsError> {
+    Err(StatsError::Invalid { field, message: message.into() })
+}
+
+pub use moments::Moments;
