@@ -16,6 +16,8 @@ use std::process::ExitCode;
 pub fn run(cli: &Cli) -> Result<ExitCode> {
     let state_file = state_path(&cli.config, cli.state.as_ref());
     match &cli.command {
+        Command::Capacity(args) => crate::capacity::run(cli, args),
+        Command::Analyze(args) => crate::analyze::run(cli, args),
         Command::Check { format } => check(cli, &state_file, *format),
         Command::Plan { format } => {
             let (cfg, raw, state) = match load(cli, &state_file)? {

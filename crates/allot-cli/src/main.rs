@@ -4,9 +4,12 @@
 //! recorded state beside it. All decisions are made by `allot-core`; this binary reads and
 //! writes files, reads the clock, and prints.
 
+mod analyze;
 mod assign;
+mod capacity;
 mod cmd;
 mod files;
+mod html;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -117,6 +120,12 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Plan bandwidth: units and days each planned experiment needs, and a schedule per
+    /// exclusion scope.
+    Capacity(capacity::CapacityArgs),
+    /// Analyse experiments from exposure and metric files: SRM, Welch and CUPED estimates,
+    /// corrections, interaction tests and exposure diagnostics.
+    Analyze(analyze::AnalyzeArgs),
 }
 
 fn main() -> ExitCode {

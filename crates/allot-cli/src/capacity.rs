@@ -1,0 +1,352 @@
+//! `allot capacity`: bandwidth planning. For each planned experiment, the units and days it needs
+//! at its share of the traffic; for each exclusion scope, how many of its experiments can run at
+//! once and a schedule that respects exclusivity and holdouts; and what CUPED saves.
+//!
+//! Scheduling rule (greedy list scheduling, in the order of the traffic file): experiment X with
+//! reach `s` may run during `[t, t + days)` if at every moment of it
+//! `s + Σ reach(Y) ≤ 1 − Σ holdouts applying to X`, summed over the experiments Y that are
+//! exclusive to X and scheduled (or already running, which occupy their share indefinitely) at that
+//! moment. X starts at the earliest such `t` among 0 and the end days of those Y. The rule is
+//! conservative: two experiments that are each exclusive to X but not to each other could share
+//! units, and are still counted twice.
+
+use crate::{Cli, Format};
+use allot_core::config::{self, Config};
+use allot_stats::power::{sample_size, Design, Metric, Sides};
+use anyhow::{bail, Context as _, Result};
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arguments of `allot capacity`.
+#[derive(Debug, clap::Args)]
+pub struct CapacityArgs {
+    /// Traffic file (YAML; see docs/stats.md): daily units per unit type and the planned
+    /// experiments' metrics, MDE, α, power and optional ρ.
+    #[arg(long)]
+    pub traffic: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// The traffic file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Traffic {
+    /// New units per day, per unit type.
+    pub daily_units: IndexMap<String, f64>,
+    /// Planned experiments, in priority order.
+    pub experiments: IndexMap<String, Planned>,
+}
+
+/// The metric of a planned experiment.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlannedMetric {
+    /// Baseline conversion rate (a proportion metric).
+    pub rate: Option<f64>,
+    /// Baseline mean (a mean metric, with `sd`).
+    pub mean: Option<f64>,
+    /// Standard deviation per unit (a mean metric).
+    pub sd: Option<f64>,
+}
+
+/// One planned experiment.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Planned {
+    /// Its metric.
+    pub metric: PlannedMetric,
+    /// Minimum detectable effect relative to the baseline (0.02 = 2%).
+    pub mde: Option<f64>,
+    /// Minimum detectable effect in the metric's units.
+    pub mde_absolute: Option<f64>,
+    /// Significance level [default 0.05].
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    /// Power [default 0.8].
+    #[serde(default = "default_power")]
+    pub power: f64,
+    /// `one` or `two` sided [default two].
+    #[serde(default)]
+    pub sides: Sides,
+    /// Pre-period correlation for CUPED [default 0: none].
+    #[serde(default)]
+    pub rho: f64,
+    /// Share of the unit type to plan with, overriding the configuration (0.2 = 20%).
+    pub share: Option<f64>,
+}
+
+fn default_alpha() -> f64 {
+    0.05
+}
+fn default_power() -> f64 {
+    0.8
+}
+
+/// The share of all units an experiment reaches, and the space free for it (1 − holdouts).
+fn reach_and_capacity(cfg: &Config, id: &str, override_share: Option<f64>) -> (f64, f64) {
+    let Some(e) = cfg.experiments.get(id) else { return (0.0, 1.0) };
+    let held: f64 = cfg.holdouts.values().filter(|h| cfg.holdout_applies(h, id)).map(|h| h.share.fraction()).sum();
+    let capacity = (1.0 - held).max(0.0);
+    if let Some(s) = override_share {
+        return (s, capacity);
+    }
+    if let Some(s) = &e.share {
+        // An explicit share is drawn outside the holdouts: reach equals share.
+        return (s.fraction(), capacity);
+    }
+    if !e.groups.is_empty() {
+        let slots: f64 = e
+            .groups
+            .iter()
+            .filter_map(|g| cfg.groups.get(&g.group).map(|gr| (g, gr)))
+            .map(|(g, gr)| {
+                gr.share.fraction() * g.slots.iter().filter_map(|&i| gr.slots.get(i)).map(|s| s.fraction()).sum::<f64>()
+            })
+            .sum();
+        return (slots * capacity, capacity);
+    }
+    (capacity, capacity)
+}
+
+struct Slot {
+    id: String,
+    reach: f64,
+    start: f64,
+    end: f64,
+}
+
+/// Runs `allot capacity`.
+pub fn run(cli: &Cli, args: &CapacityArgs) -> Result<ExitCode> {
+    let text = crate::files::read_config(&cli.config)?;
+    let cfg = match config::load(&text) {
+        Ok(c) => c,
+        Err(es) => {
+            let list: Vec<String> = es.iter().map(|e| format!("{}: {}", e.path, e.message)).collect();
+            bail!("configuration {} is invalid:\n  {}", cli.config.display(), list.join("\n  "))
+        }
+    };
+    let ttext = std::fs::read_to_string(&args.traffic)
+        .with_context(|| format!("cannot read traffic file {}", args.traffic.display()))?;
+    let de = serde_yaml_ng::Deserializer::from_str(&ttext);
+    let traffic: Traffic = serde_path_to_error::deserialize(de)
+        .map_err(|e| anyhow::anyhow!("traffic file {}: {}: {}", args.traffic.display(), e.path(), e.inner()))?;
+    let report = plan(&cfg, &traffic)?;
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Text => print!("{}", text_report(&report)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Units and days per experiment, and the schedule.
+pub fn plan(cfg: &Config, traffic: &Traffic) -> Result<Value> {
+    let mut exps = serde_json::Map::new();
+    let mut slots: Vec<Slot> = vec![];
+    // Running experiments not being planned occupy their share indefinitely.
+    for (id, e) in &cfg.experiments {
+        if e.state == config::ExpState::Running && !traffic.experiments.contains_key(id) {
+            let (reach, _) = reach_and_capacity(cfg, id, None);
+            slots.push(Slot { id: id.clone(), reach, start: f64::NEG_INFINITY, end: f64::INFINITY });
+        }
+    }
+    let running: Vec<String> = slots.iter().map(|s| s.id.clone()).collect();
+    for (id, p) in &traffic.experiments {
+        let at = |f: &str| format!("experiments.{id}.{f}");
+        let Some(e) = cfg.experiments.get(id) else {
+            bail!("traffic file: experiments.{id}: not in the configuration")
+        };
+        let Some(&daily) = traffic.daily_units.get(&e.unit) else {
+            bail!("traffic file: daily_units.{}: missing (experiment {id} randomises by it)", e.unit)
+        };
+        if !(daily > 0.0 && daily.is_finite()) {
+            bail!("traffic file: daily_units.{}: must be positive", e.unit);
+        }
+        let metric = match (p.metric.rate, p.metric.mean, p.metric.sd) {
+            (Some(rate), None, None) => Metric::Proportion { baseline: rate },
+            (None, Some(mean), Some(sd)) => Metric::Mean { mean, sd },
+            _ => bail!("traffic file: {}: give either `rate`, or `mean` and `sd`", at("metric")),
+        };
+        let mde_abs = match (p.mde, p.mde_absolute) {
+            (Some(r), None) => r * metric.baseline().abs(),
+            (None, Some(a)) => a,
+            _ => bail!("traffic file: {}: give exactly one of `mde` (relative) and `mde_absolute`", at("mde")),
+        };
+        if let Some(s) = p.share {
+            if !(s > 0.0 && s <= 1.0) {
+                bail!("traffic file: {}: must be in (0, 1]", at("share"));
+            }
+        }
+        // Control first: `control` if configured, else the first variant.
+        let mut weights: Vec<f64> = e.variants.values().map(|v| f64::from(v.weight)).collect();
+        if let Some(i) = e.variants.get_index_of("control") {
+            let c = weights.remove(i);
+            weights.insert(0, c);
+        }
+        if weights.len() < 2 {
+            weights = vec![1.0, 1.0];
+        }
+        let design = Design { alpha: p.alpha, sides: p.sides, weights: weights.clone(), rho: p.rho };
+        let n = sample_size(&metric, &design, mde_abs, p.power)
+            .map_err(|err| anyhow::anyhow!("traffic file: experiments.{id}: {err}"))?;
+        let n_raw = sample_size(&metric, &Design { rho: 0.0, ..design.clone() }, mde_abs, p.power)
+            .map_err(|err| anyhow::anyhow!("traffic file: experiments.{id}: {err}"))?;
+        let (reach, capacity) = reach_and_capacity(cfg, id, p.share);
+        let per_day = daily * reach;
+        let units = n.ceil();
+        let days = if per_day > 0.0 { (units / per_day).ceil() } else { f64::INFINITY };
+        let days_raw = if per_day > 0.0 { (n_raw.ceil() / per_day).ceil() } else { f64::INFINITY };
+
+        // Schedule.
+        let blockers: Vec<&Slot> = slots.iter().filter(|s| cfg.exclusive(id, &s.id)).collect();
+        let fits_at = |t: f64| {
+            let mut points = vec![t];
+            points.extend(blockers.iter().map(|b| b.start).filter(|&s| s > t && s < t + days));
+            points.iter().all(|&q| {
+                let load: f64 = blockers.iter().filter(|b| b.start <= q && q < b.end).map(|b| b.reach).sum();
+                reach + load <= capacity + 1e-12
+            })
+        };
+        let mut candidates = vec![0.0];
+        candidates.extend(blockers.iter().map(|b| b.end).filter(|e| e.is_finite() && *e > 0.0));
+        candidates.sort_by(f64::total_cmp);
+        let start = if days.is_finite() { candidates.into_iter().find(|&t| fits_at(t)) } else { None };
+        let waits_for: Vec<String> = match start {
+            Some(t) if t > 0.0 => blockers.iter().filter(|b| b.start < t && b.end >= t).map(|b| b.id.clone()).collect(),
+            _ => vec![],
+        };
+        let status = match start {
+            Some(t) if t == 0.0 => "starts now",
+            Some(_) => "waits",
+            None => "cannot run",
+        };
+        if let Some(t) = start {
+            slots.push(Slot { id: id.clone(), reach, start: t, end: t + days });
+        }
+        let why = match start {
+            None if !days.is_finite() => Some("its reach is 0".to_string()),
+            None => Some(format!(
+                "its reach {:.2}% does not fit beside the running experiments it excludes (free {:.2}%)",
+                100.0 * reach,
+                100.0 * capacity
+            )),
+            _ => None,
+        };
+        exps.insert(
+            id.clone(),
+            json!({
+                "unit": e.unit,
+                "reach": reach,
+                "daily_units": per_day,
+                "metric": match metric { Metric::Proportion { baseline } => json!({"rate": baseline}), Metric::Mean { mean, sd } => json!({"mean": mean, "sd": sd}) },
+                "mde_absolute": mde_abs,
+                "alpha": p.alpha,
+                "power": p.power,
+                "rho": p.rho,
+                "arms": weights.len(),
+                "units_needed": units,
+                "days": num(days),
+                "status": status,
+                "start_day": start,
+                "end_day": start.map(|t| t + days),
+                "waits_for": waits_for,
+                "reason": why,
+                "without_cuped": {"units_needed": n_raw.ceil(), "days": num(days_raw)},
+                "cuped_saves": {"units": n_raw.ceil() - units, "days": num(days_raw - days)},
+            }),
+        );
+    }
+
+    // Per exclusion scope: the planned experiments that carry the tag or group.
+    let mut scopes: IndexMap<String, Vec<String>> = IndexMap::new();
+    for id in traffic.experiments.keys() {
+        if let Some(e) = cfg.experiments.get(id) {
+            let mut tags = cfg.tags_of(e);
+            tags.extend(cfg.exclusive_to_of(e));
+            tags.extend(e.groups.iter().map(|g| format!("group {}", g.group)));
+            tags.sort();
+            tags.dedup();
+            for t in tags {
+                scopes.entry(t).or_default().push(id.clone());
+            }
+        }
+    }
+    let mut scope_out = serde_json::Map::new();
+    for (scope, ids) in &scopes {
+        let mine: Vec<&Slot> = slots.iter().filter(|s| ids.contains(&s.id)).collect();
+        let max_concurrent = mine
+            .iter()
+            .map(|s| mine.iter().filter(|o| o.start <= s.start && s.start < o.end).count())
+            .max()
+            .unwrap_or(0);
+        let now: Vec<&str> = mine.iter().filter(|s| s.start == 0.0).map(|s| s.id.as_str()).collect();
+        let later: Vec<Value> =
+            mine.iter().filter(|s| s.start > 0.0).map(|s| json!({"experiment": s.id, "start_day": s.start})).collect();
+        let cannot: Vec<&String> = ids.iter().filter(|i| !mine.iter().any(|s| &&s.id == i)).collect();
+        let done = mine.iter().map(|s| s.end).fold(0.0_f64, f64::max);
+        scope_out.insert(
+            scope.clone(),
+            json!({"experiments": ids, "at_once": max_concurrent, "start_now": now, "wait": later,
+                   "cannot_run": cannot, "all_done_day": done}),
+        );
+    }
+    Ok(json!({"experiments": exps, "scopes": scope_out, "already_running": running}))
+}
+
+fn num(x: f64) -> Value {
+    if x.is_finite() {
+        json!(x)
+    } else {
+        Value::Null
+    }
+}
+
+fn text_report(r: &Value) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let empty = serde_json::Map::new();
+    let _ = writeln!(
+        s,
+        "{:<24} {:>7} {:>12} {:>6} {:>6} {:>6}  status",
+        "experiment", "reach", "units", "days", "start", "CUPED-"
+    );
+    for (id, e) in r["experiments"].as_object().unwrap_or(&empty) {
+        let d = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x}"));
+        let _ = writeln!(
+            s,
+            "{id:<24} {:>6.2}% {:>12} {:>6} {:>6} {:>6}  {}{}",
+            100.0 * e["reach"].as_f64().unwrap_or(0.0),
+            d(&e["units_needed"]),
+            d(&e["days"]),
+            d(&e["start_day"]),
+            d(&e["cuped_saves"]["days"]),
+            e["status"].as_str().unwrap_or(""),
+            e["reason"].as_str().map(|w| format!(": {w}")).unwrap_or_default()
+        );
+    }
+    let _ = writeln!(s, "\nExclusion scopes");
+    for (k, v) in r["scopes"].as_object().unwrap_or(&empty) {
+        let _ = writeln!(
+            s,
+            "  {k}: {} planned, at most {} at once; start now: {}; wait: {}; all done by day {}",
+            v["experiments"].as_array().map_or(0, Vec::len),
+            v["at_once"],
+            v["start_now"],
+            v["wait"],
+            v["all_done_day"]
+        );
+    }
+    let running = r["already_running"].as_array().map_or(0, Vec::len);
+    if running > 0 {
+        let _ = writeln!(
+            s,
+            "\n{running} running experiment(s) not in the traffic file keep their share: {}",
+            r["already_running"]
+        );
+    }
+    s
+}
