@@ -1,0 +1,210 @@
+//! `allot capacity` and `allot analyze` on the committed examples in `examples/analysis/`.
+
+use assert_cmd::Command;
+use serde_json::Value;
+use std::path::PathBuf;
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/analysis")
+}
+
+fn run(args: &[&str]) -> assert_cmd::assert::Assert {
+    Command::cargo_bin("allot").unwrap().current_dir(dir()).args(args).assert()
+}
+
+fn json(args: &[&str]) -> Value {
+    let out = run(args).success().get_output().stdout.clone();
+    serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out)))
+}
+
+const ANALYZE: &[&str] = &[
+    "analyze",
+    "--exposures",
+    "exposures.csv",
+    "--metrics",
+    "metrics.csv",
+    "--covariates",
+    "covariates.csv",
+    "--identities",
+    "identities.csv",
+    "--format",
+    "json",
+];
+
+#[test]
+fn analyze_json_shape_and_findings() {
+    let r = json(ANALYZE);
+    let feed = &r["experiments"]["home-feed"];
+    assert!(feed["srm"]["p_value"].as_f64().unwrap() > 0.001);
+    assert_eq!(feed["srm"]["counts"]["control"], 276);
+    let c = &feed["metrics"]["revenue"]["comparisons"][0];
+    assert_eq!(c["variant"], "treatment");
+    assert_eq!(c["control"], "control");
+    for k in ["diff", "p_value", "relative"] {
+        assert!(c[k].is_f64(), "{k}");
+    }
+    assert_eq!(c["ci"].as_array().unwrap().len(), 2);
+    assert_eq!(c["relative_ci"].as_array().unwrap().len(), 2);
+    let cu = &c["cuped"];
+    assert!(cu["variance_reduction"].as_f64().unwrap() > 0.3, "{cu}");
+    // CUPED narrows the interval.
+    let w = |v: &Value| v[1].as_f64().unwrap() - v[0].as_f64().unwrap();
+    assert!(w(&cu["ci"]) < w(&c["ci"]));
+    assert!(c["p_adjusted"]["holm"].as_f64().unwrap() >= c["p_value"].as_f64().unwrap());
+    // The planted 60/40 split of home-banner is a sample-ratio mismatch.
+    let banner = &r["experiments"]["home-banner"]["srm"];
+    assert!(banner["p_value"].as_f64().unwrap() < 0.001);
+    assert!(banner["warning"].as_str().unwrap().contains("sample ratio mismatch"));
+    // Variants per metric, with n and mean; a unit without a metric row counts as 0.
+    let v = &r["experiments"]["search-rank"]["metrics"]["clicks"]["variants"]["control"];
+    assert!(v["n"].as_u64().unwrap() > 300 && v["mean"].as_f64().unwrap() < 2.0);
+    // Interactions: the exclusive home pair is flagged.
+    let inter = r["interactions"].as_array().unwrap();
+    let home = inter
+        .iter()
+        .find(|i| i["experiments"].as_array().unwrap().iter().all(|e| e.as_str().unwrap().starts_with("home-")))
+        .unwrap();
+    assert_eq!(home["should_be_exclusive"], true);
+    let cross = inter.iter().find(|i| i["should_be_exclusive"] == false).unwrap();
+    let list = cross["metrics"]["revenue"].as_array().unwrap();
+    assert!(!list.is_empty() && list[0]["se"].is_f64() && list[0]["p_adjusted"].is_f64());
+    // Diagnostics: one of each planted class.
+    let d = &r["diagnostics"]["exposure_issues"];
+    for class in ["inclusion", "identity_merge", "variant_jumping", "config_change", "unexplained"] {
+        assert_eq!(d[class]["count"], 1, "{class}: {d}");
+    }
+    assert_eq!(d["inclusion"]["examples"][0]["unit"], "u-included");
+    assert_eq!(d["variant_jumping"]["examples"][0]["unit"], "u-jumper");
+    assert_eq!(d["identity_merge"]["examples"][0]["person"], "p-ann");
+}
+
+#[test]
+fn analyze_without_config_uses_an_even_split() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = dir();
+    let p = |f: &str| d.join(f).to_string_lossy().into_owned();
+    let out = Command::cargo_bin("allot")
+        .unwrap()
+        .current_dir(tmp.path())
+        .args(["analyze", "--exposures", &p("exposures.csv"), "--metrics", &p("metrics.csv"), "--format", "json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let r: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(r["diagnostics"]["config"], false);
+    assert_eq!(r["experiments"]["search-rank"]["srm"]["split"], "even");
+    assert!(r["experiments"]["home-feed"]["metrics"]["revenue"]["comparisons"][0]["cuped"].is_null());
+}
+
+#[test]
+fn analyze_text_and_html_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let html = tmp.path().join("report.html");
+    let mut args: Vec<&str> = ANALYZE[..ANALYZE.len() - 2].to_vec();
+    let h = html.to_string_lossy().into_owned();
+    args.extend(["--html", &h]);
+    let out = run(&args).success().get_output().stdout.clone();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("WARNING: sample ratio mismatch"), "{text}");
+    assert!(text.contains("SHOULD HAVE BEEN EXCLUSIVE"));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<svg") && page.contains("forest plot of revenue"));
+    assert!(page.contains("Sample ratio mismatch"));
+    assert!(page.contains("(CUPED)"));
+    // Nothing external: the only URL is the SVG namespace, which browsers do not fetch.
+    let without_ns = page.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
+    for bad in ["http://", "https://", "src=", "<script", "<link", "@import", "url("] {
+        assert!(!without_ns.contains(bad), "{bad} in the report");
+    }
+}
+
+#[test]
+fn analyze_bad_input_names_the_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("e.csv"),
+        "unit,experiment,variant,timestamp\nu1,x,control,1\nu2,x,control,yesterday\n",
+    )
+    .unwrap();
+    std::fs::write(tmp.path().join("m.csv"), "unit,metric,value\nu1,m,1\n").unwrap();
+    std::fs::write(tmp.path().join("bad.csv"), "unit,value\nu1,1\n").unwrap();
+    let a = Command::cargo_bin("allot")
+        .unwrap()
+        .current_dir(tmp.path())
+        .args(["analyze", "--exposures", "e.csv", "--metrics", "m.csv"])
+        .assert()
+        .code(2);
+    let err = String::from_utf8_lossy(&a.get_output().stderr).into_owned();
+    assert!(err.contains("e.csv:3") && err.contains("timestamp"), "{err}");
+    std::fs::write(tmp.path().join("e.csv"), "unit,experiment,variant,timestamp\nu1,x,control,1\n").unwrap();
+    let a = Command::cargo_bin("allot")
+        .unwrap()
+        .current_dir(tmp.path())
+        .args(["analyze", "--exposures", "e.csv", "--metrics", "bad.csv"])
+        .assert()
+        .code(2);
+    let err = String::from_utf8_lossy(&a.get_output().stderr).into_owned();
+    assert!(err.contains("missing column `metric`"), "{err}");
+}
+
+#[test]
+fn capacity_schedule() {
+    let r = json(&["-c", "allot.yaml", "capacity", "--traffic", "traffic.yaml", "--format", "json"]);
+    let e = &r["experiments"];
+    assert_eq!(e["home-feed"]["status"], "starts now");
+    assert_eq!(e["home-banner"]["status"], "starts now");
+    // 40% + 40% of home are taken (5% holdout): a 30% experiment waits until one ends.
+    assert_eq!(e["home-carousel"]["status"], "waits");
+    assert_eq!(e["home-carousel"]["start_day"], e["home-banner"]["end_day"]);
+    assert!(e["home-carousel"]["waits_for"].as_array().unwrap().contains(&Value::from("home-banner")));
+    // Units and days: days = ceil(units / (daily × reach)).
+    let units = e["home-feed"]["units_needed"].as_f64().unwrap();
+    let days = e["home-feed"]["days"].as_f64().unwrap();
+    assert_eq!(days, (units / (40000.0 * 0.4)).ceil());
+    // CUPED with rho = 0.7 saves about half the units.
+    let sr = &e["search-rank"];
+    let saved = sr["cuped_saves"]["units"].as_f64().unwrap() / sr["without_cuped"]["units_needed"].as_f64().unwrap();
+    assert!((saved - 0.49).abs() < 0.01, "{saved}");
+    let home = &r["scopes"]["home"];
+    assert_eq!(home["at_once"], 2);
+    assert_eq!(home["start_now"].as_array().unwrap().len(), 2);
+    let text = String::from_utf8(
+        run(&["-c", "allot.yaml", "capacity", "--traffic", "traffic.yaml"]).success().get_output().stdout.clone(),
+    )
+    .unwrap();
+    assert!(text.contains("Exclusion scopes") && text.contains("waits"));
+}
+
+#[test]
+fn capacity_bad_traffic_names_the_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(dir().join("allot.yaml"), tmp.path().join("allot.yaml")).unwrap();
+    std::fs::write(
+        tmp.path().join("t.yaml"),
+        "daily_units: {user: 1000}\nexperiments:\n  home-feed: {metric: {rate: 0.1}, mde: 0.05, alpah: 0.1}\n",
+    )
+    .unwrap();
+    let a = Command::cargo_bin("allot")
+        .unwrap()
+        .current_dir(tmp.path())
+        .args(["capacity", "--traffic", "t.yaml"])
+        .assert()
+        .code(2);
+    let err = String::from_utf8_lossy(&a.get_output().stderr).into_owned();
+    assert!(err.contains("experiments.home-feed") && err.contains("alpah"), "{err}");
+    std::fs::write(
+        tmp.path().join("t.yaml"),
+        "daily_units: {user: 1000}\nexperiments:\n  nope: {metric: {rate: 0.1}, mde: 0.05}\n",
+    )
+    .unwrap();
+    let a = Command::cargo_bin("allot")
+        .unwrap()
+        .current_dir(tmp.path())
+        .args(["capacity", "--traffic", "t.yaml"])
+        .assert()
+        .code(2);
+    let err = String::from_utf8_lossy(&a.get_output().stderr).into_owned();
+    assert!(err.contains("experiments.nope: not in the configuration"), "{err}");
+}
