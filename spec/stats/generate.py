@@ -186,8 +186,62 @@ for k, m, ns in [(2, 2, 80), (3, 2, 60), (2, 3, 120)]:
                   "contrasts": contrasts})
 out["interaction"] = inter
 
+# ---- end to end: the committed example of `allot analyze` (examples/analysis) ----
+# Per-unit sums of the metric, 0 for units without a row; CUPED with theta pooled over the arms.
+import csv as _csv
+
+here = os.path.dirname(os.path.abspath(__file__))
+ex_dir = os.path.join(here, "..", "..", "examples", "analysis")
+
+
+def read(name):
+    with open(os.path.join(ex_dir, name)) as f:
+        return list(_csv.DictReader(f))
+
+
+exposures, metric_rows, cov_rows = read("exposures.csv"), read("metrics.csv"), read("covariates.csv")
+e2e = []
+for exp, metric in [("home-feed", "revenue"), ("search-rank", "revenue"), ("search-rank", "clicks")]:
+    variants = {}
+    for r in exposures:
+        if r["experiment"] == exp:
+            variants.setdefault(r["unit"], set()).add(r["variant"])
+    units = {u: next(iter(v)) for u, v in variants.items() if len(v) == 1}  # variant jumpers excluded
+    y = {u: 0.0 for u in units}
+    x = {u: 0.0 for u in units}
+    for r in metric_rows:
+        if r["metric"] == metric and r["unit"] in y:
+            y[r["unit"]] += float(r["value"])
+    for r in cov_rows:
+        if r["metric"] == metric and r["unit"] in x:
+            x[r["unit"]] += float(r["value"])
+    arms = sorted(set(units.values()))
+    arr = {v: (np.array([y[u] for u in units if units[u] == v]), np.array([x[u] for u in units if units[u] == v]))
+           for v in arms}
+    sxy = sum(((a - a.mean()) * (b - b.mean())).sum() for a, b in arr.values())
+    sxx = sum(((b - b.mean()) ** 2).sum() for a, b in arr.values())
+    theta = sxy / sxx if sxx > 0 else None  # no covariate: no CUPED
+    cases = []
+    for v in arms:
+        if v == "control":
+            continue
+        (yt, xt), (yc, xc) = arr[v], arr["control"]
+        r = stats.ttest_ind(yt, yc, equal_var=False)
+        ci = r.confidence_interval(0.95)
+        case = {}
+        if theta is not None:
+            adj = stats.ttest_ind(yt - theta * xt, yc - theta * xc, equal_var=False)
+            aci = adj.confidence_interval(0.95)
+            case = {"cuped_diff": float((yt - theta * xt).mean() - (yc - theta * xc).mean()),
+                    "cuped_p_value": float(adj.pvalue), "cuped_ci": [float(aci.low), float(aci.high)]}
+        cases.append(case | {"experiment": exp, "metric": metric, "variant": v, "n": len(yt), "mean": float(yt.mean()),
+                      "diff": float(yt.mean() - yc.mean()), "p_value": float(r.pvalue),
+                      "ci": [float(ci.low), float(ci.high)], "relative": float(yt.mean() / yc.mean() - 1)})
+    e2e += cases
+out["analyze_example"] = e2e
+
 path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden.json")
 with open(path, "w") as f:
-    json.dump(out, f, indent=1)
+    json.dump(out, f, indent=1, allow_nan=False)
     f.write("\n")
 print("wrote", path)
