@@ -212,7 +212,7 @@ fn read_exposures(path: &Path) -> Result<Exposures> {
             None => f64::NAN,
         };
         ex.add(unit, exp, var, t);
-        if ex.rows % 65_536 == 0 {
+        if ex.rows.is_multiple_of(65_536) {
             pb.set_position(rec.position().map_or(0, csv::Position::byte));
         }
     }
@@ -236,7 +236,7 @@ fn read_values(path: &Path, what: &str, units: &IndexSet<Box<str>>) -> Result<Un
     let mut rec = csv::ByteRecord::new();
     while rdr.read_byte_record(&mut rec).with_context(|| format!("{}: malformed CSV", path.display()))? {
         out.rows += 1;
-        if out.rows % 65_536 == 0 {
+        if out.rows.is_multiple_of(65_536) {
             pb.set_position(rec.position().map_or(0, csv::Position::byte));
         }
         let unit = field(&rec, iu, "unit", path)?;
@@ -402,9 +402,8 @@ pub fn analyze(args: &AnalyzeArgs, cfg: Option<&Config>, changes: Option<&[f64]>
                 diag.add("variant_jumping", || json!({"unit": unit_id(), "experiment": names[e.exp as usize]}));
                 continue;
             }
-            for m in 0..nm {
-                let x = cov_of[m].map_or(0.0, |c| c[u]);
-                acc.cells[e.var as usize][m].push(metrics.values[m][u], x);
+            for ((cell, ys), xs) in acc.cells[e.var as usize].iter_mut().zip(&metrics.values).zip(&cov_of) {
+                cell.push(ys[u], xs.map_or(0.0, |c| c[u]));
             }
         }
         for (i, a) in buf.iter().enumerate() {
@@ -426,9 +425,8 @@ pub fn analyze(args: &AnalyzeArgs, cfg: Option<&Config>, changes: Option<&[f64]>
                     .or_insert_with(|| PairAcc { units: 0, cells: vec![Moments::default(); na * nb * nm] });
                 p.units += 1;
                 let cell = (a.var as usize * nb + b.var as usize) * nm;
-                for m in 0..nm {
-                    let x = cov_of[m].map_or(0.0, |c| c[u]);
-                    p.cells[cell + m].push(metrics.values[m][u], x);
+                for ((c, ys), xs) in p.cells[cell..cell + nm].iter_mut().zip(&metrics.values).zip(&cov_of) {
+                    c.push(ys[u], xs.map_or(0.0, |v| v[u]));
                 }
             }
         }

@@ -220,7 +220,7 @@ pub fn plan(cfg: &Config, traffic: &Traffic) -> Result<Value> {
             _ => vec![],
         };
         let status = match start {
-            Some(t) if t == 0.0 => "starts now",
+            Some(0.0) => "starts now",
             Some(_) => "waits",
             None => "cannot run",
         };
