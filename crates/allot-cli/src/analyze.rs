@@ -19,6 +19,7 @@ use indexmap::{IndexMap, IndexSet};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::hash::BuildHasher as _;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -62,10 +63,61 @@ struct Entry {
     last: f64,
 }
 
+/// Interned unit ids: the bytes of all ids in one buffer and a hash table of their indices, about
+/// 20 bytes per unit beyond the id itself (a set of boxed strings costs several times that).
+#[derive(Default)]
+pub(crate) struct UnitIds {
+    table: hashbrown::HashTable<u32>,
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    hasher: std::hash::RandomState,
+}
+
+impl UnitIds {
+    fn span(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+
+    /// The index of `id`, if seen.
+    fn get(&self, id: &str) -> Option<usize> {
+        let h = self.hasher.hash_one(id.as_bytes());
+        self.table.find(h, |&i| self.span(i as usize) == id.as_bytes()).map(|&i| i as usize)
+    }
+
+    /// The index of `id`, added if new.
+    fn get_or_insert(&mut self, id: &str) -> usize {
+        let h = self.hasher.hash_one(id.as_bytes());
+        let (bytes, ends) = (&self.bytes, &self.ends);
+        let span = |i: usize| &bytes[if i == 0 { 0 } else { ends[i - 1] }..ends[i]];
+        if let Some(&i) = self.table.find(h, |&i| span(i as usize) == id.as_bytes()) {
+            return i as usize;
+        }
+        let i = self.ends.len();
+        self.bytes.extend_from_slice(id.as_bytes());
+        self.ends.push(self.bytes.len());
+        let (hasher, bytes, ends) = (&self.hasher, &self.bytes, &self.ends);
+        self.table.insert_unique(h, i as u32, |&j| {
+            let j = j as usize;
+            hasher.hash_one(&bytes[if j == 0 { 0 } else { ends[j - 1] }..ends[j]])
+        });
+        i
+    }
+
+    /// The id of unit `i`.
+    fn name(&self, i: usize) -> &str {
+        std::str::from_utf8(self.span(i)).unwrap_or("")
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+}
+
 /// Every unit's experiments and variants, compactly: one linked list of entries per unit.
 #[derive(Default)]
 struct Exposures {
-    units: IndexSet<Box<str>>,
+    units: UnitIds,
     head: Vec<u32>,
     entries: Vec<Entry>,
     experiments: IndexSet<Box<str>>,
@@ -76,14 +128,10 @@ struct Exposures {
 impl Exposures {
     fn add(&mut self, unit: &str, exp: &str, var: &str, time: f64) {
         self.rows += 1;
-        let u = match self.units.get_index_of(unit) {
-            Some(u) => u,
-            None => {
-                self.units.insert(unit.into());
-                self.head.push(NONE);
-                self.units.len() - 1
-            }
-        };
+        let u = self.units.get_or_insert(unit);
+        if u == self.head.len() {
+            self.head.push(NONE);
+        }
         let e = match self.experiments.get_index_of(exp) {
             Some(e) => e,
             None => {
@@ -228,7 +276,7 @@ struct UnitValues {
     orphan_rows: u64,
 }
 
-fn read_values(path: &Path, what: &str, units: &IndexSet<Box<str>>) -> Result<UnitValues> {
+fn read_values(path: &Path, what: &str, units: &UnitIds) -> Result<UnitValues> {
     let (mut rdr, idx) = open_csv(path, what, &[("unit", true), ("metric", true), ("value", true)])?;
     let (iu, im, iv) = (idx[0].unwrap_or(0), idx[1].unwrap_or(0), idx[2].unwrap_or(0));
     let pb = progress(path, what);
@@ -242,7 +290,7 @@ fn read_values(path: &Path, what: &str, units: &IndexSet<Box<str>>) -> Result<Un
         let unit = field(&rec, iu, "unit", path)?;
         let metric = field(&rec, im, "metric", path)?;
         let value = number(field(&rec, iv, "value", path)?, "value", &rec, path)?;
-        let Some(u) = units.get_index_of(unit) else {
+        let Some(u) = units.get(unit) else {
             out.orphan_rows += 1;
             continue;
         };
@@ -393,7 +441,7 @@ pub fn analyze(args: &AnalyzeArgs, cfg: Option<&Config>, changes: Option<&[f64]>
     let mut buf = vec![];
     for u in 0..ex.units.len() {
         ex.of_unit(u, &mut buf);
-        let unit_id = || ex.units.get_index(u).map_or("", |s| &**s).to_string();
+        let unit_id = || ex.units.name(u).to_string();
         for e in &buf {
             let acc = &mut accs[e.exp as usize];
             acc.counts[e.var as usize] += 1;
@@ -515,7 +563,7 @@ fn identity_merges(
     while rdr.read_byte_record(&mut rec).with_context(|| format!("{}: malformed CSV", path.display()))? {
         let unit = field(&rec, iu, "unit", path)?;
         let person = field(&rec, ip, "person", path)?;
-        if let Some(u) = ex.units.get_index_of(unit) {
+        if let Some(u) = ex.units.get(unit) {
             let v = people.entry(person.into()).or_default();
             if !v.contains(&(u as u32)) {
                 v.push(u as u32);
@@ -541,7 +589,7 @@ fn identity_merges(
                 }
                 let conflict = (a.exp == b.exp && a.var != b.var) || excl[a.exp as usize][b.exp as usize];
                 if conflict {
-                    let id = |u: u32| ex.units.get_index(u as usize).map_or("", |s| &**s).to_string();
+                    let id = |u: u32| ex.units.name(u as usize).to_string();
                     diag.add("identity_merge", || {
                         json!({"person": &**person, "units": [id(*ua), id(*ub)],
                                "experiments": [names[a.exp as usize], names[b.exp as usize]]})
