@@ -19,8 +19,8 @@ use indexmap::{IndexMap, IndexSet};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::hash::BuildHasher as _;
 use std::fs::File;
+use std::hash::BuildHasher as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -398,7 +398,15 @@ pub fn run(cli: &Cli, args: &AnalyzeArgs) -> Result<ExitCode> {
     };
     let report = analyze(args, cfg.as_ref(), changes.as_deref())?;
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Json => {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            // The SRM warning must not be missed when the output goes to a program.
+            for (id, e) in report["experiments"].as_object().into_iter().flatten() {
+                if let Some(w) = e["srm"]["warning"].as_str() {
+                    eprintln!("warning: experiment {id}: {w}");
+                }
+            }
+        }
         Format::Text => print!("{}", text(&report)),
     }
     if let Some(path) = &args.html {
