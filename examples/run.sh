@@ -22,3 +22,8 @@ cp "$root/examples/advanced.yaml" "$root/examples/advanced-units.jsonl" "$work/"
 "$allot" -c advanced.yaml --state advanced.state.json apply
 "$allot" -c advanced.yaml --state advanced.state.json assign --units advanced-units.jsonl
 "$allot" -c advanced.yaml --state advanced.state.json audit
+# Planning and analysis (docs/stats.md).
+a="$root/examples/analysis"
+"$allot" -c "$a/allot.yaml" capacity --traffic "$a/traffic.yaml"
+"$allot" -c "$a/allot.yaml" analyze --exposures "$a/exposures.csv" --metrics "$a/metrics.csv" \
+  --covariates "$a/covariates.csv" --identities "$a/identities.csv" --html "$work/report.html"

@@ -211,8 +211,9 @@ pub fn sample_size(metric: &Metric, design: &Design, mde: f64, target: f64) -> R
     design.check()?;
     check_mde(metric, mde)?;
     check_power(target)?;
-    if design.sides == Sides::Two && target <= design.alpha_per_comparison() {
-        return invalid("power", "must exceed α");
+    // With no units the power is α' (the test's size); a target at or below it needs none.
+    if target <= design.alpha_per_comparison() {
+        return invalid("power", format!("{target} must exceed α per comparison ({})", design.alpha_per_comparison()));
     }
     let f = |n: f64| power_raw(metric, design, n, mde) - target;
     let (lo, mut hi) = (1e-9, 1.0);

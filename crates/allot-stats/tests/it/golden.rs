@@ -195,3 +195,20 @@ fn bad_input_is_an_error_naming_the_field() {
     let one = Summary { n: 1, mean: 0.0, var: f64::NAN };
     assert!(welch(&one, &one, 0.05).is_err());
 }
+
+#[test]
+fn power_edge_cases() {
+    let p = Metric::Proportion { baseline: 0.1 };
+    let mut one = Design::simple(0.05);
+    one.sides = Sides::One;
+    assert!(sample_size(&p, &one, 0.01, 0.04).is_err());
+    // An effect beyond the rate's range is refused; a tiny sample gives an error, not a loop.
+    assert!(power(&p, &Design::simple(0.05), 1000.0, 0.95).is_err());
+    assert!(mde(&p, &Design::simple(0.05), 2.0, 0.99).is_err());
+    // CUPED with rho shrinks the sample size by exactly (1 − rho²) for means.
+    let m = Metric::Mean { mean: 1.0, sd: 2.0 };
+    let mut d = Design::simple(0.05);
+    let n0 = sample_size(&m, &d, 0.1, 0.8).unwrap();
+    d.rho = 0.6;
+    close("cuped factor", sample_size(&m, &d, 0.1, 0.8).unwrap() / n0, 1.0 - 0.36);
+}
