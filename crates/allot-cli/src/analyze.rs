@@ -494,7 +494,13 @@ pub fn analyze(args: &AnalyzeArgs, cfg: Option<&Config>, changes: Option<&[f64]>
 
     // Per-experiment results.
     let mut exps = serde_json::Map::new();
-    for (e, acc) in accs.iter().enumerate() {
+    // Configured experiments in file order, then the others as first seen.
+    let mut order: Vec<usize> = cfg
+        .map(|c| c.experiments.keys().filter_map(|k| ex.experiments.get_index_of(k.as_str())).collect())
+        .unwrap_or_default();
+    order.extend((0..ne).filter(|e| !order.contains(e)).collect::<Vec<_>>());
+    for e in order {
+        let acc = &accs[e];
         exps.insert(
             names[e].to_string(),
             experiment(names[e], &ex.variants[e], acc, &metrics.names, &cov_of, cfg, args.alpha),
