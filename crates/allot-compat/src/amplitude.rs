@@ -1,0 +1,733 @@
+//! Amplitude Experiment: evaluate flag configurations exactly as Amplitude's evaluation engine
+//! (`@amplitude/experiment-core`) does, group flags included, flags in dependency order.
+//!
+//! What reuses allot's core: the bucketing hash is [`allot_core::hash::murmur3_x86_32`] (seed 0
+//! over the UTF-8 bytes of `"<salt>/<value>"`); allocation tests `hash % 100` and the variant
+//! split `hash / 100` against the configured ranges. Mutual exclusion groups and holdouts arrive
+//! as flags of their own whose results later flags read through `result` selectors, so the
+//! engine's order of evaluation (a topological sort over `dependencies`) gives Amplitude's order
+//! of operations. Conditions keep Amplitude's operators and their JavaScript coercions
+//! (everything compared as strings, `(none)` for missing values, case-insensitive `contains`,
+//! `Number()` parsing), which differ from allot's typed targeting; they live here.
+
+use crate::js::{coerce_string, parse_number, truthy};
+use crate::{parse_json, CompatError};
+use allot_core::hash::murmur3_x86_32;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::cmp::Ordering;
+use std::collections::HashMap;
+
+#[derive(Deserialize)]
+struct RawFlag {
+    key: String,
+    #[serde(default)]
+    variants: Map<String, Value>,
+    #[serde(default)]
+    segments: Vec<RawSegment>,
+    #[serde(default)]
+    dependencies: Option<Vec<String>>,
+    #[serde(default)]
+    metadata: Option<Map<String, Value>>,
+}
+
+#[derive(Deserialize)]
+struct RawSegment {
+    #[serde(default)]
+    conditions: Option<Vec<Vec<RawCondition>>>,
+    #[serde(default)]
+    bucket: Option<RawBucket>,
+    #[serde(default)]
+    variant: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawCondition {
+    selector: Vec<String>,
+    op: String,
+    #[serde(default)]
+    values: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct RawBucket {
+    selector: Vec<String>,
+    #[serde(default)]
+    salt: String,
+    #[serde(default)]
+    allocations: Vec<RawAllocation>,
+}
+
+#[derive(Deserialize)]
+struct RawAllocation {
+    range: [f64; 2],
+    #[serde(default)]
+    distributions: Vec<RawDistribution>,
+}
+
+#[derive(Deserialize)]
+struct RawDistribution {
+    variant: String,
+    range: [f64; 2],
+}
+
+/// A compiled Amplitude flag configuration.
+#[derive(Debug)]
+pub struct Flags {
+    flags: Vec<Flag>,
+    /// Indices of `flags` in evaluation order (dependencies first).
+    order: Vec<usize>,
+}
+
+#[derive(Debug)]
+struct Flag {
+    key: String,
+    deployed: bool,
+    variants: Vec<Variant>,
+    segments: Vec<Segment>,
+}
+
+#[derive(Debug)]
+struct Variant {
+    /// The variant's `key` (its name in the map when it has none).
+    key: String,
+    /// The variant object as configured.
+    object: Value,
+    /// `metadata.default: true`: the flag's "off".
+    default: bool,
+}
+
+#[derive(Debug)]
+struct Segment {
+    /// `None`: always matches. An empty list never matches (as in the engine).
+    conditions: Option<Vec<Vec<Condition>>>,
+    bucket: Option<Bucket>,
+    /// The segment's variant as an index into the flag's variants; `None` when unset or unknown.
+    variant: Option<usize>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    selector: Selector,
+    salt: String,
+    allocations: Vec<Allocation>,
+}
+
+#[derive(Debug)]
+struct Allocation {
+    range: (f64, f64),
+    distributions: Vec<((f64, f64), Option<usize>)>,
+}
+
+#[derive(Debug)]
+enum Selector {
+    /// Selects nothing (empty, or not under `context` or `result`).
+    Nothing,
+    /// A path into the evaluation context.
+    Context(Vec<String>),
+    /// The `key` of the variant a flag evaluated to.
+    ResultKey(usize),
+    /// A path into the variant object a flag evaluated to.
+    Result(usize, Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Is,
+    IsNot,
+    Contains,
+    DoesNotContain,
+    Less,
+    LessOrEqual,
+    Greater,
+    GreaterOrEqual,
+    VersionLess,
+    VersionLessOrEqual,
+    VersionGreater,
+    VersionGreaterOrEqual,
+    SetIs,
+    SetIsNot,
+    SetContains,
+    SetDoesNotContain,
+    SetContainsAny,
+    SetDoesNotContainAny,
+    /// An operator the engine does not know: never matches.
+    Unknown,
+}
+
+impl Op {
+    fn parse(s: &str) -> Option<Op> {
+        Some(match s {
+            "is" => Op::Is,
+            "is not" => Op::IsNot,
+            "contains" => Op::Contains,
+            "does not contain" => Op::DoesNotContain,
+            "less" => Op::Less,
+            "less or equal" => Op::LessOrEqual,
+            "greater" => Op::Greater,
+            "greater or equal" => Op::GreaterOrEqual,
+            "version less" => Op::VersionLess,
+            "version less or equal" => Op::VersionLessOrEqual,
+            "version greater" => Op::VersionGreater,
+            "version greater or equal" => Op::VersionGreaterOrEqual,
+            "set is" => Op::SetIs,
+            "set is not" => Op::SetIsNot,
+            "set contains" => Op::SetContains,
+            "set does not contain" => Op::SetDoesNotContain,
+            "set contains any" => Op::SetContainsAny,
+            "set does not contain any" => Op::SetDoesNotContainAny,
+            "regex match" | "regex does not match" => return None,
+            _ => Op::Unknown,
+        })
+    }
+
+    fn is_set(self) -> bool {
+        matches!(
+            self,
+            Op::SetIs | Op::SetIsNot | Op::SetContains | Op::SetDoesNotContain | Op::SetContainsAny | Op::SetDoesNotContainAny
+        )
+    }
+}
+
+#[derive(Debug)]
+struct Condition {
+    selector: Selector,
+    op: Op,
+    values: Vec<String>,
+    lower: Vec<String>,
+    numbers: Vec<f64>,
+    versions: Vec<Version>,
+    contains_none: bool,
+    contains_booleans: bool,
+}
+
+/// Amplitude's semantic version: `major.minor(.patch(-prerelease)?)?`.
+#[derive(Debug, Clone, PartialEq)]
+struct Version {
+    major: f64,
+    minor: f64,
+    patch: f64,
+    pre: Option<String>,
+}
+
+impl Version {
+    fn parse(s: &str) -> Option<Version> {
+        fn digits(s: &str) -> (&str, &str) {
+            let n = s.bytes().take_while(u8::is_ascii_digit).count();
+            s.split_at(n)
+        }
+        let (major, rest) = digits(s);
+        let rest = rest.strip_prefix('.')?;
+        let (minor, rest) = digits(rest);
+        if major.is_empty() || minor.is_empty() {
+            return None;
+        }
+        let mut patch = 0.0;
+        let mut pre = None;
+        if !rest.is_empty() {
+            let rest = rest.strip_prefix('.')?;
+            let (p, rest) = digits(rest);
+            if p.is_empty() {
+                return None;
+            }
+            patch = p.parse().unwrap_or(0.0);
+            if !rest.is_empty() {
+                let body = rest.strip_prefix('-')?;
+                // `([-\w]+\.?)*`: word characters and hyphens, single dots after a run.
+                let mut prev_dot = true;
+                for c in body.chars() {
+                    if c == '.' {
+                        if prev_dot {
+                            return None;
+                        }
+                        prev_dot = true;
+                    } else if c == '-' || c == '_' || c.is_ascii_alphanumeric() {
+                        prev_dot = false;
+                    } else {
+                        return None;
+                    }
+                }
+                pre = Some(rest.to_string());
+            }
+        }
+        Some(Version { major: major.parse().ok()?, minor: minor.parse().ok()?, patch, pre })
+    }
+
+    fn compare(&self, other: &Version) -> Ordering {
+        for (a, b) in [(self.major, other.major), (self.minor, other.minor), (self.patch, other.patch)] {
+            if a > b {
+                return Ordering::Greater;
+            }
+            if a < b {
+                return Ordering::Less;
+            }
+        }
+        match (&self.pre, &other.pre) {
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(a), Some(b)) => js_cmp(a, b),
+            (None, None) => Ordering::Equal,
+        }
+    }
+}
+
+/// JavaScript's string order: by UTF-16 code units.
+fn js_cmp(a: &str, b: &str) -> Ordering {
+    a.encode_utf16().cmp(b.encode_utf16())
+}
+
+fn compile_selector(sel: &[String], index: &HashMap<&str, usize>) -> Selector {
+    if sel.iter().any(String::is_empty) {
+        return Selector::Nothing;
+    }
+    match sel.split_first() {
+        Some((first, rest)) if first == "context" && !rest.is_empty() => Selector::Context(rest.to_vec()),
+        Some((first, rest)) if first == "result" && !rest.is_empty() => match index.get(rest[0].as_str()) {
+            None => Selector::Nothing,
+            Some(&i) if rest.len() == 2 && rest[1] == "key" => Selector::ResultKey(i),
+            Some(&i) => Selector::Result(i, rest[1..].to_vec()),
+        },
+        _ => Selector::Nothing,
+    }
+}
+
+impl Flags {
+    /// Parses and compiles a flag configuration: a JSON array of flags, as Amplitude's flag
+    /// endpoint serves them to local-evaluation SDKs.
+    pub fn parse(text: &str) -> Result<Flags, CompatError> {
+        let raw: Vec<RawFlag> = parse_json(text)?;
+        Flags::compile(raw)
+    }
+
+    /// Compiles flags already parsed from JSON.
+    pub fn from_json(value: Value) -> Result<Flags, CompatError> {
+        let raw: Vec<RawFlag> = crate::from_value(value)?;
+        Flags::compile(raw)
+    }
+
+    fn compile(raw: Vec<RawFlag>) -> Result<Flags, CompatError> {
+        // As in the engine's flag map: a later flag with the same key replaces the earlier one.
+        let mut first: Vec<&str> = Vec::new();
+        let mut last_of: HashMap<&str, usize> = HashMap::new();
+        for (i, f) in raw.iter().enumerate() {
+            if last_of.insert(f.key.as_str(), i).is_none() {
+                first.push(f.key.as_str());
+            }
+        }
+        let index: HashMap<&str, usize> = first.iter().enumerate().map(|(i, k)| (*k, i)).collect();
+        let mut flags = Vec::with_capacity(first.len());
+        for key in &first {
+            let i = last_of[key];
+            flags.push(compile_flag(&raw[i], &format!("[{i}]"), &index)?);
+        }
+        let order = topological_order(&raw, &first, &last_of, &index)?;
+        Ok(Flags { flags, order })
+    }
+
+    /// The flag keys, in configuration order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.flags.iter().map(|f| f.key.as_str())
+    }
+
+    /// The number of flags.
+    pub fn len(&self) -> usize {
+        self.flags.len()
+    }
+
+    /// True when there are no flags.
+    pub fn is_empty(&self) -> bool {
+        self.flags.is_empty()
+    }
+
+    /// Evaluates every flag for one context (`{"user": {...}}`), in dependency order. Returns, per
+    /// flag in configuration order, the index of its variant or `None`; read the variant with
+    /// [`Flags::variant_key`].
+    pub fn evaluate_into<'r>(&self, context: &Value, results: &'r mut Vec<Option<usize>>) -> &'r [Option<usize>] {
+        results.clear();
+        results.resize(self.flags.len(), None);
+        let mut buf = Vec::with_capacity(64);
+        for &i in &self.order {
+            let v = self.evaluate_flag(&self.flags[i], context, results, &mut buf);
+            results[i] = v;
+        }
+        results
+    }
+
+    /// The key of variant `variant` of flag `flag` (indices as returned by [`Flags::evaluate_into`]).
+    pub fn variant_key(&self, flag: usize, variant: usize) -> &str {
+        &self.flags[flag].variants[variant].key
+    }
+
+    /// The whole variant object of flag `flag` (`{"key": ..., "value": ..., "payload": ...}`).
+    pub fn variant_object(&self, flag: usize, variant: usize) -> &Value {
+        &self.flags[flag].variants[variant].object
+    }
+
+    /// Whether an SDK would hide this result: the flag is not deployed (a group flag) or the
+    /// variant is the flag's default ("off").
+    pub fn sdk_filters(&self, flag: usize, variant: usize) -> bool {
+        let f = &self.flags[flag];
+        !f.deployed || f.variants[variant].default
+    }
+
+    /// Evaluates every flag and returns `{flag key: variant key or null}` in configuration order.
+    pub fn evaluate_json(&self, context: &Value) -> Value {
+        let mut results = Vec::new();
+        self.evaluate_into(context, &mut results);
+        let mut out = Map::new();
+        for (i, f) in self.flags.iter().enumerate() {
+            let v = results[i].map_or(Value::Null, |v| Value::String(f.variants[v].key.clone()));
+            out.insert(f.key.clone(), v);
+        }
+        Value::Object(out)
+    }
+
+    fn evaluate_flag(&self, flag: &Flag, ctx: &Value, results: &[Option<usize>], buf: &mut Vec<u8>) -> Option<usize> {
+        for seg in &flag.segments {
+            let matched = match &seg.conditions {
+                None => true,
+                Some(ors) => ors.iter().any(|ands| ands.iter().all(|c| self.matches(c, ctx, results))),
+            };
+            if !matched {
+                continue;
+            }
+            let v = self.bucket(seg, ctx, results, buf);
+            if v.is_some() {
+                return v;
+            }
+        }
+        None
+    }
+
+    fn bucket(&self, seg: &Segment, ctx: &Value, results: &[Option<usize>], buf: &mut Vec<u8>) -> Option<usize> {
+        let Some(b) = &seg.bucket else { return seg.variant };
+        let value = match self.select(&b.selector, ctx, results) {
+            None => return seg.variant,
+            Some(Value::String(s)) => std::borrow::Cow::Borrowed(s.as_str()),
+            Some(v) => std::borrow::Cow::Owned(coerce_string(v)),
+        };
+        buf.clear();
+        buf.extend_from_slice(b.salt.as_bytes());
+        buf.push(b'/');
+        buf.extend_from_slice(value.as_bytes());
+        let hash = murmur3_x86_32(buf, 0);
+        let allocation = f64::from(hash % 100);
+        let distribution = f64::from(hash / 100);
+        for a in &b.allocations {
+            if allocation >= a.range.0 && allocation < a.range.1 {
+                for ((lo, hi), variant) in &a.distributions {
+                    if distribution >= *lo && distribution < *hi {
+                        // A distribution naming no variant of the flag gives no variant (next segment).
+                        return *variant;
+                    }
+                }
+            }
+        }
+        seg.variant
+    }
+
+    fn select<'a>(&'a self, sel: &Selector, ctx: &'a Value, results: &[Option<usize>]) -> Option<&'a Value> {
+        match sel {
+            Selector::Nothing => None,
+            Selector::Context(path) => walk(ctx, path),
+            Selector::ResultKey(f) => {
+                let v = results[*f]?;
+                let variant = &self.flags[*f].variants[v];
+                match variant.object.get("key") {
+                    Some(k) => truthy(k).then_some(k),
+                    None => None,
+                }
+            }
+            Selector::Result(f, path) => {
+                let v = results[*f]?;
+                walk(&self.flags[*f].variants[v].object, path)
+            }
+        }
+    }
+
+    fn matches(&self, c: &Condition, ctx: &Value, results: &[Option<usize>]) -> bool {
+        let Some(prop) = self.select(&c.selector, ctx, results) else {
+            return match_null(c);
+        };
+        if c.op.is_set() {
+            let list = match prop {
+                Value::Array(items) => {
+                    Some(items.iter().filter(|v| !v.is_null()).map(coerce_string).filter(|s| !s.is_empty()).collect())
+                }
+                v => string_list(&coerce_string(v)),
+            };
+            let Some(list) = list else { return false };
+            return match_set(&list, c);
+        }
+        let s = match prop {
+            Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
+            v => std::borrow::Cow::Owned(coerce_string(v)),
+        };
+        match_string(&s, c)
+    }
+}
+
+/// `coerceStringArray` of a non-array: a JSON array in a string reads as its elements; anything
+/// else is a one-element list (none when empty).
+fn string_list(s: &str) -> Option<Vec<String>> {
+    if let Ok(Value::Array(items)) = serde_json::from_str::<Value>(s) {
+        return Some(items.iter().filter(|v| !v.is_null()).map(coerce_string).filter(|s| !s.is_empty()).collect());
+    }
+    (!s.is_empty()).then(|| vec![s.to_string()])
+}
+
+/// The engine's `select` below the root: through objects only; a falsy result is nothing.
+fn walk<'a>(mut v: &'a Value, path: &[String]) -> Option<&'a Value> {
+    for p in path {
+        v = match v {
+            Value::Object(m) => m.get(p)?,
+            Value::Array(a) => a.get(p.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    truthy(v).then_some(v)
+}
+
+fn match_null(c: &Condition) -> bool {
+    match c.op {
+        Op::Is
+        | Op::Contains
+        | Op::Less
+        | Op::LessOrEqual
+        | Op::Greater
+        | Op::GreaterOrEqual
+        | Op::VersionLess
+        | Op::VersionLessOrEqual
+        | Op::VersionGreater
+        | Op::VersionGreaterOrEqual
+        | Op::SetIs
+        | Op::SetContains
+        | Op::SetContainsAny => c.contains_none,
+        Op::IsNot | Op::DoesNotContain | Op::SetDoesNotContain | Op::SetDoesNotContainAny => !c.contains_none,
+        Op::SetIsNot | Op::Unknown => false,
+    }
+}
+
+fn contains_booleans<S: AsRef<str>>(values: &[S]) -> bool {
+    values.iter().any(|v| {
+        let l = v.as_ref();
+        l.eq_ignore_ascii_case("true") || l.eq_ignore_ascii_case("false")
+    })
+}
+
+fn matches_is<S: AsRef<str>>(prop: &str, values: &[S], booleans: bool) -> bool {
+    if booleans {
+        let lower = prop.to_lowercase();
+        if lower == "true" || lower == "false" {
+            return values.iter().any(|v| v.as_ref().to_lowercase() == lower);
+        }
+    }
+    values.iter().any(|v| v.as_ref() == prop)
+}
+
+fn match_set(prop: &[String], c: &Condition) -> bool {
+    let prop_booleans = contains_booleans(prop);
+    let set_equals = || {
+        let xs: std::collections::HashSet<&str> = prop.iter().map(String::as_str).collect();
+        let ys: std::collections::HashSet<&str> = c.values.iter().map(String::as_str).collect();
+        xs.len() == ys.len() && ys.iter().all(|y| xs.contains(y))
+    };
+    let contains_all = || prop.len() >= c.values.len() && c.values.iter().all(|f| matches_is(f, prop, prop_booleans));
+    let contains_any = || c.values.iter().any(|f| matches_is(f, prop, prop_booleans));
+    match c.op {
+        Op::SetIs => set_equals(),
+        Op::SetIsNot => !set_equals(),
+        Op::SetContains => contains_all(),
+        Op::SetDoesNotContain => !contains_all(),
+        Op::SetContainsAny => contains_any(),
+        Op::SetDoesNotContainAny => !contains_any(),
+        _ => false,
+    }
+}
+
+fn compare(op: Op, ord: Option<Ordering>) -> bool {
+    let Some(ord) = ord else { return false };
+    match op {
+        Op::Less | Op::VersionLess => ord == Ordering::Less,
+        Op::LessOrEqual | Op::VersionLessOrEqual => ord != Ordering::Greater,
+        Op::Greater | Op::VersionGreater => ord == Ordering::Greater,
+        Op::GreaterOrEqual | Op::VersionGreaterOrEqual => ord != Ordering::Less,
+        _ => false,
+    }
+}
+
+fn match_string(prop: &str, c: &Condition) -> bool {
+    match c.op {
+        Op::Is => matches_is(prop, &c.values, c.contains_booleans),
+        Op::IsNot => !matches_is(prop, &c.values, c.contains_booleans),
+        Op::Contains | Op::DoesNotContain => {
+            let lower = prop.to_lowercase();
+            let found = c.lower.iter().any(|f| lower.contains(f.as_str()));
+            found == (c.op == Op::Contains)
+        }
+        Op::Less | Op::LessOrEqual | Op::Greater | Op::GreaterOrEqual => {
+            // `Number()` never fails (it gives NaN), so the engine always compares numbers here.
+            let p = parse_number(prop);
+            c.numbers.iter().any(|f| compare(c.op, p.partial_cmp(f)))
+        }
+        Op::VersionLess | Op::VersionLessOrEqual | Op::VersionGreater | Op::VersionGreaterOrEqual => {
+            match Version::parse(prop) {
+                Some(p) if !c.versions.is_empty() => c.versions.iter().any(|f| compare(c.op, Some(p.compare(f)))),
+                // Either side unparseable: the engine compares the strings.
+                _ => c.values.iter().any(|f| compare(c.op, Some(js_cmp(prop, f)))),
+            }
+        }
+        _ => false,
+    }
+}
+
+fn compile_flag(raw: &RawFlag, path: &str, index: &HashMap<&str, usize>) -> Result<Flag, CompatError> {
+    let mut variants = Vec::with_capacity(raw.variants.len());
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    for (name, v) in &raw.variants {
+        let Value::Object(obj) = v else {
+            return Err(CompatError::invalid(format!("{path}.variants.{name}"), "a variant must be an object"));
+        };
+        let key = match obj.get("key") {
+            None => name.clone(),
+            Some(Value::String(k)) => k.clone(),
+            Some(other) => {
+                return Err(CompatError::invalid(
+                    format!("{path}.variants.{name}.key"),
+                    format!("expected a string, got {other}"),
+                ))
+            }
+        };
+        let default = obj.get("metadata").and_then(|m| m.get("default")).and_then(Value::as_bool).unwrap_or(false);
+        names.insert(name.as_str(), variants.len());
+        variants.push(Variant { key, object: v.clone(), default });
+    }
+    let variant_of = |name: &str| names.get(name).copied();
+    let mut segments = Vec::with_capacity(raw.segments.len());
+    for (si, s) in raw.segments.iter().enumerate() {
+        let spath = format!("{path}.segments[{si}]");
+        let conditions = match &s.conditions {
+            None => None,
+            Some(ors) => {
+                let mut out = Vec::with_capacity(ors.len());
+                for (oi, ands) in ors.iter().enumerate() {
+                    let mut inner = Vec::with_capacity(ands.len());
+                    for (ai, c) in ands.iter().enumerate() {
+                        let cpath = format!("{spath}.conditions[{oi}][{ai}]");
+                        inner.push(compile_condition(c, &cpath, index)?);
+                    }
+                    out.push(inner);
+                }
+                Some(out)
+            }
+        };
+        let bucket = s.bucket.as_ref().map(|b| Bucket {
+            selector: compile_selector(&b.selector, index),
+            salt: b.salt.clone(),
+            allocations: b
+                .allocations
+                .iter()
+                .map(|a| Allocation {
+                    range: (a.range[0], a.range[1]),
+                    distributions: a
+                        .distributions
+                        .iter()
+                        .map(|d| ((d.range[0], d.range[1]), variant_of(&d.variant)))
+                        .collect(),
+                })
+                .collect(),
+        });
+        segments.push(Segment { conditions, bucket, variant: s.variant.as_deref().and_then(variant_of) });
+    }
+    let deployed = raw.metadata.as_ref().and_then(|m| m.get("deployed")).and_then(Value::as_bool).unwrap_or(true);
+    Ok(Flag { key: raw.key.clone(), deployed, variants, segments })
+}
+
+fn compile_condition(c: &RawCondition, path: &str, index: &HashMap<&str, usize>) -> Result<Condition, CompatError> {
+    let op = Op::parse(&c.op).ok_or_else(|| {
+        CompatError::invalid(
+            format!("{path}.op"),
+            format!("operator {:?} is not supported (JavaScript regular expressions)", c.op),
+        )
+    })?;
+    let versions: Vec<Version> = c.values.iter().filter_map(|v| Version::parse(v)).collect();
+    Ok(Condition {
+        selector: compile_selector(&c.selector, index),
+        op,
+        lower: c.values.iter().map(|v| v.to_lowercase()).collect(),
+        numbers: c.values.iter().map(|v| parse_number(v)).collect(),
+        versions,
+        contains_none: c.values.iter().any(|v| v == "(none)"),
+        contains_booleans: contains_booleans(&c.values),
+        values: c.values.clone(),
+    })
+}
+
+/// The engine's `topologicalSort`: flags in configuration order, each after its dependencies;
+/// unknown dependencies are skipped, a cycle is an error.
+fn topological_order(
+    raw: &[RawFlag],
+    keys: &[&str],
+    last_of: &HashMap<&str, usize>,
+    index: &HashMap<&str, usize>,
+) -> Result<Vec<usize>, CompatError> {
+    let mut available = vec![true; keys.len()];
+    let mut order = Vec::with_capacity(keys.len());
+    for key in keys {
+        let mut path = Vec::new();
+        visit(key, raw, last_of, index, &mut available, &mut path, &mut order)?;
+    }
+    Ok(order)
+}
+
+fn visit<'a>(
+    key: &'a str,
+    raw: &'a [RawFlag],
+    last_of: &HashMap<&str, usize>,
+    index: &HashMap<&str, usize>,
+    available: &mut [bool],
+    path: &mut Vec<&'a str>,
+    order: &mut Vec<usize>,
+) -> Result<(), CompatError> {
+    let Some(&i) = index.get(key) else { return Ok(()) };
+    if !available[i] {
+        return Ok(());
+    }
+    let r = &raw[last_of[key]];
+    let deps = r.dependencies.as_deref().unwrap_or(&[]);
+    if !deps.is_empty() {
+        path.push(key);
+        for dep in deps {
+            if path.contains(&dep.as_str()) {
+                return Err(CompatError::invalid(
+                    format!("[{}].dependencies", last_of[key]),
+                    format!("a cycle between flags {}", path.join(", ")),
+                ));
+            }
+            visit(dep, raw, last_of, index, available, path, order)?;
+        }
+        path.pop();
+    }
+    if available[i] {
+        available[i] = false;
+        order.push(i);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_like_the_engine() {
+        assert_eq!(Version::parse("1.2").map(|v| v.patch), Some(0.0));
+        assert_eq!(Version::parse("1.2.3-rc.1").and_then(|v| v.pre), Some("-rc.1".to_string()));
+        assert!(Version::parse("1").is_none());
+        assert!(Version::parse("1.2.").is_none());
+        assert!(Version::parse("1.2.3-rc..1").is_none());
+        let a = Version::parse("1.2.3-alpha").unwrap_or_else(|| unreachable!());
+        let b = Version::parse("1.2.3").unwrap_or_else(|| unreachable!());
+        assert_eq!(a.compare(&b), Ordering::Less);
+    }
+}
