@@ -19,6 +19,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Capacity(args) => crate::capacity::run(cli, args),
         Command::Analyze(args) => crate::analyze::run(cli, args),
         Command::Check { format } => check(cli, &state_file, *format),
+        Command::Compat { system } => crate::compat::run(system, cli.state.as_ref()),
         Command::Plan { format } => {
             let (cfg, raw, state) = match load(cli, &state_file)? {
                 Ok(x) => x,

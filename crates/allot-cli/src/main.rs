@@ -8,6 +8,7 @@ mod analyze;
 mod assign;
 mod capacity;
 mod cmd;
+mod compat;
 mod files;
 mod html;
 
@@ -126,6 +127,13 @@ pub enum Command {
     /// Analyse experiments from exposure and metric files: SRM, Welch and CUPED estimates,
     /// corrections, interaction tests and exposure diagnostics.
     Analyze(analyze::AnalyzeArgs),
+    /// Run Spotify Confidence resolver states and Amplitude Experiment flag configurations,
+    /// with the assignments those systems give.
+    Compat {
+        /// Which system.
+        #[command(subcommand)]
+        system: compat::System,
+    },
 }
 
 fn main() -> ExitCode {
