@@ -1,1 +1,89 @@
-fn main(){}
+//! Per-flag cost of the adapters on the conformance data itself.
+//!
+//! - `confidence_resolve`: every flag of `spec/confidence/resolver_state.json` (the state Confidence
+//!   publishes to local resolvers; demo account, its client secret) resolved for 1,000 visitors
+//!   (`{"visitor_id": ...}`, as its rules bucket on), one request per visitor.
+//! - `amplitude_evaluate`: every flag of the 30 configurations of
+//!   `spec/amplitude/generated-cases.json` over their 200 contexts each, in dependency order.
+//!
+//! Throughput is in flags, so criterion's `thrpt` is flags per second; each bench also prints
+//! its mean nanoseconds per flag.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use allot_compat::amplitude::Flags;
+use allot_compat::confidence::State;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use serde_json::{Map, Value};
+use std::hint::black_box;
+use std::time::Instant;
+
+const SECRET: &str = "mkjJruAATQWjeY7foFIWfVAcBWnci2YF";
+
+fn spec(path: &str) -> String {
+    std::fs::read_to_string(format!("{}/../../spec/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+fn per_flag(name: &str, flags: u64, mut run: impl FnMut()) {
+    run();
+    let rounds = 20;
+    let start = Instant::now();
+    for _ in 0..rounds {
+        run();
+    }
+    let ns = start.elapsed().as_nanos() as f64 / (rounds as f64 * flags as f64);
+    println!("{name}: {ns:.1} ns per flag ({flags} flags per round)");
+}
+
+fn confidence(c: &mut Criterion) {
+    let state = State::parse(&spec("confidence/resolver_state.json"), Some("confidence-demo-june")).unwrap();
+    let mut contexts: Vec<Map<String, Value>> = (0..999)
+        .map(|i| {
+            let mut m = Map::new();
+            m.insert("visitor_id".into(), Value::String(format!("visitor-{i}")));
+            m
+        })
+        .collect();
+    let mut m = Map::new();
+    m.insert("visitor_id".into(), Value::String("tutorial_visitor".into()));
+    contexts.push(m);
+    let per_request = state.resolve_context(SECRET, &[], &contexts[0], None).unwrap().len() as u64;
+    assert_eq!(per_request, 3);
+    let flags = per_request * contexts.len() as u64;
+    let run = || {
+        for ctx in &contexts {
+            black_box(state.resolve_context(SECRET, &[], black_box(ctx), None).unwrap());
+        }
+    };
+    per_flag("confidence_resolve", flags, run);
+    let mut g = c.benchmark_group("compat");
+    g.throughput(Throughput::Elements(flags));
+    g.bench_function("confidence_resolve", |b| b.iter(run));
+    g.finish();
+}
+
+fn amplitude(c: &mut Criterion) {
+    let data: Value = serde_json::from_str(&spec("amplitude/generated-cases.json")).unwrap();
+    let cases: Vec<(Flags, Vec<Value>)> = data["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|case| (Flags::from_json(case["flags"].clone()).unwrap(), case["contexts"].as_array().unwrap().clone()))
+        .collect();
+    let flags: u64 = cases.iter().map(|(f, ctxs)| (f.len() * ctxs.len()) as u64).sum();
+    let mut results = Vec::new();
+    let mut run = || {
+        for (f, ctxs) in &cases {
+            for ctx in ctxs {
+                black_box(f.evaluate_into(black_box(ctx), &mut results));
+            }
+        }
+    };
+    per_flag("amplitude_evaluate", flags, &mut run);
+    let mut g = c.benchmark_group("compat");
+    g.throughput(Throughput::Elements(flags));
+    g.bench_function("amplitude_evaluate", |b| b.iter(&mut run));
+    g.finish();
+}
+
+criterion_group!(benches, confidence, amplitude);
+criterion_main!(benches);

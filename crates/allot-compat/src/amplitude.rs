@@ -77,6 +77,8 @@ pub struct Flags {
     flags: Vec<Flag>,
     /// Indices of `flags` in evaluation order (dependencies first).
     order: Vec<usize>,
+    /// The distinct context paths the selectors read; each is looked up once per context.
+    paths: Vec<Vec<String>>,
 }
 
 #[derive(Debug)]
@@ -123,8 +125,8 @@ struct Allocation {
 enum Selector {
     /// Selects nothing (empty, or not under `context` or `result`).
     Nothing,
-    /// A path into the evaluation context.
-    Context(Vec<String>),
+    /// A path into the evaluation context, by index into [`Flags::paths`].
+    Context(usize),
     /// The `key` of the variant a flag evaluated to.
     ResultKey(usize),
     /// A path into the variant object a flag evaluated to.
@@ -184,7 +186,12 @@ impl Op {
     fn is_set(self) -> bool {
         matches!(
             self,
-            Op::SetIs | Op::SetIsNot | Op::SetContains | Op::SetDoesNotContain | Op::SetContainsAny | Op::SetDoesNotContainAny
+            Op::SetIs
+                | Op::SetIsNot
+                | Op::SetContains
+                | Op::SetDoesNotContain
+                | Op::SetContainsAny
+                | Op::SetDoesNotContainAny
         )
     }
 }
@@ -199,6 +206,9 @@ struct Condition {
     versions: Vec<Version>,
     contains_none: bool,
     contains_booleans: bool,
+    /// For a condition on another flag's variant key: the outcome per variant of that flag, and
+    /// when it has none.
+    by_variant: Option<(Vec<bool>, bool)>,
 }
 
 /// Amplitude's semantic version: `major.minor(.patch(-prerelease)?)?`.
@@ -276,12 +286,21 @@ fn js_cmp(a: &str, b: &str) -> Ordering {
     a.encode_utf16().cmp(b.encode_utf16())
 }
 
-fn compile_selector(sel: &[String], index: &HashMap<&str, usize>) -> Selector {
+fn compile_selector(sel: &[String], index: &HashMap<&str, usize>, paths: &mut Vec<Vec<String>>) -> Selector {
     if sel.iter().any(String::is_empty) {
         return Selector::Nothing;
     }
     match sel.split_first() {
-        Some((first, rest)) if first == "context" && !rest.is_empty() => Selector::Context(rest.to_vec()),
+        Some((first, rest)) if first == "context" && !rest.is_empty() => {
+            let id = match paths.iter().position(|p| p.as_slice() == rest) {
+                Some(id) => id,
+                None => {
+                    paths.push(rest.to_vec());
+                    paths.len() - 1
+                }
+            };
+            Selector::Context(id)
+        }
         Some((first, rest)) if first == "result" && !rest.is_empty() => match index.get(rest[0].as_str()) {
             None => Selector::Nothing,
             Some(&i) if rest.len() == 2 && rest[1] == "key" => Selector::ResultKey(i),
@@ -316,12 +335,40 @@ impl Flags {
         }
         let index: HashMap<&str, usize> = first.iter().enumerate().map(|(i, k)| (*k, i)).collect();
         let mut flags = Vec::with_capacity(first.len());
+        let mut paths = Vec::new();
         for key in &first {
             let i = last_of[key];
-            flags.push(compile_flag(&raw[i], &format!("[{i}]"), &index)?);
+            flags.push(compile_flag(&raw[i], &format!("[{i}]"), &index, &mut paths)?);
         }
         let order = topological_order(&raw, &first, &last_of, &index)?;
-        Ok(Flags { flags, order })
+        // A condition on another flag's variant key depends only on which variant that flag got:
+        // decide it now for each of them.
+        let mut tables = Vec::new();
+        for (fi, f) in flags.iter().enumerate() {
+            for (si, seg) in f.segments.iter().enumerate() {
+                for (oi, ands) in seg.conditions.iter().flatten().enumerate() {
+                    for (ai, c) in ands.iter().enumerate() {
+                        if let Selector::ResultKey(dep) = c.selector {
+                            let per_variant: Vec<bool> = flags[dep]
+                                .variants
+                                .iter()
+                                .map(|v| match v.object.get("key").filter(|k| truthy(k)) {
+                                    None => match_null(c),
+                                    Some(k) => match_prop(k, c),
+                                })
+                                .collect();
+                            tables.push(((fi, si, oi, ai), (per_variant, match_null(c))));
+                        }
+                    }
+                }
+            }
+        }
+        for ((fi, si, oi, ai), table) in tables {
+            if let Some(ors) = flags[fi].segments[si].conditions.as_mut() {
+                ors[oi][ai].by_variant = Some(table);
+            }
+        }
+        Ok(Flags { flags, order, paths })
     }
 
     /// The flag keys, in configuration order.
@@ -345,9 +392,18 @@ impl Flags {
     pub fn evaluate_into<'r>(&self, context: &Value, results: &'r mut Vec<Option<usize>>) -> &'r [Option<usize>] {
         results.clear();
         results.resize(self.flags.len(), None);
-        let mut buf = Vec::with_capacity(64);
+        // Each context path is looked up at most once per context; on the stack when few.
+        let mut stack = [None; 16];
+        let mut heap = Vec::new();
+        let paths: &mut [Option<Option<&Value>>] = if self.paths.len() <= stack.len() {
+            &mut stack[..self.paths.len()]
+        } else {
+            heap.resize(self.paths.len(), None);
+            &mut heap
+        };
+        let mut ev = Ev { ctx: context, paths };
         for &i in &self.order {
-            let v = self.evaluate_flag(&self.flags[i], context, results, &mut buf);
+            let v = self.evaluate_flag(&self.flags[i], &mut ev, results);
             results[i] = v;
         }
         results
@@ -382,16 +438,16 @@ impl Flags {
         Value::Object(out)
     }
 
-    fn evaluate_flag(&self, flag: &Flag, ctx: &Value, results: &[Option<usize>], buf: &mut Vec<u8>) -> Option<usize> {
+    fn evaluate_flag<'c>(&'c self, flag: &Flag, ev: &mut Ev<'c, '_>, results: &[Option<usize>]) -> Option<usize> {
         for seg in &flag.segments {
             let matched = match &seg.conditions {
                 None => true,
-                Some(ors) => ors.iter().any(|ands| ands.iter().all(|c| self.matches(c, ctx, results))),
+                Some(ors) => ors.iter().any(|ands| ands.iter().all(|c| self.matches(c, ev, results))),
             };
             if !matched {
                 continue;
             }
-            let v = self.bucket(seg, ctx, results, buf);
+            let v = self.bucket(seg, ev, results);
             if v.is_some() {
                 return v;
             }
@@ -399,18 +455,14 @@ impl Flags {
         None
     }
 
-    fn bucket(&self, seg: &Segment, ctx: &Value, results: &[Option<usize>], buf: &mut Vec<u8>) -> Option<usize> {
+    fn bucket<'c>(&'c self, seg: &Segment, ev: &mut Ev<'c, '_>, results: &[Option<usize>]) -> Option<usize> {
         let Some(b) = &seg.bucket else { return seg.variant };
-        let value = match self.select(&b.selector, ctx, results) {
+        let value = match self.select(&b.selector, ev, results) {
             None => return seg.variant,
             Some(Value::String(s)) => std::borrow::Cow::Borrowed(s.as_str()),
             Some(v) => std::borrow::Cow::Owned(coerce_string(v)),
         };
-        buf.clear();
-        buf.extend_from_slice(b.salt.as_bytes());
-        buf.push(b'/');
-        buf.extend_from_slice(value.as_bytes());
-        let hash = murmur3_x86_32(buf, 0);
+        let hash = hash_key(&b.salt, &value);
         let allocation = f64::from(hash % 100);
         let distribution = f64::from(hash / 100);
         for a in &b.allocations {
@@ -426,10 +478,17 @@ impl Flags {
         seg.variant
     }
 
-    fn select<'a>(&'a self, sel: &Selector, ctx: &'a Value, results: &[Option<usize>]) -> Option<&'a Value> {
+    fn select<'c>(&'c self, sel: &Selector, ev: &mut Ev<'c, '_>, results: &[Option<usize>]) -> Option<&'c Value> {
         match sel {
             Selector::Nothing => None,
-            Selector::Context(path) => walk(ctx, path),
+            Selector::Context(id) => match ev.paths[*id] {
+                Some(v) => v,
+                None => {
+                    let v = walk(ev.ctx, &self.paths[*id]);
+                    ev.paths[*id] = Some(v);
+                    v
+                }
+            },
             Selector::ResultKey(f) => {
                 let v = results[*f]?;
                 let variant = &self.flags[*f].variants[v];
@@ -445,26 +504,62 @@ impl Flags {
         }
     }
 
-    fn matches(&self, c: &Condition, ctx: &Value, results: &[Option<usize>]) -> bool {
-        let Some(prop) = self.select(&c.selector, ctx, results) else {
+    fn matches<'c>(&'c self, c: &Condition, ev: &mut Ev<'c, '_>, results: &[Option<usize>]) -> bool {
+        if let (Some((per_variant, none)), Selector::ResultKey(dep)) = (&c.by_variant, &c.selector) {
+            return results[*dep].map_or(*none, |v| per_variant[v]);
+        }
+        let Some(prop) = self.select(&c.selector, ev, results) else {
             return match_null(c);
         };
-        if c.op.is_set() {
-            let list = match prop {
-                Value::Array(items) => {
-                    Some(items.iter().filter(|v| !v.is_null()).map(coerce_string).filter(|s| !s.is_empty()).collect())
-                }
-                v => string_list(&coerce_string(v)),
-            };
-            let Some(list) = list else { return false };
-            return match_set(&list, c);
-        }
-        let s = match prop {
-            Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
-            v => std::borrow::Cow::Owned(coerce_string(v)),
-        };
-        match_string(&s, c)
+        match_prop(prop, c)
     }
+}
+
+/// The per-context state of an evaluation: the context and the paths looked up so far.
+struct Ev<'c, 'p> {
+    ctx: &'c Value,
+    paths: &'p mut [Option<Option<&'c Value>>],
+}
+
+/// MurmurHash3 x86_32 (seed 0) of `"<salt>/<value>"`, without allocating for short keys.
+fn hash_key(salt: &str, value: &str) -> u32 {
+    let n = salt.len() + 1 + value.len();
+    let mut stack = [0u8; 192];
+    let mut heap = Vec::new();
+    let buf: &mut [u8] = if n <= stack.len() {
+        &mut stack[..n]
+    } else {
+        heap.resize(n, 0);
+        &mut heap
+    };
+    buf[..salt.len()].copy_from_slice(salt.as_bytes());
+    buf[salt.len()] = b'/';
+    buf[salt.len() + 1..].copy_from_slice(value.as_bytes());
+    murmur3_x86_32(buf, 0)
+}
+
+/// Whether a (present, truthy) property value satisfies a condition.
+fn match_prop(prop: &Value, c: &Condition) -> bool {
+    if c.op.is_set() {
+        let list = match prop {
+            Value::Array(items) => {
+                Some(items.iter().filter(|v| !v.is_null()).map(coerce_string).filter(|s| !s.is_empty()).collect())
+            }
+            v => string_list(&coerce_string(v)),
+        };
+        let Some(list) = list else { return false };
+        return match_set(&list, c);
+    }
+    if let (Value::Number(n), Op::Less | Op::LessOrEqual | Op::Greater | Op::GreaterOrEqual) = (prop, c.op) {
+        // Number(String(x)) is x for every finite number: skip the round trip.
+        let p = n.as_f64().unwrap_or(f64::NAN);
+        return c.numbers.iter().any(|f| compare(c.op, p.partial_cmp(f)));
+    }
+    let s = match prop {
+        Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
+        v => std::borrow::Cow::Owned(coerce_string(v)),
+    };
+    match_string(&s, c)
 }
 
 /// `coerceStringArray` of a non-array: a JSON array in a string reads as its elements; anything
@@ -480,6 +575,8 @@ fn string_list(s: &str) -> Option<Vec<String>> {
 fn walk<'a>(mut v: &'a Value, path: &[String]) -> Option<&'a Value> {
     for p in path {
         v = match v {
+            // Small objects (a user, its properties) are scanned: cheaper than hashing the key.
+            Value::Object(m) if m.len() <= 12 => m.iter().find(|(k, _)| *k == p)?.1,
             Value::Object(m) => m.get(p)?,
             Value::Array(a) => a.get(p.parse::<usize>().ok()?)?,
             _ => return None,
@@ -581,7 +678,12 @@ fn match_string(prop: &str, c: &Condition) -> bool {
     }
 }
 
-fn compile_flag(raw: &RawFlag, path: &str, index: &HashMap<&str, usize>) -> Result<Flag, CompatError> {
+fn compile_flag(
+    raw: &RawFlag,
+    path: &str,
+    index: &HashMap<&str, usize>,
+    paths: &mut Vec<Vec<String>>,
+) -> Result<Flag, CompatError> {
     let mut variants = Vec::with_capacity(raw.variants.len());
     let mut names: HashMap<&str, usize> = HashMap::new();
     for (name, v) in &raw.variants {
@@ -614,7 +716,7 @@ fn compile_flag(raw: &RawFlag, path: &str, index: &HashMap<&str, usize>) -> Resu
                     let mut inner = Vec::with_capacity(ands.len());
                     for (ai, c) in ands.iter().enumerate() {
                         let cpath = format!("{spath}.conditions[{oi}][{ai}]");
-                        inner.push(compile_condition(c, &cpath, index)?);
+                        inner.push(compile_condition(c, &cpath, index, paths)?);
                     }
                     out.push(inner);
                 }
@@ -622,7 +724,7 @@ fn compile_flag(raw: &RawFlag, path: &str, index: &HashMap<&str, usize>) -> Resu
             }
         };
         let bucket = s.bucket.as_ref().map(|b| Bucket {
-            selector: compile_selector(&b.selector, index),
+            selector: compile_selector(&b.selector, index, paths),
             salt: b.salt.clone(),
             allocations: b
                 .allocations
@@ -643,7 +745,12 @@ fn compile_flag(raw: &RawFlag, path: &str, index: &HashMap<&str, usize>) -> Resu
     Ok(Flag { key: raw.key.clone(), deployed, variants, segments })
 }
 
-fn compile_condition(c: &RawCondition, path: &str, index: &HashMap<&str, usize>) -> Result<Condition, CompatError> {
+fn compile_condition(
+    c: &RawCondition,
+    path: &str,
+    index: &HashMap<&str, usize>,
+    paths: &mut Vec<Vec<String>>,
+) -> Result<Condition, CompatError> {
     let op = Op::parse(&c.op).ok_or_else(|| {
         CompatError::invalid(
             format!("{path}.op"),
@@ -652,7 +759,7 @@ fn compile_condition(c: &RawCondition, path: &str, index: &HashMap<&str, usize>)
     })?;
     let versions: Vec<Version> = c.values.iter().filter_map(|v| Version::parse(v)).collect();
     Ok(Condition {
-        selector: compile_selector(&c.selector, index),
+        selector: compile_selector(&c.selector, index, paths),
         op,
         lower: c.values.iter().map(|v| v.to_lowercase()).collect(),
         numbers: c.values.iter().map(|v| parse_number(v)).collect(),
@@ -660,6 +767,7 @@ fn compile_condition(c: &RawCondition, path: &str, index: &HashMap<&str, usize>)
         contains_none: c.values.iter().any(|v| v == "(none)"),
         contains_booleans: contains_booleans(&c.values),
         values: c.values.clone(),
+        by_variant: None,
     })
 }
 

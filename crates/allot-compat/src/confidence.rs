@@ -43,7 +43,9 @@ fn de_int<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     }
     match IntOrString::deserialize(d)? {
         IntOrString::Int(i) => Ok(i),
-        IntOrString::Str(s) => s.parse().map_err(|_| serde::de::Error::custom(format!("expected an integer, got {s:?}"))),
+        IntOrString::Str(s) => {
+            s.parse().map_err(|_| serde::de::Error::custom(format!("expected an integer, got {s:?}")))
+        }
     }
 }
 
@@ -429,6 +431,8 @@ pub struct State {
 struct Client {
     name: String,
     environments: Vec<String>,
+    /// The active flags this client may resolve, in state order.
+    flags: Vec<usize>,
 }
 
 #[derive(Debug)]
@@ -486,8 +490,43 @@ struct MatSpec {
 #[derive(Debug)]
 struct Segment {
     /// `None`: no bitset, everyone is allocated. `Some(set, full)`.
-    bitset: Option<(BucketSet, bool)>,
+    bitset: Option<(Bits, bool)>,
     targeting: Option<Targeting>,
+}
+
+/// A segment's allocation. allot's compact [`BucketSet`] suits sets drawn shard by shard; a
+/// Confidence bitset is a bucket-by-bucket random sample, where nearly every 128-bucket shard is
+/// partly held and the compact form would binary-search on every lookup, so such sets stay in
+/// the working form [`Dense`] (one bit test, 125 KB).
+#[derive(Debug)]
+enum Bits {
+    Compact(BucketSet),
+    Dense(Dense),
+}
+
+impl Bits {
+    fn new(dense: Dense) -> Bits {
+        let compact = dense.compact();
+        let mut partial = 0usize;
+        compact.for_each_mask(|_, m| {
+            if m != u128::MAX {
+                partial += 1;
+            }
+        });
+        if partial > 64 {
+            Bits::Dense(dense)
+        } else {
+            Bits::Compact(compact)
+        }
+    }
+
+    #[inline]
+    fn contains(&self, b: u32) -> bool {
+        match self {
+            Bits::Compact(c) => c.contains(b),
+            Bits::Dense(d) => d.contains(b),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -676,7 +715,10 @@ impl State {
                     Some(dense)
                 }
                 other => {
-                    return Err(CompatError::invalid(path, format!("expected \"ALL\" or a list of buckets, got {other}")))
+                    return Err(CompatError::invalid(
+                        path,
+                        format!("expected \"ALL\" or a list of buckets, got {other}"),
+                    ))
                 }
             };
             bitsets.insert(key, set);
@@ -694,7 +736,7 @@ impl State {
             let raw: SpecClient = from_value(v).map_err(|e| nest(&format!("clients.{secret}"), e))?;
             clients.insert(
                 secret,
-                Client { name: raw.client.name, environments: raw.client_credential.environments },
+                Client { name: raw.client.name, environments: raw.client_credential.environments, flags: Vec::new() },
             );
         }
         State::compile(&account, flags, segments, bitsets, blooms, clients, "flags", "segments")
@@ -714,7 +756,8 @@ impl State {
             let path = format!("bitsets[{i}]");
             match (b.gzipped_bitset, b.full_bitset) {
                 (Some(z), _) => {
-                    let bytes = gunzip_base64(&z).map_err(|m| CompatError::invalid(format!("{path}.gzippedBitset"), m))?;
+                    let bytes =
+                        gunzip_base64(&z).map_err(|m| CompatError::invalid(format!("{path}.gzippedBitset"), m))?;
                     let mut dense = Dense::empty(BUCKETS);
                     for (byte_i, byte) in bytes.iter().enumerate() {
                         if *byte == 0 {
@@ -753,7 +796,11 @@ impl State {
                 if let Some(secret) = &cred.client_secret {
                     clients.insert(
                         secret.secret.clone(),
-                        Client { name: client.name.clone(), environments: cred.environments.clone() },
+                        Client {
+                            name: client.name.clone(),
+                            environments: cred.environments.clone(),
+                            flags: Vec::new(),
+                        },
                     );
                 }
             }
@@ -768,7 +815,7 @@ impl State {
         raw_segments: Vec<RawSegment>,
         bitsets: HashMap<String, Option<Dense>>,
         blooms: HashMap<String, Bloom>,
-        clients: HashMap<String, Client>,
+        mut clients: HashMap<String, Client>,
         _flags_path: &str,
         _segments_path: &str,
     ) -> Result<State, CompatError> {
@@ -779,7 +826,7 @@ impl State {
             let bitset = match bitsets.get(&raw.name) {
                 Some(Some(dense)) => {
                     let full = dense.len() == u64::from(BUCKETS);
-                    Some((dense.compact(), full))
+                    Some((Bits::new(dense.clone()), full))
                 }
                 Some(None) | None => None,
             };
@@ -789,6 +836,10 @@ impl State {
         let mut flags = Vec::with_capacity(raw_flags.len());
         for raw in raw_flags {
             flags.push(compile_flag(raw, &seg_index));
+        }
+        for client in clients.values_mut() {
+            client.flags =
+                (0..flags.len()).filter(|&i| flags[i].active && flags[i].clients.contains(&client.name)).collect();
         }
         Ok(State {
             account_salt: format!("MegaSalt-{account}"),
@@ -820,7 +871,8 @@ fn account_id(name: &str) -> Option<String> {
 }
 
 fn gunzip_base64(text: &str) -> Result<Vec<u8>, String> {
-    let zipped = base64::engine::general_purpose::STANDARD.decode(text.as_bytes()).map_err(|e| format!("not base64: {e}"))?;
+    let zipped =
+        base64::engine::general_purpose::STANDARD.decode(text.as_bytes()).map_err(|e| format!("not base64: {e}"))?;
     let mut out = Vec::new();
     flate2::read::GzDecoder::new(&zipped[..]).read_to_end(&mut out).map_err(|e| format!("not gzip: {e}"))?;
     Ok(out)
@@ -1276,12 +1328,20 @@ struct Eval<'a> {
 }
 
 fn lookup<'v>(ctx: &'v Map<String, Value>, path: &[String]) -> Option<&'v Value> {
+    // Small objects are scanned: cheaper than hashing the key.
+    fn get<'v>(m: &'v Map<String, Value>, k: &str) -> Option<&'v Value> {
+        if m.len() <= 12 {
+            m.iter().find(|(key, _)| *key == k).map(|(_, v)| v)
+        } else {
+            m.get(k)
+        }
+    }
     let mut m = ctx;
     let (last, init) = path.split_last()?;
     for p in init {
-        m = m.get(p)?.as_object()?;
+        m = get(m, p)?.as_object()?;
     }
-    m.get(last)
+    get(m, last)
 }
 
 impl State {
@@ -1302,29 +1362,22 @@ impl State {
         materializations: Option<&HashMap<String, HashMap<String, MaterializationEntry>>>,
     ) -> Result<Vec<Resolved<'s>>, ResolveError> {
         let client = self.clients.get(client_secret).ok_or(ResolveError::UnknownClient)?;
-        let selected: Vec<&Flag> = self
-            .flags
-            .iter()
-            .filter(|f| f.active && f.clients.contains(&client.name))
-            .filter(|f| flag_names.is_empty() || flag_names.contains(&f.name))
-            .collect();
-        if selected.len() > MAX_FLAGS_PER_RESOLVE {
-            return Err(ResolveError::TooManyFlags(selected.len()));
+        let wanted = |f: &&Flag| flag_names.is_empty() || flag_names.contains(&f.name);
+        let selected = || client.flags.iter().map(|&i| &self.flags[i]).filter(wanted);
+        let count = if flag_names.is_empty() { client.flags.len() } else { selected().count() };
+        if count > MAX_FLAGS_PER_RESOLVE {
+            return Err(ResolveError::TooManyFlags(count));
         }
         let eval = Eval { state: self, ctx, bucket_cache: RefCell::new(None) };
         let mut mats = Mats { complete: materializations, to_read: Vec::new() };
-        let mut out = Vec::with_capacity(selected.len());
-        for flag in selected {
+        let mut out = Vec::with_capacity(count);
+        for flag in selected() {
             match eval.resolve_flag(flag, client, &mut mats) {
                 Ok(r) => out.push(Resolved {
                     flag: &flag.name,
                     reason: r.reason,
                     variant: r.variant.map_or("", |i| flag.variants[i].0.as_str()),
-                    value: if r.matched {
-                        Some(r.variant.map_or(&self.empty, |i| &flag.variants[i].1))
-                    } else {
-                        None
-                    },
+                    value: if r.matched { Some(r.variant.map_or(&self.empty, |i| &flag.variants[i].1)) } else { None },
                     should_apply: r.reason == Reason::Match || r.fallthrough,
                 }),
                 Err(FlagError::MissingMaterializations) => {}
@@ -1342,14 +1395,21 @@ impl State {
             let reads: Vec<String> = mats
                 .to_read
                 .iter()
-                .map(|(u, m, r)| if r.is_empty() { format!("{m} for unit {u}") } else { format!("{m} rule {r} for unit {u}") })
+                .map(
+                    |(u, m, r)| {
+                        if r.is_empty() {
+                            format!("{m} for unit {u}")
+                        } else {
+                            format!("{m} rule {r} for unit {u}")
+                        }
+                    },
+                )
                 .collect();
             return Err(ResolveError::MissingMaterializations(reads.join(", ")));
         }
         Ok(out)
     }
 }
-
 
 enum Unit<'a> {
     Some(Cow<'a, str>),
@@ -1376,7 +1436,8 @@ impl<'a> Eval<'a> {
     }
 
     fn resolve_flag(&self, flag: &Flag, client: &Client, mats: &mut Mats<'_>) -> Result<FlagResult, FlagError> {
-        let mut result = FlagResult { reason: Reason::NoSegmentMatch, variant: None, matched: false, fallthrough: false };
+        let mut result =
+            FlagResult { reason: Reason::NoSegmentMatch, variant: None, matched: false, fallthrough: false };
         let mut missing = false;
         for rule in &flag.rules {
             if !rule.enabled {

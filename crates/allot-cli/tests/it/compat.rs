@@ -16,12 +16,7 @@ fn read_json(path: &str) -> Value {
 #[test]
 fn confidence_resolve_with_materializations() {
     let cases = read_json("confidence/tests.json");
-    let case = cases
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "mat_unit_in_mat_variant_found")
-        .unwrap();
+    let case = cases.as_array().unwrap().iter().find(|c| c["name"] == "mat_unit_in_mat_variant_found").unwrap();
     let mut request = case["resolveRequest"].clone();
     request["materializations"] = case["materializations"].clone();
     let dir = tempfile::tempdir().unwrap();
@@ -94,10 +89,8 @@ fn amplitude_evaluate_one_configuration() {
         .write_stdin(contexts.join("\n") + "\n")
         .assert()
         .success();
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.get_output().stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<Value> =
+        String::from_utf8_lossy(&out.get_output().stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 200);
     for (got, expected) in lines.iter().zip(case["expected"].as_array().unwrap()) {
         for (key, v) in got.as_object().unwrap() {

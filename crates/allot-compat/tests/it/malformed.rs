@@ -55,8 +55,9 @@ fn malformed_requests() {
     assert_eq!(e.path(), "flags", "{e}");
     let e = Request::parse(r#"{"flags": []}"#).unwrap_err();
     assert!(e.to_string().contains("clientSecret"), "{e}");
-    let e = Request::parse(r#"{"clientSecret": "s", "materializations": {"u": {"m": {"isUnitInMaterialization": 3}}}}"#)
-        .unwrap_err();
+    let e =
+        Request::parse(r#"{"clientSecret": "s", "materializations": {"u": {"m": {"isUnitInMaterialization": 3}}}}"#)
+            .unwrap_err();
     assert_eq!(e.path(), "materializations.u.m.isUnitInMaterialization", "{e}");
 }
 
