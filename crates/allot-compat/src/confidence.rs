@@ -1689,14 +1689,14 @@ impl<'a> Eval<'a> {
         &self,
         c: &Criterion,
         unit: Option<&str>,
-        visited: &mut Vec<usize>,
+        visited: &[usize],
         mats: &mut Mats<'_>,
     ) -> Result<Tribool, FlagError> {
         match c {
             Criterion::Unset => Ok(Some(false)),
             Criterion::Attribute(a) => Ok(Some(self.attribute(a)?)),
             Criterion::Segment(None) => Ok(Some(false)),
-            Criterion::Segment(Some(s)) => self.segment_match(*s, unit, &mut visited.clone(), mats),
+            Criterion::Segment(Some(s)) => self.segment_match(*s, unit, &mut visited.to_vec(), mats),
             Criterion::Materialized(name) => {
                 let Some(u) = unit else { return Ok(Some(false)) };
                 if let Some(bf) = self.state.blooms.get(name) {
