@@ -1112,8 +1112,8 @@ fn parse_timestamp(s: &str) -> Option<i128> {
         let (clock, off) = rest.split_at(i);
         let sign: i8 = if off.starts_with('-') { -1 } else { 1 };
         let mut parts = off[1..].split(':');
-        let h: i8 = parts.next()?.parse().ok()?;
-        let m: i8 = parts.next()?.parse().ok()?;
+        let h = i8::try_from(parts.next()?.parse::<u8>().ok()?).ok()?;
+        let m = i8::try_from(parts.next()?.parse::<u8>().ok()?).ok()?;
         (clock, UtcOffset::from_hms(sign * h, sign * m, 0).ok()?)
     } else {
         (rest, UtcOffset::UTC)
@@ -1850,5 +1850,7 @@ mod tests {
         assert_eq!(parse_timestamp("1970-01-01 01:00:00"), Some(3_600_000_000_000));
         assert_eq!(parse_timestamp(""), None);
         assert_eq!(parse_timestamp("garbage"), None);
+        assert_eq!(parse_timestamp("2020-01-01T00:00:00--128:00"), None);
+        assert_eq!(parse_timestamp("2020-01-01T00:00:00+01:00"), Some(1_577_833_200_000_000_000));
     }
 }

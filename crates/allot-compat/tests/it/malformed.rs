@@ -83,3 +83,94 @@ fn truncated_and_mistyped_amplitude_flags() {
     let e = Flags::parse(r#"{"key": "x"}"#).unwrap_err();
     assert_eq!(e.path(), ".", "{e}");
 }
+
+/// Every leaf path of a JSON document.
+fn leaves(v: &serde_json::Value, path: Vec<String>, out: &mut Vec<Vec<String>>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, c) in m {
+                let mut p = path.clone();
+                p.push(k.clone());
+                leaves(c, p, out);
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for (i, c) in a.iter().enumerate() {
+                let mut p = path.clone();
+                p.push(i.to_string());
+                leaves(c, p, out);
+            }
+        }
+        _ => out.push(path),
+    }
+}
+
+fn replaced(doc: &serde_json::Value, path: &[String], with: &serde_json::Value) -> serde_json::Value {
+    let mut doc = doc.clone();
+    let mut cur = &mut doc;
+    for p in path {
+        cur = match cur {
+            serde_json::Value::Object(m) => m.get_mut(p).unwrap(),
+            serde_json::Value::Array(a) => &mut a[p.parse::<usize>().unwrap()],
+            _ => unreachable!(),
+        };
+    }
+    *cur = with.clone();
+    doc
+}
+
+const ODD_VALUES: &str = r#"[null, -1, 0, 1e300, "", "x", [], {}, true]"#;
+
+#[test]
+fn mutated_confidence_states_never_panic() {
+    let doc: serde_json::Value = serde_json::from_str(&spec("confidence/state.json")).unwrap();
+    let cases: Vec<serde_json::Value> = serde_json::from_str(&spec("confidence/tests.json")).unwrap();
+    let requests: Vec<Request> =
+        cases.iter().map(|c| Request::parse(&crate::confidence::request_of(c).to_string()).unwrap()).collect();
+    let odd: Vec<serde_json::Value> = serde_json::from_str(ODD_VALUES).unwrap();
+    let mut paths = Vec::new();
+    leaves(&doc, Vec::new(), &mut paths);
+    let (mut ok, mut err) = (0, 0);
+    for (i, path) in paths.iter().enumerate().filter(|(i, _)| i % 11 == 0) {
+        let mutated = replaced(&doc, path, &odd[i % odd.len()]);
+        match State::parse(&mutated.to_string(), None) {
+            Ok(state) => {
+                ok += 1;
+                for r in &requests {
+                    let _ = state.resolve(r);
+                }
+            }
+            Err(e) => {
+                err += 1;
+                assert!(!e.path().is_empty(), "{e}");
+            }
+        }
+    }
+    assert!(ok > 0 && err > 0, "{ok} parsed, {err} refused");
+}
+
+#[test]
+fn mutated_amplitude_flags_never_panic() {
+    let doc: serde_json::Value = serde_json::from_str(&spec("amplitude/flags.json")).unwrap();
+    let odd: Vec<serde_json::Value> = serde_json::from_str(ODD_VALUES).unwrap();
+    let contexts = [
+        serde_json::json!({"user": {"user_id": "u", "device_id": "d"}}),
+        serde_json::json!({"user": {"user_id": 0, "device_id": [], "user_properties": {"a": {}}}}),
+        serde_json::json!({}),
+        serde_json::json!([]),
+    ];
+    let mut paths = Vec::new();
+    leaves(&doc, Vec::new(), &mut paths);
+    let mut runs = 0;
+    for path in &paths {
+        for with in &odd {
+            if let Ok(flags) = Flags::from_json(replaced(&doc, path, with)) {
+                for ctx in &contexts {
+                    flags.evaluate_json(ctx);
+                }
+                runs += 1;
+            }
+        }
+    }
+    assert!(runs > 0);
+}
