@@ -60,6 +60,15 @@ pub enum AmplitudeCommand {
     },
 }
 
+/// A reader that went away (`allot ... | head`) ends the output quietly: `Ok(true)`.
+fn quiet_on_closed_pipe(r: std::io::Result<()>) -> Result<bool> {
+    match r {
+        Ok(()) => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(true),
+        Err(e) => Err(anyhow!("cannot write the output: {e}")),
+    }
+}
+
 fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
@@ -74,7 +83,8 @@ pub fn run(system: &System, state: Option<&PathBuf>) -> Result<ExitCode> {
             let req = Request::parse(&read(request)?).map_err(|e| anyhow!("{}: {e}", request.display()))?;
             match state.resolve(&req) {
                 Ok(flags) => {
-                    println!("{}", serde_json::to_string_pretty(&response_json(&flags))?);
+                    let text = serde_json::to_string_pretty(&response_json(&flags))?;
+                    quiet_on_closed_pipe(writeln!(std::io::stdout().lock(), "{text}"))?;
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
@@ -100,10 +110,13 @@ pub fn run(system: &System, state: Option<&PathBuf>) -> Result<ExitCode> {
                 }
                 let ctx: serde_json::Value =
                     serde_json::from_str(&line).map_err(|e| anyhow!("{contexts}:{}: {e}", i + 1))?;
-                serde_json::to_writer(&mut out, &compiled.evaluate_json(&ctx))?;
-                out.write_all(b"\n")?;
+                let mut text = serde_json::to_string(&compiled.evaluate_json(&ctx))?;
+                text.push('\n');
+                if quiet_on_closed_pipe(out.write_all(text.as_bytes()))? {
+                    return Ok(ExitCode::SUCCESS);
+                }
             }
-            out.flush()?;
+            quiet_on_closed_pipe(out.flush())?;
             Ok(ExitCode::SUCCESS)
         }
     }

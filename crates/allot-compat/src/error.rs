@@ -28,6 +28,9 @@ impl CompatError {
     }
 
     pub(crate) fn from_path<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> Self {
-        CompatError::invalid(e.path().to_string(), e.inner().to_string())
+        // serde_path_to_error writes `?` for a place it could not name (inside a truncated value).
+        let path = e.path().to_string();
+        let path = path.trim_end_matches(".?").trim_end_matches('?');
+        CompatError::invalid(path, e.inner().to_string())
     }
 }
