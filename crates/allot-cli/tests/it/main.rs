@@ -2,5 +2,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod cli;
-mod stats;
 mod compat;
+mod stats;
