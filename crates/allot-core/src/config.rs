@@ -550,6 +550,18 @@ pub fn validate(raw: &Value) -> Result<Config, Vec<FieldError>> {
     // Cross references that need every experiment.
     for (id, e) in &cfg.experiments {
         let path = join("experiments", id);
+        // The split hashes `<salt>|<unit>` exactly as the bucket does: with the space's salt,
+        // the variant would be a function of the bucket (invariant 5).
+        if let Some((name, _)) = cfg.units.iter().find(|(_, u)| u.salt == e.salt) {
+            v.err(
+                join(&path, "salt"),
+                format!(
+                    "the variant split's salt `{}`{} is the bucket salt of unit type `{name}`: the variant would follow the bucket; choose another salt",
+                    e.salt,
+                    if e.salt == *id { " (the experiment id)" } else { "" }
+                ),
+            );
+        }
         for (i, r) in e.requires.iter().enumerate() {
             let rpath = index(&join(&path, "requires"), i);
             match cfg.experiments.get(&r.experiment) {

@@ -389,6 +389,27 @@ impl Planner<'_> {
                 self.change("holdout", name, "delete", "buckets return to the free pool");
             }
         }
+        // A kept holdout that stops applying to a running experiment (its `applies_to`, or the
+        // experiment's surfaces, tags or groups changed) lets its held-back units into the
+        // experiment: as good as deleting it for that experiment.
+        for (name, h) in &self.cfg.holdouts {
+            let Some(o) = self.old.holdouts.get(name).filter(|o| o.unit == h.unit) else { continue };
+            if self.live(OwnerKind::Holdout, name).is_none() {
+                continue;
+            }
+            let dropped: Vec<String> = self
+                .running_under_old_holdout(name)
+                .into_iter()
+                .filter(|id| self.old.holdout_applies(o, id) && !self.cfg.holdout_applies(h, id))
+                .collect();
+            if !dropped.is_empty() {
+                self.refuse(
+                    join(&join("holdouts", name), "applies_to"),
+                    "holdout-in-use",
+                    format!("holdout `{name}` cannot stop applying to running experiments: {}", dropped.join(", ")),
+                );
+            }
+        }
         for (name, h) in &self.cfg.holdouts {
             let path = join("holdouts", name);
             let b = self.space_size(&h.unit);
@@ -652,6 +673,8 @@ impl Planner<'_> {
                 && a.space == e.unit
                 && a.released.is_some()
                 && a.owner != id
+                // Released before the space was resized: its buckets are not this space's.
+                && a.draws.first().is_some_and(|d| d.buckets.space() == b)
                 && (a.tags.iter().any(|t| excl.contains(t) || tags.contains(t) || groups.contains(&t.as_str())))
         });
         for a in released.take(RECENCY_WINDOW) {
@@ -820,6 +843,13 @@ impl Planner<'_> {
         let mut placed: Vec<(String, BucketSet)> = vec![];
         let mut placed_scopes: Vec<&Scope> = vec![];
         let mut pending: Vec<(String, Option<BucketSet>)> = vec![];
+        // Live holdouts: an explicit share must stay clear of those that apply to it.
+        let holdout_sets: Vec<(&String, BucketSet)> = self
+            .cfg
+            .holdouts
+            .keys()
+            .filter_map(|name| self.live(OwnerKind::Holdout, name).map(|a| (name, a.current_compact())))
+            .collect();
         for id in &running {
             let e = &self.cfg.experiments[id];
             let scope = &scopes[id.as_str()];
@@ -842,12 +872,23 @@ impl Planner<'_> {
                         })
                         .map(|((_, set), _)| set)
                         .collect();
-                    let cur = if outside_slots || !conflicts.is_empty() {
+                    // Buckets of holdouts that now apply to it (its scope or the holdout's
+                    // changed): an explicit share is exact, so they are redrawn elsewhere.
+                    let held: Vec<&BucketSet> = holdout_sets
+                        .iter()
+                        .filter(|(name, set)| {
+                            e.share.is_some()
+                                && self.cfg.holdout_applies(&self.cfg.holdouts[*name], id)
+                                && cur.intersection_len(set) > 0
+                        })
+                        .map(|(_, set)| set)
+                        .collect();
+                    let cur = if outside_slots || !conflicts.is_empty() || !held.is_empty() {
                         let mut d = cur.dense();
                         if outside_slots {
                             d.intersect_with(&self.within(e, b));
                         }
-                        for set in conflicts {
+                        for set in conflicts.into_iter().chain(held) {
                             d.subtract_compact(set);
                         }
                         let lost = before - d.len();
@@ -855,7 +896,7 @@ impl Planner<'_> {
                             join(&join("experiments", id), "surfaces"),
                             "moves-units",
                             format!(
-                                "{lost} of its buckets ({}) conflict with its new slots or exclusion scopes and would be redrawn",
+                                "{lost} of its buckets ({}) conflict with its new slots, exclusion scopes or holdouts and would be redrawn",
                                 pct(lost as f64 / before as f64)
                             ),
                         );

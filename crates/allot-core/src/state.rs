@@ -195,7 +195,48 @@ impl State {
         if st.format != FORMAT {
             return Err(format!("format: version {} is not supported (this allot reads {FORMAT})", st.format));
         }
+        st.check()?;
         Ok(st)
+    }
+
+    /// Checks what the file format cannot: every live bucket set lives in the space it belongs
+    /// to (a set over another number of buckets would be misread, or index past the end of the
+    /// space), every allocation names a known space and has a first draw, and all draws of one
+    /// allocation are over one space (a released allocation may predate a resize of its space).
+    fn check(&self) -> Result<(), String> {
+        for (name, s) in &self.spaces {
+            if s.buckets == 0 {
+                return Err(format!("spaces.{name}.buckets: must be at least 1"));
+            }
+            for (i, r) in s.resalts.iter().enumerate() {
+                if r.frozen.space() != s.buckets {
+                    return Err(format!(
+                        "spaces.{name}.resalts[{i}].frozen: a set over {} buckets in a space of {}",
+                        r.frozen.space(),
+                        s.buckets
+                    ));
+                }
+            }
+        }
+        for (i, a) in self.allocations.iter().enumerate() {
+            let Some(s) = self.spaces.get(&a.space) else {
+                return Err(format!("allocations[{i}].space: unknown bucket space `{}`", a.space));
+            };
+            if a.draws.is_empty() {
+                return Err(format!("allocations[{i}].draws: an allocation has at least one draw"));
+            }
+            let want = if a.is_live() { s.buckets } else { a.draws[0].buckets.space() };
+            for (j, d) in a.draws.iter().enumerate() {
+                if d.buckets.space() != want {
+                    return Err(format!(
+                        "allocations[{i}].draws[{j}].buckets: a set over {} buckets in space `{}` of {want}",
+                        d.buckets.space(),
+                        a.space,
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The slot owner id for slot `i` (0-based) of `group`.

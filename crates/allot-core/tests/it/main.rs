@@ -4,4 +4,5 @@
 mod engine;
 mod golden;
 mod hash;
+mod invariants;
 mod targeting;
