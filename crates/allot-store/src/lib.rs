@@ -163,6 +163,9 @@ pub trait Store: Send + Sync + 'static {
     /// The current version and its state (`0` and the empty state before the first commit).
     async fn load_current(&self) -> Result<(u64, State)>;
 
+    /// The current version only (cheap: for polling).
+    async fn current_version(&self) -> Result<u64>;
+
     /// The state recorded at `version`, if any.
     async fn load_version(&self, version: u64) -> Result<Option<State>>;
 

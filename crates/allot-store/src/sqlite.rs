@@ -119,6 +119,14 @@ impl Store for SqliteStore {
         }
     }
 
+    async fn current_version(&self) -> Result<u64> {
+        let v: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM config_versions")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        to_u64(v)
+    }
+
     async fn load_version(&self, version: u64) -> Result<Option<State>> {
         let v = to_i64(version)?;
         let row = sqlx::query("SELECT state FROM config_versions WHERE version = ?")

@@ -44,6 +44,7 @@ async fn commits_are_numbered_immutable_and_audited() {
     assert_eq!(s.commit(1, &state(2), &entry("bob")).await.unwrap(), 2);
     let (v, st) = s.load_current().await.unwrap();
     assert_eq!((v, st), (2, state(2)));
+    assert_eq!(s.current_version().await.unwrap(), 2);
     assert_eq!(s.load_version(1).await.unwrap(), Some(state(1)));
     assert_eq!(s.load_version(9).await.unwrap(), None);
     let log = s.audit(None, 10).await.unwrap();
