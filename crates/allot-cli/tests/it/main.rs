@@ -4,3 +4,4 @@
 mod cli;
 mod compat;
 mod stats;
+mod serve;

@@ -1,0 +1,134 @@
+//! `allot serve` over a real socket: start, bootstrap key, GitOps config file, graceful
+//! shutdown on SIGTERM, and a store that survives kill -9.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+const KEY: &str = "test-admin-key";
+
+struct Running {
+    child: Child,
+    addr: String,
+    log: std::sync::mpsc::Receiver<String>,
+    /// Log lines up to "serving".
+    start_log: Vec<String>,
+}
+
+#[allow(clippy::zombie_processes)] // the caller waits for it
+fn start(dir: &Path, extra: &[&str]) -> Running {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_allot"))
+        .current_dir(dir)
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(extra)
+        .env("ALLOT_BOOTSTRAP_ADMIN_KEY", KEY)
+        .env_remove("ALLOT_CONFIG")
+        .env_remove("ALLOT_DATABASE_URL")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut start_log = vec![];
+    loop {
+        let line = rx.recv().expect("the server exited before serving");
+        start_log.push(line.clone());
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        if let Some(addr) = v["fields"]["addr"].as_str() {
+            return Running { child, addr: addr.to_string(), log: rx, start_log };
+        }
+    }
+}
+
+fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (h, v) in headers {
+        req.push_str(&format!("{h}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+fn auth() -> (&'static str, String) {
+    ("Authorization", format!("Bearer {KEY}"))
+}
+
+const CONFIG: &str = "units:\n  user: {attribute: user_id}\nexperiments:\n  exp:\n    unit: user\n    share: 50%\n    variants: {a: 1, b: 1}\n    state: running\n";
+
+fn version(addr: &str) -> u64 {
+    let (h, v) = auth();
+    let (status, body) = http(addr, "GET", "/api/v1/snapshot", &[(h, &v)], "");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str::<serde_json::Value>(&body).unwrap()["version"].as_u64().unwrap()
+}
+
+#[cfg(unix)]
+#[test]
+fn serve_applies_the_file_and_stops_gracefully_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("allot.yaml"), CONFIG).unwrap();
+    let mut s = start(dir.path(), &["--config", "allot.yaml"]);
+    assert_eq!(http(&s.addr, "GET", "/healthz", &[], "").0, 200);
+    assert_eq!(http(&s.addr, "GET", "/api/v1/config", &[], "").0, 401);
+    assert_eq!(version(&s.addr), 1);
+    let (h, v) = auth();
+    let (status, body) =
+        http(&s.addr, "POST", "/ofrep/v1/evaluate/flags/exp", &[(h, &v)], r#"{"context": {"targetingKey": "u1"}}"#);
+    assert_eq!(status, 200, "{body}");
+    assert!(dir.path().join("allot.db").exists(), "the store is a file in the working directory");
+    let ok = Command::new("kill").args(["-TERM", &s.child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+    let exit = s.child.wait().unwrap();
+    assert!(exit.success(), "{exit}");
+    assert!(s.log.iter().any(|l| l.contains("shutting down")));
+
+    // Restart with a change that change control refuses: reported, nothing applied.
+    std::fs::write(dir.path().join("allot.yaml"), CONFIG.replace("50%", "40%")).unwrap();
+    let mut s = start(dir.path(), &["--config", "allot.yaml"]);
+    assert_eq!(version(&s.addr), 1);
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    assert!(s.start_log.iter().any(|l| l.contains("refused by change control")), "the refusal is reported");
+}
+
+#[cfg(unix)]
+#[test]
+fn acknowledged_changes_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = start(dir.path(), &[]);
+    let (h, v) = auth();
+    for i in 1..=5u64 {
+        let cfg = CONFIG.replace("50%", &format!("{}%", 40 + i));
+        let (status, body) =
+            http(&s.addr, "PUT", "/api/v1/config", &[(h, &v), ("If-Match", &format!("\"{}\"", i - 1))], &cfg);
+        assert_eq!(status, 200, "{body}");
+    }
+    // SIGKILL right after the last acknowledgement.
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    let mut s = start(dir.path(), &[]);
+    assert_eq!(version(&s.addr), 5);
+    let (status, body) = http(&s.addr, "GET", "/api/v1/audit", &[(h, &v)], "");
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["entries"].as_array().unwrap().len(), 5);
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+}
