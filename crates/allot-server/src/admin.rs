@@ -31,7 +31,12 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/api/v1/versions/{version}", get(version))
         .route("/api/v1/keys", get(list_keys).post(create_key))
         .route("/api/v1/keys/{id}", axum::routing::delete(revoke_key))
-        .route("/api/v1/exposures", get(list_exposures).post(crate::evaluate::post_exposures))
+        .route(
+            "/api/v1/exposures",
+            get(list_exposures)
+                .post(crate::evaluate::post_exposures)
+                .layer(DefaultBodyLimit::max(body::EXPOSURES_BODY_LIMIT)),
+        )
         .route("/api/v1/{collection}", get(list_entities))
         .route("/api/v1/{collection}/{id}", get(get_entity).put(put_entity).delete(delete_entity).layer(big()))
         .route("/api/v1/experiments/{id}/{action}", post(lifecycle))

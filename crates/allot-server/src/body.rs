@@ -9,6 +9,9 @@ use serde::de::DeserializeOwned;
 /// Default limit of request bodies (evaluation, exposures, keys).
 pub const BODY_LIMIT: usize = 64 * 1024;
 
+/// Limit of `POST /api/v1/exposures` bodies (up to 1000 exposures).
+pub const EXPOSURES_BODY_LIMIT: usize = 1024 * 1024;
+
 /// Limit of configuration bodies (`PUT /api/v1/config`, previews, entities).
 pub const CONFIG_BODY_LIMIT: usize = 4 * 1024 * 1024;
 
