@@ -5,8 +5,9 @@
 //! `targetingKey` is the unit id for every unit type whose attribute the context does not carry
 //! itself. Reasons: `ASSIGNED` → `SPLIT`; `INCLUDED` → `TARGETING_MATCH`; `STICKY` → `STATIC` (a
 //! stored assignment, no longer computed); `NOT_RUNNING` → `DISABLED`; `HOLDOUT`,
-//! `NOT_ALLOCATED`, `TARGETING_MISS`, `PREREQUISITE_FAILED` → `DEFAULT` without a value (the
-//! caller's code default). `metadata` carries `allotReason` and `configVersion`. Errors:
+//! `NOT_ALLOCATED`, `TARGETING_MISS`, `PREREQUISITE_FAILED` → `DEFAULT`. `DISABLED` and `DEFAULT`
+//! carry the experiment's first variant and its value (the default; by convention the control):
+//! the published providers need both. `metadata.allotReason` tells them from an assignment. `metadata` carries `allotReason` and `configVersion`. Errors:
 //! malformed JSON → 400 `PARSE_ERROR`; a context that is not an object, a `targetingKey` that is
 //! not a string, an oversized context → 400 `INVALID_CONTEXT`; no unit id → 400
 //! `TARGETING_KEY_MISSING`; unknown key → 404 `FLAG_NOT_FOUND`; store failure → 500 `GENERAL`.
@@ -107,10 +108,13 @@ fn flag(live: &Live, i: usize, a: &Assignment) -> Result<Value, Value> {
     let mut out = Map::new();
     out.insert("key".into(), json!(e.id));
     out.insert("reason".into(), json!(reason(a.reason)));
-    if let Some(v) = live.snapshot.variant_name(i, a) {
+    // An unassigned unit gets the default: the first variant (by convention the control).
+    // Published providers need a variant and a value of the flag's type.
+    let shown = if a.variant.is_some() { *a } else { Assignment { variant: Some(0), reason: a.reason } };
+    if let Some(v) = live.snapshot.variant_name(i, &shown) {
         out.insert("variant".into(), json!(v));
     }
-    if let Some(v) = value_of(live, i, a) {
+    if let Some(v) = value_of(live, i, &shown) {
         out.insert("value".into(), v);
     }
     out.insert("metadata".into(), json!({"allotReason": a.reason.as_str(), "configVersion": live.version}));

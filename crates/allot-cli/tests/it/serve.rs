@@ -132,3 +132,105 @@ fn acknowledged_changes_survive_kill_9() {
     s.child.kill().unwrap();
     s.child.wait().unwrap();
 }
+
+const FLAGS: &str = r#"
+units:
+  user: {attribute: user_id}
+experiments:
+  banner:
+    unit: user
+    share: 50%
+    variants: {control: {weight: 1, value: false}, treatment: {weight: 1, value: true}}
+    include: {alice: treatment}
+    state: running
+  color:
+    unit: user
+    share: 100%
+    variants: {blue: 1, green: 1}
+    state: running
+  shape:
+    unit: user
+    share: 100%
+    variants: {round: {weight: 1, value: {"corners": 0}}, square: {weight: 1, value: {"corners": 4}}}
+    state: running
+  later:
+    unit: user
+    share: 10%
+    variants: {a: 1}
+"#;
+
+/// The answers the published OFREP clients must give for `FLAGS` (`color` and `shape` checked
+/// against the server's own evaluation).
+fn check_client_output(lang: &str, out: &str, addr: &str) {
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{lang}: {e}: {out}"));
+    let (h, k) = auth();
+    let (_, body) = http(addr, "POST", "/api/v1/evaluate", &[(h, &k)], r#"{"context": {"user_id": "u1"}}"#);
+    let want: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let a = &want["assignments"];
+    assert_eq!(
+        v["banner_alice"],
+        serde_json::json!({"value": true, "variant": "treatment", "reason": "TARGETING_MATCH", "errorCode": null}),
+        "{lang}"
+    );
+    assert_eq!(v["color_u1"]["value"], a["color"]["value"], "{lang}");
+    assert_eq!(v["color_u1"]["variant"], a["color"]["variant"], "{lang}");
+    assert_eq!(v["color_u1"]["reason"], "SPLIT", "{lang}");
+    assert_eq!(v["shape_u1"]["value"], a["shape"]["value"], "{lang}");
+    assert_eq!(
+        (v["later_u1"]["value"].as_str(), v["later_u1"]["reason"].as_str()),
+        (Some("a"), Some("DISABLED")),
+        "{lang}"
+    );
+    assert_eq!(
+        (v["nope_u1"]["value"].as_str(), v["nope_u1"]["errorCode"].as_str()),
+        (Some("fallback"), Some("FLAG_NOT_FOUND")),
+        "{lang}"
+    );
+    assert_eq!(v["color_nokey"]["value"], "fallback", "{lang}");
+    assert_eq!(v["color_nokey"]["errorCode"], "TARGETING_KEY_MISSING", "{lang}");
+}
+
+/// End to end over a real socket with the published OpenFeature OFREP providers: npm
+/// `@openfeature/ofrep-provider` (node_modules in `ALLOT_OFREP_NODE_MODULES`) and PyPI
+/// `openfeature-provider-ofrep` (a Python with it in `ALLOT_OFREP_PYTHON`). `.ci/run` installs
+/// both; without them the test says it skipped.
+#[cfg(unix)]
+#[test]
+fn published_ofrep_clients_evaluate_against_serve() {
+    let node = std::env::var("ALLOT_OFREP_NODE_MODULES")
+        .ok()
+        .filter(|p| Path::new(p).join("@openfeature/ofrep-provider").exists());
+    let python = std::env::var("ALLOT_OFREP_PYTHON").ok().filter(|p| Path::new(p).exists());
+    if node.is_none() && python.is_none() {
+        eprintln!(
+            "skipped: set ALLOT_OFREP_NODE_MODULES and/or ALLOT_OFREP_PYTHON (see .ci/run) to run the OFREP clients"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("allot.yaml"), FLAGS).unwrap();
+    let mut s = start(dir.path(), &["--config", "allot.yaml"]);
+    let base = format!("http://{}", s.addr);
+    let scripts = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ofrep");
+    if let Some(modules) = node {
+        let out = Command::new("node")
+            .arg(format!("{scripts}/client.cjs"))
+            .args([&base, KEY])
+            .env("NODE_PATH", &modules)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "node: {}", String::from_utf8_lossy(&out.stderr));
+        check_client_output("node", &String::from_utf8_lossy(&out.stdout), &s.addr);
+    } else {
+        eprintln!("skipped the npm client: ALLOT_OFREP_NODE_MODULES is not set");
+    }
+    if let Some(py) = python {
+        let out = Command::new(py).arg(format!("{scripts}/client.py")).args([&base, KEY]).output().unwrap();
+        assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
+        check_client_output("python", &String::from_utf8_lossy(&out.stdout), &s.addr);
+    } else {
+        eprintln!("skipped the PyPI client: ALLOT_OFREP_PYTHON is not set");
+    }
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+}

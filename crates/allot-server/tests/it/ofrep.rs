@@ -25,13 +25,14 @@ async fn single_flags_map_reasons_and_values() {
     assert_eq!(b["value"], b["variant"]);
     let (_, b) = flag(&s, "later", r#"{"context": {"targetingKey": "u1"}}"#).await;
     assert_eq!(b["reason"], "DISABLED");
-    assert!(b.get("value").is_none() && b.get("variant").is_none(), "{b}");
-    // someone outside banner's 50%: DEFAULT with no value (the code default)
+    assert_eq!((b["variant"].as_str(), &b["value"]), (Some("a"), &json!("a")), "the first variant is the default");
+    // someone outside banner's 50%: DEFAULT with the first variant and its value
     let mut seen_default = false;
     for u in 0..50 {
         let (_, b) = flag(&s, "banner", &json!({"context": {"targetingKey": format!("u{u}")}}).to_string()).await;
         if b["reason"] == "DEFAULT" {
-            assert!(b.get("value").is_none());
+            assert_eq!((b["variant"].as_str(), &b["value"]), (Some("control"), &json!(false)));
+            assert!(["NOT_ALLOCATED", "HOLDOUT"].contains(&b["metadata"]["allotReason"].as_str().unwrap()), "{b}");
             seen_default = true;
         } else {
             assert_eq!(b["reason"], "SPLIT");
