@@ -1,8 +1,8 @@
 //! `allot`: configuration as code for mutually exclusive experiments.
 //!
 //! `check`, `plan`, `apply`, `assign`, `audit`, `history` and `resalt` over a YAML file and the
-//! recorded state beside it. All decisions are made by `allot-core`; this binary reads and
-//! writes files, reads the clock, and prints.
+//! recorded state beside it, and `serve` (the service, `allot-server`). All decisions are made by
+//! `allot-core`; this binary reads and writes files, reads the clock, and prints.
 
 mod analyze;
 mod assign;
