@@ -170,3 +170,16 @@ async fn entities_are_read_written_and_moved_through_their_lifecycle() {
     assert!(v["config"]["experiments"]["later"].is_object());
     assert_eq!(s.get("/api/v1/versions/99").await.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn another_process_picks_up_a_commit_on_refresh() {
+    let s = configured().await;
+    let other = allot_server::App::new(s.app.store().clone()).await.unwrap();
+    assert_eq!(other.live().version, 1);
+    let grown = CONFIG.replace("share: 50%", "share: 60%");
+    assert_eq!(s.put_config(&grown, "\"1\"", "").await.status, StatusCode::OK);
+    assert_eq!(other.live().version, 1, "until it polls");
+    other.refresh().await.unwrap();
+    assert_eq!(other.live().version, 2);
+    assert_eq!(other.live().config["experiments"]["banner"]["share"], "60%");
+}
