@@ -5,3 +5,4 @@ mod cli;
 mod compat;
 mod stats;
 mod serve;
+mod stats;
