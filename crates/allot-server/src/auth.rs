@@ -79,7 +79,7 @@ pub fn need(method: &Method, path: &str) -> Need {
 
 /// The caller of a request, in its extensions.
 #[derive(Debug, Clone)]
-pub struct Caller(pub KeyInfo);
+pub struct Caller(pub Arc<KeyInfo>);
 
 fn secret(req: &Request) -> Option<&str> {
     let h = req.headers();

@@ -121,7 +121,7 @@ pub struct App {
     store: Arc<dyn Store>,
     live: ArcSwap<Live>,
     publish: Mutex<()>,
-    keys: RwLock<HashMap<String, KeyInfo>>,
+    keys: RwLock<HashMap<String, Arc<KeyInfo>>>,
     /// Request and evaluation counters.
     pub metrics: metrics::Metrics,
 }
@@ -210,12 +210,12 @@ impl App {
     }
 
     /// The live key with this secret (cached after the first look-up).
-    pub async fn key(&self, secret: &str) -> Result<Option<KeyInfo>, ApiError> {
+    pub async fn key(&self, secret: &str) -> Result<Option<Arc<KeyInfo>>, ApiError> {
         let hash = allot_store::hash_secret(secret);
         if let Some(k) = self.keys.read().map_err(|_| ApiError::Internal("key cache poisoned".into()))?.get(&hash) {
             return Ok(Some(k.clone()));
         }
-        let found = self.store.find_key(secret).await?;
+        let found = self.store.find_key(secret).await?.map(Arc::new);
         if let Some(k) = &found {
             self.keys.write().map_err(|_| ApiError::Internal("key cache poisoned".into()))?.insert(hash, k.clone());
         }

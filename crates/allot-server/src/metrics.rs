@@ -31,7 +31,8 @@ struct RouteStats {
 /// Counters of the service.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    routes: Mutex<BTreeMap<(String, String), RouteStats>>,
+    /// By route, then method.
+    routes: Mutex<BTreeMap<String, BTreeMap<String, RouteStats>>>,
     reasons: [AtomicU64; Reason::ALL.len()],
     errors: AtomicU64,
     version: AtomicU64,
@@ -56,7 +57,15 @@ impl Metrics {
 
     fn request(&self, method: &str, route: &str, status: u16, seconds: f64) {
         if let Ok(mut m) = self.routes.lock() {
-            let s = m.entry((method.to_string(), route.to_string())).or_default();
+            // No allocation once a route and method have been seen.
+            let by_method = match m.get_mut(route) {
+                Some(b) => b,
+                None => m.entry(route.to_string()).or_default(),
+            };
+            let s = match by_method.get_mut(method) {
+                Some(s) => s,
+                None => by_method.entry(method.to_string()).or_default(),
+            };
             *s.by_status.entry(status).or_default() += 1;
             s.count += 1;
             s.sum += seconds;
@@ -69,7 +78,17 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self, version: u64) -> String {
         let mut out = String::new();
-        let routes = self.routes.lock().map(|m| m.clone()).unwrap_or_default();
+        let routes: BTreeMap<(String, String), RouteStats> = self
+            .routes
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .flat_map(|(route, by)| {
+                        by.iter().map(move |(method, s)| ((method.clone(), route.clone()), s.clone()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         let _ = writeln!(out, "# HELP allot_http_requests_total HTTP requests by method, route and status.");
         let _ = writeln!(out, "# TYPE allot_http_requests_total counter");
         for ((method, route), s) in &routes {
@@ -109,10 +128,11 @@ impl Metrics {
 /// Middleware: counts every request by route and status, with its latency.
 pub async fn track(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().as_str().to_string();
-    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
+    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let res = next.run(req).await;
-    app.metrics.request(&method, &route, res.status().as_u16(), start.elapsed().as_secs_f64());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    app.metrics.request(method.as_str(), route, res.status().as_u16(), start.elapsed().as_secs_f64());
     res
 }
 
