@@ -100,3 +100,20 @@ async fn bootstrap_generates_a_key_once() {
     assert_eq!(app.key(&secret).await.unwrap().unwrap().role, allot_store::Role::Admin);
     assert_eq!(app.key("other").await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn x_api_key_is_accepted_as_ofrep_allows() {
+    let s = configured().await;
+    let r = s
+        .call(
+            "POST",
+            "/ofrep/v1/evaluate/flags/color",
+            None,
+            &[("x-api-key", ADMIN)],
+            r#"{"context": {"targetingKey": "u1"}}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = s.call("POST", "/ofrep/v1/evaluate/flags/color", None, &[("x-api-key", "nope")], "{}").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
