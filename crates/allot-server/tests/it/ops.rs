@@ -52,3 +52,27 @@ async fn the_committed_openapi_document_is_the_served_one() {
         assert!(served["paths"].get(p).is_some(), "{p} is documented");
     }
 }
+
+/// The error bodies, as clients see them (one table: status, code, message, field paths).
+#[tokio::test]
+async fn error_bodies() {
+    let s = configured().await;
+    let reader = s.key("reader").await;
+    let mut out = serde_json::Map::new();
+    let mut record = |name: &str, r: Reply| {
+        out.insert(name.into(), serde_json::json!({"status": r.status.as_u16(), "body": r.json()}));
+    };
+    record("401 no key", s.call("GET", "/api/v1/config", None, &[], "").await);
+    record("403 reader writes", s.call("PUT", "/api/v1/config", Some(&reader), &[("if-match", "*")], CONFIG).await);
+    record("404 endpoint", s.get("/api/v1/nothing/here/at/all").await);
+    record("400 malformed", s.post("/api/v1/evaluate", "{").await);
+    record("422 unknown experiment", s.post("/api/v1/evaluate", r#"{"context": {}, "experiments": ["nope"]}"#).await);
+    record(
+        "422 wrong type",
+        s.post("/api/v1/evaluate", r#"{"context": {"user_id": "u"}, "log_exposures": "yes"}"#).await,
+    );
+    record("428 no if-match", s.call("PUT", "/api/v1/config", Some(ADMIN), &[], CONFIG).await);
+    record("412 stale", s.put_config(CONFIG, "\"0\"", "").await);
+    record("413 too large", s.post("/api/v1/evaluate", &"x".repeat(70_000)).await);
+    insta::assert_json_snapshot!(serde_json::Value::Object(out));
+}
