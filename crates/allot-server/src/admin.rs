@@ -8,7 +8,7 @@
 //! when another change landed first.
 
 use crate::auth::Caller;
-use crate::body::{self, ApiJson, CONFIG_BODY_LIMIT};
+use crate::body::{self, ApiJson, ApiPath, CONFIG_BODY_LIMIT};
 use crate::error::ApiError;
 use crate::{App, ChangeRequest, Changed, IfMatch};
 use allot_store::{KeyInfo, Role};
@@ -256,7 +256,10 @@ pub(crate) async fn create_key(State(app): State<Arc<App>>, ApiJson(k): ApiJson<
 /// Revokes a key (the last live admin key cannot be revoked).
 #[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "keys", params(("id" = String, Path)),
     responses((status = 204, description = "revoked"), (status = 404, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
-pub(crate) async fn revoke_key(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub(crate) async fn revoke_key(
+    State(app): State<Arc<App>>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
     let keys = app.store().list_keys().await?;
     let Some(k) = keys.iter().find(|k| k.id == id && k.revoked_at.is_none()) else {
         return Err(ApiError::NotFound(format!("key {id} does not exist or is already revoked")));
@@ -321,7 +324,10 @@ fn collection(name: &str) -> Result<&'static str, ApiError> {
 #[utoipa::path(get, path = "/api/v1/{collection}", tag = "entities",
     params(("collection" = String, Path, description = "units, surfaces, segments, holdouts, groups or experiments")),
     responses((status = 200, description = "the collection (a mapping; a list for surfaces), ETag = version"), (status = 404, body = crate::error::ErrorBody)))]
-pub(crate) async fn list_entities(State(app): State<Arc<App>>, Path(c): Path<String>) -> Result<Response, ApiError> {
+pub(crate) async fn list_entities(
+    State(app): State<Arc<App>>,
+    ApiPath(c): ApiPath<String>,
+) -> Result<Response, ApiError> {
     let c = collection(&c)?;
     let live = app.live();
     let v = live.config.get(c).cloned().unwrap_or(if c == "surfaces" { json!([]) } else { json!({}) });
@@ -334,7 +340,7 @@ pub(crate) async fn list_entities(State(app): State<Arc<App>>, Path(c): Path<Str
     responses((status = 200, description = "the entity as in the configuration, ETag = version"), (status = 404, body = crate::error::ErrorBody)))]
 pub(crate) async fn get_entity(
     State(app): State<Arc<App>>,
-    Path((c, id)): Path<(String, String)>,
+    ApiPath((c, id)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
     let c = collection(&c)?;
     let live = app.live();
@@ -393,7 +399,7 @@ async fn edit(
 pub(crate) async fn put_entity(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
-    Path((c, id)): Path<(String, String)>,
+    ApiPath((c, id)): ApiPath<(String, String)>,
     q: Result<Query<ChangeQuery>, axum::extract::rejection::QueryRejection>,
     req: Request,
 ) -> Result<Response, ApiError> {
@@ -443,7 +449,7 @@ pub(crate) async fn put_entity(
 pub(crate) async fn delete_entity(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
-    Path((c, id)): Path<(String, String)>,
+    ApiPath((c, id)): ApiPath<(String, String)>,
     q: Result<Query<ChangeQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -477,7 +483,7 @@ pub(crate) async fn delete_entity(
 pub(crate) async fn lifecycle(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
-    Path((id, action)): Path<(String, String)>,
+    ApiPath((id, action)): ApiPath<(String, String)>,
     q: Result<Query<ChangeQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {

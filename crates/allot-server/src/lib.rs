@@ -330,10 +330,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", axum::routing::get(ready))
         .route("/metrics", axum::routing::get(metrics::render))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(app.clone(), auth::authenticate))
         .layer(axum::extract::DefaultBodyLimit::max(body::BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(app.clone(), metrics::track));
     metrics::with_request_ids(api).with_state(app)
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{}: {method} is not allowed here", uri.path()))
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

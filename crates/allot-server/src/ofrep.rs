@@ -15,11 +15,12 @@
 //! The bulk endpoint answers with `ETag: "<version>-<hash of the context>"` and 304 when
 //! `If-None-Match` matches: the flags can only change with the configuration or the context.
 
+use crate::body::ApiPath;
 use crate::evaluate::{assign, check_context, value_of, MAX_ATTRIBUTES};
 use crate::{App, Live};
 use allot_core::eval::{Assignment, Reason};
 use allot_core::Context;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::header::{ETAG, IF_NONE_MATCH};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -126,7 +127,11 @@ fn flag(live: &Live, i: usize, a: &Assignment) -> Result<Value, Value> {
     request_body(content = Object, description = "{\"context\": {\"targetingKey\": \"user-1\", ...}}"),
     responses((status = 200, description = "{key, reason, variant, value, metadata}"), (status = 400, description = "{key, errorCode, errorDetails}"),
         (status = 404, description = "FLAG_NOT_FOUND"), (status = 500, description = "GENERAL")))]
-pub(crate) async fn evaluate_flag(State(app): State<Arc<App>>, Path(key): Path<String>, req: Request) -> Response {
+pub(crate) async fn evaluate_flag(
+    State(app): State<Arc<App>>,
+    ApiPath(key): ApiPath<String>,
+    req: Request,
+) -> Response {
     let body = match crate::body::bytes(req, &app).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),

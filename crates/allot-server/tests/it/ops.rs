@@ -73,6 +73,8 @@ async fn error_bodies() {
     );
     record("428 no if-match", s.call("PUT", "/api/v1/config", Some(ADMIN), &[], CONFIG).await);
     record("412 stale", s.put_config(CONFIG, "\"0\"", "").await);
+    record("422 bad path", s.get("/api/v1/experiments/%FF%FE").await);
+    record("405 method", s.call("DELETE", "/api/v1/audit", Some(ADMIN), &[], "").await);
     record("413 too large", s.post("/api/v1/evaluate", &"x".repeat(70_000)).await);
     insta::assert_json_snapshot!(serde_json::Value::Object(out));
 }
