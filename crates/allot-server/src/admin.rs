@@ -361,16 +361,21 @@ async fn edit(
     action: String,
     f: impl FnOnce(&mut serde_json::Map<String, Value>) -> Result<(), ApiError>,
 ) -> Result<Response, ApiError> {
-    // Edit the configuration of the version the change is made against.
-    let base = match m {
+    // Edit the configuration of the version the change is made against. With `*`, that is the
+    // current one, and the commit still checks it is current: an edit never overwrites a
+    // change that landed in between.
+    let (m, base) = match m {
         IfMatch::Version(v) => match app.store().load_version(v).await? {
-            Some(s) => s.config,
-            None if v == 0 => None,
+            Some(s) => (m, s.config),
+            None if v == 0 => (m, None),
             None => {
                 return Err(ApiError::VersionMismatch { expected: v, current: app.store().current_version().await? })
             }
         },
-        IfMatch::Any => app.store().load_current().await?.1.config,
+        IfMatch::Any => {
+            let (v, state) = app.store().load_current().await?;
+            (IfMatch::Version(v), state.config)
+        }
     };
     let mut raw = match base {
         Some(Value::Object(o)) => o,
