@@ -3,6 +3,5 @@
 
 mod cli;
 mod compat;
-mod stats;
 mod serve;
 mod stats;
