@@ -16,6 +16,14 @@ struct Running {
     start_log: Vec<String>,
 }
 
+/// A failed assertion must not leave a server running.
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[allow(clippy::zombie_processes)] // the caller waits for it
 fn start(dir: &Path, extra: &[&str]) -> Running {
     let mut child = Command::new(env!("CARGO_BIN_EXE_allot"))
