@@ -1,8 +1,8 @@
 //! `allot`: configuration as code for mutually exclusive experiments.
 //!
 //! `check`, `plan`, `apply`, `assign`, `audit`, `history` and `resalt` over a YAML file and the
-//! recorded state beside it. All decisions are made by `allot-core`; this binary reads and
-//! writes files, reads the clock, and prints.
+//! recorded state beside it, and `serve` (the service, `allot-server`). All decisions are made by
+//! `allot-core`; this binary reads and writes files, reads the clock, and prints.
 
 mod analyze;
 mod assign;
@@ -11,6 +11,7 @@ mod cmd;
 mod compat;
 mod files;
 mod html;
+mod serve;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -29,6 +30,9 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Whether `--config` (or `ALLOT_CONFIG`) was given rather than defaulted.
+    #[arg(skip)]
+    pub config_given: bool,
 }
 
 /// Output formats of reports.
@@ -134,10 +138,25 @@ pub enum Command {
         #[command(subcommand)]
         system: compat::System,
     },
+    /// Run the service: admin API, evaluation API, OFREP, snapshots, exposures, metrics.
+    ///
+    /// With `--config FILE`, the file is applied through change control at start (GitOps).
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let mut cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    let given = |m: &clap::ArgMatches| {
+        matches!(
+            m.value_source("config"),
+            Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+        )
+    };
+    cli.config_given = given(&matches) || matches.subcommand().is_some_and(|(_, m)| given(m));
     match cmd::run(&cli) {
         Ok(code) => code,
         Err(e) => {

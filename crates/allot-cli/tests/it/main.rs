@@ -3,4 +3,5 @@
 
 mod cli;
 mod compat;
+mod serve;
 mod stats;

@@ -1,0 +1,149 @@
+//! `allot serve`: the service over a store, with a tokio runtime created here (the rest of the
+//! CLI stays synchronous). Opens (and migrates) the store, creates the first admin key on an
+//! empty store, applies `--config` through change control, then serves until SIGTERM or Ctrl-C
+//! and drains in-flight requests.
+
+use crate::Cli;
+use allot_server::{App, Bootstrap, ChangeRequest, IfMatch};
+use anyhow::{Context, Result};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Options of `allot serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Where the store is: `sqlite://PATH?mode=rwc` (created if missing). PostgreSQL is not yet supported.
+    #[arg(long = "database-url", env = "ALLOT_DATABASE_URL", default_value = "sqlite://allot.db?mode=rwc")]
+    pub database_url: String,
+    /// Address to listen on.
+    #[arg(long, env = "ALLOT_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Apply the configuration file despite refusals (with --reason, recorded).
+    #[arg(long, requires = "reason")]
+    pub force: bool,
+    /// Why (required with --force).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Log format.
+    #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines with key=value fields.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Runs the service.
+pub fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    rt.block_on(serve(cli, args))
+}
+
+async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
+    let store = allot_store::open(&args.database_url).await.context("opening the store")?;
+    let app = App::new(store).await.map_err(|e| anyhow::anyhow!("loading the configuration: {e}"))?;
+    match app.bootstrap(std::env::var("ALLOT_BOOTSTRAP_ADMIN_KEY").ok().as_deref()).await {
+        Ok(Bootstrap::Existing) => {}
+        Ok(Bootstrap::FromEnvironment) => tracing::info!("ALLOT_BOOTSTRAP_ADMIN_KEY is the first admin key"),
+        Ok(Bootstrap::Generated(secret)) => {
+            eprintln!("\nThe store had no keys: created the first admin key. It is shown only this once:\n\n    {secret}\n\nUse it as `Authorization: Bearer <key>`; create other keys with POST /api/v1/keys.\n");
+        }
+        Err(e) => anyhow::bail!("creating the first admin key: {e}"),
+    }
+    if cli.config_given {
+        apply_file(&app, cli, args).await?;
+    }
+    let _refresh = app.spawn_refresh(Duration::from_millis(50));
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr().context("local address")?;
+    tracing::info!(%addr, version = app.live().version, "allot serving on http://{addr}");
+    axum::serve(listener, allot_server::router(app.clone()))
+        .with_graceful_shutdown(shutdown())
+        .await
+        .context("serving")?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Applies the configuration file through change control. A refused or invalid file is reported
+/// and nothing of it is applied; the service keeps serving the version it has.
+async fn apply_file(app: &App, cli: &Cli, args: &ServeArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&cli.config).with_context(|| format!("reading {}", cli.config.display()))?;
+    let raw = match allot_core::config::parse_yaml(&text) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(file = %cli.config.display(), error = %e, "configuration file not applied");
+            return Ok(());
+        }
+    };
+    let req = ChangeRequest {
+        raw,
+        if_match: IfMatch::Any,
+        force: args.force,
+        reason: args.reason.clone(),
+        actor: "config-file".into(),
+        action: "config.file".into(),
+    };
+    match app.change(req).await {
+        Ok(c) if c.committed => {
+            tracing::info!(file = %cli.config.display(), version = c.version, changes = c.plan.changes.len(), "configuration file applied")
+        }
+        Ok(c) => {
+            tracing::info!(file = %cli.config.display(), version = c.version, "configuration file already applied")
+        }
+        Err(allot_server::ApiError::Refused(plan)) => {
+            for r in &plan.refusals {
+                tracing::error!(path = %r.path, rule = %r.rule, "refused: {}", r.message);
+            }
+            tracing::error!(
+                file = %cli.config.display(),
+                version = app.live().version,
+                "configuration file refused by change control; nothing of it was applied (fix it, or serve with --force --reason TEXT)"
+            );
+        }
+        Err(allot_server::ApiError::Invalid(es)) => {
+            for e in &es {
+                tracing::error!(path = %e.path, "invalid: {}", e.message);
+            }
+            tracing::error!(file = %cli.config.display(), "configuration file invalid; nothing of it was applied");
+        }
+        Err(e) => return Err(anyhow::anyhow!("applying {}: {e}", cli.config.display())),
+    }
+    Ok(())
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+}

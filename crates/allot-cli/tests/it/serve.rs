@@ -1,0 +1,299 @@
+//! `allot serve` over a real socket: start, bootstrap key, GitOps config file, graceful
+//! shutdown on SIGTERM, and a store that survives kill -9.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+const KEY: &str = "test-admin-key";
+
+struct Running {
+    child: Child,
+    addr: String,
+    log: std::sync::mpsc::Receiver<String>,
+    /// Log lines up to "serving".
+    start_log: Vec<String>,
+}
+
+/// A failed assertion must not leave a server running.
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[allow(clippy::zombie_processes)] // the caller waits for it
+fn start(dir: &Path, extra: &[&str]) -> Running {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_allot"))
+        .current_dir(dir)
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(extra)
+        .env("ALLOT_BOOTSTRAP_ADMIN_KEY", KEY)
+        .env_remove("ALLOT_CONFIG")
+        .env_remove("ALLOT_DATABASE_URL")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut start_log = vec![];
+    loop {
+        let line = rx.recv().expect("the server exited before serving");
+        start_log.push(line.clone());
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        if let Some(addr) = v["fields"]["addr"].as_str() {
+            return Running { child, addr: addr.to_string(), log: rx, start_log };
+        }
+    }
+}
+
+fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    try_http(addr, method, path, headers, body).expect("the server answers")
+}
+
+/// `None` when the connection fails or is cut (the server was killed).
+fn try_http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (h, v) in headers {
+        req.push_str(&format!("{h}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.get(9..12)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    Some((status, body))
+}
+
+fn auth() -> (&'static str, String) {
+    ("Authorization", format!("Bearer {KEY}"))
+}
+
+const CONFIG: &str = "units:\n  user: {attribute: user_id}\nexperiments:\n  exp:\n    unit: user\n    share: 50%\n    variants: {a: 1, b: 1}\n    state: running\n";
+
+fn version(addr: &str) -> u64 {
+    let (h, v) = auth();
+    let (status, body) = http(addr, "GET", "/api/v1/snapshot", &[(h, &v)], "");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str::<serde_json::Value>(&body).unwrap()["version"].as_u64().unwrap()
+}
+
+#[cfg(unix)]
+#[test]
+fn serve_applies_the_file_and_stops_gracefully_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("allot.yaml"), CONFIG).unwrap();
+    let mut s = start(dir.path(), &["--config", "allot.yaml"]);
+    assert_eq!(http(&s.addr, "GET", "/healthz", &[], "").0, 200);
+    assert_eq!(http(&s.addr, "GET", "/api/v1/config", &[], "").0, 401);
+    assert_eq!(version(&s.addr), 1);
+    let (h, v) = auth();
+    let (status, body) =
+        http(&s.addr, "POST", "/ofrep/v1/evaluate/flags/exp", &[(h, &v)], r#"{"context": {"targetingKey": "u1"}}"#);
+    assert_eq!(status, 200, "{body}");
+    assert!(dir.path().join("allot.db").exists(), "the store is a file in the working directory");
+    let ok = Command::new("kill").args(["-TERM", &s.child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+    let exit = s.child.wait().unwrap();
+    assert!(exit.success(), "{exit}");
+    assert!(s.log.iter().any(|l| l.contains("shutting down")));
+
+    // Restart with a change that change control refuses: reported, nothing applied.
+    std::fs::write(dir.path().join("allot.yaml"), CONFIG.replace("50%", "40%")).unwrap();
+    let mut s = start(dir.path(), &["--config", "allot.yaml"]);
+    assert_eq!(version(&s.addr), 1);
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    assert!(s.start_log.iter().any(|l| l.contains("refused by change control")), "the refusal is reported");
+}
+
+#[cfg(unix)]
+#[test]
+fn acknowledged_changes_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = start(dir.path(), &[]);
+    let (h, v) = auth();
+    for i in 1..=5u64 {
+        let cfg = CONFIG.replace("50%", &format!("{}%", 40 + i));
+        let (status, body) =
+            http(&s.addr, "PUT", "/api/v1/config", &[(h, &v), ("If-Match", &format!("\"{}\"", i - 1))], &cfg);
+        assert_eq!(status, 200, "{body}");
+    }
+    // SIGKILL right after the last acknowledgement.
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    let mut s = start(dir.path(), &[]);
+    assert_eq!(version(&s.addr), 5);
+    let (status, body) = http(&s.addr, "GET", "/api/v1/audit", &[(h, &v)], "");
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["entries"].as_array().unwrap().len(), 5);
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+}
+
+/// kill -9 while changes are being written: every acknowledged change is there after a restart,
+/// and every version and audit entry is readable.
+#[cfg(unix)]
+#[test]
+fn kill_9_in_the_middle_of_writes_leaves_a_readable_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = start(dir.path(), &[]);
+    let addr = s.addr.clone();
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writer = {
+        let acked = acked.clone();
+        std::thread::spawn(move || {
+            let (h, v) = auth();
+            for i in 1..=10_000u64 {
+                let cfg = CONFIG.replace("50%", &format!("{}.{:04}%", 50 + i / 10_000, i % 10_000));
+                match try_http(
+                    &addr,
+                    "PUT",
+                    "/api/v1/config",
+                    &[(h, &v), ("If-Match", &format!("\"{}\"", i - 1))],
+                    &cfg,
+                ) {
+                    Some((200, _)) => acked.store(i, std::sync::atomic::Ordering::SeqCst),
+                    _ => return,
+                }
+            }
+        })
+    };
+    while acked.load(std::sync::atomic::Ordering::SeqCst) < 20 {
+        std::thread::yield_now();
+    }
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    writer.join().unwrap();
+    let last_acked = acked.load(std::sync::atomic::Ordering::SeqCst);
+    let mut s = start(dir.path(), &[]);
+    let v = version(&s.addr);
+    assert!(v >= last_acked, "version {v} lost an acknowledged change ({last_acked})");
+    assert!(v <= last_acked + 1, "at most the one in flight committed");
+    let (h, k) = auth();
+    let (_, body) = http(&s.addr, "GET", "/api/v1/audit?limit=1000", &[(h, &k)], "");
+    let entries = serde_json::from_str::<serde_json::Value>(&body).unwrap()["entries"].as_array().unwrap().len() as u64;
+    assert_eq!(entries, v, "one audit entry per version");
+    for version in [1, v / 2, v] {
+        assert_eq!(http(&s.addr, "GET", &format!("/api/v1/versions/{version}"), &[(h, &k)], "").0, 200);
+    }
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+}
+
+const FLAGS: &str = r#"
+units:
+  user: {attribute: user_id}
+experiments:
+  banner:
+    unit: user
+    share: 50%
+    variants: {control: {weight: 1, value: false}, treatment: {weight: 1, value: true}}
+    include: {alice: treatment}
+    state: running
+  color:
+    unit: user
+    share: 100%
+    variants: {blue: 1, green: 1}
+    state: running
+  shape:
+    unit: user
+    share: 100%
+    variants: {round: {weight: 1, value: {"corners": 0}}, square: {weight: 1, value: {"corners": 4}}}
+    state: running
+  later:
+    unit: user
+    share: 10%
+    variants: {a: 1}
+"#;
+
+/// The answers the published OFREP clients must give for `FLAGS` (`color` and `shape` checked
+/// against the server's own evaluation).
+fn check_client_output(lang: &str, out: &str, addr: &str) {
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{lang}: {e}: {out}"));
+    let (h, k) = auth();
+    let (_, body) = http(addr, "POST", "/api/v1/evaluate", &[(h, &k)], r#"{"context": {"user_id": "u1"}}"#);
+    let want: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let a = &want["assignments"];
+    assert_eq!(
+        v["banner_alice"],
+        serde_json::json!({"value": true, "variant": "treatment", "reason": "TARGETING_MATCH", "errorCode": null}),
+        "{lang}"
+    );
+    assert_eq!(v["color_u1"]["value"], a["color"]["value"], "{lang}");
+    assert_eq!(v["color_u1"]["variant"], a["color"]["variant"], "{lang}");
+    assert_eq!(v["color_u1"]["reason"], "SPLIT", "{lang}");
+    assert_eq!(v["shape_u1"]["value"], a["shape"]["value"], "{lang}");
+    assert_eq!(
+        (v["later_u1"]["value"].as_str(), v["later_u1"]["reason"].as_str()),
+        (Some("a"), Some("DISABLED")),
+        "{lang}"
+    );
+    assert_eq!(
+        (v["nope_u1"]["value"].as_str(), v["nope_u1"]["errorCode"].as_str()),
+        (Some("fallback"), Some("FLAG_NOT_FOUND")),
+        "{lang}"
+    );
+    assert_eq!(v["color_nokey"]["value"], "fallback", "{lang}");
+    assert_eq!(v["color_nokey"]["errorCode"], "TARGETING_KEY_MISSING", "{lang}");
+}
+
+/// End to end over a real socket with the published OpenFeature OFREP providers: npm
+/// `@openfeature/ofrep-provider` (node_modules in `ALLOT_OFREP_NODE_MODULES`) and PyPI
+/// `openfeature-provider-ofrep` (a Python with it in `ALLOT_OFREP_PYTHON`). `.ci/run` installs
+/// both; without them the test says it skipped.
+#[cfg(unix)]
+#[test]
+fn published_ofrep_clients_evaluate_against_serve() {
+    let node = std::env::var("ALLOT_OFREP_NODE_MODULES")
+        .ok()
+        .filter(|p| Path::new(p).join("@openfeature/ofrep-provider").exists());
+    let python = std::env::var("ALLOT_OFREP_PYTHON").ok().filter(|p| Path::new(p).exists());
+    if node.is_none() && python.is_none() {
+        eprintln!(
+            "skipped: set ALLOT_OFREP_NODE_MODULES and/or ALLOT_OFREP_PYTHON (see .ci/run) to run the OFREP clients"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("allot.yaml"), FLAGS).unwrap();
+    let mut s = start(dir.path(), &["--config", "allot.yaml"]);
+    let base = format!("http://{}", s.addr);
+    let scripts = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ofrep");
+    if let Some(modules) = node {
+        let out = Command::new("node")
+            .arg(format!("{scripts}/client.cjs"))
+            .args([&base, KEY])
+            .env("NODE_PATH", &modules)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "node: {}", String::from_utf8_lossy(&out.stderr));
+        check_client_output("node", &String::from_utf8_lossy(&out.stdout), &s.addr);
+    } else {
+        eprintln!("skipped the npm client: ALLOT_OFREP_NODE_MODULES is not set");
+    }
+    if let Some(py) = python {
+        let out = Command::new(py).arg(format!("{scripts}/client.py")).args([&base, KEY]).output().unwrap();
+        assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
+        check_client_output("python", &String::from_utf8_lossy(&out.stdout), &s.addr);
+    } else {
+        eprintln!("skipped the PyPI client: ALLOT_OFREP_PYTHON is not set");
+    }
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+}

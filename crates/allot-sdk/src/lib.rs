@@ -1,0 +1,257 @@
+//! In-process evaluation for Rust services: [`Client`] polls `GET /api/v1/snapshot` of an
+//! `allot serve` (with `If-None-Match`, so an unchanged configuration costs a 304), compiles it
+//! with the same `allot-core` code the server uses, evaluates locally without a network round
+//! trip, and sends exposures to `POST /api/v1/exposures` in batches.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), allot_sdk::Error> {
+//! let allot = allot_sdk::Client::connect("http://127.0.0.1:8080", "allot_…evaluator key…").await?;
+//! let _poller = allot.spawn_polling(std::time::Duration::from_secs(5));
+//! let ctx = serde_json::json!({"user_id": "u1", "country": "SE"});
+//! let a = allot.evaluate("ranking-v2", ctx.as_object().unwrap());
+//! if a.variant.as_deref() == Some("treatment") {
+//!     allot.expose("u1", "ranking-v2", "treatment"); // batched; flushed by the poller
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Sticky experiments are evaluated here without stored assignments (the store is the
+//! server's): use the server's `/api/v1/evaluate` for those.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+use allot_core::eval::{NoSticky, Reason, Snapshot};
+use allot_core::state::State;
+use allot_core::Context;
+use arc_swap::ArcSwapOption;
+use serde::Serialize;
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Errors of the SDK.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request failed (connection, timeout).
+    #[error("request to allot failed: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The server answered with an error status.
+    #[error("allot answered {status}: {body}")]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// The error body.
+        body: String,
+    },
+    /// The snapshot could not be read or compiled.
+    #[error("bad snapshot: {0}")]
+    Snapshot(String),
+}
+
+/// The result of evaluating one experiment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    /// The variant, if any.
+    pub variant: Option<String>,
+    /// Its value (declared `value`, else the variant name), if any.
+    pub value: Option<Value>,
+    /// Why (`None` for an experiment the snapshot does not have, or before the first snapshot).
+    pub reason: Option<Reason>,
+    /// The configuration version used (0 before the first snapshot).
+    pub version: u64,
+}
+
+/// Exposures per request.
+const CHUNK: usize = 500;
+
+#[derive(Debug, Clone, Serialize)]
+struct Exposure {
+    unit: String,
+    experiment: String,
+    variant: String,
+    time: String,
+    version: u64,
+}
+
+struct Compiled {
+    version: u64,
+    etag: Option<String>,
+    snapshot: Snapshot,
+}
+
+struct Inner {
+    base: String,
+    key: String,
+    http: reqwest::Client,
+    current: ArcSwapOption<Compiled>,
+    queue: Mutex<Vec<Exposure>>,
+    batch: usize,
+}
+
+/// A client of one `allot serve`. Cheap to clone; share one per process.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("base", &self.inner.base).field("version", &self.version()).finish()
+    }
+}
+
+impl Client {
+    /// A client of the server at `base_url` (`http://host:port`) with an `evaluator` key; fetches
+    /// the first snapshot before returning.
+    pub async fn connect(base_url: &str, key: &str) -> Result<Client, Error> {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        let c = Client {
+            inner: Arc::new(Inner {
+                base: base_url.trim_end_matches('/').to_string(),
+                key: key.to_string(),
+                http,
+                current: ArcSwapOption::empty(),
+                queue: Mutex::new(vec![]),
+                batch: 500,
+            }),
+        };
+        c.refresh().await?;
+        Ok(c)
+    }
+
+    /// The configuration version in use (0 before the first snapshot).
+    pub fn version(&self) -> u64 {
+        self.inner.current.load().as_ref().map_or(0, |c| c.version)
+    }
+
+    /// Fetches the snapshot if it changed. True when a new version was loaded.
+    pub async fn refresh(&self) -> Result<bool, Error> {
+        let current = self.inner.current.load_full();
+        let mut req = self.inner.http.get(format!("{}/api/v1/snapshot", self.inner.base)).bearer_auth(&self.inner.key);
+        if let Some(tag) = current.as_ref().and_then(|c| c.etag.clone()) {
+            req = req.header("if-none-match", tag);
+        }
+        let res = req.send().await?;
+        if res.status() == reqwest::StatusCode::NOT_MODIFIED {
+            return Ok(false);
+        }
+        if !res.status().is_success() {
+            return Err(Error::Status { status: res.status().as_u16(), body: res.text().await.unwrap_or_default() });
+        }
+        let etag = res.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let text = res.text().await?;
+        let state = State::from_json(&text).map_err(Error::Snapshot)?;
+        if current.as_ref().is_some_and(|c| c.version >= state.version) {
+            return Ok(false);
+        }
+        let snapshot = Snapshot::compile(&state).map_err(|es| Error::Snapshot(allot_core::Errors(es).to_string()))?;
+        self.inner.current.store(Some(Arc::new(Compiled { version: state.version, etag, snapshot })));
+        Ok(true)
+    }
+
+    /// Evaluates one experiment for a context, in process (and its prerequisites).
+    pub fn evaluate(&self, experiment: &str, ctx: &Context) -> Evaluation {
+        let cur = self.inner.current.load();
+        let Some(c) = cur.as_ref() else {
+            return Evaluation { variant: None, value: None, reason: None, version: 0 };
+        };
+        let Some(i) = c.snapshot.index_of(experiment) else {
+            return Evaluation { variant: None, value: None, reason: None, version: c.version };
+        };
+        let a = c.snapshot.evaluate_one(i, ctx, &NoSticky);
+        let e = &c.snapshot.experiments[i];
+        let variant = c.snapshot.variant_name(i, &a).map(str::to_string);
+        let value = a.variant.map(|v| {
+            e.values
+                .get(v as usize)
+                .cloned()
+                .flatten()
+                .unwrap_or_else(|| Value::String(e.split.names[v as usize].clone()))
+        });
+        Evaluation { variant, value, reason: Some(a.reason), version: c.version }
+    }
+
+    /// Queues an exposure (the unit saw `variant` of `experiment`); sent by [`Client::flush`],
+    /// which the poller calls, and in the background once 500 are queued.
+    pub fn expose(&self, unit: &str, experiment: &str, variant: &str) {
+        let time =
+            time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        let x = Exposure {
+            unit: unit.into(),
+            experiment: experiment.into(),
+            variant: variant.into(),
+            time,
+            version: self.version(),
+        };
+        let full = match self.inner.queue.lock() {
+            Ok(mut q) => {
+                q.push(x);
+                q.len() >= self.inner.batch
+            }
+            Err(_) => false,
+        };
+        if full {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let c = self.clone();
+                rt.spawn(async move {
+                    if let Err(e) = c.flush().await {
+                        tracing::warn!(error = %e, "sending exposures failed");
+                    }
+                });
+            }
+        }
+    }
+
+    /// Sends queued exposures in batches; returns how many were sent. On failure the unsent
+    /// ones are queued again.
+    pub async fn flush(&self) -> Result<usize, Error> {
+        let pending: Vec<Exposure> = match self.inner.queue.lock() {
+            Ok(mut q) => std::mem::take(&mut *q),
+            Err(_) => return Ok(0),
+        };
+        let mut sent = 0;
+        for (k, chunk) in pending.chunks(CHUNK).enumerate() {
+            let res = self
+                .inner
+                .http
+                .post(format!("{}/api/v1/exposures", self.inner.base))
+                .bearer_auth(&self.inner.key)
+                .json(&serde_json::json!({"exposures": chunk}))
+                .send()
+                .await;
+            let failed = match res {
+                Ok(r) if r.status().is_success() => None,
+                Ok(r) => Some(Error::Status { status: r.status().as_u16(), body: r.text().await.unwrap_or_default() }),
+                Err(e) => Some(Error::Http(e)),
+            };
+            if let Some(e) = failed {
+                if let Ok(mut q) = self.inner.queue.lock() {
+                    let rest = pending[k * CHUNK..].to_vec();
+                    q.splice(0..0, rest);
+                }
+                return Err(e);
+            }
+            sent += chunk.len();
+        }
+        Ok(sent)
+    }
+
+    /// Polls the snapshot and flushes exposures every `every`, until the client is dropped.
+    pub fn spawn_polling(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let c = Client { inner };
+                if let Err(e) = c.refresh().await {
+                    tracing::warn!(error = %e, "refreshing the allot snapshot failed");
+                }
+                if let Err(e) = c.flush().await {
+                    tracing::warn!(error = %e, "sending exposures failed");
+                }
+            }
+        })
+    }
+}

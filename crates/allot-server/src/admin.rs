@@ -1,0 +1,517 @@
+//! The admin API under `/api/v1`: the configuration as a whole (YAML export and import),
+//! entities one by one (unit types, surfaces, segments, holdouts, groups, experiments) with
+//! their lifecycle, impact previews, the audit log, versions, keys and exposures read back.
+//!
+//! Every write is a whole-configuration change planned by the core's change control
+//! ([`App::change`]): an entity write edits the current configuration tree and submits it. Reads
+//! answer with `ETag: "<version>"`; writes need `If-Match` (`"<version>"` or `*`) and answer 412
+//! when another change landed first.
+
+use crate::auth::Caller;
+use crate::body::{self, ApiJson, ApiPath, CONFIG_BODY_LIMIT};
+use crate::error::ApiError;
+use crate::{App, ChangeRequest, Changed, IfMatch};
+use allot_store::{KeyInfo, Role};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, Request, State};
+use axum::http::header::{CONTENT_TYPE, ETAG, IF_MATCH};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+pub(crate) fn routes() -> Router<Arc<App>> {
+    let big = || DefaultBodyLimit::max(CONFIG_BODY_LIMIT);
+    Router::new()
+        .route("/api/v1/config", get(get_config).put(put_config).layer(big()))
+        .route("/api/v1/changes/preview", post(preview).layer(big()))
+        .route("/api/v1/audit", get(audit))
+        .route("/api/v1/versions/{version}", get(version))
+        .route("/api/v1/keys", get(list_keys).post(create_key))
+        .route("/api/v1/keys/{id}", axum::routing::delete(revoke_key))
+        .route(
+            "/api/v1/exposures",
+            get(list_exposures)
+                .post(crate::evaluate::post_exposures)
+                .layer(DefaultBodyLimit::max(body::EXPOSURES_BODY_LIMIT)),
+        )
+        .route("/api/v1/{collection}", get(list_entities))
+        .route("/api/v1/{collection}/{id}", get(get_entity).put(put_entity).delete(delete_entity).layer(big()))
+        .route("/api/v1/experiments/{id}/{action}", post(lifecycle))
+}
+
+/// `ETag: "<version>"`.
+pub(crate) fn etag(version: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+/// Parses an entity tag (`"7"`, `W/"7"`, `7`) into a version.
+pub(crate) fn parse_tag(tag: &str) -> Option<u64> {
+    let t = tag.trim();
+    let t = t.strip_prefix("W/").unwrap_or(t);
+    t.trim_matches('"').parse().ok()
+}
+
+fn if_match(headers: &HeaderMap) -> Result<IfMatch, ApiError> {
+    let Some(v) = headers.get(IF_MATCH) else { return Err(ApiError::IfMatchRequired) };
+    let v = v.to_str().map_err(|_| ApiError::field("If-Match", "not ASCII"))?.trim();
+    if v == "*" {
+        return Ok(IfMatch::Any);
+    }
+    parse_tag(v).map(IfMatch::Version).ok_or_else(|| {
+        ApiError::field("If-Match", format!("expected \"<version>\" (the ETag of a read) or *, got {v}"))
+    })
+}
+
+/// `?force=true&reason=...` of a change.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ChangeQuery {
+    /// Apply despite refusals; needs `reason`, recorded in the audit log.
+    #[serde(default)]
+    force: bool,
+    /// Why (required with `force`).
+    reason: Option<String>,
+}
+
+fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t).map_err(|e| ApiError::field("query", e.body_text()))
+}
+
+/// The answer to a change.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ChangeResponse {
+    /// The current version after the change.
+    version: u64,
+    /// Whether a new version was committed (false: the configuration was already so).
+    committed: bool,
+    /// The plan: changes, impact on running experiments, warnings, refusals overridden.
+    #[schema(value_type = Object)]
+    plan: Value,
+}
+
+fn changed(c: Changed) -> Result<Response, ApiError> {
+    let plan = serde_json::to_value(&c.plan).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok((
+        StatusCode::OK,
+        [(ETAG, etag(c.version))],
+        Json(ChangeResponse { version: c.version, committed: c.committed, plan }),
+    )
+        .into_response())
+}
+
+fn actor(caller: &Caller) -> String {
+    caller.0.name.clone()
+}
+
+async fn config_text(req: Request, state: &Arc<App>) -> Result<Value, ApiError> {
+    let bytes = body::bytes(req, state).await?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::Malformed {
+        path: "body".into(),
+        message: "the configuration is not UTF-8 text".into(),
+    })?;
+    let raw = allot_core::config::parse_yaml(text)
+        .map_err(|e| ApiError::Malformed { path: "body".into(), message: e.message })?;
+    if !raw.is_object() {
+        return Err(ApiError::field("body", "the configuration must be a mapping"));
+    }
+    Ok(raw)
+}
+
+/// Export: the applied configuration as YAML (or JSON with `Accept: application/json`).
+#[utoipa::path(get, path = "/api/v1/config", tag = "config",
+    responses((status = 200, description = "the configuration (YAML; JSON if asked), ETag = version", content_type = "application/yaml")))]
+pub(crate) async fn get_config(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let live = app.live();
+    let wants_json =
+        headers.get("accept").and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("application/json"));
+    if wants_json {
+        return Ok(([(ETAG, etag(live.version))], Json(json!({"version": live.version, "config": live.config})))
+            .into_response());
+    }
+    let yaml = serde_yaml_ng::to_string(&live.config).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(([(ETAG, etag(live.version)), (CONTENT_TYPE, HeaderValue::from_static("application/yaml"))], yaml)
+        .into_response())
+}
+
+/// Import: replaces the whole configuration (YAML or JSON body) through change control.
+#[utoipa::path(put, path = "/api/v1/config", tag = "config", params(ChangeQuery, ("If-Match" = String, Header, description = "\"<version>\" or *")),
+    request_body(content = String, content_type = "application/yaml", description = "the whole configuration"),
+    responses((status = 200, body = ChangeResponse), (status = 409, description = "refused by change control; the plan says why", body = crate::error::ErrorBody),
+        (status = 412, description = "another change landed first", body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody),
+        (status = 428, body = crate::error::ErrorBody)))]
+pub(crate) async fn put_config(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    q: Result<Query<ChangeQuery>, axum::extract::rejection::QueryRejection>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let m = if_match(req.headers())?;
+    let raw = config_text(req, &app).await?;
+    let c = app
+        .change(ChangeRequest {
+            raw,
+            if_match: m,
+            force: q.force,
+            reason: q.reason,
+            actor: actor(&caller),
+            action: "config.put".into(),
+        })
+        .await?;
+    changed(c)
+}
+
+/// The exact report applying this configuration would give, without applying it.
+#[utoipa::path(post, path = "/api/v1/changes/preview", tag = "config", params(ChangeQuery),
+    request_body(content = String, content_type = "application/yaml", description = "the whole configuration"),
+    responses((status = 200, description = "the plan: version, changes, impact, refusals, warnings"), (status = 422, body = crate::error::ErrorBody)))]
+pub(crate) async fn preview(
+    State(app): State<Arc<App>>,
+    q: Result<Query<ChangeQuery>, axum::extract::rejection::QueryRejection>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let raw = config_text(req, &app).await?;
+    let plan = app.preview(&raw, q.force, q.reason).await?;
+    Ok(Json(plan).into_response())
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Page {
+    /// Only entries (or exposures) before this version (after this id, for exposures).
+    before: Option<u64>,
+    /// At most this many (default 100, at most 1000).
+    limit: Option<u32>,
+}
+
+/// The audit log, newest first: who, when, what, why, forced, and the versions before and after.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "config", params(Page), responses((status = 200, description = "{\"entries\": [...]}")))]
+pub(crate) async fn audit(
+    State(app): State<Arc<App>>,
+    q: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let entries = app.store().audit(q.before, q.limit.unwrap_or(100).min(1000)).await?;
+    Ok(Json(json!({"entries": entries})).into_response())
+}
+
+/// The configuration recorded at a version (immutable): what an audit entry's before and after were.
+#[utoipa::path(get, path = "/api/v1/versions/{version}", tag = "config", params(("version" = u64, Path)),
+    responses((status = 200, description = "{\"version\", \"config\"}"), (status = 404, body = crate::error::ErrorBody)))]
+pub(crate) async fn version(
+    State(app): State<Arc<App>>,
+    v: Result<Path<u64>, axum::extract::rejection::PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(v) = v.map_err(|e| ApiError::field("version", e.body_text()))?;
+    let Some(state) = app.store().load_version(v).await? else {
+        return Err(ApiError::NotFound(format!("version {v} does not exist")));
+    };
+    Ok(([(ETAG, etag(v))], Json(json!({"version": v, "config": state.config}))).into_response())
+}
+
+/// A new key.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewKey {
+    /// Name, recorded as the actor of changes made with it.
+    name: String,
+    /// `admin`, `editor`, `reader` or `evaluator`.
+    #[schema(value_type = String)]
+    role: Role,
+}
+
+/// Every key (never the secrets).
+#[utoipa::path(get, path = "/api/v1/keys", tag = "keys", responses((status = 200, description = "{\"keys\": [...]}")))]
+pub(crate) async fn list_keys(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+    Ok(Json(json!({"keys": app.store().list_keys().await?})).into_response())
+}
+
+/// Creates a key; its secret is in this answer only (the store keeps its SHA-256).
+#[utoipa::path(post, path = "/api/v1/keys", tag = "keys", request_body = NewKey,
+    responses((status = 201, description = "{\"key\": {...}, \"secret\": \"allot_...\"}"), (status = 422, body = crate::error::ErrorBody)))]
+pub(crate) async fn create_key(State(app): State<Arc<App>>, ApiJson(k): ApiJson<NewKey>) -> Result<Response, ApiError> {
+    let name = k.name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err(ApiError::field("name", "a name of 1 to 100 characters is required"));
+    }
+    let secret = crate::new_secret()?;
+    let info = KeyInfo {
+        id: crate::new_key_id()?,
+        name: name.into(),
+        role: k.role,
+        created_at: crate::now(),
+        revoked_at: None,
+    };
+    app.store().create_key(&info, &secret).await?;
+    tracing::info!(key = %info.id, role = info.role.as_str(), "key created");
+    Ok((StatusCode::CREATED, Json(json!({"key": info, "secret": secret}))).into_response())
+}
+
+/// Revokes a key (the last live admin key cannot be revoked).
+#[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "keys", params(("id" = String, Path)),
+    responses((status = 204, description = "revoked"), (status = 404, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+pub(crate) async fn revoke_key(
+    State(app): State<Arc<App>>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let keys = app.store().list_keys().await?;
+    let Some(k) = keys.iter().find(|k| k.id == id && k.revoked_at.is_none()) else {
+        return Err(ApiError::NotFound(format!("key {id} does not exist or is already revoked")));
+    };
+    if k.role == Role::Admin && keys.iter().filter(|k| k.role == Role::Admin && k.revoked_at.is_none()).count() == 1 {
+        return Err(ApiError::field("id", "the last live admin key cannot be revoked; create another admin key first"));
+    }
+    if !app.store().revoke_key(&id, &crate::now()).await? {
+        return Err(ApiError::NotFound(format!("key {id} does not exist or is already revoked")));
+    }
+    app.forget_keys();
+    tracing::info!(key = %id, "key revoked");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ExposureQuery {
+    /// Only this experiment.
+    experiment: Option<String>,
+    /// After this exposure id (cursor; 0 from the start).
+    after: Option<u64>,
+    /// At most this many (default 1000, at most 10000).
+    limit: Option<u32>,
+}
+
+/// Stored exposures, oldest first, for analysis.
+#[utoipa::path(get, path = "/api/v1/exposures", tag = "evaluation", params(ExposureQuery),
+    responses((status = 200, description = "{\"exposures\": [{\"id\", \"unit\", \"experiment\", \"variant\", \"day\", \"time\", \"version\"}], \"next\": cursor}")))]
+pub(crate) async fn list_exposures(
+    State(app): State<Arc<App>>,
+    q: Result<Query<ExposureQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let after = q.after.unwrap_or(0);
+    let rows = app.store().exposures(q.experiment.as_deref(), after, q.limit.unwrap_or(1000).min(10_000)).await?;
+    let next = rows.last().map_or(after, |r| r.0);
+    let items: Vec<Value> = rows
+        .into_iter()
+        .map(|(id, x)| {
+            let mut v = serde_json::to_value(x).unwrap_or(Value::Null);
+            if let Some(o) = v.as_object_mut() {
+                o.insert("id".into(), id.into());
+            }
+            v
+        })
+        .collect();
+    Ok(Json(json!({"exposures": items, "next": next})).into_response())
+}
+
+/// The entity collections of the configuration.
+const COLLECTIONS: [&str; 6] = ["units", "surfaces", "segments", "holdouts", "groups", "experiments"];
+
+fn collection(name: &str) -> Result<&'static str, ApiError> {
+    COLLECTIONS.iter().find(|c| **c == name).copied().ok_or_else(|| {
+        ApiError::NotFound(format!("/api/v1/{name}: no such endpoint (collections: {})", COLLECTIONS.join(", ")))
+    })
+}
+
+/// Every entity of a collection, as in the configuration.
+#[utoipa::path(get, path = "/api/v1/{collection}", tag = "entities",
+    params(("collection" = String, Path, description = "units, surfaces, segments, holdouts, groups or experiments")),
+    responses((status = 200, description = "the collection (a mapping; a list for surfaces), ETag = version"), (status = 404, body = crate::error::ErrorBody)))]
+pub(crate) async fn list_entities(
+    State(app): State<Arc<App>>,
+    ApiPath(c): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let c = collection(&c)?;
+    let live = app.live();
+    let v = live.config.get(c).cloned().unwrap_or(if c == "surfaces" { json!([]) } else { json!({}) });
+    Ok(([(ETAG, etag(live.version))], Json(v)).into_response())
+}
+
+/// One entity.
+#[utoipa::path(get, path = "/api/v1/{collection}/{id}", tag = "entities",
+    params(("collection" = String, Path), ("id" = String, Path)),
+    responses((status = 200, description = "the entity as in the configuration, ETag = version"), (status = 404, body = crate::error::ErrorBody)))]
+pub(crate) async fn get_entity(
+    State(app): State<Arc<App>>,
+    ApiPath((c, id)): ApiPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let c = collection(&c)?;
+    let live = app.live();
+    let found = match live.config.get(c) {
+        Some(Value::Array(list)) => list.iter().any(|s| s.as_str() == Some(&id)).then(|| json!(id)),
+        Some(Value::Object(m)) => m.get(&id).cloned(),
+        _ => None,
+    };
+    let v = found.ok_or_else(|| ApiError::NotFound(format!("{c}.{id} does not exist")))?;
+    Ok(([(ETAG, etag(live.version))], Json(v)).into_response())
+}
+
+async fn edit(
+    app: &App,
+    caller: &Caller,
+    m: IfMatch,
+    q: ChangeQuery,
+    action: String,
+    f: impl FnOnce(&mut serde_json::Map<String, Value>) -> Result<(), ApiError>,
+) -> Result<Response, ApiError> {
+    // Edit the configuration of the version the change is made against. With `*`, that is the
+    // current one, and the commit still checks it is current: an edit never overwrites a
+    // change that landed in between.
+    let (m, base) = match m {
+        IfMatch::Version(v) => match app.store().load_version(v).await? {
+            Some(s) => (m, s.config),
+            None if v == 0 => (m, None),
+            None => {
+                return Err(ApiError::VersionMismatch { expected: v, current: app.store().current_version().await? })
+            }
+        },
+        IfMatch::Any => {
+            let (v, state) = app.store().load_current().await?;
+            (IfMatch::Version(v), state.config)
+        }
+    };
+    let mut raw = match base {
+        Some(Value::Object(o)) => o,
+        _ => serde_json::Map::new(),
+    };
+    f(&mut raw)?;
+    let c = app
+        .change(ChangeRequest {
+            raw: Value::Object(raw),
+            if_match: m,
+            force: q.force,
+            reason: q.reason,
+            actor: actor(caller),
+            action,
+        })
+        .await?;
+    changed(c)
+}
+
+/// Creates or replaces an entity (for `surfaces`, the body is ignored) through change control.
+#[utoipa::path(put, path = "/api/v1/{collection}/{id}", tag = "entities",
+    params(("collection" = String, Path), ("id" = String, Path), ChangeQuery, ("If-Match" = String, Header)),
+    request_body(content = Object, description = "the entity, as in the configuration file"),
+    responses((status = 200, body = ChangeResponse), (status = 409, body = crate::error::ErrorBody), (status = 412, body = crate::error::ErrorBody),
+        (status = 422, body = crate::error::ErrorBody), (status = 428, body = crate::error::ErrorBody)))]
+pub(crate) async fn put_entity(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    ApiPath((c, id)): ApiPath<(String, String)>,
+    q: Result<Query<ChangeQuery>, axum::extract::rejection::QueryRejection>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let c = collection(&c)?;
+    let q = query(q)?;
+    let m = if_match(req.headers())?;
+    let entity: Option<Value> = if c == "surfaces" {
+        None
+    } else {
+        let b = body::bytes(req, &app).await?;
+        let v: Value = body::parse(&b)?;
+        if !v.is_object() {
+            return Err(ApiError::field(
+                "body",
+                format!("expected a mapping: the {c} entry as in the configuration file"),
+            ));
+        }
+        Some(v)
+    };
+    edit(&app, &caller, m, q, format!("{c}.put"), |raw| {
+        match entity {
+            None => {
+                let list = raw.entry("surfaces").or_insert_with(|| json!([]));
+                if let Value::Array(l) = list {
+                    if !l.iter().any(|s| s.as_str() == Some(&id)) {
+                        l.push(json!(id));
+                    }
+                }
+            }
+            Some(v) => {
+                let map = raw.entry(c).or_insert_with(|| json!({}));
+                if let Value::Object(m) = map {
+                    m.insert(id, v);
+                }
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Deletes an entity through change control (refused while running experiments depend on it).
+#[utoipa::path(delete, path = "/api/v1/{collection}/{id}", tag = "entities",
+    params(("collection" = String, Path), ("id" = String, Path), ChangeQuery, ("If-Match" = String, Header)),
+    responses((status = 200, body = ChangeResponse), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody),
+        (status = 412, body = crate::error::ErrorBody), (status = 428, body = crate::error::ErrorBody)))]
+pub(crate) async fn delete_entity(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    ApiPath((c, id)): ApiPath<(String, String)>,
+    q: Result<Query<ChangeQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let c = collection(&c)?;
+    let q = query(q)?;
+    let m = if_match(&headers)?;
+    edit(&app, &caller, m, q, format!("{c}.delete"), |raw| {
+        let gone = match raw.get_mut(c) {
+            Some(Value::Array(l)) => {
+                let n = l.len();
+                l.retain(|s| s.as_str() != Some(&id));
+                l.len() < n
+            }
+            Some(Value::Object(m)) => m.shift_remove(&id).is_some(),
+            _ => false,
+        };
+        if gone {
+            Ok(())
+        } else {
+            Err(ApiError::NotFound(format!("{c}.{id} does not exist")))
+        }
+    })
+    .await
+}
+
+/// Moves an experiment through its lifecycle: `start` (running), `stop` (stopped), `archive`.
+#[utoipa::path(post, path = "/api/v1/experiments/{id}/{action}", tag = "entities",
+    params(("id" = String, Path), ("action" = String, Path, description = "start, stop or archive"), ChangeQuery, ("If-Match" = String, Header)),
+    responses((status = 200, body = ChangeResponse), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody),
+        (status = 412, body = crate::error::ErrorBody), (status = 428, body = crate::error::ErrorBody)))]
+pub(crate) async fn lifecycle(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    ApiPath((id, action)): ApiPath<(String, String)>,
+    q: Result<Query<ChangeQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let state = match action.as_str() {
+        "start" => "running",
+        "stop" => "stopped",
+        "archive" => "archived",
+        _ => {
+            return Err(ApiError::NotFound(format!(
+                "experiments/{id}/{action}: the actions are start, stop and archive"
+            )))
+        }
+    };
+    let q = query(q)?;
+    let m = if_match(&headers)?;
+    edit(&app, &caller, m, q, format!("experiment.{action}"), |raw| {
+        match raw.get_mut("experiments").and_then(|e| e.get_mut(&id)).and_then(Value::as_object_mut) {
+            Some(e) => {
+                e.insert("state".into(), json!(state));
+                Ok(())
+            }
+            None => Err(ApiError::NotFound(format!("experiments.{id} does not exist"))),
+        }
+    })
+    .await
+}

@@ -1,0 +1,128 @@
+//! Keys and roles. Every request but `/healthz` and `/readyz` needs a key
+//! (`Authorization: Bearer <key>`, or `X-API-Key: <key>` as OFREP allows). What a role may do:
+//!
+//! | need | roles |
+//! |---|---|
+//! | evaluate: `/api/v1/evaluate`, `/ofrep/*`, `GET /api/v1/snapshot`, `POST /api/v1/exposures` | admin, editor, evaluator |
+//! | read: other `GET`s under `/api/v1`, `POST /api/v1/changes/preview` | admin, editor, reader |
+//! | write: other `POST`/`PUT`/`DELETE`s under `/api/v1` | admin, editor |
+//! | keys: `/api/v1/keys` | admin |
+//! | any key: `/metrics`, `/api/v1/openapi.json` | every role |
+//!
+//! No key, or an unknown or revoked one → 401 `UNAUTHENTICATED`; a valid key whose role may not
+//! do this → 403 `FORBIDDEN`, naming the roles that may.
+
+use crate::error::ApiError;
+use crate::App;
+use allot_store::{KeyInfo, Role};
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::Response;
+use std::sync::Arc;
+
+/// What a request needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Nothing (health).
+    Nothing,
+    /// Any valid key.
+    AnyKey,
+    /// Evaluate and send exposures.
+    Evaluate,
+    /// Read configuration, audit log, exposures.
+    Read,
+    /// Change configuration.
+    Write,
+    /// Manage keys.
+    Keys,
+}
+
+impl Need {
+    fn roles(self) -> &'static [Role] {
+        match self {
+            Need::Nothing | Need::AnyKey => &[Role::Admin, Role::Editor, Role::Reader, Role::Evaluator],
+            Need::Evaluate => &[Role::Admin, Role::Editor, Role::Evaluator],
+            Need::Read => &[Role::Admin, Role::Editor, Role::Reader],
+            Need::Write => &[Role::Admin, Role::Editor],
+            Need::Keys => &[Role::Admin],
+        }
+    }
+
+    fn verb(self) -> &'static str {
+        match self {
+            Need::Nothing | Need::AnyKey => "call this endpoint",
+            Need::Evaluate => "evaluate or send exposures",
+            Need::Read => "read the configuration",
+            Need::Write => "change the configuration",
+            Need::Keys => "manage keys",
+        }
+    }
+}
+
+/// What `method path` needs.
+pub fn need(method: &Method, path: &str) -> Need {
+    let get = method == Method::GET || method == Method::HEAD;
+    match path {
+        "/healthz" | "/readyz" => Need::Nothing,
+        "/metrics" | "/api/v1/openapi.json" => Need::AnyKey,
+        "/api/v1/evaluate" => Need::Evaluate,
+        "/api/v1/snapshot" if get => Need::Evaluate,
+        "/api/v1/exposures" if !get => Need::Evaluate,
+        "/api/v1/changes/preview" => Need::Read,
+        p if p.starts_with("/ofrep/") => Need::Evaluate,
+        p if p == "/api/v1/keys" || p.starts_with("/api/v1/keys/") => Need::Keys,
+        _ if get => Need::Read,
+        _ => Need::Write,
+    }
+}
+
+/// The caller of a request, in its extensions.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Arc<KeyInfo>);
+
+fn secret(req: &Request) -> Option<&str> {
+    let h = req.headers();
+    if let Some(v) = h.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let v = v.trim();
+        let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
+        return if scheme.eq_ignore_ascii_case("bearer") { Some(rest.trim()) } else { None };
+    }
+    h.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+/// Authenticates the key and checks the role; puts the [`Caller`] in the request.
+pub async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Result<Response, ApiError> {
+    let need = need(req.method(), req.uri().path());
+    if need == Need::Nothing {
+        return Ok(next.run(req).await);
+    }
+    let has_header =
+        req.headers().contains_key(axum::http::header::AUTHORIZATION) || req.headers().contains_key("x-api-key");
+    let key = match secret(&req) {
+        Some(s) if !s.is_empty() => app.key(s).await?,
+        _ if has_header => {
+            return Err(ApiError::Unauthenticated("malformed credentials: send `Authorization: Bearer <key>`".into()))
+        }
+        _ => {
+            return Err(ApiError::Unauthenticated(
+                "this endpoint needs a key: send `Authorization: Bearer <key>`".into(),
+            ))
+        }
+    };
+    let Some(key) = key else {
+        return Err(ApiError::Unauthenticated("the key is unknown or revoked".into()));
+    };
+    let roles = need.roles();
+    if !roles.contains(&key.role) {
+        let names: Vec<&str> = roles.iter().map(Role::as_str).collect();
+        return Err(ApiError::Forbidden(format!(
+            "a key with role `{}` cannot {}; that needs one of: {}",
+            key.role.as_str(),
+            need.verb(),
+            names.join(", ")
+        )));
+    }
+    req.extensions_mut().insert(Caller(key));
+    Ok(next.run(req).await)
+}

@@ -1,0 +1,137 @@
+//! The one table of public errors: every error the API returns has an HTTP status, a stable
+//! code and a message, and a JSON body `{"code", "message", "errors"?, ...}`. Internal errors
+//! are logged and answered with a generic message: nothing internal leaks.
+
+use allot_core::plan::Plan;
+use allot_core::FieldError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::json;
+
+/// An error of the API.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No key, or a key that is unknown or revoked.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The key's role may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// The endpoint exists but not with this method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// The body is not well-formed JSON or YAML.
+    #[error("{message}")]
+    Malformed {
+        /// Where (`body`, or a path into it).
+        path: String,
+        /// What.
+        message: String,
+    },
+    /// The body is larger than the limit.
+    #[error("body: the request body is larger than this endpoint's limit")]
+    TooLarge,
+    /// Fields of the input are invalid; every error with its path.
+    #[error("invalid input")]
+    Invalid(Vec<FieldError>),
+    /// Change control refused the change; the plan says why.
+    #[error("change refused")]
+    Refused(Box<Plan>),
+    /// `If-Match` names a version that is no longer current.
+    #[error("the configuration is at version {current}; the change was made against version {expected}")]
+    VersionMismatch {
+        /// Version the caller had.
+        expected: u64,
+        /// Version now.
+        current: u64,
+    },
+    /// A write without `If-Match`.
+    #[error("writes need an If-Match header with the version (ETag) they were made against, or If-Match: *")]
+    IfMatchRequired,
+    /// The store is not available.
+    #[error("the store is not available")]
+    Unavailable,
+    /// A bug or a failure of the store: logged, not shown.
+    #[error("internal error")]
+    Internal(String),
+}
+
+/// The wire form of an error.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Stable code, e.g. `INVALID`, `VERSION_MISMATCH`.
+    pub code: &'static str,
+    /// For people.
+    pub message: String,
+    /// Every field error with its path.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub errors: Vec<FieldError>,
+}
+
+impl ApiError {
+    /// An error at one field.
+    pub fn field(path: impl Into<String>, message: impl Into<String>) -> ApiError {
+        ApiError::Invalid(vec![FieldError::new(path, message)])
+    }
+
+    /// The table: status and public code of each error.
+    pub fn status_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
+            ApiError::Malformed { .. } => (StatusCode::BAD_REQUEST, "MALFORMED"),
+            ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "TOO_LARGE"),
+            ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "INVALID"),
+            ApiError::Refused(_) => (StatusCode::CONFLICT, "CHANGE_REFUSED"),
+            ApiError::VersionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "VERSION_MISMATCH"),
+            ApiError::IfMatchRequired => (StatusCode::PRECONDITION_REQUIRED, "IF_MATCH_REQUIRED"),
+            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
+        }
+    }
+}
+
+impl From<allot_store::StoreError> for ApiError {
+    fn from(e: allot_store::StoreError) -> Self {
+        match e {
+            allot_store::StoreError::Conflict { expected, current } => ApiError::VersionMismatch { expected, current },
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_code();
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(%detail, "internal error");
+        }
+        let message = self.to_string();
+        let body = match self {
+            ApiError::Malformed { path, message: m } => {
+                json!({"code": code, "message": format!("{path}: {m}"), "errors": [{"path": path, "message": m}]})
+            }
+            ApiError::Invalid(errors) => json!({"code": code, "message": crate::summary(&errors), "errors": errors}),
+            ApiError::Refused(plan) => json!({
+                "code": code,
+                "message": format!(
+                    "change control refused the change ({} refusal(s)); nothing was written. Fix it, or retry with force=true and a reason",
+                    plan.refusals.len()
+                ),
+                "plan": plan,
+            }),
+            ApiError::VersionMismatch { expected, current } => {
+                json!({"code": code, "message": message, "expected": expected, "current": current})
+            }
+            _ => json!({"code": code, "message": message}),
+        };
+        (status, axum::Json(body)).into_response()
+    }
+}

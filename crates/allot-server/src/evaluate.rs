@@ -1,0 +1,324 @@
+//! The evaluation API: `POST /api/v1/evaluate` (assignments with variant, value, reason and the
+//! configuration version), `GET /api/v1/snapshot` (the state for in-process evaluation, with
+//! ETag/304) and `POST /api/v1/exposures`.
+//!
+//! Evaluation uses one [`Live`] snapshot for the whole request, so a request never sees half a
+//! change. Sticky experiments read the unit's stored assignments before evaluating and store
+//! new ones after.
+
+use crate::admin::{etag, parse_tag};
+use crate::body::ApiJson;
+use crate::error::ApiError;
+use crate::{App, Live};
+use allot_core::eval::{Assignment, Reason};
+use allot_core::Context;
+use allot_store::Exposure;
+use axum::extract::State;
+use axum::http::header::{CONTENT_TYPE, ETAG, IF_NONE_MATCH};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Most attributes a context may have.
+pub const MAX_ATTRIBUTES: usize = 256;
+
+/// Most exposures in one `POST /api/v1/exposures`.
+pub const MAX_EXPOSURES: usize = 1000;
+
+pub(crate) fn routes() -> Router<Arc<App>> {
+    Router::new().route("/api/v1/evaluate", post(evaluate)).route("/api/v1/snapshot", get(snapshot))
+}
+
+/// Checks a context's size; `path` names it in errors.
+pub(crate) fn check_context(ctx: &Context, path: &str) -> Result<(), ApiError> {
+    if ctx.len() > MAX_ATTRIBUTES {
+        return Err(ApiError::field(path, format!("{} attributes; at most {MAX_ATTRIBUTES} are allowed", ctx.len())));
+    }
+    Ok(())
+}
+
+/// Evaluates experiments `which` (all when `None`) for `ctx` on `live`, reading and writing
+/// sticky assignments in the store.
+pub(crate) async fn assign(
+    app: &App,
+    live: &Live,
+    ctx: &Context,
+    which: Option<&[usize]>,
+) -> Result<Vec<(usize, Assignment)>, ApiError> {
+    let snap = &live.snapshot;
+    let all: Vec<usize>;
+    let which = match which {
+        Some(w) => w,
+        None => {
+            all = (0..snap.experiments.len()).collect();
+            &all
+        }
+    };
+    let mut sticky: HashMap<(String, String, String), String> = HashMap::new();
+    let sticky_spaces: Vec<usize> = if live.any_sticky {
+        let mut s: Vec<usize> =
+            which.iter().map(|&i| &snap.experiments[i]).filter(|e| e.sticky && e.running).map(|e| e.space).collect();
+        s.sort_unstable();
+        s.dedup();
+        s
+    } else {
+        vec![]
+    };
+    for &s in &sticky_spaces {
+        if let Some(unit) = snap.unit_id(s, ctx) {
+            let space = &snap.spaces[s].name;
+            for (exp, variant) in app.store().sticky_for_unit(space, &unit).await? {
+                sticky.insert((space.clone(), unit.to_string(), exp), variant);
+            }
+        }
+    }
+    let out: Vec<(usize, Assignment)> =
+        if which.len() == snap.experiments.len() && which.iter().enumerate().all(|(a, b)| a == *b) {
+            let mut v = Vec::with_capacity(which.len());
+            snap.evaluate_all(ctx, &sticky, &mut v);
+            v.into_iter().enumerate().collect()
+        } else {
+            which.iter().map(|&i| (i, snap.evaluate_one(i, ctx, &sticky))).collect()
+        };
+    if !sticky_spaces.is_empty() {
+        let mut rows = vec![];
+        for (i, a) in &out {
+            let e = &snap.experiments[*i];
+            if e.sticky && a.reason == Reason::Assigned {
+                if let (Some(unit), Some(v)) = (snap.unit_id(e.space, ctx), snap.variant_name(*i, a)) {
+                    rows.push((snap.spaces[e.space].name.clone(), unit.to_string(), e.id.clone(), v.to_string()));
+                }
+            }
+        }
+        app.store().sticky_put(&rows).await?;
+    }
+    for (_, a) in &out {
+        app.metrics.evaluated(a.reason);
+    }
+    Ok(out)
+}
+
+/// The value a variant serves: its declared `value`, else its name as a string.
+pub(crate) fn value_of(live: &Live, i: usize, a: &Assignment) -> Option<Value> {
+    let v = a.variant? as usize;
+    let e = &live.snapshot.experiments[i];
+    Some(e.values.get(v).cloned().flatten().unwrap_or_else(|| Value::String(e.split.names[v].clone())))
+}
+
+/// `POST /api/v1/evaluate`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EvaluateRequest {
+    /// The attributes of the unit: `{"user_id": "u1", "country": "SE"}`.
+    #[schema(value_type = Object)]
+    context: Context,
+    /// Only these experiments (default: every experiment).
+    experiments: Option<Vec<String>>,
+    /// Also record an exposure for every assignment with a variant.
+    #[serde(default)]
+    log_exposures: bool,
+}
+
+/// One assignment.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct AssignmentOut {
+    /// The variant, if any.
+    variant: Option<String>,
+    /// The variant's value (its declared `value`, else its name), if any.
+    #[schema(value_type = Option<Object>)]
+    value: Option<Value>,
+    /// Why: `INCLUDED`, `ASSIGNED`, `STICKY`, `HOLDOUT`, `NOT_ALLOCATED`, `TARGETING_MISS`,
+    /// `PREREQUISITE_FAILED`, `NOT_RUNNING` or `MISSING_UNIT`.
+    reason: &'static str,
+}
+
+/// The answer of `POST /api/v1/evaluate`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct EvaluateResponse {
+    /// The configuration version every assignment came from.
+    version: u64,
+    /// By experiment id, in configuration order (or request order).
+    #[schema(value_type = std::collections::BTreeMap<String, AssignmentOut>)]
+    assignments: IndexMap<String, AssignmentOut>,
+}
+
+/// Assigns a unit: every requested experiment's variant, value and reason.
+#[utoipa::path(post, path = "/api/v1/evaluate", tag = "evaluation", request_body = EvaluateRequest,
+    responses((status = 200, body = EvaluateResponse), (status = 400, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody),
+        (status = 422, description = "unknown experiment, wrong type, unknown field, oversized context", body = crate::error::ErrorBody)))]
+pub(crate) async fn evaluate(
+    State(app): State<Arc<App>>,
+    ApiJson(req): ApiJson<EvaluateRequest>,
+) -> Result<Response, ApiError> {
+    check_context(&req.context, "context")?;
+    let live = app.live();
+    let snap = &live.snapshot;
+    let which = match &req.experiments {
+        None => None,
+        Some(ids) => {
+            let mut idx = Vec::with_capacity(ids.len());
+            let mut errors = vec![];
+            for (k, id) in ids.iter().enumerate() {
+                match snap.index_of(id) {
+                    Some(i) => idx.push(i),
+                    None => errors.push(allot_core::FieldError::new(
+                        format!("experiments[{k}]"),
+                        format!("unknown experiment `{id}`"),
+                    )),
+                }
+            }
+            if !errors.is_empty() {
+                return Err(ApiError::Invalid(errors));
+            }
+            Some(idx)
+        }
+    };
+    let out = assign(&app, &live, &req.context, which.as_deref()).await?;
+    let mut assignments = IndexMap::with_capacity(out.len());
+    let mut exposures = vec![];
+    let (time, day) = now_and_day();
+    for (i, a) in &out {
+        let e = &snap.experiments[*i];
+        let variant = snap.variant_name(*i, a).map(str::to_string);
+        if req.log_exposures {
+            if let (Some(v), Some(unit)) = (&variant, snap.unit_id(e.space, &req.context)) {
+                exposures.push(Exposure {
+                    unit: unit.to_string(),
+                    experiment: e.id.clone(),
+                    variant: v.clone(),
+                    day: day.clone(),
+                    time: time.clone(),
+                    version: live.version,
+                });
+            }
+        }
+        assignments
+            .insert(e.id.clone(), AssignmentOut { variant, value: value_of(&live, *i, a), reason: a.reason.as_str() });
+    }
+    if !exposures.is_empty() {
+        app.store().record_exposures(&exposures).await?;
+    }
+    Ok(Json(EvaluateResponse { version: live.version, assignments }).into_response())
+}
+
+fn now_and_day() -> (String, String) {
+    let t = crate::now();
+    let day = t.get(..10).unwrap_or_default().to_string();
+    (t, day)
+}
+
+/// The recorded state for in-process evaluation (`allot-sdk` compiles it with the same core).
+#[utoipa::path(get, path = "/api/v1/snapshot", tag = "evaluation", params(("If-None-Match" = Option<String>, Header)),
+    responses((status = 200, description = "the state JSON, ETag = version"), (status = 304, description = "not modified")))]
+pub(crate) async fn snapshot(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let live = app.live();
+    let tag = etag(live.version);
+    let fresh = headers
+        .get(IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == "*" || parse_tag(t) == Some(live.version)));
+    if fresh {
+        return (StatusCode::NOT_MODIFIED, [(ETAG, tag)]).into_response();
+    }
+    (
+        StatusCode::OK,
+        [(ETAG, tag), (CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        live.state_json.clone(),
+    )
+        .into_response()
+}
+
+/// One exposure sent by a client.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ExposureIn {
+    /// Unit id.
+    unit: String,
+    /// Experiment id.
+    experiment: String,
+    /// Variant name.
+    variant: String,
+    /// When (RFC 3339; default: now). Its UTC day is the deduplication day.
+    time: Option<String>,
+    /// Configuration version of the assignment (default: the current one).
+    version: Option<u64>,
+}
+
+/// `POST /api/v1/exposures`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ExposuresIn {
+    /// At most 1000.
+    exposures: Vec<ExposureIn>,
+}
+
+/// Records exposures, deduplicated per unit, experiment, variant and UTC day.
+#[utoipa::path(post, path = "/api/v1/exposures", tag = "evaluation", request_body = ExposuresIn,
+    responses((status = 200, description = "{\"received\": n, \"new\": m}"), (status = 422, body = crate::error::ErrorBody)))]
+pub(crate) async fn post_exposures(
+    State(app): State<Arc<App>>,
+    ApiJson(req): ApiJson<ExposuresIn>,
+) -> Result<Response, ApiError> {
+    if req.exposures.len() > MAX_EXPOSURES {
+        return Err(ApiError::field(
+            "exposures",
+            format!("{} exposures; at most {MAX_EXPOSURES} per request", req.exposures.len()),
+        ));
+    }
+    let live = app.live();
+    let snap = &live.snapshot;
+    let (now, today) = now_and_day();
+    let mut errors = vec![];
+    let mut rows = Vec::with_capacity(req.exposures.len());
+    for (k, x) in req.exposures.into_iter().enumerate() {
+        let at = |f: &str| format!("exposures[{k}].{f}");
+        let Some(i) = snap.index_of(&x.experiment) else {
+            errors
+                .push(allot_core::FieldError::new(at("experiment"), format!("unknown experiment `{}`", x.experiment)));
+            continue;
+        };
+        if !snap.experiments[i].split.names.contains(&x.variant) {
+            errors.push(allot_core::FieldError::new(
+                at("variant"),
+                format!("`{}` is not a variant of `{}`", x.variant, x.experiment),
+            ));
+            continue;
+        }
+        if x.unit.is_empty() || x.unit.len() > 256 {
+            errors.push(allot_core::FieldError::new(at("unit"), "a unit id of 1 to 256 characters is required"));
+            continue;
+        }
+        let (time, day) = match x.time {
+            None => (now.clone(), today.clone()),
+            Some(t) => match time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339) {
+                Ok(parsed) => {
+                    let d = parsed.to_offset(time::UtcOffset::UTC).date();
+                    (t, format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day()))
+                }
+                Err(e) => {
+                    errors.push(allot_core::FieldError::new(at("time"), format!("expected RFC 3339: {e}")));
+                    continue;
+                }
+            },
+        };
+        rows.push(Exposure {
+            unit: x.unit,
+            experiment: x.experiment,
+            variant: x.variant,
+            day,
+            time,
+            version: x.version.unwrap_or(live.version),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid(errors));
+    }
+    let new = app.store().record_exposures(&rows).await?;
+    Ok(Json(serde_json::json!({"received": rows.len(), "new": new})).into_response())
+}

@@ -1,0 +1,364 @@
+//! The allot service: admin API, evaluation API, OFREP, snapshots, exposures, health and metrics,
+//! over any [`Store`].
+//!
+//! [`App`] holds the store, the compiled snapshot of the current configuration version (in an
+//! [`ArcSwap`], replaced whole after each commit, so that no request ever sees half a change),
+//! the key cache and the metrics. [`router`] builds the axum `Router`; tests drive it in-process.
+//!
+//! Every change goes through the core's change control ([`App::change`]): validate, plan,
+//! refuse or apply, then commit the new state and its audit entry in one store transaction,
+//! checked against the version the change was planned from.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+mod admin;
+mod auth;
+pub mod body;
+pub mod error;
+mod evaluate;
+pub mod metrics;
+mod ofrep;
+pub mod openapi;
+
+use allot_core::config;
+use allot_core::eval::Snapshot;
+use allot_core::plan::{self, ApplyError, Options, Plan};
+use allot_core::state::State;
+use allot_core::FieldError;
+use allot_store::{AuditEntry, KeyInfo, Role, Store};
+use arc_swap::ArcSwap;
+use axum::body::Bytes;
+use axum::Router;
+pub use error::ApiError;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+/// The compiled configuration version that evaluation uses.
+#[derive(Debug)]
+pub struct Live {
+    /// Configuration version.
+    pub version: u64,
+    /// The compiled snapshot.
+    pub snapshot: Snapshot,
+    /// The state as JSON, served by `GET /api/v1/snapshot`.
+    pub state_json: Bytes,
+    /// The applied configuration's raw tree (`{}` before the first change).
+    pub config: serde_json::Value,
+    /// Whether any running experiment is sticky (only then does evaluation read the store).
+    pub any_sticky: bool,
+}
+
+impl Live {
+    fn compile(state: &State) -> Result<Live, ApiError> {
+        let snapshot = Snapshot::compile(state)
+            .map_err(|es| ApiError::Internal(format!("stored state does not compile: {}", summary(&es))))?;
+        let state_json =
+            Bytes::from(serde_json::to_vec(state).map_err(|e| ApiError::Internal(format!("state to JSON: {e}")))?);
+        let any_sticky = snapshot.experiments.iter().any(|e| e.sticky && e.running);
+        Ok(Live {
+            version: state.version,
+            snapshot,
+            state_json,
+            config: state.config.clone().unwrap_or_else(|| serde_json::json!({})),
+            any_sticky,
+        })
+    }
+}
+
+/// One line for a list of field errors.
+pub fn summary(errors: &[FieldError]) -> String {
+    match errors {
+        [] => "invalid".into(),
+        [one] => one.to_string(),
+        [first, rest @ ..] => format!("{first} (and {} more)", rest.len()),
+    }
+}
+
+/// The current time, RFC 3339 (UTC).
+pub fn now() -> String {
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// What `If-Match` asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfMatch {
+    /// `If-Match: *`: whatever version is current when the change is planned.
+    Any,
+    /// `If-Match: "7"`: only if version 7 is still current.
+    Version(u64),
+}
+
+/// A change to the configuration, as the API and `serve --config` make it.
+#[derive(Debug, Clone)]
+pub struct ChangeRequest {
+    /// The whole new configuration, as a raw tree.
+    pub raw: serde_json::Value,
+    /// The version it was made against.
+    pub if_match: IfMatch,
+    /// Override refusals (needs `reason`).
+    pub force: bool,
+    /// Why.
+    pub reason: Option<String>,
+    /// Who (the key's name).
+    pub actor: String,
+    /// What kind of change, for the audit log (`config.put`, `experiment.start`, ...).
+    pub action: String,
+}
+
+/// The result of a change.
+#[derive(Debug)]
+pub struct Changed {
+    /// The plan (changes, impact, warnings; refusals that were overridden).
+    pub plan: Plan,
+    /// Whether a new version was committed (false when nothing changed).
+    pub committed: bool,
+    /// The current version after the change.
+    pub version: u64,
+}
+
+/// The service's shared state.
+pub struct App {
+    store: Arc<dyn Store>,
+    live: ArcSwap<Live>,
+    publish: Mutex<()>,
+    keys: RwLock<HashMap<String, Arc<KeyInfo>>>,
+    /// Request and evaluation counters.
+    pub metrics: metrics::Metrics,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("version", &self.live.load().version).finish_non_exhaustive()
+    }
+}
+
+/// How the first admin key came about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// The store already had keys: nothing was created.
+    Existing,
+    /// `ALLOT_BOOTSTRAP_ADMIN_KEY` became the first admin key.
+    FromEnvironment,
+    /// A key was generated: print it once, it is not stored in clear.
+    Generated(String),
+}
+
+/// A new random secret: `allot_` and 64 hex digits.
+pub fn new_secret() -> Result<String, ApiError> {
+    Ok(format!("allot_{}", random_hex(32)?))
+}
+
+fn random_hex(n: usize) -> Result<String, ApiError> {
+    let mut buf = vec![0u8; n];
+    getrandom::fill(&mut buf).map_err(|e| ApiError::Internal(format!("random: {e}")))?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A new key id: `k_` and 16 hex digits.
+pub fn new_key_id() -> Result<String, ApiError> {
+    Ok(format!("k_{}", random_hex(8)?))
+}
+
+impl App {
+    /// Loads the current version from the store and compiles it.
+    pub async fn new(store: Arc<dyn Store>) -> Result<Arc<App>, ApiError> {
+        let (_, state) = store.load_current().await?;
+        let live = Live::compile(&state)?;
+        Ok(Arc::new(App {
+            store,
+            live: ArcSwap::from_pointee(live),
+            publish: Mutex::new(()),
+            keys: RwLock::new(HashMap::new()),
+            metrics: metrics::Metrics::default(),
+        }))
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The compiled current version.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// On an empty key table: makes `env_key` (or a generated key) the first admin key.
+    pub async fn bootstrap(&self, env_key: Option<&str>) -> Result<Bootstrap, ApiError> {
+        if self.store.key_count().await? > 0 {
+            return Ok(Bootstrap::Existing);
+        }
+        let (secret, outcome) = match env_key.map(str::trim).filter(|k| !k.is_empty()) {
+            Some(k) => (k.to_string(), Bootstrap::FromEnvironment),
+            None => {
+                let s = new_secret()?;
+                (s.clone(), Bootstrap::Generated(s))
+            }
+        };
+        let info = KeyInfo {
+            id: new_key_id()?,
+            name: "bootstrap-admin".into(),
+            role: Role::Admin,
+            created_at: now(),
+            revoked_at: None,
+        };
+        if self.store.bootstrap_key(&info, &secret).await? {
+            Ok(outcome)
+        } else {
+            Ok(Bootstrap::Existing)
+        }
+    }
+
+    /// The live key with this secret (cached after the first look-up).
+    pub async fn key(&self, secret: &str) -> Result<Option<Arc<KeyInfo>>, ApiError> {
+        let hash = allot_store::hash_secret(secret);
+        if let Some(k) = self.keys.read().map_err(|_| ApiError::Internal("key cache poisoned".into()))?.get(&hash) {
+            return Ok(Some(k.clone()));
+        }
+        let found = self.store.find_key(secret).await?.map(Arc::new);
+        if let Some(k) = &found {
+            self.keys.write().map_err(|_| ApiError::Internal("key cache poisoned".into()))?.insert(hash, k.clone());
+        }
+        Ok(found)
+    }
+
+    /// Forgets cached keys (after a revocation, and periodically for revocations on other nodes).
+    pub fn forget_keys(&self) {
+        if let Ok(mut k) = self.keys.write() {
+            k.clear();
+        }
+    }
+
+    /// Compiles `state` and makes it current, unless a newer version already is.
+    fn publish(&self, state: &State) -> Result<(), ApiError> {
+        let live = Live::compile(state)?;
+        let _g = self.publish.lock().map_err(|_| ApiError::Internal("publish lock poisoned".into()))?;
+        if live.version > self.live.load().version {
+            self.metrics.set_version(live.version);
+            self.live.store(Arc::new(live));
+        }
+        Ok(())
+    }
+
+    /// Picks up versions committed by other processes. Cheap when nothing changed.
+    pub async fn refresh(&self) -> Result<(), ApiError> {
+        let v = self.store.current_version().await?;
+        if v > self.live.load().version {
+            let (_, state) = self.store.load_current().await?;
+            self.publish(&state)?;
+        }
+        Ok(())
+    }
+
+    /// Polls the store every `every` for versions committed elsewhere, and forgets cached keys
+    /// every 64 polls (so a revocation on another node takes effect). Runs until the app is dropped.
+    pub fn spawn_refresh(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            let mut n: u64 = 0;
+            loop {
+                tick.tick().await;
+                let Some(app) = weak.upgrade() else { return };
+                if let Err(e) = app.refresh().await {
+                    tracing::warn!(error = %e, "refresh from the store failed");
+                }
+                n += 1;
+                if n.is_multiple_of(64) {
+                    app.forget_keys();
+                }
+            }
+        })
+    }
+
+    /// Plans a change with the core's change control and, unless refused, commits it with its
+    /// audit entry in one transaction and makes it current. All-or-nothing.
+    pub async fn change(&self, req: ChangeRequest) -> Result<Changed, ApiError> {
+        let (current, state) = self.store.load_current().await?;
+        if let IfMatch::Version(expected) = req.if_match {
+            if expected != current {
+                return Err(ApiError::VersionMismatch { expected, current });
+            }
+        }
+        let cfg = config::validate(&req.raw).map_err(ApiError::Invalid)?;
+        let opts =
+            Options { force: req.force, reason: req.reason.clone(), time: now(), actor: Some(req.actor.clone()) };
+        let plan = plan::apply(&state, &cfg, &req.raw, &opts).map_err(|e| match e {
+            ApplyError::Invalid(es) => ApiError::Invalid(es),
+            ApplyError::Refused(p) => ApiError::Refused(p),
+        })?;
+        if plan.state == state {
+            return Ok(Changed { plan, committed: false, version: current });
+        }
+        let entry = AuditEntry {
+            actor: req.actor,
+            time: opts.time.clone(),
+            action: req.action,
+            reason: req.reason,
+            forced: req.force && !plan.refusals.is_empty(),
+            changes: serde_json::to_value(&plan.changes).map_err(|e| ApiError::Internal(e.to_string()))?,
+            overridden: serde_json::to_value(&plan.refusals).map_err(|e| ApiError::Internal(e.to_string()))?,
+        };
+        let version = self.store.commit(current, &plan.state, &entry).await?;
+        tracing::info!(version, changes = plan.changes.len(), actor = %entry.actor, "configuration committed");
+        self.publish(&plan.state)?;
+        Ok(Changed { plan, committed: true, version })
+    }
+
+    /// Plans a change without committing it: the exact report `change` would act on.
+    pub async fn preview(
+        &self,
+        raw: &serde_json::Value,
+        force: bool,
+        reason: Option<String>,
+    ) -> Result<Plan, ApiError> {
+        let (_, state) = self.store.load_current().await?;
+        let cfg = config::validate(raw).map_err(ApiError::Invalid)?;
+        let opts = Options { force, reason, time: now(), actor: None };
+        plan::plan(&state, &cfg, raw, &opts).map_err(ApiError::Invalid)
+    }
+}
+
+/// The whole HTTP interface over `app`.
+pub fn router(app: Arc<App>) -> Router {
+    let api = Router::new()
+        .merge(admin::routes())
+        .merge(evaluate::routes())
+        .merge(ofrep::routes())
+        .merge(openapi::routes())
+        .route("/healthz", axum::routing::get(health))
+        .route("/readyz", axum::routing::get(ready))
+        .route("/metrics", axum::routing::get(metrics::render))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(app.clone(), auth::authenticate))
+        .layer(axum::extract::DefaultBodyLimit::max(body::BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), metrics::track));
+    metrics::with_request_ids(api).with_state(app)
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{}: {method} is not allowed here", uri.path()))
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("{}: no such endpoint", uri.path()))
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "alive")))]
+pub async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Readiness: the store answers and a configuration version is loaded.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "ready"), (status = 503, description = "the store does not answer", body = error::ErrorBody)))]
+pub async fn ready(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    app.store.ping().await.map_err(|e| {
+        tracing::warn!(error = %e, "store ping failed");
+        ApiError::Unavailable
+    })?;
+    Ok(axum::Json(serde_json::json!({"status": "ready", "version": app.live().version})))
+}

@@ -1,0 +1,173 @@
+//! Operations: Prometheus text at `/metrics` (requests and latencies per route and status,
+//! evaluations by reason, the configuration version), request ids (`x-request-id`, generated
+//! when absent and echoed back) and one `tracing` span per request carrying that id.
+
+use crate::App;
+use allot_core::eval::Reason;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+/// Upper bounds (seconds) of the latency histogram.
+const BOUNDS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+#[derive(Debug, Default, Clone)]
+struct RouteStats {
+    by_status: BTreeMap<u16, u64>,
+    buckets: [u64; BOUNDS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// Counters of the service.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// By route, then method.
+    routes: Mutex<BTreeMap<String, BTreeMap<String, RouteStats>>>,
+    reasons: [AtomicU64; Reason::ALL.len()],
+    errors: AtomicU64,
+    version: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts one evaluation with its reason.
+    pub fn evaluated(&self, reason: Reason) {
+        let i = Reason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        self.reasons[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one evaluation that ended in an error (OFREP `FLAG_NOT_FOUND`, ...).
+    pub fn evaluation_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records the current configuration version.
+    pub fn set_version(&self, v: u64) {
+        self.version.store(v, Ordering::Relaxed);
+    }
+
+    fn request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        if let Ok(mut m) = self.routes.lock() {
+            // No allocation once a route and method have been seen.
+            let by_method = match m.get_mut(route) {
+                Some(b) => b,
+                None => m.entry(route.to_string()).or_default(),
+            };
+            let s = match by_method.get_mut(method) {
+                Some(s) => s,
+                None => by_method.entry(method.to_string()).or_default(),
+            };
+            *s.by_status.entry(status).or_default() += 1;
+            s.count += 1;
+            s.sum += seconds;
+            if let Some(i) = BOUNDS.iter().position(|b| seconds <= *b) {
+                s.buckets[i] += 1;
+            }
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, version: u64) -> String {
+        let mut out = String::new();
+        let routes: BTreeMap<(String, String), RouteStats> = self
+            .routes
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .flat_map(|(route, by)| {
+                        by.iter().map(move |(method, s)| ((method.clone(), route.clone()), s.clone()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let _ = writeln!(out, "# HELP allot_http_requests_total HTTP requests by method, route and status.");
+        let _ = writeln!(out, "# TYPE allot_http_requests_total counter");
+        for ((method, route), s) in &routes {
+            for (status, n) in &s.by_status {
+                let _ = writeln!(
+                    out,
+                    "allot_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP allot_http_request_duration_seconds HTTP request latency by method and route.");
+        let _ = writeln!(out, "# TYPE allot_http_request_duration_seconds histogram");
+        for ((method, route), s) in &routes {
+            let labels = format!("method=\"{method}\",route=\"{route}\"");
+            let mut cumulative = 0;
+            for (b, n) in BOUNDS.iter().zip(s.buckets) {
+                cumulative += n;
+                let _ = writeln!(out, "allot_http_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {cumulative}");
+            }
+            let _ = writeln!(out, "allot_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}", s.count);
+            let _ = writeln!(out, "allot_http_request_duration_seconds_sum{{{labels}}} {}", s.sum);
+            let _ = writeln!(out, "allot_http_request_duration_seconds_count{{{labels}}} {}", s.count);
+        }
+        let _ = writeln!(out, "# HELP allot_evaluations_total Experiment evaluations by allot reason.");
+        let _ = writeln!(out, "# TYPE allot_evaluations_total counter");
+        for (r, n) in Reason::ALL.iter().zip(&self.reasons) {
+            let _ = writeln!(out, "allot_evaluations_total{{reason=\"{}\"}} {}", r.as_str(), n.load(Ordering::Relaxed));
+        }
+        let _ = writeln!(out, "allot_evaluations_total{{reason=\"ERROR\"}} {}", self.errors.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP allot_config_version The configuration version evaluation uses.");
+        let _ = writeln!(out, "# TYPE allot_config_version gauge");
+        let _ = writeln!(out, "allot_config_version {version}");
+        out
+    }
+}
+
+/// Middleware: counts every request by route and status, with its latency.
+pub async fn track(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let res = next.run(req).await;
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    app.metrics.request(method.as_str(), route, res.status().as_u16(), start.elapsed().as_secs_f64());
+    res
+}
+
+/// `GET /metrics`: Prometheus text.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
+pub async fn render(State(app): State<Arc<App>>) -> Response {
+    let text = app.metrics.render(app.live().version);
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+#[derive(Debug, Clone)]
+struct Counter {
+    prefix: u32,
+    next: Arc<AtomicU64>,
+}
+
+impl MakeRequestId for Counter {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{:08x}-{n:012x}", self.prefix)).ok().map(RequestId::new)
+    }
+}
+
+/// Adds request ids (`x-request-id`: kept if the client sent one, else generated; echoed in the
+/// response) and a `tracing` span per request with the method, path and id.
+pub fn with_request_ids<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    let header = HeaderName::from_static("x-request-id");
+    let mut seed = [0u8; 4];
+    let _ = getrandom::fill(&mut seed);
+    let counter = Counter { prefix: u32::from_le_bytes(seed), next: Arc::new(AtomicU64::new(1)) };
+    router
+        .layer(PropagateRequestIdLayer::new(header.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<axum::body::Body>| {
+            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(header, counter))
+}

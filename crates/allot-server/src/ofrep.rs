@@ -1,0 +1,227 @@
+//! The OpenFeature Remote Evaluation Protocol (OFREP v1): every experiment is a flag whose key is
+//! the experiment id and whose value is the assigned variant's `value` (its name when it
+//! declares none).
+//!
+//! `targetingKey` is the unit id for every unit type whose attribute the context does not carry
+//! itself. Reasons: `ASSIGNED` → `SPLIT`; `INCLUDED` → `TARGETING_MATCH`; `STICKY` → `STATIC` (a
+//! stored assignment, no longer computed); `NOT_RUNNING` → `DISABLED`; `HOLDOUT`,
+//! `NOT_ALLOCATED`, `TARGETING_MISS`, `PREREQUISITE_FAILED` → `DEFAULT`. `DISABLED` and `DEFAULT`
+//! carry the experiment's first variant and its value (the default; by convention the control):
+//! the published providers need both. `metadata.allotReason` tells them from an assignment. `metadata` carries `allotReason` and `configVersion`. Errors:
+//! malformed JSON → 400 `PARSE_ERROR`; a context that is not an object, a `targetingKey` that is
+//! not a string, an oversized context → 400 `INVALID_CONTEXT`; no unit id → 400
+//! `TARGETING_KEY_MISSING`; unknown key → 404 `FLAG_NOT_FOUND`; store failure → 500 `GENERAL`.
+//!
+//! The bulk endpoint answers with `ETag: "<version>-<hash of the context>"` and 304 when
+//! `If-None-Match` matches: the flags can only change with the configuration or the context.
+
+use crate::body::ApiPath;
+use crate::evaluate::{assign, check_context, value_of, MAX_ATTRIBUTES};
+use crate::{App, Live};
+use allot_core::eval::{Assignment, Reason};
+use allot_core::Context;
+use axum::extract::{Request, State};
+use axum::http::header::{ETAG, IF_NONE_MATCH};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+pub(crate) fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/ofrep/v1/evaluate/flags/{key}", post(evaluate_flag))
+        .route("/ofrep/v1/evaluate/flags", post(evaluate_flags))
+}
+
+/// An OFREP error: status, code and details.
+struct Failure(StatusCode, &'static str, String);
+
+/// Parses `{"context": {...}}` into an allot context with `targetingKey` mapped to the units.
+fn context(body: &[u8], live: &Live) -> Result<Context, Failure> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| Failure(StatusCode::BAD_REQUEST, "PARSE_ERROR", format!("malformed JSON: {e}")))?;
+    let Value::Object(mut top) = v else {
+        return Err(Failure(
+            StatusCode::BAD_REQUEST,
+            "INVALID_CONTEXT",
+            "the body must be an object {\"context\": {...}}".into(),
+        ));
+    };
+    let mut ctx = match top.remove("context") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(c)) => c,
+        Some(_) => {
+            return Err(Failure(StatusCode::BAD_REQUEST, "INVALID_CONTEXT", "context: expected an object".into()))
+        }
+    };
+    if check_context(&ctx, "context").is_err() {
+        return Err(Failure(
+            StatusCode::BAD_REQUEST,
+            "INVALID_CONTEXT",
+            format!("context: {} attributes; at most {MAX_ATTRIBUTES} are allowed", ctx.len()),
+        ));
+    }
+    match ctx.remove("targetingKey") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(k)) => {
+            for s in &live.snapshot.spaces {
+                if !ctx.contains_key(&s.attribute) {
+                    ctx.insert(s.attribute.clone(), Value::String(k.clone()));
+                }
+            }
+        }
+        Some(_) => {
+            return Err(Failure(
+                StatusCode::BAD_REQUEST,
+                "INVALID_CONTEXT",
+                "context.targetingKey: expected a string".into(),
+            ))
+        }
+    }
+    Ok(ctx)
+}
+
+fn reason(r: Reason) -> &'static str {
+    match r {
+        Reason::Assigned => "SPLIT",
+        Reason::Included => "TARGETING_MATCH",
+        Reason::Sticky => "STATIC",
+        Reason::NotRunning => "DISABLED",
+        Reason::Holdout | Reason::NotAllocated | Reason::TargetingMiss | Reason::PrerequisiteFailed => "DEFAULT",
+        Reason::MissingUnit => "ERROR",
+    }
+}
+
+/// One flag's OFREP result: `Ok` a success object, `Err` a failure object.
+fn flag(live: &Live, i: usize, a: &Assignment) -> Result<Value, Value> {
+    let e = &live.snapshot.experiments[i];
+    if a.reason == Reason::MissingUnit {
+        let attr = &live.snapshot.spaces[e.space].attribute;
+        return Err(json!({
+            "key": e.id,
+            "errorCode": "TARGETING_KEY_MISSING",
+            "errorDetails": format!("the context has no targetingKey (nor `{attr}`) to identify the unit"),
+        }));
+    }
+    let mut out = Map::new();
+    out.insert("key".into(), json!(e.id));
+    out.insert("reason".into(), json!(reason(a.reason)));
+    // An unassigned unit gets the default: the first variant (by convention the control).
+    // Published providers need a variant and a value of the flag's type.
+    let shown = if a.variant.is_some() { *a } else { Assignment { variant: Some(0), reason: a.reason } };
+    if let Some(v) = live.snapshot.variant_name(i, &shown) {
+        out.insert("variant".into(), json!(v));
+    }
+    if let Some(v) = value_of(live, i, &shown) {
+        out.insert("value".into(), v);
+    }
+    out.insert("metadata".into(), json!({"allotReason": a.reason.as_str(), "configVersion": live.version}));
+    Ok(Value::Object(out))
+}
+
+/// Evaluates one flag (experiment) for a context.
+#[utoipa::path(post, path = "/ofrep/v1/evaluate/flags/{key}", tag = "ofrep", params(("key" = String, Path, description = "the experiment id")),
+    request_body(content = Object, description = "{\"context\": {\"targetingKey\": \"user-1\", ...}}"),
+    responses((status = 200, description = "{key, reason, variant, value, metadata}"), (status = 400, description = "{key, errorCode, errorDetails}"),
+        (status = 404, description = "FLAG_NOT_FOUND"), (status = 500, description = "GENERAL")))]
+pub(crate) async fn evaluate_flag(
+    State(app): State<Arc<App>>,
+    ApiPath(key): ApiPath<String>,
+    req: Request,
+) -> Response {
+    let body = match crate::body::bytes(req, &app).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let live = app.live();
+    let fail = |Failure(status, code, details): Failure| {
+        app.metrics.evaluation_error();
+        (status, Json(json!({"key": key, "errorCode": code, "errorDetails": details}))).into_response()
+    };
+    let ctx = match context(&body, &live) {
+        Ok(c) => c,
+        Err(f) => return fail(f),
+    };
+    let Some(i) = live.snapshot.index_of(&key) else {
+        return fail(Failure(StatusCode::NOT_FOUND, "FLAG_NOT_FOUND", format!("flag `{key}` was not found")));
+    };
+    let out = match assign(&app, &live, &ctx, Some(&[i])).await {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!(error = %e, "OFREP evaluation failed");
+            app.metrics.evaluation_error();
+            return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"errorDetails": "an internal error occurred"})))
+                .into_response();
+        }
+    };
+    let Some((_, a)) = out.first() else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"errorDetails": "no result"}))).into_response();
+    };
+    match flag(&live, i, a) {
+        Ok(v) => Json(v).into_response(),
+        Err(v) => {
+            app.metrics.evaluation_error();
+            (StatusCode::BAD_REQUEST, Json(v)).into_response()
+        }
+    }
+}
+
+fn bulk_etag(version: u64, ctx: &Context) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    Value::Object(ctx.clone()).to_string().hash(&mut h);
+    format!("\"{version}-{:016x}\"", h.finish())
+}
+
+/// Evaluates every flag for a context (`ETag`; 304 on a matching `If-None-Match`).
+#[utoipa::path(post, path = "/ofrep/v1/evaluate/flags", tag = "ofrep", params(("If-None-Match" = Option<String>, Header)),
+    request_body(content = Object, description = "{\"context\": {\"targetingKey\": \"user-1\", ...}}"),
+    responses((status = 200, description = "{flags: [...], metadata}"), (status = 304, description = "not modified"),
+        (status = 400, description = "{errorCode, errorDetails}"), (status = 500, description = "GENERAL")))]
+pub(crate) async fn evaluate_flags(State(app): State<Arc<App>>, req: Request) -> Response {
+    let headers: HeaderMap = req.headers().clone();
+    let body = match crate::body::bytes(req, &app).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let live = app.live();
+    let ctx = match context(&body, &live) {
+        Ok(c) => c,
+        Err(Failure(status, code, details)) => {
+            return (status, Json(json!({"errorCode": code, "errorDetails": details}))).into_response()
+        }
+    };
+    let tag = bulk_etag(live.version, &ctx);
+    let tag_value = HeaderValue::from_str(&tag).unwrap_or(HeaderValue::from_static("\"0\""));
+    let fresh = headers
+        .get(IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim().trim_start_matches("W/") == tag));
+    if fresh {
+        return (StatusCode::NOT_MODIFIED, [(ETAG, tag_value)]).into_response();
+    }
+    let out = match assign(&app, &live, &ctx, None).await {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!(error = %e, "OFREP bulk evaluation failed");
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"errorCode": "GENERAL", "errorDetails": "an internal error occurred"})),
+            )
+                .into_response();
+        }
+    };
+    let flags: Vec<Value> = out
+        .iter()
+        .map(|(i, a)| {
+            flag(&live, *i, a).unwrap_or_else(|v| {
+                app.metrics.evaluation_error();
+                v
+            })
+        })
+        .collect();
+    (StatusCode::OK, [(ETAG, tag_value)], Json(json!({"flags": flags, "metadata": {"configVersion": live.version}})))
+        .into_response()
+}

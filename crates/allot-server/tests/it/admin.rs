@@ -1,0 +1,185 @@
+//! The admin API: change control, optimistic concurrency, audit, export/import, entities.
+
+use crate::support::*;
+use axum::http::StatusCode;
+
+#[tokio::test]
+async fn config_is_exported_and_imported_as_yaml_with_etags() {
+    let s = configured().await;
+    let r = s.get("/api/v1/config").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.etag(), "\"1\"");
+    assert_eq!(r.headers["content-type"], "application/yaml");
+    let exported = r.text.clone();
+    assert!(exported.contains("banner:"), "{exported}");
+    // Importing the export changes nothing.
+    let r = s.put_config(&exported, "\"1\"", "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json()["committed"], false);
+    assert_eq!(r.json()["version"], 1);
+    let r = s.call("GET", "/api/v1/config", Some(ADMIN), &[("accept", "application/json")], "").await;
+    assert_eq!(r.json()["config"]["experiments"]["banner"]["share"], "50%");
+}
+
+#[tokio::test]
+async fn writes_need_if_match_and_stale_ones_get_412() {
+    let s = configured().await;
+    let grown = CONFIG.replace("share: 50%", "share: 60%");
+    let r = s.put_config(&grown, "", "").await;
+    // An empty If-Match is not a version.
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    let r = s.call("PUT", "/api/v1/config", Some(ADMIN), &[], &grown).await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_REQUIRED);
+    assert_eq!(r.json()["code"], "IF_MATCH_REQUIRED");
+    let r = s.put_config(&grown, "\"0\"", "").await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(r.json()["code"], "VERSION_MISMATCH");
+    assert_eq!(r.json()["current"], 1);
+    let r = s.put_config(&grown, "\"1\"", "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.etag(), "\"2\"");
+    assert_eq!(s.app.live().version, 2, "evaluation sees the change as soon as it is committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_do_not_lose_updates() {
+    let s = std::sync::Arc::new(configured().await);
+    let mut tasks = vec![];
+    for i in 0..6 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let cfg = CONFIG.replace("share: 50%", &format!("share: {}%", 51 + i));
+            s.put_config(&cfg, "\"1\"", "").await.status
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            StatusCode::OK => ok += 1,
+            StatusCode::PRECONDITION_FAILED => {}
+            other => panic!("{other}"),
+        }
+    }
+    assert_eq!(ok, 1, "exactly one writer wins from version 1");
+    let log = s.get("/api/v1/audit").await.json();
+    assert_eq!(log["entries"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_refused_change_is_reported_and_writes_nothing() {
+    let s = configured().await;
+    let shrunk = CONFIG.replace("share: 50%", "share: 40%");
+    let r = s.put_config(&shrunk, "\"1\"", "").await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    let body = r.json();
+    assert_eq!(body["code"], "CHANGE_REFUSED");
+    assert!(!body["plan"]["refusals"].as_array().unwrap().is_empty());
+    assert_eq!(s.app.live().version, 1);
+    assert_eq!(s.get("/api/v1/audit").await.json()["entries"].as_array().unwrap().len(), 1);
+    // force needs a reason
+    let r = s.put_config(&shrunk, "\"1\"", "?force=true").await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.json()["errors"][0]["path"], "reason");
+    let r = s.put_config(&shrunk, "\"1\"", "?force=true&reason=traffic%20cut").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let log = s.get("/api/v1/audit").await.json();
+    let e = &log["entries"][0];
+    assert_eq!(
+        (e["forced"].as_bool(), e["reason"].as_str(), e["actor"].as_str()),
+        (Some(true), Some("traffic cut"), Some("bootstrap-admin"))
+    );
+    assert_eq!((e["before_version"].as_u64(), e["after_version"].as_u64()), (Some(1), Some(2)));
+    assert!(!e["overridden"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn preview_returns_the_exact_impact_report_and_changes_nothing() {
+    let s = configured().await;
+    let reweighted = CONFIG.replace("treatment: {weight: 1, value: true}", "treatment: {weight: 3, value: true}");
+    let r = s.post("/api/v1/changes/preview", &reweighted).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let plan = r.json();
+    assert_eq!(plan["version"], 2);
+    let moved = plan["impact"]["banner"]["moved_by_split"].as_f64().unwrap();
+    assert!((moved - 0.25).abs() < 1e-9, "{plan}");
+    assert!(!plan["refusals"].as_array().unwrap().is_empty());
+    assert_eq!(s.app.live().version, 1);
+    let r = s.put_config(&reweighted, "\"1\"", "").await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.json()["plan"]["impact"], plan["impact"], "the refusal reports the previewed impact");
+}
+
+#[tokio::test]
+async fn invalid_configurations_name_the_field() {
+    let s = configured().await;
+    let r = s.put_config(&CONFIG.replace("share: 100%", "share: 140%"), "*", "").await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.json()["errors"][0]["path"].as_str().unwrap().starts_with("experiments.color"), "{}", r.text);
+    let r = s.put_config("units: [unclosed", "*", "").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json()["code"], "MALFORMED");
+    let r = s.put_config("- a list", "*", "").await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = s.put_config(CONFIG, "*", "?forse=true").await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(s.app.live().version, 1);
+}
+
+#[tokio::test]
+async fn entities_are_read_written_and_moved_through_their_lifecycle() {
+    let s = configured().await;
+    let r = s.get("/api/v1/experiments/banner").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["share"], "50%");
+    assert_eq!(s.get("/api/v1/experiments").await.json().as_object().unwrap().len(), 3);
+    assert_eq!(s.get("/api/v1/surfaces").await.json(), serde_json::json!(["home", "search"]));
+    assert_eq!(s.get("/api/v1/experiments/nope").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(s.get("/api/v1/widgets").await.status, StatusCode::NOT_FOUND);
+    // create a surface and an experiment on it
+    let r = s.call("PUT", "/api/v1/surfaces/checkout", Some(ADMIN), &[("if-match", "\"1\"")], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let exp = r#"{"unit": "user", "surfaces": ["checkout"], "share": "20%", "variants": {"a": 1, "b": 1}}"#;
+    let r = s.call("PUT", "/api/v1/experiments/pay", Some(ADMIN), &[("if-match", "\"2\"")], exp).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.etag(), "\"3\"");
+    // start, stop, archive
+    let r = s.call("POST", "/api/v1/experiments/pay/start", Some(ADMIN), &[("if-match", "\"3\"")], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let ev = s.post("/api/v1/evaluate", r#"{"context": {"user_id": "u1"}, "experiments": ["pay"]}"#).await.json();
+    assert_ne!(ev["assignments"]["pay"]["reason"], "NOT_RUNNING", "{ev}");
+    // going back to draft is refused
+    let r = s.call("PUT", "/api/v1/experiments/pay", Some(ADMIN), &[("if-match", "\"4\"")], exp).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    let r = s.call("POST", "/api/v1/experiments/pay/stop", Some(ADMIN), &[("if-match", "\"4\"")], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = s.call("POST", "/api/v1/experiments/pay/archive", Some(ADMIN), &[("if-match", "*")], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(s.get("/api/v1/experiments/pay").await.json()["state"], "archived");
+    let r = s.call("POST", "/api/v1/experiments/pay/restart", Some(ADMIN), &[("if-match", "*")], "").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // deleting a running experiment is refused; a draft one is not
+    let r = s.call("DELETE", "/api/v1/experiments/banner", Some(ADMIN), &[("if-match", "*")], "").await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    let r = s.call("DELETE", "/api/v1/experiments/later", Some(ADMIN), &[("if-match", "*")], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let log = s.get("/api/v1/audit?limit=2").await.json();
+    assert_eq!(log["entries"][0]["action"], "experiments.delete");
+    assert_eq!(log["entries"][1]["action"], "experiment.archive");
+    // every version stays readable
+    let v = s.get("/api/v1/versions/1").await.json();
+    assert!(v["config"]["experiments"]["later"].is_object());
+    assert_eq!(s.get("/api/v1/versions/99").await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn another_process_picks_up_a_commit_on_refresh() {
+    let s = configured().await;
+    let other = allot_server::App::new(s.app.store().clone()).await.unwrap();
+    assert_eq!(other.live().version, 1);
+    let grown = CONFIG.replace("share: 50%", "share: 60%");
+    assert_eq!(s.put_config(&grown, "\"1\"", "").await.status, StatusCode::OK);
+    assert_eq!(other.live().version, 1, "until it polls");
+    other.refresh().await.unwrap();
+    assert_eq!(other.live().version, 2);
+    assert_eq!(other.live().config["experiments"]["banner"]["share"], "60%");
+}

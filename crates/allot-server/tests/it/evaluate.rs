@@ -1,0 +1,156 @@
+//! The evaluation API, snapshots, sticky assignments and exposures; bad input.
+
+use crate::support::*;
+use allot_core::eval::Snapshot;
+use allot_core::state::State;
+use axum::http::StatusCode;
+use serde_json::json;
+
+#[tokio::test]
+async fn evaluate_returns_every_assignment_with_the_version() {
+    let s = configured().await;
+    let r = s.post("/api/v1/evaluate", r#"{"context": {"user_id": "alice"}}"#).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let b = r.json();
+    assert_eq!(b["version"], 1);
+    assert_eq!(b["assignments"]["banner"], json!({"variant": "treatment", "value": true, "reason": "INCLUDED"}));
+    let color = &b["assignments"]["color"];
+    assert_eq!(color["reason"], "ASSIGNED");
+    assert_eq!(color["value"], color["variant"], "a variant without a value serves its name");
+    assert_eq!(b["assignments"]["later"], json!({"variant": null, "value": null, "reason": "NOT_RUNNING"}));
+    let r = s.post("/api/v1/evaluate", r#"{"context": {}, "experiments": ["color"]}"#).await;
+    assert_eq!(r.json()["assignments"], json!({"color": {"variant": null, "value": null, "reason": "MISSING_UNIT"}}));
+}
+
+#[tokio::test]
+async fn evaluation_over_http_equals_the_core_on_the_snapshot() {
+    let s = configured().await;
+    let r = s.get("/api/v1/snapshot").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let snap = Snapshot::compile(&State::from_json(&r.text).unwrap()).unwrap();
+    for u in 0..200 {
+        let ctx = json!({"user_id": format!("u{u}")});
+        let body = s.post("/api/v1/evaluate", &json!({"context": ctx}).to_string()).await.json();
+        let mut out = vec![];
+        snap.evaluate_all(ctx.as_object().unwrap(), &allot_core::eval::NoSticky, &mut out);
+        for (i, a) in out.iter().enumerate() {
+            let got = &body["assignments"][&snap.experiments[i].id];
+            assert_eq!(got["reason"], a.reason.as_str());
+            assert_eq!(got["variant"].as_str(), snap.variant_name(i, a));
+        }
+    }
+}
+
+#[tokio::test]
+async fn snapshot_has_an_etag_and_304() {
+    let s = configured().await;
+    let r = s.get("/api/v1/snapshot").await;
+    assert_eq!(r.etag(), "\"1\"");
+    let r = s.call("GET", "/api/v1/snapshot", Some(ADMIN), &[("if-none-match", "\"1\"")], "").await;
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+    assert!(r.text.is_empty());
+    let r = s.call("GET", "/api/v1/snapshot", Some(ADMIN), &[("if-none-match", "\"0\"")], "").await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn bad_input_gets_4xx_naming_the_field() {
+    let s = configured().await;
+    let cases: [(&str, StatusCode, &str); 7] = [
+        ("{", StatusCode::BAD_REQUEST, "body"),
+        ("[]", StatusCode::UNPROCESSABLE_ENTITY, "body"),
+        (r#"{"context": 3}"#, StatusCode::UNPROCESSABLE_ENTITY, "context"),
+        (r#"{"context": {}, "experimentz": []}"#, StatusCode::UNPROCESSABLE_ENTITY, "experimentz"),
+        (r#"{"context": {}, "experiments": ["color", "nope"]}"#, StatusCode::UNPROCESSABLE_ENTITY, "experiments[1]"),
+        (r#"{"context": {}, "experiments": "color"}"#, StatusCode::UNPROCESSABLE_ENTITY, "experiments"),
+        (r#"{"experiments": []}"#, StatusCode::UNPROCESSABLE_ENTITY, "body"),
+    ];
+    for (body, status, path) in cases {
+        let r = s.post("/api/v1/evaluate", body).await;
+        assert_eq!(r.status, status, "{body}: {}", r.text);
+        let b = r.json();
+        assert_eq!(b["errors"][0]["path"], path, "{body}: {b}");
+        assert!(!b["errors"][0]["message"].as_str().unwrap().is_empty());
+    }
+    let many: serde_json::Map<String, serde_json::Value> = (0..300).map(|i| (format!("a{i}"), json!(i))).collect();
+    let r = s.post("/api/v1/evaluate", &json!({"context": many}).to_string()).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.json()["errors"][0]["path"], "context");
+    let huge = json!({"context": {"user_id": "x".repeat(100_000)}}).to_string();
+    let r = s.post("/api/v1/evaluate", &huge).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.json()["code"], "TOO_LARGE");
+}
+
+const STICKY: &str = r#"
+units:
+  user: {attribute: user_id}
+experiments:
+  sticky:
+    unit: user
+    share: 100%
+    variants: {a: 1, b: 1}
+    sticky: true
+    state: running
+"#;
+
+#[tokio::test]
+async fn sticky_assignments_are_stored_and_survive_a_reweight() {
+    let s = server().await;
+    assert_eq!(s.put_config(STICKY, "*", "").await.status, StatusCode::OK);
+    let mut first = vec![];
+    for u in 0..40 {
+        let r = s.post("/api/v1/evaluate", &json!({"context": {"user_id": format!("u{u}")}}).to_string()).await.json();
+        assert_eq!(r["assignments"]["sticky"]["reason"], "ASSIGNED");
+        first.push(r["assignments"]["sticky"]["variant"].as_str().unwrap().to_string());
+    }
+    let reweighted = STICKY.replace("{a: 1, b: 1}", "{a: 0, b: 1}");
+    let r = s.put_config(&reweighted, "\"1\"", "?force=true&reason=all%20to%20b").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    for (u, v) in first.iter().enumerate() {
+        let r = s.post("/api/v1/evaluate", &json!({"context": {"user_id": format!("u{u}")}}).to_string()).await.json();
+        assert_eq!(r["assignments"]["sticky"]["reason"], "STICKY");
+        assert_eq!(r["assignments"]["sticky"]["variant"], v.as_str());
+    }
+    let r = s.post("/api/v1/evaluate", r#"{"context": {"user_id": "new"}}"#).await.json();
+    assert_eq!(r["assignments"]["sticky"], json!({"variant": "b", "value": "b", "reason": "ASSIGNED"}));
+}
+
+#[tokio::test]
+async fn exposures_are_deduplicated_and_read_back() {
+    let s = configured().await;
+    let batch = json!({"exposures": [
+        {"unit": "u1", "experiment": "color", "variant": "blue", "time": "2026-01-01T10:00:00Z"},
+        {"unit": "u1", "experiment": "color", "variant": "blue", "time": "2026-01-01T23:00:00+00:00"},
+        {"unit": "u1", "experiment": "color", "variant": "blue", "time": "2026-01-02T01:00:00+02:00"},
+        {"unit": "u1", "experiment": "color", "variant": "blue", "time": "2026-01-02T10:00:00Z"},
+    ]});
+    let r = s.post("/api/v1/exposures", &batch.to_string()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json(), json!({"received": 4, "new": 2}));
+    let r = s
+        .post("/api/v1/evaluate", r#"{"context": {"user_id": "u2"}, "experiments": ["color"], "log_exposures": true}"#)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let back = s.get("/api/v1/exposures?experiment=color").await.json();
+    let xs = back["exposures"].as_array().unwrap();
+    assert_eq!(xs.len(), 3, "{back}");
+    assert_eq!(xs[0]["day"], "2026-01-01");
+    assert_eq!(xs[1]["day"], "2026-01-02");
+    assert_eq!(xs[2]["unit"], "u2");
+    let bad = json!({"exposures": [
+        {"unit": "u1", "experiment": "nope", "variant": "blue"},
+        {"unit": "u1", "experiment": "color", "variant": "red"},
+        {"unit": "u1", "experiment": "color", "variant": "blue", "time": "yesterday"},
+    ]});
+    let r = s.post("/api/v1/exposures", &bad.to_string()).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let paths: Vec<String> =
+        r.json()["errors"].as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap().to_string()).collect();
+    assert_eq!(paths, ["exposures[0].experiment", "exposures[1].variant", "exposures[2].time"]);
+    assert_eq!(
+        s.get("/api/v1/exposures").await.json()["exposures"].as_array().unwrap().len(),
+        3,
+        "nothing half-written"
+    );
+}

@@ -1,0 +1,80 @@
+//! Operations: readiness, metrics, request ids, the OpenAPI document.
+
+use crate::support::*;
+use axum::http::StatusCode;
+
+#[tokio::test]
+async fn metrics_count_requests_evaluations_and_version() {
+    let s = configured().await;
+    s.post("/api/v1/evaluate", r#"{"context": {"user_id": "alice"}}"#).await;
+    s.post("/ofrep/v1/evaluate/flags/nope", r#"{"context": {"targetingKey": "a"}}"#).await;
+    let r = s.get("/metrics").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let t = &r.text;
+    assert!(t.contains(r#"allot_http_requests_total{method="POST",route="/api/v1/evaluate",status="200"} 1"#), "{t}");
+    assert!(
+        t.contains(r#"allot_http_request_duration_seconds_count{method="POST",route="/api/v1/evaluate"} 1"#),
+        "{t}"
+    );
+    assert!(t.contains(r#"allot_evaluations_total{reason="INCLUDED"} 1"#), "{t}");
+    assert!(t.contains(r#"allot_evaluations_total{reason="ERROR"} 1"#), "{t}");
+    assert!(t.contains("allot_config_version 1"), "{t}");
+}
+
+#[tokio::test]
+async fn requests_carry_ids() {
+    let s = server().await;
+    let r = s.call("GET", "/healthz", None, &[], "").await;
+    assert!(!r.headers["x-request-id"].is_empty());
+    let r = s.call("GET", "/healthz", None, &[("x-request-id", "abc-1")], "").await;
+    assert_eq!(r.headers["x-request-id"], "abc-1");
+    assert_eq!(s.get("/nowhere").await.json()["code"], "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn the_committed_openapi_document_is_the_served_one() {
+    let s = server().await;
+    let r = s.get("/api/v1/openapi.json").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let served: serde_json::Value = r.json();
+    let generated = allot_server::openapi::document();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+    if std::env::var_os("ALLOT_UPDATE_OPENAPI").is_some() {
+        std::fs::write(path, format!("{generated}\n")).unwrap();
+    }
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed.trim_end() == generated,
+        "docs/openapi.json drifted from the code: run `ALLOT_UPDATE_OPENAPI=1 cargo test -p allot-server openapi` and commit it"
+    );
+    assert_eq!(served, serde_json::from_str::<serde_json::Value>(&generated).unwrap());
+    for p in ["/api/v1/evaluate", "/ofrep/v1/evaluate/flags/{key}", "/api/v1/config", "/api/v1/keys"] {
+        assert!(served["paths"].get(p).is_some(), "{p} is documented");
+    }
+}
+
+/// The error bodies, as clients see them (one table: status, code, message, field paths).
+#[tokio::test]
+async fn error_bodies() {
+    let s = configured().await;
+    let reader = s.key("reader").await;
+    let mut out = serde_json::Map::new();
+    let mut record = |name: &str, r: Reply| {
+        out.insert(name.into(), serde_json::json!({"status": r.status.as_u16(), "body": r.json()}));
+    };
+    record("401 no key", s.call("GET", "/api/v1/config", None, &[], "").await);
+    record("403 reader writes", s.call("PUT", "/api/v1/config", Some(&reader), &[("if-match", "*")], CONFIG).await);
+    record("404 endpoint", s.get("/api/v1/nothing/here/at/all").await);
+    record("400 malformed", s.post("/api/v1/evaluate", "{").await);
+    record("422 unknown experiment", s.post("/api/v1/evaluate", r#"{"context": {}, "experiments": ["nope"]}"#).await);
+    record(
+        "422 wrong type",
+        s.post("/api/v1/evaluate", r#"{"context": {"user_id": "u"}, "log_exposures": "yes"}"#).await,
+    );
+    record("428 no if-match", s.call("PUT", "/api/v1/config", Some(ADMIN), &[], CONFIG).await);
+    record("412 stale", s.put_config(CONFIG, "\"0\"", "").await);
+    record("422 bad path", s.get("/api/v1/experiments/%FF%FE").await);
+    record("405 method", s.call("DELETE", "/api/v1/audit", Some(ADMIN), &[], "").await);
+    record("413 too large", s.post("/api/v1/evaluate", &"x".repeat(70_000)).await);
+    insta::assert_json_snapshot!(serde_json::Value::Object(out));
+}

@@ -1,0 +1,234 @@
+//! Storage for the allot service, behind the [`Store`] trait.
+//!
+//! What is stored: every configuration version as the whole core [`State`] (immutable rows keyed
+//! by version), the audit log (one entry per committed version), API keys (SHA-256 hashes only),
+//! sticky assignments and exposures (deduplicated per unit, experiment, variant and day).
+//!
+//! Nothing above this trait knows which database it talks to: [`open`] picks the backend from
+//! the URL. SQLite is implemented ([`sqlite::SqliteStore`]); PostgreSQL comes next and will run
+//! the same trait-level tests (`tests/it/`).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod sqlite;
+
+use allot_core::state::State;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another change was committed after the version the caller planned from.
+    #[error("conflict: the current version is {current}, the change was planned from version {expected}")]
+    Conflict {
+        /// Version the caller planned from.
+        expected: u64,
+        /// Version found in the store.
+        current: u64,
+    },
+    /// The caller passed something the store cannot record.
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// The URL names a backend this build does not have.
+    #[error("unsupported database URL: {0}")]
+    Unsupported(String),
+    /// A stored row could not be read back.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+/// Result of store operations.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The audit record of one committed change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Who (the API key's name, or `config-file` for `serve --config`).
+    pub actor: String,
+    /// When (RFC 3339).
+    pub time: String,
+    /// What kind of change: `config.put`, `config.file`, `experiment.start`, ...
+    pub action: String,
+    /// Why, if given (required when forced).
+    pub reason: Option<String>,
+    /// Whether refusals were overridden.
+    pub forced: bool,
+    /// What changed: the plan's changes as JSON.
+    pub changes: serde_json::Value,
+    /// Refusals that were overridden.
+    pub overridden: serde_json::Value,
+}
+
+/// An audit entry as stored, with the versions before and after the change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Version before the change.
+    pub before_version: u64,
+    /// Version the change recorded.
+    pub after_version: u64,
+    /// The entry.
+    #[serde(flatten)]
+    pub entry: AuditEntry,
+}
+
+/// A role of an API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything, including keys.
+    Admin,
+    /// Reads and changes the configuration.
+    Editor,
+    /// Reads the configuration, audit log and exposures.
+    Reader,
+    /// Evaluates and sends exposures only.
+    Evaluator,
+}
+
+impl Role {
+    /// Wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Editor => "editor",
+            Role::Reader => "reader",
+            Role::Evaluator => "evaluator",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "editor" => Some(Role::Editor),
+            "reader" => Some(Role::Reader),
+            "evaluator" => Some(Role::Evaluator),
+            _ => None,
+        }
+    }
+}
+
+/// An API key as stored (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    /// Public id.
+    pub id: String,
+    /// Name, recorded as the actor of changes made with it.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// When created (RFC 3339).
+    pub created_at: String,
+    /// When revoked, if it was.
+    pub revoked_at: Option<String>,
+}
+
+/// The SHA-256 of a key secret, hex-encoded: what the store keeps.
+pub fn hash_secret(secret: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(secret.as_bytes());
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    out
+}
+
+/// One exposure: a unit saw a variant of an experiment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exposure {
+    /// Unit id.
+    pub unit: String,
+    /// Experiment id.
+    pub experiment: String,
+    /// Variant name.
+    pub variant: String,
+    /// Day (`YYYY-MM-DD`, UTC): exposures are deduplicated per unit, experiment, variant and day.
+    pub day: String,
+    /// When first seen that day (RFC 3339).
+    pub time: String,
+    /// Configuration version the assignment came from.
+    pub version: u64,
+}
+
+/// Storage of the service. Every method is one transaction.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The current version and its state (`0` and the empty state before the first commit).
+    async fn load_current(&self) -> Result<(u64, State)>;
+
+    /// The current version only (cheap: for polling).
+    async fn current_version(&self) -> Result<u64>;
+
+    /// The state recorded at `version`, if any.
+    async fn load_version(&self, version: u64) -> Result<Option<State>>;
+
+    /// Records `state` (whose `version` must be greater than `expected`) and its audit entry in
+    /// one transaction, if and only if the current version is still `expected`; otherwise
+    /// [`StoreError::Conflict`]. Of concurrent commits from the same version exactly one wins.
+    async fn commit(&self, expected: u64, state: &State, audit: &AuditEntry) -> Result<u64>;
+
+    /// Audit records, newest first, with `after_version < before` when given.
+    async fn audit(&self, before: Option<u64>, limit: u32) -> Result<Vec<AuditRecord>>;
+
+    /// Number of keys, revoked included.
+    async fn key_count(&self) -> Result<u64>;
+
+    /// Stores a new key with the hash of `secret`.
+    async fn create_key(&self, info: &KeyInfo, secret: &str) -> Result<()>;
+
+    /// Stores `info` with `secret` only if the store has no key at all (first start). True when stored.
+    async fn bootstrap_key(&self, info: &KeyInfo, secret: &str) -> Result<bool>;
+
+    /// The live (not revoked) key whose secret this is.
+    async fn find_key(&self, secret: &str) -> Result<Option<KeyInfo>>;
+
+    /// Every key, oldest first.
+    async fn list_keys(&self) -> Result<Vec<KeyInfo>>;
+
+    /// Revokes a key; false if there is no live key with that id.
+    async fn revoke_key(&self, id: &str, at: &str) -> Result<bool>;
+
+    /// The stored sticky variant of a unit in an experiment.
+    async fn sticky_get(&self, unit_type: &str, unit: &str, experiment: &str) -> Result<Option<String>>;
+
+    /// Every stored sticky assignment of a unit: `(experiment, variant)`.
+    async fn sticky_for_unit(&self, unit_type: &str, unit: &str) -> Result<Vec<(String, String)>>;
+
+    /// Stores sticky assignments `(unit_type, unit, experiment, variant)`; an existing one is kept.
+    async fn sticky_put(&self, rows: &[(String, String, String, String)]) -> Result<()>;
+
+    /// Records exposures; duplicates (same unit, experiment, variant, day) are ignored. Returns how
+    /// many were new.
+    async fn record_exposures(&self, exposures: &[Exposure]) -> Result<u64>;
+
+    /// Exposures, oldest first, optionally of one experiment, after a cursor (`id`).
+    async fn exposures(&self, experiment: Option<&str>, after: u64, limit: u32) -> Result<Vec<(u64, Exposure)>>;
+
+    /// Whether the store answers.
+    async fn ping(&self) -> Result<()>;
+}
+
+/// Opens the store a URL names: `sqlite://path?mode=rwc` (created if missing), `sqlite::memory:`.
+/// `postgres://` is not implemented yet.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Err(StoreError::Unsupported("PostgreSQL is not implemented yet; use sqlite://PATH".into()))
+    } else {
+        Err(StoreError::Unsupported("expected sqlite://PATH".into()))
+    }
+}

@@ -1,0 +1,4 @@
+//! Store tests, written against the `Store` trait so that every backend runs them.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod store;

@@ -1,0 +1,175 @@
+//! The `Store` contract: versions, conflicts, audit, keys, sticky assignments, exposures.
+
+use allot_core::state::State;
+use allot_store::{AuditEntry, Exposure, KeyInfo, Role, Store, StoreError};
+use std::sync::Arc;
+
+async fn sqlite() -> (tempfile::TempDir, Arc<dyn Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("allot.db").display());
+    let store = allot_store::open(&url).await.unwrap();
+    (dir, store)
+}
+
+fn state(version: u64) -> State {
+    State { version, config: Some(serde_json::json!({"version": version})), ..State::default() }
+}
+
+fn entry(actor: &str) -> AuditEntry {
+    AuditEntry {
+        actor: actor.into(),
+        time: "2026-01-01T00:00:00Z".into(),
+        action: "config.put".into(),
+        reason: None,
+        forced: false,
+        changes: serde_json::json!([{"entity": "experiment", "id": "a", "action": "create"}]),
+        overridden: serde_json::json!([]),
+    }
+}
+
+#[tokio::test]
+async fn empty_store_is_version_zero() {
+    let (_d, s) = sqlite().await;
+    let (v, st) = s.load_current().await.unwrap();
+    assert_eq!(v, 0);
+    assert_eq!(st, State::default());
+    assert!(s.audit(None, 10).await.unwrap().is_empty());
+    s.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn commits_are_numbered_immutable_and_audited() {
+    let (_d, s) = sqlite().await;
+    assert_eq!(s.commit(0, &state(1), &entry("ann")).await.unwrap(), 1);
+    assert_eq!(s.commit(1, &state(2), &entry("bob")).await.unwrap(), 2);
+    let (v, st) = s.load_current().await.unwrap();
+    assert_eq!((v, st), (2, state(2)));
+    assert_eq!(s.current_version().await.unwrap(), 2);
+    assert_eq!(s.load_version(1).await.unwrap(), Some(state(1)));
+    assert_eq!(s.load_version(9).await.unwrap(), None);
+    let log = s.audit(None, 10).await.unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!((log[0].before_version, log[0].after_version, log[0].entry.actor.as_str()), (1, 2, "bob"));
+    assert_eq!(log[1].entry, entry("ann"));
+    assert_eq!(s.audit(Some(2), 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_stale_commit_is_a_conflict_and_leaves_nothing() {
+    let (_d, s) = sqlite().await;
+    s.commit(0, &state(1), &entry("ann")).await.unwrap();
+    let e = s.commit(0, &state(1), &entry("bob")).await.unwrap_err();
+    assert!(matches!(e, StoreError::Conflict { expected: 0, current: 1 }), "{e}");
+    assert!(matches!(s.commit(1, &state(1), &entry("bob")).await, Err(StoreError::Invalid(_))));
+    assert_eq!(s.audit(None, 10).await.unwrap().len(), 1);
+    assert_eq!(s.load_current().await.unwrap().0, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_concurrent_writers_exactly_one_wins() {
+    let (_d, s) = sqlite().await;
+    let mut tasks = vec![];
+    for i in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move { s.commit(0, &state(1), &entry(&format!("w{i}"))).await }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => wins += 1,
+            Err(StoreError::Conflict { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(s.audit(None, 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_store_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("allot.db").display());
+    {
+        let s = allot_store::open(&url).await.unwrap();
+        s.commit(0, &state(1), &entry("ann")).await.unwrap();
+    }
+    let s = allot_store::open(&url).await.unwrap();
+    assert_eq!(s.load_current().await.unwrap().0, 1);
+}
+
+#[tokio::test]
+async fn postgres_is_not_yet_supported() {
+    let e = allot_store::open("postgres://u:secret@localhost/db").await.err().unwrap();
+    assert!(matches!(e, StoreError::Unsupported(_)));
+    assert!(!e.to_string().contains("secret"));
+}
+
+fn key(id: &str, role: Role) -> KeyInfo {
+    KeyInfo {
+        id: id.into(),
+        name: format!("{id}-name"),
+        role,
+        created_at: "2026-01-01T00:00:00Z".into(),
+        revoked_at: None,
+    }
+}
+
+#[tokio::test]
+async fn keys_are_found_by_secret_and_revoked() {
+    let (_d, s) = sqlite().await;
+    assert!(s.bootstrap_key(&key("k1", Role::Admin), "s1").await.unwrap());
+    assert!(!s.bootstrap_key(&key("k2", Role::Admin), "s2").await.unwrap(), "only on an empty store");
+    s.create_key(&key("k3", Role::Reader), "s3").await.unwrap();
+    assert_eq!(s.key_count().await.unwrap(), 2);
+    assert_eq!(s.find_key("s1").await.unwrap().unwrap().role, Role::Admin);
+    assert_eq!(s.find_key("s3").await.unwrap().unwrap().id, "k3");
+    assert_eq!(s.find_key("s2").await.unwrap(), None);
+    assert!(s.revoke_key("k3", "2026-01-02T00:00:00Z").await.unwrap());
+    assert!(!s.revoke_key("k3", "2026-01-02T00:00:00Z").await.unwrap());
+    assert_eq!(s.find_key("s3").await.unwrap(), None);
+    let keys = s.list_keys().await.unwrap();
+    assert_eq!(keys.len(), 2);
+    assert!(keys.iter().any(|k| k.revoked_at.is_some()));
+}
+
+#[test]
+fn secrets_are_stored_as_sha256() {
+    assert_eq!(allot_store::hash_secret("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+#[tokio::test]
+async fn sticky_assignments_keep_the_first_variant() {
+    let (_d, s) = sqlite().await;
+    let row = |v: &str| ("user".to_string(), "u1".to_string(), "exp".to_string(), v.to_string());
+    s.sticky_put(&[row("a")]).await.unwrap();
+    s.sticky_put(&[row("b")]).await.unwrap();
+    assert_eq!(s.sticky_get("user", "u1", "exp").await.unwrap().as_deref(), Some("a"));
+    assert_eq!(s.sticky_get("user", "u2", "exp").await.unwrap(), None);
+    assert_eq!(s.sticky_for_unit("user", "u1").await.unwrap(), vec![("exp".to_string(), "a".to_string())]);
+}
+
+#[tokio::test]
+async fn exposures_are_deduplicated_per_unit_experiment_variant_and_day() {
+    let (_d, s) = sqlite().await;
+    let x = |unit: &str, variant: &str, day: &str| Exposure {
+        unit: unit.into(),
+        experiment: "exp".into(),
+        variant: variant.into(),
+        day: day.into(),
+        time: format!("{day}T10:00:00Z"),
+        version: 3,
+    };
+    let batch = [
+        x("u1", "a", "2026-01-01"),
+        x("u1", "a", "2026-01-01"),
+        x("u1", "b", "2026-01-01"),
+        x("u1", "a", "2026-01-02"),
+    ];
+    assert_eq!(s.record_exposures(&batch).await.unwrap(), 3);
+    assert_eq!(s.record_exposures(&batch[..1]).await.unwrap(), 0);
+    let all = s.exposures(Some("exp"), 0, 100).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[0].1, batch[0]);
+    assert!(s.exposures(Some("other"), 0, 100).await.unwrap().is_empty());
+    assert_eq!(s.exposures(None, all[0].0, 100).await.unwrap().len(), 2);
+}
