@@ -5,7 +5,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cargo build -q --manifest-path "$root/Cargo.toml" -p allot-cli
-allot="$root/target/debug/allot"
+allot="${CARGO_TARGET_DIR:-$root/target}/debug/allot"
 cp "$root/examples/allot.yaml" "$root/examples/units.jsonl" "$work/"
 cd "$work"
 "$allot" check
