@@ -263,6 +263,13 @@ pub struct Config {
 
 /// Parses YAML (or JSON) text into the raw tree; a syntax error names its line and column.
 pub fn parse_yaml(text: &str) -> Result<Value, FieldError> {
+    // serde_json's map keeps the last of duplicate keys silently; YAML's own tree refuses them
+    // (a copy-pasted experiment id must not replace the first one).
+    if let Err(e) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) {
+        if e.to_string().contains("duplicate entry") {
+            return Err(FieldError::new("", format!("invalid YAML: {e}")));
+        }
+    }
     let v: Value = serde_yaml_ng::from_str(text).map_err(|e| FieldError::new("", format!("invalid YAML: {e}")))?;
     Ok(if v.is_null() { Value::Object(Map::new()) } else { v })
 }
@@ -684,7 +691,14 @@ fn experiment(v: &mut V, cfg: &Config, e: &Value, path: &str, id: &str) -> Optio
     }
 
     let share = match m.get("share") {
-        None | Some(Value::Null) => None,
+        None => None,
+        Some(Value::Null) => {
+            v.err(
+                join(path, "share"),
+                "expected a share such as \"30%\" or 0.3 (leave the field out to take all of a group's slots)",
+            );
+            None
+        }
         s => v.share(s, &join(path, "share")),
     };
     if share.is_none() && groups.is_empty() && !m.contains_key("share") {
@@ -734,6 +748,8 @@ fn experiment(v: &mut V, cfg: &Config, e: &Value, path: &str, id: &str) -> Optio
     }
     if m.get("variants").is_none() {
         v.err(&vpath, "required: e.g. {control: 1, treatment: 1}");
+    } else if variants.is_empty() && v.errors.len() == n_errors {
+        v.err(&vpath, "at least one variant is required, e.g. {control: 1, treatment: 1}");
     } else if !variants.is_empty() && variants.values().all(|x| x.weight == 0) {
         v.err(&vpath, "at least one variant needs a weight above 0");
     }

@@ -106,7 +106,9 @@ pub fn resalt(
         }
     }
     let mut st = state.clone();
-    st.version += 1;
+    st.version = st.version.checked_add(1).ok_or_else(|| {
+        FieldError::new("state.version", "the recorded version cannot grow any further; the state file is corrupt")
+    })?;
     let version = st.version;
     let salt = format!("{}~r{version}", s.salt);
     let frozen_n = frozen.len();

@@ -116,15 +116,47 @@ pub enum ApplyError {
 pub fn applied_config(state: &State) -> Result<Option<Config>, Vec<FieldError>> {
     match &state.config {
         None => Ok(None),
-        Some(raw) => config::validate(raw)
-            .map(Some)
-            .map_err(|es| es.into_iter().map(|e| FieldError::new(join("state.config", &e.path), e.message)).collect()),
+        Some(raw) => {
+            let cfg = config::validate(raw).map_err(|es| {
+                es.into_iter().map(|e| FieldError::new(join("state.config", &e.path), e.message)).collect::<Vec<_>>()
+            })?;
+            // What the recorded configuration says is live must hold buckets in the recorded state.
+            let mut missing = vec![];
+            for (id, e) in &cfg.experiments {
+                if e.state == ExpState::Running && state.live(OwnerKind::Experiment, id).is_none() {
+                    missing.push(format!("experiment `{id}`"));
+                }
+            }
+            for id in cfg.holdouts.keys() {
+                if state.live(OwnerKind::Holdout, id).is_none() {
+                    missing.push(format!("holdout `{id}`"));
+                }
+            }
+            for id in cfg.groups.keys() {
+                if state.live(OwnerKind::Group, id).is_none() {
+                    missing.push(format!("group `{id}`"));
+                }
+            }
+            if !missing.is_empty() {
+                return Err(vec![FieldError::new(
+                    "state.allocations",
+                    format!("no live allocation for {}: the state file is corrupt", missing.join(", ")),
+                )]);
+            }
+            Ok(Some(cfg))
+        }
     }
 }
 
 /// Plans applying `cfg` (whose raw tree is `raw`) over `state`.
 pub fn plan(state: &State, cfg: &Config, raw: &serde_json::Value, opts: &Options) -> Result<Plan, Vec<FieldError>> {
     let old = applied_config(state)?.unwrap_or_default();
+    let Some(next_version) = state.version.checked_add(1) else {
+        return Err(vec![FieldError::new(
+            "state.version",
+            "the recorded version cannot grow any further; the state file is corrupt",
+        )]);
+    };
     let mut p = Planner {
         index: live_index(state),
         old_live: state
@@ -136,7 +168,7 @@ pub fn plan(state: &State, cfg: &Config, raw: &serde_json::Value, opts: &Options
         old: &old,
         cfg,
         st: state.clone(),
-        version: state.version + 1,
+        version: next_version,
         changes: vec![],
         refusals: vec![],
         warnings: vec![],
@@ -794,7 +826,7 @@ impl Planner<'_> {
                     n.share.map_or("slots".into(), |s| s.percent())
                 ));
             }
-            if o.variants != n.variants {
+            if !same_variants(&o.variants, &n.variants) {
                 what.push("variants".into());
             }
             if o.salt != n.salt {
@@ -1099,7 +1131,7 @@ impl Planner<'_> {
             };
             let by_split = if o.unit != n.unit {
                 1.0
-            } else if o.salt == n.salt && o.variants == n.variants {
+            } else if o.salt == n.salt && same_variants(&o.variants, &n.variants) {
                 0.0
             } else {
                 Split::new(&o.salt, &o.variants).moved_share(&Split::new(&n.salt, &n.variants))
@@ -1120,6 +1152,12 @@ impl Planner<'_> {
         }
         out
     }
+}
+
+/// Variants equal in order too: the split's ranges follow the order they are written in, so a
+/// reordering moves units (IndexMap's own equality ignores order).
+fn same_variants(a: &IndexMap<String, config::Variant>, b: &IndexMap<String, config::Variant>) -> bool {
+    a.len() == b.len() && a.iter().eq(b.iter())
 }
 
 /// Live allocations by owner.

@@ -218,7 +218,15 @@ impl State {
                 }
             }
         }
+        let mut ids = std::collections::HashSet::new();
+        let mut live = std::collections::HashSet::new();
         for (i, a) in self.allocations.iter().enumerate() {
+            if !ids.insert(a.id) {
+                return Err(format!("allocations[{i}].id: allocation id {} appears twice", a.id));
+            }
+            if a.is_live() && !live.insert((a.kind, a.owner.as_str())) {
+                return Err(format!("allocations[{i}]: `{}` has two live allocations", a.owner));
+            }
             let Some(s) = self.spaces.get(&a.space) else {
                 return Err(format!("allocations[{i}].space: unknown bucket space `{}`", a.space));
             };

@@ -475,3 +475,31 @@ fn history_and_resalt() {
     }
     assert!(moved_free > 1000, "{moved_free}");
 }
+
+#[test]
+fn reordering_variants_moves_units_and_is_refused() {
+    let st = ok(&State::default(), BASE);
+    let p = refused(&st, &BASE.replace("share: 40%, variants: {c: 1, t: 1}", "share: 40%, variants: {t: 1, c: 1}"));
+    assert!((p.impact["a"].moved_by_split - 1.0).abs() < 1e-9, "{}", p.impact["a"].moved_by_split);
+}
+
+#[test]
+fn inputs_found_by_review_are_errors_not_surprises() {
+    let errs = |yaml: &str| config::load(yaml).unwrap_err();
+    let e = errs("units: {user: {attribute: user_id}}\nexperiments:\n  e: {unit: user, share: 5%, variants: {}}\n");
+    assert_eq!(e[0].path, "experiments.e.variants");
+    for share in ["", "null", "~", ".inf", ".nan"] {
+        let e = errs(&format!("units: {{user: {{attribute: user_id}}}}\nexperiments:\n  e: {{unit: user, share: {share}, variants: {{a: 1}}}}\n"));
+        assert_eq!(e[0].path, "experiments.e.share", "share: {share}");
+    }
+    let e = errs("units: {user: {attribute: user_id}}\nexperiments:\n  e: {unit: user, share: 5%, variants: {a: 1}}\n  e: {unit: user, share: 6%, variants: {a: 1}}\n");
+    assert!(e[0].message.contains("duplicate entry"), "{}", e[0].message);
+    // A state whose recorded version cannot grow is an error, not an overflow.
+    let mut st = ok(&State::default(), BASE);
+    st.version = u64::MAX;
+    assert!(matches!(apply(&st, &BASE.replace("40%", "41%")), Err(ApplyError::Invalid(_))));
+    // A state that lost the allocations its configuration says are live is rejected.
+    let mut broken = ok(&State::default(), BASE);
+    broken.allocations.clear();
+    assert!(Snapshot::compile(&broken).is_err());
+}
