@@ -13,7 +13,7 @@ use std::time::Duration;
 /// Options of `allot serve`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Where the store is: `sqlite://PATH?mode=rwc` (created if missing). PostgreSQL is not yet supported.
+    /// Where the store is: `sqlite://PATH?mode=rwc` (created if missing) or `postgres://USER@HOST:PORT/DB`.
     #[arg(long = "database-url", env = "ALLOT_DATABASE_URL", default_value = "sqlite://allot.db?mode=rwc")]
     pub database_url: String,
     /// Address to listen on.
@@ -28,6 +28,42 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// Options of `allot migrate-store`.
+#[derive(Debug, clap::Args)]
+pub struct MigrateStoreArgs {
+    /// The store to copy: `sqlite://PATH` or `postgres://USER@HOST:PORT/DB`.
+    #[arg(long)]
+    pub from: String,
+    /// The store to copy into (created and migrated if needed; must hold no version and no key).
+    #[arg(long)]
+    pub to: String,
+}
+
+/// Copies the store `--from` into the empty store `--to`, then prints what was copied.
+pub fn migrate_store(args: &MigrateStoreArgs) -> Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    rt.block_on(async {
+        let from = allot_store::open(&args.from).await.context("opening the --from store")?;
+        let to = allot_store::open(&args.to).await.context("opening the --to store")?;
+        let r = allot_store::copy::copy_store(&*from, &*to, &mut |r| {
+            tracing::debug!(
+                versions = r.versions,
+                keys = r.keys,
+                sticky = r.sticky,
+                exposures = r.exposures,
+                "copying"
+            );
+        })
+        .await
+        .context("copying the store")?;
+        println!(
+            "copied {} versions (with their audit entries), {} keys, {} sticky assignments, {} exposures",
+            r.versions, r.keys, r.sticky, r.exposures
+        );
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 /// Log formats.
