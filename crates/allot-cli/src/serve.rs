@@ -25,6 +25,10 @@ pub struct ServeArgs {
     /// Why (required with --force).
     #[arg(long)]
     pub reason: Option<String>,
+    /// How often to check the store for versions committed by other nodes, in milliseconds. On
+    /// PostgreSQL, commits are also announced at once (LISTEN/NOTIFY); this check is the fallback.
+    #[arg(long = "version-poll-ms", env = "ALLOT_VERSION_POLL_MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    pub version_poll_ms: u64,
     /// Log format.
     #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -102,7 +106,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
     if cli.config_given {
         apply_file(&app, cli, args).await?;
     }
-    let _refresh = app.spawn_refresh(Duration::from_millis(50));
+    let _refresh = app.spawn_refresh(Duration::from_millis(args.version_poll_ms));
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr().context("local address")?;

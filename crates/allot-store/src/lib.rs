@@ -222,6 +222,15 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the store answers.
     async fn ping(&self) -> Result<()>;
 
+    /// Announcements of versions committed by any process on this database, when the backend can
+    /// push them (PostgreSQL: `LISTEN`/`NOTIFY`); `None` when it cannot (SQLite), and then
+    /// [`Store::current_version`] must be polled. Each message is a version, or `0` each time the
+    /// listening connection is (re-)established (what came before may have been missed: check).
+    /// Needs a tokio runtime; the listening task stops when the receiver is dropped.
+    fn changes(&self) -> Option<tokio::sync::mpsc::Receiver<u64>> {
+        None
+    }
+
     /// Every key with the SHA-256 of its secret, oldest first (for [`copy::copy_store`]).
     async fn export_keys(&self) -> Result<Vec<(KeyInfo, String)>>;
 

@@ -13,7 +13,7 @@
 use crate::{AuditEntry, AuditRecord, BoxFuture, Exposure, KeyInfo, Result, Role, StickyRow, Store, StoreError};
 use allot_core::state::State;
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, PgPool, Postgres, QueryBuilder, Row};
 use std::str::FromStr;
 use std::time::Duration;
@@ -21,7 +21,8 @@ use std::time::Duration;
 /// Migrations in order: `(version, name, SQL)`. Applied once each, recorded in `schema_migrations`.
 const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/postgres/0001_init.sql"))];
 
-/// The channel on which each commit announces its version (payload: the version, in decimal).
+/// The channel on which each commit announces its version. Notifications are database-wide, so the
+/// payload is `<schema> <version>` and listeners keep those of their own schema.
 pub const NOTIFY_CHANNEL: &str = "allot_config";
 
 /// Advisory lock key taken while migrating, so that nodes starting together migrate once.
@@ -276,7 +277,7 @@ impl Store for PgStore {
             .bind(&overridden)
             .execute(&mut *tx)
             .await?;
-            sqlx::query("SELECT pg_notify($1, $2)")
+            sqlx::query("SELECT pg_notify($1, current_schema() || ' ' || $2)")
                 .bind(NOTIFY_CHANNEL)
                 .bind(new.to_string())
                 .execute(&mut *tx)
@@ -493,6 +494,12 @@ impl Store for PgStore {
         Ok(())
     }
 
+    fn changes(&self) -> Option<tokio::sync::mpsc::Receiver<u64>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(listen(self.pool.clone(), tx));
+        Some(rx)
+    }
+
     async fn export_keys(&self) -> Result<Vec<(KeyInfo, String)>> {
         let rows = sqlx::query(
             "SELECT id, name, role, created_at, revoked_at, secret_sha256 FROM api_keys ORDER BY created_at, id",
@@ -544,6 +551,61 @@ impl Store for PgStore {
         rows.iter()
             .map(|r| Ok((r.try_get("unit_type")?, r.try_get("unit")?, r.try_get("experiment")?, r.try_get("variant")?)))
             .collect()
+    }
+}
+
+/// Forwards `NOTIFY allot_config` payloads to `tx` until it is closed; reconnects (every second
+/// while the database is unreachable) and sends `0` each time it starts listening.
+async fn listen(pool: PgPool, tx: tokio::sync::mpsc::Sender<u64>) {
+    // The schema this store's tables are in (the first of the search path that exists).
+    let schema: String = loop {
+        let q = sqlx::query_scalar::<_, String>("SELECT current_schema()").fetch_one(&pool);
+        tokio::select! {
+            _ = tx.closed() => return,
+            r = q => match r {
+                Ok(s) => break s,
+                Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+            },
+        }
+    };
+    loop {
+        let connected = async {
+            let mut l = PgListener::connect_with(&pool).await?;
+            l.listen(NOTIFY_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(l)
+        };
+        let mut listener = tokio::select! {
+            _ = tx.closed() => return,
+            l = connected => match l {
+                Ok(l) => l,
+                Err(_) => {
+                    tokio::select! {
+                        _ = tx.closed() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            },
+        };
+        // Listening from now on; notifications sent before are lost: ask for a check.
+        let _ = tx.try_send(0);
+        loop {
+            tokio::select! {
+                _ = tx.closed() => return,
+                r = listener.try_recv() => match r {
+                    Ok(Some(n)) => {
+                        if let Some((from, version)) = n.payload().split_once(' ') {
+                            if from == schema {
+                                let _ = tx.try_send(version.parse().unwrap_or(0));
+                            }
+                        }
+                    }
+                    Ok(None) => {
+                        let _ = tx.try_send(0);
+                    }
+                    Err(_) => break,
+                },
+            }
+        }
     }
 }
 

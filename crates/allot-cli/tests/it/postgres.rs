@@ -60,16 +60,18 @@ fn wait_for_version(addr: &str, want: u64) -> Duration {
     t.elapsed()
 }
 
-/// Two nodes on one database: a change committed through either is served by the other, and
-/// optimistic concurrency holds across them.
+/// Two nodes on one database: a change committed through either is served by the other (pushed
+/// by LISTEN/NOTIFY), and optimistic concurrency holds across them.
 #[cfg(unix)]
 #[test]
 fn two_nodes_on_one_database_see_each_others_changes() {
     let Some(schema) = Schema::new() else { return };
     let url = schema.url();
     let dir = tempfile::tempdir().unwrap();
-    let a = start(dir.path(), &["--database-url", &url]);
-    let b = start(dir.path(), &["--database-url", &url]);
+    // The version poll is made too slow to matter: changes travel by LISTEN/NOTIFY.
+    let args = ["--database-url", &url, "--version-poll-ms", "3600000"];
+    let a = start(dir.path(), &args);
+    let b = start(dir.path(), &args);
     let (h, v) = auth();
     let ofrep = |addr: &str| {
         http(addr, "POST", "/ofrep/v1/evaluate/flags/exp", &[(h, &v)], r#"{"context": {"targetingKey": "u1"}}"#)

@@ -15,6 +15,7 @@ on_every_backend!(
     sticky_assignments_keep_the_first_variant,
     exposures_are_deduplicated_per_unit_experiment_variant_and_day,
     large_batches_are_written_whole,
+    commits_are_announced_where_the_backend_can,
 );
 
 fn state(version: u64) -> State {
@@ -223,4 +224,19 @@ async fn exposures_are_deduplicated_per_unit_experiment_variant_and_day(ctx: Ctx
     assert_eq!(all[0].1, batch[0]);
     assert!(s.exposures(Some("other"), 0, 100).await.unwrap().is_empty());
     assert_eq!(s.exposures(None, all[0].0, 100).await.unwrap().len(), 2);
+}
+
+/// PostgreSQL announces each commit (LISTEN/NOTIFY) to every handle; SQLite cannot (nodes poll).
+async fn commits_are_announced_where_the_backend_can(ctx: Ctx) {
+    let listener = ctx.store();
+    let Some(mut rx) = listener.changes() else {
+        assert!(matches!(ctx, Ctx::Sqlite { .. }));
+        return;
+    };
+    assert_eq!(rx.recv().await, Some(0), "listening");
+    let other = ctx.reopen().await;
+    other.commit(0, &state(1), &entry("ann")).await.unwrap();
+    assert_eq!(rx.recv().await, Some(1));
+    listener.commit(1, &state(3), &entry("bob")).await.unwrap();
+    assert_eq!(rx.recv().await, Some(3));
 }
