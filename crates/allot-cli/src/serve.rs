@@ -138,7 +138,16 @@ async fn apply_file(app: &App, cli: &Cli, args: &ServeArgs) -> Result<()> {
         actor: "config-file".into(),
         action: "config.file".into(),
     };
-    match app.change(req).await {
+    // Another node may commit between our plan and our commit (several nodes started with the
+    // same file): re-plan over the new version, where the file is usually found applied.
+    let mut outcome = app.change(req.clone()).await;
+    for _ in 0..5 {
+        if !matches!(outcome, Err(allot_server::ApiError::VersionMismatch { .. })) {
+            break;
+        }
+        outcome = app.change(req.clone()).await;
+    }
+    match outcome {
         Ok(c) if c.committed => {
             tracing::info!(file = %cli.config.display(), version = c.version, changes = c.plan.changes.len(), "configuration file applied")
         }

@@ -167,3 +167,35 @@ fn migrate_store_copies_sqlite_into_postgres() {
     let p = start(dir.path(), &["--database-url", &schema.url()]);
     assert_eq!(version(&p.addr), 3);
 }
+
+/// Nodes started together with the same `--config` file apply it once, and bootstrap one key.
+#[cfg(unix)]
+#[test]
+fn nodes_started_together_with_the_same_file_apply_it_once() {
+    let Some(schema) = Schema::new() else { return };
+    let url = schema.url();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("allot.yaml"), CONFIG).unwrap();
+    let nodes: Vec<_> = (0..3)
+        .map(|_| {
+            let (dir, url) = (dir.path().to_path_buf(), url.clone());
+            std::thread::spawn(move || start(&dir, &["--database-url", &url, "--config", "allot.yaml"]))
+        })
+        .collect();
+    let nodes: Vec<_> = nodes.into_iter().map(|t| t.join().unwrap()).collect();
+    let (h, v) = auth();
+    for n in &nodes {
+        assert_eq!(version(&n.addr), 1);
+    }
+    let (status, body) = http(&nodes[0].addr, "GET", "/api/v1/audit", &[(h, &v)], "");
+    assert_eq!(status, 200);
+    let entries = serde_json::from_str::<serde_json::Value>(&body).unwrap()["entries"].as_array().unwrap().len();
+    assert_eq!(entries, 1);
+    let (status, body) = http(&nodes[0].addr, "GET", "/api/v1/keys", &[(h, &v)], "");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["keys"].as_array().unwrap().len(),
+        1,
+        "{body}"
+    );
+}
