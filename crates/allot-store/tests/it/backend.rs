@@ -90,7 +90,6 @@ where
 }
 
 /// Runs each named `async fn(Ctx)` as two tests, `<name>::sqlite` and `<name>::postgres`.
-
 macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
         $(
