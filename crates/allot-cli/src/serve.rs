@@ -106,6 +106,11 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
     if cli.config_given {
         apply_file(&app, cli, args).await?;
     }
+    // Serve at least the version the store has now (another node may have committed since the
+    // app was loaded, e.g. the same file, found applied above).
+    if let Err(e) = app.refresh().await {
+        tracing::warn!(error = %e, "refresh from the store failed");
+    }
     let _refresh = app.spawn_refresh(Duration::from_millis(args.version_poll_ms));
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
