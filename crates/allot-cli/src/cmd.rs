@@ -82,6 +82,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
             history(&state, unit.as_deref(), *bucket, unit_type.as_deref(), *format)
         }
         Command::Serve(args) => crate::serve::run(cli, args),
+        Command::MigrateStore(args) => crate::serve::migrate_store(args),
         Command::Resalt { unit_type, reason, format } => {
             let _lock = lock_state(&state_file)?;
             let mut state = read_state(&state_file)?;

@@ -142,6 +142,9 @@ pub enum Command {
     ///
     /// With `--config FILE`, the file is applied through change control at start (GitOps).
     Serve(serve::ServeArgs),
+    /// Copy a whole store into an empty one (e.g. SQLite to PostgreSQL): every version with its
+    /// audit entry, keys, sticky assignments and exposures. Stop the nodes writing to `--from` first.
+    MigrateStore(serve::MigrateStoreArgs),
 }
 
 /// `println!` panics when stdout is a closed pipe (`allot audit | head`); like other Unix tools,

@@ -13,7 +13,7 @@ use std::time::Duration;
 /// Options of `allot serve`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Where the store is: `sqlite://PATH?mode=rwc` (created if missing). PostgreSQL is not yet supported.
+    /// Where the store is: `sqlite://PATH?mode=rwc` (created if missing) or `postgres://USER@HOST:PORT/DB`.
     #[arg(long = "database-url", env = "ALLOT_DATABASE_URL", default_value = "sqlite://allot.db?mode=rwc")]
     pub database_url: String,
     /// Address to listen on.
@@ -25,9 +25,49 @@ pub struct ServeArgs {
     /// Why (required with --force).
     #[arg(long)]
     pub reason: Option<String>,
+    /// How often to check the store for versions committed by other nodes, in milliseconds. On
+    /// PostgreSQL, commits are also announced at once (LISTEN/NOTIFY); this check is the fallback.
+    #[arg(long = "version-poll-ms", env = "ALLOT_VERSION_POLL_MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    pub version_poll_ms: u64,
     /// Log format.
     #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// Options of `allot migrate-store`.
+#[derive(Debug, clap::Args)]
+pub struct MigrateStoreArgs {
+    /// The store to copy: `sqlite://PATH` or `postgres://USER@HOST:PORT/DB`.
+    #[arg(long)]
+    pub from: String,
+    /// The store to copy into (created and migrated if needed; must hold no version and no key).
+    #[arg(long)]
+    pub to: String,
+}
+
+/// Copies the store `--from` into the empty store `--to`, then prints what was copied.
+pub fn migrate_store(args: &MigrateStoreArgs) -> Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    rt.block_on(async {
+        let from = allot_store::open(&args.from).await.context("opening the --from store")?;
+        let to = allot_store::open(&args.to).await.context("opening the --to store")?;
+        let r = allot_store::copy::copy_store(&*from, &*to, &mut |r| {
+            tracing::debug!(
+                versions = r.versions,
+                keys = r.keys,
+                sticky = r.sticky,
+                exposures = r.exposures,
+                "copying"
+            );
+        })
+        .await
+        .context("copying the store")?;
+        println!(
+            "copied {} versions (with their audit entries), {} keys, {} sticky assignments, {} exposures",
+            r.versions, r.keys, r.sticky, r.exposures
+        );
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 /// Log formats.
@@ -66,7 +106,12 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
     if cli.config_given {
         apply_file(&app, cli, args).await?;
     }
-    let _refresh = app.spawn_refresh(Duration::from_millis(50));
+    // Serve at least the version the store has now (another node may have committed since the
+    // app was loaded, e.g. the same file, found applied above).
+    if let Err(e) = app.refresh().await {
+        tracing::warn!(error = %e, "refresh from the store failed");
+    }
+    let _refresh = app.spawn_refresh(Duration::from_millis(args.version_poll_ms));
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr().context("local address")?;
@@ -98,7 +143,16 @@ async fn apply_file(app: &App, cli: &Cli, args: &ServeArgs) -> Result<()> {
         actor: "config-file".into(),
         action: "config.file".into(),
     };
-    match app.change(req).await {
+    // Another node may commit between our plan and our commit (several nodes started with the
+    // same file): re-plan over the new version, where the file is usually found applied.
+    let mut outcome = app.change(req.clone()).await;
+    for _ in 0..5 {
+        if !matches!(outcome, Err(allot_server::ApiError::VersionMismatch { .. })) {
+            break;
+        }
+        outcome = app.change(req.clone()).await;
+    }
+    match outcome {
         Ok(c) if c.committed => {
             tracing::info!(file = %cli.config.display(), version = c.version, changes = c.plan.changes.len(), "configuration file applied")
         }

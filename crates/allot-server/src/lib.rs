@@ -252,7 +252,24 @@ impl App {
 
     /// Polls the store every `every` for versions committed elsewhere, and forgets cached keys
     /// every 64 polls (so a revocation on another node takes effect). Runs until the app is dropped.
+    ///
+    /// When the store announces commits ([`Store::changes`]: PostgreSQL's `LISTEN`/`NOTIFY`), each
+    /// announcement also triggers a refresh at once; the poll stays as the fallback for a missed
+    /// notification.
     pub fn spawn_refresh(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        if let Some(mut changes) = self.store.changes() {
+            let weak = Arc::downgrade(self);
+            tokio::spawn(async move {
+                while let Some(version) = changes.recv().await {
+                    let Some(app) = weak.upgrade() else { return };
+                    if version == 0 || version > app.live.load().version {
+                        if let Err(e) = app.refresh().await {
+                            tracing::warn!(error = %e, "refresh after a change notification failed");
+                        }
+                    }
+                }
+            });
+        }
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);

@@ -5,10 +5,12 @@
 //! sticky assignments and exposures (deduplicated per unit, experiment, variant and day).
 //!
 //! Nothing above this trait knows which database it talks to: [`open`] picks the backend from
-//! the URL. SQLite is implemented ([`sqlite::SqliteStore`]); PostgreSQL comes next and will run
-//! the same trait-level tests (`tests/it/`).
+//! the URL: SQLite ([`sqlite::SqliteStore`]) or PostgreSQL ([`postgres::PgStore`]). Both run the
+//! same trait-level tests (`tests/it/`).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod copy;
+pub mod postgres;
 pub mod sqlite;
 
 use allot_core::state::State;
@@ -219,16 +221,52 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the store answers.
     async fn ping(&self) -> Result<()>;
+
+    /// Announcements of versions committed by any process on this database, when the backend can
+    /// push them (PostgreSQL: `LISTEN`/`NOTIFY`); `None` when it cannot (SQLite), and then
+    /// [`Store::current_version`] must be polled. Each message is a version, or `0` each time the
+    /// listening connection is (re-)established (what came before may have been missed: check).
+    /// Needs a tokio runtime; the listening task stops when the receiver is dropped.
+    fn changes(&self) -> Option<tokio::sync::mpsc::Receiver<u64>> {
+        None
+    }
+
+    /// Every key with the SHA-256 of its secret, oldest first (for [`copy::copy_store`]).
+    async fn export_keys(&self) -> Result<Vec<(KeyInfo, String)>>;
+
+    /// Stores a key as exported: its secret's SHA-256 and its revocation (for [`copy::copy_store`]).
+    async fn import_key(&self, info: &KeyInfo, secret_sha256: &str) -> Result<()>;
+
+    /// Sticky assignments `(unit_type, unit, experiment, variant)` in key order, those after the
+    /// key of `after` when given (for [`copy::copy_store`]).
+    async fn sticky_page(&self, after: Option<&StickyRow>, limit: u32) -> Result<Vec<StickyRow>>;
 }
 
+/// A sticky assignment: `(unit_type, unit, experiment, variant)`.
+pub type StickyRow = (String, String, String, String);
+
 /// Opens the store a URL names: `sqlite://path?mode=rwc` (created if missing), `sqlite::memory:`.
-/// `postgres://` is not implemented yet.
-pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+/// `postgres://user@host:5432/db` (migrated on open; several nodes may share it).
+///
+/// The future is boxed and `Send`, so that it can be awaited in spawned tasks.
+pub fn open(url: &str) -> BoxFuture<'_, Result<Arc<dyn Store>>> {
+    Box::pin(open_store(url))
+}
+
+/// A boxed `Send` future.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+async fn open_store(url: &str) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
-    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Err(StoreError::Unsupported("PostgreSQL is not implemented yet; use sqlite://PATH".into()))
+    } else if is_postgres(url) {
+        Ok(Arc::new(postgres::PgStore::open(url).await?))
     } else {
-        Err(StoreError::Unsupported("expected sqlite://PATH".into()))
+        Err(StoreError::Unsupported("expected sqlite://PATH or postgres://USER@HOST/DB".into()))
     }
+}
+
+/// Whether the URL names PostgreSQL (`postgres://` or `postgresql://`).
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres:") || url.starts_with("postgresql:")
 }

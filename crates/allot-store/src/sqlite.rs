@@ -5,7 +5,7 @@
 //! the transaction (the current version must be the expected one, and `version` is the primary
 //! key), so two writers planning from the same version cannot both win, even across processes.
 
-use crate::{AuditEntry, AuditRecord, Exposure, KeyInfo, Result, Role, Store, StoreError};
+use crate::{AuditEntry, AuditRecord, BoxFuture, Exposure, KeyInfo, Result, Role, StickyRow, Store, StoreError};
 use allot_core::state::State;
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -52,7 +52,11 @@ fn json(text: &str) -> Result<serde_json::Value> {
 
 impl SqliteStore {
     /// Opens (and migrates) the store at `url` (`sqlite://allot.db?mode=rwc`, `sqlite::memory:`).
-    pub async fn open(url: &str) -> Result<SqliteStore> {
+    pub fn open(url: &str) -> BoxFuture<'_, Result<SqliteStore>> {
+        Box::pin(SqliteStore::open_inner(url))
+    }
+
+    async fn open_inner(url: &str) -> Result<SqliteStore> {
         let memory = url.contains(":memory:") || url.contains("mode=memory");
         let opts = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Invalid(format!("database URL: {e}")))?
@@ -83,7 +87,7 @@ impl SqliteStore {
             if done.contains(version) {
                 continue;
             }
-            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::Executor::execute(&mut *tx, *sql).await?;
             sqlx::query("INSERT INTO schema_migrations (version, name) VALUES (?, ?)")
                 .bind(version)
                 .bind(name)
@@ -155,7 +159,10 @@ impl Store for SqliteStore {
         let _w = self.writer.lock().await;
         // Run the transaction to its end even if the caller goes away.
         let task = tokio::spawn(async move {
-            let mut tx = pool.begin().await?;
+            // IMMEDIATE: the write lock is taken before the version is read, so a writer in another
+            // process waits (busy timeout) and then sees its commit, rather than failing on a stale
+            // snapshot.
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
             let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM config_versions")
                 .fetch_one(&mut *tx)
                 .await?
@@ -385,5 +392,58 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn export_keys(&self) -> Result<Vec<(KeyInfo, String)>> {
+        let rows = sqlx::query(
+            "SELECT id, name, role, created_at, revoked_at, secret_sha256 FROM api_keys ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((key_from_row(r)?, r.try_get("secret_sha256")?))).collect()
+    }
+
+    async fn import_key(&self, info: &KeyInfo, secret_sha256: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, role, secret_sha256, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&info.id)
+        .bind(&info.name)
+        .bind(info.role.as_str())
+        .bind(secret_sha256)
+        .bind(&info.created_at)
+        .bind(&info.revoked_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn sticky_page(&self, after: Option<&StickyRow>, limit: u32) -> Result<Vec<StickyRow>> {
+        let rows = match after {
+            None => {
+                sqlx::query(
+                    "SELECT unit_type, unit, experiment, variant FROM sticky_assignments \
+                     ORDER BY unit_type, unit, experiment LIMIT ?",
+                )
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?
+            }
+            Some((t, u, e, _)) => {
+                sqlx::query(
+                    "SELECT unit_type, unit, experiment, variant FROM sticky_assignments \
+                     WHERE (unit_type, unit, experiment) > (?, ?, ?) ORDER BY unit_type, unit, experiment LIMIT ?",
+                )
+                .bind(t)
+                .bind(u)
+                .bind(e)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter()
+            .map(|r| Ok((r.try_get("unit_type")?, r.try_get("unit")?, r.try_get("experiment")?, r.try_get("variant")?)))
+            .collect()
     }
 }

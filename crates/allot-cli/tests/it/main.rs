@@ -3,5 +3,6 @@
 
 mod cli;
 mod compat;
+mod postgres;
 mod serve;
 mod stats;

@@ -6,11 +6,11 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-const KEY: &str = "test-admin-key";
+pub(crate) const KEY: &str = "test-admin-key";
 
-struct Running {
-    child: Child,
-    addr: String,
+pub(crate) struct Running {
+    pub(crate) child: Child,
+    pub(crate) addr: String,
     log: std::sync::mpsc::Receiver<String>,
     /// Log lines up to "serving".
     start_log: Vec<String>,
@@ -25,7 +25,7 @@ impl Drop for Running {
 }
 
 #[allow(clippy::zombie_processes)] // the caller waits for it
-fn start(dir: &Path, extra: &[&str]) -> Running {
+pub(crate) fn start(dir: &Path, extra: &[&str]) -> Running {
     let mut child = Command::new(env!("CARGO_BIN_EXE_allot"))
         .current_dir(dir)
         .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
@@ -58,7 +58,7 @@ fn start(dir: &Path, extra: &[&str]) -> Running {
     }
 }
 
-fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+pub(crate) fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
     try_http(addr, method, path, headers, body).expect("the server answers")
 }
 
@@ -80,13 +80,13 @@ fn try_http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body
     Some((status, body))
 }
 
-fn auth() -> (&'static str, String) {
+pub(crate) fn auth() -> (&'static str, String) {
     ("Authorization", format!("Bearer {KEY}"))
 }
 
-const CONFIG: &str = "units:\n  user: {attribute: user_id}\nexperiments:\n  exp:\n    unit: user\n    share: 50%\n    variants: {a: 1, b: 1}\n    state: running\n";
+pub(crate) const CONFIG: &str = "units:\n  user: {attribute: user_id}\nexperiments:\n  exp:\n    unit: user\n    share: 50%\n    variants: {a: 1, b: 1}\n    state: running\n";
 
-fn version(addr: &str) -> u64 {
+pub(crate) fn version(addr: &str) -> u64 {
     let (h, v) = auth();
     let (status, body) = http(addr, "GET", "/api/v1/snapshot", &[(h, &v)], "");
     assert_eq!(status, 200, "{body}");

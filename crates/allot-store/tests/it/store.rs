@@ -1,15 +1,22 @@
 //! The `Store` contract: versions, conflicts, audit, keys, sticky assignments, exposures.
 
+use crate::backend::Ctx;
 use allot_core::state::State;
-use allot_store::{AuditEntry, Exposure, KeyInfo, Role, Store, StoreError};
-use std::sync::Arc;
+use allot_store::{AuditEntry, Exposure, KeyInfo, Role, StoreError};
 
-async fn sqlite() -> (tempfile::TempDir, Arc<dyn Store>) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("allot.db").display());
-    let store = allot_store::open(&url).await.unwrap();
-    (dir, store)
-}
+on_every_backend!(
+    empty_store_is_version_zero,
+    commits_are_numbered_immutable_and_audited,
+    a_stale_commit_is_a_conflict_and_leaves_nothing,
+    of_concurrent_writers_exactly_one_wins,
+    of_concurrent_writers_on_two_handles_exactly_one_wins,
+    the_store_survives_reopening,
+    keys_are_found_by_secret_and_revoked,
+    sticky_assignments_keep_the_first_variant,
+    exposures_are_deduplicated_per_unit_experiment_variant_and_day,
+    large_batches_are_written_whole,
+    commits_are_announced_where_the_backend_can,
+);
 
 fn state(version: u64) -> State {
     State { version, config: Some(serde_json::json!({"version": version})), ..State::default() }
@@ -27,9 +34,8 @@ fn entry(actor: &str) -> AuditEntry {
     }
 }
 
-#[tokio::test]
-async fn empty_store_is_version_zero() {
-    let (_d, s) = sqlite().await;
+async fn empty_store_is_version_zero(ctx: Ctx) {
+    let s = ctx.store();
     let (v, st) = s.load_current().await.unwrap();
     assert_eq!(v, 0);
     assert_eq!(st, State::default());
@@ -37,9 +43,8 @@ async fn empty_store_is_version_zero() {
     s.ping().await.unwrap();
 }
 
-#[tokio::test]
-async fn commits_are_numbered_immutable_and_audited() {
-    let (_d, s) = sqlite().await;
+async fn commits_are_numbered_immutable_and_audited(ctx: Ctx) {
+    let s = ctx.store();
     assert_eq!(s.commit(0, &state(1), &entry("ann")).await.unwrap(), 1);
     assert_eq!(s.commit(1, &state(2), &entry("bob")).await.unwrap(), 2);
     let (v, st) = s.load_current().await.unwrap();
@@ -54,9 +59,8 @@ async fn commits_are_numbered_immutable_and_audited() {
     assert_eq!(s.audit(Some(2), 10).await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn a_stale_commit_is_a_conflict_and_leaves_nothing() {
-    let (_d, s) = sqlite().await;
+async fn a_stale_commit_is_a_conflict_and_leaves_nothing(ctx: Ctx) {
+    let s = ctx.store();
     s.commit(0, &state(1), &entry("ann")).await.unwrap();
     let e = s.commit(0, &state(1), &entry("bob")).await.unwrap_err();
     assert!(matches!(e, StoreError::Conflict { expected: 0, current: 1 }), "{e}");
@@ -65,9 +69,8 @@ async fn a_stale_commit_is_a_conflict_and_leaves_nothing() {
     assert_eq!(s.load_current().await.unwrap().0, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn of_concurrent_writers_exactly_one_wins() {
-    let (_d, s) = sqlite().await;
+async fn of_concurrent_writers_exactly_one_wins(ctx: Ctx) {
+    let s = ctx.store();
     let mut tasks = vec![];
     for i in 0..8 {
         let s = s.clone();
@@ -85,23 +88,75 @@ async fn of_concurrent_writers_exactly_one_wins() {
     assert_eq!(s.audit(None, 10).await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn the_store_survives_reopening() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("allot.db").display());
-    {
-        let s = allot_store::open(&url).await.unwrap();
-        s.commit(0, &state(1), &entry("ann")).await.unwrap();
-    }
-    let s = allot_store::open(&url).await.unwrap();
+async fn the_store_survives_reopening(ctx: Ctx) {
+    ctx.store().commit(0, &state(1), &entry("ann")).await.unwrap();
+    let s = ctx.reopen().await;
     assert_eq!(s.load_current().await.unwrap().0, 1);
+    assert_eq!(s.audit(None, 10).await.unwrap().len(), 1);
+}
+
+/// Two handles on one database (two nodes): of commits from the same version exactly one wins,
+/// whatever version each proposes, and the audit log chains the versions without gaps.
+async fn of_concurrent_writers_on_two_handles_exactly_one_wins(ctx: Ctx) {
+    let handles = [ctx.store(), ctx.reopen().await];
+    let mut current = 0;
+    for round in 0..5 {
+        let mut tasks = vec![];
+        for i in 0..8u64 {
+            let s = handles[(i % 2) as usize].clone();
+            let new = current + 1 + i % 3;
+            tasks.push(tokio::spawn(async move { s.commit(current, &state(new), &entry(&format!("w{i}"))).await }));
+        }
+        let mut won = vec![];
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(v) => won.push(v),
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(won.len(), 1, "round {round}: {won:?}");
+        current = won[0];
+        assert_eq!(handles[1].current_version().await.unwrap(), current);
+        assert_eq!(handles[0].load_current().await.unwrap().0, current);
+    }
+    let log = handles[1].audit(None, 100).await.unwrap();
+    assert_eq!(log.len(), 5);
+    assert_eq!(log[0].after_version, current);
+    assert_eq!(log[4].before_version, 0);
+    for w in log.windows(2) {
+        assert_eq!(w[0].before_version, w[1].after_version, "the audit log chains versions");
+    }
+}
+
+async fn large_batches_are_written_whole(ctx: Ctx) {
+    let s = ctx.store();
+    let xs: Vec<Exposure> = (0..2500)
+        .map(|i| Exposure {
+            unit: format!("u{}", i % 2000),
+            experiment: "exp".into(),
+            variant: "a".into(),
+            day: "2026-01-01".into(),
+            time: "2026-01-01T00:00:00Z".into(),
+            version: 1,
+        })
+        .collect();
+    assert_eq!(s.record_exposures(&xs).await.unwrap(), 2000);
+    assert_eq!(s.record_exposures(&xs).await.unwrap(), 0);
+    assert_eq!(s.exposures(None, 0, 5000).await.unwrap().len(), 2000);
+    let rows: Vec<_> =
+        (0..2500).map(|i| ("user".to_string(), format!("u{}", i % 2000), "exp".to_string(), format!("v{i}"))).collect();
+    s.sticky_put(&rows).await.unwrap();
+    assert_eq!(s.sticky_get("user", "u5", "exp").await.unwrap().as_deref(), Some("v5"));
+    assert_eq!(s.sticky_get("user", "u1999", "exp").await.unwrap().as_deref(), Some("v1999"));
 }
 
 #[tokio::test]
-async fn postgres_is_not_yet_supported() {
-    let e = allot_store::open("postgres://u:secret@localhost/db").await.err().unwrap();
+async fn an_unknown_url_is_unsupported_and_an_unreachable_server_does_not_leak_the_password() {
+    let e = allot_store::open("mysql://u:secret@localhost/db").await.err().unwrap();
     assert!(matches!(e, StoreError::Unsupported(_)));
-    assert!(!e.to_string().contains("secret"));
+    let e = allot_store::open("postgres://u:secret@127.0.0.1:1/db").await.err().unwrap();
+    assert!(!e.to_string().contains("secret"), "{e}");
 }
 
 fn key(id: &str, role: Role) -> KeyInfo {
@@ -114,9 +169,8 @@ fn key(id: &str, role: Role) -> KeyInfo {
     }
 }
 
-#[tokio::test]
-async fn keys_are_found_by_secret_and_revoked() {
-    let (_d, s) = sqlite().await;
+async fn keys_are_found_by_secret_and_revoked(ctx: Ctx) {
+    let s = ctx.store();
     assert!(s.bootstrap_key(&key("k1", Role::Admin), "s1").await.unwrap());
     assert!(!s.bootstrap_key(&key("k2", Role::Admin), "s2").await.unwrap(), "only on an empty store");
     s.create_key(&key("k3", Role::Reader), "s3").await.unwrap();
@@ -137,9 +191,8 @@ fn secrets_are_stored_as_sha256() {
     assert_eq!(allot_store::hash_secret("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
-#[tokio::test]
-async fn sticky_assignments_keep_the_first_variant() {
-    let (_d, s) = sqlite().await;
+async fn sticky_assignments_keep_the_first_variant(ctx: Ctx) {
+    let s = ctx.store();
     let row = |v: &str| ("user".to_string(), "u1".to_string(), "exp".to_string(), v.to_string());
     s.sticky_put(&[row("a")]).await.unwrap();
     s.sticky_put(&[row("b")]).await.unwrap();
@@ -148,9 +201,8 @@ async fn sticky_assignments_keep_the_first_variant() {
     assert_eq!(s.sticky_for_unit("user", "u1").await.unwrap(), vec![("exp".to_string(), "a".to_string())]);
 }
 
-#[tokio::test]
-async fn exposures_are_deduplicated_per_unit_experiment_variant_and_day() {
-    let (_d, s) = sqlite().await;
+async fn exposures_are_deduplicated_per_unit_experiment_variant_and_day(ctx: Ctx) {
+    let s = ctx.store();
     let x = |unit: &str, variant: &str, day: &str| Exposure {
         unit: unit.into(),
         experiment: "exp".into(),
@@ -172,4 +224,19 @@ async fn exposures_are_deduplicated_per_unit_experiment_variant_and_day() {
     assert_eq!(all[0].1, batch[0]);
     assert!(s.exposures(Some("other"), 0, 100).await.unwrap().is_empty());
     assert_eq!(s.exposures(None, all[0].0, 100).await.unwrap().len(), 2);
+}
+
+/// PostgreSQL announces each commit (LISTEN/NOTIFY) to every handle; SQLite cannot (nodes poll).
+async fn commits_are_announced_where_the_backend_can(ctx: Ctx) {
+    let listener = ctx.store();
+    let Some(mut rx) = listener.changes() else {
+        assert!(matches!(ctx, Ctx::Sqlite { .. }));
+        return;
+    };
+    assert_eq!(rx.recv().await, Some(0), "listening");
+    let other = ctx.reopen().await;
+    other.commit(0, &state(1), &entry("ann")).await.unwrap();
+    assert_eq!(rx.recv().await, Some(1));
+    listener.commit(1, &state(3), &entry("bob")).await.unwrap();
+    assert_eq!(rx.recv().await, Some(3));
 }

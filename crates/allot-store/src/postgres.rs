@@ -1,0 +1,628 @@
+//! The PostgreSQL store: several `allot serve` nodes on one database, embedded migrations from
+//! `migrations/postgres/`.
+//!
+//! A commit of a configuration version takes `LOCK TABLE config_versions IN EXCLUSIVE MODE` in its
+//! transaction (readers are not blocked), then checks that the current version is still the
+//! expected one: of concurrent commits from the same version, on any node, exactly one wins and
+//! the others get [`StoreError::Conflict`]. The same transaction sends `NOTIFY allot_config` with
+//! the new version, delivered to listeners when it commits.
+//!
+//! Sticky assignments and exposures are written as multi-row inserts with `ON CONFLICT DO
+//! NOTHING`: the unique keys do the deduplication, across nodes too.
+
+use crate::{AuditEntry, AuditRecord, BoxFuture, Exposure, KeyInfo, Result, Role, StickyRow, Store, StoreError};
+use allot_core::state::State;
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::{Connection, PgPool, Postgres, QueryBuilder, Row};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Migrations in order: `(version, name, SQL)`. Applied once each, recorded in `schema_migrations`.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/postgres/0001_init.sql"))];
+
+/// The channel on which each commit announces its version. Notifications are database-wide, so the
+/// payload is `<schema> <version>` and listeners keep those of their own schema.
+pub const NOTIFY_CHANNEL: &str = "allot_config";
+
+/// Advisory lock key taken while migrating, so that nodes starting together migrate once.
+const MIGRATION_LOCK: i64 = 0x616c_6c6f_745f_6d69; // "allot_mi"
+
+/// Rows per multi-row insert (PostgreSQL allows 65,535 bind parameters per statement).
+const BATCH_ROWS: usize = 1000;
+
+/// A store in a PostgreSQL database (optionally in one schema of it).
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    options: PgConnectOptions,
+}
+
+fn to_i64(v: u64) -> Result<i64> {
+    i64::try_from(v).map_err(|_| StoreError::Invalid(format!("{v} is out of range")))
+}
+
+fn to_u64(v: i64) -> Result<u64> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative number {v}")))
+}
+
+fn parse_state(text: &str, version: i64) -> Result<State> {
+    State::from_json(text).map_err(|e| StoreError::Corrupt(format!("version {version}: {e}")))
+}
+
+fn json(text: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn key_from_row(row: &sqlx::postgres::PgRow) -> Result<KeyInfo> {
+    let role: String = row.try_get("role")?;
+    Ok(KeyInfo {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        role: Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("unknown role {role}")))?,
+        created_at: row.try_get("created_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+/// Whether `name` is safe to use as a schema name unquoted: ASCII letters, digits and `_`, not
+/// starting with a digit.
+fn valid_schema(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// Takes the `schema=NAME` parameter out of a URL: `(URL without it, NAME)`.
+fn split_schema(url: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else { return (url.to_string(), None) };
+    let mut schema = None;
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|p| match p.strip_prefix("schema=") {
+            Some(name) => {
+                schema = Some(name.to_string());
+                false
+            }
+            None => true,
+        })
+        .collect();
+    if rest.is_empty() {
+        (base.to_string(), schema)
+    } else {
+        (format!("{base}?{}", rest.join("&")), schema)
+    }
+}
+
+impl PgStore {
+    /// Opens (and migrates) the store at `url` (`postgres://user@host:5432/db`). A `schema=NAME`
+    /// query parameter puts the store's tables in that schema (created if missing); otherwise they
+    /// go where the connection's `search_path` says (`public` by default).
+    pub fn open(url: &str) -> BoxFuture<'_, Result<PgStore>> {
+        Box::pin(async move {
+            let (url, schema) = split_schema(url);
+            PgStore::open_in_schema(&url, schema.as_deref()).await
+        })
+    }
+
+    /// Opens (and migrates) the store at `url` in `schema`, created if missing (tests use one
+    /// fresh schema each).
+    pub fn open_in_schema<'a>(url: &'a str, schema: Option<&'a str>) -> BoxFuture<'a, Result<PgStore>> {
+        Box::pin(PgStore::open_schema(url, schema))
+    }
+
+    async fn open_schema(url: &str, schema: Option<&str>) -> Result<PgStore> {
+        let mut options =
+            PgConnectOptions::from_str(url).map_err(|e| StoreError::Invalid(format!("database URL: {e}")))?;
+        if let Some(schema) = schema {
+            if !valid_schema(schema) {
+                return Err(StoreError::Invalid(format!("schema name {schema:?}")));
+            }
+            let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+            sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).execute(&mut conn).await?;
+            conn.close().await?;
+            options = options.options([("search_path", schema)]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.clone())
+            .await?;
+        let store = PgStore { pool, options };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Drops `schema` and everything in it (for tests).
+    pub fn drop_schema<'a>(url: &'a str, schema: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(PgStore::drop_schema_inner(url, schema))
+    }
+
+    async fn drop_schema_inner(url: &str, schema: &str) -> Result<()> {
+        if !valid_schema(schema) {
+            return Err(StoreError::Invalid(format!("schema name {schema:?}")));
+        }
+        let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::Invalid(format!("database URL: {e}")))?;
+        let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&mut conn).await?;
+        conn.close().await?;
+        Ok(())
+    }
+
+    /// The connection options this store uses (the schema included), e.g. for a `LISTEN` connection.
+    pub fn connect_options(&self) -> &PgConnectOptions {
+        &self.options
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK).execute(&mut *tx).await?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL)")
+            .execute(&mut *tx)
+            .await?;
+        let done: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<std::result::Result<_, _>>()?;
+        if let Some(newest) = done.iter().max() {
+            let known = MIGRATIONS.iter().map(|m| m.0).max().unwrap_or(0);
+            if *newest > known {
+                return Err(StoreError::Unsupported(format!(
+                    "the database has schema version {newest}; this allot knows up to {known}"
+                )));
+            }
+        }
+        for (version, name, sql) in MIGRATIONS {
+            if done.contains(version) {
+                continue;
+            }
+            sqlx::Executor::execute(&mut *tx, *sql).await?;
+            sqlx::query("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)")
+                .bind(version)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn load_current(&self) -> Result<(u64, State)> {
+        let row = sqlx::query("SELECT version, state FROM config_versions ORDER BY version DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            None => Ok((0, State::default())),
+            Some(r) => {
+                let v: i64 = r.try_get("version")?;
+                let text: String = r.try_get("state")?;
+                Ok((to_u64(v)?, parse_state(&text, v)?))
+            }
+        }
+    }
+
+    async fn current_version(&self) -> Result<u64> {
+        let v: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0)::BIGINT FROM config_versions")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        to_u64(v)
+    }
+
+    async fn load_version(&self, version: u64) -> Result<Option<State>> {
+        let v = to_i64(version)?;
+        let row = sqlx::query("SELECT state FROM config_versions WHERE version = $1")
+            .bind(v)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            None => Ok(None),
+            Some(r) => Ok(Some(parse_state(&r.try_get::<String, _>("state")?, v)?)),
+        }
+    }
+
+    async fn commit(&self, expected: u64, state: &State, audit: &AuditEntry) -> Result<u64> {
+        if state.version <= expected {
+            return Err(StoreError::Invalid(format!(
+                "state version {} is not newer than the expected version {expected}",
+                state.version
+            )));
+        }
+        let text = serde_json::to_string(state).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let changes = audit.changes.to_string();
+        let overridden = audit.overridden.to_string();
+        let (new, exp) = (to_i64(state.version)?, to_i64(expected)?);
+        let pool = self.pool.clone();
+        let audit = audit.clone();
+        // Run the transaction to its end even if the caller goes away.
+        let task = tokio::spawn(async move {
+            let mut tx = pool.begin().await?;
+            sqlx::query("LOCK TABLE config_versions IN EXCLUSIVE MODE").execute(&mut *tx).await?;
+            let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0)::BIGINT FROM config_versions")
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
+            if current != exp {
+                return Err(StoreError::Conflict { expected: to_u64(exp)?, current: to_u64(current)? });
+            }
+            sqlx::query("INSERT INTO config_versions (version, state, created_at) VALUES ($1, $2, $3)")
+                .bind(new)
+                .bind(&text)
+                .bind(&audit.time)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO audit_log (after_version, before_version, actor, time, action, reason, forced, changes, overridden) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(new)
+            .bind(exp)
+            .bind(&audit.actor)
+            .bind(&audit.time)
+            .bind(&audit.action)
+            .bind(&audit.reason)
+            .bind(audit.forced)
+            .bind(&changes)
+            .bind(&overridden)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("SELECT pg_notify($1, current_schema() || ' ' || $2)")
+                .bind(NOTIFY_CHANNEL)
+                .bind(new.to_string())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        });
+        task.await.map_err(|e| StoreError::Database(format!("commit task: {e}")))??;
+        Ok(state.version)
+    }
+
+    async fn audit(&self, before: Option<u64>, limit: u32) -> Result<Vec<AuditRecord>> {
+        let before = match before {
+            Some(b) => to_i64(b)?,
+            None => i64::MAX,
+        };
+        let rows = sqlx::query(
+            "SELECT after_version, before_version, actor, time, action, reason, forced, changes, overridden \
+             FROM audit_log WHERE after_version < $1 ORDER BY after_version DESC LIMIT $2",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRecord {
+                    before_version: to_u64(r.try_get("before_version")?)?,
+                    after_version: to_u64(r.try_get("after_version")?)?,
+                    entry: AuditEntry {
+                        actor: r.try_get("actor")?,
+                        time: r.try_get("time")?,
+                        action: r.try_get("action")?,
+                        reason: r.try_get("reason")?,
+                        forced: r.try_get("forced")?,
+                        changes: json(&r.try_get::<String, _>("changes")?)?,
+                        overridden: json(&r.try_get::<String, _>("overridden")?)?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn key_count(&self) -> Result<u64> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM api_keys").fetch_one(&self.pool).await?.try_get(0)?;
+        to_u64(n)
+    }
+
+    async fn create_key(&self, info: &KeyInfo, secret: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, role, secret_sha256, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&info.id)
+        .bind(&info.name)
+        .bind(info.role.as_str())
+        .bind(crate::hash_secret(secret))
+        .bind(&info.created_at)
+        .bind(&info.revoked_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn bootstrap_key(&self, info: &KeyInfo, secret: &str) -> Result<bool> {
+        // Serialised so that two nodes starting together cannot both bootstrap.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("LOCK TABLE api_keys IN EXCLUSIVE MODE").execute(&mut *tx).await?;
+        let r = sqlx::query(
+            "INSERT INTO api_keys (id, name, role, secret_sha256, created_at, revoked_at) \
+             SELECT $1, $2, $3, $4, $5, NULL WHERE NOT EXISTS (SELECT 1 FROM api_keys)",
+        )
+        .bind(&info.id)
+        .bind(&info.name)
+        .bind(info.role.as_str())
+        .bind(crate::hash_secret(secret))
+        .bind(&info.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn find_key(&self, secret: &str) -> Result<Option<KeyInfo>> {
+        let row = sqlx::query(
+            "SELECT id, name, role, created_at, revoked_at FROM api_keys WHERE secret_sha256 = $1 AND revoked_at IS NULL",
+        )
+        .bind(crate::hash_secret(secret))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    async fn list_keys(&self) -> Result<Vec<KeyInfo>> {
+        let rows = sqlx::query("SELECT id, name, role, created_at, revoked_at FROM api_keys ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn revoke_key(&self, id: &str, at: &str) -> Result<bool> {
+        let r = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(at)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn sticky_get(&self, unit_type: &str, unit: &str, experiment: &str) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT variant FROM sticky_assignments WHERE unit_type = $1 AND unit = $2 AND experiment = $3",
+        )
+        .bind(unit_type)
+        .bind(unit)
+        .bind(experiment)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get("variant")).transpose()?)
+    }
+
+    async fn sticky_for_unit(&self, unit_type: &str, unit: &str) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT experiment, variant FROM sticky_assignments WHERE unit_type = $1 AND unit = $2 ORDER BY experiment",
+        )
+        .bind(unit_type)
+        .bind(unit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("experiment")?, r.try_get("variant")?))).collect()
+    }
+
+    async fn sticky_put(&self, rows: &[(String, String, String, String)]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        // First of each key wins; keys in order, so that concurrent batches cannot deadlock.
+        let mut sorted: Vec<&(String, String, String, String)> = rows.iter().collect();
+        sorted.sort_by(|a, b| (&a.0, &a.1, &a.2).cmp(&(&b.0, &b.1, &b.2)));
+        sorted.dedup_by(|b, a| (&a.0, &a.1, &a.2) == (&b.0, &b.1, &b.2));
+        let mut tx = self.pool.begin().await?;
+        for chunk in sorted.chunks(BATCH_ROWS) {
+            let mut q: QueryBuilder<Postgres> =
+                QueryBuilder::new("INSERT INTO sticky_assignments (unit_type, unit, experiment, variant) ");
+            q.push_values(chunk, |mut b, (t, u, e, v)| {
+                b.push_bind(t).push_bind(u).push_bind(e).push_bind(v);
+            });
+            q.push(" ON CONFLICT DO NOTHING");
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_exposures(&self, exposures: &[Exposure]) -> Result<u64> {
+        if exposures.is_empty() {
+            return Ok(0);
+        }
+        let key = |x: &Exposure| (x.unit.clone(), x.experiment.clone(), x.variant.clone(), x.day.clone());
+        // Keys in order (concurrent batches cannot deadlock), the first of each key kept.
+        let mut sorted: Vec<(usize, &Exposure)> = exposures.iter().enumerate().collect();
+        sorted.sort_by(|a, b| key(a.1).cmp(&key(b.1)).then(a.0.cmp(&b.0)));
+        sorted.dedup_by(|b, a| key(a.1) == key(b.1));
+        let versions = sorted.iter().map(|(_, x)| to_i64(x.version)).collect::<Result<Vec<_>>>()?;
+        let rows: Vec<(&Exposure, i64)> = sorted.iter().map(|(_, x)| *x).zip(versions).collect();
+        let mut tx = self.pool.begin().await?;
+        let mut new = 0;
+        for chunk in rows.chunks(BATCH_ROWS) {
+            let mut q: QueryBuilder<Postgres> =
+                QueryBuilder::new("INSERT INTO exposures (unit, experiment, variant, day, time, version) ");
+            q.push_values(chunk, |mut b, (x, v)| {
+                b.push_bind(&x.unit)
+                    .push_bind(&x.experiment)
+                    .push_bind(&x.variant)
+                    .push_bind(&x.day)
+                    .push_bind(&x.time)
+                    .push_bind(*v);
+            });
+            q.push(" ON CONFLICT DO NOTHING");
+            new += q.build().execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(new)
+    }
+
+    async fn exposures(&self, experiment: Option<&str>, after: u64, limit: u32) -> Result<Vec<(u64, Exposure)>> {
+        let rows = sqlx::query(
+            "SELECT id, unit, experiment, variant, day, time, version FROM exposures \
+             WHERE id > $1 AND ($2::TEXT IS NULL OR experiment = $2) ORDER BY id LIMIT $3",
+        )
+        .bind(to_i64(after)?)
+        .bind(experiment)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    to_u64(r.try_get("id")?)?,
+                    Exposure {
+                        unit: r.try_get("unit")?,
+                        experiment: r.try_get("experiment")?,
+                        variant: r.try_get("variant")?,
+                        day: r.try_get("day")?,
+                        time: r.try_get("time")?,
+                        version: to_u64(r.try_get("version")?)?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    fn changes(&self) -> Option<tokio::sync::mpsc::Receiver<u64>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(listen(self.pool.clone(), tx));
+        Some(rx)
+    }
+
+    async fn export_keys(&self) -> Result<Vec<(KeyInfo, String)>> {
+        let rows = sqlx::query(
+            "SELECT id, name, role, created_at, revoked_at, secret_sha256 FROM api_keys ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((key_from_row(r)?, r.try_get("secret_sha256")?))).collect()
+    }
+
+    async fn import_key(&self, info: &KeyInfo, secret_sha256: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, role, secret_sha256, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&info.id)
+        .bind(&info.name)
+        .bind(info.role.as_str())
+        .bind(secret_sha256)
+        .bind(&info.created_at)
+        .bind(&info.revoked_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn sticky_page(&self, after: Option<&StickyRow>, limit: u32) -> Result<Vec<StickyRow>> {
+        let rows = match after {
+            None => {
+                sqlx::query(
+                    "SELECT unit_type, unit, experiment, variant FROM sticky_assignments \
+                     ORDER BY unit_type, unit, experiment LIMIT $1",
+                )
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?
+            }
+            Some((t, u, e, _)) => {
+                sqlx::query(
+                    "SELECT unit_type, unit, experiment, variant FROM sticky_assignments \
+                     WHERE (unit_type, unit, experiment) > ($1, $2, $3) ORDER BY unit_type, unit, experiment LIMIT $4",
+                )
+                .bind(t)
+                .bind(u)
+                .bind(e)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter()
+            .map(|r| Ok((r.try_get("unit_type")?, r.try_get("unit")?, r.try_get("experiment")?, r.try_get("variant")?)))
+            .collect()
+    }
+}
+
+/// Forwards `NOTIFY allot_config` payloads to `tx` until it is closed; reconnects (every second
+/// while the database is unreachable) and sends `0` each time it starts listening.
+async fn listen(pool: PgPool, tx: tokio::sync::mpsc::Sender<u64>) {
+    // The schema this store's tables are in (the first of the search path that exists).
+    let schema: String = loop {
+        let q = sqlx::query_scalar::<_, String>("SELECT current_schema()").fetch_one(&pool);
+        tokio::select! {
+            _ = tx.closed() => return,
+            r = q => match r {
+                Ok(s) => break s,
+                Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+            },
+        }
+    };
+    loop {
+        let connected = async {
+            let mut l = PgListener::connect_with(&pool).await?;
+            l.listen(NOTIFY_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(l)
+        };
+        let mut listener = tokio::select! {
+            _ = tx.closed() => return,
+            l = connected => match l {
+                Ok(l) => l,
+                Err(_) => {
+                    tokio::select! {
+                        _ = tx.closed() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            },
+        };
+        // Listening from now on; notifications sent before are lost: ask for a check.
+        let _ = tx.try_send(0);
+        loop {
+            tokio::select! {
+                _ = tx.closed() => return,
+                r = listener.try_recv() => match r {
+                    Ok(Some(n)) => {
+                        if let Some((from, version)) = n.payload().split_once(' ') {
+                            if from == schema {
+                                let _ = tx.try_send(version.parse().unwrap_or(0));
+                            }
+                        }
+                    }
+                    Ok(None) => {
+                        let _ = tx.try_send(0);
+                    }
+                    Err(_) => break,
+                },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_parameter_is_taken_out_of_the_url() {
+        assert_eq!(split_schema("postgres://h/db"), ("postgres://h/db".into(), None));
+        assert_eq!(split_schema("postgres://h/db?schema=a"), ("postgres://h/db".into(), Some("a".into())));
+        assert_eq!(
+            split_schema("postgres://h/db?sslmode=disable&schema=a&x=1"),
+            ("postgres://h/db?sslmode=disable&x=1".into(), Some("a".into()))
+        );
+        assert!(valid_schema("allot_test_1"));
+        assert!(!valid_schema("a;drop"));
+        assert!(!valid_schema("1a"));
+    }
+}
