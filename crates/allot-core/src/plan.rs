@@ -924,11 +924,14 @@ impl Planner<'_> {
                             d.subtract_compact(set);
                         }
                         let lost = before - d.len();
-                        self.refuse(
-                            join(&join("experiments", id), "surfaces"),
-                            "moves-units",
+                        // Whether this moves assigned units (or only buckets whose units a holdout
+                        // already held back) is measured in `impact`, which refuses any move.
+                        self.change(
+                            "experiment",
+                            id,
+                            "redraw",
                             format!(
-                                "{lost} of its buckets ({}) conflict with its new slots, exclusion scopes or holdouts and would be redrawn",
+                                "{lost} of its buckets ({}) conflict with its new slots, exclusion scopes or holdouts and are redrawn elsewhere",
                                 pct(lost as f64 / before as f64)
                             ),
                         );
