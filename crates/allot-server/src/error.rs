@@ -55,6 +55,10 @@ pub enum ApiError {
     /// The store is not available.
     #[error("the store is not available")]
     Unavailable,
+    /// The database cannot be reached: the change (or read) was not made; retry when it is back.
+    /// Evaluation keeps serving the last snapshot meanwhile.
+    #[error("the database cannot be reached; nothing was written. Evaluation keeps serving the last configuration version it has; retry when the database is back")]
+    StoreUnavailable,
     /// A bug or a failure of the store: logged, not shown.
     #[error("internal error")]
     Internal(String),
@@ -93,6 +97,7 @@ impl ApiError {
             ApiError::VersionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "VERSION_MISMATCH"),
             ApiError::IfMatchRequired => (StatusCode::PRECONDITION_REQUIRED, "IF_MATCH_REQUIRED"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+            ApiError::StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "STORE_UNAVAILABLE"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
         }
     }
@@ -102,6 +107,10 @@ impl From<allot_store::StoreError> for ApiError {
     fn from(e: allot_store::StoreError) -> Self {
         match e {
             allot_store::StoreError::Conflict { expected, current } => ApiError::VersionMismatch { expected, current },
+            allot_store::StoreError::Unavailable(detail) => {
+                tracing::warn!(%detail, "the database cannot be reached");
+                ApiError::StoreUnavailable
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

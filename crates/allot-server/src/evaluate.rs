@@ -202,7 +202,7 @@ pub(crate) async fn evaluate(
             .insert(e.id.clone(), AssignmentOut { variant, value: value_of(&live, *i, a), reason: a.reason.as_str() });
     }
     if !exposures.is_empty() {
-        app.store().record_exposures(&exposures).await?;
+        app.record_exposures(&exposures).await?;
     }
     Ok(Json(EvaluateResponse { version: live.version, assignments }).into_response())
 }
@@ -319,6 +319,6 @@ pub(crate) async fn post_exposures(
     if !errors.is_empty() {
         return Err(ApiError::Invalid(errors));
     }
-    let new = app.store().record_exposures(&rows).await?;
+    let new = app.record_exposures(&rows).await?;
     Ok(Json(serde_json::json!({"received": rows.len(), "new": new})).into_response())
 }

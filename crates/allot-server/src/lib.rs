@@ -29,7 +29,9 @@ use arc_swap::ArcSwap;
 use axum::body::Bytes;
 use axum::Router;
 pub use error::ApiError;
-use std::collections::HashMap;
+use allot_store::{Exposure, StoreError};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -122,9 +124,18 @@ pub struct App {
     live: ArcSwap<Live>,
     publish: Mutex<()>,
     keys: RwLock<HashMap<String, Arc<KeyInfo>>>,
+    /// Keys forgotten by [`App::forget_keys`]: used only while the database cannot be reached.
+    stale_keys: RwLock<HashMap<String, Arc<KeyInfo>>>,
+    store_up: AtomicBool,
+    /// Exposures not yet written because the database could not be reached.
+    pending: Mutex<VecDeque<Exposure>>,
     /// Request and evaluation counters.
     pub metrics: metrics::Metrics,
 }
+
+/// Most exposures kept in memory while the database cannot be reached; beyond, new ones are
+/// dropped and counted (`allot_exposures_dropped_total`).
+pub const EXPOSURE_BUFFER: usize = 100_000;
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -169,6 +180,9 @@ impl App {
             live: ArcSwap::from_pointee(live),
             publish: Mutex::new(()),
             keys: RwLock::new(HashMap::new()),
+            stale_keys: RwLock::new(HashMap::new()),
+            store_up: AtomicBool::new(true),
+            pending: Mutex::new(VecDeque::new()),
             metrics: metrics::Metrics::default(),
         }))
     }
@@ -176,6 +190,76 @@ impl App {
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Whether the last store operation that tells (version poll, change listener, commit,
+    /// exposure write) reached the database.
+    pub fn store_up(&self) -> bool {
+        self.store_up.load(Ordering::Relaxed)
+    }
+
+    /// Records the outcome of a store operation in the store's health (`/readyz`, `allot_store_up`).
+    fn observe<T>(&self, r: &Result<T, StoreError>) {
+        match r {
+            Ok(_) => {
+                if !self.store_up.swap(true, Ordering::Relaxed) {
+                    tracing::info!("the database is reachable again");
+                }
+            }
+            Err(e) if e.is_unavailable() => {
+                if self.store_up.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "the database cannot be reached: serving the last snapshot");
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Exposures waiting in memory for the database.
+    pub fn pending_exposures(&self) -> usize {
+        self.pending.lock().map(|p| p.len()).unwrap_or(0)
+    }
+
+    /// Records exposures; when the database cannot be reached, keeps them in memory (up to
+    /// [`EXPOSURE_BUFFER`], beyond which they are dropped and counted) for
+    /// [`App::flush_exposures`]. Returns how many were new (`0` when buffered).
+    pub async fn record_exposures(&self, rows: &[Exposure]) -> Result<u64, ApiError> {
+        let r = self.store.record_exposures(rows).await;
+        self.observe(&r);
+        match r {
+            Ok(n) => Ok(n),
+            Err(e) if e.is_unavailable() => {
+                let mut p = self.pending.lock().map_err(|_| ApiError::Internal("exposure buffer poisoned".into()))?;
+                let room = EXPOSURE_BUFFER.saturating_sub(p.len());
+                p.extend(rows.iter().take(room).cloned());
+                let dropped = rows.len().saturating_sub(room);
+                if dropped > 0 {
+                    self.metrics.exposures_dropped(dropped as u64);
+                }
+                Ok(0)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes buffered exposures to the store, oldest first, in batches; stops at the first failure
+    /// (what was not written stays buffered).
+    pub async fn flush_exposures(&self) -> Result<(), ApiError> {
+        loop {
+            let batch: Vec<Exposure> = {
+                let p = self.pending.lock().map_err(|_| ApiError::Internal("exposure buffer poisoned".into()))?;
+                p.iter().take(1000).cloned().collect()
+            };
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let r = self.store.record_exposures(&batch).await;
+            self.observe(&r);
+            r?;
+            let mut p = self.pending.lock().map_err(|_| ApiError::Internal("exposure buffer poisoned".into()))?;
+            let n = batch.len().min(p.len());
+            p.drain(..n);
+        }
     }
 
     /// The compiled current version.
@@ -215,7 +299,18 @@ impl App {
         if let Some(k) = self.keys.read().map_err(|_| ApiError::Internal("key cache poisoned".into()))?.get(&hash) {
             return Ok(Some(k.clone()));
         }
-        let found = self.store.find_key(secret).await?.map(Arc::new);
+        let found = match self.store.find_key(secret).await {
+            Ok(k) => k.map(Arc::new),
+            Err(e) if e.is_unavailable() => {
+                // The database cannot be reached: a key known before still works.
+                let stale = self.stale_keys.read().map_err(|_| ApiError::Internal("key cache poisoned".into()))?;
+                return match stale.get(&hash) {
+                    Some(k) => Ok(Some(k.clone())),
+                    None => Err(e.into()),
+                };
+            }
+            Err(e) => return Err(e.into()),
+        };
         if let Some(k) = &found {
             self.keys.write().map_err(|_| ApiError::Internal("key cache poisoned".into()))?.insert(hash, k.clone());
         }
@@ -224,8 +319,8 @@ impl App {
 
     /// Forgets cached keys (after a revocation, and periodically for revocations on other nodes).
     pub fn forget_keys(&self) {
-        if let Ok(mut k) = self.keys.write() {
-            k.clear();
+        if let (Ok(mut k), Ok(mut stale)) = (self.keys.write(), self.stale_keys.write()) {
+            *stale = std::mem::take(&mut *k);
         }
     }
 
@@ -241,10 +336,14 @@ impl App {
     }
 
     /// Picks up versions committed by other processes. Cheap when nothing changed.
+    /// Updates the store's health either way.
     pub async fn refresh(&self) -> Result<(), ApiError> {
-        let v = self.store.current_version().await?;
-        if v > self.live.load().version {
-            let (_, state) = self.store.load_current().await?;
+        let v = self.store.current_version().await;
+        self.observe(&v);
+        if v? > self.live.load().version {
+            let r = self.store.load_current().await;
+            self.observe(&r);
+            let (_, state) = r?;
             self.publish(&state)?;
         }
         Ok(())
@@ -278,7 +377,14 @@ impl App {
                 tick.tick().await;
                 let Some(app) = weak.upgrade() else { return };
                 if let Err(e) = app.refresh().await {
-                    tracing::warn!(error = %e, "refresh from the store failed");
+                    if app.store_up() {
+                        tracing::warn!(error = %e, "refresh from the store failed");
+                    }
+                } else if app.pending_exposures() > 0 {
+                    match app.flush_exposures().await {
+                        Ok(()) => tracing::info!("buffered exposures written"),
+                        Err(e) => tracing::warn!(error = %e, "writing buffered exposures failed"),
+                    }
                 }
                 n += 1;
                 if n.is_multiple_of(64) {
@@ -291,7 +397,9 @@ impl App {
     /// Plans a change with the core's change control and, unless refused, commits it with its
     /// audit entry in one transaction and makes it current. All-or-nothing.
     pub async fn change(&self, req: ChangeRequest) -> Result<Changed, ApiError> {
-        let (current, state) = self.store.load_current().await?;
+        let loaded = self.store.load_current().await;
+        self.observe(&loaded);
+        let (current, state) = loaded?;
         if let IfMatch::Version(expected) = req.if_match {
             if expected != current {
                 return Err(ApiError::VersionMismatch { expected, current });
@@ -316,7 +424,9 @@ impl App {
             changes: serde_json::to_value(&plan.changes).map_err(|e| ApiError::Internal(e.to_string()))?,
             overridden: serde_json::to_value(&plan.refusals).map_err(|e| ApiError::Internal(e.to_string()))?,
         };
-        let version = self.store.commit(current, &plan.state, &entry).await?;
+        let committed = self.store.commit(current, &plan.state, &entry).await;
+        self.observe(&committed);
+        let version = committed?;
         tracing::info!(version, changes = plan.changes.len(), actor = %entry.actor, "configuration committed");
         self.publish(&plan.state)?;
         Ok(Changed { plan, committed: true, version })
@@ -368,14 +478,25 @@ pub async fn health() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
-/// Readiness: the store answers and a configuration version is loaded.
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "ready"), (status = 503, description = "the store does not answer", body = error::ErrorBody)))]
-pub async fn ready(
-    axum::extract::State(app): axum::extract::State<Arc<App>>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    app.store.ping().await.map_err(|e| {
-        tracing::warn!(error = %e, "store ping failed");
-        ApiError::Unavailable
-    })?;
-    Ok(axum::Json(serde_json::json!({"status": "ready", "version": app.live().version})))
+/// Readiness: a configuration version is loaded, so evaluation can answer. `{"status": "ready"}`
+/// when the store answers too; `{"status": "degraded"}` (still 200: evaluation keeps serving the
+/// last snapshot) when it does not, and then admin writes get 503 `STORE_UNAVAILABLE`.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "ready, or degraded: the store does not answer but evaluation serves the last snapshot")))]
+pub async fn ready(axum::extract::State(app): axum::extract::State<Arc<App>>) -> axum::Json<serde_json::Value> {
+    let pinged = app.store.ping().await;
+    app.observe(&pinged);
+    let version = app.live().version;
+    match pinged {
+        Ok(()) => axum::Json(serde_json::json!({"status": "ready", "version": version})),
+        Err(e) => {
+            tracing::warn!(error = %e, "store ping failed");
+            axum::Json(serde_json::json!({
+                "status": "degraded",
+                "version": version,
+                "store": "unavailable",
+                "message": "the store does not answer: evaluation serves the last snapshot, admin writes get 503",
+                "pending_exposures": app.pending_exposures(),
+            }))
+        }
+    }
 }

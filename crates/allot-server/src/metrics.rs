@@ -36,6 +36,7 @@ pub struct Metrics {
     reasons: [AtomicU64; Reason::ALL.len()],
     errors: AtomicU64,
     version: AtomicU64,
+    dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -53,6 +54,11 @@ impl Metrics {
     /// Records the current configuration version.
     pub fn set_version(&self, v: u64) {
         self.version.store(v, Ordering::Relaxed);
+    }
+
+    /// Counts exposures dropped because the in-memory buffer was full.
+    pub fn exposures_dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
     }
 
     fn request(&self, method: &str, route: &str, status: u16, seconds: f64) {
@@ -76,7 +82,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self, version: u64) -> String {
+    pub fn render(&self, version: u64, store_up: bool, pending_exposures: usize) -> String {
         let mut out = String::new();
         let routes: BTreeMap<(String, String), RouteStats> = self
             .routes
@@ -121,6 +127,15 @@ impl Metrics {
         let _ = writeln!(out, "# HELP allot_config_version The configuration version evaluation uses.");
         let _ = writeln!(out, "# TYPE allot_config_version gauge");
         let _ = writeln!(out, "allot_config_version {version}");
+        let _ = writeln!(out, "# HELP allot_store_up Whether the store answered the last operation (1) or could not be reached (0).");
+        let _ = writeln!(out, "# TYPE allot_store_up gauge");
+        let _ = writeln!(out, "allot_store_up {}", u8::from(store_up));
+        let _ = writeln!(out, "# HELP allot_exposures_buffered Exposures kept in memory until the store is back.");
+        let _ = writeln!(out, "# TYPE allot_exposures_buffered gauge");
+        let _ = writeln!(out, "allot_exposures_buffered {pending_exposures}");
+        let _ = writeln!(out, "# HELP allot_exposures_dropped_total Exposures dropped because the store was unreachable and the buffer full.");
+        let _ = writeln!(out, "# TYPE allot_exposures_dropped_total counter");
+        let _ = writeln!(out, "allot_exposures_dropped_total {}", self.dropped.load(Ordering::Relaxed));
         out
     }
 }
@@ -139,7 +154,7 @@ pub async fn track(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
 /// `GET /metrics`: Prometheus text.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 pub async fn render(State(app): State<Arc<App>>) -> Response {
-    let text = app.metrics.render(app.live().version);
+    let text = app.metrics.render(app.live().version, app.store_up(), app.pending_exposures());
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
