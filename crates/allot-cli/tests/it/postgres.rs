@@ -199,3 +199,147 @@ fn nodes_started_together_with_the_same_file_apply_it_once() {
         "{body}"
     );
 }
+
+/// A TCP proxy to the database that the test can cut (every connection closed, new ones refused
+/// at once) and restore: a real outage for the node behind it. Stopped when dropped.
+struct Proxy {
+    addr: String,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(upstream: String) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let p = Proxy { addr, up: Default::default(), stop: Default::default(), conns: Default::default() };
+        p.up.store(true, Ordering::SeqCst);
+        let (up, stop, conns) = (p.up.clone(), p.stop.clone(), p.conns.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                if !up.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection is closed at once
+                }
+                let _ = client.set_nonblocking(false);
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else { continue };
+                let mut list = conns.lock().unwrap();
+                list.push(client.try_clone().unwrap());
+                list.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server.try_clone().unwrap(), client.try_clone().unwrap()),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        p
+    }
+
+    /// Closes every connection and refuses new ones.
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cut();
+    }
+}
+
+/// Waits (bounded) until `check` holds.
+fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !check() {
+        assert!(t.elapsed() < Duration::from_secs(60), "never: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// With the database unreachable, a node keeps evaluating from its snapshot, says so at
+/// `/readyz` and `/metrics`, refuses admin writes with 503 `STORE_UNAVAILABLE` and buffers
+/// exposures; when the database is back it recovers without a restart and writes the buffer.
+#[cfg(unix)]
+#[test]
+fn a_node_rides_out_a_database_outage() {
+    let Some(schema) = Schema::new() else { return };
+    // The node reaches the database through a proxy the test cuts.
+    let base = schema.base.clone();
+    let Some((scheme_user, rest)) = base.split_once('@') else {
+        eprintln!("skipped: ALLOT_TEST_POSTGRES_URL has no user@host:port");
+        return;
+    };
+    let (hostport, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let upstream = if hostport.contains(':') { hostport.to_string() } else { format!("{hostport}:5432") };
+    let proxy = Proxy::start(upstream);
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let url = format!("{scheme_user}@{}/{path}{sep}schema={}", proxy.addr, schema.name);
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), &["--database-url", &url]);
+    let (h, v) = auth();
+    let get = |path: &str| http(&node.addr, "GET", path, &[(h, &v)], "");
+    let ofrep = || {
+        http(&node.addr, "POST", "/ofrep/v1/evaluate/flags/exp", &[(h, &v)], r#"{"context": {"targetingKey": "u1"}}"#)
+    };
+    let put = |if_match: &str, share: &str| {
+        http(&node.addr, "PUT", "/api/v1/config", &[(h, &v), ("If-Match", if_match)], &CONFIG.replace("50%", share))
+    };
+    let (status, body) = put("\"0\"", "50%");
+    assert_eq!(status, 200, "{body}");
+    let (status, before) = ofrep();
+    assert_eq!(status, 200, "{before}");
+    assert!(get("/metrics").1.contains("allot_store_up 1"));
+
+    proxy.cut();
+    wait_until("readyz says degraded", || {
+        let (status, body) = get("/readyz");
+        status == 200 && body.contains("\"degraded\"")
+    });
+    wait_until("allot_store_up is 0", || get("/metrics").1.contains("allot_store_up 0"));
+    // Evaluation answers from the snapshot.
+    assert_eq!(ofrep(), (200, before.clone()));
+    // Writes are refused, clearly.
+    let (status, body) = put("\"1\"", "60%");
+    assert_eq!(status, 503, "{body}");
+    let e: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(e["code"], "STORE_UNAVAILABLE", "{body}");
+    // Exposures are buffered.
+    let xs = r#"{"exposures": [{"unit": "u1", "experiment": "exp", "variant": "a"}, {"unit": "u2", "experiment": "exp", "variant": "b"}, {"unit": "u3", "experiment": "exp", "variant": "a"}]}"#;
+    let (status, body) = http(&node.addr, "POST", "/api/v1/exposures", &[(h, &v)], xs);
+    assert_eq!(status, 200, "{body}");
+    let metrics = get("/metrics").1;
+    assert!(metrics.contains("allot_exposures_buffered 3"), "{metrics}");
+    assert!(metrics.contains("allot_exposures_dropped_total 0"), "{metrics}");
+
+    proxy.restore();
+    wait_until("readyz says ready", || get("/readyz").1.contains("\"ready\""));
+    wait_until("buffered exposures are written", || get("/metrics").1.contains("allot_exposures_buffered 0"));
+    assert!(get("/metrics").1.contains("allot_store_up 1"));
+    let pg = schema.store();
+    assert_eq!(schema.rt.block_on(pg.exposures(None, 0, 100)).unwrap().len(), 3);
+    let (status, body) = put("\"1\"", "60%");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(version(&node.addr), 2);
+    drop(node);
+    drop(proxy);
+}
