@@ -52,9 +52,6 @@ pub enum ApiError {
     /// A write without `If-Match`.
     #[error("writes need an If-Match header with the version (ETag) they were made against, or If-Match: *")]
     IfMatchRequired,
-    /// The store is not available.
-    #[error("the store is not available")]
-    Unavailable,
     /// The database cannot be reached: the change (or read) was not made; retry when it is back.
     /// Evaluation keeps serving the last snapshot meanwhile.
     #[error("the database cannot be reached; nothing was written. Evaluation keeps serving the last configuration version it has; retry when the database is back")]
@@ -96,7 +93,6 @@ impl ApiError {
             ApiError::Refused(_) => (StatusCode::CONFLICT, "CHANGE_REFUSED"),
             ApiError::VersionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "VERSION_MISMATCH"),
             ApiError::IfMatchRequired => (StatusCode::PRECONDITION_REQUIRED, "IF_MATCH_REQUIRED"),
-            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
             ApiError::StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "STORE_UNAVAILABLE"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
         }
