@@ -343,3 +343,103 @@ fn a_node_rides_out_a_database_outage() {
     drop(node);
     drop(proxy);
 }
+
+/// Two nodes × 8 concurrent writers, each reading the configuration and its version, changing
+/// it (usually growing a share, sometimes shrinking one, which change control refuses) and
+/// writing it back with `If-Match`: every answer is 200, 412 or 409; the versions committed are
+/// 1, 2, ... without gaps or duplicates, each acknowledged one is in the audit log, and the final
+/// state keeps the two experiments of one unit exclusive.
+#[cfg(unix)]
+#[test]
+fn concurrent_writers_on_two_nodes_keep_versions_and_exclusivity() {
+    let Some(schema) = Schema::new() else { return };
+    let url = schema.url();
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--database-url", &url];
+    let nodes = [start(dir.path(), &args), start(dir.path(), &args)];
+    let (h, v) = auth();
+    let two = "units:\n  user: {attribute: user_id}\nexperiments:\n  exp:\n    unit: user\n    share: 10%\n    variants: {a: 1, b: 1}\n    state: running\n  exp2:\n    unit: user\n    share: 10%\n    variants: {a: 1, b: 1}\n    state: running\n";
+    let (status, body) = http(&nodes[0].addr, "PUT", "/api/v1/config", &[(h, &v), ("If-Match", "\"0\"")], two);
+    assert_eq!(status, 200, "{body}");
+
+    const ROUNDS: usize = 4;
+    let results: Vec<(u16, Option<u64>)> = std::thread::scope(|s| {
+        let mut writers = vec![];
+        for (n, node) in nodes.iter().enumerate() {
+            for w in 0..8usize {
+                let (addr, h, v) = (node.addr.clone(), h, v.clone());
+                writers.push(s.spawn(move || {
+                    let mut out = vec![];
+                    // A stale read (412) is retried (bounded): each round tries to land one change.
+                    for _ in 0..ROUNDS * 25 {
+                        let round = out.iter().filter(|r: &&(u16, Option<u64>)| r.0 != 412).count();
+                        if round == ROUNDS {
+                            break;
+                        }
+                        let (status, body) =
+                            http(&addr, "GET", "/api/v1/config", &[(h, &v), ("Accept", "application/json")], "");
+                        assert_eq!(status, 200, "{body}");
+                        let got: serde_json::Value = serde_json::from_str(&body).unwrap();
+                        let mut cfg = got["config"].clone();
+                        let exp = if (n + w + round) % 2 == 0 { "exp" } else { "exp2" };
+                        let share = cfg["experiments"][exp]["share"].as_str().unwrap().trim_end_matches('%');
+                        let share: u32 = share.parse().unwrap();
+                        // Every fourth change shrinks a running experiment: refused (409).
+                        let new = if (w + round) % 4 == 3 { share - 1 } else { share + 1 };
+                        cfg["experiments"][exp]["share"] = format!("{new}%").into();
+                        let if_match = format!("\"{}\"", got["version"]);
+                        let (status, body) =
+                            http(&addr, "PUT", "/api/v1/config", &[(h, &v), ("If-Match", &if_match)], &cfg.to_string());
+                        let version = (status == 200).then(|| {
+                            let r: serde_json::Value = serde_json::from_str(&body).unwrap();
+                            assert_eq!(r["committed"], true, "{body}");
+                            r["version"].as_u64().unwrap()
+                        });
+                        assert!(matches!(status, 200 | 409 | 412), "{status}: {body}");
+                        out.push((status, version));
+                    }
+                    out
+                }));
+            }
+        }
+        writers.into_iter().flat_map(|t| t.join().unwrap()).collect()
+    });
+    assert!(results.iter().filter(|r| r.0 != 412).count() <= 2 * 8 * ROUNDS);
+    let mut acked: Vec<u64> = results.iter().filter_map(|r| r.1).collect();
+    acked.sort_unstable();
+    let n_acked = acked.len();
+    acked.dedup();
+    assert_eq!(acked.len(), n_acked, "two acknowledged changes got the same version");
+    let count = |s: u16| results.iter().filter(|r| r.0 == s).count();
+    eprintln!("{} committed, {} refused (409), {} stale (412)", count(200), count(409), count(412));
+    assert!(n_acked > 0);
+
+    // The audit log: versions 1..=last, each once, each from the one before; every
+    // acknowledged version among them.
+    let (status, body) = http(&nodes[1].addr, "GET", "/api/v1/audit?limit=1000", &[(h, &v)], "");
+    assert_eq!(status, 200, "{body}");
+    let log: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut versions: Vec<(u64, u64)> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["before_version"].as_u64().unwrap(), e["after_version"].as_u64().unwrap()))
+        .collect();
+    versions.sort_unstable();
+    let last = u64::try_from(n_acked).unwrap() + 1;
+    assert_eq!(versions, (1..=last).map(|v| (v - 1, v)).collect::<Vec<_>>());
+    assert_eq!(acked, (2..=last).collect::<Vec<_>>(), "every acknowledged change is in the audit log");
+
+    // Both nodes converge on the last version; its state keeps exclusivity.
+    for n in &nodes {
+        wait_for_version(&n.addr, last);
+    }
+    let pg = schema.store();
+    let (current, state) = schema.rt.block_on(pg.load_current()).unwrap();
+    assert_eq!(current, last);
+    let cfg = allot_core::config::validate(state.config.as_ref().unwrap()).unwrap();
+    let a = allot_core::audit::audit(&state, &cfg);
+    assert!(a.violations.is_empty(), "{:?}", a.violations);
+    assert!(!a.overlaps.is_empty() || a.experiments.len() == 2, "both experiments audited");
+    drop(nodes);
+}
