@@ -127,7 +127,10 @@ impl Metrics {
         let _ = writeln!(out, "# HELP allot_config_version The configuration version evaluation uses.");
         let _ = writeln!(out, "# TYPE allot_config_version gauge");
         let _ = writeln!(out, "allot_config_version {version}");
-        let _ = writeln!(out, "# HELP allot_store_up Whether the store answered the last operation (1) or could not be reached (0).");
+        let _ = writeln!(
+            out,
+            "# HELP allot_store_up Whether the store answered the last operation (1) or could not be reached (0)."
+        );
         let _ = writeln!(out, "# TYPE allot_store_up gauge");
         let _ = writeln!(out, "allot_store_up {}", u8::from(store_up));
         let _ = writeln!(out, "# HELP allot_exposures_buffered Exposures kept in memory until the store is back.");
