@@ -361,6 +361,7 @@ fn concurrent_writers_on_two_nodes_keep_versions_and_exclusivity() {
     let two = "units:\n  user: {attribute: user_id}\nexperiments:\n  exp:\n    unit: user\n    share: 10%\n    variants: {a: 1, b: 1}\n    state: running\n  exp2:\n    unit: user\n    share: 10%\n    variants: {a: 1, b: 1}\n    state: running\n";
     let (status, body) = http(&nodes[0].addr, "PUT", "/api/v1/config", &[(h, &v), ("If-Match", "\"0\"")], two);
     assert_eq!(status, 200, "{body}");
+    wait_for_version(&nodes[1].addr, 1);
 
     const ROUNDS: usize = 4;
     let results: Vec<(u16, Option<u64>)> = std::thread::scope(|s| {
