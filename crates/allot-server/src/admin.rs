@@ -28,6 +28,7 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/api/v1/config", get(get_config).put(put_config).layer(big()))
         .route("/api/v1/changes/preview", post(preview).layer(big()))
         .route("/api/v1/audit", get(audit))
+        .route("/api/v1/audit/{version}", get(audit_entry))
         .route("/api/v1/versions/{version}", get(version))
         .route("/api/v1/keys", get(list_keys).post(create_key))
         .route("/api/v1/keys/{id}", axum::routing::delete(revoke_key))
@@ -199,6 +200,27 @@ pub(crate) async fn audit(
     let q = query(q)?;
     let entries = app.store().audit(q.before, q.limit.unwrap_or(100).min(1000)).await?;
     Ok(Json(json!({"entries": entries})).into_response())
+}
+
+/// One audit entry with the configuration before and after it: who, when, what, why, and the
+/// whole configuration on both sides of the change.
+#[utoipa::path(get, path = "/api/v1/audit/{version}", tag = "config", params(("version" = u64, Path)),
+    responses((status = 200, description = "{\"entry\": {...}, \"before\": <config or null>, \"after\": <config>}"),
+        (status = 404, body = crate::error::ErrorBody)))]
+pub(crate) async fn audit_entry(
+    State(app): State<Arc<App>>,
+    v: Result<Path<u64>, axum::extract::rejection::PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(v) = v.map_err(|e| ApiError::field("version", e.body_text()))?;
+    let entries = app.store().audit(v.checked_add(1), 1).await?;
+    let Some(entry) = entries.into_iter().find(|e| e.after_version == v) else {
+        return Err(ApiError::NotFound(format!("no audit entry recorded version {v}")));
+    };
+    let config_at = |state: Option<allot_core::state::State>| state.and_then(|s| s.config);
+    let before =
+        if entry.before_version == 0 { None } else { config_at(app.store().load_version(entry.before_version).await?) };
+    let after = config_at(app.store().load_version(v).await?);
+    Ok(Json(json!({"entry": entry, "before": before, "after": after})).into_response())
 }
 
 /// The configuration recorded at a version (immutable): what an audit entry's before and after were.

@@ -90,6 +90,13 @@ async fn a_refused_change_is_reported_and_writes_nothing() {
     );
     assert_eq!((e["before_version"].as_u64(), e["after_version"].as_u64()), (Some(1), Some(2)));
     assert!(!e["overridden"].as_array().unwrap().is_empty());
+    // One entry with the configuration on both sides of the change.
+    let one = s.get("/api/v1/audit/2").await.json();
+    assert_eq!(one["entry"]["reason"], "traffic cut");
+    let share = |c: &serde_json::Value| c.to_string().contains("\"share\":\"40%\"");
+    assert!(!share(&one["before"]) && share(&one["after"]), "{one}");
+    assert!(s.get("/api/v1/audit/1").await.json()["before"].is_null());
+    assert_eq!(s.get("/api/v1/audit/99").await.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
