@@ -147,14 +147,7 @@ pub fn audit(state: &State, cfg: &Config) -> Audit {
     for (id, set) in &running {
         let e = &cfg.experiments[*id];
         let b = size(&e.unit);
-        let mut held = Dense::empty(b);
-        for (name, h) in &cfg.holdouts {
-            if cfg.holdout_applies(h, id) {
-                if let Some(a) = state.live(OwnerKind::Holdout, name) {
-                    held.union_with(&a.current());
-                }
-            }
-        }
+        let held = crate::plan::holdout_union(state, cfg, id, b);
         let mut reach = set.dense();
         reach.subtract(&held);
         let bf = f64::from(b);

@@ -18,7 +18,7 @@
 //! moves to `free[bucket(resalt salt, unit) mod |free|]`, a uniform pick among that re-salt's
 //! free buckets. Units in frozen buckets never move.
 
-use crate::bucketset::{BucketSet, Dense};
+use crate::bucketset::BucketSet;
 use crate::config::{dependency_order, Config, ExpState};
 use crate::error::FieldError;
 use crate::hash;
@@ -218,14 +218,7 @@ impl Snapshot {
             let idx = |v: &str| names.iter().position(|n| *n == v).map(|i| i as u16);
             let running = e.state == ExpState::Running;
             let alloc = state.live(OwnerKind::Experiment, id).filter(|_| running).map(|a| a.current().compact());
-            let mut held = Dense::empty(b);
-            for (name, h) in &cfg.holdouts {
-                if cfg.holdout_applies(h, id) {
-                    if let Some(a) = state.live(OwnerKind::Holdout, name) {
-                        held.union_with(&a.current());
-                    }
-                }
-            }
+            let held = crate::plan::holdout_union(state, cfg, id, b);
             experiments.push(ExpEval {
                 id: id.clone(),
                 space,

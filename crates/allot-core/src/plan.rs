@@ -1173,8 +1173,9 @@ fn live_index(st: &State) -> HashMap<(OwnerKind, String), usize> {
         .collect()
 }
 
-/// The union of the live holdouts that apply to experiment `id` under `cfg`.
-fn holdout_union(st: &State, cfg: &Config, id: &str, b: u32) -> Dense {
+/// The union of the live holdouts that apply to experiment `id` under `cfg` (used by planning,
+/// evaluation and the audit alike).
+pub fn holdout_union(st: &State, cfg: &Config, id: &str, b: u32) -> Dense {
     let mut held = Dense::empty(b);
     for (name, h) in &cfg.holdouts {
         if cfg.holdout_applies(h, id) {
