@@ -9,6 +9,7 @@
 //! same trait-level tests (`tests/it/`).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod common;
 pub mod copy;
 pub mod postgres;
 pub mod sqlite;

@@ -5,7 +5,8 @@
 //! the transaction (the current version must be the expected one, and `version` is the primary
 //! key), so two writers planning from the same version cannot both win, even across processes.
 
-use crate::{AuditEntry, AuditRecord, BoxFuture, Exposure, KeyInfo, Result, Role, StickyRow, Store, StoreError};
+use crate::common::{self, to_i64, to_u64, Commit, Migration};
+use crate::{AuditEntry, AuditRecord, BoxFuture, Exposure, KeyInfo, Result, StickyRow, Store};
 use allot_core::state::State;
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -13,41 +14,14 @@ use sqlx::{Row, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Migrations in order: `(version, name, SQL)`. Applied once each, recorded in `schema_migrations`.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/sqlite/0001_init.sql"))];
+/// Migrations in order.
+const MIGRATIONS: &[Migration] = &[(1, "init", include_str!("../migrations/sqlite/0001_init.sql"))];
 
 /// A store in one SQLite file.
 #[derive(Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
     writer: tokio::sync::Mutex<()>,
-}
-
-fn to_i64(v: u64) -> Result<i64> {
-    i64::try_from(v).map_err(|_| StoreError::Invalid(format!("{v} is out of range")))
-}
-
-fn to_u64(v: i64) -> Result<u64> {
-    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative number {v}")))
-}
-
-fn parse_state(text: &str, version: i64) -> Result<State> {
-    State::from_json(text).map_err(|e| StoreError::Corrupt(format!("version {version}: {e}")))
-}
-
-fn key_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<KeyInfo> {
-    let role: String = row.try_get("role")?;
-    Ok(KeyInfo {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        role: Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("unknown role {role}")))?,
-        created_at: row.try_get("created_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-    })
-}
-
-fn json(text: &str) -> Result<serde_json::Value> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 impl SqliteStore {
@@ -59,7 +33,7 @@ impl SqliteStore {
     async fn open_inner(url: &str) -> Result<SqliteStore> {
         let memory = url.contains(":memory:") || url.contains("mode=memory");
         let opts = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Invalid(format!("database URL: {e}")))?
+            .map_err(common::invalid_url)?
             .journal_mode(if memory { SqliteJournalMode::Memory } else { SqliteJournalMode::Wal })
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
@@ -94,14 +68,7 @@ impl SqliteStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        if let Some(newest) = done.iter().max() {
-            let known = MIGRATIONS.iter().map(|m| m.0).max().unwrap_or(0);
-            if *newest > known {
-                return Err(StoreError::Unsupported(format!(
-                    "the database has schema version {newest}; this allot knows up to {known}"
-                )));
-            }
-        }
+        common::check_schema_version(&done, MIGRATIONS)?;
         tx.commit().await?;
         Ok(())
     }
@@ -115,11 +82,7 @@ impl Store for SqliteStore {
             .await?;
         match row {
             None => Ok((0, State::default())),
-            Some(r) => {
-                let v: i64 = r.try_get("version")?;
-                let text: String = r.try_get("state")?;
-                Ok((to_u64(v)?, parse_state(&text, v)?))
-            }
+            Some(r) => common::version_row(&r),
         }
     }
 
@@ -139,26 +102,15 @@ impl Store for SqliteStore {
             .await?;
         match row {
             None => Ok(None),
-            Some(r) => Ok(Some(parse_state(&r.try_get::<String, _>("state")?, v)?)),
+            Some(r) => Ok(Some(common::parse_state(&r.try_get::<String, _>("state")?, v)?)),
         }
     }
 
     async fn commit(&self, expected: u64, state: &State, audit: &AuditEntry) -> Result<u64> {
-        if state.version <= expected {
-            return Err(StoreError::Invalid(format!(
-                "state version {} is not newer than the expected version {expected}",
-                state.version
-            )));
-        }
-        let text = serde_json::to_string(state).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        let changes = audit.changes.to_string();
-        let overridden = audit.overridden.to_string();
-        let (new, exp) = (to_i64(state.version)?, to_i64(expected)?);
+        let c = Commit::prepare(expected, state, audit)?;
         let pool = self.pool.clone();
-        let audit = audit.clone();
         let _w = self.writer.lock().await;
-        // Run the transaction to its end even if the caller goes away.
-        let task = tokio::spawn(async move {
+        common::run_to_end(async move {
             // IMMEDIATE: the write lock is taken before the version is read, so a writer in another
             // process waits (busy timeout) and then sees its commit, rather than failing on a stale
             // snapshot.
@@ -167,18 +119,16 @@ impl Store for SqliteStore {
                 .fetch_one(&mut *tx)
                 .await?
                 .try_get(0)?;
-            if current != exp {
-                return Err(StoreError::Conflict { expected: to_u64(exp)?, current: to_u64(current)? });
-            }
+            c.check_current(current)?;
             let inserted = sqlx::query("INSERT INTO config_versions (version, state, created_at) VALUES (?, ?, ?)")
-                .bind(new)
-                .bind(&text)
-                .bind(&audit.time)
+                .bind(c.new)
+                .bind(&c.state)
+                .bind(&c.audit.time)
                 .execute(&mut *tx)
                 .await;
             if let Err(sqlx::Error::Database(e)) = &inserted {
                 if e.is_unique_violation() {
-                    return Err(StoreError::Conflict { expected: to_u64(exp)?, current: to_u64(new)? });
+                    return Err(c.conflict(c.new));
                 }
             }
             inserted?;
@@ -186,29 +136,26 @@ impl Store for SqliteStore {
                 "INSERT INTO audit_log (after_version, before_version, actor, time, action, reason, forced, changes, overridden) \
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
-            .bind(new)
-            .bind(exp)
-            .bind(&audit.actor)
-            .bind(&audit.time)
-            .bind(&audit.action)
-            .bind(&audit.reason)
-            .bind(audit.forced)
-            .bind(&changes)
-            .bind(&overridden)
+            .bind(c.new)
+            .bind(c.expected)
+            .bind(&c.audit.actor)
+            .bind(&c.audit.time)
+            .bind(&c.audit.action)
+            .bind(&c.audit.reason)
+            .bind(c.audit.forced)
+            .bind(&c.changes)
+            .bind(&c.overridden)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
             Ok(())
-        });
-        task.await.map_err(|e| StoreError::Database(format!("commit task: {e}")))??;
+        })
+        .await?;
         Ok(state.version)
     }
 
     async fn audit(&self, before: Option<u64>, limit: u32) -> Result<Vec<AuditRecord>> {
-        let before = match before {
-            Some(b) => to_i64(b)?,
-            None => i64::MAX,
-        };
+        let before = common::audit_before(before)?;
         let rows = sqlx::query(
             "SELECT after_version, before_version, actor, time, action, reason, forced, changes, overridden \
              FROM audit_log WHERE after_version < ? ORDER BY after_version DESC LIMIT ?",
@@ -217,23 +164,7 @@ impl Store for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditRecord {
-                    before_version: to_u64(r.try_get("before_version")?)?,
-                    after_version: to_u64(r.try_get("after_version")?)?,
-                    entry: AuditEntry {
-                        actor: r.try_get("actor")?,
-                        time: r.try_get("time")?,
-                        action: r.try_get("action")?,
-                        reason: r.try_get("reason")?,
-                        forced: r.try_get("forced")?,
-                        changes: json(&r.try_get::<String, _>("changes")?)?,
-                        overridden: json(&r.try_get::<String, _>("overridden")?)?,
-                    },
-                })
-            })
-            .collect()
+        rows.iter().map(common::audit_row).collect()
     }
 
     async fn key_count(&self) -> Result<u64> {
@@ -242,18 +173,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_key(&self, info: &KeyInfo, secret: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO api_keys (id, name, role, secret_sha256, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&info.id)
-        .bind(&info.name)
-        .bind(info.role.as_str())
-        .bind(crate::hash_secret(secret))
-        .bind(&info.created_at)
-        .bind(&info.revoked_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.import_key(info, &crate::hash_secret(secret)).await
     }
 
     async fn bootstrap_key(&self, info: &KeyInfo, secret: &str) -> Result<bool> {
@@ -278,14 +198,14 @@ impl Store for SqliteStore {
         .bind(crate::hash_secret(secret))
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(key_from_row).transpose()
+        row.as_ref().map(common::key_row).transpose()
     }
 
     async fn list_keys(&self) -> Result<Vec<KeyInfo>> {
         let rows = sqlx::query("SELECT id, name, role, created_at, revoked_at FROM api_keys ORDER BY created_at, id")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(key_from_row).collect()
+        rows.iter().map(common::key_row).collect()
     }
 
     async fn revoke_key(&self, id: &str, at: &str) -> Result<bool> {
@@ -314,7 +234,7 @@ impl Store for SqliteStore {
             .bind(unit)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(|r| Ok((r.try_get("experiment")?, r.try_get("variant")?))).collect()
+        rows.iter().map(common::sticky_variant_row).collect()
     }
 
     async fn sticky_put(&self, rows: &[(String, String, String, String)]) -> Result<()> {
@@ -372,21 +292,7 @@ impl Store for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    to_u64(r.try_get("id")?)?,
-                    Exposure {
-                        unit: r.try_get("unit")?,
-                        experiment: r.try_get("experiment")?,
-                        variant: r.try_get("variant")?,
-                        day: r.try_get("day")?,
-                        time: r.try_get("time")?,
-                        version: to_u64(r.try_get("version")?)?,
-                    },
-                ))
-            })
-            .collect()
+        rows.iter().map(common::exposure_row).collect()
     }
 
     async fn ping(&self) -> Result<()> {
@@ -400,7 +306,7 @@ impl Store for SqliteStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|r| Ok((key_from_row(r)?, r.try_get("secret_sha256")?))).collect()
+        rows.iter().map(common::exported_key_row).collect()
     }
 
     async fn import_key(&self, info: &KeyInfo, secret_sha256: &str) -> Result<()> {
@@ -442,8 +348,6 @@ impl Store for SqliteStore {
                 .await?
             }
         };
-        rows.iter()
-            .map(|r| Ok((r.try_get("unit_type")?, r.try_get("unit")?, r.try_get("experiment")?, r.try_get("variant")?)))
-            .collect()
+        rows.iter().map(common::sticky_row).collect()
     }
 }
