@@ -8,7 +8,9 @@
 //! 2. individual inclusion → `INCLUDED` (bypasses everything below, exclusion included);
 //! 3. a holdout that applies holds the unit's bucket → `HOLDOUT`;
 //! 4. the experiment's allocation does not hold the bucket → `NOT_ALLOCATED`;
-//! 5. a stored sticky assignment → `STICKY`;
+//! 5. a stored sticky assignment → `STICKY`; for a sticky experiment whose store could not be read
+//!    for this unit ([`StickyStore::knows`] is false) → `STICKY_UNAVAILABLE`, no variant: the unit
+//!    may hold an assignment that a fresh split would contradict, so none is served;
 //! 6. a prerequisite experiment did not give one of the required variants → `PREREQUISITE_FAILED`;
 //! 7. targeting does not match → `TARGETING_MISS`;
 //! 8. the variant split → `ASSIGNED`.
@@ -53,11 +55,14 @@ pub enum Reason {
     NotRunning,
     /// The context has no id for the experiment's unit type.
     MissingUnit,
+    /// A sticky experiment whose stored assignments could not be read for this unit (the store
+    /// is unreachable): no variant is served rather than one that may contradict a stored one.
+    StickyUnavailable,
 }
 
 impl Reason {
     /// All reasons, in documentation order.
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Reason::Included,
         Reason::Assigned,
         Reason::Sticky,
@@ -67,6 +72,7 @@ impl Reason {
         Reason::PrerequisiteFailed,
         Reason::NotRunning,
         Reason::MissingUnit,
+        Reason::StickyUnavailable,
     ];
 
     /// The wire name, e.g. `NOT_ALLOCATED`.
@@ -81,6 +87,7 @@ impl Reason {
             Reason::PrerequisiteFailed => "PREREQUISITE_FAILED",
             Reason::NotRunning => "NOT_RUNNING",
             Reason::MissingUnit => "MISSING_UNIT",
+            Reason::StickyUnavailable => "STICKY_UNAVAILABLE",
         }
     }
 }
@@ -98,6 +105,13 @@ pub struct Assignment {
 pub trait StickyStore {
     /// The stored variant of `unit` (of `unit_type`) in `experiment`, if any.
     fn get(&self, unit_type: &str, unit: &str, experiment: &str) -> Option<String>;
+
+    /// Whether this store knows the stored assignments of `unit` (of `unit_type`), so that
+    /// [`StickyStore::get`] answering `None` means "none stored". False when they could not be
+    /// read; sticky experiments then answer `STICKY_UNAVAILABLE`. Default: true.
+    fn knows(&self, _unit_type: &str, _unit: &str) -> bool {
+        true
+    }
 }
 
 /// A store with nothing in it.
@@ -338,10 +352,13 @@ impl Snapshot {
             return none(Reason::NotAllocated);
         }
         if e.sticky {
-            if let Some(v) = sticky.get(&self.spaces[e.space].name, unit, &e.id) {
+            let space = &self.spaces[e.space].name;
+            if let Some(v) = sticky.get(space, unit, &e.id) {
                 if let Some(v) = e.split.names.iter().position(|n| *n == v) {
                     return Assignment { variant: Some(v as u16), reason: Reason::Sticky };
                 }
+            } else if !sticky.knows(space, unit) {
+                return none(Reason::StickyUnavailable);
             }
         }
         for (j, ok) in &e.requires {

@@ -9,8 +9,8 @@
 use crate::admin::{etag, parse_tag};
 use crate::body::ApiJson;
 use crate::error::ApiError;
-use crate::{App, Live};
-use allot_core::eval::{Assignment, Reason};
+use crate::{App, Live, StickyKnown};
+use allot_core::eval::{Assignment, Reason, StickyStore};
 use allot_core::Context;
 use allot_store::Exposure;
 use axum::extract::State;
@@ -43,8 +43,31 @@ pub(crate) fn check_context(ctx: &Context, path: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The sticky assignments one request evaluates with: what the store (or, while it cannot be
+/// reached, this node's cache) holds for the request's units, and the units it could not tell.
+#[derive(Debug, Default)]
+struct StickyView {
+    rows: HashMap<(String, String, String), String>,
+    unknown: Vec<(String, String)>,
+}
+
+impl StickyStore for StickyView {
+    fn get(&self, unit_type: &str, unit: &str, experiment: &str) -> Option<String> {
+        self.rows.get(&(unit_type.to_string(), unit.to_string(), experiment.to_string())).cloned()
+    }
+
+    fn knows(&self, unit_type: &str, unit: &str) -> bool {
+        !self.unknown.iter().any(|(t, u)| t == unit_type && u == unit)
+    }
+}
+
 /// Evaluates experiments `which` (all when `None`) for `ctx` on `live`, reading and writing
 /// sticky assignments in the store.
+///
+/// While the database cannot be reached, a unit's sticky assignments come from this node's cache
+/// when it holds them for the version being served ([`crate::StickyKnown`]); otherwise its sticky
+/// experiments answer `STICKY_UNAVAILABLE`. New sticky assignments are then kept in memory and
+/// written when the database is back.
 pub(crate) async fn assign(
     app: &App,
     live: &Live,
@@ -60,7 +83,7 @@ pub(crate) async fn assign(
             &all
         }
     };
-    let mut sticky: HashMap<(String, String, String), String> = HashMap::new();
+    let mut sticky = StickyView::default();
     let sticky_spaces: Vec<usize> = if live.any_sticky {
         let mut s: Vec<usize> =
             which.iter().map(|&i| &snap.experiments[i]).filter(|e| e.sticky && e.running).map(|e| e.space).collect();
@@ -70,13 +93,27 @@ pub(crate) async fn assign(
     } else {
         vec![]
     };
+    // Per unit: `(unit type, unit)` and its `(experiment, variant)` rows, for the cache.
+    type Known = ((String, String), Vec<(String, String)>);
+    let mut known: Vec<Known> = Vec::with_capacity(sticky_spaces.len());
     for &s in &sticky_spaces {
-        if let Some(unit) = snap.unit_id(s, ctx) {
-            let space = &snap.spaces[s].name;
-            for (exp, variant) in app.store().sticky_for_unit(space, &unit).await? {
-                sticky.insert((space.clone(), unit.to_string(), exp), variant);
-            }
+        let Some(unit) = snap.unit_id(s, ctx) else { continue };
+        let key = (snap.spaces[s].name.clone(), unit.to_string());
+        let rows = match app.sticky_for_unit(&key.0, &key.1).await {
+            Ok(rows) => rows,
+            Err(ApiError::StoreUnavailable) => match app.sticky_cache.get(&key) {
+                Some(k) if k.version == live.version => k.rows.clone(),
+                _ => {
+                    sticky.unknown.push(key);
+                    continue;
+                }
+            },
+            Err(e) => return Err(e),
+        };
+        for (exp, variant) in &rows {
+            sticky.rows.insert((key.0.clone(), key.1.clone(), exp.clone()), variant.clone());
         }
+        known.push((key, rows));
     }
     let out: Vec<(usize, Assignment)> =
         if which.len() == snap.experiments.len() && which.iter().enumerate().all(|(a, b)| a == *b) {
@@ -86,17 +123,24 @@ pub(crate) async fn assign(
         } else {
             which.iter().map(|&i| (i, snap.evaluate_one(i, ctx, &sticky))).collect()
         };
-    if !sticky_spaces.is_empty() {
+    if !known.is_empty() {
         let mut rows = vec![];
         for (i, a) in &out {
             let e = &snap.experiments[*i];
             if e.sticky && a.reason == Reason::Assigned {
                 if let (Some(unit), Some(v)) = (snap.unit_id(e.space, ctx), snap.variant_name(*i, a)) {
-                    rows.push((snap.spaces[e.space].name.clone(), unit.to_string(), e.id.clone(), v.to_string()));
+                    let space = &snap.spaces[e.space].name;
+                    if let Some((_, held)) = known.iter_mut().find(|((t, u), _)| t == space && u == unit.as_ref()) {
+                        held.push((e.id.clone(), v.to_string()));
+                    }
+                    rows.push((space.clone(), unit.to_string(), e.id.clone(), v.to_string()));
                 }
             }
         }
-        app.store().sticky_put(&rows).await?;
+        for (key, rows) in known {
+            app.sticky_cache.insert(key, Arc::new(StickyKnown { version: live.version, rows }));
+        }
+        app.sticky_writer.submit(rows).await?;
     }
     for (_, a) in &out {
         app.metrics.evaluated(a.reason);
@@ -134,7 +178,8 @@ pub(crate) struct AssignmentOut {
     #[schema(value_type = Option<Object>)]
     value: Option<Value>,
     /// Why: `INCLUDED`, `ASSIGNED`, `STICKY`, `HOLDOUT`, `NOT_ALLOCATED`, `TARGETING_MISS`,
-    /// `PREREQUISITE_FAILED`, `NOT_RUNNING` or `MISSING_UNIT`.
+    /// `PREREQUISITE_FAILED`, `NOT_RUNNING`, `MISSING_UNIT` or `STICKY_UNAVAILABLE` (the store of
+    /// sticky assignments cannot be reached and this node does not hold the unit's: no variant).
     reason: &'static str,
 }
 
@@ -201,9 +246,7 @@ pub(crate) async fn evaluate(
         assignments
             .insert(e.id.clone(), AssignmentOut { variant, value: value_of(&live, *i, a), reason: a.reason.as_str() });
     }
-    if !exposures.is_empty() {
-        app.record_exposures(&exposures).await?;
-    }
+    app.log_exposures(exposures).await?;
     Ok(Json(EvaluateResponse { version: live.version, assignments }).into_response())
 }
 

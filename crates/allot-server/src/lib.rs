@@ -18,6 +18,7 @@ mod evaluate;
 pub mod metrics;
 mod ofrep;
 pub mod openapi;
+mod writer;
 
 use allot_core::config;
 use allot_core::eval::Snapshot;
@@ -25,12 +26,12 @@ use allot_core::plan::{self, ApplyError, Options, Plan};
 use allot_core::state::State;
 use allot_core::FieldError;
 use allot_store::{AuditEntry, KeyInfo, Role, Store};
-use allot_store::{Exposure, StoreError};
+use allot_store::{Exposure, StickyRow, StoreError};
 use arc_swap::ArcSwap;
 use axum::body::Bytes;
 use axum::Router;
 pub use error::ApiError;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -128,14 +129,45 @@ pub struct App {
     stale_keys: RwLock<HashMap<String, Arc<KeyInfo>>>,
     store_up: AtomicBool,
     /// Exposures not yet written because the database could not be reached.
-    pending: Mutex<VecDeque<Exposure>>,
+    pending: writer::Pending<Exposure>,
+    /// Sticky assignments served but not yet written because the database could not be reached.
+    pending_sticky: writer::Pending<StickyRow>,
+    /// Group commit of exposures logged by evaluation.
+    exposure_writer: writer::Writer<Exposure>,
+    /// Group commit of new sticky assignments.
+    sticky_writer: writer::Writer<StickyRow>,
+    /// The sticky assignments of recently evaluated units, by `(unit type, unit)`: used only while
+    /// the database cannot be reached (see [`StickyKnown`]).
+    sticky_cache: quick_cache::sync::Cache<(String, String), Arc<StickyKnown>>,
     /// Request and evaluation counters.
     pub metrics: metrics::Metrics,
+}
+
+/// Every sticky assignment of one unit that this node read from the store (or wrote to it) while
+/// serving configuration version `version`.
+///
+/// While the database cannot be reached, a unit's entry stands in for the store only if it was
+/// recorded at the version the node still serves. Then it is the whole truth but for rows other
+/// nodes wrote since, and those were computed from the same version, so they are what evaluation
+/// computes here anyway. Otherwise (no entry, or an older one) the unit's sticky experiments answer
+/// `STICKY_UNAVAILABLE` rather than risk contradicting a stored assignment.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StickyKnown {
+    version: u64,
+    rows: Vec<(String, String)>,
 }
 
 /// Most exposures kept in memory while the database cannot be reached; beyond, new ones are
 /// dropped and counted (`allot_exposures_dropped_total`).
 pub const EXPOSURE_BUFFER: usize = 100_000;
+
+/// Most new sticky assignments kept in memory while the database cannot be reached; beyond, new
+/// ones are dropped and counted (`allot_sticky_dropped_total`).
+pub const STICKY_BUFFER: usize = 100_000;
+
+/// Units whose sticky assignments each node remembers, to keep serving them through an outage of
+/// the database (about 200 bytes each).
+pub const STICKY_CACHE_UNITS: usize = 100_000;
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -175,14 +207,22 @@ impl App {
     pub async fn new(store: Arc<dyn Store>) -> Result<Arc<App>, ApiError> {
         let (_, state) = store.load_current().await?;
         let live = Live::compile(&state)?;
-        Ok(Arc::new(App {
+        Ok(Arc::new_cyclic(|me| App {
             store,
             live: ArcSwap::from_pointee(live),
             publish: Mutex::new(()),
             keys: RwLock::new(HashMap::new()),
             stale_keys: RwLock::new(HashMap::new()),
             store_up: AtomicBool::new(true),
-            pending: Mutex::new(VecDeque::new()),
+            pending: writer::Pending::new(EXPOSURE_BUFFER),
+            pending_sticky: writer::Pending::new(STICKY_BUFFER),
+            exposure_writer: writer::Writer::spawn(me.clone(), |app, rows| {
+                Box::pin(async move { app.record_exposures(&rows).await.map(|_| ()).map_err(|e| e.to_string()) })
+            }),
+            sticky_writer: writer::Writer::spawn(me.clone(), |app, rows| {
+                Box::pin(async move { app.put_sticky(&rows).await.map_err(|e| e.to_string()) })
+            }),
+            sticky_cache: quick_cache::sync::Cache::new(STICKY_CACHE_UNITS),
             metrics: metrics::Metrics::default(),
         }))
     }
@@ -217,7 +257,18 @@ impl App {
 
     /// Exposures waiting in memory for the database.
     pub fn pending_exposures(&self) -> usize {
-        self.pending.lock().map(|p| p.len()).unwrap_or(0)
+        self.pending.len()
+    }
+
+    /// Requests waiting for their sticky assignments or exposures to be written with the next
+    /// batch (`allot_write_queue`).
+    pub fn queued_writes(&self) -> usize {
+        self.exposure_writer.queued() + self.sticky_writer.queued()
+    }
+
+    /// New sticky assignments waiting in memory for the database.
+    pub fn pending_sticky(&self) -> usize {
+        self.pending_sticky.len()
     }
 
     /// Records exposures; when the database cannot be reached, keeps them in memory (up to
@@ -229,10 +280,7 @@ impl App {
         match r {
             Ok(n) => Ok(n),
             Err(e) if e.is_unavailable() => {
-                let mut p = self.pending.lock().map_err(|_| ApiError::Internal("exposure buffer poisoned".into()))?;
-                let room = EXPOSURE_BUFFER.saturating_sub(p.len());
-                p.extend(rows.iter().take(room).cloned());
-                let dropped = rows.len().saturating_sub(room);
+                let dropped = self.pending.push(rows)?;
                 if dropped > 0 {
                     self.metrics.exposures_dropped(dropped as u64);
                 }
@@ -242,23 +290,61 @@ impl App {
         }
     }
 
-    /// Writes buffered exposures to the store, oldest first, in batches; stops at the first failure
-    /// (what was not written stays buffered).
-    pub async fn flush_exposures(&self) -> Result<(), ApiError> {
+    /// Records exposures logged by evaluation: with those of concurrent requests, in one batch
+    /// (buffered like [`App::record_exposures`] when the database cannot be reached).
+    pub(crate) async fn log_exposures(&self, rows: Vec<Exposure>) -> Result<(), ApiError> {
+        self.exposure_writer.submit(rows).await
+    }
+
+    /// The stored sticky assignments of a unit, `(experiment, variant)`.
+    pub(crate) async fn sticky_for_unit(&self, unit_type: &str, unit: &str) -> Result<Vec<(String, String)>, ApiError> {
+        let r = self.store.sticky_for_unit(unit_type, unit).await;
+        self.observe(&r);
+        Ok(r?)
+    }
+
+    /// Stores new sticky assignments `(unit type, unit, experiment, variant)`, an existing one
+    /// kept; when the database cannot be reached, keeps them in memory (up to [`STICKY_BUFFER`],
+    /// beyond which they are dropped and counted) for [`App::flush_pending`].
+    async fn put_sticky(&self, rows: &[StickyRow]) -> Result<(), ApiError> {
+        let r = self.store.sticky_put(rows).await;
+        self.observe(&r);
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_unavailable() => {
+                let dropped = self.pending_sticky.push(rows)?;
+                if dropped > 0 {
+                    self.metrics.sticky_dropped(dropped as u64);
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes what was buffered while the database could not be reached (sticky assignments,
+    /// then exposures), oldest first, in batches; stops at the first failure (what was not
+    /// written stays buffered).
+    pub async fn flush_pending(&self) -> Result<(), ApiError> {
         loop {
-            let batch: Vec<Exposure> = {
-                let p = self.pending.lock().map_err(|_| ApiError::Internal("exposure buffer poisoned".into()))?;
-                p.iter().take(1000).cloned().collect()
-            };
+            let batch = self.pending_sticky.oldest(writer::BATCH)?;
+            if batch.is_empty() {
+                break;
+            }
+            let r = self.store.sticky_put(&batch).await;
+            self.observe(&r);
+            r?;
+            self.pending_sticky.forget(batch.len())?;
+        }
+        loop {
+            let batch = self.pending.oldest(writer::BATCH)?;
             if batch.is_empty() {
                 return Ok(());
             }
             let r = self.store.record_exposures(&batch).await;
             self.observe(&r);
             r?;
-            let mut p = self.pending.lock().map_err(|_| ApiError::Internal("exposure buffer poisoned".into()))?;
-            let n = batch.len().min(p.len());
-            p.drain(..n);
+            self.pending.forget(batch.len())?;
         }
     }
 
@@ -380,10 +466,10 @@ impl App {
                     if app.store_up() {
                         tracing::warn!(error = %e, "refresh from the store failed");
                     }
-                } else if app.pending_exposures() > 0 {
-                    match app.flush_exposures().await {
-                        Ok(()) => tracing::info!("buffered exposures written"),
-                        Err(e) => tracing::warn!(error = %e, "writing buffered exposures failed"),
+                } else if app.pending_exposures() + app.pending_sticky() > 0 {
+                    match app.flush_pending().await {
+                        Ok(()) => tracing::info!("buffered sticky assignments and exposures written"),
+                        Err(e) => tracing::warn!(error = %e, "writing buffered rows failed"),
                     }
                 }
                 n += 1;
@@ -496,6 +582,7 @@ pub async fn ready(axum::extract::State(app): axum::extract::State<Arc<App>>) ->
                 "store": "unavailable",
                 "message": "the store does not answer: evaluation serves the last snapshot, admin writes get 503",
                 "pending_exposures": app.pending_exposures(),
+                "pending_sticky": app.pending_sticky(),
             }))
         }
     }

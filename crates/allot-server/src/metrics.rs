@@ -37,6 +37,7 @@ pub struct Metrics {
     errors: AtomicU64,
     version: AtomicU64,
     dropped: AtomicU64,
+    sticky_dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -61,6 +62,11 @@ impl Metrics {
         self.dropped.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Counts sticky assignments dropped because the in-memory buffer was full.
+    pub fn sticky_dropped(&self, n: u64) {
+        self.sticky_dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
     fn request(&self, method: &str, route: &str, status: u16, seconds: f64) {
         if let Ok(mut m) = self.routes.lock() {
             // No allocation once a route and method have been seen.
@@ -82,7 +88,9 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self, version: u64, store_up: bool, pending_exposures: usize) -> String {
+    pub fn render(&self, app: &App) -> String {
+        let (version, store_up) = (app.live().version, app.store_up());
+        let (pending_exposures, pending_sticky) = (app.pending_exposures(), app.pending_sticky());
         let mut out = String::new();
         let routes: BTreeMap<(String, String), RouteStats> = self
             .routes
@@ -139,6 +147,18 @@ impl Metrics {
         let _ = writeln!(out, "# HELP allot_exposures_dropped_total Exposures dropped because the store was unreachable and the buffer full.");
         let _ = writeln!(out, "# TYPE allot_exposures_dropped_total counter");
         let _ = writeln!(out, "allot_exposures_dropped_total {}", self.dropped.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP allot_sticky_buffered Sticky assignments served while the store was unreachable, kept in memory until it is back.");
+        let _ = writeln!(out, "# TYPE allot_sticky_buffered gauge");
+        let _ = writeln!(out, "allot_sticky_buffered {pending_sticky}");
+        let _ = writeln!(out, "# HELP allot_sticky_dropped_total Sticky assignments not kept because the store was unreachable and the buffer full.");
+        let _ = writeln!(out, "# TYPE allot_sticky_dropped_total counter");
+        let _ = writeln!(out, "allot_sticky_dropped_total {}", self.sticky_dropped.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "# HELP allot_write_queue Requests waiting for the next batch of sticky assignments or exposures."
+        );
+        let _ = writeln!(out, "# TYPE allot_write_queue gauge");
+        let _ = writeln!(out, "allot_write_queue {}", app.queued_writes());
         out
     }
 }
@@ -157,7 +177,7 @@ pub async fn track(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
 /// `GET /metrics`: Prometheus text.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 pub async fn render(State(app): State<Arc<App>>) -> Response {
-    let text = app.metrics.render(app.live().version, app.store_up(), app.pending_exposures());
+    let text = app.metrics.render(&app);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

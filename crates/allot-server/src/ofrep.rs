@@ -10,10 +10,14 @@
 //! the published providers need both. `metadata.allotReason` tells them from an assignment. `metadata` carries `allotReason` and `configVersion`. Errors:
 //! malformed JSON → 400 `PARSE_ERROR`; a context that is not an object, a `targetingKey` that is
 //! not a string, an oversized context → 400 `INVALID_CONTEXT`; no unit id → 400
-//! `TARGETING_KEY_MISSING`; unknown key → 404 `FLAG_NOT_FOUND`; store failure → 500 `GENERAL`.
+//! `TARGETING_KEY_MISSING`; unknown key → 404 `FLAG_NOT_FOUND`; store failure → 500 `GENERAL`;
+//! a sticky experiment whose stored assignments cannot be read (`STICKY_UNAVAILABLE`: the database
+//! is unreachable and this node does not hold the unit's assignments) → `GENERAL` (500 for one
+//! flag, a failure item in bulk), so that the client serves its code default.
 //!
 //! The bulk endpoint answers with `ETag: "<version>-<hash of the context>"` and 304 when
 //! `If-None-Match` matches: the flags can only change with the configuration or the context.
+//! A degraded answer (any `STICKY_UNAVAILABLE`) carries no `ETag`.
 
 use crate::body::ApiPath;
 use crate::evaluate::{assign, check_context, value_of, MAX_ATTRIBUTES};
@@ -91,7 +95,7 @@ fn reason(r: Reason) -> &'static str {
         Reason::Sticky => "STATIC",
         Reason::NotRunning => "DISABLED",
         Reason::Holdout | Reason::NotAllocated | Reason::TargetingMiss | Reason::PrerequisiteFailed => "DEFAULT",
-        Reason::MissingUnit => "ERROR",
+        Reason::MissingUnit | Reason::StickyUnavailable => "ERROR",
     }
 }
 
@@ -104,6 +108,14 @@ fn flag(live: &Live, i: usize, a: &Assignment) -> Result<Value, Value> {
             "key": e.id,
             "errorCode": "TARGETING_KEY_MISSING",
             "errorDetails": format!("the context has no targetingKey (nor `{attr}`) to identify the unit"),
+        }));
+    }
+    if a.reason == Reason::StickyUnavailable {
+        return Err(json!({
+            "key": e.id,
+            "errorCode": "GENERAL",
+            "errorDetails": "the unit's sticky assignments cannot be read (the store is unreachable): use the default",
+            "metadata": {"allotReason": a.reason.as_str(), "configVersion": live.version},
         }));
     }
     let mut out = Map::new();
@@ -164,7 +176,13 @@ pub(crate) async fn evaluate_flag(
         Ok(v) => Json(v).into_response(),
         Err(v) => {
             app.metrics.evaluation_error();
-            (StatusCode::BAD_REQUEST, Json(v)).into_response()
+            // A unit that cannot be evaluated now (GENERAL) is the server's failure, not the request's.
+            let status = if a.reason == Reason::StickyUnavailable {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            (status, Json(v)).into_response()
         }
     }
 }
@@ -222,6 +240,10 @@ pub(crate) async fn evaluate_flags(State(app): State<Arc<App>>, req: Request) ->
             })
         })
         .collect();
-    (StatusCode::OK, [(ETAG, tag_value)], Json(json!({"flags": flags, "metadata": {"configVersion": live.version}})))
-        .into_response()
+    let body = Json(json!({"flags": flags, "metadata": {"configVersion": live.version}}));
+    if out.iter().any(|(_, a)| a.reason == Reason::StickyUnavailable) {
+        // A degraded answer must not be cached by the client as if it were the version's.
+        return (StatusCode::OK, body).into_response();
+    }
+    (StatusCode::OK, [(ETAG, tag_value)], body).into_response()
 }

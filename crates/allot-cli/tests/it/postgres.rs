@@ -344,6 +344,88 @@ fn a_node_rides_out_a_database_outage() {
     drop(proxy);
 }
 
+/// Sticky experiments through an outage: a unit this node evaluated at the version it serves keeps
+/// its stored variant (and a new sticky assignment is kept in memory, then written when the
+/// database is back); a unit it does not know gets no variant (`STICKY_UNAVAILABLE`; OFREP
+/// `GENERAL`) rather than one that could contradict what is stored; other experiments answer as
+/// usual.
+#[cfg(unix)]
+#[test]
+fn sticky_experiments_ride_out_a_database_outage() {
+    let Some(schema) = Schema::new() else { return };
+    let Some((scheme_user, rest)) = schema.base.split_once('@') else {
+        eprintln!("skipped: ALLOT_TEST_POSTGRES_URL has no user@host:port");
+        return;
+    };
+    let (hostport, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let upstream = if hostport.contains(':') { hostport.to_string() } else { format!("{hostport}:5432") };
+    let proxy = Proxy::start(upstream);
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let url = format!("{scheme_user}@{}/{path}{sep}schema={}", proxy.addr, schema.name);
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), &["--database-url", &url]);
+    let (h, v) = auth();
+    let get = |path: &str| http(&node.addr, "GET", path, &[(h, &v)], "");
+    let config = "units:\n  user: {attribute: user_id}\nexperiments:\n  plain: {unit: user, share: 100%, variants: {a: 1, b: 1}, state: running}\n  st1: {unit: user, share: 100%, variants: {a: 1, b: 1}, sticky: true, state: running}\n  st2: {unit: user, share: 100%, variants: {a: 1, b: 1}, sticky: true, state: running}\n";
+    let (status, body) = http(&node.addr, "PUT", "/api/v1/config", &[(h, &v), ("If-Match", "\"0\"")], config);
+    assert_eq!(status, 200, "{body}");
+    let evaluate = |unit: &str, only: Option<&str>| {
+        let which = only.map(|e| format!(r#", "experiments": ["{e}"]"#)).unwrap_or_default();
+        let body = format!(r#"{{"context": {{"user_id": "{unit}"}}{which}}}"#);
+        let (status, body) = http(&node.addr, "POST", "/api/v1/evaluate", &[(h, &v)], &body);
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["assignments"].clone()
+    };
+    // Before: u1 is assigned in st1 (and that is stored), then served it as sticky.
+    let first = evaluate("u1", Some("st1"));
+    assert_eq!(first["st1"]["reason"], "ASSIGNED", "{first}");
+    let again = evaluate("u1", Some("st1"));
+    assert_eq!((&again["st1"]["reason"], &again["st1"]["variant"]), (&"STICKY".into(), &first["st1"]["variant"]));
+
+    proxy.cut();
+    wait_until("readyz says degraded", || get("/readyz").1.contains("\"degraded\""));
+    let during = evaluate("u1", None);
+    assert_eq!(during["st1"]["reason"], "STICKY", "{during}");
+    assert_eq!(during["st1"]["variant"], first["st1"]["variant"], "{during}");
+    assert_eq!(during["st2"]["reason"], "ASSIGNED", "known unit, nothing stored in st2: {during}");
+    assert_eq!(during["plain"]["reason"], "ASSIGNED", "{during}");
+    let metrics = get("/metrics").1;
+    assert!(metrics.contains("allot_sticky_buffered 1"), "{metrics}");
+    let stranger = evaluate("u2", None);
+    assert_eq!(stranger["st1"]["reason"], "STICKY_UNAVAILABLE", "{stranger}");
+    assert_eq!(stranger["st1"]["variant"], serde_json::Value::Null, "{stranger}");
+    assert_eq!(stranger["st2"]["reason"], "STICKY_UNAVAILABLE", "{stranger}");
+    assert_eq!(stranger["plain"]["reason"], "ASSIGNED", "{stranger}");
+    let ofrep = |path: &str| http(&node.addr, "POST", path, &[(h, &v)], r#"{"context": {"targetingKey": "u2"}}"#);
+    let (status, body) = ofrep("/ofrep/v1/evaluate/flags/st1");
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("\"GENERAL\""), "{body}");
+    let (status, body) = ofrep("/ofrep/v1/evaluate/flags/plain");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = ofrep("/ofrep/v1/evaluate/flags");
+    assert_eq!(status, 200, "{body}");
+    let bulk: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let st1 = bulk["flags"].as_array().unwrap().iter().find(|f| f["key"] == "st1").unwrap();
+    assert_eq!(st1["errorCode"], "GENERAL", "{body}");
+    // u2 through /evaluate (st1, st2), OFREP single (st1) and bulk (st1, st2).
+    assert!(get("/metrics").1.contains("allot_evaluations_total{reason=\"STICKY_UNAVAILABLE\"} 5"));
+
+    proxy.restore();
+    wait_until("readyz says ready", || get("/readyz").1.contains("\"ready\""));
+    wait_until("buffered sticky assignments are written", || get("/metrics").1.contains("allot_sticky_buffered 0"));
+    let pg = schema.store();
+    let mut stored = schema.rt.block_on(pg.sticky_for_unit("user", "u1")).unwrap();
+    stored.sort();
+    let want = |e: &str, a: &serde_json::Value| (e.to_string(), a.as_str().unwrap().to_string());
+    assert_eq!(stored, vec![want("st1", &first["st1"]["variant"]), want("st2", &during["st2"]["variant"])]);
+    let after = evaluate("u1", None);
+    assert_eq!((&after["st2"]["reason"], &after["st2"]["variant"]), (&"STICKY".into(), &during["st2"]["variant"]));
+    let stranger = evaluate("u2", None);
+    assert_eq!(stranger["st1"]["reason"], "ASSIGNED", "{stranger}");
+    drop(node);
+    drop(proxy);
+}
+
 /// Two nodes × 8 concurrent writers, each reading the configuration and its version, changing
 /// it (usually growing a share, sometimes shrinking one, which change control refuses) and
 /// writing it back with `If-Match`: every answer is 200, 412 or 409; the versions committed are

@@ -360,6 +360,49 @@ experiments:
     assert_eq!(snap2.variant_name(0, &r), Some("c"));
 }
 
+/// A sticky store that could not read one unit's assignments.
+struct Unreadable(&'static str);
+
+impl allot_core::eval::StickyStore for Unreadable {
+    fn get(&self, _: &str, _: &str, _: &str) -> Option<String> {
+        None
+    }
+    fn knows(&self, _: &str, unit: &str) -> bool {
+        unit != self.0
+    }
+}
+
+#[test]
+fn a_sticky_experiment_serves_nothing_when_its_store_cannot_be_read() {
+    let yaml = r#"
+units: {user: {attribute: user_id, buckets: 1000}}
+surfaces: [s]
+experiments:
+  a: {unit: user, share: 100%, variants: {c: 1, t: 1}, sticky: true, state: running}
+  b: {unit: user, share: 100%, variants: {c: 1, t: 1}, state: running}
+  c: {unit: user, share: 100%, variants: {x: 1}, requires: [{experiment: a, variants: [c, t]}], state: running}
+  d: {unit: user, surfaces: [s], share: 50%, variants: {c: 1}, sticky: true, state: running}
+"#;
+    let st = ok(&State::default(), yaml);
+    let snap = Snapshot::compile(&st).unwrap();
+    let store = Unreadable("u1");
+    let mut out = vec![];
+    snap.evaluate_all(&ctx(json!({"user_id": "u1"})), &store, &mut out);
+    assert_eq!((out[0].variant, out[0].reason), (None, Reason::StickyUnavailable));
+    assert_eq!(out[1].reason, Reason::Assigned, "a non-sticky experiment is not affected");
+    assert_eq!(out[2].reason, Reason::PrerequisiteFailed, "a dependant sees no variant");
+    // Units outside the allocation are told so, as always; the store is not needed for them.
+    let outside = (0..200)
+        .map(|i| format!("v{i}"))
+        .find(|u| snap.evaluate_one(3, &ctx(json!({"user_id": u})), &NoSticky).reason == Reason::NotAllocated)
+        .unwrap();
+    let unreadable = Unreadable(Box::leak(outside.clone().into_boxed_str()));
+    assert_eq!(snap.evaluate_one(3, &ctx(json!({"user_id": outside})), &unreadable).reason, Reason::NotAllocated);
+    // A unit the store knows is evaluated as usual.
+    let r = snap.evaluate_one(0, &ctx(json!({"user_id": "u2"})), &store);
+    assert_eq!(r.reason, Reason::Assigned);
+}
+
 #[test]
 fn prerequisite_cycles_are_rejected() {
     let raw = config::parse_yaml(

@@ -7,3 +7,4 @@ mod evaluate;
 mod ofrep;
 mod ops;
 mod support;
+mod writes;
