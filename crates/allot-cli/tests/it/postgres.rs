@@ -49,6 +49,24 @@ impl Drop for Schema {
     }
 }
 
+/// A node on `schema` that reaches PostgreSQL through a [`Proxy`] (and the node's directory);
+/// `None` (the test is skipped) when the URL has no `user@host:port`.
+#[cfg(unix)]
+fn behind_proxy(schema: &Schema) -> Option<(Proxy, crate::serve::Running, tempfile::TempDir)> {
+    let Some((scheme_user, rest)) = schema.base.split_once('@') else {
+        eprintln!("skipped: ALLOT_TEST_POSTGRES_URL has no user@host:port");
+        return None;
+    };
+    let (hostport, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let upstream = if hostport.contains(':') { hostport.to_string() } else { format!("{hostport}:5432") };
+    let proxy = Proxy::start(upstream);
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let url = format!("{scheme_user}@{}/{path}{sep}schema={}", proxy.addr, schema.name);
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), &["--database-url", &url]);
+    Some((proxy, node, dir))
+}
+
 /// Waits (bounded, so that a failure cannot hang the suite) until `addr` serves `want`; returns
 /// how long it took.
 fn wait_for_version(addr: &str, want: u64) -> Duration {
@@ -284,18 +302,7 @@ fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
 fn a_node_rides_out_a_database_outage() {
     let Some(schema) = Schema::new() else { return };
     // The node reaches the database through a proxy the test cuts.
-    let base = schema.base.clone();
-    let Some((scheme_user, rest)) = base.split_once('@') else {
-        eprintln!("skipped: ALLOT_TEST_POSTGRES_URL has no user@host:port");
-        return;
-    };
-    let (hostport, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let upstream = if hostport.contains(':') { hostport.to_string() } else { format!("{hostport}:5432") };
-    let proxy = Proxy::start(upstream);
-    let sep = if path.contains('?') { '&' } else { '?' };
-    let url = format!("{scheme_user}@{}/{path}{sep}schema={}", proxy.addr, schema.name);
-    let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path(), &["--database-url", &url]);
+    let Some((proxy, node, _dir)) = behind_proxy(&schema) else { return };
     let (h, v) = auth();
     let get = |path: &str| http(&node.addr, "GET", path, &[(h, &v)], "");
     let ofrep = || {
@@ -353,17 +360,8 @@ fn a_node_rides_out_a_database_outage() {
 #[test]
 fn sticky_experiments_ride_out_a_database_outage() {
     let Some(schema) = Schema::new() else { return };
-    let Some((scheme_user, rest)) = schema.base.split_once('@') else {
-        eprintln!("skipped: ALLOT_TEST_POSTGRES_URL has no user@host:port");
-        return;
-    };
-    let (hostport, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let upstream = if hostport.contains(':') { hostport.to_string() } else { format!("{hostport}:5432") };
-    let proxy = Proxy::start(upstream);
-    let sep = if path.contains('?') { '&' } else { '?' };
-    let url = format!("{scheme_user}@{}/{path}{sep}schema={}", proxy.addr, schema.name);
-    let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path(), &["--database-url", &url]);
+    // The node reaches the database through a proxy the test cuts.
+    let Some((proxy, node, _dir)) = behind_proxy(&schema) else { return };
     let (h, v) = auth();
     let get = |path: &str| http(&node.addr, "GET", path, &[(h, &v)], "");
     let config = "units:\n  user: {attribute: user_id}\nexperiments:\n  plain: {unit: user, share: 100%, variants: {a: 1, b: 1}, state: running}\n  st1: {unit: user, share: 100%, variants: {a: 1, b: 1}, sticky: true, state: running}\n  st2: {unit: user, share: 100%, variants: {a: 1, b: 1}, sticky: true, state: running}\n";
