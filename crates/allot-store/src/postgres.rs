@@ -48,45 +48,60 @@ fn valid_schema(name: &str) -> bool {
         && !name.starts_with(|c: char| c.is_ascii_digit())
 }
 
-/// Takes the `schema=NAME` parameter out of a URL: `(URL without it, NAME)`.
-fn split_schema(url: &str) -> (String, Option<String>) {
-    let Some((base, query)) = url.split_once('?') else { return (url.to_string(), None) };
-    let mut schema = None;
-    let rest: Vec<&str> = query
-        .split('&')
-        .filter(|p| match p.strip_prefix("schema=") {
-            Some(name) => {
-                schema = Some(name.to_string());
-                false
-            }
-            None => true,
-        })
-        .collect();
+/// Connections each node's pool opens at most, unless the URL says `pool=N`.
+pub const DEFAULT_POOL: u32 = 16;
+
+/// allot's own parameters of a PostgreSQL URL, which PostgreSQL does not know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Params {
+    /// `schema=NAME`: the schema of the store's tables.
+    schema: Option<String>,
+    /// `pool=N`: connections the pool opens at most.
+    pool: u32,
+}
+
+/// Takes allot's parameters (`schema=NAME`, `pool=N`) out of a URL: `(URL without them, them)`.
+fn split_params(url: &str) -> Result<(String, Params)> {
+    let mut params = Params { schema: None, pool: DEFAULT_POOL };
+    let Some((base, query)) = url.split_once('?') else { return Ok((url.to_string(), params)) };
+    let mut rest = vec![];
+    for p in query.split('&') {
+        if let Some(name) = p.strip_prefix("schema=") {
+            params.schema = Some(name.to_string());
+        } else if let Some(n) = p.strip_prefix("pool=") {
+            params.pool = n.parse().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| {
+                StoreError::Invalid(format!("database URL: pool={n}: expected 1 to 1000 connections"))
+            })?;
+        } else {
+            rest.push(p);
+        }
+    }
     if rest.is_empty() {
-        (base.to_string(), schema)
+        Ok((base.to_string(), params))
     } else {
-        (format!("{base}?{}", rest.join("&")), schema)
+        Ok((format!("{base}?{}", rest.join("&")), params))
     }
 }
 
 impl PgStore {
     /// Opens (and migrates) the store at `url` (`postgres://user@host:5432/db`). A `schema=NAME`
     /// query parameter puts the store's tables in that schema (created if missing); otherwise they
-    /// go where the connection's `search_path` says (`public` by default).
+    /// go where the connection's `search_path` says (`public` by default). `pool=N` sets how many
+    /// connections the node opens at most (default [`DEFAULT_POOL`]).
     pub fn open(url: &str) -> BoxFuture<'_, Result<PgStore>> {
         Box::pin(async move {
-            let (url, schema) = split_schema(url);
-            PgStore::open_in_schema(&url, schema.as_deref()).await
+            let (url, params) = split_params(url)?;
+            PgStore::open_schema(&url, params.schema.as_deref(), params.pool).await
         })
     }
 
     /// Opens (and migrates) the store at `url` in `schema`, created if missing (tests use one
     /// fresh schema each).
     pub fn open_in_schema<'a>(url: &'a str, schema: Option<&'a str>) -> BoxFuture<'a, Result<PgStore>> {
-        Box::pin(PgStore::open_schema(url, schema))
+        Box::pin(PgStore::open_schema(url, schema, DEFAULT_POOL))
     }
 
-    async fn open_schema(url: &str, schema: Option<&str>) -> Result<PgStore> {
+    async fn open_schema(url: &str, schema: Option<&str>, pool: u32) -> Result<PgStore> {
         let mut options = PgConnectOptions::from_str(url).map_err(common::invalid_url)?;
         if let Some(schema) = schema {
             if !valid_schema(schema) {
@@ -98,7 +113,7 @@ impl PgStore {
             options = options.options([("search_path", schema)]);
         }
         let pool = PgPoolOptions::new()
-            .max_connections(16)
+            .max_connections(pool)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options.clone())
             .await?;
@@ -517,13 +532,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_schema_parameter_is_taken_out_of_the_url() {
-        assert_eq!(split_schema("postgres://h/db"), ("postgres://h/db".into(), None));
-        assert_eq!(split_schema("postgres://h/db?schema=a"), ("postgres://h/db".into(), Some("a".into())));
+    fn allots_parameters_are_taken_out_of_the_url() {
+        let p = |schema: Option<&str>, pool| Params { schema: schema.map(str::to_string), pool };
+        assert_eq!(split_params("postgres://h/db").unwrap(), ("postgres://h/db".into(), p(None, DEFAULT_POOL)));
         assert_eq!(
-            split_schema("postgres://h/db?sslmode=disable&schema=a&x=1"),
-            ("postgres://h/db?sslmode=disable&x=1".into(), Some("a".into()))
+            split_params("postgres://h/db?schema=a").unwrap(),
+            ("postgres://h/db".into(), p(Some("a"), DEFAULT_POOL))
         );
+        assert_eq!(
+            split_params("postgres://h/db?sslmode=disable&schema=a&pool=32&x=1").unwrap(),
+            ("postgres://h/db?sslmode=disable&x=1".into(), p(Some("a"), 32))
+        );
+        for bad in ["pool=0", "pool=many", "pool=5000"] {
+            let e = split_params(&format!("postgres://h/db?{bad}")).unwrap_err().to_string();
+            assert!(e.contains(bad) && e.contains("1 to 1000"), "{e}");
+        }
         assert!(valid_schema("allot_test_1"));
         assert!(!valid_schema("a;drop"));
         assert!(!valid_schema("1a"));
