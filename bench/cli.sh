@@ -14,40 +14,12 @@ set -euo pipefail
 
 UNITS=${UNITS:-1000000}
 RUNS=${RUNS:-3}
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-echo "== building the release binary"
-cargo build --release --quiet -p allot-cli
-TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-BIN="$TARGET_DIR/release/allot"
-[ -x "$BIN" ] || { echo "error: no binary at $BIN" >&2; exit 1; }
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/allot-cli-bench.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
-
-# 20 running experiments: 8 on `home` (under a 5% holdout), 8 on `search`, 4 in a 4-slot group.
-{
-  cat <<'YAML'
-units:
-  user: {attribute: user_id}
-surfaces: [home, search]
-holdouts:
-  home-holdback: {unit: user, share: 5%, applies_to: [home]}
-groups:
-  checkout: {unit: user, share: 40%, slots: [25%, 25%, 25%, 25%]}
-experiments:
-YAML
-  for i in $(seq 1 8); do
-    printf '  home-%d:\n    unit: user\n    surfaces: [home]\n    share: 10%%\n    variants: {control: 1, treatment: 1}\n    state: running\n' "$i"
-    if [ $((i % 2)) -eq 0 ]; then printf '    targeting: {attribute: country, in: [SE, NO, DK]}\n'; fi
-    printf '  search-%d:\n    unit: user\n    surfaces: [search]\n    share: 12%%\n    variants: {control: 1, a: 1, b: 1}\n    state: running\n' "$i"
-    if [ $((i % 3)) -eq 0 ]; then printf '    targeting: {attribute: country, not_in: [US]}\n'; fi
-  done
-  for i in 1 2 3 4; do
-    printf '  checkout-%d:\n    unit: user\n    group: checkout\n    slots: [%d]\n    variants: {control: 1, treatment: 1}\n    state: running\n' "$i" "$i"
-  done
-} > "$WORK/allot.yaml"
+bench_build
+bench_workdir cli-bench
+bench_config > "$WORK/allot.yaml"
 
 echo "== generating $UNITS unit contexts"
 awk -v n="$UNITS" 'BEGIN {

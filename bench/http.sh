@@ -3,7 +3,7 @@
 # over HTTP on loopback ≥ 30,000 req/s, p99 ≤ 5 ms").
 #
 # Builds the release binary, starts `allot serve` on a fresh SQLite store in a temporary directory
-# with the 20-experiment configuration of bench/cli.sh, then drives three endpoints with wrk, each
+# with the 20-experiment configuration of bench/lib.sh, then drives three endpoints with wrk, each
 # request for a different random unit:
 #   - OFREP single flag:   POST /ofrep/v1/evaluate/flags/home-2
 #   - OFREP bulk:          POST /ofrep/v1/evaluate/flags   (all 20 flags)
@@ -20,50 +20,15 @@ CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 PORT=${PORT:-18181}
 KEY=bench-admin-key
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-command -v wrk > /dev/null || { echo "error: wrk is not installed (apt-get install -y wrk)" >&2; exit 1; }
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+need wrk "apt-get install -y wrk"
+need curl "apt-get install -y curl"
 
-echo "== building the release binary"
-cargo build --release --quiet -p allot-cli
-TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-BIN="$TARGET_DIR/release/allot"
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/allot-http-bench.XXXXXX")
-SERVER=""
-cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2> /dev/null && wait "$SERVER" 2> /dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-{
-  cat <<'YAML'
-units:
-  user: {attribute: user_id}
-surfaces: [home, search]
-holdouts:
-  home-holdback: {unit: user, share: 5%, applies_to: [home]}
-groups:
-  checkout: {unit: user, share: 40%, slots: [25%, 25%, 25%, 25%]}
-experiments:
-YAML
-  for i in $(seq 1 8); do
-    printf '  home-%d:\n    unit: user\n    surfaces: [home]\n    share: 10%%\n    variants: {control: {weight: 1, value: false}, treatment: {weight: 1, value: true}}\n    state: running\n' "$i"
-    if [ $((i % 2)) -eq 0 ]; then printf '    targeting: {attribute: country, in: [SE, NO, DK]}\n'; fi
-    printf '  search-%d:\n    unit: user\n    surfaces: [search]\n    share: 12%%\n    variants: {control: 1, a: 1, b: 1}\n    state: running\n' "$i"
-    if [ $((i % 3)) -eq 0 ]; then printf '    targeting: {attribute: country, not_in: [US]}\n'; fi
-  done
-  for i in 1 2 3 4; do
-    printf '  checkout-%d:\n    unit: user\n    group: checkout\n    slots: [%d]\n    variants: {control: 1, treatment: 1}\n    state: running\n' "$i" "$i"
-  done
-} > "$WORK/allot.yaml"
-
-echo "== starting allot serve on 127.0.0.1:$PORT"
-(cd "$WORK" && ALLOT_BOOTSTRAP_ADMIN_KEY=$KEY RUST_LOG=warn exec "$BIN" serve --config allot.yaml --listen "127.0.0.1:$PORT" 2> "$WORK/serve.log") &
-SERVER=$!
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$PORT/readyz" > /dev/null 2>&1 && break
-  sleep 0.1
-done
-curl -sf "http://127.0.0.1:$PORT/readyz" > /dev/null || { cat "$WORK/serve.log" >&2; exit 1; }
+bench_build
+bench_workdir http-bench
+bench_config values > "$WORK/allot.yaml"
+bench_serve "$PORT" "$WORK/serve.log"
 
 # One wrk Lua script per endpoint: POST, a random unit per request.
 script() { # path, body prefix, body suffix
