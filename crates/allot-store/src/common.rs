@@ -214,12 +214,17 @@ impl Commit {
     }
 }
 
-/// Runs a commit's transaction in a task of its own, to its end even if the caller goes away.
-pub(crate) async fn run_to_end<F>(transaction: F) -> Result<()>
+/// Runs a transaction in a task of its own, to its end even if the caller goes away (a client
+/// that disconnects cancels its request's future). Besides keeping a commit whole, this keeps
+/// connections clean: a `begin()` cancelled halfway can return its connection to the pool with a
+/// transaction still open (sqlx 0.8, launchbadge/sqlx#4393), and the next user of that connection
+/// would then run inside it.
+pub(crate) async fn run_to_end<T, F>(transaction: F) -> Result<T>
 where
-    F: Future<Output = Result<()>> + Send + 'static,
+    T: Send + 'static,
+    F: Future<Output = Result<T>> + Send + 'static,
 {
-    tokio::spawn(transaction).await.map_err(|e| StoreError::Database(format!("commit task: {e}")))?
+    tokio::spawn(transaction).await.map_err(|e| StoreError::Database(format!("transaction task: {e}")))?
 }
 
 #[cfg(test)]

@@ -277,21 +277,25 @@ impl Store for PgStore {
 
     async fn bootstrap_key(&self, info: &KeyInfo, secret: &str) -> Result<bool> {
         // Serialised so that two nodes starting together cannot both bootstrap.
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("LOCK TABLE api_keys IN EXCLUSIVE MODE").execute(&mut *tx).await?;
-        let r = sqlx::query(
-            "INSERT INTO api_keys (id, name, role, secret_sha256, created_at, revoked_at) \
+        let (pool, info, secret) = (self.pool.clone(), info.clone(), crate::hash_secret(secret));
+        common::run_to_end(async move {
+            let mut tx = pool.begin().await?;
+            sqlx::query("LOCK TABLE api_keys IN EXCLUSIVE MODE").execute(&mut *tx).await?;
+            let r = sqlx::query(
+                "INSERT INTO api_keys (id, name, role, secret_sha256, created_at, revoked_at) \
              SELECT $1, $2, $3, $4, $5, NULL WHERE NOT EXISTS (SELECT 1 FROM api_keys)",
-        )
-        .bind(&info.id)
-        .bind(&info.name)
-        .bind(info.role.as_str())
-        .bind(crate::hash_secret(secret))
-        .bind(&info.created_at)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(r.rows_affected() == 1)
+            )
+            .bind(&info.id)
+            .bind(&info.name)
+            .bind(info.role.as_str())
+            .bind(&secret)
+            .bind(&info.created_at)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(r.rows_affected() == 1)
+        })
+        .await
     }
 
     async fn find_key(&self, secret: &str) -> Result<Option<KeyInfo>> {
@@ -348,52 +352,62 @@ impl Store for PgStore {
             return Ok(());
         }
         // First of each key wins; keys in order, so that concurrent batches cannot deadlock.
-        let mut sorted: Vec<&(String, String, String, String)> = rows.iter().collect();
+        let mut sorted: Vec<(String, String, String, String)> = rows.to_vec();
         sorted.sort_by(|a, b| (&a.0, &a.1, &a.2).cmp(&(&b.0, &b.1, &b.2)));
         sorted.dedup_by(|b, a| (&a.0, &a.1, &a.2) == (&b.0, &b.1, &b.2));
-        let mut tx = self.pool.begin().await?;
-        for chunk in sorted.chunks(BATCH_ROWS) {
-            let mut q: QueryBuilder<Postgres> =
-                QueryBuilder::new("INSERT INTO sticky_assignments (unit_type, unit, experiment, variant) ");
-            q.push_values(chunk, |mut b, (t, u, e, v)| {
-                b.push_bind(t).push_bind(u).push_bind(e).push_bind(v);
-            });
-            q.push(" ON CONFLICT DO NOTHING");
-            q.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let pool = self.pool.clone();
+        common::run_to_end(async move {
+            let mut tx = pool.begin().await?;
+            for chunk in sorted.chunks(BATCH_ROWS) {
+                let mut q: QueryBuilder<Postgres> =
+                    QueryBuilder::new("INSERT INTO sticky_assignments (unit_type, unit, experiment, variant) ");
+                q.push_values(chunk, |mut b, (t, u, e, v)| {
+                    b.push_bind(t).push_bind(u).push_bind(e).push_bind(v);
+                });
+                q.push(" ON CONFLICT DO NOTHING");
+                q.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn record_exposures(&self, exposures: &[Exposure]) -> Result<u64> {
         if exposures.is_empty() {
             return Ok(0);
         }
-        let key = |x: &Exposure| (x.unit.clone(), x.experiment.clone(), x.variant.clone(), x.day.clone());
+        fn key(x: &Exposure) -> (&str, &str, &str, &str) {
+            (&x.unit, &x.experiment, &x.variant, &x.day)
+        }
         // Keys in order (concurrent batches cannot deadlock), the first of each key kept.
         let mut sorted: Vec<(usize, &Exposure)> = exposures.iter().enumerate().collect();
         sorted.sort_by(|a, b| key(a.1).cmp(&key(b.1)).then(a.0.cmp(&b.0)));
         sorted.dedup_by(|b, a| key(a.1) == key(b.1));
-        let versions = sorted.iter().map(|(_, x)| to_i64(x.version)).collect::<Result<Vec<_>>>()?;
-        let rows: Vec<(&Exposure, i64)> = sorted.iter().map(|(_, x)| *x).zip(versions).collect();
-        let mut tx = self.pool.begin().await?;
-        let mut new = 0;
-        for chunk in rows.chunks(BATCH_ROWS) {
-            let mut q: QueryBuilder<Postgres> =
-                QueryBuilder::new("INSERT INTO exposures (unit, experiment, variant, day, time, version) ");
-            q.push_values(chunk, |mut b, (x, v)| {
-                b.push_bind(&x.unit)
-                    .push_bind(&x.experiment)
-                    .push_bind(&x.variant)
-                    .push_bind(&x.day)
-                    .push_bind(&x.time)
-                    .push_bind(*v);
-            });
-            q.push(" ON CONFLICT DO NOTHING");
-            new += q.build().execute(&mut *tx).await?.rows_affected();
-        }
-        tx.commit().await?;
-        Ok(new)
+        let rows: Vec<(Exposure, i64)> =
+            sorted.into_iter().map(|(_, x)| Ok((x.clone(), to_i64(x.version)?))).collect::<Result<_>>()?;
+        let pool = self.pool.clone();
+        common::run_to_end(async move {
+            let mut tx = pool.begin().await?;
+            let mut new = 0;
+            for chunk in rows.chunks(BATCH_ROWS) {
+                let mut q: QueryBuilder<Postgres> =
+                    QueryBuilder::new("INSERT INTO exposures (unit, experiment, variant, day, time, version) ");
+                q.push_values(chunk, |mut b, (x, v)| {
+                    b.push_bind(&x.unit)
+                        .push_bind(&x.experiment)
+                        .push_bind(&x.variant)
+                        .push_bind(&x.day)
+                        .push_bind(&x.time)
+                        .push_bind(*v);
+                });
+                q.push(" ON CONFLICT DO NOTHING");
+                new += q.build().execute(&mut *tx).await?.rows_affected();
+            }
+            tx.commit().await?;
+            Ok(new)
+        })
+        .await
     }
 
     async fn exposures(&self, experiment: Option<&str>, after: u64, limit: u32) -> Result<Vec<(u64, Exposure)>> {

@@ -241,9 +241,11 @@ impl Store for SqliteStore {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
-        for (t, u, e, v) in rows {
-            sqlx::query(
+        let (pool, rows) = (self.pool.clone(), rows.to_vec());
+        common::run_to_end(async move {
+            let mut tx = pool.begin().await?;
+            for (t, u, e, v) in &rows {
+                sqlx::query(
                 "INSERT OR IGNORE INTO sticky_assignments (unit_type, unit, experiment, variant) VALUES (?, ?, ?, ?)",
             )
             .bind(t)
@@ -252,18 +254,22 @@ impl Store for SqliteStore {
             .bind(v)
             .execute(&mut *tx)
             .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn record_exposures(&self, exposures: &[Exposure]) -> Result<u64> {
         if exposures.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.pool.begin().await?;
+        let (pool, exposures) = (self.pool.clone(), exposures.to_vec());
+        common::run_to_end(async move {
+        let mut tx = pool.begin().await?;
         let mut new = 0;
-        for x in exposures {
+        for x in &exposures {
             let r = sqlx::query(
                 "INSERT OR IGNORE INTO exposures (unit, experiment, variant, day, time, version) VALUES (?, ?, ?, ?, ?, ?)",
             )
@@ -279,6 +285,8 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(new)
+        })
+        .await
     }
 
     async fn exposures(&self, experiment: Option<&str>, after: u64, limit: u32) -> Result<Vec<(u64, Exposure)>> {
