@@ -273,7 +273,7 @@ impl App {
 
     /// Records exposures; when the database cannot be reached, keeps them in memory (up to
     /// [`EXPOSURE_BUFFER`], beyond which they are dropped and counted) for
-    /// [`App::flush_exposures`]. Returns how many were new (`0` when buffered).
+    /// [`App::flush_pending`]. Returns how many were new (`0` when buffered).
     pub async fn record_exposures(&self, rows: &[Exposure]) -> Result<u64, ApiError> {
         let r = self.store.record_exposures(rows).await;
         self.observe(&r);
