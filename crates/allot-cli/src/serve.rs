@@ -120,6 +120,18 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
         .with_graceful_shutdown(shutdown())
         .await
         .context("serving")?;
+    // Rows kept in memory during an outage: one last try, bounded, then say what is lost.
+    let (exposures, sticky) = (app.pending_exposures(), app.pending_sticky());
+    if exposures + sticky > 0 {
+        match tokio::time::timeout(Duration::from_secs(5), app.flush_pending()).await {
+            Ok(Ok(())) => tracing::info!(exposures, sticky, "buffered rows written before stopping"),
+            _ => tracing::warn!(
+                exposures = app.pending_exposures(),
+                sticky = app.pending_sticky(),
+                "the database cannot be reached: buffered exposures and sticky assignments are lost"
+            ),
+        }
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
