@@ -28,7 +28,8 @@
 # Environment: DURATION (default 10s), CONNECTIONS (per node, default 32), THREADS (wrk threads
 #   per node, default 2), PORT (default 18281; the second node PORT+1), BATCH (exposures per
 #   request, default 100, at most 1000), RUNS (default 3), WARMUP (default 2s; 0 to skip),
-#   TWO_NODES (default 0), ENDPOINTS (default "exposures evaluate"), DATABASE_URL (default
+#   TWO_NODES (default 0), ENDPOINTS (default "exposures evaluate"), STICKY (1: the 4 checkout
+#   experiments are sticky, so evaluate also reads and writes sticky assignments), DATABASE_URL (default
 #   postgres://postgres@127.0.0.1:5432/test; the role needs CREATE on the database),
 #   CARGO_TARGET_DIR as usual. Needs wrk, psql and curl.
 set -euo pipefail

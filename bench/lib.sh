@@ -47,10 +47,14 @@ bench_build() {
 # a 5% holdout), 8 on `search`, 4 in a 4-slot mutual exclusion group, some targeting on country.
 # Experiments and variants: home-1..8 (control, treatment), search-1..8 (control, a, b),
 # checkout-1..4 (control, treatment). With `values`, the home-* variants carry boolean values
-# (false, true) so that they serve as boolean OFREP flags; otherwise the value is the name.
+# (false, true) so that they serve as boolean OFREP flags; otherwise the value is the name. With
+# STICKY=1 in the environment, the 4 checkout-* experiments are sticky (evaluation then reads and
+# writes the unit's sticky assignments in the store).
 bench_config() {
   local home_variants='{control: 1, treatment: 1}'
   [ "${1:-}" = values ] && home_variants='{control: {weight: 1, value: false}, treatment: {weight: 1, value: true}}'
+  local sticky=''
+  [ "${STICKY:-0}" = 1 ] && sticky='    sticky: true\n'
   cat <<'YAML'
 units:
   user: {attribute: user_id}
@@ -69,7 +73,7 @@ YAML
     if [ $((i % 3)) -eq 0 ]; then printf '    targeting: {attribute: country, not_in: [US]}\n'; fi
   done
   for i in 1 2 3 4; do
-    printf '  checkout-%d:\n    unit: user\n    group: checkout\n    slots: [%d]\n    variants: {control: 1, treatment: 1}\n    state: running\n' "$i" "$i"
+    printf '  checkout-%d:\n    unit: user\n    group: checkout\n    slots: [%d]\n    variants: {control: 1, treatment: 1}\n'"$sticky"'    state: running\n' "$i" "$i"
   done
 }
 

@@ -22,6 +22,8 @@ struct Faulty {
     down: AtomicBool,
     held: AtomicBool,
     gate: Semaphore,
+    /// Exposures in writes waiting at the gate.
+    held_rows: AtomicUsize,
     exposure_writes: AtomicUsize,
     sticky_writes: AtomicUsize,
 }
@@ -98,6 +100,7 @@ impl Store for Faulty {
     async fn record_exposures(&self, exposures: &[Exposure]) -> Result<u64> {
         self.check()?;
         if self.held.load(Ordering::SeqCst) {
+            self.held_rows.fetch_add(exposures.len(), Ordering::SeqCst);
             self.gate.acquire().await.unwrap().forget();
         }
         self.exposure_writes.fetch_add(1, Ordering::SeqCst);
@@ -142,6 +145,7 @@ async fn faulty_server() -> (Server, Arc<Faulty>) {
         down: AtomicBool::new(false),
         held: AtomicBool::new(false),
         gate: Semaphore::new(0),
+        held_rows: AtomicUsize::new(0),
         exposure_writes: AtomicUsize::new(0),
         sticky_writes: AtomicUsize::new(0),
     });
@@ -179,17 +183,19 @@ async fn concurrent_requests_share_one_batch_of_exposures() {
     let (s, faulty) = faulty_server().await;
     let s = Arc::new(s);
     faulty.held.store(true, Ordering::SeqCst);
-    // The first request's write is held; the 63 others queue up behind it meanwhile.
-    let mut tasks = vec![];
-    for i in 0..64 {
+    let request = |i: usize| {
         let s = s.clone();
-        tasks.push(tokio::spawn(async move {
+        tokio::spawn(async move {
             let body =
                 json!({"context": {"user_id": format!("u{i}")}, "experiments": ["plain"], "log_exposures": true});
             let r = s.post("/api/v1/evaluate", &body.to_string()).await;
             assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-        }));
-    }
+        })
+    };
+    // The first request's write is held at the gate; 63 more queue up behind it meanwhile.
+    let mut tasks = vec![request(0)];
+    until("the first write is held", || faulty.held_rows.load(Ordering::SeqCst) == 1).await;
+    tasks.extend((1..64).map(request));
     until("63 requests wait for the next batch", || s.app.queued_writes() == 63).await;
     assert!(s.get("/metrics").await.text.contains("allot_write_queue 63"));
     faulty.gate.add_permits(2);
