@@ -9,7 +9,7 @@
 use crate::admin::{etag, parse_tag};
 use crate::body::ApiJson;
 use crate::error::ApiError;
-use crate::{App, Live, ReadFailure, StickyKnown};
+use crate::{App, Live, StickyKnown};
 use allot_core::eval::{Assignment, Reason, StickyStore};
 use allot_core::Context;
 use allot_store::Exposure;
@@ -96,37 +96,24 @@ pub(crate) async fn assign(
     // Per unit: `(unit type, unit)` and its `(experiment, variant)` rows, for the cache.
     type Known = ((String, String), Vec<(String, String)>);
     let mut known: Vec<Known> = Vec::with_capacity(sticky_spaces.len());
-    let keys: Vec<(String, String)> = sticky_spaces
-        .iter()
-        .filter_map(|&s| snap.unit_id(s, ctx).map(|unit| (snap.spaces[s].name.clone(), unit.to_string())))
-        .collect();
-    if !keys.is_empty() {
-        match app.sticky_reader.call(keys.clone()).await? {
-            Ok(rows) => {
-                for key in keys {
-                    let held: Vec<(String, String)> = rows
-                        .iter()
-                        .filter(|(t, u, _, _)| *t == key.0 && *u == key.1)
-                        .map(|(_, _, e, v)| (e.clone(), v.clone()))
-                        .collect();
-                    known.push((key, held));
+    for &s in &sticky_spaces {
+        let Some(unit) = snap.unit_id(s, ctx) else { continue };
+        let key = (snap.spaces[s].name.clone(), unit.to_string());
+        let rows = match app.sticky_for_unit(&key.0, &key.1).await {
+            Ok(rows) => rows,
+            Err(ApiError::StoreUnavailable) => match app.sticky_cache.get(&key) {
+                Some(k) if k.version == live.version => k.rows.clone(),
+                _ => {
+                    sticky.unknown.push(key);
+                    continue;
                 }
-            }
-            Err(ReadFailure::Unavailable) => {
-                for key in keys {
-                    match app.sticky_cache.get(&key) {
-                        Some(k) if k.version == live.version => known.push((key, k.rows.clone())),
-                        _ => sticky.unknown.push(key),
-                    }
-                }
-            }
-            Err(ReadFailure::Failed(e)) => return Err(ApiError::Internal(e)),
+            },
+            Err(e) => return Err(e),
+        };
+        for (exp, variant) in &rows {
+            sticky.rows.insert((key.0.clone(), key.1.clone(), exp.clone()), variant.clone());
         }
-    }
-    for ((t, u), rows) in &known {
-        for (exp, variant) in rows {
-            sticky.rows.insert((t.clone(), u.clone(), exp.clone()), variant.clone());
-        }
+        known.push((key, rows));
     }
     let out: Vec<(usize, Assignment)> =
         if which.len() == snap.experiments.len() && which.iter().enumerate().all(|(a, b)| a == *b) {

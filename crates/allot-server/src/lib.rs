@@ -136,8 +136,6 @@ pub struct App {
     exposure_writer: writer::Writer<Exposure>,
     /// Group commit of new sticky assignments.
     sticky_writer: writer::Writer<StickyRow>,
-    /// Batched reads of the sticky assignments of `(unit type, unit)`s.
-    sticky_reader: StickyReader,
     /// The sticky assignments of recently evaluated units, by `(unit type, unit)`: used only while
     /// the database cannot be reached (see [`StickyKnown`]).
     sticky_cache: quick_cache::sync::Cache<(String, String), Arc<StickyKnown>>,
@@ -157,18 +155,6 @@ pub struct App {
 pub(crate) struct StickyKnown {
     version: u64,
     rows: Vec<(String, String)>,
-}
-
-/// Batched reads of sticky assignments: a request's `(unit type, unit)`s in, their rows out.
-type StickyReader = writer::Batcher<Vec<(String, String)>, Result<Vec<StickyRow>, ReadFailure>>;
-
-/// Why a batched read failed (every request of the batch gets it).
-#[derive(Debug, Clone)]
-pub(crate) enum ReadFailure {
-    /// The database cannot be reached.
-    Unavailable,
-    /// Anything else.
-    Failed(String),
 }
 
 /// Most exposures kept in memory while the database cannot be reached; beyond, new ones are
@@ -230,18 +216,11 @@ impl App {
             store_up: AtomicBool::new(true),
             pending: writer::Pending::new(EXPOSURE_BUFFER),
             pending_sticky: writer::Pending::new(STICKY_BUFFER),
-            exposure_writer: writer::Batcher::spawn(me.clone(), Vec::len, |app, reqs| {
-                Box::pin(async move {
-                    writer::write_all(reqs, |rows| async move { app.record_exposures(&rows).await.map(|_| ()) }).await
-                })
+            exposure_writer: writer::Writer::spawn(me.clone(), |app, rows| {
+                Box::pin(async move { app.record_exposures(&rows).await.map(|_| ()).map_err(|e| e.to_string()) })
             }),
-            sticky_writer: writer::Batcher::spawn(me.clone(), Vec::len, |app, reqs| {
-                Box::pin(
-                    async move { writer::write_all(reqs, |rows| async move { app.put_sticky(&rows).await }).await },
-                )
-            }),
-            sticky_reader: writer::Batcher::spawn(me.clone(), Vec::len, |app, reqs| {
-                Box::pin(async move { app.read_sticky(reqs).await })
+            sticky_writer: writer::Writer::spawn(me.clone(), |app, rows| {
+                Box::pin(async move { app.put_sticky(&rows).await.map_err(|e| e.to_string()) })
             }),
             sticky_cache: quick_cache::sync::Cache::new(STICKY_CACHE_UNITS),
             metrics: metrics::Metrics::default(),
@@ -287,11 +266,6 @@ impl App {
         self.exposure_writer.queued() + self.sticky_writer.queued()
     }
 
-    /// Requests waiting for the next batched read of sticky assignments.
-    pub fn queued_reads(&self) -> usize {
-        self.sticky_reader.queued()
-    }
-
     /// New sticky assignments waiting in memory for the database.
     pub fn pending_sticky(&self) -> usize {
         self.pending_sticky.len()
@@ -322,37 +296,11 @@ impl App {
         self.exposure_writer.submit(rows).await
     }
 
-    /// The stored sticky assignments of the units each request asks for `(unit type, unit)`, in
-    /// one read for all of them.
-    async fn read_sticky(&self, reqs: Vec<Vec<(String, String)>>) -> Vec<Result<Vec<StickyRow>, ReadFailure>> {
-        let mut keys: Vec<(String, String)> = reqs.iter().flatten().cloned().collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let r = self.store.sticky_for_units(&keys).await;
+    /// The stored sticky assignments of a unit, `(experiment, variant)`.
+    pub(crate) async fn sticky_for_unit(&self, unit_type: &str, unit: &str) -> Result<Vec<(String, String)>, ApiError> {
+        let r = self.store.sticky_for_unit(unit_type, unit).await;
         self.observe(&r);
-        match r {
-            Ok(rows) => {
-                let mut by_unit: HashMap<(&str, &str), Vec<&StickyRow>> = HashMap::new();
-                for row in &rows {
-                    by_unit.entry((&row.0, &row.1)).or_default().push(row);
-                }
-                reqs.iter()
-                    .map(|units| {
-                        Ok(units
-                            .iter()
-                            .filter_map(|(t, u)| by_unit.get(&(t.as_str(), u.as_str())))
-                            .flatten()
-                            .map(|row| (*row).clone())
-                            .collect())
-                    })
-                    .collect()
-            }
-            Err(e) => {
-                let failure =
-                    if e.is_unavailable() { ReadFailure::Unavailable } else { ReadFailure::Failed(e.to_string()) };
-                vec![Err(failure); reqs.len()]
-            }
-        }
+        Ok(r?)
     }
 
     /// Stores new sticky assignments `(unit type, unit, experiment, variant)`, an existing one

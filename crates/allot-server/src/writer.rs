@@ -1,10 +1,8 @@
-//! Batching of the store work evaluation does: reading sticky assignments, writing new ones and
-//! logged exposures (group commit).
+//! Group commit of the rows evaluation writes: sticky assignments and logged exposures.
 //!
-//! A request hands its input to a [`Batcher`] and awaits its answer. One task per kind of work
-//! takes everything queued (whole requests, up to [`BATCH`] rows or keys) and does it in one
-//! statement: one multi-row insert for writes, the store's uniqueness constraints doing the
-//! deduplication; one `SELECT` over all the requests' units for sticky reads. N concurrent
+//! A request hands its rows to a [`Writer`] and awaits the outcome. One task per kind of row
+//! takes everything queued (whole requests, up to [`BATCH`] rows) and writes it with one
+//! multi-row insert, the store's uniqueness constraints doing the deduplication. N concurrent
 //! requests then cost one round trip instead of N; under load batches grow by themselves, and an
 //! idle node writes a request's rows at once (no timer, no added latency).
 //!
@@ -19,87 +17,66 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use tokio::sync::{mpsc, oneshot};
 
-/// Most rows (or keys) one batch takes (whole requests are never split, so a batch may exceed it
-/// by one request's rows).
+/// Most rows one batch takes (whole requests are never split, so a batch may exceed it by one
+/// request's rows).
 pub const BATCH: usize = 1000;
 
 /// Most requests waiting for a batch.
 pub const QUEUE: usize = 4096;
 
-/// What a batcher does with one batch: the requests' inputs in arrival order in, one answer per
-/// request in the same order out.
-pub(crate) type BatchFn<Req, Resp> = fn(Arc<App>, Vec<Req>) -> Pin<Box<dyn Future<Output = Vec<Resp>> + Send>>;
+type Reply = oneshot::Sender<Result<(), String>>;
 
-/// The sending side of one batching task: requests go in, each gets its own answer back.
-pub(crate) struct Batcher<Req, Resp> {
-    tx: mpsc::Sender<(Req, oneshot::Sender<Resp>)>,
+/// What a writer does with one batch: write it (or buffer it when the database cannot be
+/// reached); `Err` is a failure every request of the batch reports.
+pub(crate) type WriteFn<T> = fn(Arc<App>, Vec<T>) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'static>>;
+
+/// The sending side of one group-commit task.
+pub(crate) struct Writer<T> {
+    tx: mpsc::Sender<(Vec<T>, Reply)>,
 }
 
-impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
-    /// Starts the task; `size` is what a request counts against [`BATCH`]. The task stops when
-    /// the batcher (that is, the app) is dropped.
-    pub(crate) fn spawn(app: Weak<App>, size: fn(&Req) -> usize, run: BatchFn<Req, Resp>) -> Batcher<Req, Resp> {
-        let (tx, mut rx) = mpsc::channel::<(Req, oneshot::Sender<Resp>)>(QUEUE);
+impl<T: Send + 'static> Writer<T> {
+    /// Starts the task. It stops when the writer (that is, the app) is dropped.
+    pub(crate) fn spawn(app: Weak<App>, write: WriteFn<T>) -> Writer<T> {
+        let (tx, mut rx) = mpsc::channel::<(Vec<T>, Reply)>(QUEUE);
         tokio::spawn(async move {
-            while let Some((first, reply)) = rx.recv().await {
-                let mut n = size(&first);
-                let (mut reqs, mut replies) = (vec![first], vec![reply]);
-                while n < BATCH {
+            while let Some((mut rows, reply)) = rx.recv().await {
+                let mut replies = vec![reply];
+                while rows.len() < BATCH {
                     match rx.try_recv() {
-                        Ok((req, reply)) => {
-                            n += size(&req);
-                            reqs.push(req);
+                        Ok((more, reply)) => {
+                            rows.extend(more);
                             replies.push(reply);
                         }
                         Err(_) => break,
                     }
                 }
-                let answers = match app.upgrade() {
-                    Some(app) => run(app, reqs).await,
+                let outcome = match app.upgrade() {
+                    Some(app) => write(app, rows).await,
                     None => return,
                 };
-                for (reply, answer) in replies.into_iter().zip(answers) {
-                    let _ = reply.send(answer);
+                for reply in replies {
+                    let _ = reply.send(outcome.clone());
                 }
             }
         });
-        Batcher { tx }
+        Writer { tx }
     }
 
-    /// Requests waiting for a batch (not counting the batch being run).
+    /// Requests waiting for a batch (not counting the one being written).
     pub(crate) fn queued(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
     }
 
-    /// Hands `req` to the task and waits for its answer.
-    pub(crate) async fn call(&self, req: Req) -> Result<Resp, ApiError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send((req, tx)).await.map_err(|_| ApiError::Internal("the store batcher has stopped".into()))?;
-        rx.await.map_err(|_| ApiError::Internal("the store batcher has stopped".into()))
-    }
-}
-
-/// A batcher of writes: every request's rows go into one write; all get its outcome.
-pub(crate) type Writer<T> = Batcher<Vec<T>, Result<(), String>>;
-
-impl<T: Send + 'static> Batcher<Vec<T>, Result<(), String>> {
     /// Hands `rows` to the task and waits until their batch is written (or buffered).
     pub(crate) async fn submit(&self, rows: Vec<T>) -> Result<(), ApiError> {
         if rows.is_empty() {
             return Ok(());
         }
-        self.call(rows).await?.map_err(ApiError::Internal)
+        let (tx, rx) = oneshot::channel();
+        self.tx.send((rows, tx)).await.map_err(|_| ApiError::Internal("the store writer has stopped".into()))?;
+        rx.await.map_err(|_| ApiError::Internal("the store writer has stopped".into()))?.map_err(ApiError::Internal)
     }
-}
-
-/// Runs `write` once over the rows of every request; each request gets its outcome.
-pub(crate) async fn write_all<T, F>(reqs: Vec<Vec<T>>, write: impl FnOnce(Vec<T>) -> F) -> Vec<Result<(), String>>
-where
-    F: Future<Output = Result<(), ApiError>>,
-{
-    let n = reqs.len();
-    let outcome = write(reqs.into_iter().flatten().collect()).await.map_err(|e| e.to_string());
-    vec![outcome; n]
 }
 
 /// Rows kept in memory while the database cannot be reached, oldest first, up to a bound beyond

@@ -239,19 +239,6 @@ pub trait Store: Send + Sync + 'static {
     /// Every stored sticky assignment of a unit: `(experiment, variant)`.
     async fn sticky_for_unit(&self, unit_type: &str, unit: &str) -> Result<Vec<(String, String)>>;
 
-    /// Every stored sticky assignment of several units `(unit_type, unit)`, as
-    /// `(unit_type, unit, experiment, variant)`, in no particular order: one round trip for the
-    /// units of many concurrent requests. By default one [`Store::sticky_for_unit`] per unit.
-    async fn sticky_for_units(&self, units: &[(String, String)]) -> Result<Vec<StickyRow>> {
-        let mut out = vec![];
-        for (t, u) in units {
-            for (e, v) in self.sticky_for_unit(t, u).await? {
-                out.push((t.clone(), u.clone(), e, v));
-            }
-        }
-        Ok(out)
-    }
-
     /// Stores sticky assignments `(unit_type, unit, experiment, variant)`; an existing one is kept.
     async fn sticky_put(&self, rows: &[(String, String, String, String)]) -> Result<()>;
 

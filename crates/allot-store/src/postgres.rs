@@ -347,22 +347,6 @@ impl Store for PgStore {
         rows.iter().map(common::sticky_variant_row).collect()
     }
 
-    async fn sticky_for_units(&self, units: &[(String, String)]) -> Result<Vec<StickyRow>> {
-        if units.is_empty() {
-            return Ok(vec![]);
-        }
-        let (types, ids): (Vec<&str>, Vec<&str>) = units.iter().map(|(t, u)| (t.as_str(), u.as_str())).unzip();
-        let rows = sqlx::query(
-            "SELECT s.unit_type, s.unit, s.experiment, s.variant FROM sticky_assignments s \
-             JOIN UNNEST($1::text[], $2::text[]) AS k(unit_type, unit) ON s.unit_type = k.unit_type AND s.unit = k.unit",
-        )
-        .bind(&types)
-        .bind(&ids)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(common::sticky_row).collect()
-    }
-
     async fn sticky_put(&self, rows: &[(String, String, String, String)]) -> Result<()> {
         if rows.is_empty() {
             return Ok(());

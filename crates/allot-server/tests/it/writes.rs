@@ -26,11 +26,6 @@ struct Faulty {
     held_rows: AtomicUsize,
     exposure_writes: AtomicUsize,
     sticky_writes: AtomicUsize,
-    /// Hold sticky reads at `read_gate` (counting the units held in `held_units`).
-    reads_held: AtomicBool,
-    read_gate: Semaphore,
-    held_units: AtomicUsize,
-    sticky_reads: AtomicUsize,
 }
 
 impl Faulty {
@@ -97,15 +92,6 @@ impl Store for Faulty {
         self.check()?;
         self.inner.sticky_for_unit(unit_type, unit).await
     }
-    async fn sticky_for_units(&self, units: &[(String, String)]) -> Result<Vec<StickyRow>> {
-        self.check()?;
-        if self.reads_held.load(Ordering::SeqCst) {
-            self.held_units.fetch_add(units.len(), Ordering::SeqCst);
-            self.read_gate.acquire().await.unwrap().forget();
-        }
-        self.sticky_reads.fetch_add(1, Ordering::SeqCst);
-        self.inner.sticky_for_units(units).await
-    }
     async fn sticky_put(&self, rows: &[StickyRow]) -> Result<()> {
         self.check()?;
         self.sticky_writes.fetch_add(1, Ordering::SeqCst);
@@ -162,10 +148,6 @@ async fn faulty_server() -> (Server, Arc<Faulty>) {
         held_rows: AtomicUsize::new(0),
         exposure_writes: AtomicUsize::new(0),
         sticky_writes: AtomicUsize::new(0),
-        reads_held: AtomicBool::new(false),
-        read_gate: Semaphore::new(0),
-        held_units: AtomicUsize::new(0),
-        sticky_reads: AtomicUsize::new(0),
     });
     let app = App::new(faulty.clone()).await.unwrap();
     app.bootstrap(Some(ADMIN)).await.unwrap();
@@ -224,36 +206,6 @@ async fn concurrent_requests_share_one_batch_of_exposures() {
     let logged = s.app.store().exposures(None, 0, 1000).await.unwrap();
     assert_eq!(logged.len(), 64, "every request's exposure was written");
     assert_eq!(s.app.queued_writes(), 0);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_requests_share_one_read_of_sticky_assignments() {
-    let (s, faulty) = faulty_server().await;
-    let s = Arc::new(s);
-    faulty.reads_held.store(true, Ordering::SeqCst);
-    let request = |i: usize| {
-        let s = s.clone();
-        tokio::spawn(async move { (i, assignments(&s, &format!("u{i}"), None).await) })
-    };
-    // The first request's read is held; 31 more queue up behind it meanwhile.
-    let mut tasks = vec![request(0)];
-    until("the first read is held", || faulty.held_units.load(Ordering::SeqCst) == 1).await;
-    tasks.extend((1..32).map(request));
-    until("31 requests wait for the next read", || s.app.queued_reads() == 31).await;
-    faulty.read_gate.add_permits(2);
-    let mut first = vec![];
-    for t in tasks {
-        first.push(t.await.unwrap());
-    }
-    assert_eq!(faulty.sticky_reads.load(Ordering::SeqCst), 2, "one read for the first request, one for the rest");
-    faulty.reads_held.store(false, Ordering::SeqCst);
-    // Each unit got its own assignments: now stored, they come back as STICKY.
-    for (i, a) in first {
-        assert_eq!(a["st1"]["reason"], "ASSIGNED");
-        let again = assignments(&s, &format!("u{i}"), None).await;
-        assert_eq!((&again["st1"]["reason"], &again["st1"]["variant"]), (&json!("STICKY"), &a["st1"]["variant"]));
-        assert_eq!((&again["st2"]["reason"], &again["st2"]["variant"]), (&json!("STICKY"), &a["st2"]["variant"]));
-    }
 }
 
 #[tokio::test]

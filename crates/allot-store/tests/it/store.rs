@@ -199,19 +199,6 @@ async fn sticky_assignments_keep_the_first_variant(ctx: Ctx) {
     assert_eq!(s.sticky_get("user", "u1", "exp").await.unwrap().as_deref(), Some("a"));
     assert_eq!(s.sticky_get("user", "u2", "exp").await.unwrap(), None);
     assert_eq!(s.sticky_for_unit("user", "u1").await.unwrap(), vec![("exp".to_string(), "a".to_string())]);
-    // Several units in one read: each unit's rows, none of another unit type or unit.
-    let put = |t: &str, u: &str, e: &str, v: &str| (t.to_string(), u.to_string(), e.to_string(), v.to_string());
-    s.sticky_put(&[put("user", "u2", "exp", "b"), put("user", "u2", "other", "x"), put("device", "u1", "exp", "c")])
-        .await
-        .unwrap();
-    let key = |t: &str, u: &str| (t.to_string(), u.to_string());
-    let mut got = s.sticky_for_units(&[key("user", "u1"), key("user", "u2"), key("user", "u3")]).await.unwrap();
-    got.sort();
-    assert_eq!(
-        got,
-        vec![put("user", "u1", "exp", "a"), put("user", "u2", "exp", "b"), put("user", "u2", "other", "x")]
-    );
-    assert_eq!(s.sticky_for_units(&[]).await.unwrap(), vec![]);
 }
 
 async fn exposures_are_deduplicated_per_unit_experiment_variant_and_day(ctx: Ctx) {
