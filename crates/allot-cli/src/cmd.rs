@@ -20,7 +20,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Analyze(args) => crate::analyze::run(cli, args),
         Command::Check { format } => check(cli, &state_file, *format),
         Command::Compat { system } => crate::compat::run(system, cli.state.as_ref()),
-        Command::Plan { format } => {
+        Command::Plan { format, exit_code } => {
             let (cfg, raw, state) = match load(cli, &state_file)? {
                 Ok(x) => x,
                 Err(es) => return Ok(report_errors(&es, Format::Text)),
@@ -28,7 +28,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
             match plan::plan(&state, &cfg, &raw, &Options { time: now(), ..Options::default() }) {
                 Ok(p) => {
                     print_plan(&p, &state, *format, false);
-                    Ok(ExitCode::SUCCESS)
+                    Ok(if *exit_code && !p.refusals.is_empty() { ExitCode::from(1) } else { ExitCode::SUCCESS })
                 }
                 Err(es) => Ok(report_errors(&es, *format)),
             }

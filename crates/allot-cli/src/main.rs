@@ -67,6 +67,10 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Exit 1 when `apply` would refuse the change (for CI gates); by default `plan` exits 0
+        /// whatever it finds.
+        #[arg(long)]
+        exit_code: bool,
     },
     /// Record the configuration: draw allocations, release stopped ones. All-or-nothing.
     Apply {

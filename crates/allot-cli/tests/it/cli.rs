@@ -50,6 +50,7 @@ fn the_example_works_as_written() {
     assert!(plan["changes"].as_array().unwrap().len() >= 4);
     assert_eq!(plan["refusals"], serde_json::json!([]));
     assert!(plan["impact"].as_object().unwrap().is_empty());
+    d.allot(&["plan", "--exit-code"]).success();
     d.allot(&["apply"]).success();
     let audit = d.json(&["audit", "--format", "json"]);
     assert_eq!(audit["experiments"]["ranking-v2"]["buckets"], 300_000);
@@ -132,6 +133,9 @@ fn refused_apply_writes_nothing_and_force_is_recorded() {
     assert!((moved - 1.0 / 3.0).abs() < 1e-9, "{moved}");
     assert_eq!(plan["impact"]["checkout-a"]["moved_share"], 0.0);
     assert_eq!(plan["refusals"][0]["path"], "experiments.ranking-v2.share");
+    // plan exits 0 whatever it finds, unless asked to gate on refusals.
+    d.allot(&["plan"]).success();
+    d.allot(&["plan", "--exit-code"]).code(1);
     let a = d.allot(&["apply"]).code(1);
     assert!(stderr(&a).contains("nothing was written"));
     assert_eq!(d.state(), before, "a refused apply leaves the state byte-identical");
