@@ -166,7 +166,7 @@ pub const EXPOSURE_BUFFER: usize = 100_000;
 pub const STICKY_BUFFER: usize = 100_000;
 
 /// Units whose sticky assignments each node remembers, to keep serving them through an outage of
-/// the database (about 200 bytes each).
+/// the database (a few hundred bytes each: the ids and the stored variants).
 pub const STICKY_CACHE_UNITS: usize = 100_000;
 
 impl std::fmt::Debug for App {
