@@ -22,7 +22,6 @@ use axum::{Json, Router};
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Most attributes a context may have.
@@ -45,15 +44,21 @@ pub(crate) fn check_context(ctx: &Context, path: &str) -> Result<(), ApiError> {
 
 /// The sticky assignments one request evaluates with: what the store (or, while it cannot be
 /// reached, this node's cache) holds for the request's units, and the units it could not tell.
+/// `(unit type, unit)`.
+type UnitKey = (String, String);
+
+/// A request has one unit per unit type, so both are short lists.
 #[derive(Debug, Default)]
 struct StickyView {
-    rows: HashMap<(String, String, String), String>,
-    unknown: Vec<(String, String)>,
+    /// Per unit `(unit type, unit)`: its `(experiment, variant)` rows (also what the cache keeps).
+    known: Vec<(UnitKey, Vec<(String, String)>)>,
+    unknown: Vec<UnitKey>,
 }
 
 impl StickyStore for StickyView {
     fn get(&self, unit_type: &str, unit: &str, experiment: &str) -> Option<String> {
-        self.rows.get(&(unit_type.to_string(), unit.to_string(), experiment.to_string())).cloned()
+        let (_, rows) = self.known.iter().find(|((t, u), _)| t == unit_type && u == unit)?;
+        rows.iter().find(|(e, _)| e == experiment).map(|(_, v)| v.clone())
     }
 
     fn knows(&self, unit_type: &str, unit: &str) -> bool {
@@ -93,9 +98,6 @@ pub(crate) async fn assign(
     } else {
         vec![]
     };
-    // Per unit: `(unit type, unit)` and its `(experiment, variant)` rows, for the cache.
-    type Known = ((String, String), Vec<(String, String)>);
-    let mut known: Vec<Known> = Vec::with_capacity(sticky_spaces.len());
     for &s in &sticky_spaces {
         let Some(unit) = snap.unit_id(s, ctx) else { continue };
         let key = (snap.spaces[s].name.clone(), unit.to_string());
@@ -110,10 +112,7 @@ pub(crate) async fn assign(
             },
             Err(e) => return Err(e),
         };
-        for (exp, variant) in &rows {
-            sticky.rows.insert((key.0.clone(), key.1.clone(), exp.clone()), variant.clone());
-        }
-        known.push((key, rows));
+        sticky.known.push((key, rows));
     }
     let out: Vec<(usize, Assignment)> =
         if which.len() == snap.experiments.len() && which.iter().enumerate().all(|(a, b)| a == *b) {
@@ -123,21 +122,23 @@ pub(crate) async fn assign(
         } else {
             which.iter().map(|&i| (i, snap.evaluate_one(i, ctx, &sticky))).collect()
         };
-    if !known.is_empty() {
+    if !sticky.known.is_empty() {
         let mut rows = vec![];
         for (i, a) in &out {
             let e = &snap.experiments[*i];
             if e.sticky && a.reason == Reason::Assigned {
                 if let (Some(unit), Some(v)) = (snap.unit_id(e.space, ctx), snap.variant_name(*i, a)) {
                     let space = &snap.spaces[e.space].name;
-                    if let Some((_, held)) = known.iter_mut().find(|((t, u), _)| t == space && u == unit.as_ref()) {
+                    if let Some((_, held)) =
+                        sticky.known.iter_mut().find(|((t, u), _)| t == space && u == unit.as_ref())
+                    {
                         held.push((e.id.clone(), v.to_string()));
                     }
                     rows.push((space.clone(), unit.to_string(), e.id.clone(), v.to_string()));
                 }
             }
         }
-        for (key, rows) in known {
+        for (key, rows) in sticky.known {
             app.sticky_cache.insert(key, Arc::new(StickyKnown { version: live.version, rows }));
         }
         app.sticky_writer.submit(rows).await?;

@@ -276,15 +276,27 @@ impl App {
     /// [`App::flush_pending`]. Returns how many were new (`0` when buffered).
     pub async fn record_exposures(&self, rows: &[Exposure]) -> Result<u64, ApiError> {
         let r = self.store.record_exposures(rows).await;
+        Ok(self.keep_if_unavailable(r, &self.pending, rows, metrics::Metrics::exposures_dropped)?.unwrap_or(0))
+    }
+
+    /// The outcome of writing `rows`: `Some` when written; `None` when the database could not be
+    /// reached and they were kept in `pending` (what did not fit counted by `dropped`).
+    fn keep_if_unavailable<T: Clone, V>(
+        &self,
+        r: Result<V, StoreError>,
+        pending: &writer::Pending<T>,
+        rows: &[T],
+        dropped: fn(&metrics::Metrics, u64),
+    ) -> Result<Option<V>, ApiError> {
         self.observe(&r);
         match r {
-            Ok(n) => Ok(n),
+            Ok(v) => Ok(Some(v)),
             Err(e) if e.is_unavailable() => {
-                let dropped = self.pending.push(rows)?;
-                if dropped > 0 {
-                    self.metrics.exposures_dropped(dropped as u64);
+                let n = pending.push(rows)?;
+                if n > 0 {
+                    dropped(&self.metrics, n as u64);
                 }
-                Ok(0)
+                Ok(None)
             }
             Err(e) => Err(e.into()),
         }
@@ -308,43 +320,37 @@ impl App {
     /// beyond which they are dropped and counted) for [`App::flush_pending`].
     async fn put_sticky(&self, rows: &[StickyRow]) -> Result<(), ApiError> {
         let r = self.store.sticky_put(rows).await;
-        self.observe(&r);
-        match r {
-            Ok(()) => Ok(()),
-            Err(e) if e.is_unavailable() => {
-                let dropped = self.pending_sticky.push(rows)?;
-                if dropped > 0 {
-                    self.metrics.sticky_dropped(dropped as u64);
-                }
-                Ok(())
-            }
-            Err(e) => Err(e.into()),
-        }
+        self.keep_if_unavailable(r, &self.pending_sticky, rows, metrics::Metrics::sticky_dropped).map(|_| ())
     }
 
     /// Writes what was buffered while the database could not be reached (sticky assignments,
     /// then exposures), oldest first, in batches; stops at the first failure (what was not
     /// written stays buffered).
     pub async fn flush_pending(&self) -> Result<(), ApiError> {
+        let store = &self.store;
+        self.flush(&self.pending_sticky, |rows| async move { store.sticky_put(&rows).await }).await?;
+        self.flush(&self.pending, |rows| async move { store.record_exposures(&rows).await.map(|_| ()) }).await
+    }
+
+    /// Writes `pending` with `write`, oldest first, in batches, until it is empty or a write fails.
+    async fn flush<T: Clone, F>(
+        &self,
+        pending: &writer::Pending<T>,
+        write: impl Fn(Vec<T>) -> F,
+    ) -> Result<(), ApiError>
+    where
+        F: std::future::Future<Output = Result<(), StoreError>>,
+    {
         loop {
-            let batch = self.pending_sticky.oldest(writer::BATCH)?;
-            if batch.is_empty() {
-                break;
-            }
-            let r = self.store.sticky_put(&batch).await;
-            self.observe(&r);
-            r?;
-            self.pending_sticky.forget(batch.len())?;
-        }
-        loop {
-            let batch = self.pending.oldest(writer::BATCH)?;
+            let batch = pending.oldest(writer::BATCH)?;
             if batch.is_empty() {
                 return Ok(());
             }
-            let r = self.store.record_exposures(&batch).await;
+            let n = batch.len();
+            let r = write(batch).await;
             self.observe(&r);
             r?;
-            self.pending.forget(batch.len())?;
+            pending.forget(n)?;
         }
     }
 

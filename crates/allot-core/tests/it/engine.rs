@@ -360,15 +360,16 @@ experiments:
     assert_eq!(snap2.variant_name(0, &r), Some("c"));
 }
 
-/// A sticky store that could not read one unit's assignments.
-struct Unreadable(&'static str);
+/// A sticky store with nothing in it that could not read one unit's assignments (`Some`), or
+/// any unit's (`None`).
+pub(crate) struct Unreadable(pub(crate) Option<&'static str>);
 
 impl allot_core::eval::StickyStore for Unreadable {
     fn get(&self, _: &str, _: &str, _: &str) -> Option<String> {
         None
     }
     fn knows(&self, _: &str, unit: &str) -> bool {
-        unit != self.0
+        self.0.is_some_and(|u| u != unit)
     }
 }
 
@@ -385,7 +386,7 @@ experiments:
 "#;
     let st = ok(&State::default(), yaml);
     let snap = Snapshot::compile(&st).unwrap();
-    let store = Unreadable("u1");
+    let store = Unreadable(Some("u1"));
     let mut out = vec![];
     snap.evaluate_all(&ctx(json!({"user_id": "u1"})), &store, &mut out);
     assert_eq!((out[0].variant, out[0].reason), (None, Reason::StickyUnavailable));
@@ -396,7 +397,7 @@ experiments:
         .map(|i| format!("v{i}"))
         .find(|u| snap.evaluate_one(3, &ctx(json!({"user_id": u})), &NoSticky).reason == Reason::NotAllocated)
         .unwrap();
-    let unreadable = Unreadable(Box::leak(outside.clone().into_boxed_str()));
+    let unreadable = Unreadable(None);
     assert_eq!(snap.evaluate_one(3, &ctx(json!({"user_id": outside})), &unreadable).reason, Reason::NotAllocated);
     // A unit the store knows is evaluated as usual.
     let r = snap.evaluate_one(0, &ctx(json!({"user_id": "u2"})), &store);

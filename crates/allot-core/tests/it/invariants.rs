@@ -2420,18 +2420,6 @@ fn regression_split_salt_must_differ_from_the_bucket_salt() {
 // Sticky experiments whose store cannot be read
 // ---------------------------------------------------------------------------------------------
 
-/// A sticky store that knows no unit (the service's database is unreachable).
-struct KnowsNothing;
-
-impl allot_core::eval::StickyStore for KnowsNothing {
-    fn get(&self, _: &str, _: &str, _: &str) -> Option<String> {
-        None
-    }
-    fn knows(&self, _: &str, _: &str) -> bool {
-        false
-    }
-}
-
 proptest! {
     #![proptest_config(config(48))]
 
@@ -2451,7 +2439,7 @@ proptest! {
         let (mut known, mut unknown) = (vec![], vec![]);
         for ctx in &contexts()[..200] {
             snap.evaluate_all(ctx, &NoSticky, &mut known);
-            snap.evaluate_all(ctx, &KnowsNothing, &mut unknown);
+            snap.evaluate_all(ctx, &crate::engine::Unreadable(None), &mut unknown);
             for (i, (a, b)) in known.iter().zip(&unknown).enumerate() {
                 let e = &snap.experiments[i];
                 if let Some(v) = b.variant {
