@@ -12,6 +12,9 @@ use serde_json::{Map, Value};
 pub const DEFAULT_BUCKETS: u32 = 1_000_000;
 /// Most slots a mutual exclusion group may have (Amplitude's limit).
 pub const MAX_SLOTS: usize = 20;
+/// Most variants an experiment may have. Evaluation indexes variants with 16 bits; the limit
+/// is far below that so the split (1,000,000 split buckets) still gives each variant traffic.
+pub const MAX_VARIANTS: usize = 1_000;
 
 /// A share of a population, kept exactly as a fraction `num / den` (from text like `30%`,
 /// `12.5%` or `0.3`).
@@ -746,6 +749,9 @@ fn experiment(v: &mut V, cfg: &Config, e: &Value, path: &str, id: &str) -> Optio
             _ => v.err(&p, "expected a whole weight from 0 to 1000000, or {weight: N, value: ...}"),
         }
     }
+    if variants.len() > MAX_VARIANTS {
+        v.err(&vpath, format!("{} variants; an experiment has at most {MAX_VARIANTS}", variants.len()));
+    }
     if m.get("variants").is_none() {
         v.err(&vpath, "required: e.g. {control: 1, treatment: 1}");
     } else if variants.is_empty() && v.errors.len() == n_errors {
@@ -759,6 +765,7 @@ fn experiment(v: &mut V, cfg: &Config, e: &Value, path: &str, id: &str) -> Optio
         Some(t) => match Targeting::parse(t, &join(path, "targeting")) {
             Ok(t) => {
                 v.errors.extend(crate::targeting::check_references(&t, &join(path, "targeting"), &cfg.segments));
+                v.errors.extend(crate::targeting::check_size(&t, &join(path, "targeting"), &cfg.segments));
                 Some(t)
             }
             Err(es) => {

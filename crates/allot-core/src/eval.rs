@@ -26,7 +26,7 @@ use crate::error::FieldError;
 use crate::hash;
 use crate::split::Split;
 use crate::state::{OwnerKind, State};
-use crate::targeting::Compiled;
+use crate::targeting::{Compiled, Compiler};
 use crate::Context;
 use serde::Serialize;
 use serde_json::Value;
@@ -225,6 +225,8 @@ impl Snapshot {
         }
         let by_id: HashMap<String, usize> = cfg.experiments.keys().enumerate().map(|(i, k)| (k.clone(), i)).collect();
         let mut experiments = vec![];
+        // One compiler for every experiment: a segment is compiled once and shared.
+        let mut compiler = Compiler::new(&cfg.segments);
         for (id, e) in &cfg.experiments {
             let space = spaces.iter().position(|s| s.name == e.unit).unwrap_or(0);
             let b = spaces.get(space).map_or(1, |s| s.buckets);
@@ -241,7 +243,7 @@ impl Snapshot {
                 includes: e.include.iter().filter_map(|(u, v)| idx(v).map(|i| (u.clone(), i))).collect(),
                 holdout: if held.is_empty() { None } else { Some(held.compact()) },
                 alloc: alloc.unwrap_or_else(|| BucketSet::empty(b)),
-                targeting: e.targeting.as_ref().map(|t| Compiled::compile(t, &cfg.segments)),
+                targeting: e.targeting.as_ref().map(|t| compiler.compile(t)),
                 requires: e
                     .requires
                     .iter()

@@ -177,6 +177,7 @@ pub fn plan(state: &State, cfg: &Config, raw: &serde_json::Value, opts: &Options
     p.st.version = p.version;
     p.st.config = Some(raw.clone());
     p.spaces();
+    p.segments_and_surfaces();
     p.holdouts();
     p.groups();
     p.experiments();
@@ -331,6 +332,61 @@ impl Planner<'_> {
         }
     }
 
+    /// An experiment's targeting before the change, with the old segments inlined.
+    fn old_targeting(&self, id: &str) -> Option<Targeting> {
+        self.old.experiments.get(id)?.targeting.as_ref().map(|t| t.inline(&self.old.segments))
+    }
+
+    /// An experiment's targeting after the change, with the new segments inlined.
+    fn new_targeting(&self, id: &str) -> Option<Targeting> {
+        self.cfg.experiments.get(id)?.targeting.as_ref().map(|t| t.inline(&self.cfg.segments))
+    }
+
+    /// Segments and surfaces created, changed or deleted, logged as what they are; a changed
+    /// segment names the running experiments whose targeting it changes.
+    fn segments_and_surfaces(&mut self) {
+        for (name, t) in &self.cfg.segments {
+            match self.old.segments.get(name) {
+                None => self.change("segment", name, "create", ""),
+                Some(o) if o.inline(&self.old.segments) != t.inline(&self.cfg.segments) => {
+                    let users: Vec<&str> = self
+                        .cfg
+                        .experiments
+                        .iter()
+                        .filter(|(id, e)| {
+                            e.state == ExpState::Running
+                                && e.targeting.as_ref().is_some_and(|t| t.uses_segment(name, &self.cfg.segments))
+                                && self.old_targeting(id) != self.new_targeting(id)
+                        })
+                        .map(|(id, _)| id.as_str())
+                        .collect();
+                    let detail = if users.is_empty() {
+                        String::new()
+                    } else {
+                        format!("changes the targeting of running experiments: {}", users.join(", "))
+                    };
+                    self.change("segment", name, "update", detail);
+                }
+                Some(_) => {}
+            }
+        }
+        for name in self.old.segments.keys() {
+            if !self.cfg.segments.contains_key(name) {
+                self.change("segment", name, "delete", "");
+            }
+        }
+        for name in &self.cfg.surfaces {
+            if !self.old.surfaces.contains(name) {
+                self.change("surface", name, "create", "");
+            }
+        }
+        for name in &self.old.surfaces {
+            if !self.cfg.surfaces.contains(name) {
+                self.change("surface", name, "delete", "");
+            }
+        }
+    }
+
     fn live_set(&self, kind: OwnerKind, owner: &str) -> Option<Dense> {
         self.live(kind, owner).map(Allocation::current)
     }
@@ -375,8 +431,31 @@ impl Planner<'_> {
                     }
                 }
                 Some(_) => {
-                    if self.old.units.get(name).is_some_and(|o| o.attribute != u.attribute) {
-                        self.change("unit", name, "update", format!("attribute `{}`", u.attribute));
+                    if let Some(o) = self.old.units.get(name).filter(|o| o.attribute != u.attribute) {
+                        self.change("unit", name, "update", format!("attribute `{}` → `{}`", o.attribute, u.attribute));
+                        let running: Vec<&str> = self
+                            .old
+                            .experiments
+                            .iter()
+                            .filter(|(id, e)| {
+                                e.unit == *name
+                                    && e.state == ExpState::Running
+                                    && self.cfg.experiments.get(*id).is_some_and(|n| n.state == ExpState::Running)
+                            })
+                            .map(|(id, _)| id.as_str())
+                            .collect();
+                        if !running.is_empty() {
+                            self.refuse(
+                                join(&join("units", name), "attribute"),
+                                "unit-type-fixed",
+                                format!(
+                                    "the attribute that carries `{name}` ids cannot change while experiments on it run (`{}` → `{}` reads every unit's id from another field, which reassigns their units unless clients send the same ids under the new name): {}",
+                                    o.attribute,
+                                    u.attribute,
+                                    running.join(", ")
+                                ),
+                            );
+                        }
                     }
                 }
             }
@@ -851,10 +930,14 @@ impl Planner<'_> {
             if o.sticky != n.sticky {
                 what.push(format!("sticky {}", n.sticky));
             }
-            if o.targeting != n.targeting {
-                what.push("targeting".into());
-                if both_running && !widens(o.targeting.as_ref(), n.targeting.as_ref(), &self.cfg.segments) {
-                    self.refuse(join(&path, "targeting"), "moves-units", "the new targeting may exclude units that are assigned now (allot can prove only widening changes safe); their share depends on your population");
+            // Compared with segments inlined: a change to a segment is a change to every
+            // experiment whose targeting uses it.
+            let (ot, nt) = (self.old_targeting(id), self.new_targeting(id));
+            if ot != nt {
+                let through = if o.targeting == n.targeting { " (through its segments)" } else { "" };
+                what.push(format!("targeting{through}"));
+                if both_running && !widens(ot.as_ref(), nt.as_ref(), &IndexMap::new()) {
+                    self.refuse(join(&path, "targeting"), "moves-units", format!("the new targeting{through} may exclude units that are assigned now (allot can prove only widening changes safe); their share depends on your population"));
                 }
             }
             if !what.is_empty() {
@@ -1132,14 +1215,18 @@ impl Planner<'_> {
                 eff_old.subtract(&eff_new);
                 (counts.0, counts.1, if base == 0 { 0.0 } else { eff_old.len() as f64 / base as f64 })
             };
-            let by_split = if o.unit != n.unit {
+            // Ids read from another attribute: every unit is, as far as allot can tell, another.
+            let attribute_changed =
+                self.old.units.get(&o.unit).map(|u| &u.attribute) != self.cfg.units.get(&n.unit).map(|u| &u.attribute);
+            let by_split = if o.unit != n.unit || attribute_changed {
                 1.0
             } else if o.salt == n.salt && same_variants(&o.variants, &n.variants) {
                 0.0
             } else {
                 Split::new(&o.salt, &o.variants).moved_share(&Split::new(&n.salt, &n.variants))
             };
-            let moved = if o.unit != n.unit { 1.0 } else { by_buckets + (1.0 - by_buckets) * by_split };
+            let moved =
+                if o.unit != n.unit || attribute_changed { 1.0 } else { by_buckets + (1.0 - by_buckets) * by_split };
             out.insert(
                 id.clone(),
                 Impact {
@@ -1148,7 +1235,7 @@ impl Planner<'_> {
                     moved_by_split: by_split,
                     buckets_before,
                     buckets_after,
-                    targeting_changed: o.targeting != n.targeting,
+                    targeting_changed: self.old_targeting(id) != self.new_targeting(id),
                     sticky: n.sticky,
                 },
             );

@@ -64,7 +64,8 @@
 //!   is not a list is treated as a one-element list.
 
 use std::cmp::Ordering;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use indexmap::IndexMap;
 use semver::{BuildMetadata, Prerelease, Version};
@@ -766,6 +767,16 @@ pub fn check_segments(segments: &IndexMap<String, Targeting>) -> Vec<FieldError>
             find_cycles(i, segments, &mut state, &mut stack, &mut errors);
         }
     }
+    // Sizes with segments inlined: only the first segment of a chain past the bound is
+    // reported (those that use it are past it too, for the same reason).
+    let mut memo = HashMap::new();
+    for (name, t) in segments {
+        let n = size_of(t, segments, &mut memo, &mut Vec::new());
+        let within = |r: &str| segments.get(r).is_none_or(|d| expanded_size(d, segments) <= MAX_TARGETING_NODES);
+        if n > MAX_TARGETING_NODES && t.segment_refs().into_iter().all(within) {
+            errors.extend(check_size(t, &join("segments", name), segments));
+        }
+    }
     errors
 }
 
@@ -843,6 +854,109 @@ fn walk_references(t: &Targeting, path: &str, segments: &IndexMap<String, Target
     }
 }
 
+/// The most nodes (criteria, `all`/`any`/`not` and segment references) one targeting expression
+/// may have with its segments inlined: a segment used twice counts twice. Evaluation walks the
+/// inlined expression, so this bounds the time of one evaluation; a chain of segments that each
+/// use the previous one twice would otherwise double per level (26 levels: 2^26 nodes from
+/// 1.5 KB of text).
+pub const MAX_TARGETING_NODES: u64 = 10_000;
+
+/// The number of nodes of `t` with `segments` inlined, saturating; a reference that closes a
+/// cycle or names no segment counts one (both are reported by the other checks).
+pub fn expanded_size(t: &Targeting, segments: &IndexMap<String, Targeting>) -> u64 {
+    let mut memo = HashMap::new();
+    size_of(t, segments, &mut memo, &mut Vec::new())
+}
+
+fn size_of<'a>(
+    t: &'a Targeting,
+    segments: &'a IndexMap<String, Targeting>,
+    memo: &mut HashMap<&'a str, u64>,
+    stack: &mut Vec<&'a str>,
+) -> u64 {
+    match t {
+        Targeting::All(cs) | Targeting::Any(cs) => {
+            cs.iter().fold(1u64, |n, c| n.saturating_add(size_of(c, segments, memo, stack)))
+        }
+        Targeting::Not(c) => size_of(c, segments, memo, stack).saturating_add(1),
+        Targeting::Criterion(_) => 1,
+        Targeting::Segment(name) => {
+            if let Some(&n) = memo.get(name.as_str()) {
+                return n;
+            }
+            let Some((key, def)) = segments.get_key_value(name) else { return 1 };
+            if stack.contains(&key.as_str()) {
+                return 1;
+            }
+            stack.push(key);
+            let n = size_of(def, segments, memo, stack).saturating_add(1);
+            stack.pop();
+            memo.insert(key, n);
+            n
+        }
+    }
+}
+
+/// An error at `path` when `t` expands past [`MAX_TARGETING_NODES`] with `segments` inlined.
+pub fn check_size(t: &Targeting, path: &str, segments: &IndexMap<String, Targeting>) -> Option<FieldError> {
+    let n = expanded_size(t, segments);
+    (n > MAX_TARGETING_NODES).then(|| {
+        FieldError::new(
+            path,
+            format!(
+                "expands to {} nodes with its segments inlined (a segment used twice counts twice); at most {MAX_TARGETING_NODES}: use each segment once, or flatten the chain",
+                if n == u64::MAX { "more than 2^64".to_string() } else { n.to_string() }
+            ),
+        )
+    })
+}
+
+impl Targeting {
+    /// Whether the expression uses segment `name`, directly or through other segments.
+    pub fn uses_segment(&self, name: &str, segments: &IndexMap<String, Targeting>) -> bool {
+        let mut seen: Vec<&str> = Vec::new();
+        let mut todo: Vec<&Targeting> = vec![self];
+        while let Some(t) = todo.pop() {
+            for r in t.segment_refs() {
+                if r == name {
+                    return true;
+                }
+                if !seen.contains(&r) {
+                    seen.push(r);
+                    todo.extend(segments.get(r));
+                }
+            }
+        }
+        false
+    }
+
+    /// The expression with every segment reference replaced by the segment's definition, as
+    /// evaluation sees it. Change control compares inlined expressions, so that a change to a
+    /// segment is a change to every expression that uses it. A reference that names no segment
+    /// or closes a cycle is kept as it is. Expressions that passed [`check_size`] stay within
+    /// [`MAX_TARGETING_NODES`].
+    pub fn inline(&self, segments: &IndexMap<String, Targeting>) -> Targeting {
+        fn go<'a>(t: &'a Targeting, segments: &'a IndexMap<String, Targeting>, stack: &mut Vec<&'a str>) -> Targeting {
+            match t {
+                Targeting::All(cs) => Targeting::All(cs.iter().map(|c| go(c, segments, stack)).collect()),
+                Targeting::Any(cs) => Targeting::Any(cs.iter().map(|c| go(c, segments, stack)).collect()),
+                Targeting::Not(c) => Targeting::Not(Box::new(go(c, segments, stack))),
+                Targeting::Criterion(_) => t.clone(),
+                Targeting::Segment(name) => match segments.get_key_value(name) {
+                    Some((key, def)) if !stack.contains(&key.as_str()) => {
+                        stack.push(key);
+                        let out = go(def, segments, stack);
+                        stack.pop();
+                        out
+                    }
+                    _ => t.clone(),
+                },
+            }
+        }
+        go(self, segments, &mut Vec::new())
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Compiled form
 // ---------------------------------------------------------------------------------------------
@@ -861,6 +975,9 @@ enum Node {
     Any(Box<[Node]>),
     Not(Box<Node>),
     Crit(Crit),
+    /// A segment, compiled once and shared by every expression that uses it (a DAG, not
+    /// inlined copies): memory stays linear in the configuration's text.
+    Shared(Arc<Node>),
 }
 
 #[derive(Debug, Clone)]
@@ -1084,6 +1201,7 @@ impl Node {
             Node::Any(cs) => cs.iter().any(|c| c.eval(ctx)),
             Node::Not(c) => !c.eval(ctx),
             Node::Const(b) => *b,
+            Node::Shared(n) => n.eval(ctx),
         }
     }
 
@@ -1096,17 +1214,26 @@ impl Node {
             }
             Node::All(cs) | Node::Any(cs) => cs.iter().for_each(|c| c.collect_attributes(out)),
             Node::Not(c) => c.collect_attributes(out),
+            Node::Shared(n) => n.collect_attributes(out),
             Node::Const(_) => {}
         }
     }
 }
 
-fn compile_node<'a>(t: &'a Targeting, segments: &'a IndexMap<String, Targeting>, stack: &mut Vec<&'a str>) -> Node {
+/// Compiled segments by name, shared by the expressions of one compilation.
+type SegmentMemo<'a> = HashMap<&'a str, Node>;
+
+fn compile_node<'a>(
+    t: &'a Targeting,
+    segments: &'a IndexMap<String, Targeting>,
+    stack: &mut Vec<&'a str>,
+    memo: &mut SegmentMemo<'a>,
+) -> Node {
     match t {
         Targeting::All(cs) => {
             let mut out = Vec::with_capacity(cs.len());
             for c in cs {
-                match compile_node(c, segments, stack) {
+                match compile_node(c, segments, stack, memo) {
                     Node::Const(true) => {}
                     Node::Const(false) => return Node::Const(false),
                     Node::All(inner) => out.extend(inner.into_vec()),
@@ -1122,7 +1249,7 @@ fn compile_node<'a>(t: &'a Targeting, segments: &'a IndexMap<String, Targeting>,
         Targeting::Any(cs) => {
             let mut out = Vec::with_capacity(cs.len());
             for c in cs {
-                match compile_node(c, segments, stack) {
+                match compile_node(c, segments, stack, memo) {
                     Node::Const(false) => {}
                     Node::Const(true) => return Node::Const(true),
                     Node::Any(inner) => out.extend(inner.into_vec()),
@@ -1135,7 +1262,7 @@ fn compile_node<'a>(t: &'a Targeting, segments: &'a IndexMap<String, Targeting>,
                 _ => Node::Any(out.into_boxed_slice()),
             }
         }
-        Targeting::Not(c) => match compile_node(c, segments, stack) {
+        Targeting::Not(c) => match compile_node(c, segments, stack, memo) {
             Node::Const(b) => Node::Const(!b),
             Node::Not(inner) => *inner,
             n => Node::Not(Box::new(n)),
@@ -1145,11 +1272,19 @@ fn compile_node<'a>(t: &'a Targeting, segments: &'a IndexMap<String, Targeting>,
             if stack.contains(&name.as_str()) {
                 return Node::Const(false);
             }
-            match segments.get(name) {
-                Some(def) => {
-                    stack.push(name);
-                    let n = compile_node(def, segments, stack);
+            if let Some(n) = memo.get(name.as_str()) {
+                return n.clone();
+            }
+            match segments.get_key_value(name) {
+                Some((key, def)) => {
+                    stack.push(key);
+                    let n = match compile_node(def, segments, stack, memo) {
+                        Node::Const(b) => Node::Const(b),
+                        Node::Shared(n) => Node::Shared(n),
+                        n => Node::Shared(Arc::new(n)),
+                    };
                     stack.pop();
+                    memo.insert(key, n.clone());
                     n
                 }
                 None => Node::Const(false),
@@ -1166,12 +1301,31 @@ fn compile_node<'a>(t: &'a Targeting, segments: &'a IndexMap<String, Targeting>,
     }
 }
 
+/// Compiles many expressions over one set of segments, each segment once: expressions that use
+/// the same segment share its compiled form.
+#[derive(Debug)]
+pub struct Compiler<'a> {
+    segments: &'a IndexMap<String, Targeting>,
+    memo: SegmentMemo<'a>,
+}
+
+impl<'a> Compiler<'a> {
+    /// A compiler over `segments`, which should have passed [`check_segments`].
+    pub fn new(segments: &'a IndexMap<String, Targeting>) -> Self {
+        Compiler { segments, memo: HashMap::new() }
+    }
+
+    /// Compiles `t`; see [`Compiled::compile`].
+    pub fn compile(&mut self, t: &'a Targeting) -> Compiled {
+        Compiled { root: compile_node(t, self.segments, &mut Vec::new(), &mut self.memo) }
+    }
+}
+
 impl Compiled {
     /// Compiles `t`, inlining `segments`, which should have passed [`check_segments`]: a
     /// reference to an unknown segment, or one closing a cycle, compiles to never-match.
     pub fn compile(t: &Targeting, segments: &IndexMap<String, Targeting>) -> Compiled {
-        let mut stack = Vec::new();
-        Compiled { root: compile_node(t, segments, &mut stack) }
+        Compiler::new(segments).compile(t)
     }
 
     /// An expression that matches every context.

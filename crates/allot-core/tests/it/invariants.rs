@@ -155,6 +155,8 @@ struct Model {
     holdouts: Vec<HoldoutM>,
     groups: Vec<GroupM>,
     exps: Vec<ExpM>,
+    /// The countries of the segments `nordic` and `us` (which experiments' targeting uses).
+    segments: [Vec<&'static str>; 2],
     /// Next fresh id number.
     next: usize,
 }
@@ -278,8 +280,11 @@ impl Model {
             "units": units,
             "surfaces": self.surfaces,
             "segments": {
-                "nordic": {"attribute": "country", "in": ["SE", "NO"]},
-                "us": {"attribute": "country", "eq": "US"},
+                "nordic": {"attribute": "country", "in": self.segments[0]},
+                "us": match self.segments[1].as_slice() {
+                    [one] => json!({"attribute": "country", "eq": one}),
+                    more => json!({"attribute": "country", "in": more}),
+                },
             },
             "holdouts": holdouts,
             "groups": groups,
@@ -564,6 +569,7 @@ fn model() -> impl Strategy<Value = Model> {
                 holdouts: vec![],
                 groups: vec![],
                 exps: vec![],
+                segments: [vec!["SE", "NO"], vec!["US"]],
                 next: 0,
             };
             for g in &groups {
@@ -606,6 +612,11 @@ enum Change {
     AddHoldout(HoldoutSpec),
     HoldoutAppliesTo(u8, u8, u8),
     Targeting(u8, Option<u8>),
+    /// Redefines segment `nordic` (0) or `us` (1) as other countries: a change to the targeting
+    /// of every experiment that uses it.
+    Segment(u8, u8),
+    /// Reads a unit type's ids from the other attribute (`user_id` ↔ `device_id`).
+    UnitAttribute(u8),
     /// The salt machine on a space (`history::resalt`), not a configuration change.
     Resalt(u8),
     /// The same configuration again.
@@ -630,6 +641,8 @@ fn change() -> impl Strategy<Value = Change> {
         1 => holdout_spec().prop_map(Change::AddHoldout),
         2 => (any::<u8>(), 0u8..5, any::<u8>()).prop_map(|(h, k, p)| Change::HoldoutAppliesTo(h, k, p)),
         1 => (any::<u8>(), proptest::option::of(country_mask())).prop_map(|(i, c)| Change::Targeting(i, c)),
+        1 => (0u8..2, country_mask()).prop_map(|(k, c)| Change::Segment(k, c)),
+        1 => any::<u8>().prop_map(Change::UnitAttribute),
         1 => any::<u8>().prop_map(Change::Resalt),
         1 => Just(Change::Reapply),
     ]
@@ -873,6 +886,23 @@ impl Model {
                 // provably disjoint from the old one may share its buckets.
                 if e.state != Running {
                     Expect::NotRefused
+                } else {
+                    Expect::Any
+                }
+            }
+            Change::Segment(k, c) => {
+                let Some(cs) = countries_of(*c) else { return Expect::NotRefused };
+                self.segments[*k as usize % 2] = cs;
+                // Narrowing moves units of the running experiments that use it (refused);
+                // widening may conflict (as a targeting change does).
+                Expect::Any
+            }
+            Change::UnitAttribute(u) => {
+                let u = *u as usize % self.units.len();
+                let unit = &mut self.units[u];
+                unit.attr = if unit.attr == "user_id" { "device_id" } else { "user_id" };
+                if self.exps.iter().any(|e| e.unit == u && e.state == Running) {
+                    Expect::NotAccepted
                 } else {
                     Expect::Any
                 }
@@ -1275,8 +1305,13 @@ fn check_stable(old: &World, st: &State, cfg: &Config, ev: &Eval, plan: Option<&
 fn check_moved_share(old: &World, cfg: &Config, ev: &Eval, plan: &Plan) -> Check {
     for (id, imp) in &plan.impact {
         let (Some(o), Some(n)) = (old.cfg.experiments.get(id), cfg.experiments.get(id)) else { continue };
-        if o.targeting != n.targeting {
+        let inline =
+            |t: &Option<allot_core::targeting::Targeting>, c: &Config| t.as_ref().map(|t| t.inline(&c.segments));
+        if inline(&o.targeting, &old.cfg) != inline(&n.targeting, cfg) {
             continue; // its effect depends on the population; reported as `targeting_changed`
+        }
+        if old.cfg.units[&o.unit].attribute != cfg.units[&n.unit].attribute {
+            continue; // every unit id is read from elsewhere: the moved share is the population's
         }
         let (Some(ro), Some(rn)) = (old.eval.exps.get(id), ev.exps.get(id)) else { continue };
         let (mut n_assigned, mut moved) = (0usize, 0usize);

@@ -3,6 +3,7 @@
 
 mod engine;
 mod golden;
+mod hardening;
 mod hash;
 mod invariants;
 mod targeting;

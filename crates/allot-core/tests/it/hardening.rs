@@ -1,0 +1,151 @@
+//! Inputs that used to bring allot down or open a back door in change control (issue 14): each
+//! test is the case that found it.
+
+use allot_core::config::{self, MAX_VARIANTS};
+use allot_core::eval::{NoSticky, Reason, Snapshot};
+use allot_core::plan::{self, ApplyError, Options};
+use allot_core::state::State;
+use allot_core::targeting::MAX_TARGETING_NODES;
+use allot_core::Context;
+use serde_json::json;
+use std::fmt::Write;
+
+fn opts() -> Options {
+    Options { time: "2026-01-01T00:00:00Z".into(), ..Options::default() }
+}
+
+fn apply(st: &State, yaml: &str) -> Result<plan::Plan, ApplyError> {
+    let raw = config::parse_yaml(yaml).unwrap();
+    let c = config::validate(&raw).unwrap_or_else(|e| panic!("{}", allot_core::Errors(e)));
+    plan::apply(st, &c, &raw, &opts())
+}
+
+/// A chain of `n` segments, each using the previous one twice: 2^n nodes when inlined.
+fn doubling_chain(n: usize) -> String {
+    let mut y = String::from("units: {user: {attribute: user_id}}\nsegments:\n  s0: {attribute: country, eq: SE}\n");
+    for i in 1..n {
+        writeln!(y, "  s{i}: {{any: [{{segment: s{}}}, {{all: [{{segment: s{}}}]}}]}}", i - 1, i - 1).unwrap();
+    }
+    writeln!(
+        y,
+        "experiments:\n  e: {{unit: user, share: 10%, variants: {{c: 1, t: 1}}, state: running, targeting: {{segment: s{}}}}}",
+        n - 1
+    )
+    .unwrap();
+    y
+}
+
+#[test]
+fn a_doubling_segment_chain_is_refused_at_the_first_segment_past_the_bound() {
+    let text = doubling_chain(26);
+    assert!(text.len() < 2_000, "the attack is small: {} bytes", text.len());
+    let errs = config::load(&text).unwrap_err();
+    // s0 has 1 node; a reference to s_i counts 3 + 2 × a reference to s_{i-1}: s11 (10,236
+    // nodes) is the first past 10,000.
+    let first = errs.iter().find(|e| e.path.starts_with("segments.")).unwrap();
+    assert_eq!(first.path, "segments.s11", "{errs:?}");
+    assert!(first.message.contains(&MAX_TARGETING_NODES.to_string()), "{}", first.message);
+    assert!(errs.iter().any(|e| e.path == "experiments.e.targeting"), "{errs:?}");
+    // Only the first of the chain is reported, not every segment after it.
+    assert_eq!(errs.iter().filter(|e| e.path.starts_with("segments.")).count(), 1, "{errs:?}");
+}
+
+#[test]
+fn a_chain_within_the_bound_compiles_once_per_segment_and_evaluates() {
+    // 11 levels: 5,117 nodes inlined, within the bound; compiled as a DAG.
+    let text = doubling_chain(11);
+    let st = apply(&State::default(), &text).unwrap().state;
+    let snap = Snapshot::compile(&st).unwrap();
+    let i = snap.index_of("e").unwrap();
+    let (mut assigned_se, mut assigned_no) = (0, 0);
+    for u in 0..400 {
+        for (country, n) in [("SE", &mut assigned_se), ("NO", &mut assigned_no)] {
+            let mut c = Context::new();
+            c.insert("user_id".into(), json!(format!("u{u}")));
+            c.insert("country".into(), json!(country));
+            if snap.evaluate_one(i, &c, &NoSticky).reason == Reason::Assigned {
+                *n += 1;
+            }
+        }
+    }
+    assert!(assigned_se > 0, "the chain matches SE");
+    assert_eq!(assigned_no, 0, "the chain matches only SE");
+}
+
+#[test]
+fn too_many_variants_is_an_error_not_a_truncation() {
+    let mut y = String::from(
+        "units: {user: {attribute: user_id}}\nexperiments:\n  e:\n    unit: user\n    share: 10%\n    variants:\n",
+    );
+    for i in 0..=MAX_VARIANTS {
+        writeln!(y, "      v{i}: 1").unwrap();
+    }
+    let errs = config::load(&y).unwrap_err();
+    assert_eq!(errs[0].path, "experiments.e.variants", "{errs:?}");
+    assert!(errs[0].message.contains("at most 1000"), "{}", errs[0].message);
+}
+
+const NORDICS: &str = r#"
+units: {user: {attribute: user_id, buckets: 10000}}
+segments:
+  nordics: {attribute: country, in: [SE, NO]}
+experiments:
+  e: {unit: user, share: 50%, variants: {c: 1, t: 1}, state: running, targeting: {segment: nordics}}
+"#;
+
+#[test]
+fn narrowing_a_segment_that_a_running_experiment_uses_is_refused() {
+    let st = apply(&State::default(), NORDICS).unwrap().state;
+    let narrowed = NORDICS.replace("in: [SE, NO]", "in: [NO]");
+    assert_ne!(narrowed, NORDICS);
+    match apply(&st, &narrowed) {
+        Err(ApplyError::Refused(p)) => {
+            let r = p.refusals.iter().find(|r| r.path == "experiments.e.targeting").expect("refused at the targeting");
+            assert!(r.message.contains("through its segments"), "{}", r.message);
+            assert!(p.impact["e"].targeting_changed);
+            let seg = p.changes.iter().find(|c| c.entity == "segment").unwrap();
+            assert_eq!((seg.id.as_str(), seg.action.as_str()), ("nordics", "update"));
+            assert!(seg.detail.contains('e'), "{}", seg.detail);
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|p| p.changes)),
+    }
+    // Widening through the segment is allowed and logged as a segment update.
+    let widened = NORDICS.replace("in: [SE, NO]", "in: [SE, NO, FI]");
+    let p = apply(&st, &widened).unwrap();
+    assert!(p.changes.iter().any(|c| c.entity == "segment" && c.action == "update"), "{:?}", p.changes);
+    assert!(p.changes.iter().any(|c| c.entity == "experiment" && c.detail.contains("through its segments")));
+}
+
+#[test]
+fn changing_the_attribute_of_a_unit_type_in_use_is_refused_with_its_impact() {
+    let st = apply(&State::default(), NORDICS).unwrap().state;
+    let moved = NORDICS.replace("attribute: user_id", "attribute: account_id");
+    match apply(&st, &moved) {
+        Err(ApplyError::Refused(p)) => {
+            let r = p.refusals.iter().find(|r| r.path == "units.user.attribute").expect("refused at the unit type");
+            assert_eq!(r.rule, "unit-type-fixed");
+            assert!(r.message.contains("user_id") && r.message.contains("account_id") && r.message.contains(": e"));
+            assert_eq!(p.impact["e"].moved_share, 1.0);
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|p| p.changes)),
+    }
+    // With nothing running it is an ordinary update.
+    let stopped = moved.replace("state: running", "state: stopped");
+    let p = apply(&st, &stopped.replace("attribute: account_id", "attribute: user_id")).unwrap();
+    let p2 = apply(&p.state, &stopped).unwrap();
+    assert!(p2.changes.iter().any(|c| c.entity == "unit" && c.detail.contains("account_id")), "{:?}", p2.changes);
+    // Buckets and salt stay errors while the space holds allocations (as before).
+    let rebucket = NORDICS.replace("buckets: 10000", "buckets: 20000");
+    assert!(matches!(apply(&st, &rebucket), Err(ApplyError::Invalid(_))));
+}
+
+#[test]
+fn adding_a_surface_or_segment_is_logged_as_what_it_is() {
+    let st = apply(&State::default(), NORDICS).unwrap().state;
+    let more = NORDICS.replace("segments:\n", "surfaces: [home]\nsegments:\n  us: {attribute: country, eq: US}\n");
+    let p = apply(&st, &more).unwrap();
+    let kinds: Vec<(&str, &str, &str)> =
+        p.changes.iter().map(|c| (c.entity.as_str(), c.action.as_str(), c.id.as_str())).collect();
+    assert!(kinds.contains(&("segment", "create", "us")), "{kinds:?}");
+    assert!(kinds.contains(&("surface", "create", "home")), "{kinds:?}");
+}
