@@ -42,8 +42,13 @@ pub struct Overlap {
     pub shared_buckets: u64,
     /// What independent draws would share on average: |a|·|b| / B.
     pub expected_shared_buckets: f64,
-    /// Exclusive but allowed to share buckets because their targeting cannot both match.
+    /// Exclusive but allowed to share buckets because their targeting cannot both match on
+    /// attributes their unit type declares `stable`.
     pub targeting_disjoint: bool,
+    /// The stable attributes that proof rests on (empty when one side matches no one, or when
+    /// they may not share).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub disjoint_on: Vec<String>,
     /// False when exclusivity is violated.
     pub ok: bool,
 }
@@ -193,14 +198,17 @@ pub fn audit(state: &State, cfg: &Config) -> Audit {
             }
             let exclusive = cfg.exclusive(a, b);
             let shared = sa.intersection_len(sb);
-            let disjoint = exclusive
-                && match (&ea.targeting, &eb.targeting) {
-                    (Some(x), Some(y)) => provably_disjoint(x, y, &cfg.segments),
-                    _ => false,
-                };
+            let sharing = if exclusive { cfg.sharing(ea, eb) } else { None };
+            let disjoint = sharing.is_some();
             let ok = !exclusive || shared == 0 || disjoint;
             if !ok {
-                out.violations.push(format!("exclusive experiments {a} and {b} share {shared} buckets"));
+                let mutable = match (&ea.targeting, &eb.targeting) {
+                    (Some(x), Some(y)) if provably_disjoint(x, y, &cfg.segments) => {
+                        " on targeting that is disjoint only on attributes not declared `stable` (a unit that changes them is in both)"
+                    }
+                    _ => "",
+                };
+                out.violations.push(format!("exclusive experiments {a} and {b} share {shared} buckets{mutable}"));
             }
             out.overlaps.push(Overlap {
                 a: (*a).clone(),
@@ -209,6 +217,7 @@ pub fn audit(state: &State, cfg: &Config) -> Audit {
                 shared_buckets: shared,
                 expected_shared_buckets: sa.len() as f64 * sb.len() as f64 / f64::from(size(&ea.unit)),
                 targeting_disjoint: disjoint,
+                disjoint_on: sharing.unwrap_or_default(),
                 ok,
             });
         }

@@ -7,6 +7,7 @@ use crate::error::{index, join, FieldError};
 use crate::targeting::{check_segments, Targeting};
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 
 /// Default number of buckets of a unit type's space.
 pub const DEFAULT_BUCKETS: u32 = 1_000_000;
@@ -125,6 +126,10 @@ pub struct UnitType {
     pub buckets: u32,
     /// Salt of the unit → bucket hash.
     pub salt: String,
+    /// Context attributes a unit of this type never changes (country of registration, not
+    /// plan). Only these may prove two exclusive experiments' targeting disjoint and let them
+    /// share buckets. None by default.
+    pub stable: Vec<String>,
 }
 
 /// A holdout: a random set of buckets that the experiments it applies to may not use.
@@ -437,7 +442,8 @@ pub fn validate(raw: &Value) -> Result<Config, Vec<FieldError>> {
     // Unit types.
     for (name, u) in v.map(top.get("units"), "units") {
         let path = join("units", name);
-        let Some(m) = v.obj(u, &path, &["attribute", "buckets", "salt"]) else { continue };
+        let Some(m) = v.obj(u, &path, &["attribute", "buckets", "salt", "stable"]) else { continue };
+        let stable = v.strings(m.get("stable"), &join(&path, "stable"));
         let attribute = v.string(m.get("attribute"), &join(&path, "attribute"));
         let buckets = match m.get("buckets") {
             None => Some(DEFAULT_BUCKETS),
@@ -454,7 +460,7 @@ pub fn validate(raw: &Value) -> Result<Config, Vec<FieldError>> {
             s => v.string(s, &join(&path, "salt")),
         };
         if let (Some(attribute), Some(buckets), Some(salt)) = (attribute, buckets, salt) {
-            cfg.units.insert(name.clone(), UnitType { attribute, buckets, salt });
+            cfg.units.insert(name.clone(), UnitType { attribute, buckets, salt, stable });
         }
     }
     if top.get("units").is_none() && top.get("experiments").is_some() {
@@ -588,6 +594,27 @@ pub fn validate(raw: &Value) -> Result<Config, Vec<FieldError>> {
                     }
                 }
             }
+        }
+    }
+    // Two experiments that can share units must not share a split salt: their variants would
+    // be the same function of the unit id (100% correlated arms). Ended experiments assign
+    // nobody; exclusive ones never share a unit.
+    let live: Vec<(&String, &Experiment)> =
+        cfg.experiments.iter().filter(|(_, e)| matches!(e.state, ExpState::Draft | ExpState::Running)).collect();
+    let mut by_salt: HashMap<(&str, &str), Vec<&str>> = HashMap::new();
+    for (id, e) in &live {
+        by_salt.entry((e.unit.as_str(), e.salt.as_str())).or_default().push(id.as_str());
+    }
+    for (id, e) in &live {
+        let same = &by_salt[&(e.unit.as_str(), e.salt.as_str())];
+        if let Some(other) = same.iter().take_while(|o| **o != id.as_str()).find(|o| !cfg.exclusive(id, o)) {
+            v.err(
+                join(&join("experiments", id), "salt"),
+                format!(
+                    "split salt `{}` is also the split salt of experiment `{other}`, which can share units with `{id}`: their variants would be perfectly correlated; choose another salt",
+                    e.salt
+                ),
+            );
         }
     }
     if let Some(cycle) = requirement_cycle(&cfg) {
@@ -957,6 +984,27 @@ impl Config {
         let (ta, tb) = (self.tags_of(ea), self.tags_of(eb));
         self.exclusive_to_of(ea).iter().any(|x| tb.contains(x))
             || self.exclusive_to_of(eb).iter().any(|x| ta.contains(x))
+    }
+
+    /// Whether experiment `e` is in the exclusion scope of group `g` (it carries or is exclusive
+    /// to one of the group's surfaces): then, unless it is a member, it never draws from the
+    /// group's buckets, whether or not the group's slots have members.
+    pub fn in_group_scope(&self, e: &Experiment, g: &Group) -> bool {
+        e.unit == g.unit && {
+            let (tags, excl) = (self.tags_of(e), self.exclusive_to_of(e));
+            g.surfaces.iter().any(|s| tags.contains(s) || excl.contains(s))
+        }
+    }
+
+    /// Why exclusive experiments `a` and `b` may share buckets: the stable attributes (of their
+    /// unit type, which include the unit id's own attribute) on which their targeting is
+    /// provably disjoint (empty: one matches no one). `None`: they must not share a bucket.
+    pub fn sharing(&self, a: &Experiment, b: &Experiment) -> Option<Vec<String>> {
+        let (Some(ta), Some(tb)) = (&a.targeting, &b.targeting) else { return None };
+        let u = self.units.get(&a.unit)?;
+        let mut stable = u.stable.clone();
+        stable.push(u.attribute.clone());
+        crate::targeting::disjoint_on(ta, tb, &self.segments, &stable)
     }
 
     /// Whether holdout `h` applies to experiment `id`.

@@ -11,7 +11,7 @@ use crate::error::{join, FieldError};
 use crate::rng::seed_from;
 use crate::split::Split;
 use crate::state::{Allocation, Draw, DrawOp, LogEntry, OwnerKind, SpaceState, State};
-use crate::targeting::{provably_disjoint, Targeting};
+use crate::targeting::{provably_disjoint, Compiled, Targeting};
 use indexmap::IndexMap;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -332,6 +332,37 @@ impl Planner<'_> {
         }
     }
 
+    /// Refuses a new holdout, group or experiment under an id that held buckets before: the
+    /// old incarnation's units would come back (an experiment's split salt is its id, so every
+    /// returning unit would get its old variant) and a stopped experiment could start again.
+    fn refuse_reused_id(&mut self, kind: OwnerKind, id: &str) {
+        let past: Vec<&Allocation> = self.st.allocations.iter().filter(|a| a.kind == kind && a.owner == id).collect();
+        let (Some(first), Some(last)) = (past.first(), past.last()) else { return };
+        let from = first.draws.first().map_or(0, |d| d.version);
+        let to = last.released.unwrap_or(self.version);
+        let (entity, section) = match kind {
+            OwnerKind::Holdout => ("holdout", "holdouts"),
+            OwnerKind::Group => ("group", "groups"),
+            _ => ("experiment", "experiments"),
+        };
+        let taken = |c: &str| {
+            self.st.allocations.iter().any(|a| a.owner == c)
+                || self.cfg.experiments.contains_key(c)
+                || self.cfg.holdouts.contains_key(c)
+                || self.cfg.groups.contains_key(c)
+        };
+        let suggestion = (2..1000).map(|k| format!("{id}-{k}")).find(|c| config::is_ident(c) && !taken(c));
+        self.refuse(
+            join(section, id),
+            "id-reused",
+            format!(
+                "{entity} id `{id}` was used before (it held buckets from version {from} to version {to}); a new {entity} under an old id would bring back the old one's units{}: choose a new id{}",
+                if kind == OwnerKind::Experiment { " with their old variants (the split salt is the id)" } else { "" },
+                suggestion.map_or(String::new(), |c| format!(" such as `{c}`"))
+            ),
+        );
+    }
+
     /// An experiment's targeting before the change, with the old segments inlined.
     fn old_targeting(&self, id: &str) -> Option<Targeting> {
         self.old.experiments.get(id)?.targeting.as_ref().map(|t| t.inline(&self.old.segments))
@@ -431,6 +462,14 @@ impl Planner<'_> {
                     }
                 }
                 Some(_) => {
+                    if let Some(o) = self.old.units.get(name).filter(|o| o.stable != u.stable) {
+                        self.change(
+                            "unit",
+                            name,
+                            "update",
+                            format!("stable [{}] → [{}]", o.stable.join(", "), u.stable.join(", ")),
+                        );
+                    }
                     if let Some(o) = self.old.units.get(name).filter(|o| o.attribute != u.attribute) {
                         self.change("unit", name, "update", format!("attribute `{}` → `{}`", o.attribute, u.attribute));
                         let running: Vec<&str> = self
@@ -564,6 +603,8 @@ impl Planner<'_> {
                             "a holdout's unit type cannot change once created",
                         );
                         self.release(OwnerKind::Holdout, name);
+                    } else {
+                        self.refuse_reused_id(OwnerKind::Holdout, name);
                     }
                     // Avoid the buckets of running experiments it applies to: their units must not move.
                     let mut free = Dense::full(b);
@@ -692,17 +733,36 @@ impl Planner<'_> {
                     continue;
                 }
             }
-            // A new group: its buckets, then its slots carved out of them.
+            if old.is_none() {
+                self.refuse_reused_id(OwnerKind::Group, name);
+            }
+            // A new group: its buckets, then its slots carved out of them. It reserves its whole
+            // share from creation, so it is drawn clear of what already holds its surfaces:
+            // running experiments on them and other groups that share one.
             let Ok(count) = g.share.buckets(u64::from(b)) else { continue };
             let mut free = Dense::full(b);
+            let mut blockers: Vec<(String, u64)> = vec![];
+            let mut take = |free: &mut Dense, what: String, set: &Dense| {
+                let before = free.len();
+                free.subtract(set);
+                if free.len() < before {
+                    blockers.push((what, before - free.len()));
+                }
+            };
             for (id, e) in &self.cfg.experiments {
-                if e.state == ExpState::Running && !e.groups.iter().any(|r| &r.group == name) {
-                    let tags = self.cfg.tags_of(e);
-                    let excl = self.cfg.exclusive_to_of(e);
-                    if g.surfaces.iter().any(|s| tags.contains(s) || excl.contains(s)) {
-                        if let Some(a) = self.live(OwnerKind::Experiment, id) {
-                            free.subtract(&a.current());
-                        }
+                if e.state == ExpState::Running
+                    && !e.groups.iter().any(|r| &r.group == name)
+                    && self.cfg.in_group_scope(e, g)
+                {
+                    if let Some(a) = self.live(OwnerKind::Experiment, id) {
+                        take(&mut free, format!("experiment {id}"), &a.current());
+                    }
+                }
+            }
+            for (other, h) in &self.cfg.groups {
+                if other != name && h.unit == g.unit && h.surfaces.iter().any(|s| g.surfaces.contains(s)) {
+                    if let Some(a) = self.live(OwnerKind::Group, other) {
+                        take(&mut free, format!("group {other}"), &a.current());
                     }
                 }
             }
@@ -711,9 +771,18 @@ impl Planner<'_> {
                 self.errors.push(FieldError::new(
                     join(&path, "share"),
                     format!(
-                        "{} requested ({count} buckets), {} free outside experiments on its surfaces",
+                        "{} requested ({count} buckets), {} free on its surfaces; the rest is held by: {}",
                         g.share.percent(),
-                        free.len()
+                        free.len(),
+                        if blockers.is_empty() {
+                            "nothing".to_string()
+                        } else {
+                            blockers
+                                .iter()
+                                .map(|(w, n)| format!("{w} {n} ({})", pct(*n as f64 / f64::from(b))))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
                     ),
                 ));
                 continue;
@@ -765,11 +834,32 @@ impl Planner<'_> {
         within
     }
 
+    /// Whether exclusive experiments `a` and `b` may share buckets: their targeting is
+    /// provably disjoint on attributes their unit type declares stable.
     fn disjoint(&self, a: &Experiment, b: &Experiment) -> bool {
-        match (&a.targeting, &b.targeting) {
-            (Some(ta), Some(tb)) => provably_disjoint(ta, tb, &self.cfg.segments),
-            _ => false,
-        }
+        self.cfg.sharing(a, b).is_some()
+    }
+
+    /// Kept running experiments that share buckets on a proof that no longer holds (recorded
+    /// before sharing required stable attributes, or an attribute was removed from `stable`):
+    /// not redrawn (that would move units) but refused until resolved.
+    fn refuse_legacy_sharing(&mut self, id: &str, other: &str) {
+        let (e, o) = (&self.cfg.experiments[id], &self.cfg.experiments[other]);
+        let attrs = match (&e.targeting, &o.targeting) {
+            (Some(a), Some(b)) => {
+                crate::targeting::disjoint_on(a, b, &self.cfg.segments, &attribute_names(a, b, &self.cfg.segments))
+            }
+            _ => None,
+        };
+        let on = attrs.map_or("their targeting".to_string(), |a| format!("`{}`", a.join("`, `")));
+        self.refuse(
+            join(&join("experiments", id), "targeting"),
+            "shares-on-mutable-attribute",
+            format!(
+                "running exclusive experiments `{other}` and `{id}` share buckets because their targeting is disjoint on {on}, which unit type `{}` does not declare `stable`: a unit whose attribute changes is in both. Resolve it: declare the attribute stable (if units never change it) or stop one of them",
+                e.unit
+            ),
+        );
     }
 
     /// Least-recently-used tiers: per shard, the latest version at which an allocation in this
@@ -868,6 +958,7 @@ impl Planner<'_> {
         for (id, n) in &self.cfg.experiments {
             let path = join("experiments", id);
             let Some(o) = self.old.experiments.get(id) else {
+                self.refuse_reused_id(OwnerKind::Experiment, id);
                 self.change(
                     "experiment",
                     id,
@@ -944,6 +1035,23 @@ impl Planner<'_> {
                 self.change("experiment", id, "update", what.join(", "));
             }
         }
+        // Drafts that can never fit: more than what holdouts and reserved groups leave them.
+        for (id, e) in &self.cfg.experiments {
+            let Some(share) = e.share.filter(|_| e.state == ExpState::Draft) else { continue };
+            let b = self.space_size(&e.unit);
+            let Ok(want) = share.buckets(u64::from(b)) else { continue };
+            let (room, _, fixed) = self.free_for(id, e, b, &[], &HashMap::new());
+            if want > room.len() {
+                let held: Vec<String> = fixed.iter().map(|(w, n)| format!("{w} {n}")).collect();
+                self.warnings.push(format!(
+                    "experiments.{id}: {} ({want} buckets) can never fit: at most {} ({}) is outside {}",
+                    share.percent(),
+                    room.len(),
+                    pct(room.len() as f64 / f64::from(b)),
+                    if held.is_empty() { "its slots".to_string() } else { held.join(", ") }
+                ));
+            }
+        }
         // Allocation: kept ones first, then growths, then new ones. Sets stay compact unless
         // they change: an untouched running experiment costs a few bitmap intersections.
         let running: Vec<String> = self
@@ -977,16 +1085,28 @@ impl Planner<'_> {
                         let within = self.within(e, b).compact();
                         cur.intersection_len(&within) < before
                     };
+                    let mut legacy: Vec<String> = vec![];
                     let conflicts: Vec<&BucketSet> = placed
                         .iter()
                         .zip(&placed_scopes)
                         .filter(|((other, set), other_scope)| {
-                            scope.excludes(other_scope)
+                            let o = &self.cfg.experiments[other];
+                            let conflict = scope.excludes(other_scope)
                                 && cur.intersection_len(set) > 0
-                                && !self.disjoint(e, &self.cfg.experiments[other])
+                                && !self.disjoint(e, o);
+                            let was_shared = conflict
+                                && self.old_live.contains_key(other.as_str())
+                                && matches!((&e.targeting, &o.targeting), (Some(a), Some(b)) if provably_disjoint(a, b, &self.cfg.segments));
+                            if was_shared {
+                                legacy.push(other.clone());
+                            }
+                            conflict && !was_shared
                         })
                         .map(|((_, set), _)| set)
                         .collect();
+                    for other in &legacy {
+                        self.refuse_legacy_sharing(id, other);
+                    }
                     // Buckets of holdouts that now apply to it (its scope or the holdout's
                     // changed): an explicit share is exact, so they are redrawn elsewhere.
                     let held: Vec<&BucketSet> = holdout_sets
@@ -1109,16 +1229,20 @@ impl Planner<'_> {
                 }
             } else {
                 let (free, within, blockers) = self.free_for(&id, e, b, &placed, &scopes);
+                if target == u64::MAX && free.len() < within.len() {
+                    // It takes its slots whole: anything less is a short reach nobody asked for.
+                    let mut err = no_space(&path, None, within.len(), within.len(), &free, &within, &blockers);
+                    err.message.push_str(
+                        "; an experiment without a share takes all of its slots: give it a share it can have, or free its slots first",
+                    );
+                    self.errors.push(err);
+                    continue;
+                }
                 let target = if target == u64::MAX { free.len() } else { target };
                 let seed = self.seed("experiment", &id, 0);
                 let rec = self.recency(&id, e, b);
                 match draw(&free, target, seed, Some(&rec)) {
                     Some(set) => {
-                        if set.is_empty() {
-                            self.warnings.push(format!(
-                                "experiments.{id}: its slots have no free bucket, so it reaches no unit"
-                            ));
-                        }
                         let sc = &scopes[id.as_str()];
                         let tags = sc.tags.iter().chain(&sc.groups).cloned().collect();
                         self.record(&e.unit, OwnerKind::Experiment, &id, tags, seed, &set);
@@ -1157,6 +1281,20 @@ impl Planner<'_> {
             free.subtract_compact(set);
             if free.len() < before {
                 blockers.push((format!("experiment {other}"), before - free.len()));
+            }
+        }
+        // A group reserves its whole share, members or not: an experiment in its scope that is
+        // not a member never draws from it.
+        for (name, g) in &self.cfg.groups {
+            if g.unit != e.unit || e.groups.iter().any(|r| &r.group == name) || !self.cfg.in_group_scope(e, g) {
+                continue;
+            }
+            if let Some(a) = self.live(OwnerKind::Group, name) {
+                let before = free.len();
+                free.subtract(&a.current());
+                if free.len() < before {
+                    blockers.push((format!("group {name}"), before - free.len()));
+                }
             }
         }
         if e.share.is_some() {
@@ -1242,6 +1380,13 @@ impl Planner<'_> {
         }
         out
     }
+}
+
+/// Every attribute either expression constrains (to name what a disjointness proof used).
+fn attribute_names(a: &Targeting, b: &Targeting, segments: &IndexMap<String, Targeting>) -> Vec<String> {
+    let mut out = Compiled::compile(a, segments).attributes();
+    out.extend(Compiled::compile(b, segments).attributes());
+    out
 }
 
 /// Variants equal in order too: the split's ranges follow the order they are written in, so a

@@ -1636,6 +1636,32 @@ fn facts<'a>(
     }
 }
 
+/// Why two expressions can never match the same unit, using only what a unit never changes:
+/// the attributes (of `stable`) whose constraints on the two sides cannot both hold, or an
+/// empty list when one side matches no context at all. `None` when this cannot be shown.
+///
+/// Exclusive experiments may share buckets only on this proof: a proof that rests on an
+/// attribute a unit can change (`plan: free` vs `plan: paid`) would put every unit that
+/// upgrades into both experiments.
+pub fn disjoint_on(
+    a: &Targeting,
+    b: &Targeting,
+    segments: &IndexMap<String, Targeting>,
+    stable: &[String],
+) -> Option<Vec<String>> {
+    let Some(fa) = facts(a, false, segments, &mut Vec::new()) else { return Some(vec![]) };
+    let Some(fb) = facts(b, false, segments, &mut Vec::new()) else { return Some(vec![]) };
+    let attrs: Vec<String> = fa
+        .iter()
+        .filter(|(attr, _)| stable.contains(attr))
+        .filter_map(|(attr, ca)| {
+            let cb = fb.get(attr)?;
+            (!ca.clone().meet(cb.clone()).satisfiable()).then(|| attr.clone())
+        })
+        .collect();
+    (!attrs.is_empty()).then_some(attrs)
+}
+
 /// A sound but incomplete prover: true only if NO context can match both `a` and `b` (with
 /// `segments` inlined). When unsure it returns false.
 ///

@@ -233,7 +233,7 @@ fn two_groups_reach_the_intersection_with_a_warning() {
 }
 
 const TARGETED: &str = r#"
-units: {user: {attribute: user_id, buckets: 100000}}
+units: {user: {attribute: user_id, buckets: 100000, stable: [country]}}
 surfaces: [home]
 experiments:
   us: {unit: user, surfaces: [home], share: 80%, variants: {c: 1}, targeting: {attribute: country, in: [US]}, state: running}

@@ -100,6 +100,9 @@ struct UnitM {
     name: &'static str,
     attr: &'static str,
     buckets: u32,
+    /// Whether `country` is declared stable (exclusive experiments may then share buckets
+    /// when their country targeting is disjoint).
+    stable_country: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -209,7 +212,11 @@ impl Model {
     fn render(&self) -> Value {
         let mut units = Map::new();
         for u in &self.units {
-            units.insert(u.name.into(), json!({"attribute": u.attr, "buckets": u.buckets}));
+            let mut m = json!({"attribute": u.attr, "buckets": u.buckets});
+            if u.stable_country {
+                m["stable"] = json!(["country"]);
+            }
+            units.insert(u.name.into(), m);
         }
         let mut holdouts = Map::new();
         for h in &self.holdouts {
@@ -409,6 +416,8 @@ impl Model {
             }
             _ => (None, None),
         };
+        // Salts are per experiment: two that can share units may not share one.
+        let salt = s.salt.map(|k| format!("{id}-salt-{k}"));
         let mut e = ExpM {
             id,
             unit,
@@ -426,7 +435,7 @@ impl Model {
                 18 => ExpState::Stopped,
                 _ => ExpState::Archived,
             }),
-            salt: s.salt.map(|k| format!("salt-{k}")),
+            salt,
             include: s.include.map(|(u, v)| (usize::from(u), usize::from(v))),
         };
         let room = self.room(&e);
@@ -550,7 +559,7 @@ fn slot_percents(parts: &[u8]) -> Vec<u64> {
 
 fn model() -> impl Strategy<Value = Model> {
     (
-        proptest::collection::vec(0usize..BUCKETS.len(), 1..=2),
+        proptest::collection::vec((0usize..BUCKETS.len(), any::<bool>()), 1..=2),
         prop_oneof![3 => 1usize..=2, 1 => 3usize..=4],
         proptest::collection::vec(group_spec(), 0..=2),
         proptest::collection::vec(exp_spec(), 3..=8),
@@ -561,7 +570,12 @@ fn model() -> impl Strategy<Value = Model> {
             let units = sizes
                 .iter()
                 .enumerate()
-                .map(|(i, s)| UnitM { name: names[i].0, attr: names[i].1, buckets: BUCKETS[*s] })
+                .map(|(i, (s, stable))| UnitM {
+                    name: names[i].0,
+                    attr: names[i].1,
+                    buckets: BUCKETS[*s],
+                    stable_country: *stable,
+                })
                 .collect();
             let mut m = Model {
                 units,
@@ -617,6 +631,8 @@ enum Change {
     Segment(u8, u8),
     /// Reads a unit type's ids from the other attribute (`user_id` ↔ `device_id`).
     UnitAttribute(u8),
+    /// Declares `country` stable for a unit type, or no longer.
+    Stable(u8),
     /// The salt machine on a space (`history::resalt`), not a configuration change.
     Resalt(u8),
     /// The same configuration again.
@@ -643,6 +659,7 @@ fn change() -> impl Strategy<Value = Change> {
         1 => (any::<u8>(), proptest::option::of(country_mask())).prop_map(|(i, c)| Change::Targeting(i, c)),
         1 => (0u8..2, country_mask()).prop_map(|(k, c)| Change::Segment(k, c)),
         1 => any::<u8>().prop_map(Change::UnitAttribute),
+        1 => any::<u8>().prop_map(Change::Stable),
         1 => any::<u8>().prop_map(Change::Resalt),
         1 => Just(Change::Reapply),
     ]
@@ -787,7 +804,7 @@ impl Model {
                 let Some(i) = self.pick(*i) else { return Expect::NotRefused };
                 let e = &mut self.exps[i];
                 let before = e.salt().to_string();
-                e.salt = Some(format!("salt-{s}"));
+                e.salt = Some(format!("{}-salt-{s}", e.id));
                 // A one-variant experiment gives every unit the same variant whatever the salt.
                 let moves = before != e.salt() && e.variants.iter().filter(|(_, w)| *w > 0).count() > 1;
                 if e.state == Running && moves {
@@ -907,6 +924,12 @@ impl Model {
                     Expect::Any
                 }
             }
+            Change::Stable(u) => {
+                let u = *u as usize % self.units.len();
+                self.units[u].stable_country = !self.units[u].stable_country;
+                // No longer stable while two running experiments share on it: refused.
+                Expect::Any
+            }
             Change::Resalt(_) | Change::Reapply => Expect::NotRefused,
         }
     }
@@ -1001,9 +1024,14 @@ fn live(state: &State, kind: OwnerKind, id: &str) -> Option<Dense> {
     state.live(kind, id).map(|a| a.current())
 }
 
+/// Whether exclusive experiments `a` and `b` may share buckets: their targeting is provably
+/// disjoint and the one attribute the generator targets, `country`, is declared stable for
+/// their unit type (sharing on a mutable attribute would put a unit that changes it in both).
 fn targeting_disjoint(cfg: &Config, a: &str, b: &str) -> bool {
-    match (&cfg.experiments[a].targeting, &cfg.experiments[b].targeting) {
-        (Some(x), Some(y)) => provably_disjoint(x, y, &cfg.segments),
+    let (ea, eb) = (&cfg.experiments[a], &cfg.experiments[b]);
+    let stable = cfg.units[&ea.unit].stable.iter().any(|s| s == "country");
+    match (&ea.targeting, &eb.targeting) {
+        (Some(x), Some(y)) => stable && provably_disjoint(x, y, &cfg.segments),
         _ => false,
     }
 }

@@ -1,0 +1,233 @@
+//! Coordination that experimenters can trust (issue 10): groups reserve their slots, short
+//! reach is refused, ids are never silently reused, salts never collide. Each test is the case
+//! that found the defect.
+
+use allot_core::audit::audit;
+use allot_core::config;
+use allot_core::plan::{self, ApplyError, Options, Plan};
+use allot_core::state::State;
+
+fn opts() -> Options {
+    Options { time: "2026-01-01T00:00:00Z".into(), ..Options::default() }
+}
+
+fn apply(st: &State, yaml: &str) -> Result<Plan, ApplyError> {
+    let raw = config::parse_yaml(yaml).unwrap();
+    let c = config::validate(&raw).unwrap_or_else(|e| panic!("{}", allot_core::Errors(e)));
+    plan::apply(st, &c, &raw, &opts())
+}
+
+fn ok(st: &State, yaml: &str) -> State {
+    match apply(st, yaml) {
+        Ok(p) => p.state,
+        Err(ApplyError::Refused(p)) => panic!("refused: {:?}", p.refusals),
+        Err(ApplyError::Invalid(e)) => panic!("invalid: {}", allot_core::Errors(e)),
+    }
+}
+
+fn invalid(st: &State, yaml: &str) -> Vec<allot_core::FieldError> {
+    match apply(st, yaml) {
+        Err(ApplyError::Invalid(e)) => e,
+        Ok(p) => panic!("expected an error, got changes {:?}", p.changes),
+        Err(ApplyError::Refused(p)) => panic!("expected an error, got refusals {:?}", p.refusals),
+    }
+}
+
+fn refused(st: &State, yaml: &str) -> Plan {
+    match apply(st, yaml) {
+        Err(ApplyError::Refused(p)) => *p,
+        Ok(p) => panic!("expected a refusal, got changes {:?}", p.changes),
+        Err(ApplyError::Invalid(e)) => panic!("invalid: {}", allot_core::Errors(e)),
+    }
+}
+
+fn share(st: &State, yaml: &str, id: &str) -> f64 {
+    let cfg = config::load(yaml).unwrap();
+    audit(st, &cfg).experiments[id].share
+}
+
+const GROUP: &str = r#"
+units: {user: {attribute: user_id}}
+surfaces: [checkout]
+groups: {g: {unit: user, share: 60%, slots: [50%, 50%], surfaces: [checkout]}}
+experiments:
+  one: {unit: user, group: g, slots: [1], variants: {c: 1, t: 1}, state: running}
+"#;
+
+#[test]
+fn a_group_reserves_its_empty_slots_from_experiments_on_its_surfaces() {
+    let st = ok(&State::default(), GROUP);
+    // A checkout experiment outside the group can only use the 40% outside it.
+    let outside = format!(
+        "{GROUP}  other: {{unit: user, surfaces: [checkout], share: 40%, variants: {{c: 1, t: 1}}, state: running}}\n"
+    );
+    let st = ok(&st, &outside);
+    // The later slot-2 member reaches exactly its slot: 30%.
+    let two =
+        format!("{outside}  two: {{unit: user, group: g, slots: [2], variants: {{c: 1, t: 1}}, state: running}}\n");
+    let st = ok(&st, &two);
+    assert_eq!(share(&st, &two, "two"), 0.3);
+    assert_eq!(share(&st, &two, "one"), 0.3);
+    // And nothing on checkout can take more than the 40% outside the group.
+    let greedy = GROUP.to_string()
+        + "  other: {unit: user, surfaces: [checkout], share: 41%, variants: {c: 1, t: 1}, state: running}\n";
+    let errs = invalid(&ok(&State::default(), GROUP), &greedy);
+    assert_eq!(errs[0].path, "experiments.other.share", "{errs:?}");
+    assert!(errs[0].message.contains("400000 free") && errs[0].message.contains("group g"), "{}", errs[0].message);
+}
+
+#[test]
+fn a_group_whose_share_is_not_free_is_refused_naming_the_holders() {
+    let base = r#"
+units: {user: {attribute: user_id}}
+surfaces: [checkout]
+experiments:
+  big: {unit: user, surfaces: [checkout], share: 70%, variants: {c: 1, t: 1}, state: running}
+"#;
+    let st = ok(&State::default(), base);
+    let with_group = base.replace(
+        "experiments:",
+        "groups: {g: {unit: user, share: 60%, slots: [50%, 50%], surfaces: [checkout]}}\nexperiments:",
+    );
+    let errs = invalid(&st, &with_group);
+    assert_eq!(errs[0].path, "groups.g.share");
+    assert!(errs[0].message.contains("experiment big 700000 (70%)"), "{}", errs[0].message);
+    // Two groups on one surface do not overlap either.
+    let two = r#"
+units: {user: {attribute: user_id}}
+surfaces: [checkout]
+groups:
+  g: {unit: user, share: 60%, slots: [100%], surfaces: [checkout]}
+  h: {unit: user, share: 50%, slots: [100%], surfaces: [checkout]}
+"#;
+    let errs = invalid(&State::default(), two);
+    assert_eq!(errs[0].path, "groups.h.share");
+    assert!(errs[0].message.contains("group g"), "{}", errs[0].message);
+}
+
+#[test]
+fn short_or_zero_reach_is_refused_not_warned() {
+    let st = ok(&State::default(), GROUP);
+    // A second member taking all of slot 1 would reach nothing.
+    let second =
+        format!("{GROUP}  again: {{unit: user, group: g, slots: [1], variants: {{c: 1, t: 1}}, state: running}}\n");
+    let errs = invalid(&st, &second);
+    assert_eq!(errs[0].path, "experiments.again.share", "{errs:?}");
+    assert!(errs[0].message.contains("experiment one 300000"), "{}", errs[0].message);
+    assert!(errs[0].message.contains("give it a share"), "{}", errs[0].message);
+    // With a share that fits beside a member with a share, both run.
+    let halves = GROUP.replace("slots: [1], variants", "slots: [1], share: 15%, variants")
+        + "  again: {unit: user, group: g, slots: [1], share: 15%, variants: {c: 1, t: 1}, state: running}\n";
+    let st = ok(&State::default(), &halves);
+    assert_eq!(share(&st, &halves, "again"), 0.15);
+}
+
+#[test]
+fn check_warns_about_a_draft_that_can_never_fit() {
+    let yaml = r#"
+units: {user: {attribute: user_id}}
+surfaces: [home]
+holdouts: {h: {unit: user, share: 5%, applies_to: [home]}}
+experiments:
+  huge: {unit: user, surfaces: [home], share: 96%, variants: {c: 1, t: 1}}
+"#;
+    let raw = config::parse_yaml(yaml).unwrap();
+    let cfg = config::validate(&raw).unwrap();
+    let p = plan::plan(&State::default(), &cfg, &raw, &opts()).unwrap();
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.contains("experiments.huge") && w.contains("can never fit") && w.contains("holdout h")),
+        "{:?}",
+        p.warnings
+    );
+}
+
+const PROMO: &str = r#"
+units: {user: {attribute: user_id, buckets: 10000}}
+experiments:
+  promo: {unit: user, share: 50%, variants: {c: 1, t: 1}, state: running}
+"#;
+
+#[test]
+fn a_deleted_id_is_never_silently_reused() {
+    let st = ok(&State::default(), PROMO);
+    let st = ok(&st, &PROMO.replace("running", "stopped"));
+    let st = ok(&st, &PROMO.replace("running", "archived"));
+    let st = ok(&st, "units: {user: {attribute: user_id, buckets: 10000}}\n");
+    let p = refused(&st, PROMO);
+    let r = &p.refusals[0];
+    assert_eq!((r.path.as_str(), r.rule.as_str()), ("experiments.promo", "id-reused"));
+    assert!(r.message.contains("from version 1 to version 2") && r.message.contains("`promo-2`"), "{}", r.message);
+    // Under a new id it starts, independently of the old one.
+    ok(&st, &PROMO.replace("promo:", "promo-2:"));
+    // Holdouts and groups too.
+    let h = "units: {user: {attribute: user_id, buckets: 10000}}\nholdouts: {h: {unit: user, share: 5%, applies_to: [all]}}\n";
+    let st = ok(&ok(&State::default(), h), "units: {user: {attribute: user_id, buckets: 10000}}\n");
+    assert_eq!(refused(&st, h).refusals[0].rule, "id-reused");
+}
+
+#[test]
+fn salts_of_experiments_that_can_share_units_cannot_collide() {
+    let yaml = r#"
+units: {user: {attribute: user_id}}
+surfaces: [home, search]
+experiments:
+  a: {unit: user, surfaces: [home], share: 50%, salt: shared, variants: {c: 1, t: 1}, state: running}
+  b: {unit: user, surfaces: [search], share: 50%, salt: shared, variants: {c: 1, t: 1}, state: running}
+  c: {unit: user, surfaces: [home], share: 50%, salt: shared, variants: {c: 1, t: 1}}
+  x: {unit: user, surfaces: [home], share: 10%, variants: {c: 1, t: 1}}
+  d: {unit: user, surfaces: [search], share: 10%, salt: x, variants: {c: 1, t: 1}}
+"#;
+    let errs = config::load(yaml).unwrap_err();
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    // b overlaps a (other surface); c is exclusive to a (home) but overlaps b; d's salt is x's
+    // default salt (its id).
+    assert_eq!(paths, ["experiments.b.salt", "experiments.c.salt", "experiments.d.salt"], "{errs:?}");
+    assert!(errs[0].message.contains("`a`") && errs[0].message.contains("`b`"), "{}", errs[0].message);
+    // Exclusive experiments, or an ended one, may keep a salt.
+    let fine = yaml.replace("surfaces: [search], share: 50%", "surfaces: [home], share: 40%").replace(
+        "  d: {unit: user, surfaces: [search], share: 10%, salt: x, variants: {c: 1, t: 1}}\n",
+        "  d: {unit: user, surfaces: [search], share: 10%, salt: x, variants: {c: 1, t: 1}, state: stopped}\n",
+    );
+    let fine =
+        fine.replace("  c: {unit: user, surfaces: [home], share: 50%, salt: shared, variants: {c: 1, t: 1}}\n", "");
+    config::load(&fine).unwrap_or_else(|e| panic!("{}", allot_core::Errors(e)));
+}
+
+const PLANS: &str = r#"
+units: {user: {attribute: user_id, buckets: 100000}}
+surfaces: [pricing]
+experiments:
+  free: {unit: user, surfaces: [pricing], share: 60%, variants: {c: 1, t: 1}, targeting: {attribute: plan, eq: free}, state: running}
+  paid: {unit: user, surfaces: [pricing], share: 60%, variants: {c: 1, t: 1}, targeting: {attribute: plan, eq: paid}, state: running}
+"#;
+
+#[test]
+fn sharing_buckets_on_disjoint_targeting_needs_a_stable_attribute() {
+    // `plan` changes when a user upgrades: no sharing, so 60% + 60% cannot both run.
+    let errs = invalid(&State::default(), PLANS);
+    assert_eq!(errs[0].path, "experiments.paid.share", "{errs:?}");
+    assert!(errs[0].message.contains("experiment free"), "{}", errs[0].message);
+    // Declared stable (an attribute a unit never changes), they share, and the audit says on what.
+    let stable = PLANS.replace("buckets: 100000}", "buckets: 100000, stable: [plan]}");
+    let st = ok(&State::default(), &stable);
+    let cfg = config::load(&stable).unwrap();
+    let au = audit(&st, &cfg);
+    assert!(au.violations.is_empty(), "{:?}", au.violations);
+    let o = &au.overlaps[0];
+    assert!(o.exclusive && o.targeting_disjoint && o.shared_buckets > 0);
+    assert_eq!(o.disjoint_on, ["plan"]);
+    // Taking `plan` out of `stable` while they share is refused (never redrawn silently), and
+    // the audit of the recorded state under that configuration reports the violation.
+    let p = refused(&st, PLANS);
+    let r = p.refusals.iter().find(|r| r.rule == "shares-on-mutable-attribute").expect("named refusal");
+    assert_eq!(r.path, "experiments.paid.targeting");
+    assert!(r.message.contains("`free` and `paid`") && r.message.contains("`plan`"), "{}", r.message);
+    assert!(p.impact.values().all(|i| i.moved_share == 0.0), "{:?}", p.impact);
+    let au = audit(&st, &config::load(PLANS).unwrap());
+    assert_eq!(au.violations.len(), 1, "{:?}", au.violations);
+    assert!(au.violations[0].contains("not declared `stable`"), "{}", au.violations[0]);
+    // Stopping one of them resolves it.
+    ok(&st, &PLANS.replace("eq: paid}, state: running", "eq: paid}, state: stopped"));
+}
