@@ -1110,10 +1110,32 @@ fn check_exclusivity(state: &State, cfg: &Config, ev: &Eval) -> Check {
                 ensure!(shared == 0, "exclusive experiments {a} and {b} share {shared} buckets");
             }
         }
+        // A group reserves its whole share from experiments in its scope that are not members.
+        let e = &cfg.experiments[a];
+        for (name, g) in &cfg.groups {
+            if e.groups.iter().any(|r| &r.group == name) || !cfg.in_group_scope(e, g) {
+                continue;
+            }
+            if let Some(gs) = live(state, OwnerKind::Group, name) {
+                let inside = sets[a].intersection_len(&gs);
+                ensure!(inside == 0, "{a} is not in group {name} but holds {inside} of its buckets");
+            }
+        }
         if !cfg.experiments[a].groups.is_empty() {
             let w = within(state, cfg, a);
             let outside = sets[a].len() - sets[a].intersection_len(&w);
             ensure!(outside == 0, "group member {a} holds {outside} buckets outside its slots");
+        }
+    }
+    // Groups that share a surface share no bucket.
+    let groups: Vec<(&String, &config::Group)> = cfg.groups.iter().collect();
+    for (i, (g, gc)) in groups.iter().enumerate() {
+        for (h, hc) in &groups[i + 1..] {
+            if gc.unit == hc.unit && gc.surfaces.iter().any(|s| hc.surfaces.contains(s)) {
+                if let (Some(a), Some(b)) = (live(state, OwnerKind::Group, g), live(state, OwnerKind::Group, h)) {
+                    ensure!(a.intersection_len(&b) == 0, "groups {g} and {h} share a surface and buckets");
+                }
+            }
         }
     }
     let au = audit(state, cfg);
@@ -1163,17 +1185,10 @@ fn check_traffic(state: &State, cfg: &Config, ev: &Eval, started: &HashSet<Strin
                 );
             }
             None if started.contains(&id) => {
-                // Newly started without a share: everything in its slots that no exclusive
-                // experiment holds.
-                let mut want = within(state, cfg, &id);
-                for other in running(cfg, state) {
-                    if other != id && cfg.exclusive(&id, &other) && !targeting_disjoint(cfg, &id, &other) {
-                        if let Some(o) = live(state, OwnerKind::Experiment, &other) {
-                            want.subtract(&o);
-                        }
-                    }
-                }
-                ensure!(set == want, "{id}: holds {} buckets, its slots have {} free for it", set.len(), want.len());
+                // Newly started without a share: all of its slots, exactly (a shorter reach is
+                // refused, never accepted at less).
+                let want = within(state, cfg, &id);
+                ensure!(set == want, "{id}: holds {} buckets, its slots have {}", set.len(), want.len());
             }
             None => {}
         }
