@@ -15,11 +15,16 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Sticky experiments are evaluated here without stored assignments (the store is the
-//! server's): use the server's `/api/v1/evaluate` for those.
+//! Sticky experiments keep each unit's stored variant, and the store is the server's: this
+//! client never serves a sticky experiment's variant that could contradict a stored one. By
+//! default ([`Client::evaluate`]) a sticky experiment answers [`Reason::StickyUnavailable`] with
+//! no variant wherever the unit would be assigned (its dependants see no variant either): ask
+//! the server's `/api/v1/evaluate` for those, or pass the application's own copy of the stored
+//! assignments to [`Client::evaluate_with`] (any [`StickyStore`]).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-use allot_core::eval::{NoSticky, Reason, Snapshot};
+pub use allot_core::eval::StickyStore;
+use allot_core::eval::{Reason, Snapshot};
 use allot_core::state::State;
 use allot_core::Context;
 use arc_swap::ArcSwapOption;
@@ -58,6 +63,21 @@ pub struct Evaluation {
     pub reason: Option<Reason>,
     /// The configuration version used (0 before the first snapshot).
     pub version: u64,
+}
+
+/// The stored sticky assignments live in the server: this process knows none of them, so
+/// sticky experiments answer `STICKY_UNAVAILABLE` rather than a variant that could contradict
+/// the stored one.
+struct NotLocal;
+
+impl StickyStore for NotLocal {
+    fn get(&self, _: &str, _: &str, _: &str) -> Option<String> {
+        None
+    }
+
+    fn knows(&self, _: &str, _: &str) -> bool {
+        false
+    }
 }
 
 /// Exposures per request.
@@ -148,8 +168,17 @@ impl Client {
         Ok(true)
     }
 
-    /// Evaluates one experiment for a context, in process (and its prerequisites).
+    /// Evaluates one experiment for a context, in process (and its prerequisites). A sticky
+    /// experiment cannot be decided here without the stored assignments: it answers
+    /// `STICKY_UNAVAILABLE` and no variant (see [`Client::evaluate_with`]).
     pub fn evaluate(&self, experiment: &str, ctx: &Context) -> Evaluation {
+        self.evaluate_with(experiment, ctx, &NotLocal)
+    }
+
+    /// Evaluates one experiment with the stored sticky assignments `sticky` supplies (for
+    /// example a copy the application keeps of the server's). Where `sticky` does not know a
+    /// unit ([`StickyStore::knows`] false) sticky experiments answer `STICKY_UNAVAILABLE`.
+    pub fn evaluate_with(&self, experiment: &str, ctx: &Context, sticky: &dyn StickyStore) -> Evaluation {
         let cur = self.inner.current.load();
         let Some(c) = cur.as_ref() else {
             return Evaluation { variant: None, value: None, reason: None, version: 0 };
@@ -157,7 +186,7 @@ impl Client {
         let Some(i) = c.snapshot.index_of(experiment) else {
             return Evaluation { variant: None, value: None, reason: None, version: c.version };
         };
-        let a = c.snapshot.evaluate_one(i, ctx, &NoSticky);
+        let a = c.snapshot.evaluate_one(i, ctx, sticky);
         let e = &c.snapshot.experiments[i];
         let variant = c.snapshot.variant_name(i, &a).map(str::to_string);
         let value = a.variant.map(|v| {

@@ -113,3 +113,81 @@ async fn a_wrong_key_is_an_error() {
     let e = allot_sdk::Client::connect(&base, "wrong").await.unwrap_err();
     assert!(matches!(e, allot_sdk::Error::Status { status: 401, .. }), "{e}");
 }
+
+/// [`CONFIG`] and a sticky experiment.
+fn with_sticky() -> String {
+    format!("{CONFIG}  onboarding:\n    unit: user\n    share: 100%\n    variants: {{control: 1, treatment: 1}}\n    sticky: true\n    state: running\n")
+}
+
+/// The server's stored assignments of one unit, as an application could keep them.
+struct Stored(Vec<(String, String)>);
+
+impl allot_sdk::StickyStore for Stored {
+    fn get(&self, _: &str, _: &str, experiment: &str) -> Option<String> {
+        self.0.iter().find(|(e, _)| e == experiment).map(|(_, v)| v.clone())
+    }
+}
+
+#[tokio::test]
+async fn sticky_experiments_never_contradict_the_server() {
+    let (_d, app, base) = serve().await;
+    change(&app, &with_sticky()).await;
+    let http = reqwest::Client::new();
+    let ask = |u: usize| {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            let body = serde_json::json!({"context": {"user_id": format!("u{u}")}, "experiments": ["onboarding"]});
+            let r: serde_json::Value = http
+                .post(format!("{base}/api/v1/evaluate"))
+                .bearer_auth(KEY)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            r["assignments"]["onboarding"]["variant"].as_str().map(str::to_string)
+        }
+    };
+    // The server stores each unit's variant, then the split is reweighted (forced: it moves
+    // units without a stored assignment).
+    let mut stored = vec![];
+    for u in 0..200 {
+        stored.push(ask(u).await.expect("assigned"));
+    }
+    let mut raw = app.live().config.clone();
+    raw["experiments"]["onboarding"]["variants"] = serde_json::json!({"control": 1, "treatment": 9});
+    let c = ChangeRequest {
+        raw,
+        if_match: IfMatch::Any,
+        force: true,
+        reason: Some("test".into()),
+        actor: "test".into(),
+        action: "test".into(),
+    };
+    assert!(app.change(c).await.unwrap().committed);
+    let sdk = allot_sdk::Client::connect(&base, KEY).await.unwrap();
+    let mut would_differ = 0;
+    for (u, want) in stored.iter().enumerate() {
+        let ctx = serde_json::json!({"user_id": format!("u{u}")});
+        let ctx = ctx.as_object().unwrap();
+        // By default: not decidable here, and no variant.
+        let got = sdk.evaluate("onboarding", ctx);
+        assert_eq!((got.reason, got.variant), (Some(Reason::StickyUnavailable), None), "u{u}");
+        // Without the stored rows the reweighted split would answer another variant for some.
+        let live = app.live();
+        let i = live.snapshot.index_of("onboarding").unwrap();
+        let fresh = live.snapshot.evaluate_one(i, ctx, &NoSticky);
+        if live.snapshot.variant_name(i, &fresh) != Some(want.as_str()) {
+            would_differ += 1;
+        }
+        // With the server's stored assignments: exactly the server's answer.
+        let rows = app.store().sticky_for_unit("user", &format!("u{u}")).await.unwrap();
+        let got = sdk.evaluate_with("onboarding", ctx, &Stored(rows));
+        assert_eq!(got.variant.as_deref(), Some(want.as_str()), "u{u}");
+        assert_eq!(ask(u).await.as_deref(), Some(want.as_str()), "the server keeps u{u}'s variant");
+    }
+    assert!(would_differ > 0, "the reweight must move some units without a stored assignment");
+}
