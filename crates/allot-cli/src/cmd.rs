@@ -4,7 +4,7 @@ use crate::files::{now, read_config, read_state, state_path, write_state};
 use crate::{Cli, Command, Format};
 use allot_core::audit::audit;
 use allot_core::config::{self, fmt_num, Config};
-use allot_core::history::{bucket_history, resalt};
+use allot_core::history::{bucket_history, resalt, unit_history};
 use allot_core::plan::{self, ApplyError, Options, Plan};
 use allot_core::state::State;
 use allot_core::FieldError;
@@ -383,22 +383,51 @@ fn history(
         (None, Some(b)) => anyhow::bail!("bucket {b} is outside the space of {} buckets", sp.buckets),
         (None, None) => anyhow::bail!("give --unit or --bucket"),
     };
+    let kind = |k: allot_core::state::OwnerKind| {
+        serde_json::to_value(k).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+    };
+    let until = |v: Option<u64>| v.map_or("now".to_string(), |v| v.to_string());
+    if let Some(u) = unit {
+        // A unit's bucket changes with each re-salt: the history is per stretch of versions.
+        let spans = unit_history(state, &space, u).map_err(|es| anyhow::anyhow!("{}", allot_core::Errors(es)))?;
+        match format {
+            Format::Json => println!("{}", json!({"unit_type": space, "unit": u, "bucket": b, "history": spans})),
+            Format::Text => {
+                println!("unit {u} of {space} (bucket {b} now):");
+                if spans.is_empty() {
+                    println!("  never in a bucket held by anything");
+                }
+                for s in spans {
+                    println!(
+                        "  version {} → {}: bucket {}, {} {} (allocation {})",
+                        s.span.from_version,
+                        until(s.span.until_version),
+                        s.bucket,
+                        kind(s.span.kind),
+                        s.span.owner,
+                        s.span.allocation
+                    );
+                }
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let spans = bucket_history(state, &space, b);
     match format {
-        Format::Json => println!("{}", json!({"unit_type": space, "unit": unit, "bucket": b, "history": spans})),
+        Format::Json => println!("{}", json!({"unit_type": space, "bucket": b, "history": spans})),
         Format::Text => {
-            println!("{}bucket {b} of {space}:", unit.map(|u| format!("unit {u} is in ")).unwrap_or_default());
+            println!("bucket {b} of {space}:");
             if spans.is_empty() {
                 println!("  never held by anything");
             }
             for s in spans {
                 println!(
                     "  {} {} (allocation {}): version {} → {}",
-                    serde_json::to_value(s.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+                    kind(s.kind),
                     s.owner,
                     s.allocation,
                     s.from_version,
-                    s.until_version.map_or("now".to_string(), |v| v.to_string())
+                    until(s.until_version)
                 );
             }
         }

@@ -154,8 +154,15 @@ impl SpaceEval {
     /// The unit's bucket, through every re-salt.
     #[inline]
     pub fn bucket(&self, unit: &str) -> u32 {
+        self.bucket_after(unit, self.resalts.len())
+    }
+
+    /// The unit's bucket through the first `resalts` re-salts only: its bucket at the versions
+    /// before the next re-salt (bucket history uses it).
+    #[inline]
+    pub fn bucket_after(&self, unit: &str, resalts: usize) -> u32 {
         let mut b = hash::bucket(&self.salt, unit, self.buckets);
-        for r in &self.resalts {
+        for r in self.resalts.iter().take(resalts) {
             if !r.free.is_empty() && !r.frozen.contains(b) {
                 b = r.free[hash::bucket(&r.salt, unit, r.free.len() as u32) as usize];
             }

@@ -231,3 +231,65 @@ fn sharing_buckets_on_disjoint_targeting_needs_a_stable_attribute() {
     // Stopping one of them resolves it.
     ok(&st, &PLANS.replace("eq: paid}, state: running", "eq: paid}, state: stopped"));
 }
+
+#[test]
+fn unit_history_follows_the_unit_across_resalts() {
+    use allot_core::eval::Snapshot;
+    use allot_core::history::{resalt, unit_history};
+    let exp = |id: &str, share: &str, state: &str| {
+        format!("  {id}: {{unit: user, surfaces: [home], share: {share}, variants: {{c: 1, t: 1}}, state: {state}}}\n")
+    };
+    let head = "units: {user: {attribute: user_id, buckets: 10000}}\nsurfaces: [home]\nexperiments:\n";
+    let mut states = vec![State::default()];
+    let mut push = |st: State| states.push(st);
+    let s1 = ok(&State::default(), &format!("{head}{}", exp("a", "50%", "running")));
+    push(s1.clone());
+    let s2 = ok(&s1, &format!("{head}{}", exp("a", "50%", "stopped")));
+    push(s2.clone());
+    let (s3, _) = resalt(&s2, "user", "2026-01-02T00:00:00Z", None).unwrap();
+    push(s3.clone());
+    let s4 = ok(&s3, &format!("{head}{}{}", exp("a", "50%", "stopped"), exp("b", "50%", "running")));
+    push(s4.clone());
+    let (s5, _) = resalt(&s4, "user", "2026-01-03T00:00:00Z", None).unwrap();
+    push(s5.clone());
+    let s6 = ok(
+        &s5,
+        &format!("{head}{}{}{}", exp("a", "50%", "stopped"), exp("b", "50%", "stopped"), exp("c", "30%", "running")),
+    );
+    push(s6.clone());
+    for (v, st) in states.iter().enumerate() {
+        assert_eq!(st.version, v as u64);
+    }
+    let last = states.last().unwrap();
+    let mut moved = 0;
+    for u in 0..300 {
+        let unit = format!("u{u}");
+        let spans = unit_history(last, "user", &unit).unwrap();
+        let mut buckets = std::collections::BTreeSet::new();
+        for st in &states[1..] {
+            let snap = Snapshot::compile(st).unwrap();
+            let b = snap.spaces[0].bucket(&unit);
+            buckets.insert(b);
+            // What the saved state of this version says held the unit's bucket.
+            let mut want: Vec<String> = st
+                .allocations
+                .iter()
+                .filter(|a| a.is_live() && a.current().contains(b))
+                .map(|a| a.owner.clone())
+                .collect();
+            want.sort();
+            let mut got: Vec<String> = spans
+                .iter()
+                .filter(|s| s.span.from_version <= st.version && s.span.until_version.is_none_or(|e| st.version < e))
+                .inspect(|s| assert_eq!(s.bucket, b, "{unit} at v{}: history bucket", st.version))
+                .map(|s| s.span.owner.clone())
+                .collect();
+            got.sort();
+            assert_eq!(got, want, "{unit} at version {}: {spans:?}", st.version);
+        }
+        if buckets.len() > 1 {
+            moved += 1;
+        }
+    }
+    assert!(moved > 100, "re-salts moved only {moved} of 300 units");
+}
