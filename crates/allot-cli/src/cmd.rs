@@ -39,8 +39,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
                 Ok(x) => x,
                 Err(es) => return Ok(report_errors(&es, *format)),
             };
-            let opts =
-                Options { force: *force, reason: reason.clone(), time: now(), actor: std::env::var("USER").ok() };
+            let opts = Options { force: *force, reason: reason.clone(), time: now(), actor: actor(cli) };
             match plan::apply(&state, &cfg, &raw, &opts) {
                 Ok(p) => {
                     if p.state != state {
@@ -95,7 +94,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
             };
             let mut reports = vec![];
             for s in spaces {
-                match resalt(&state, &s, &now(), reason.clone()) {
+                match resalt(&state, &s, &now(), reason.clone(), actor(cli)) {
                     Ok((st, r)) => {
                         state = st;
                         reports.push(r);
@@ -207,6 +206,28 @@ fn check(cli: &Cli, state_file: &std::path::Path, format: Format) -> Result<Exit
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Who makes a change: `--actor` / `ALLOT_ACTOR`, else git's `user.email` (or `user.name`),
+/// else the OS user.
+fn actor(cli: &Cli) -> Option<String> {
+    let git = |key: &str| {
+        std::process::Command::new("git")
+            .args(["config", "--get", key])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    cli.actor
+        .clone()
+        .filter(|a| !a.trim().is_empty())
+        .or_else(|| git("user.email"))
+        .or_else(|| git("user.name"))
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("USERNAME").ok())
 }
 
 fn pct(x: f64) -> String {

@@ -27,6 +27,10 @@ pub struct Cli {
     /// The recorded state [default: allot.state.json beside the configuration].
     #[arg(long = "state", global = true, env = "ALLOT_STATE")]
     pub state: Option<PathBuf>,
+    /// Who makes the change, recorded by `apply` and `resalt` and shown by `history` [default:
+    /// git's user.email, else the OS user].
+    #[arg(long, global = true, env = "ALLOT_ACTOR")]
+    pub actor: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

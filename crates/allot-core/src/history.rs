@@ -129,13 +129,14 @@ pub struct ResaltReport {
     pub resalted_buckets: u64,
 }
 
-/// Re-salts the free part of `space`. The new salt is derived from the space and the version,
+/// Re-salts the free part of `space`, recording `reason` and `actor` in the log. The new salt is derived from the space and the version,
 /// so the same state re-salts the same way. Returns the new state and a report.
 pub fn resalt(
     state: &State,
     space: &str,
     time: &str,
     reason: Option<String>,
+    actor: Option<String>,
 ) -> Result<(State, ResaltReport), FieldError> {
     let cfg = crate::plan::applied_config(state)
         .map_err(|e| e.into_iter().next().unwrap_or_else(|| FieldError::new("state", "invalid")))?
@@ -177,7 +178,7 @@ pub fn resalt(
     st.log.push(LogEntry {
         version,
         time: time.into(),
-        actor: None,
+        actor,
         forced: false,
         reason,
         changes: vec![format!(

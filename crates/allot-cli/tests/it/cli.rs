@@ -312,3 +312,21 @@ fn every_example_checks_applies_and_audits_clean() {
     }
     assert!(n >= 2);
 }
+
+#[test]
+fn apply_and_resalt_record_who() {
+    let d = Dir::new(EXAMPLE);
+    d.allot(&["apply", "--actor", "alice@example.com"]).success();
+    Command::cargo_bin("allot")
+        .unwrap()
+        .current_dir(d.path())
+        .env("ALLOT_ACTOR", "bob")
+        .args(["resalt", "--reason", "quarterly"])
+        .assert()
+        .success();
+    let log: Value = d.json(&["history", "--format", "json"]);
+    let actors: Vec<&str> = log.as_array().unwrap().iter().filter_map(|e| e["actor"].as_str()).collect();
+    assert_eq!(actors, ["alice@example.com", "bob"], "{log}");
+    let text = stdout(&d.allot(&["history"]).success());
+    assert!(text.contains("by alice@example.com") && text.contains("by bob"), "{text}");
+}

@@ -246,11 +246,11 @@ fn unit_history_follows_the_unit_across_resalts() {
     push(s1.clone());
     let s2 = ok(&s1, &format!("{head}{}", exp("a", "50%", "stopped")));
     push(s2.clone());
-    let (s3, _) = resalt(&s2, "user", "2026-01-02T00:00:00Z", None).unwrap();
+    let (s3, _) = resalt(&s2, "user", "2026-01-02T00:00:00Z", None, None).unwrap();
     push(s3.clone());
     let s4 = ok(&s3, &format!("{head}{}{}", exp("a", "50%", "stopped"), exp("b", "50%", "running")));
     push(s4.clone());
-    let (s5, _) = resalt(&s4, "user", "2026-01-03T00:00:00Z", None).unwrap();
+    let (s5, _) = resalt(&s4, "user", "2026-01-03T00:00:00Z", None, None).unwrap();
     push(s5.clone());
     let s6 = ok(
         &s5,

@@ -496,7 +496,7 @@ fn history_and_resalt() {
     let h = bucket_history(&stopped, "user", b);
     assert!(h.iter().any(|s| s.owner == "a" && s.until_version == Some(2)));
 
-    let (st2, report) = resalt(&stopped, "user", "now", None).unwrap();
+    let (st2, report) = resalt(&stopped, "user", "now", None, None).unwrap();
     let mut held = set(&stopped, "b");
     held.union_with(&set(&stopped, "s"));
     assert_eq!(report.frozen_buckets, held.len(), "the buckets of running b and s are frozen");

@@ -1527,10 +1527,10 @@ fn run(scn: &Scenario, checks: Checks, n: usize) -> Result<World, TestCaseError>
         let ctx = |e: TestCaseError| TestCaseError::fail(format!("step {k} {step:?}: {e}"));
         if let Change::Resalt(u) = step.change {
             let space = w.model.units[u as usize % w.model.units.len()].name;
-            let (st, report) = history::resalt(&w.state, space, TIME, Some("property test".into()))
+            let (st, report) = history::resalt(&w.state, space, TIME, Some("property test".into()), None)
                 .map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
             if checks.determinism {
-                let (again, _) = history::resalt(&w.state, space, TIME, Some("property test".into()))
+                let (again, _) = history::resalt(&w.state, space, TIME, Some("property test".into()), None)
                     .map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
                 ensure!(again == st, "step {k}: the salt machine is not deterministic");
             }
@@ -1961,7 +1961,7 @@ proptest! {
         let before = evaluate(&s1, BIG_UNITS);
         let s2 = apply_raw(&s1, &independence_config(&c, "stopped", "draft"))?;
         let s2 = if c.resalt {
-            history::resalt(&s2, "user", TIME, None).map_err(|e| TestCaseError::fail(format!("{e:?}")))?.0
+            history::resalt(&s2, "user", TIME, None, None).map_err(|e| TestCaseError::fail(format!("{e:?}")))?.0
         } else {
             s2
         };
@@ -2137,7 +2137,7 @@ fn use_state(text: &str) -> Check {
         no_panic("plan::plan", || plan::plan(&st, &cfg, raw, &opts(false)).map(|_| ()))?.ok();
     }
     for space in st.spaces.keys() {
-        no_panic("history::resalt", || history::resalt(&st, space, TIME, None).map(|_| ()))?.ok();
+        no_panic("history::resalt", || history::resalt(&st, space, TIME, None, None).map(|_| ()))?.ok();
     }
     Ok(())
 }
