@@ -4,8 +4,14 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-cargo build -q --manifest-path "$root/Cargo.toml" -p allot-cli
-allot="${CARGO_TARGET_DIR:-$root/target}/debug/allot"
+target="${CARGO_TARGET_DIR:-$root/target}"
+# The release binary when it is built and not older than the sources (faster); else a debug build.
+if [ -x "$target/release/allot" ] && [ -z "$(find "$root/crates" -newer "$target/release/allot" -name '*.rs' -print -quit)" ]; then
+  allot="$target/release/allot"
+else
+  cargo build -q --manifest-path "$root/Cargo.toml" -p allot-cli
+  allot="$target/debug/allot"
+fi
 cp "$root/examples/allot.yaml" "$root/examples/units.jsonl" "$work/"
 cd "$work"
 "$allot" check
@@ -27,3 +33,7 @@ a="$root/examples/analysis"
 "$allot" -c "$a/allot.yaml" capacity --traffic "$a/traffic.yaml"
 "$allot" -c "$a/allot.yaml" analyze --exposures "$a/exposures.csv" --metrics "$a/metrics.csv" \
   --covariates "$a/covariates.csv" --identities "$a/identities.csv" --html "$work/report.html"
+# Keep the report where it can be opened.
+mkdir -p "$target/examples"
+cp "$work/report.html" "$target/examples/report.html"
+echo "report: $target/examples/report.html" >&2

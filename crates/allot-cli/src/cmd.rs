@@ -65,9 +65,13 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
                 }
             }
         }
-        Command::Assign { units, format, experiments } => crate::assign::run(&state_file, units, *format, experiments),
+        Command::Assign { units, format, experiments } => {
+            note_unapplied(cli, &read_state(&state_file)?);
+            crate::assign::run(&state_file, units, *format, experiments)
+        }
         Command::Audit { format } => {
             let state = read_state(&state_file)?;
+            note_unapplied(cli, &state);
             let cfg = applied(&state)?;
             let a = audit(&state, &cfg);
             match format {
@@ -148,6 +152,21 @@ fn load(cli: &Cli, state_file: &std::path::Path) -> Result<Result<Loaded, Vec<Fi
     };
     let state = read_state(state_file)?;
     Ok(Ok((cfg, raw, state)))
+}
+
+/// `assign` and `audit` read the recorded state, not the file: say so on stderr when the file
+/// differs from the version applied.
+fn note_unapplied(cli: &Cli, state: &State) {
+    let Ok(text) = std::fs::read_to_string(&cli.config) else { return };
+    let Ok(raw) = config::parse_yaml(&text) else { return };
+    if state.config.as_ref() != Some(&raw) {
+        eprintln!(
+            "note: {} differs from the applied version {}; this uses version {} (`allot plan` shows what applying the file would change)",
+            cli.config.display(),
+            state.version,
+            state.version
+        );
+    }
 }
 
 fn applied(state: &State) -> Result<Config> {

@@ -173,6 +173,12 @@ fn quiet_on_closed_pipe() {
     }));
 }
 
+/// Whether an error is stdout closed by the reader (`allot assign | head`), told by its
+/// `io::ErrorKind`.
+fn closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
 fn main() -> ExitCode {
     quiet_on_closed_pipe();
     let matches = <Cli as clap::CommandFactory>::command().get_matches();
@@ -189,6 +195,8 @@ fn main() -> ExitCode {
     cli.config_given = given(&matches) || matches.subcommand().is_some_and(|(_, m)| given(m));
     match cmd::run(&cli) {
         Ok(code) => code,
+        // Output written with `write!` (assign, compat) reports a closed pipe as an error.
+        Err(e) if closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)

@@ -330,3 +330,43 @@ fn apply_and_resalt_record_who() {
     let text = stdout(&d.allot(&["history"]).success());
     assert!(text.contains("by alice@example.com") && text.contains("by bob"), "{text}");
 }
+
+#[test]
+fn assign_into_a_closed_pipe_exits_0_quietly() {
+    use std::io::{BufRead, BufReader};
+    let d = Dir::new(EXAMPLE);
+    d.allot(&["apply"]).success();
+    let units: String = (0..50_000).map(|i| format!("{{\"user_id\": \"u{i}\", \"country\": \"SE\"}}\n")).collect();
+    let file = d.write("many.jsonl", &units);
+    let bin = assert_cmd::cargo::cargo_bin("allot");
+    let mut child = std::process::Command::new(bin)
+        .current_dir(d.path())
+        .args(["assign", "--units"])
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap(); // then the pipe closes
+    let out = child.wait_with_output().unwrap();
+    assert!(!first.is_empty());
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn audit_and_assign_say_when_the_file_is_not_applied() {
+    let d = Dir::new(EXAMPLE);
+    d.allot(&["apply"]).success();
+    let quiet = d.allot(&["audit"]).success();
+    assert!(quiet.get_output().stderr.is_empty());
+    d.write("allot.yaml", &EXAMPLE.replace("share: 30%", "share: 31%"));
+    assert_ne!(EXAMPLE.replace("share: 30%", "share: 31%"), EXAMPLE);
+    for args in [&["audit"][..], &["assign", "--units", "units.jsonl"][..]] {
+        d.write("units.jsonl", "{\"user_id\": \"u1\"}\n");
+        let a = d.allot(args).success();
+        let err = String::from_utf8_lossy(&a.get_output().stderr).to_string();
+        assert!(err.contains("differs from the applied version 1"), "{args:?}: {err}");
+    }
+}
