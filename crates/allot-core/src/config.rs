@@ -33,6 +33,10 @@ impl Share {
 
     /// Parses `30%`, `12.5%`, `0.3` or `1`. Plain numbers are fractions and must be ≤ 1.
     pub fn parse(v: &Value) -> Result<Share, String> {
+        let written = match v {
+            Value::String(s) => s.trim().to_string(),
+            other => other.to_string(),
+        };
         let (text, percent) = match v {
             Value::String(s) => match s.trim().strip_suffix('%') {
                 Some(p) => (p.trim().to_string(), true),
@@ -49,9 +53,9 @@ impl Share {
             || frac.len() > 12
             || int.len() > 6
         {
-            return Err(format!("`{text}` is not a share such as \"30%\" or 0.3"));
+            return Err(format!("`{written}` is not a share such as \"30%\" or 0.3"));
         }
-        let mut num: u128 = format!("{int}{frac}").parse().map_err(|_| format!("`{text}` is not a number"))?;
+        let mut num: u128 = format!("{int}{frac}").parse().map_err(|_| format!("`{written}` is not a number"))?;
         let mut den: u128 = 10u128.pow(frac.len() as u32);
         if percent {
             den *= 100;

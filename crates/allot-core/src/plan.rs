@@ -797,17 +797,28 @@ impl Planner<'_> {
                     self.record(&g.unit, OwnerKind::Slot, &State::slot_id(name, i), vec![], seed, &slot);
                 }
             }
-            self.change(
-                "group",
-                name,
-                "create",
-                format!(
-                    "{} ({count} buckets) in {} slots [{}]",
-                    g.share.percent(),
-                    g.slots.len(),
-                    g.slots.iter().map(Share::percent).collect::<Vec<_>>().join(", ")
+            let slots = |g: &config::Group| g.slots.iter().map(Share::percent).collect::<Vec<_>>().join(", ");
+            match old.filter(|_| exists) {
+                // A forced change of a group's share or slots redraws it: an update, before → after.
+                Some(o) => self.change(
+                    "group",
+                    name,
+                    "update",
+                    format!(
+                        "{} [{}] → {} ({count} buckets) [{}]; redrawn",
+                        o.share.percent(),
+                        slots(o),
+                        g.share.percent(),
+                        slots(g)
+                    ),
                 ),
-            );
+                None => self.change(
+                    "group",
+                    name,
+                    "create",
+                    format!("{} ({count} buckets) in {} slots [{}]", g.share.percent(), g.slots.len(), slots(g)),
+                ),
+            }
         }
     }
 

@@ -293,3 +293,22 @@ fn unit_history_follows_the_unit_across_resalts() {
     }
     assert!(moved > 100, "re-salts moved only {moved} of 300 units");
 }
+
+#[test]
+fn messages_name_the_cause() {
+    // A negative slot keeps the `%` it was written with.
+    let errs =
+        config::load("units: {user: {attribute: user_id}}\ngroups: {g: {unit: user, share: 10%, slots: [-5%]}}\n")
+            .unwrap_err();
+    assert_eq!(errs[0].path, "groups.g.slots[0]");
+    assert!(errs[0].message.contains("`-5%`"), "{}", errs[0].message);
+    // A changed group is an update with before → after, not a creation.
+    let st = ok(&State::default(), GROUP);
+    let raw = config::parse_yaml(&GROUP.replace("slots: [50%, 50%]", "slots: [40%, 60%]")).unwrap();
+    let cfg = config::validate(&raw).unwrap();
+    let p = plan::plan(&st, &cfg, &raw, &opts()).unwrap();
+    let c = p.changes.iter().find(|c| c.entity == "group").unwrap();
+    assert_eq!(c.action, "update", "{c:?}");
+    assert!(c.detail.contains("60% [50%, 50%] → 60%") && c.detail.contains("[40%, 60%]"), "{}", c.detail);
+    assert!(p.refusals.iter().any(|r| r.rule == "slots-fixed"));
+}
