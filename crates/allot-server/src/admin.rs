@@ -61,9 +61,10 @@ fn if_match(headers: &HeaderMap) -> Result<IfMatch, ApiError> {
     if v == "*" {
         return Ok(IfMatch::Any);
     }
-    parse_tag(v).map(IfMatch::Version).ok_or_else(|| {
+    let version = parse_tag(v).ok_or_else(|| {
         ApiError::field("If-Match", format!("expected \"<version>\" (the ETag of a read) or *, got {v}"))
-    })
+    })?;
+    body::integer(version, "If-Match").map(IfMatch::Version)
 }
 
 /// `?force=true&reason=...` of a change.
@@ -198,7 +199,8 @@ pub(crate) async fn audit(
     q: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
-    let entries = app.store().audit(q.before, q.limit.unwrap_or(100).min(1000)).await?;
+    let before = q.before.map(|b| body::integer(b, "before")).transpose()?;
+    let entries = app.store().audit(before, q.limit.unwrap_or(100).min(1000)).await?;
     Ok(Json(json!({"entries": entries})).into_response())
 }
 
@@ -212,6 +214,7 @@ pub(crate) async fn audit_entry(
     v: Result<Path<u64>, axum::extract::rejection::PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(v) = v.map_err(|e| ApiError::field("version", e.body_text()))?;
+    let v = body::integer(v, "version")?;
     let entries = app.store().audit(v.checked_add(1), 1).await?;
     let Some(entry) = entries.into_iter().find(|e| e.after_version == v) else {
         return Err(ApiError::NotFound(format!("no audit entry recorded version {v}")));
@@ -231,6 +234,7 @@ pub(crate) async fn version(
     v: Result<Path<u64>, axum::extract::rejection::PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(v) = v.map_err(|e| ApiError::field("version", e.body_text()))?;
+    let v = body::integer(v, "version")?;
     let Some(state) = app.store().load_version(v).await? else {
         return Err(ApiError::NotFound(format!("version {v} does not exist")));
     };
@@ -317,7 +321,7 @@ pub(crate) async fn list_exposures(
     q: Result<Query<ExposureQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
-    let after = q.after.unwrap_or(0);
+    let after = body::integer(q.after.unwrap_or(0), "after")?;
     let rows = app.store().exposures(q.experiment.as_deref(), after, q.limit.unwrap_or(1000).min(10_000)).await?;
     let next = rows.last().map_or(after, |r| r.0);
     let items: Vec<Value> = rows

@@ -34,12 +34,46 @@ pub(crate) fn routes() -> Router<Arc<App>> {
     Router::new().route("/api/v1/evaluate", post(evaluate)).route("/api/v1/snapshot", get(snapshot))
 }
 
+/// Longest unit id, in bytes of UTF-8, on every endpoint (evaluation contexts, OFREP, exposures).
+pub const MAX_UNIT_ID_BYTES: usize = 256;
+
 /// Checks a context's size; `path` names it in errors.
 pub(crate) fn check_context(ctx: &Context, path: &str) -> Result<(), ApiError> {
     if ctx.len() > MAX_ATTRIBUTES {
         return Err(ApiError::field(path, format!("{} attributes; at most {MAX_ATTRIBUTES} are allowed", ctx.len())));
     }
     Ok(())
+}
+
+/// Why `unit` cannot be a unit id, if it cannot: the one rule of every endpoint, at most
+/// [`MAX_UNIT_ID_BYTES`] bytes of UTF-8 and no control characters (NUL, newlines, ...). Checked
+/// at the edge so that one client's id can never fail a batch of other clients' writes.
+pub(crate) fn unit_id_problem(unit: &str) -> Option<String> {
+    if unit.len() > MAX_UNIT_ID_BYTES {
+        return Some(format!("a unit id is at most {MAX_UNIT_ID_BYTES} bytes of UTF-8; this one has {}", unit.len()));
+    }
+    if unit.chars().any(char::is_control) {
+        return Some("a unit id cannot contain control characters (NUL, newlines, ...)".into());
+    }
+    None
+}
+
+/// Checks every unit id of `ctx` (the attribute of each unit type); errors name the attribute as
+/// `<path>.<attribute>`.
+pub(crate) fn check_units(live: &Live, ctx: &Context, path: &str) -> Result<(), ApiError> {
+    let mut errors = vec![];
+    for (s, space) in live.snapshot.spaces.iter().enumerate() {
+        if let Some(unit) = live.snapshot.unit_id(s, ctx) {
+            if let Some(problem) = unit_id_problem(&unit) {
+                errors.push(allot_core::FieldError::new(format!("{path}.{}", space.attribute), problem));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(errors))
+    }
 }
 
 /// The sticky assignments one request evaluates with: what the store (or, while it cannot be
@@ -204,6 +238,7 @@ pub(crate) async fn evaluate(
 ) -> Result<Response, ApiError> {
     check_context(&req.context, "context")?;
     let live = app.live();
+    check_units(&live, &req.context, "context")?;
     let snap = &live.snapshot;
     let which = match &req.experiments {
         None => None,
@@ -334,9 +369,22 @@ pub(crate) async fn post_exposures(
             ));
             continue;
         }
-        if x.unit.is_empty() || x.unit.len() > 256 {
-            errors.push(allot_core::FieldError::new(at("unit"), "a unit id of 1 to 256 characters is required"));
+        if x.unit.is_empty() {
+            errors.push(allot_core::FieldError::new(at("unit"), "a unit id is required"));
             continue;
+        }
+        if let Some(problem) = unit_id_problem(&x.unit) {
+            errors.push(allot_core::FieldError::new(at("unit"), problem));
+            continue;
+        }
+        if let Some(v) = x.version {
+            if v > crate::body::MAX_INTEGER {
+                errors.push(allot_core::FieldError::new(
+                    at("version"),
+                    format!("{v} is out of range: at most {}", crate::body::MAX_INTEGER),
+                ));
+                continue;
+            }
         }
         let (time, day) = match x.time {
             None => (now.clone(), today.clone()),

@@ -15,6 +15,7 @@ mod auth;
 pub mod body;
 pub mod error;
 mod evaluate;
+pub mod http;
 pub mod metrics;
 mod ofrep;
 pub mod openapi;

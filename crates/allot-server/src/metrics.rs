@@ -5,7 +5,7 @@
 use crate::App;
 use allot_core::eval::Reason;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -163,14 +163,32 @@ impl Metrics {
     }
 }
 
-/// Middleware: counts every request by route and status, with its latency.
+/// The `method` label: one of a closed set, whatever the client sent (`other` for the rest), so
+/// that no client can grow `/metrics` by inventing methods.
+pub fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Middleware: counts every request by route and status, with its latency. Labels come from
+/// closed sets only: the method folded by [`method_label`], the route template the router
+/// matched (`/api/v1/{collection}/{id}`, never the path sent) or `unmatched`, and the status the
+/// service answered.
 pub async fn track(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().clone();
+    let method = method_label(req.method());
     let route = req.extensions().get::<MatchedPath>().cloned();
     let res = next.run(req).await;
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    app.metrics.request(method.as_str(), route, res.status().as_u16(), start.elapsed().as_secs_f64());
+    app.metrics.request(method, route, res.status().as_u16(), start.elapsed().as_secs_f64());
     res
 }
 

@@ -20,7 +20,7 @@
 //! A degraded answer (any `STICKY_UNAVAILABLE`) carries no `ETag`.
 
 use crate::body::ApiPath;
-use crate::evaluate::{assign, check_context, value_of, MAX_ATTRIBUTES};
+use crate::evaluate::{assign, check_context, unit_id_problem, value_of, MAX_ATTRIBUTES};
 use crate::{App, Live};
 use allot_core::eval::{Assignment, Reason};
 use allot_core::Context;
@@ -68,9 +68,12 @@ fn context(body: &[u8], live: &Live) -> Result<Context, Failure> {
             format!("context: {} attributes; at most {MAX_ATTRIBUTES} are allowed", ctx.len()),
         ));
     }
+    let explicit: Vec<String> = ctx.keys().cloned().collect();
+    let mut given = None;
     match ctx.remove("targetingKey") {
         None | Some(Value::Null) => {}
         Some(Value::String(k)) => {
+            given = Some(k.clone());
             for s in &live.snapshot.spaces {
                 if !ctx.contains_key(&s.attribute) {
                     ctx.insert(s.attribute.clone(), Value::String(k.clone()));
@@ -83,6 +86,18 @@ fn context(body: &[u8], live: &Live) -> Result<Context, Failure> {
                 "INVALID_CONTEXT",
                 "context.targetingKey: expected a string".into(),
             ))
+        }
+    }
+    for (s, space) in live.snapshot.spaces.iter().enumerate() {
+        if let Some(unit) = live.snapshot.unit_id(s, &ctx) {
+            if let Some(problem) = unit_id_problem(&unit) {
+                let field = if given.as_deref() == Some(unit.as_ref()) && !explicit.contains(&space.attribute) {
+                    "targetingKey".to_string()
+                } else {
+                    space.attribute.clone()
+                };
+                return Err(Failure(StatusCode::BAD_REQUEST, "INVALID_CONTEXT", format!("context.{field}: {problem}")));
+            }
         }
     }
     Ok(ctx)

@@ -256,18 +256,22 @@ fn check_client_output(lang: &str, out: &str, addr: &str) {
 /// End to end over a real socket with the published OpenFeature OFREP providers: npm
 /// `@openfeature/ofrep-provider` (node_modules in `ALLOT_OFREP_NODE_MODULES`) and PyPI
 /// `openfeature-provider-ofrep` (a Python with it in `ALLOT_OFREP_PYTHON`). `.ci/run` installs
-/// both; without them the test says it skipped.
+/// both; without them the test says it skipped, unless `ALLOT_REQUIRE_OFREP_CLIENTS=1` (as
+/// `.ci/run` sets): then a missing client fails it.
 #[cfg(unix)]
 #[test]
 fn published_ofrep_clients_evaluate_against_serve() {
+    let required = std::env::var("ALLOT_REQUIRE_OFREP_CLIENTS").is_ok_and(|v| v == "1");
+    let skip = |why: &str| {
+        assert!(!required, "ALLOT_REQUIRE_OFREP_CLIENTS=1 but {why}");
+        eprintln!("skipped {why}");
+    };
     let node = std::env::var("ALLOT_OFREP_NODE_MODULES")
         .ok()
         .filter(|p| Path::new(p).join("@openfeature/ofrep-provider").exists());
     let python = std::env::var("ALLOT_OFREP_PYTHON").ok().filter(|p| Path::new(p).exists());
     if node.is_none() && python.is_none() {
-        eprintln!(
-            "skipped: set ALLOT_OFREP_NODE_MODULES and/or ALLOT_OFREP_PYTHON (see .ci/run) to run the OFREP clients"
-        );
+        skip("the OFREP clients: set ALLOT_OFREP_NODE_MODULES and/or ALLOT_OFREP_PYTHON (see .ci/run)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -285,14 +289,14 @@ fn published_ofrep_clients_evaluate_against_serve() {
         assert!(out.status.success(), "node: {}", String::from_utf8_lossy(&out.stderr));
         check_client_output("node", &String::from_utf8_lossy(&out.stdout), &s.addr);
     } else {
-        eprintln!("skipped the npm client: ALLOT_OFREP_NODE_MODULES is not set");
+        skip("the npm client: ALLOT_OFREP_NODE_MODULES is not set");
     }
     if let Some(py) = python {
         let out = Command::new(py).arg(format!("{scripts}/client.py")).args([&base, KEY]).output().unwrap();
         assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
         check_client_output("python", &String::from_utf8_lossy(&out.stdout), &s.addr);
     } else {
-        eprintln!("skipped the PyPI client: ALLOT_OFREP_PYTHON is not set");
+        skip("the PyPI client: ALLOT_OFREP_PYTHON is not set");
     }
     s.child.kill().unwrap();
     s.child.wait().unwrap();

@@ -78,3 +78,47 @@ async fn error_bodies() {
     record("413 too large", s.post("/api/v1/evaluate", &"x".repeat(70_000)).await);
     insta::assert_json_snapshot!(serde_json::Value::Object(out));
 }
+
+/// Random methods and paths, with and without a key, cannot grow `/metrics`: every label comes
+/// from a closed set (methods folded to `other`, paths to the matched route or `unmatched`).
+#[tokio::test]
+async fn metrics_labels_are_a_closed_set_whatever_clients_send() {
+    let s = configured().await;
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    s.get("/metrics").await;
+    random_requests(&s, &mut seed, 100).await;
+    let before = s.get("/metrics").await.text;
+    random_requests(&s, &mut seed, 400).await;
+    let after = s.get("/metrics").await.text;
+    let series = |t: &str| t.lines().filter(|l| !l.starts_with('#')).count();
+    assert_eq!(series(&before), series(&after), "new series appeared:\n{after}");
+    for line in after.lines().filter(|l| l.starts_with("allot_http_requests_total{")) {
+        let method = line.split("method=\"").nth(1).and_then(|r| r.split('"').next()).unwrap();
+        assert!(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"].contains(&method), "{line}");
+        let route = line.split("route=\"").nth(1).and_then(|r| r.split('"').next()).unwrap();
+        let generated = |seg: &str| {
+            seg.len() > 1 && seg.starts_with(['x', 'e', 'f']) && seg[1..].bytes().all(|b| b.is_ascii_digit())
+        };
+        assert!(!route.split('/').any(generated), "a path sent became a label: {line}");
+    }
+    assert!(after.contains(r#"method="other""#), "{after}");
+}
+
+async fn random_requests(s: &Server, seed: &mut u64, n: usize) {
+    for _ in 0..n {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        let r = *seed;
+        let method = format!("M{:x}", r % 1_000_000);
+        let path = match r % 4 {
+            0 => format!("/x{}", r % 100_000),
+            1 => format!("/api/v1/experiments/e{}", r % 100_000),
+            2 => "/api/v1/evaluate".to_string(),
+            _ => format!("/ofrep/v1/evaluate/flags/f{}", r % 100_000),
+        };
+        let key = if r.is_multiple_of(3) { None } else { Some(ADMIN) };
+        s.call(&method, &path, key, &[], "").await;
+        s.call("GET", &path, key, &[], "").await;
+    }
+}

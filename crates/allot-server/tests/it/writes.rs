@@ -14,6 +14,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
+/// A unit id that passes the edge's checks but that [`Faulty`] refuses to write (as PostgreSQL
+/// refuses some rows): the whole multi-row insert it is in fails.
+const POISON: &str = "poison-unit";
+
 /// A store that fails with `Unavailable` while `down`, counts the batches of sticky assignments
 /// and exposures it is asked to write, and holds each exposure write until `gate` gives a permit
 /// (when `held`).
@@ -94,6 +98,9 @@ impl Store for Faulty {
     }
     async fn sticky_put(&self, rows: &[StickyRow]) -> Result<()> {
         self.check()?;
+        if rows.iter().any(|r| r.1 == POISON) {
+            return Err(StoreError::Database("value too long for the index (test)".into()));
+        }
         self.sticky_writes.fetch_add(1, Ordering::SeqCst);
         self.inner.sticky_put(rows).await
     }
@@ -104,6 +111,9 @@ impl Store for Faulty {
             self.gate.acquire().await.unwrap().forget();
         }
         self.exposure_writes.fetch_add(1, Ordering::SeqCst);
+        if exposures.iter().any(|x| x.unit == POISON) {
+            return Err(StoreError::Database("value too long for the index (test)".into()));
+        }
         self.inner.record_exposures(exposures).await
     }
     async fn exposures(&self, experiment: Option<&str>, after: u64, limit: u32) -> Result<Vec<(u64, Exposure)>> {
@@ -267,4 +277,47 @@ async fn a_unit_known_at_an_older_version_is_not_trusted_during_an_outage() {
     faulty.down.store(true, Ordering::SeqCst);
     let during = assignments(&s, "u1", None).await;
     assert_eq!(during["st1"]["reason"], "STICKY_UNAVAILABLE", "{during}");
+}
+
+/// One request whose row fails the shared batch fails alone: the batch is written again request
+/// by request, every other request gets 200 and its rows are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_row_that_fails_its_batch_fails_only_its_own_request() {
+    let (s, faulty) = faulty_server().await;
+    let s = Arc::new(s);
+    faulty.held.store(true, Ordering::SeqCst);
+    let request = |unit: String, experiment: &'static str| {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let body = json!({"context": {"user_id": unit}, "experiments": [experiment], "log_exposures": true});
+            s.post("/api/v1/evaluate", &body.to_string()).await.status
+        })
+    };
+    let first = request("u0".into(), "plain");
+    until("the first write is held", || faulty.held_rows.load(Ordering::SeqCst) == 1).await;
+    // 15 innocent requests and one poisoned one queue up behind it: one batch of 16.
+    let mut innocent: Vec<_> = (1..16).map(|i| request(format!("u{i}"), "plain")).collect();
+    let poisoned = request(POISON.into(), "plain");
+    until("16 requests wait for the next batch", || s.app.queued_writes() == 16).await;
+    faulty.gate.add_permits(100);
+    assert_eq!(first.await.unwrap(), StatusCode::OK);
+    assert_eq!(poisoned.await.unwrap(), StatusCode::INTERNAL_SERVER_ERROR);
+    for t in innocent.drain(..) {
+        assert_eq!(t.await.unwrap(), StatusCode::OK);
+    }
+    let logged = s.app.store().exposures(None, 0, 1000).await.unwrap();
+    assert_eq!(logged.len(), 16, "every innocent request's exposure was written");
+    assert!(logged.iter().all(|(_, x)| x.unit != POISON));
+    // The same for sticky assignments.
+    faulty.held.store(false, Ordering::SeqCst);
+    let sticky = (0..8).map(|i| request(format!("s{i}"), "st1")).collect::<Vec<_>>();
+    let bad = request(POISON.into(), "st1");
+    for t in sticky {
+        assert_eq!(t.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(bad.await.unwrap(), StatusCode::INTERNAL_SERVER_ERROR);
+    for i in 0..8 {
+        let rows = s.app.store().sticky_for_unit("user", &format!("s{i}")).await.unwrap();
+        assert_eq!(rows.len(), 1, "s{i}'s sticky assignment was written");
+    }
 }
