@@ -117,6 +117,9 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
     let app = App::new(store).await.map_err(|e| anyhow::anyhow!("loading the configuration: {e}"))?;
     match app.bootstrap(std::env::var("ALLOT_BOOTSTRAP_ADMIN_KEY").ok().as_deref()).await {
         Ok(Bootstrap::Existing) => {}
+        Ok(Bootstrap::Ignored) => tracing::warn!(
+            "ALLOT_BOOTSTRAP_ADMIN_KEY is ignored: the store already has keys and this is not one of its live keys (create keys with POST /api/v1/keys)"
+        ),
         Ok(Bootstrap::FromEnvironment) => tracing::info!("ALLOT_BOOTSTRAP_ADMIN_KEY is the first admin key"),
         Ok(Bootstrap::Generated(secret)) => {
             eprintln!("\nThe store had no keys: created the first admin key. It is shown only this once:\n\n    {secret}\n\nUse it as `Authorization: Bearer <key>`; create other keys with POST /api/v1/keys.\n");

@@ -11,7 +11,7 @@ use crate::auth::Caller;
 use crate::body::{self, ApiJson, ApiPath, CONFIG_BODY_LIMIT};
 use crate::error::ApiError;
 use crate::{App, ChangeRequest, Changed, IfMatch};
-use allot_store::{KeyInfo, Role};
+use allot_store::{KeyInfo, Revoke, Role};
 use axum::extract::{DefaultBodyLimit, Extension, Path, Query, Request, State};
 use axum::http::header::{CONTENT_TYPE, ETAG, IF_MATCH};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -241,6 +241,9 @@ pub(crate) async fn version(
     Ok(([(ETAG, etag(v))], Json(json!({"version": v, "config": state.config}))).into_response())
 }
 
+/// Longest key name, in characters.
+pub const MAX_KEY_NAME_CHARS: usize = 100;
+
 /// A new key.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -263,8 +266,12 @@ pub(crate) async fn list_keys(State(app): State<Arc<App>>) -> Result<Response, A
     responses((status = 201, description = "{\"key\": {...}, \"secret\": \"allot_...\"}"), (status = 422, body = crate::error::ErrorBody)))]
 pub(crate) async fn create_key(State(app): State<Arc<App>>, ApiJson(k): ApiJson<NewKey>) -> Result<Response, ApiError> {
     let name = k.name.trim();
-    if name.is_empty() || name.len() > 100 {
-        return Err(ApiError::field("name", "a name of 1 to 100 characters is required"));
+    if name.is_empty() || name.chars().count() > MAX_KEY_NAME_CHARS {
+        return Err(ApiError::field("name", format!("a name of 1 to {MAX_KEY_NAME_CHARS} characters is required")));
+    }
+    if name.chars().any(char::is_control) {
+        // The name is the actor of audit entries and log lines: no newlines, no escapes.
+        return Err(ApiError::field("name", "a name cannot contain control characters (newlines, tabs, escapes)"));
     }
     let secret = crate::new_secret()?;
     let info = KeyInfo {
@@ -275,6 +282,7 @@ pub(crate) async fn create_key(State(app): State<Arc<App>>, ApiJson(k): ApiJson<
         revoked_at: None,
     };
     app.store().create_key(&info, &secret).await?;
+    app.key_created(&secret, info.clone());
     tracing::info!(key = %info.id, role = info.role.as_str(), "key created");
     Ok((StatusCode::CREATED, Json(json!({"key": info, "secret": secret}))).into_response())
 }
@@ -286,17 +294,17 @@ pub(crate) async fn revoke_key(
     State(app): State<Arc<App>>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let keys = app.store().list_keys().await?;
-    let Some(k) = keys.iter().find(|k| k.id == id && k.revoked_at.is_none()) else {
-        return Err(ApiError::NotFound(format!("key {id} does not exist or is already revoked")));
-    };
-    if k.role == Role::Admin && keys.iter().filter(|k| k.role == Role::Admin && k.revoked_at.is_none()).count() == 1 {
-        return Err(ApiError::field("id", "the last live admin key cannot be revoked; create another admin key first"));
+    match app.store().revoke_key(&id, &crate::now()).await? {
+        Revoke::Revoked => {}
+        Revoke::NotFound => return Err(ApiError::NotFound(format!("key {id} does not exist or is already revoked"))),
+        Revoke::LastAdmin => {
+            return Err(ApiError::field(
+                "id",
+                "the last live admin key cannot be revoked; create another admin key first",
+            ))
+        }
     }
-    if !app.store().revoke_key(&id, &crate::now()).await? {
-        return Err(ApiError::NotFound(format!("key {id} does not exist or is already revoked")));
-    }
-    app.forget_keys();
+    app.key_revoked(&id);
     tracing::info!(key = %id, "key revoked");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -16,6 +16,7 @@ pub mod body;
 pub mod error;
 mod evaluate;
 pub mod http;
+mod keys;
 pub mod metrics;
 mod ofrep;
 pub mod openapi;
@@ -32,9 +33,8 @@ use arc_swap::ArcSwap;
 use axum::body::Bytes;
 use axum::Router;
 pub use error::ApiError;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The compiled configuration version that evaluation uses.
@@ -125,9 +125,8 @@ pub struct App {
     store: Arc<dyn Store>,
     live: ArcSwap<Live>,
     publish: Mutex<()>,
-    keys: RwLock<HashMap<String, Arc<KeyInfo>>>,
-    /// Keys forgotten by [`App::forget_keys`]: used only while the database cannot be reached.
-    stale_keys: RwLock<HashMap<String, Arc<KeyInfo>>>,
+    /// Every key this node knows live or revoked (see [`keys`]).
+    keys: keys::KeyCache,
     store_up: AtomicBool,
     /// Exposures not yet written because the database could not be reached.
     pending: writer::Pending<Exposure>,
@@ -181,11 +180,18 @@ impl std::fmt::Debug for App {
 pub enum Bootstrap {
     /// The store already had keys: nothing was created.
     Existing,
+    /// The store already had keys and `ALLOT_BOOTSTRAP_ADMIN_KEY` is set to something that is not
+    /// one of its live keys: it was ignored (worth a warning: whoever set it may think it works).
+    Ignored,
     /// `ALLOT_BOOTSTRAP_ADMIN_KEY` became the first admin key.
     FromEnvironment,
     /// A key was generated: print it once, it is not stored in clear.
     Generated(String),
 }
+
+/// Fewest characters of a first admin key given in `ALLOT_BOOTSTRAP_ADMIN_KEY` (generated keys
+/// have 70).
+pub const MIN_BOOTSTRAP_KEY_CHARS: usize = 32;
 
 /// A new random secret: `allot_` and 64 hex digits.
 pub fn new_secret() -> Result<String, ApiError> {
@@ -208,12 +214,12 @@ impl App {
     pub async fn new(store: Arc<dyn Store>) -> Result<Arc<App>, ApiError> {
         let (_, state) = store.load_current().await?;
         let live = Live::compile(&state)?;
-        Ok(Arc::new_cyclic(|me| App {
+        let known_keys = store.export_keys().await?;
+        let app = Arc::new_cyclic(|me| App {
             store,
             live: ArcSwap::from_pointee(live),
             publish: Mutex::new(()),
-            keys: RwLock::new(HashMap::new()),
-            stale_keys: RwLock::new(HashMap::new()),
+            keys: keys::KeyCache::default(),
             store_up: AtomicBool::new(true),
             pending: writer::Pending::new(EXPOSURE_BUFFER),
             pending_sticky: writer::Pending::new(STICKY_BUFFER),
@@ -225,7 +231,9 @@ impl App {
             }),
             sticky_cache: quick_cache::sync::Cache::new(STICKY_CACHE_UNITS),
             metrics: metrics::Metrics::default(),
-        }))
+        });
+        app.keys.replace(known_keys);
+        Ok(app)
     }
 
     /// The store.
@@ -360,12 +368,30 @@ impl App {
         self.live.load_full()
     }
 
-    /// On an empty key table: makes `env_key` (or a generated key) the first admin key.
+    /// On an empty key table: makes `env_key` (or a generated key) the first admin key. A key from
+    /// the environment must have at least [`MIN_BOOTSTRAP_KEY_CHARS`] characters and no control
+    /// characters (422 naming `ALLOT_BOOTSTRAP_ADMIN_KEY` otherwise).
     pub async fn bootstrap(&self, env_key: Option<&str>) -> Result<Bootstrap, ApiError> {
+        let env_key = env_key.map(str::trim).filter(|k| !k.is_empty());
         if self.store.key_count().await? > 0 {
-            return Ok(Bootstrap::Existing);
+            return Ok(match env_key {
+                Some(k) if self.store.find_key(k).await?.is_none() => Bootstrap::Ignored,
+                _ => Bootstrap::Existing,
+            });
         }
-        let (secret, outcome) = match env_key.map(str::trim).filter(|k| !k.is_empty()) {
+        if let Some(k) = env_key {
+            let n = k.chars().count();
+            if n < MIN_BOOTSTRAP_KEY_CHARS {
+                return Err(ApiError::field(
+                    "ALLOT_BOOTSTRAP_ADMIN_KEY",
+                    format!("the first admin key needs at least {MIN_BOOTSTRAP_KEY_CHARS} characters, this one has {n} (e.g. `openssl rand -hex 32`)"),
+                ));
+            }
+            if k.chars().any(char::is_control) {
+                return Err(ApiError::field("ALLOT_BOOTSTRAP_ADMIN_KEY", "a key cannot contain control characters"));
+            }
+        }
+        let (secret, outcome) = match env_key {
             Some(k) => (k.to_string(), Bootstrap::FromEnvironment),
             None => {
                 let s = new_secret()?;
@@ -386,35 +412,45 @@ impl App {
         }
     }
 
-    /// The live key with this secret (cached after the first look-up).
+    /// The live key with this secret: from what this node knows of the key table (see [`keys`]),
+    /// else from the store. `None` for a key unknown or revoked; 503 `STORE_UNAVAILABLE` for a
+    /// key this node has never seen while the database cannot be reached.
     pub async fn key(&self, secret: &str) -> Result<Option<Arc<KeyInfo>>, ApiError> {
         let hash = allot_store::hash_secret(secret);
-        if let Some(k) = self.keys.read().map_err(|_| ApiError::Internal("key cache poisoned".into()))?.get(&hash) {
-            return Ok(Some(k.clone()));
+        match self.keys.get(&hash) {
+            keys::Known::Live(k) => return Ok(Some(k)),
+            keys::Known::Revoked => return Ok(None),
+            keys::Known::Unknown => {}
         }
-        let found = match self.store.find_key(secret).await {
-            Ok(k) => k.map(Arc::new),
-            Err(e) if e.is_unavailable() => {
-                // The database cannot be reached: a key known before still works.
-                let stale = self.stale_keys.read().map_err(|_| ApiError::Internal("key cache poisoned".into()))?;
-                return match stale.get(&hash) {
-                    Some(k) => Ok(Some(k.clone())),
-                    None => Err(e.into()),
-                };
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let found = self.store.find_key(secret).await;
+        self.observe(&found);
+        let found = found?.map(Arc::new);
         if let Some(k) = &found {
-            self.keys.write().map_err(|_| ApiError::Internal("key cache poisoned".into()))?.insert(hash, k.clone());
+            self.keys.live(hash, k.clone());
         }
         Ok(found)
     }
 
-    /// Forgets cached keys (after a revocation, and periodically for revocations on other nodes).
-    pub fn forget_keys(&self) {
-        if let (Ok(mut k), Ok(mut stale)) = (self.keys.write(), self.stale_keys.write()) {
-            *stale = std::mem::take(&mut *k);
-        }
+    /// Reads the whole key table again, so that keys created or revoked on other nodes are known
+    /// here (periodically, from [`App::spawn_refresh`]). While the database cannot be reached,
+    /// what was known stays.
+    pub async fn refresh_keys(&self) -> Result<(), ApiError> {
+        let all = self.store.export_keys().await;
+        self.observe(&all);
+        self.keys.replace(all?);
+        Ok(())
+    }
+
+    /// Records a key created on this node: known live from now on, also while the database cannot
+    /// be reached.
+    pub(crate) fn key_created(&self, secret: &str, info: KeyInfo) {
+        self.keys.live(allot_store::hash_secret(secret), Arc::new(info));
+    }
+
+    /// Records a revocation made on this node: the key is refused from now on, also while the
+    /// database cannot be reached.
+    pub(crate) fn key_revoked(&self, id: &str) {
+        self.keys.revoked(id);
     }
 
     /// Compiles `state` and makes it current, unless a newer version already is.
@@ -442,8 +478,9 @@ impl App {
         Ok(())
     }
 
-    /// Polls the store every `every` for versions committed elsewhere, and forgets cached keys
-    /// every 64 polls (so a revocation on another node takes effect). Runs until the app is dropped.
+    /// Polls the store every `every` for versions committed elsewhere, and reads the key table
+    /// again every 64 polls (so that a revocation on another node takes effect). Runs until the
+    /// app is dropped.
     ///
     /// When the store announces commits ([`Store::changes`]: PostgreSQL's `LISTEN`/`NOTIFY`), each
     /// announcement also triggers a refresh at once; the poll stays as the fallback for a missed
@@ -481,7 +518,11 @@ impl App {
                 }
                 n += 1;
                 if n.is_multiple_of(64) {
-                    app.forget_keys();
+                    if let Err(e) = app.refresh_keys().await {
+                        if app.store_up() {
+                            tracing::warn!(error = %e, "reading the key table failed");
+                        }
+                    }
                 }
             }
         })

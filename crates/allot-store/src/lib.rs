@@ -178,6 +178,22 @@ pub fn hash_secret(secret: &str) -> String {
     out
 }
 
+/// The outcome of [`Store::revoke_key`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoke {
+    /// The key is revoked now.
+    Revoked,
+    /// There is no live key with that id.
+    NotFound,
+    /// The key is the last live admin key: not revoked.
+    LastAdmin,
+}
+
+/// The condition under which `UPDATE api_keys SET revoked_at = .. WHERE id = ..` may revoke: the
+/// key is live, and not the last live admin key.
+pub(crate) const REVOCABLE: &str = "revoked_at IS NULL AND (role <> 'admin' OR \
+     (SELECT COUNT(*) FROM api_keys WHERE role = 'admin' AND revoked_at IS NULL) > 1)";
+
 /// One exposure: a unit saw a variant of an experiment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exposure {
@@ -230,8 +246,9 @@ pub trait Store: Send + Sync + 'static {
     /// Every key, oldest first.
     async fn list_keys(&self) -> Result<Vec<KeyInfo>>;
 
-    /// Revokes a key; false if there is no live key with that id.
-    async fn revoke_key(&self, id: &str, at: &str) -> Result<bool>;
+    /// Revokes a key, unless it is the last live admin key: checked and done in one transaction,
+    /// so that concurrent revocations (on any node) can never leave the store without an admin.
+    async fn revoke_key(&self, id: &str, at: &str) -> Result<Revoke>;
 
     /// The stored sticky variant of a unit in an experiment.
     async fn sticky_get(&self, unit_type: &str, unit: &str, experiment: &str) -> Result<Option<String>>;

@@ -11,7 +11,7 @@
 //! NOTHING`: the unique keys do the deduplication, across nodes too.
 
 use crate::common::{self, to_i64, to_u64, Commit, Migration};
-use crate::{AuditEntry, AuditRecord, BoxFuture, Exposure, KeyInfo, Result, StickyRow, Store, StoreError};
+use crate::{AuditEntry, AuditRecord, BoxFuture, Exposure, KeyInfo, Result, Revoke, StickyRow, Store, StoreError};
 use allot_core::state::State;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
@@ -315,13 +315,35 @@ impl Store for PgStore {
         rows.iter().map(common::key_row).collect()
     }
 
-    async fn revoke_key(&self, id: &str, at: &str) -> Result<bool> {
-        let r = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(at)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected() == 1)
+    async fn revoke_key(&self, id: &str, at: &str) -> Result<Revoke> {
+        let (pool, id, at) = (self.pool.clone(), id.to_string(), at.to_string());
+        common::run_to_end(async move {
+            let mut tx = pool.begin().await?;
+            // Revocations (and key creations) take turns: under READ COMMITTED, two concurrent
+            // revocations of the last two admin keys would each count two live admins.
+            sqlx::query("LOCK TABLE api_keys IN SHARE ROW EXCLUSIVE MODE").execute(&mut *tx).await?;
+            let r = sqlx::query(&format!("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND {}", crate::REVOCABLE))
+                .bind(&at)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            let outcome = if r.rows_affected() == 1 {
+                Revoke::Revoked
+            } else {
+                let live = sqlx::query("SELECT role FROM api_keys WHERE id = $1 AND revoked_at IS NULL")
+                    .bind(&id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if live.is_some() {
+                    Revoke::LastAdmin
+                } else {
+                    Revoke::NotFound
+                }
+            };
+            tx.commit().await?;
+            Ok(outcome)
+        })
+        .await
     }
 
     async fn sticky_get(&self, unit_type: &str, unit: &str, experiment: &str) -> Result<Option<String>> {

@@ -6,7 +6,7 @@
 //! key), so two writers planning from the same version cannot both win, even across processes.
 
 use crate::common::{self, to_i64, to_u64, Commit, Migration};
-use crate::{AuditEntry, AuditRecord, BoxFuture, Exposure, KeyInfo, Result, StickyRow, Store};
+use crate::{AuditEntry, AuditRecord, BoxFuture, Exposure, KeyInfo, Result, Revoke, StickyRow, Store};
 use allot_core::state::State;
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -208,13 +208,24 @@ impl Store for SqliteStore {
         rows.iter().map(common::key_row).collect()
     }
 
-    async fn revoke_key(&self, id: &str, at: &str) -> Result<bool> {
-        let r = sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+    async fn revoke_key(&self, id: &str, at: &str) -> Result<Revoke> {
+        // One statement: SQLite runs it under the database's write lock, so the count of live
+        // admin keys it checks cannot change before it writes (on any handle or process).
+        let r = sqlx::query(&format!("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND {}", crate::REVOCABLE))
             .bind(at)
             .bind(id)
             .execute(&self.pool)
             .await?;
-        Ok(r.rows_affected() == 1)
+        if r.rows_affected() == 1 {
+            return Ok(Revoke::Revoked);
+        }
+        let live: Option<String> = sqlx::query("SELECT role FROM api_keys WHERE id = ? AND revoked_at IS NULL")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?;
+        Ok(if live.is_some() { Revoke::LastAdmin } else { Revoke::NotFound })
     }
 
     async fn sticky_get(&self, unit_type: &str, unit: &str, experiment: &str) -> Result<Option<String>> {

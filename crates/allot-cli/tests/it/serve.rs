@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-pub(crate) const KEY: &str = "test-admin-key";
+pub(crate) const KEY: &str = "test-admin-key-for-the-cli-tests-0001";
 
 pub(crate) struct Running {
     pub(crate) child: Child,

@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::sync::Arc;
 use tower::ServiceExt;
 
-pub const ADMIN: &str = "admin-secret";
+pub const ADMIN: &str = "admin-secret-for-the-server-tests-0001";
 
 pub const CONFIG: &str = r#"
 units:

@@ -84,7 +84,7 @@ impl Store for Faulty {
         self.check()?;
         self.inner.list_keys().await
     }
-    async fn revoke_key(&self, id: &str, at: &str) -> Result<bool> {
+    async fn revoke_key(&self, id: &str, at: &str) -> Result<allot_store::Revoke> {
         self.check()?;
         self.inner.revoke_key(id, at).await
     }
@@ -320,4 +320,56 @@ async fn a_row_that_fails_its_batch_fails_only_its_own_request() {
         let rows = s.app.store().sticky_for_unit("user", &format!("s{i}")).await.unwrap();
         assert_eq!(rows.len(), 1, "s{i}'s sticky assignment was written");
     }
+}
+
+/// While the database cannot be reached, a node keeps accepting every key it knew live (also one
+/// never used, also one created on another node before the outage) and keeps refusing every key
+/// it knew revoked (also one revoked on this node a moment before); a key it never saw gets 503.
+#[tokio::test]
+async fn keys_through_an_outage() {
+    let (s, faulty) = faulty_server().await;
+    let unused = s.key("evaluator").await;
+    let revoked = s.key("evaluator").await;
+    let eval = |key: String| {
+        let s = &s;
+        async move {
+            let body = json!({"context": {"user_id": "u1"}, "experiments": ["plain"]});
+            s.call("POST", "/api/v1/evaluate", Some(&key), &[("content-type", "application/json")], &body.to_string())
+                .await
+                .status
+        }
+    };
+    assert_eq!(eval(revoked.clone()).await, StatusCode::OK);
+    let list = s.get("/api/v1/keys").await.json();
+    let id = list["keys"].as_array().unwrap().last().unwrap()["id"].as_str().unwrap().to_string();
+    let r = s.call("DELETE", &format!("/api/v1/keys/{id}"), Some(ADMIN), &[], "").await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    // A key made on another node, and one revoked there, seen by this node's periodic read.
+    let info = |id: &str| KeyInfo {
+        id: id.into(),
+        name: id.into(),
+        role: allot_store::Role::Evaluator,
+        created_at: "2026-01-01T00:00:00Z".into(),
+        revoked_at: None,
+    };
+    let elsewhere = "a-key-created-on-another-node-000001";
+    let gone_elsewhere = "a-key-revoked-on-another-node-000001";
+    s.app.store().create_key(&info("k_elsewhere"), elsewhere).await.unwrap();
+    s.app.store().create_key(&info("k_gone"), gone_elsewhere).await.unwrap();
+    assert_eq!(eval(gone_elsewhere.into()).await, StatusCode::OK);
+    s.app.store().revoke_key("k_gone", "2026-01-02T00:00:00Z").await.unwrap();
+    s.app.refresh_keys().await.unwrap();
+
+    faulty.down.store(true, Ordering::SeqCst);
+    assert_eq!(eval(unused).await, StatusCode::OK, "a live key never used still works");
+    assert_eq!(eval(elsewhere.into()).await, StatusCode::OK, "a key created elsewhere before the outage works");
+    assert_eq!(eval(revoked).await, StatusCode::UNAUTHORIZED, "a key revoked here stays revoked");
+    assert_eq!(eval(gone_elsewhere.into()).await, StatusCode::UNAUTHORIZED, "a key revoked elsewhere stays revoked");
+    assert_eq!(eval(ADMIN.into()).await, StatusCode::OK);
+    assert_eq!(eval("never-seen-key-000000000000000000000".into()).await, StatusCode::SERVICE_UNAVAILABLE);
+    // A failed read of the key table keeps what was known.
+    assert!(s.app.refresh_keys().await.is_err());
+    assert_eq!(eval(ADMIN.into()).await, StatusCode::OK);
+    faulty.down.store(false, Ordering::SeqCst);
+    assert_eq!(eval("never-seen-key-000000000000000000000".into()).await, StatusCode::UNAUTHORIZED);
 }

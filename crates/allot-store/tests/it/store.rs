@@ -2,7 +2,7 @@
 
 use crate::backend::Ctx;
 use allot_core::state::State;
-use allot_store::{AuditEntry, Exposure, KeyInfo, Role, StoreError};
+use allot_store::{AuditEntry, Exposure, KeyInfo, Revoke, Role, StoreError};
 
 on_every_backend!(
     empty_store_is_version_zero,
@@ -12,6 +12,7 @@ on_every_backend!(
     of_concurrent_writers_on_two_handles_exactly_one_wins,
     the_store_survives_reopening,
     keys_are_found_by_secret_and_revoked,
+    concurrent_revocations_never_leave_no_admin,
     sticky_assignments_keep_the_first_variant,
     exposures_are_deduplicated_per_unit_experiment_variant_and_day,
     large_batches_are_written_whole,
@@ -178,8 +179,11 @@ async fn keys_are_found_by_secret_and_revoked(ctx: Ctx) {
     assert_eq!(s.find_key("s1").await.unwrap().unwrap().role, Role::Admin);
     assert_eq!(s.find_key("s3").await.unwrap().unwrap().id, "k3");
     assert_eq!(s.find_key("s2").await.unwrap(), None);
-    assert!(s.revoke_key("k3", "2026-01-02T00:00:00Z").await.unwrap());
-    assert!(!s.revoke_key("k3", "2026-01-02T00:00:00Z").await.unwrap());
+    assert_eq!(s.revoke_key("k3", "2026-01-02T00:00:00Z").await.unwrap(), Revoke::Revoked);
+    assert_eq!(s.revoke_key("k3", "2026-01-02T00:00:00Z").await.unwrap(), Revoke::NotFound);
+    assert_eq!(s.revoke_key("nope", "2026-01-02T00:00:00Z").await.unwrap(), Revoke::NotFound);
+    assert_eq!(s.revoke_key("k1", "2026-01-02T00:00:00Z").await.unwrap(), Revoke::LastAdmin);
+    assert!(s.find_key("s1").await.unwrap().is_some(), "the last admin key still works");
     assert_eq!(s.find_key("s3").await.unwrap(), None);
     let keys = s.list_keys().await.unwrap();
     assert_eq!(keys.len(), 2);
@@ -189,6 +193,29 @@ async fn keys_are_found_by_secret_and_revoked(ctx: Ctx) {
 #[test]
 fn secrets_are_stored_as_sha256() {
     assert_eq!(allot_store::hash_secret("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+/// Revoking the last two admin keys at once, on two handles (as on two nodes), leaves one.
+async fn concurrent_revocations_never_leave_no_admin(ctx: Ctx) {
+    let (a, b) = (ctx.store(), ctx.reopen().await);
+    assert!(a.bootstrap_key(&key("k1", Role::Admin), "s1").await.unwrap());
+    for round in 0..10 {
+        let (x, y) = (format!("x{round}"), format!("y{round}"));
+        a.create_key(&key(&x, Role::Admin), &format!("sx{round}")).await.unwrap();
+        a.create_key(&key(&y, Role::Admin), &format!("sy{round}")).await.unwrap();
+        // Leave exactly x and y as live admin keys, then revoke both at once.
+        for k in a.list_keys().await.unwrap() {
+            if k.revoked_at.is_none() && k.id != x && k.id != y {
+                assert_eq!(a.revoke_key(&k.id, "2026-01-02T00:00:00Z").await.unwrap(), Revoke::Revoked);
+            }
+        }
+        let (ra, rb) = tokio::join!(a.revoke_key(&x, "2026-01-03T00:00:00Z"), b.revoke_key(&y, "2026-01-03T00:00:00Z"));
+        let mut got = [ra.unwrap(), rb.unwrap()];
+        got.sort_by_key(|r| *r == Revoke::LastAdmin);
+        assert_eq!(got, [Revoke::Revoked, Revoke::LastAdmin], "round {round}");
+        let live = a.list_keys().await.unwrap().into_iter().filter(|k| k.revoked_at.is_none()).count();
+        assert_eq!(live, 1, "round {round}");
+    }
 }
 
 async fn sticky_assignments_keep_the_first_variant(ctx: Ctx) {
