@@ -46,6 +46,11 @@ pub struct ServeArgs {
     /// connections still open are dropped.
     #[arg(long = "shutdown-timeout-ms", env = "ALLOT_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
     pub shutdown_timeout_ms: u64,
+    /// Origins whose browser pages may call the API (CORS), e.g. `https://app.example.com`, or
+    /// `*` for any; repeat the flag or separate with commas. None by default: browsers refuse
+    /// cross-origin calls.
+    #[arg(long = "cors-origin", env = "ALLOT_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
     /// Log format.
     #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -110,6 +115,8 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
 }
 
 async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
+    // A malformed --cors-origin is an error before anything is created.
+    let _checked = allot_server::with_cors(axum::Router::new(), &args.cors_origins).map_err(|e| anyhow::anyhow!(e))?;
     // Bind first: a server that cannot listen must not have created the first admin key.
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
@@ -143,7 +150,9 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
         shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
     };
-    allot_server::http::serve(listener, allot_server::router(app.clone()), limits, shutdown()).await;
+    let router = allot_server::with_cors(allot_server::router(app.clone()), &args.cors_origins)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    allot_server::http::serve(listener, router, limits, shutdown()).await;
     // Rows kept in memory during an outage: one last try, bounded, then say what is lost.
     let (exposures, sticky) = (app.pending_exposures(), app.pending_sticky());
     if exposures + sticky > 0 {

@@ -224,10 +224,10 @@ impl App {
             pending: writer::Pending::new(EXPOSURE_BUFFER),
             pending_sticky: writer::Pending::new(STICKY_BUFFER),
             exposure_writer: writer::Writer::spawn(me.clone(), |app, rows| {
-                Box::pin(async move { app.record_exposures(&rows).await.map(|_| ()).map_err(|e| e.to_string()) })
+                Box::pin(async move { app.record_exposures(&rows).await.map(stored).map_err(|e| e.to_string()) })
             }),
             sticky_writer: writer::Writer::spawn(me.clone(), |app, rows| {
-                Box::pin(async move { app.put_sticky(&rows).await.map_err(|e| e.to_string()) })
+                Box::pin(async move { app.put_sticky(&rows).await.map(stored).map_err(|e| e.to_string()) })
             }),
             sticky_cache: quick_cache::sync::Cache::new(STICKY_CACHE_UNITS),
             metrics: metrics::Metrics::default(),
@@ -282,10 +282,10 @@ impl App {
 
     /// Records exposures; when the database cannot be reached, keeps them in memory (up to
     /// [`EXPOSURE_BUFFER`], beyond which they are dropped and counted) for
-    /// [`App::flush_pending`]. Returns how many were new (`0` when buffered).
-    pub async fn record_exposures(&self, rows: &[Exposure]) -> Result<u64, ApiError> {
+    /// [`App::flush_pending`]. Returns how many were new; `None` when they were buffered.
+    pub async fn record_exposures(&self, rows: &[Exposure]) -> Result<Option<u64>, ApiError> {
         let r = self.store.record_exposures(rows).await;
-        Ok(self.keep_if_unavailable(r, &self.pending, rows, metrics::Metrics::exposures_dropped)?.unwrap_or(0))
+        self.keep_if_unavailable(r, &self.pending, rows, metrics::Metrics::exposures_dropped)
     }
 
     /// The outcome of writing `rows`: `Some` when written; `None` when the database could not be
@@ -313,7 +313,7 @@ impl App {
 
     /// Records exposures logged by evaluation: with those of concurrent requests, in one batch
     /// (buffered like [`App::record_exposures`] when the database cannot be reached).
-    pub(crate) async fn log_exposures(&self, rows: Vec<Exposure>) -> Result<(), ApiError> {
+    pub(crate) async fn log_exposures(&self, rows: Vec<Exposure>) -> Result<writer::Stored, ApiError> {
         self.exposure_writer.submit(rows).await
     }
 
@@ -327,9 +327,9 @@ impl App {
     /// Stores new sticky assignments `(unit type, unit, experiment, variant)`, an existing one
     /// kept; when the database cannot be reached, keeps them in memory (up to [`STICKY_BUFFER`],
     /// beyond which they are dropped and counted) for [`App::flush_pending`].
-    async fn put_sticky(&self, rows: &[StickyRow]) -> Result<(), ApiError> {
+    async fn put_sticky(&self, rows: &[StickyRow]) -> Result<Option<()>, ApiError> {
         let r = self.store.sticky_put(rows).await;
-        self.keep_if_unavailable(r, &self.pending_sticky, rows, metrics::Metrics::sticky_dropped).map(|_| ())
+        self.keep_if_unavailable(r, &self.pending_sticky, rows, metrics::Metrics::sticky_dropped)
     }
 
     /// Writes what was buffered while the database could not be reached (sticky assignments,
@@ -580,6 +580,19 @@ impl App {
     }
 }
 
+/// `Some` (written) or `None` (buffered) as a [`writer::Stored`].
+fn stored<V>(r: Option<V>) -> writer::Stored {
+    if r.is_some() {
+        writer::Stored::Written
+    } else {
+        writer::Stored::Buffered
+    }
+}
+
+/// The response header that tells a client some of its request's rows are only in the node's
+/// memory (the database cannot be reached): `exposures`, `sticky`, or both.
+pub const BUFFERED_HEADER: &str = "x-allot-buffered";
+
 /// The whole HTTP interface over `app`.
 pub fn router(app: Arc<App>) -> Router {
     let api = Router::new()
@@ -596,6 +609,51 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(body::BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(app.clone(), metrics::track));
     metrics::with_request_ids(api).with_state(app)
+}
+
+/// `router` answering cross-origin requests from `origins` (`https://app.example.com`, or `*` for
+/// any origin): CORS preflights are answered before authentication, and the API's request and
+/// response headers (`Authorization`, `If-Match`, `ETag`, ...) are allowed. No origins: `router`
+/// unchanged, and browsers refuse cross-origin calls (the default). Errors name a malformed origin.
+pub fn with_cors(router: Router, origins: &[String]) -> Result<Router, String> {
+    use axum::http::{header, HeaderName, HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return Ok(router);
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        let mut list = Vec::with_capacity(origins.len());
+        for o in origins {
+            let ok = (o.starts_with("http://") || o.starts_with("https://")) && !o.ends_with('/');
+            match HeaderValue::from_str(o) {
+                Ok(v) if ok => list.push(v),
+                _ => {
+                    return Err(format!("--cors-origin {o}: expected an origin such as https://app.example.com, or *"))
+                }
+            }
+        }
+        AllowOrigin::list(list)
+    };
+    let layer = CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+            header::IF_NONE_MATCH,
+            HeaderName::from_static("x-api-key"),
+            HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            header::ETAG,
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("x-allot-buffered"),
+        ])
+        .max_age(Duration::from_secs(600));
+    Ok(router.layer(layer))
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {

@@ -24,12 +24,22 @@ pub const BATCH: usize = 1000;
 /// Most requests waiting for a batch.
 pub const QUEUE: usize = 4096;
 
-type Reply = oneshot::Sender<Result<(), String>>;
+/// Where a request's rows went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stored {
+    /// Written to the database.
+    Written,
+    /// Kept in this node's memory because the database cannot be reached: written when it is
+    /// back, lost if the node stops first (the client is told: `X-Allot-Buffered`).
+    Buffered,
+}
+
+type Reply = oneshot::Sender<Result<Stored, String>>;
 
 /// What a writer does with one batch: write it (or buffer it when the database cannot be
 /// reached); `Err` is the failure of the whole batch.
 pub(crate) type WriteFn<T> =
-    fn(Arc<App>, Arc<Vec<T>>) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'static>>;
+    fn(Arc<App>, Arc<Vec<T>>) -> Pin<Box<dyn Future<Output = Result<Stored, String>> + Send + 'static>>;
 
 /// The sending side of one group-commit task.
 pub(crate) struct Writer<T> {
@@ -96,9 +106,9 @@ impl<T: Clone + Send + Sync + 'static> Writer<T> {
     }
 
     /// Hands `rows` to the task and waits until their batch is written (or buffered).
-    pub(crate) async fn submit(&self, rows: Vec<T>) -> Result<(), ApiError> {
+    pub(crate) async fn submit(&self, rows: Vec<T>) -> Result<Stored, ApiError> {
         if rows.is_empty() {
-            return Ok(());
+            return Ok(Stored::Written);
         }
         let (tx, rx) = oneshot::channel();
         self.tx.send((rows, tx)).await.map_err(|_| ApiError::Internal("the store writer has stopped".into()))?;

@@ -6,7 +6,7 @@
 //! key), so two writers planning from the same version cannot both win, even across processes.
 
 use crate::common::{self, to_i64, to_u64, Commit, Migration};
-use crate::{AuditEntry, AuditRecord, BoxFuture, Exposure, KeyInfo, Result, Revoke, StickyRow, Store};
+use crate::{AuditEntry, AuditRecord, BoxFuture, Exposure, KeyInfo, Result, Revoke, StickyRow, Store, StoreError};
 use allot_core::state::State;
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -32,8 +32,15 @@ impl SqliteStore {
 
     async fn open_inner(url: &str) -> Result<SqliteStore> {
         let memory = url.contains(":memory:") || url.contains("mode=memory");
-        let opts = SqliteConnectOptions::from_str(url)
-            .map_err(common::invalid_url)?
+        let mut opts = SqliteConnectOptions::from_str(url).map_err(common::invalid_url)?;
+        // `sqlite://./my.db`, `sqlite:///abs/path.db`, `sqlite:my.db`: the file is created unless
+        // the URL asks otherwise (`mode=ro`, `mode=rw`).
+        let creates = !memory && (!url.contains("mode=") || url.contains("mode=rwc"));
+        if creates {
+            create_private(opts.get_filename())?;
+            opts = opts.create_if_missing(true);
+        }
+        let opts = opts
             .journal_mode(if memory { SqliteJournalMode::Memory } else { SqliteJournalMode::Wal })
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
@@ -71,6 +78,35 @@ impl SqliteStore {
         common::check_schema_version(&done, MIGRATIONS)?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+/// Creates the database file at `path` if it is missing, readable and writable by its owner only
+/// (mode 0600 on Unix: it holds the hashes of API keys); an existing file is left as it is. A
+/// missing directory is an error that names it.
+fn create_private(path: &std::path::Path) -> Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(StoreError::Invalid(format!(
+            "database URL: the directory {} of {} does not exist",
+            dir.display(),
+            path.display()
+        )));
+    }
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    match open.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Invalid(format!("database URL: cannot create {}: {e}", path.display()))),
     }
 }
 

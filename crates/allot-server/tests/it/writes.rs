@@ -373,3 +373,32 @@ async fn keys_through_an_outage() {
     faulty.down.store(false, Ordering::SeqCst);
     assert_eq!(eval("never-seen-key-000000000000000000000".into()).await, StatusCode::UNAUTHORIZED);
 }
+
+/// Rows kept only in memory during an outage (lost if the node stops first) are announced to the
+/// client: `202` and `X-Allot-Buffered` on `POST /api/v1/exposures`, the header on evaluation.
+#[tokio::test]
+async fn clients_are_told_when_their_rows_are_only_buffered() {
+    let (s, faulty) = faulty_server().await;
+    let body = json!({"context": {"user_id": "u1"}, "log_exposures": true}).to_string();
+    let exposure = r#"{"exposures": [{"unit": "u1", "experiment": "plain", "variant": "a"}]}"#;
+    let r = s.post("/api/v1/evaluate", &body).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.headers.get("x-allot-buffered").is_none(), "written: no header");
+    let r = s.post("/api/v1/exposures", exposure).await;
+    assert_eq!((r.status, r.json()["new"].as_u64()), (StatusCode::OK, Some(0)), "{}", r.text);
+    // u3's sticky assignments are known to this node (st1 only, so far).
+    assignments(&s, "u3", Some("st1")).await;
+    faulty.down.store(true, Ordering::SeqCst);
+    let r = s.post("/api/v1/evaluate", &json!({"context": {"user_id": "u2"}, "log_exposures": true}).to_string()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.headers["x-allot-buffered"], "exposures", "{:?}", r.headers);
+    // u3 gets st2 now: a new sticky assignment, buffered too.
+    let r = s.post("/api/v1/evaluate", &json!({"context": {"user_id": "u3"}, "log_exposures": true}).to_string()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json()["assignments"]["st2"]["reason"], "ASSIGNED", "{}", r.text);
+    assert_eq!(r.headers["x-allot-buffered"], "exposures, sticky", "{:?}", r.headers);
+    let r = s.post("/api/v1/exposures", exposure).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    assert_eq!(r.headers["x-allot-buffered"], "exposures");
+    assert_eq!(r.json()["buffered"], 1);
+}

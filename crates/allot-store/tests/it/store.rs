@@ -267,3 +267,33 @@ async fn commits_are_announced_where_the_backend_can(ctx: Ctx) {
     listener.commit(1, &state(3), &entry("bob")).await.unwrap();
     assert_eq!(rx.recv().await, Some(3));
 }
+
+/// The SQLite URLs a user would type open (and create) the file, readable by its owner only; a
+/// missing directory is an error naming it.
+#[tokio::test]
+async fn sqlite_urls_as_typed_create_a_private_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    for (url, file) in [
+        (format!("sqlite://{d}/a.db"), "a.db"),
+        (format!("sqlite:{d}/b.db"), "b.db"),
+        (format!("sqlite://{d}/c.db?mode=rwc"), "c.db"),
+    ] {
+        assert!(url.starts_with("sqlite:///") || url.starts_with("sqlite:/"), "{url}");
+        let s = allot_store::open(&url).await.unwrap_or_else(|e| panic!("{url}: {e}"));
+        s.create_key(&key("k", Role::Admin), "secret").await.unwrap();
+        let path = dir.path().join(file);
+        assert!(path.exists(), "{url}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{url}: mode {mode:o}");
+        }
+    }
+    let e = allot_store::open(&format!("sqlite://{d}/missing/x.db")).await.err().unwrap().to_string();
+    assert!(e.contains(&format!("{d}/missing")) && e.contains("does not exist"), "{e}");
+    // mode=ro on a missing file does not create it.
+    assert!(allot_store::open(&format!("sqlite://{d}/ro.db?mode=ro")).await.is_err());
+    assert!(!dir.path().join("ro.db").exists());
+}
