@@ -261,7 +261,7 @@ pub(crate) async fn list_keys(State(app): State<Arc<App>>) -> Result<Response, A
     Ok(Json(json!({"keys": app.store().list_keys().await?})).into_response())
 }
 
-/// Creates a key; its secret is in this answer only (the store keeps its SHA-256).
+/// Creates a key; its secret is in this answer only (the store keeps a keyed hash of it).
 #[utoipa::path(post, path = "/api/v1/keys", tag = "keys", request_body = NewKey,
     responses((status = 201, description = "{\"key\": {...}, \"secret\": \"allot_...\"}"), (status = 422, body = crate::error::ErrorBody)))]
 pub(crate) async fn create_key(State(app): State<Arc<App>>, ApiJson(k): ApiJson<NewKey>) -> Result<Response, ApiError> {

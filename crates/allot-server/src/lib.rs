@@ -416,7 +416,7 @@ impl App {
     /// else from the store. `None` for a key unknown or revoked; 503 `STORE_UNAVAILABLE` for a
     /// key this node has never seen while the database cannot be reached.
     pub async fn key(&self, secret: &str) -> Result<Option<Arc<KeyInfo>>, ApiError> {
-        let hash = allot_store::hash_secret(secret);
+        let hash = self.store.hash_secret(secret);
         match self.keys.get(&hash) {
             keys::Known::Live(k) => return Ok(Some(k)),
             keys::Known::Revoked => return Ok(None),
@@ -444,7 +444,7 @@ impl App {
     /// Records a key created on this node: known live from now on, also while the database cannot
     /// be reached.
     pub(crate) fn key_created(&self, secret: &str, info: KeyInfo) {
-        self.keys.live(allot_store::hash_secret(secret), Arc::new(info));
+        self.keys.live(self.store.hash_secret(secret), Arc::new(info));
     }
 
     /// Records a revocation made on this node: the key is refused from now on, also while the

@@ -132,6 +132,13 @@ impl Store for Faulty {
         self.check()?;
         self.inner.import_key(info, secret_sha256).await
     }
+    fn key_salt(&self) -> String {
+        self.inner.key_salt()
+    }
+    async fn set_key_salt(&self, salt: &str) -> Result<()> {
+        self.check()?;
+        self.inner.set_key_salt(salt).await
+    }
     async fn sticky_page(&self, after: Option<&StickyRow>, limit: u32) -> Result<Vec<StickyRow>> {
         self.check()?;
         self.inner.sticky_page(after, limit).await
