@@ -131,6 +131,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
         Ok(Bootstrap::Generated(secret)) => {
             eprintln!("\nThe store had no keys: created the first admin key. It is shown only this once:\n\n    {secret}\n\nUse it as `Authorization: Bearer <key>`; create other keys with POST /api/v1/keys.\n");
         }
+        Err(allot_server::ApiError::Invalid(es)) => anyhow::bail!("{}", allot_server::summary(&es)),
         Err(e) => anyhow::bail!("creating the first admin key: {e}"),
     }
     if cli.config_given {

@@ -339,10 +339,11 @@ fn a_node_rides_out_a_database_outage() {
     assert_eq!(status, 503, "{body}");
     let e: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(e["code"], "STORE_UNAVAILABLE", "{body}");
-    // Exposures are buffered.
+    // Exposures are buffered, and the client is told (202).
     let xs = r#"{"exposures": [{"unit": "u1", "experiment": "exp", "variant": "a"}, {"unit": "u2", "experiment": "exp", "variant": "b"}, {"unit": "u3", "experiment": "exp", "variant": "a"}]}"#;
     let (status, body) = http(&node.addr, "POST", "/api/v1/exposures", &[(h, &v)], xs);
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["buffered"], 3, "{body}");
     let metrics = get("/metrics").1;
     assert!(metrics.contains("allot_exposures_buffered 3"), "{metrics}");
     assert!(metrics.contains("allot_exposures_dropped_total 0"), "{metrics}");

@@ -301,3 +301,128 @@ fn published_ofrep_clients_evaluate_against_serve() {
     s.child.kill().unwrap();
     s.child.wait().unwrap();
 }
+
+/// Waits (bounded) for the server to exit; its status.
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    for _ in 0..3000 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("the server did not exit");
+}
+
+/// `--header-timeout-ms` reaches the server: a half-sent request's connection is closed.
+#[test]
+fn serve_closes_a_half_sent_request_at_the_header_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &["--header-timeout-ms", "200"]);
+    let mut slow = TcpStream::connect(&s.addr).unwrap();
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let mut got = vec![];
+    // Ok: the server closed the connection (EOF); a read timeout (Err) would mean it did not.
+    slow.read_to_end(&mut got).expect("the server closed the half-sent connection");
+    assert!(!got.starts_with(b"HTTP/1.1 200"));
+    assert_eq!(http(&s.addr, "GET", "/healthz", &[], "").0, 200);
+}
+
+/// SIGTERM with a slow client connected: the server stops within `--shutdown-timeout-ms` instead
+/// of waiting for the client (whose header timeout is far longer).
+#[cfg(unix)]
+#[test]
+fn sigterm_is_not_held_up_by_a_slow_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = start(dir.path(), &["--header-timeout-ms", "3600000", "--shutdown-timeout-ms", "200"]);
+    let mut slow = TcpStream::connect(&s.addr).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    assert_eq!(http(&s.addr, "GET", "/healthz", &[], "").0, 200);
+    assert!(Command::new("kill").args(["-TERM", &s.child.id().to_string()]).status().unwrap().success());
+    let exit = wait_exit(&mut s.child);
+    assert!(exit.success(), "{exit}");
+}
+
+/// The SQLite URLs a user would type create the file; a missing directory is a clear error.
+#[test]
+fn typed_sqlite_urls_create_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, file) in [("sqlite://./my.db", "my.db"), ("sqlite:other.db", "other.db")] {
+        let mut s = start(dir.path(), &["--database-url", url]);
+        assert_eq!(version(&s.addr), 0, "{url}");
+        s.child.kill().unwrap();
+        s.child.wait().unwrap();
+        assert!(dir.path().join(file).exists(), "{url}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_allot"))
+        .current_dir(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", "sqlite://./missing/x.db"])
+        .env("ALLOT_BOOTSTRAP_ADMIN_KEY", KEY)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing") && err.contains("does not exist"), "{err}");
+}
+
+/// A server that cannot listen has created nothing: the bootstrap key is still unused.
+#[test]
+fn a_server_that_cannot_bind_has_not_consumed_the_bootstrap_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_allot"))
+        .current_dir(dir.path())
+        .args(["serve", "--listen", &addr])
+        .env("ALLOT_BOOTSTRAP_ADMIN_KEY", KEY)
+        .env_remove("ALLOT_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listening on"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!dir.path().join("allot.db").exists(), "no store (and no key) was created");
+}
+
+/// A different `ALLOT_BOOTSTRAP_ADMIN_KEY` on a store that has keys is said to be ignored; a
+/// short one on an empty store stops the server with a clear error.
+#[test]
+fn bootstrap_keys_that_are_ignored_or_too_short_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = start(dir.path(), &[]);
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_allot"))
+        .current_dir(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("ALLOT_BOOTSTRAP_ADMIN_KEY", "a-different-key-of-at-least-32-chars")
+        .env_remove("ALLOT_DATABASE_URL")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = vec![];
+    let found = loop {
+        let Some(Ok(line)) = lines.next() else { break false };
+        seen.push(line.clone());
+        if line.contains("ALLOT_BOOTSTRAP_ADMIN_KEY is ignored") {
+            break true;
+        }
+        if line.contains("serving") {
+            break false;
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(found, "{seen:#?}");
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_allot"))
+        .current_dir(empty.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("ALLOT_BOOTSTRAP_ADMIN_KEY", "dev-key")
+        .env_remove("ALLOT_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("at least 32 characters"), "{err}");
+}
