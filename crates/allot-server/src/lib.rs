@@ -412,7 +412,7 @@ impl App {
         }
     }
 
-    /// The live key with this secret: from what this node knows of the key table (see [`keys`]),
+    /// The live key with this secret: from what this node knows of the key table (module `keys`),
     /// else from the store. `None` for a key unknown or revoked; 503 `STORE_UNAVAILABLE` for a
     /// key this node has never seen while the database cannot be reached.
     pub async fn key(&self, secret: &str) -> Result<Option<Arc<KeyInfo>>, ApiError> {
