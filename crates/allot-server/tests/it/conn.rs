@@ -161,3 +161,20 @@ async fn a_body_that_does_not_arrive_in_time_gets_408() {
     assert!(got.starts_with("HTTP/1.1 408"), "{got}");
     assert!(got.contains("BODY_TIMEOUT"), "{got}");
 }
+
+/// The attack, scaled down: many more half-sent connections than the limit. None of them
+/// is ever answered, each is closed, and `/healthz` answers once the server gets to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_slow_connections_cannot_starve_the_server() {
+    let r = start(limits(Duration::from_millis(300), 32)).await;
+    let mut slow = Vec::with_capacity(300);
+    for _ in 0..300 {
+        slow.push(half_sent(r.addr).await);
+    }
+    let status = tokio::time::timeout(HANG, healthz(r.addr)).await.expect("never served");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    for c in &mut slow {
+        let got = read_to_close(c).await;
+        assert!(!got.starts_with(b"HTTP/1.1 200"), "a half-sent request was answered");
+    }
+}
