@@ -215,7 +215,8 @@ pub(crate) async fn audit_entry(
 ) -> Result<Response, ApiError> {
     let Path(v) = v.map_err(|e| ApiError::field("version", e.body_text()))?;
     let v = body::integer(v, "version")?;
-    let entries = app.store().audit(v.checked_add(1), 1).await?;
+    // `before` past the stores' range means no bound.
+    let entries = app.store().audit(v.checked_add(1).filter(|b| *b <= body::MAX_INTEGER), 1).await?;
     let Some(entry) = entries.into_iter().find(|e| e.after_version == v) else {
         return Err(ApiError::NotFound(format!("no audit entry recorded version {v}")));
     };

@@ -85,6 +85,7 @@ async fn integers_past_i64_are_a_4xx_naming_the_parameter() {
     // The largest that fits is answered as usual.
     let max = "9223372036854775807";
     assert_eq!(s.get(&format!("/api/v1/versions/{max}")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(s.get(&format!("/api/v1/audit/{max}")).await.status, StatusCode::NOT_FOUND);
     assert_eq!(s.get(&format!("/api/v1/audit?before={max}")).await.status, StatusCode::OK);
     assert_eq!(s.get(&format!("/api/v1/exposures?after={max}")).await.status, StatusCode::OK);
 }
