@@ -153,7 +153,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
     };
     let router = allot_server::with_cors(allot_server::router(app.clone()), &args.cors_origins)
         .map_err(|e| anyhow::anyhow!(e))?;
-    allot_server::http::serve(listener, router, limits, shutdown()).await;
+    allot_server::http::serve(listener, router, limits, app.connections(), shutdown()).await;
     // Rows kept in memory during an outage: one last try, bounded, then say what is lost.
     let (exposures, sticky) = (app.pending_exposures(), app.pending_sticky());
     if exposures + sticky > 0 {

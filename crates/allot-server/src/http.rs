@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -64,20 +65,34 @@ impl Default for Limits {
     }
 }
 
+/// Counters of [`serve`], shown in `/metrics` (`allot_http_connections`,
+/// `allot_http_connections_waited_total`).
+#[derive(Debug, Default)]
+pub struct Connections {
+    /// Connections open now.
+    pub open: AtomicUsize,
+    /// Times the limit was reached and accepting had to wait for a connection to close.
+    pub waited: AtomicU64,
+    /// The limit (0 until [`serve`] runs).
+    pub limit: AtomicUsize,
+}
+
 /// When the body of a request must have been read by: set by [`serve`] on every request.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyDeadline(pub Instant);
 
 /// Serves `router` on `listener` under `limits` until `shutdown` resolves, then shuts down within
-/// [`Limits::shutdown_timeout`]. Returns how many connections were still open at the bound and
-/// were dropped.
+/// [`Limits::shutdown_timeout`], counting connections in `stats`. Returns how many connections
+/// were still open at the bound and were dropped.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    stats: Arc<Connections>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> usize {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    stats.limit.store(limits.max_connections.max(1), Ordering::Relaxed);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -97,6 +112,7 @@ pub async fn serve(
                     tracing::warn!(limit = limits.max_connections, "connection limit reached: new connections wait");
                     full = true;
                 }
+                stats.waited.fetch_add(1, Ordering::Relaxed);
                 tokio::select! {
                     _ = &mut shutdown => break,
                     s = slots.clone().acquire_owned() => match s {
@@ -129,8 +145,9 @@ pub async fn serve(
         });
         let conn = http.serve_connection(TokioIo::new(stream), service);
         let mut stop = stop_rx.clone();
+        let open = Open::new(stats.clone());
         conns.spawn(async move {
-            let _slot = slot;
+            let (_slot, _open) = (slot, open);
             tokio::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => finished(r),
@@ -156,6 +173,22 @@ pub async fn serve(
     tracing::warn!(connections = left, "shutdown timeout: dropping connections still open");
     conns.shutdown().await;
     left
+}
+
+/// One open connection in [`Connections::open`], for as long as it lives (also when aborted).
+struct Open(Arc<Connections>);
+
+impl Open {
+    fn new(stats: Arc<Connections>) -> Open {
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        Open(stats)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn finished(r: Result<(), hyper::Error>) {

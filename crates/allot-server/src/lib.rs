@@ -141,6 +141,8 @@ pub struct App {
     sticky_cache: quick_cache::sync::Cache<(String, String), Arc<StickyKnown>>,
     /// Request and evaluation counters.
     pub metrics: metrics::Metrics,
+    /// Connection counters of [`http::serve`] (pass [`App::connections`] to it).
+    connections: Arc<http::Connections>,
 }
 
 /// Every sticky assignment of one unit that this node read from the store (or wrote to it) while
@@ -231,9 +233,15 @@ impl App {
             }),
             sticky_cache: quick_cache::sync::Cache::new(STICKY_CACHE_UNITS),
             metrics: metrics::Metrics::default(),
+            connections: Arc::default(),
         });
         app.keys.replace(known_keys);
         Ok(app)
+    }
+
+    /// The connection counters [`http::serve`] keeps for `/metrics`.
+    pub fn connections(&self) -> Arc<http::Connections> {
+        self.connections.clone()
     }
 
     /// The store.

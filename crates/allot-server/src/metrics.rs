@@ -159,6 +159,19 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE allot_write_queue gauge");
         let _ = writeln!(out, "allot_write_queue {}", app.queued_writes());
+        let c = app.connections();
+        let _ = writeln!(out, "# HELP allot_http_connections HTTP connections open now.");
+        let _ = writeln!(out, "# TYPE allot_http_connections gauge");
+        let _ = writeln!(out, "allot_http_connections {}", c.open.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "# HELP allot_http_connections_limit The most HTTP connections open at once (--max-connections)."
+        );
+        let _ = writeln!(out, "# TYPE allot_http_connections_limit gauge");
+        let _ = writeln!(out, "allot_http_connections_limit {}", c.limit.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP allot_http_connections_waited_total Times the connection limit was reached and accepting waited for a connection to close.");
+        let _ = writeln!(out, "# TYPE allot_http_connections_waited_total counter");
+        let _ = writeln!(out, "allot_http_connections_waited_total {}", c.waited.load(Ordering::Relaxed));
         out
     }
 }

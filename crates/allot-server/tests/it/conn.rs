@@ -28,7 +28,7 @@ async fn start(limits: Limits) -> Running {
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
     let router = allot_server::router(s.app.clone());
-    let task = tokio::spawn(serve(listener, router, limits, async move {
+    let task = tokio::spawn(serve(listener, router, limits, s.app.connections(), async move {
         let _ = rx.await;
     }));
     Running { addr, stop: Some(tx), task, _server: s }
@@ -99,6 +99,9 @@ async fn connections_past_the_limit_wait_for_a_free_slot() {
     // The server must not answer while the one slot is held.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!waiting.is_finished(), "a connection past the limit was served");
+    let c = r._server.app.connections();
+    assert_eq!(c.open.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert!(c.waited.load(std::sync::atomic::Ordering::Relaxed) >= 1, "the wait is counted");
     drop(holder);
     let status = tokio::time::timeout(HANG, waiting).await.expect("never served").unwrap();
     assert_eq!(status, "HTTP/1.1 200 OK");
