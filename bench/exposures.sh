@@ -45,7 +45,7 @@ TWO_NODES=${TWO_NODES:-0}
 ENDPOINTS=${ENDPOINTS:-exposures evaluate}
 DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
 TARGET=20000
-KEY=bench-admin-key
+KEY=bench-admin-key-0123456789abcdef0123
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need wrk "apt-get install -y wrk"

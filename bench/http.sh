@@ -19,7 +19,7 @@ DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 PORT=${PORT:-18181}
-KEY=bench-admin-key
+KEY=bench-admin-key-0123456789abcdef0123
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need wrk "apt-get install -y wrk"

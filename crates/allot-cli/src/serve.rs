@@ -29,6 +29,28 @@ pub struct ServeArgs {
     /// PostgreSQL, commits are also announced at once (LISTEN/NOTIFY); this check is the fallback.
     #[arg(long = "version-poll-ms", env = "ALLOT_VERSION_POLL_MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
     pub version_poll_ms: u64,
+    /// Time a client has to send a request's headers, in milliseconds, from the opening of its
+    /// connection (or, on a kept-alive connection, from the end of the previous response: this is
+    /// also the idle timeout of kept-alive connections). Past it the connection is closed.
+    #[arg(long = "header-timeout-ms", env = "ALLOT_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_ms: u64,
+    /// Time a client has to send a request's body, in milliseconds, from the end of its headers.
+    /// Past it the request gets 408 BODY_TIMEOUT.
+    #[arg(long = "body-timeout-ms", env = "ALLOT_BODY_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout_ms: u64,
+    /// Most connections open at once. Past it new connections wait to be accepted until one
+    /// closes. Keep it below the process's file descriptor limit (`ulimit -n`).
+    #[arg(long = "max-connections", env = "ALLOT_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+    /// On SIGTERM or Ctrl-C: time given to in-flight requests, in milliseconds, before the
+    /// connections still open are dropped.
+    #[arg(long = "shutdown-timeout-ms", env = "ALLOT_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub shutdown_timeout_ms: u64,
+    /// Origins whose browser pages may call the API (CORS), e.g. `https://app.example.com`, or
+    /// `*` for any; repeat the flag or separate with commas. None by default: browsers refuse
+    /// cross-origin calls.
+    #[arg(long = "cors-origin", env = "ALLOT_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
     /// Log format.
     #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -93,14 +115,23 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
 }
 
 async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
+    // A malformed --cors-origin is an error before anything is created.
+    let _checked = allot_server::with_cors(axum::Router::new(), &args.cors_origins).map_err(|e| anyhow::anyhow!(e))?;
+    // Bind first: a server that cannot listen must not have created the first admin key.
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     let store = allot_store::open(&args.database_url).await.context("opening the store")?;
     let app = App::new(store).await.map_err(|e| anyhow::anyhow!("loading the configuration: {e}"))?;
     match app.bootstrap(std::env::var("ALLOT_BOOTSTRAP_ADMIN_KEY").ok().as_deref()).await {
         Ok(Bootstrap::Existing) => {}
+        Ok(Bootstrap::Ignored) => tracing::warn!(
+            "ALLOT_BOOTSTRAP_ADMIN_KEY is ignored: the store already has keys and this is not one of its live keys (create keys with POST /api/v1/keys)"
+        ),
         Ok(Bootstrap::FromEnvironment) => tracing::info!("ALLOT_BOOTSTRAP_ADMIN_KEY is the first admin key"),
         Ok(Bootstrap::Generated(secret)) => {
             eprintln!("\nThe store had no keys: created the first admin key. It is shown only this once:\n\n    {secret}\n\nUse it as `Authorization: Bearer <key>`; create other keys with POST /api/v1/keys.\n");
         }
+        Err(allot_server::ApiError::Invalid(es)) => anyhow::bail!("{}", allot_server::summary(&es)),
         Err(e) => anyhow::bail!("creating the first admin key: {e}"),
     }
     if cli.config_given {
@@ -112,14 +143,17 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
         tracing::warn!(error = %e, "refresh from the store failed");
     }
     let _refresh = app.spawn_refresh(Duration::from_millis(args.version_poll_ms));
-    let listener =
-        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr().context("local address")?;
     tracing::info!(%addr, version = app.live().version, "allot serving on http://{addr}");
-    axum::serve(listener, allot_server::router(app.clone()))
-        .with_graceful_shutdown(shutdown())
-        .await
-        .context("serving")?;
+    let limits = allot_server::http::Limits {
+        header_timeout: Duration::from_millis(args.header_timeout_ms),
+        body_timeout: Duration::from_millis(args.body_timeout_ms),
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
+    };
+    let router = allot_server::with_cors(allot_server::router(app.clone()), &args.cors_origins)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    allot_server::http::serve(listener, router, limits, app.connections(), shutdown()).await;
     // Rows kept in memory during an outage: one last try, bounded, then say what is lost.
     let (exposures, sticky) = (app.pending_exposures(), app.pending_sticky());
     if exposures + sticky > 0 {

@@ -11,7 +11,7 @@ use crate::auth::Caller;
 use crate::body::{self, ApiJson, ApiPath, CONFIG_BODY_LIMIT};
 use crate::error::ApiError;
 use crate::{App, ChangeRequest, Changed, IfMatch};
-use allot_store::{KeyInfo, Role};
+use allot_store::{KeyInfo, Revoke, Role};
 use axum::extract::{DefaultBodyLimit, Extension, Path, Query, Request, State};
 use axum::http::header::{CONTENT_TYPE, ETAG, IF_MATCH};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -61,9 +61,10 @@ fn if_match(headers: &HeaderMap) -> Result<IfMatch, ApiError> {
     if v == "*" {
         return Ok(IfMatch::Any);
     }
-    parse_tag(v).map(IfMatch::Version).ok_or_else(|| {
+    let version = parse_tag(v).ok_or_else(|| {
         ApiError::field("If-Match", format!("expected \"<version>\" (the ETag of a read) or *, got {v}"))
-    })
+    })?;
+    body::integer(version, "If-Match").map(IfMatch::Version)
 }
 
 /// `?force=true&reason=...` of a change.
@@ -198,7 +199,8 @@ pub(crate) async fn audit(
     q: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
-    let entries = app.store().audit(q.before, q.limit.unwrap_or(100).min(1000)).await?;
+    let before = q.before.map(|b| body::integer(b, "before")).transpose()?;
+    let entries = app.store().audit(before, q.limit.unwrap_or(100).min(1000)).await?;
     Ok(Json(json!({"entries": entries})).into_response())
 }
 
@@ -212,7 +214,9 @@ pub(crate) async fn audit_entry(
     v: Result<Path<u64>, axum::extract::rejection::PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(v) = v.map_err(|e| ApiError::field("version", e.body_text()))?;
-    let entries = app.store().audit(v.checked_add(1), 1).await?;
+    let v = body::integer(v, "version")?;
+    // `before` past the stores' range means no bound.
+    let entries = app.store().audit(v.checked_add(1).filter(|b| *b <= body::MAX_INTEGER), 1).await?;
     let Some(entry) = entries.into_iter().find(|e| e.after_version == v) else {
         return Err(ApiError::NotFound(format!("no audit entry recorded version {v}")));
     };
@@ -231,11 +235,15 @@ pub(crate) async fn version(
     v: Result<Path<u64>, axum::extract::rejection::PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(v) = v.map_err(|e| ApiError::field("version", e.body_text()))?;
+    let v = body::integer(v, "version")?;
     let Some(state) = app.store().load_version(v).await? else {
         return Err(ApiError::NotFound(format!("version {v} does not exist")));
     };
     Ok(([(ETAG, etag(v))], Json(json!({"version": v, "config": state.config}))).into_response())
 }
+
+/// Longest key name, in characters.
+pub const MAX_KEY_NAME_CHARS: usize = 100;
 
 /// A new key.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -254,13 +262,17 @@ pub(crate) async fn list_keys(State(app): State<Arc<App>>) -> Result<Response, A
     Ok(Json(json!({"keys": app.store().list_keys().await?})).into_response())
 }
 
-/// Creates a key; its secret is in this answer only (the store keeps its SHA-256).
+/// Creates a key; its secret is in this answer only (the store keeps a keyed hash of it).
 #[utoipa::path(post, path = "/api/v1/keys", tag = "keys", request_body = NewKey,
     responses((status = 201, description = "{\"key\": {...}, \"secret\": \"allot_...\"}"), (status = 422, body = crate::error::ErrorBody)))]
 pub(crate) async fn create_key(State(app): State<Arc<App>>, ApiJson(k): ApiJson<NewKey>) -> Result<Response, ApiError> {
     let name = k.name.trim();
-    if name.is_empty() || name.len() > 100 {
-        return Err(ApiError::field("name", "a name of 1 to 100 characters is required"));
+    if name.is_empty() || name.chars().count() > MAX_KEY_NAME_CHARS {
+        return Err(ApiError::field("name", format!("a name of 1 to {MAX_KEY_NAME_CHARS} characters is required")));
+    }
+    if name.chars().any(char::is_control) {
+        // The name is the actor of audit entries and log lines: no newlines, no escapes.
+        return Err(ApiError::field("name", "a name cannot contain control characters (newlines, tabs, escapes)"));
     }
     let secret = crate::new_secret()?;
     let info = KeyInfo {
@@ -271,6 +283,7 @@ pub(crate) async fn create_key(State(app): State<Arc<App>>, ApiJson(k): ApiJson<
         revoked_at: None,
     };
     app.store().create_key(&info, &secret).await?;
+    app.key_created(&secret, info.clone());
     tracing::info!(key = %info.id, role = info.role.as_str(), "key created");
     Ok((StatusCode::CREATED, Json(json!({"key": info, "secret": secret}))).into_response())
 }
@@ -282,17 +295,17 @@ pub(crate) async fn revoke_key(
     State(app): State<Arc<App>>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let keys = app.store().list_keys().await?;
-    let Some(k) = keys.iter().find(|k| k.id == id && k.revoked_at.is_none()) else {
-        return Err(ApiError::NotFound(format!("key {id} does not exist or is already revoked")));
-    };
-    if k.role == Role::Admin && keys.iter().filter(|k| k.role == Role::Admin && k.revoked_at.is_none()).count() == 1 {
-        return Err(ApiError::field("id", "the last live admin key cannot be revoked; create another admin key first"));
+    match app.store().revoke_key(&id, &crate::now()).await? {
+        Revoke::Revoked => {}
+        Revoke::NotFound => return Err(ApiError::NotFound(format!("key {id} does not exist or is already revoked"))),
+        Revoke::LastAdmin => {
+            return Err(ApiError::field(
+                "id",
+                "the last live admin key cannot be revoked; create another admin key first",
+            ))
+        }
     }
-    if !app.store().revoke_key(&id, &crate::now()).await? {
-        return Err(ApiError::NotFound(format!("key {id} does not exist or is already revoked")));
-    }
-    app.forget_keys();
+    app.key_revoked(&id);
     tracing::info!(key = %id, "key revoked");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -317,7 +330,7 @@ pub(crate) async fn list_exposures(
     q: Result<Query<ExposureQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
-    let after = q.after.unwrap_or(0);
+    let after = body::integer(q.after.unwrap_or(0), "after")?;
     let rows = app.store().exposures(q.experiment.as_deref(), after, q.limit.unwrap_or(1000).min(10_000)).await?;
     let next = rows.last().map_or(after, |r| r.0);
     let items: Vec<Value> = rows

@@ -2,6 +2,7 @@
 //! naming the field (malformed JSON, wrong types, unknown fields, too large).
 
 use crate::error::ApiError;
+use crate::http::BodyDeadline;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use serde::de::DeserializeOwned;
@@ -19,9 +20,17 @@ pub const CONFIG_BODY_LIMIT: usize = 4 * 1024 * 1024;
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
-/// Reads the body as bytes, mapping the limit to 413.
+/// Reads the body as bytes, mapping the limit to 413 and, when the request carries a
+/// [`BodyDeadline`] (set by [`crate::http::serve`]), a body still incomplete at that deadline to
+/// 408 [`ApiError::BodyTimeout`].
 pub async fn bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state).await.map_err(|e| {
+    let deadline = req.extensions().get::<BodyDeadline>().copied();
+    let read = Bytes::from_request(req, state);
+    let r = match deadline {
+        Some(BodyDeadline(at)) => tokio::time::timeout_at(at, read).await.map_err(|_| ApiError::BodyTimeout)?,
+        None => read.await,
+    };
+    r.map_err(|e| {
         if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge
         } else {
@@ -30,10 +39,11 @@ pub async fn bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Api
     })
 }
 
-/// Parses JSON with the path of the error (`context.user_id: invalid type ...`).
+/// Parses JSON with the path of the error (`context.user_id: invalid type ...`). The body must be
+/// one JSON value: anything but whitespace after it is malformed.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let v = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let path = if path == "." { "body".to_string() } else { path };
@@ -42,7 +52,12 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         } else {
             ApiError::field(path, inner.to_string())
         }
-    })
+    })?;
+    de.end().map_err(|e| ApiError::Malformed {
+        path: "body".into(),
+        message: format!("malformed JSON: {e} (one JSON value per body)"),
+    })?;
+    Ok(v)
 }
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
@@ -67,4 +82,16 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> axum::extract::FromRequestParts
             .map(|axum::extract::Path(t)| ApiPath(t))
             .map_err(|e| ApiError::field("path", e.body_text()))
     }
+}
+
+/// Largest configuration version, exposure id or cursor the API takes: the stores keep them as
+/// signed 64-bit integers.
+pub const MAX_INTEGER: u64 = i64::MAX as u64;
+
+/// `v` if the stores can hold it, else a 422 naming `param`.
+pub fn integer(v: u64, param: &str) -> Result<u64, ApiError> {
+    if v > MAX_INTEGER {
+        return Err(ApiError::field(param, format!("{v} is out of range: at most {MAX_INTEGER}")));
+    }
+    Ok(v)
 }

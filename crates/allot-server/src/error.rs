@@ -35,6 +35,9 @@ pub enum ApiError {
     /// The body is larger than the limit.
     #[error("body: the request body is larger than this endpoint's limit")]
     TooLarge,
+    /// The body did not arrive in full within the body timeout (`allot serve --body-timeout-ms`).
+    #[error("body: the request body did not arrive within the body timeout")]
+    BodyTimeout,
     /// Fields of the input are invalid; every error with its path.
     #[error("invalid input")]
     Invalid(Vec<FieldError>),
@@ -89,6 +92,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
             ApiError::Malformed { .. } => (StatusCode::BAD_REQUEST, "MALFORMED"),
             ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "TOO_LARGE"),
+            ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "BODY_TIMEOUT"),
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "INVALID"),
             ApiError::Refused(_) => (StatusCode::CONFLICT, "CHANGE_REFUSED"),
             ApiError::VersionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "VERSION_MISMATCH"),

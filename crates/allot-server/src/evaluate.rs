@@ -9,6 +9,7 @@
 use crate::admin::{etag, parse_tag};
 use crate::body::ApiJson;
 use crate::error::ApiError;
+use crate::writer::Stored;
 use crate::{App, Live, StickyKnown};
 use allot_core::eval::{Assignment, Reason, StickyStore};
 use allot_core::Context;
@@ -34,12 +35,46 @@ pub(crate) fn routes() -> Router<Arc<App>> {
     Router::new().route("/api/v1/evaluate", post(evaluate)).route("/api/v1/snapshot", get(snapshot))
 }
 
+/// Longest unit id, in bytes of UTF-8, on every endpoint (evaluation contexts, OFREP, exposures).
+pub const MAX_UNIT_ID_BYTES: usize = 256;
+
 /// Checks a context's size; `path` names it in errors.
 pub(crate) fn check_context(ctx: &Context, path: &str) -> Result<(), ApiError> {
     if ctx.len() > MAX_ATTRIBUTES {
         return Err(ApiError::field(path, format!("{} attributes; at most {MAX_ATTRIBUTES} are allowed", ctx.len())));
     }
     Ok(())
+}
+
+/// Why `unit` cannot be a unit id, if it cannot: the one rule of every endpoint, at most
+/// [`MAX_UNIT_ID_BYTES`] bytes of UTF-8 and no control characters (NUL, newlines, ...). Checked
+/// at the edge so that one client's id can never fail a batch of other clients' writes.
+pub(crate) fn unit_id_problem(unit: &str) -> Option<String> {
+    if unit.len() > MAX_UNIT_ID_BYTES {
+        return Some(format!("a unit id is at most {MAX_UNIT_ID_BYTES} bytes of UTF-8; this one has {}", unit.len()));
+    }
+    if unit.chars().any(char::is_control) {
+        return Some("a unit id cannot contain control characters (NUL, newlines, ...)".into());
+    }
+    None
+}
+
+/// Checks every unit id of `ctx` (the attribute of each unit type); errors name the attribute as
+/// `<path>.<attribute>`.
+pub(crate) fn check_units(live: &Live, ctx: &Context, path: &str) -> Result<(), ApiError> {
+    let mut errors = vec![];
+    for (s, space) in live.snapshot.spaces.iter().enumerate() {
+        if let Some(unit) = live.snapshot.unit_id(s, ctx) {
+            if let Some(problem) = unit_id_problem(&unit) {
+                errors.push(allot_core::FieldError::new(format!("{path}.{}", space.attribute), problem));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(errors))
+    }
 }
 
 /// The sticky assignments one request evaluates with: what the store (or, while it cannot be
@@ -73,12 +108,14 @@ impl StickyStore for StickyView {
 /// when it holds them for the version being served ([`crate::StickyKnown`]); otherwise its sticky
 /// experiments answer `STICKY_UNAVAILABLE`. New sticky assignments are then kept in memory and
 /// written when the database is back.
+///
+/// Also says whether new sticky assignments were only buffered in memory.
 pub(crate) async fn assign(
     app: &App,
     live: &Live,
     ctx: &Context,
     which: Option<&[usize]>,
-) -> Result<Vec<(usize, Assignment)>, ApiError> {
+) -> Result<(Vec<(usize, Assignment)>, Stored), ApiError> {
     let snap = &live.snapshot;
     let all: Vec<usize>;
     let which = match which {
@@ -122,6 +159,7 @@ pub(crate) async fn assign(
         } else {
             which.iter().map(|&i| (i, snap.evaluate_one(i, ctx, &sticky))).collect()
         };
+    let mut sticky_stored = Stored::Written;
     if !sticky.known.is_empty() {
         let mut rows = vec![];
         for (i, a) in &out {
@@ -141,12 +179,12 @@ pub(crate) async fn assign(
         for (key, rows) in sticky.known {
             app.sticky_cache.insert(key, Arc::new(StickyKnown { version: live.version, rows }));
         }
-        app.sticky_writer.submit(rows).await?;
+        sticky_stored = app.sticky_writer.submit(rows).await?;
     }
     for (_, a) in &out {
         app.metrics.evaluated(a.reason);
     }
-    Ok(out)
+    Ok((out, sticky_stored))
 }
 
 /// The value a variant serves: its declared `value`, else its name as a string.
@@ -196,14 +234,15 @@ pub(crate) struct EvaluateResponse {
 
 /// Assigns a unit: every requested experiment's variant, value and reason.
 #[utoipa::path(post, path = "/api/v1/evaluate", tag = "evaluation", request_body = EvaluateRequest,
-    responses((status = 200, body = EvaluateResponse), (status = 400, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody),
-        (status = 422, description = "unknown experiment, wrong type, unknown field, oversized context", body = crate::error::ErrorBody)))]
+    responses((status = 200, body = EvaluateResponse, description = "the assignments; `X-Allot-Buffered: exposures` and/or `sticky` when the database cannot be reached and those rows are kept in this node's memory only"), (status = 400, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody),
+        (status = 422, description = "unknown experiment, wrong type, unknown field, oversized context, a unit id over 256 bytes or with control characters", body = crate::error::ErrorBody)))]
 pub(crate) async fn evaluate(
     State(app): State<Arc<App>>,
     ApiJson(req): ApiJson<EvaluateRequest>,
 ) -> Result<Response, ApiError> {
     check_context(&req.context, "context")?;
     let live = app.live();
+    check_units(&live, &req.context, "context")?;
     let snap = &live.snapshot;
     let which = match &req.experiments {
         None => None,
@@ -225,7 +264,7 @@ pub(crate) async fn evaluate(
             Some(idx)
         }
     };
-    let out = assign(&app, &live, &req.context, which.as_deref()).await?;
+    let (out, sticky_stored) = assign(&app, &live, &req.context, which.as_deref()).await?;
     let mut assignments = IndexMap::with_capacity(out.len());
     let mut exposures = vec![];
     let (time, day) = now_and_day();
@@ -247,8 +286,19 @@ pub(crate) async fn evaluate(
         assignments
             .insert(e.id.clone(), AssignmentOut { variant, value: value_of(&live, *i, a), reason: a.reason.as_str() });
     }
-    app.log_exposures(exposures).await?;
-    Ok(Json(EvaluateResponse { version: live.version, assignments }).into_response())
+    let exposures_stored = app.log_exposures(exposures).await?;
+    let buffered: Vec<&str> = [(exposures_stored, "exposures"), (sticky_stored, "sticky")]
+        .into_iter()
+        .filter(|(s, _)| *s == Stored::Buffered)
+        .map(|(_, what)| what)
+        .collect();
+    let mut res = Json(EvaluateResponse { version: live.version, assignments }).into_response();
+    if !buffered.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&buffered.join(", ")) {
+            res.headers_mut().insert(crate::BUFFERED_HEADER, v);
+        }
+    }
+    Ok(res)
 }
 
 fn now_and_day() -> (String, String) {
@@ -304,7 +354,9 @@ pub(crate) struct ExposuresIn {
 
 /// Records exposures, deduplicated per unit, experiment, variant and UTC day.
 #[utoipa::path(post, path = "/api/v1/exposures", tag = "evaluation", request_body = ExposuresIn,
-    responses((status = 200, description = "{\"received\": n, \"new\": m}"), (status = 422, body = crate::error::ErrorBody)))]
+    responses((status = 200, description = "{\"received\": n, \"new\": m}"),
+        (status = 202, description = "the database cannot be reached: kept in this node's memory only (lost if it stops first), `X-Allot-Buffered: exposures`; {\"received\": n, \"new\": null, \"buffered\": n}"),
+        (status = 422, body = crate::error::ErrorBody)))]
 pub(crate) async fn post_exposures(
     State(app): State<Arc<App>>,
     ApiJson(req): ApiJson<ExposuresIn>,
@@ -334,9 +386,22 @@ pub(crate) async fn post_exposures(
             ));
             continue;
         }
-        if x.unit.is_empty() || x.unit.len() > 256 {
-            errors.push(allot_core::FieldError::new(at("unit"), "a unit id of 1 to 256 characters is required"));
+        if x.unit.is_empty() {
+            errors.push(allot_core::FieldError::new(at("unit"), "a unit id is required"));
             continue;
+        }
+        if let Some(problem) = unit_id_problem(&x.unit) {
+            errors.push(allot_core::FieldError::new(at("unit"), problem));
+            continue;
+        }
+        if let Some(v) = x.version {
+            if v > crate::body::MAX_INTEGER {
+                errors.push(allot_core::FieldError::new(
+                    at("version"),
+                    format!("{v} is out of range: at most {}", crate::body::MAX_INTEGER),
+                ));
+                continue;
+            }
         }
         let (time, day) = match x.time {
             None => (now.clone(), today.clone()),
@@ -363,6 +428,15 @@ pub(crate) async fn post_exposures(
     if !errors.is_empty() {
         return Err(ApiError::Invalid(errors));
     }
-    let new = app.record_exposures(&rows).await?;
-    Ok(Json(serde_json::json!({"received": rows.len(), "new": new})).into_response())
+    match app.record_exposures(&rows).await? {
+        Some(new) => Ok(Json(serde_json::json!({"received": rows.len(), "new": new})).into_response()),
+        // The database cannot be reached: kept in this node's memory only, and lost if it stops
+        // before the database is back. Say so.
+        None => Ok((
+            StatusCode::ACCEPTED,
+            [(crate::BUFFERED_HEADER, HeaderValue::from_static("exposures"))],
+            Json(serde_json::json!({"received": rows.len(), "new": null, "buffered": rows.len()})),
+        )
+            .into_response()),
+    }
 }

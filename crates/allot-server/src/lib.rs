@@ -15,6 +15,8 @@ mod auth;
 pub mod body;
 pub mod error;
 mod evaluate;
+pub mod http;
+mod keys;
 pub mod metrics;
 mod ofrep;
 pub mod openapi;
@@ -31,9 +33,8 @@ use arc_swap::ArcSwap;
 use axum::body::Bytes;
 use axum::Router;
 pub use error::ApiError;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The compiled configuration version that evaluation uses.
@@ -124,9 +125,8 @@ pub struct App {
     store: Arc<dyn Store>,
     live: ArcSwap<Live>,
     publish: Mutex<()>,
-    keys: RwLock<HashMap<String, Arc<KeyInfo>>>,
-    /// Keys forgotten by [`App::forget_keys`]: used only while the database cannot be reached.
-    stale_keys: RwLock<HashMap<String, Arc<KeyInfo>>>,
+    /// Every key this node knows live or revoked (see [`keys`]).
+    keys: keys::KeyCache,
     store_up: AtomicBool,
     /// Exposures not yet written because the database could not be reached.
     pending: writer::Pending<Exposure>,
@@ -141,6 +141,8 @@ pub struct App {
     sticky_cache: quick_cache::sync::Cache<(String, String), Arc<StickyKnown>>,
     /// Request and evaluation counters.
     pub metrics: metrics::Metrics,
+    /// Connection counters of [`http::serve`] (pass [`App::connections`] to it).
+    connections: Arc<http::Connections>,
 }
 
 /// Every sticky assignment of one unit that this node read from the store (or wrote to it) while
@@ -180,11 +182,18 @@ impl std::fmt::Debug for App {
 pub enum Bootstrap {
     /// The store already had keys: nothing was created.
     Existing,
+    /// The store already had keys and `ALLOT_BOOTSTRAP_ADMIN_KEY` is set to something that is not
+    /// one of its live keys: it was ignored (worth a warning: whoever set it may think it works).
+    Ignored,
     /// `ALLOT_BOOTSTRAP_ADMIN_KEY` became the first admin key.
     FromEnvironment,
     /// A key was generated: print it once, it is not stored in clear.
     Generated(String),
 }
+
+/// Fewest characters of a first admin key given in `ALLOT_BOOTSTRAP_ADMIN_KEY` (generated keys
+/// have 70).
+pub const MIN_BOOTSTRAP_KEY_CHARS: usize = 32;
 
 /// A new random secret: `allot_` and 64 hex digits.
 pub fn new_secret() -> Result<String, ApiError> {
@@ -207,24 +216,32 @@ impl App {
     pub async fn new(store: Arc<dyn Store>) -> Result<Arc<App>, ApiError> {
         let (_, state) = store.load_current().await?;
         let live = Live::compile(&state)?;
-        Ok(Arc::new_cyclic(|me| App {
+        let known_keys = store.export_keys().await?;
+        let app = Arc::new_cyclic(|me| App {
             store,
             live: ArcSwap::from_pointee(live),
             publish: Mutex::new(()),
-            keys: RwLock::new(HashMap::new()),
-            stale_keys: RwLock::new(HashMap::new()),
+            keys: keys::KeyCache::default(),
             store_up: AtomicBool::new(true),
             pending: writer::Pending::new(EXPOSURE_BUFFER),
             pending_sticky: writer::Pending::new(STICKY_BUFFER),
             exposure_writer: writer::Writer::spawn(me.clone(), |app, rows| {
-                Box::pin(async move { app.record_exposures(&rows).await.map(|_| ()).map_err(|e| e.to_string()) })
+                Box::pin(async move { app.record_exposures(&rows).await.map(stored).map_err(|e| e.to_string()) })
             }),
             sticky_writer: writer::Writer::spawn(me.clone(), |app, rows| {
-                Box::pin(async move { app.put_sticky(&rows).await.map_err(|e| e.to_string()) })
+                Box::pin(async move { app.put_sticky(&rows).await.map(stored).map_err(|e| e.to_string()) })
             }),
             sticky_cache: quick_cache::sync::Cache::new(STICKY_CACHE_UNITS),
             metrics: metrics::Metrics::default(),
-        }))
+            connections: Arc::default(),
+        });
+        app.keys.replace(known_keys);
+        Ok(app)
+    }
+
+    /// The connection counters [`http::serve`] keeps for `/metrics`.
+    pub fn connections(&self) -> Arc<http::Connections> {
+        self.connections.clone()
     }
 
     /// The store.
@@ -273,10 +290,10 @@ impl App {
 
     /// Records exposures; when the database cannot be reached, keeps them in memory (up to
     /// [`EXPOSURE_BUFFER`], beyond which they are dropped and counted) for
-    /// [`App::flush_pending`]. Returns how many were new (`0` when buffered).
-    pub async fn record_exposures(&self, rows: &[Exposure]) -> Result<u64, ApiError> {
+    /// [`App::flush_pending`]. Returns how many were new; `None` when they were buffered.
+    pub async fn record_exposures(&self, rows: &[Exposure]) -> Result<Option<u64>, ApiError> {
         let r = self.store.record_exposures(rows).await;
-        Ok(self.keep_if_unavailable(r, &self.pending, rows, metrics::Metrics::exposures_dropped)?.unwrap_or(0))
+        self.keep_if_unavailable(r, &self.pending, rows, metrics::Metrics::exposures_dropped)
     }
 
     /// The outcome of writing `rows`: `Some` when written; `None` when the database could not be
@@ -304,7 +321,7 @@ impl App {
 
     /// Records exposures logged by evaluation: with those of concurrent requests, in one batch
     /// (buffered like [`App::record_exposures`] when the database cannot be reached).
-    pub(crate) async fn log_exposures(&self, rows: Vec<Exposure>) -> Result<(), ApiError> {
+    pub(crate) async fn log_exposures(&self, rows: Vec<Exposure>) -> Result<writer::Stored, ApiError> {
         self.exposure_writer.submit(rows).await
     }
 
@@ -318,9 +335,9 @@ impl App {
     /// Stores new sticky assignments `(unit type, unit, experiment, variant)`, an existing one
     /// kept; when the database cannot be reached, keeps them in memory (up to [`STICKY_BUFFER`],
     /// beyond which they are dropped and counted) for [`App::flush_pending`].
-    async fn put_sticky(&self, rows: &[StickyRow]) -> Result<(), ApiError> {
+    async fn put_sticky(&self, rows: &[StickyRow]) -> Result<Option<()>, ApiError> {
         let r = self.store.sticky_put(rows).await;
-        self.keep_if_unavailable(r, &self.pending_sticky, rows, metrics::Metrics::sticky_dropped).map(|_| ())
+        self.keep_if_unavailable(r, &self.pending_sticky, rows, metrics::Metrics::sticky_dropped)
     }
 
     /// Writes what was buffered while the database could not be reached (sticky assignments,
@@ -359,12 +376,30 @@ impl App {
         self.live.load_full()
     }
 
-    /// On an empty key table: makes `env_key` (or a generated key) the first admin key.
+    /// On an empty key table: makes `env_key` (or a generated key) the first admin key. A key from
+    /// the environment must have at least [`MIN_BOOTSTRAP_KEY_CHARS`] characters and no control
+    /// characters (422 naming `ALLOT_BOOTSTRAP_ADMIN_KEY` otherwise).
     pub async fn bootstrap(&self, env_key: Option<&str>) -> Result<Bootstrap, ApiError> {
+        let env_key = env_key.map(str::trim).filter(|k| !k.is_empty());
         if self.store.key_count().await? > 0 {
-            return Ok(Bootstrap::Existing);
+            return Ok(match env_key {
+                Some(k) if self.store.find_key(k).await?.is_none() => Bootstrap::Ignored,
+                _ => Bootstrap::Existing,
+            });
         }
-        let (secret, outcome) = match env_key.map(str::trim).filter(|k| !k.is_empty()) {
+        if let Some(k) = env_key {
+            let n = k.chars().count();
+            if n < MIN_BOOTSTRAP_KEY_CHARS {
+                return Err(ApiError::field(
+                    "ALLOT_BOOTSTRAP_ADMIN_KEY",
+                    format!("the first admin key needs at least {MIN_BOOTSTRAP_KEY_CHARS} characters, this one has {n} (e.g. `openssl rand -hex 32`)"),
+                ));
+            }
+            if k.chars().any(char::is_control) {
+                return Err(ApiError::field("ALLOT_BOOTSTRAP_ADMIN_KEY", "a key cannot contain control characters"));
+            }
+        }
+        let (secret, outcome) = match env_key {
             Some(k) => (k.to_string(), Bootstrap::FromEnvironment),
             None => {
                 let s = new_secret()?;
@@ -385,35 +420,45 @@ impl App {
         }
     }
 
-    /// The live key with this secret (cached after the first look-up).
+    /// The live key with this secret: from what this node knows of the key table (module `keys`),
+    /// else from the store. `None` for a key unknown or revoked; 503 `STORE_UNAVAILABLE` for a
+    /// key this node has never seen while the database cannot be reached.
     pub async fn key(&self, secret: &str) -> Result<Option<Arc<KeyInfo>>, ApiError> {
-        let hash = allot_store::hash_secret(secret);
-        if let Some(k) = self.keys.read().map_err(|_| ApiError::Internal("key cache poisoned".into()))?.get(&hash) {
-            return Ok(Some(k.clone()));
+        let hash = self.store.hash_secret(secret);
+        match self.keys.get(&hash) {
+            keys::Known::Live(k) => return Ok(Some(k)),
+            keys::Known::Revoked => return Ok(None),
+            keys::Known::Unknown => {}
         }
-        let found = match self.store.find_key(secret).await {
-            Ok(k) => k.map(Arc::new),
-            Err(e) if e.is_unavailable() => {
-                // The database cannot be reached: a key known before still works.
-                let stale = self.stale_keys.read().map_err(|_| ApiError::Internal("key cache poisoned".into()))?;
-                return match stale.get(&hash) {
-                    Some(k) => Ok(Some(k.clone())),
-                    None => Err(e.into()),
-                };
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let found = self.store.find_key(secret).await;
+        self.observe(&found);
+        let found = found?.map(Arc::new);
         if let Some(k) = &found {
-            self.keys.write().map_err(|_| ApiError::Internal("key cache poisoned".into()))?.insert(hash, k.clone());
+            self.keys.live(hash, k.clone());
         }
         Ok(found)
     }
 
-    /// Forgets cached keys (after a revocation, and periodically for revocations on other nodes).
-    pub fn forget_keys(&self) {
-        if let (Ok(mut k), Ok(mut stale)) = (self.keys.write(), self.stale_keys.write()) {
-            *stale = std::mem::take(&mut *k);
-        }
+    /// Reads the whole key table again, so that keys created or revoked on other nodes are known
+    /// here (periodically, from [`App::spawn_refresh`]). While the database cannot be reached,
+    /// what was known stays.
+    pub async fn refresh_keys(&self) -> Result<(), ApiError> {
+        let all = self.store.export_keys().await;
+        self.observe(&all);
+        self.keys.replace(all?);
+        Ok(())
+    }
+
+    /// Records a key created on this node: known live from now on, also while the database cannot
+    /// be reached.
+    pub(crate) fn key_created(&self, secret: &str, info: KeyInfo) {
+        self.keys.live(self.store.hash_secret(secret), Arc::new(info));
+    }
+
+    /// Records a revocation made on this node: the key is refused from now on, also while the
+    /// database cannot be reached.
+    pub(crate) fn key_revoked(&self, id: &str) {
+        self.keys.revoked(id);
     }
 
     /// Compiles `state` and makes it current, unless a newer version already is.
@@ -441,8 +486,9 @@ impl App {
         Ok(())
     }
 
-    /// Polls the store every `every` for versions committed elsewhere, and forgets cached keys
-    /// every 64 polls (so a revocation on another node takes effect). Runs until the app is dropped.
+    /// Polls the store every `every` for versions committed elsewhere, and reads the key table
+    /// again every 64 polls (so that a revocation on another node takes effect). Runs until the
+    /// app is dropped.
     ///
     /// When the store announces commits ([`Store::changes`]: PostgreSQL's `LISTEN`/`NOTIFY`), each
     /// announcement also triggers a refresh at once; the poll stays as the fallback for a missed
@@ -480,7 +526,11 @@ impl App {
                 }
                 n += 1;
                 if n.is_multiple_of(64) {
-                    app.forget_keys();
+                    if let Err(e) = app.refresh_keys().await {
+                        if app.store_up() {
+                            tracing::warn!(error = %e, "reading the key table failed");
+                        }
+                    }
                 }
             }
         })
@@ -538,6 +588,19 @@ impl App {
     }
 }
 
+/// `Some` (written) or `None` (buffered) as a [`writer::Stored`].
+fn stored<V>(r: Option<V>) -> writer::Stored {
+    if r.is_some() {
+        writer::Stored::Written
+    } else {
+        writer::Stored::Buffered
+    }
+}
+
+/// The response header that tells a client some of its request's rows are only in the node's
+/// memory (the database cannot be reached): `exposures`, `sticky`, or both.
+pub const BUFFERED_HEADER: &str = "x-allot-buffered";
+
 /// The whole HTTP interface over `app`.
 pub fn router(app: Arc<App>) -> Router {
     let api = Router::new()
@@ -554,6 +617,51 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(body::BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(app.clone(), metrics::track));
     metrics::with_request_ids(api).with_state(app)
+}
+
+/// `router` answering cross-origin requests from `origins` (`https://app.example.com`, or `*` for
+/// any origin): CORS preflights are answered before authentication, and the API's request and
+/// response headers (`Authorization`, `If-Match`, `ETag`, ...) are allowed. No origins: `router`
+/// unchanged, and browsers refuse cross-origin calls (the default). Errors name a malformed origin.
+pub fn with_cors(router: Router, origins: &[String]) -> Result<Router, String> {
+    use axum::http::{header, HeaderName, HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return Ok(router);
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        let mut list = Vec::with_capacity(origins.len());
+        for o in origins {
+            let ok = (o.starts_with("http://") || o.starts_with("https://")) && !o.ends_with('/');
+            match HeaderValue::from_str(o) {
+                Ok(v) if ok => list.push(v),
+                _ => {
+                    return Err(format!("--cors-origin {o}: expected an origin such as https://app.example.com, or *"))
+                }
+            }
+        }
+        AllowOrigin::list(list)
+    };
+    let layer = CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+            header::IF_NONE_MATCH,
+            HeaderName::from_static("x-api-key"),
+            HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            header::ETAG,
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("x-allot-buffered"),
+        ])
+        .max_age(Duration::from_secs(600));
+    Ok(router.layer(layer))
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {

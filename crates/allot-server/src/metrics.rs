@@ -5,7 +5,7 @@
 use crate::App;
 use allot_core::eval::Reason;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -159,18 +159,49 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE allot_write_queue gauge");
         let _ = writeln!(out, "allot_write_queue {}", app.queued_writes());
+        let c = app.connections();
+        let _ = writeln!(out, "# HELP allot_http_connections HTTP connections open now.");
+        let _ = writeln!(out, "# TYPE allot_http_connections gauge");
+        let _ = writeln!(out, "allot_http_connections {}", c.open.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "# HELP allot_http_connections_limit The most HTTP connections open at once (--max-connections)."
+        );
+        let _ = writeln!(out, "# TYPE allot_http_connections_limit gauge");
+        let _ = writeln!(out, "allot_http_connections_limit {}", c.limit.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP allot_http_connections_waited_total Times the connection limit was reached and accepting waited for a connection to close.");
+        let _ = writeln!(out, "# TYPE allot_http_connections_waited_total counter");
+        let _ = writeln!(out, "allot_http_connections_waited_total {}", c.waited.load(Ordering::Relaxed));
         out
     }
 }
 
-/// Middleware: counts every request by route and status, with its latency.
+/// The `method` label: one of a closed set, whatever the client sent (`other` for the rest), so
+/// that no client can grow `/metrics` by inventing methods.
+pub fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Middleware: counts every request by route and status, with its latency. Labels come from
+/// closed sets only: the method folded by [`method_label`], the route template the router
+/// matched (`/api/v1/{collection}/{id}`, never the path sent) or `unmatched`, and the status the
+/// service answered.
 pub async fn track(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().clone();
+    let method = method_label(req.method());
     let route = req.extensions().get::<MatchedPath>().cloned();
     let res = next.run(req).await;
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    app.metrics.request(method.as_str(), route, res.status().as_u16(), start.elapsed().as_secs_f64());
+    app.metrics.request(method, route, res.status().as_u16(), start.elapsed().as_secs_f64());
     res
 }
 

@@ -20,7 +20,7 @@
 //! A degraded answer (any `STICKY_UNAVAILABLE`) carries no `ETag`.
 
 use crate::body::ApiPath;
-use crate::evaluate::{assign, check_context, value_of, MAX_ATTRIBUTES};
+use crate::evaluate::{assign, check_context, unit_id_problem, value_of, MAX_ATTRIBUTES};
 use crate::{App, Live};
 use allot_core::eval::{Assignment, Reason};
 use allot_core::Context;
@@ -31,7 +31,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 pub(crate) fn routes() -> Router<Arc<App>> {
@@ -68,9 +67,12 @@ fn context(body: &[u8], live: &Live) -> Result<Context, Failure> {
             format!("context: {} attributes; at most {MAX_ATTRIBUTES} are allowed", ctx.len()),
         ));
     }
+    let explicit: Vec<String> = ctx.keys().cloned().collect();
+    let mut given = None;
     match ctx.remove("targetingKey") {
         None | Some(Value::Null) => {}
         Some(Value::String(k)) => {
+            given = Some(k.clone());
             for s in &live.snapshot.spaces {
                 if !ctx.contains_key(&s.attribute) {
                     ctx.insert(s.attribute.clone(), Value::String(k.clone()));
@@ -83,6 +85,18 @@ fn context(body: &[u8], live: &Live) -> Result<Context, Failure> {
                 "INVALID_CONTEXT",
                 "context.targetingKey: expected a string".into(),
             ))
+        }
+    }
+    for (s, space) in live.snapshot.spaces.iter().enumerate() {
+        if let Some(unit) = live.snapshot.unit_id(s, &ctx) {
+            if let Some(problem) = unit_id_problem(&unit) {
+                let field = if given.as_deref() == Some(unit.as_ref()) && !explicit.contains(&space.attribute) {
+                    "targetingKey".to_string()
+                } else {
+                    space.attribute.clone()
+                };
+                return Err(Failure(StatusCode::BAD_REQUEST, "INVALID_CONTEXT", format!("context.{field}: {problem}")));
+            }
         }
     }
     Ok(ctx)
@@ -161,7 +175,7 @@ pub(crate) async fn evaluate_flag(
         return fail(Failure(StatusCode::NOT_FOUND, "FLAG_NOT_FOUND", format!("flag `{key}` was not found")));
     };
     let out = match assign(&app, &live, &ctx, Some(&[i])).await {
-        Ok(o) => o,
+        Ok((o, _)) => o,
         Err(e) => {
             tracing::error!(error = %e, "OFREP evaluation failed");
             app.metrics.evaluation_error();
@@ -187,10 +201,15 @@ pub(crate) async fn evaluate_flag(
     }
 }
 
-fn bulk_etag(version: u64, ctx: &Context) -> String {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    Value::Object(ctx.clone()).to_string().hash(&mut h);
-    format!("\"{version}-{:016x}\"", h.finish())
+/// `"<version>-<hash>"`: the hash is allot's frozen MurmurHash3 (x64, 128 bits) of the context's
+/// attributes in key order, so the tag is the same on every node, build and Rust release, and
+/// whatever order the client sent the attributes in.
+pub(crate) fn bulk_etag(version: u64, ctx: &Context) -> String {
+    let mut attrs: Vec<(&String, &Value)> = ctx.iter().collect();
+    attrs.sort_by(|a, b| a.0.cmp(b.0));
+    let canonical = serde_json::to_vec(&attrs).unwrap_or_default();
+    let (h1, h2) = allot_core::hash::murmur3_x64_128(&canonical, 0);
+    format!("\"{version}-{h1:016x}{h2:016x}\"")
 }
 
 /// Evaluates every flag for a context (`ETag`; 304 on a matching `If-None-Match`).
@@ -221,7 +240,7 @@ pub(crate) async fn evaluate_flags(State(app): State<Arc<App>>, req: Request) ->
         return (StatusCode::NOT_MODIFIED, [(ETAG, tag_value)]).into_response();
     }
     let out = match assign(&app, &live, &ctx, None).await {
-        Ok(o) => o,
+        Ok((o, _)) => o,
         Err(e) => {
             tracing::error!(error = %e, "OFREP bulk evaluation failed");
             return (

@@ -20,11 +20,73 @@ impl Modify for Security {
     }
 }
 
+/// Adds to every operation the answers that do not depend on its handler, from the same rules
+/// the service applies: 401/403 from the roles table ([`crate::auth::need`]), 400/408/413 where a
+/// body is read, 422 where a parameter or body can be invalid, 503 (`STORE_UNAVAILABLE`: also
+/// authentication of a key this node has never seen, while the database cannot be reached) and
+/// 500 everywhere a key is needed. A handler's own description of a status is kept.
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use crate::auth::{need, Need};
+        use axum::http::Method;
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let ops = [
+                (Method::GET, item.get.as_mut()),
+                (Method::PUT, item.put.as_mut()),
+                (Method::POST, item.post.as_mut()),
+                (Method::DELETE, item.delete.as_mut()),
+            ];
+            for (method, op) in ops {
+                let Some(op) = op else { continue };
+                let n = need(&method, path);
+                let ofrep = path.starts_with("/ofrep/");
+                let mut add: Vec<(&str, &str)> = vec![];
+                if n != Need::Nothing {
+                    add.push(("401", "UNAUTHENTICATED: no key, or an unknown or revoked one"));
+                    if n != Need::AnyKey {
+                        add.push(("403", "FORBIDDEN: the key's role may not do this"));
+                    }
+                    add.push(("500", "INTERNAL: logged, not shown"));
+                    add.push(("503", "STORE_UNAVAILABLE: the database cannot be reached"));
+                }
+                if op.request_body.is_some() {
+                    add.push(("400", "MALFORMED: not well-formed JSON or YAML (or anything after the JSON value)"));
+                    add.push(("408", "BODY_TIMEOUT: the body did not arrive within the body timeout"));
+                    add.push(("413", "TOO_LARGE: the body is larger than this endpoint's limit"));
+                }
+                let has_params = op.parameters.as_ref().is_some_and(|ps| {
+                    use utoipa::openapi::path::ParameterIn;
+                    ps.iter().any(|p| matches!(p.parameter_in, ParameterIn::Path | ParameterIn::Query))
+                });
+                if !ofrep && (op.request_body.is_some() || has_params) {
+                    add.push(("422", "INVALID: every invalid field with its path"));
+                }
+                for (status, description) in add {
+                    op.responses.responses.entry(status.to_string()).or_insert_with(|| {
+                        utoipa::openapi::ResponseBuilder::new()
+                            .description(description)
+                            .content(
+                                "application/json",
+                                utoipa::openapi::ContentBuilder::new()
+                                    .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                                    .build(),
+                            )
+                            .build()
+                            .into()
+                    });
+                }
+            }
+        }
+    }
+}
+
 /// The document.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "allot", description = "Coordinates and assigns mutually exclusive experiments. Every endpoint but /healthz and /readyz needs `Authorization: Bearer <key>`."),
-    modifiers(&Security),
+    modifiers(&Security, &CommonResponses),
     security(("bearer" = [])),
     paths(
         crate::health, crate::ready, crate::metrics::render,

@@ -24,39 +24,76 @@ pub const BATCH: usize = 1000;
 /// Most requests waiting for a batch.
 pub const QUEUE: usize = 4096;
 
-type Reply = oneshot::Sender<Result<(), String>>;
+/// Where a request's rows went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stored {
+    /// Written to the database.
+    Written,
+    /// Kept in this node's memory because the database cannot be reached: written when it is
+    /// back, lost if the node stops first (the client is told: `X-Allot-Buffered`).
+    Buffered,
+}
+
+type Reply = oneshot::Sender<Result<Stored, String>>;
 
 /// What a writer does with one batch: write it (or buffer it when the database cannot be
-/// reached); `Err` is a failure every request of the batch reports.
-pub(crate) type WriteFn<T> = fn(Arc<App>, Vec<T>) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'static>>;
+/// reached); `Err` is the failure of the whole batch.
+pub(crate) type WriteFn<T> =
+    fn(Arc<App>, Arc<Vec<T>>) -> Pin<Box<dyn Future<Output = Result<Stored, String>> + Send + 'static>>;
 
 /// The sending side of one group-commit task.
 pub(crate) struct Writer<T> {
     tx: mpsc::Sender<(Vec<T>, Reply)>,
 }
 
-impl<T: Send + 'static> Writer<T> {
+impl<T: Clone + Send + Sync + 'static> Writer<T> {
     /// Starts the task. It stops when the writer (that is, the app) is dropped.
+    ///
+    /// When a batch of several requests fails (not for want of the database: then `write`
+    /// buffers it), each request's rows are written again on their own, so that a row one request
+    /// got wrong fails that request only, and the others' rows are not lost.
     pub(crate) fn spawn(app: Weak<App>, write: WriteFn<T>) -> Writer<T> {
         let (tx, mut rx) = mpsc::channel::<(Vec<T>, Reply)>(QUEUE);
         tokio::spawn(async move {
             while let Some((mut rows, reply)) = rx.recv().await {
-                let mut replies = vec![reply];
+                // Where each request's rows end in `rows`, and its reply.
+                let mut replies = vec![(rows.len(), reply)];
                 while rows.len() < BATCH {
                     match rx.try_recv() {
                         Ok((more, reply)) => {
                             rows.extend(more);
-                            replies.push(reply);
+                            replies.push((rows.len(), reply));
                         }
                         Err(_) => break,
                     }
                 }
-                let outcome = match app.upgrade() {
-                    Some(app) => write(app, rows).await,
-                    None => return,
-                };
-                for reply in replies {
-                    let _ = reply.send(outcome.clone());
+                let Some(app) = app.upgrade() else { return };
+                let rows = Arc::new(rows);
+                let outcome = write(app.clone(), rows.clone()).await;
+                match outcome {
+                    Err(e) if replies.len() > 1 => {
+                        tracing::warn!(error = %e, requests = replies.len(), rows = rows.len(),
+                            "a batch write failed: writing its requests one by one");
+                        let mut start = 0;
+                        for (end, reply) in replies {
+                            let own = Arc::new(rows[start..end].to_vec());
+                            start = end;
+                            let n = own.len();
+                            let r = write(app.clone(), own).await;
+                            if let Err(e) = &r {
+                                tracing::error!(error = %e, rows = n, "a request's rows could not be written");
+                            }
+                            let _ = reply.send(r);
+                        }
+                    }
+                    outcome => {
+                        if let Err(e) = &outcome {
+                            tracing::error!(error = %e, rows = rows.len(), "a request's rows could not be written");
+                        }
+                        for (_, reply) in replies {
+                            let _ = reply.send(outcome.clone());
+                        }
+                    }
                 }
             }
         });
@@ -69,9 +106,9 @@ impl<T: Send + 'static> Writer<T> {
     }
 
     /// Hands `rows` to the task and waits until their batch is written (or buffered).
-    pub(crate) async fn submit(&self, rows: Vec<T>) -> Result<(), ApiError> {
+    pub(crate) async fn submit(&self, rows: Vec<T>) -> Result<Stored, ApiError> {
         if rows.is_empty() {
-            return Ok(());
+            return Ok(Stored::Written);
         }
         let (tx, rx) = oneshot::channel();
         self.tx.send((rows, tx)).await.map_err(|_| ApiError::Internal("the store writer has stopped".into()))?;

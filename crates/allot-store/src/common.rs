@@ -108,10 +108,14 @@ pub(crate) fn key_row(r: &impl Columns) -> Result<KeyInfo> {
     })
 }
 
-/// An `api_keys` row of [`key_row`]'s columns and `secret_sha256`.
+/// An `api_keys` row of [`key_row`]'s columns and `secret_hash`.
 pub(crate) fn exported_key_row(r: &impl Columns) -> Result<(KeyInfo, String)> {
-    Ok((key_row(r)?, r.text("secret_sha256")?))
+    Ok((key_row(r)?, r.text("secret_hash")?))
 }
+
+/// `hash_scheme` of a row whose `secret_hash` is [`crate::keyed_hash`] (1: a bare SHA-256,
+/// converted when the store opens).
+pub(crate) const KEYED: i64 = 2;
 
 /// An `audit_log` row of every column.
 pub(crate) fn audit_row(r: &impl Columns) -> Result<AuditRecord> {

@@ -3,7 +3,7 @@
 //!
 //! What is copied, in this order: every configuration version with its audit entry (replayed
 //! oldest first through [`Store::commit`], so the target checks the chain of versions as it would
-//! for live writes), API keys (their secrets' SHA-256 and revocations), sticky assignments, and
+//! for live writes), API keys (their secrets' keyed hashes, with the source's salt, and revocations), sticky assignments, and
 //! exposures (oldest first; the target numbers them afresh, so exposure cursors start over).
 //! The target must be empty: no version and no key.
 
@@ -74,6 +74,8 @@ async fn copy(from: &dyn Store, to: &dyn Store, progress: &mut (dyn FnMut(&CopyR
     }
     progress(&report);
 
+    // The keys' hashes are keyed with the source's salt: the target adopts it.
+    to.set_key_salt(&from.key_salt()).await?;
     for (info, hash) in from.export_keys().await? {
         to.import_key(&info, &hash).await?;
         report.keys += 1;

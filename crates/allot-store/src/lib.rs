@@ -1,7 +1,7 @@
 //! Storage for the allot service, behind the [`Store`] trait.
 //!
 //! What is stored: every configuration version as the whole core [`State`] (immutable rows keyed
-//! by version), the audit log (one entry per committed version), API keys (SHA-256 hashes only),
+//! by version), the audit log (one entry per committed version), API keys (keyed hashes only),
 //! sticky assignments and exposures (deduplicated per unit, experiment, variant and day).
 //!
 //! Nothing above this trait knows which database it talks to: [`open`] picks the backend from
@@ -166,17 +166,60 @@ pub struct KeyInfo {
     pub revoked_at: Option<String>,
 }
 
-/// The SHA-256 of a key secret, hex-encoded: what the store keeps.
-pub fn hash_secret(secret: &str) -> String {
+/// The SHA-256 of a key secret, hex-encoded: what the first schema stored, and what the keyed
+/// hash ([`keyed_hash`]) is computed over.
+pub fn sha256_hex(secret: &str) -> String {
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
+/// What a store keeps of a key secret: `HMAC-SHA256(salt, sha256_hex(secret))`, hex-encoded, with
+/// the store's random salt ([`Store::key_salt`]). Keyed, so that a copy of the key table alone
+/// does not allow checking guesses against precomputed tables; over the SHA-256, so that rows
+/// stored as a bare SHA-256 before could be converted without their secrets.
+pub fn keyed_hash(salt: &str, sha256_hex: &str) -> String {
+    use hmac::Mac;
+    // HMAC takes keys of any length: `new_from_slice` cannot fail for it.
+    match hmac::Hmac::<Sha256>::new_from_slice(salt.as_bytes()) {
+        Ok(mut mac) => {
+            mac.update(sha256_hex.as_bytes());
+            hex(&mac.finalize().into_bytes())
+        }
+        Err(_) => String::new(),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(secret.as_bytes());
-    let mut out = String::with_capacity(64);
-    for b in digest {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
         out.push(char::from(HEX[usize::from(b >> 4)]));
         out.push(char::from(HEX[usize::from(b & 15)]));
     }
     out
 }
+
+/// A new random salt for [`keyed_hash`]: 32 bytes, hex-encoded.
+pub(crate) fn new_salt() -> Result<String> {
+    let mut buf = [0u8; 32];
+    getrandom::fill(&mut buf).map_err(|e| StoreError::Database(format!("random: {e}")))?;
+    Ok(hex(&buf))
+}
+
+/// The outcome of [`Store::revoke_key`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoke {
+    /// The key is revoked now.
+    Revoked,
+    /// There is no live key with that id.
+    NotFound,
+    /// The key is the last live admin key: not revoked.
+    LastAdmin,
+}
+
+/// The condition under which `UPDATE api_keys SET revoked_at = .. WHERE id = ..` may revoke: the
+/// key is live, and not the last live admin key.
+pub(crate) const REVOCABLE: &str = "revoked_at IS NULL AND (role <> 'admin' OR \
+     (SELECT COUNT(*) FROM api_keys WHERE role = 'admin' AND revoked_at IS NULL) > 1)";
 
 /// One exposure: a unit saw a variant of an experiment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -221,6 +264,18 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a new key with the hash of `secret`.
     async fn create_key(&self, info: &KeyInfo, secret: &str) -> Result<()>;
 
+    /// What this store keeps of `secret` ([`keyed_hash`] with its salt): the key of the key table.
+    fn hash_secret(&self, secret: &str) -> String {
+        keyed_hash(&self.key_salt(), &sha256_hex(secret))
+    }
+
+    /// This store's salt of [`keyed_hash`] (random, made when the store was first opened).
+    fn key_salt(&self) -> String;
+
+    /// Adopts another store's salt, so that keys copied from it ([`copy::copy_store`]) keep
+    /// working; only while this store has no key.
+    async fn set_key_salt(&self, salt: &str) -> Result<()>;
+
     /// Stores `info` with `secret` only if the store has no key at all (first start). True when stored.
     async fn bootstrap_key(&self, info: &KeyInfo, secret: &str) -> Result<bool>;
 
@@ -230,8 +285,9 @@ pub trait Store: Send + Sync + 'static {
     /// Every key, oldest first.
     async fn list_keys(&self) -> Result<Vec<KeyInfo>>;
 
-    /// Revokes a key; false if there is no live key with that id.
-    async fn revoke_key(&self, id: &str, at: &str) -> Result<bool>;
+    /// Revokes a key, unless it is the last live admin key: checked and done in one transaction,
+    /// so that concurrent revocations (on any node) can never leave the store without an admin.
+    async fn revoke_key(&self, id: &str, at: &str) -> Result<Revoke>;
 
     /// The stored sticky variant of a unit in an experiment.
     async fn sticky_get(&self, unit_type: &str, unit: &str, experiment: &str) -> Result<Option<String>>;
@@ -261,11 +317,13 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
-    /// Every key with the SHA-256 of its secret, oldest first (for [`copy::copy_store`]).
+    /// Every key with the hash of its secret ([`Store::hash_secret`]), oldest first (for
+    /// [`copy::copy_store`], and for the service's table of known keys).
     async fn export_keys(&self) -> Result<Vec<(KeyInfo, String)>>;
 
-    /// Stores a key as exported: its secret's SHA-256 and its revocation (for [`copy::copy_store`]).
-    async fn import_key(&self, info: &KeyInfo, secret_sha256: &str) -> Result<()>;
+    /// Stores a key as exported: its secret's hash and its revocation (for [`copy::copy_store`],
+    /// after [`Store::set_key_salt`]).
+    async fn import_key(&self, info: &KeyInfo, secret_hash: &str) -> Result<()>;
 
     /// Sticky assignments `(unit_type, unit, experiment, variant)` in key order, those after the
     /// key of `after` when given (for [`copy::copy_store`]).

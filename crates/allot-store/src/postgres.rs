@@ -11,7 +11,7 @@
 //! NOTHING`: the unique keys do the deduplication, across nodes too.
 
 use crate::common::{self, to_i64, to_u64, Commit, Migration};
-use crate::{AuditEntry, AuditRecord, BoxFuture, Exposure, KeyInfo, Result, StickyRow, Store, StoreError};
+use crate::{AuditEntry, AuditRecord, BoxFuture, Exposure, KeyInfo, Result, Revoke, StickyRow, Store, StoreError};
 use allot_core::state::State;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
@@ -20,7 +20,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// Migrations in order.
-const MIGRATIONS: &[Migration] = &[(1, "init", include_str!("../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[Migration] = &[
+    (1, "init", include_str!("../migrations/postgres/0001_init.sql")),
+    (2, "keyed_key_hashes", include_str!("../migrations/postgres/0002_keyed_key_hashes.sql")),
+];
 
 /// The channel on which each commit announces its version. Notifications are database-wide, so the
 /// payload is `<schema> <version>` and listeners keep those of their own schema.
@@ -37,6 +40,8 @@ const BATCH_ROWS: usize = 1000;
 pub struct PgStore {
     pool: PgPool,
     options: PgConnectOptions,
+    /// The salt of [`crate::keyed_hash`], read (or made) when the store is opened.
+    salt: std::sync::Arc<std::sync::RwLock<String>>,
 }
 
 /// Whether `name` is safe to use as a schema name unquoted: ASCII letters, digits and `_`, not
@@ -117,7 +122,7 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options.clone())
             .await?;
-        let store = PgStore { pool, options };
+        let store = PgStore { pool, options, salt: std::sync::Arc::default() };
         store.migrate().await?;
         Ok(store)
     }
@@ -172,7 +177,26 @@ impl PgStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        // Under the migration lock: one node makes the salt, every node reads the same.
+        sqlx::query("INSERT INTO key_hash_salt (id, salt) VALUES (1, $1) ON CONFLICT (id) DO NOTHING")
+            .bind(crate::new_salt()?)
+            .execute(&mut *tx)
+            .await?;
+        let salt: String =
+            sqlx::query("SELECT salt FROM key_hash_salt WHERE id = 1").fetch_one(&mut *tx).await?.try_get(0)?;
+        // Keys stored as a bare SHA-256 by the first schema: convert them (they keep working).
+        let old = sqlx::query("SELECT id, secret_hash FROM api_keys WHERE hash_scheme = 1").fetch_all(&mut *tx).await?;
+        for r in &old {
+            let (id, sha): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+            sqlx::query("UPDATE api_keys SET secret_hash = $1, hash_scheme = $2 WHERE id = $3 AND hash_scheme = 1")
+                .bind(crate::keyed_hash(&salt, &sha))
+                .bind(common::KEYED)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
+        *self.salt.write().unwrap_or_else(std::sync::PoisonError::into_inner) = salt;
         Ok(())
     }
 }
@@ -272,18 +296,18 @@ impl Store for PgStore {
     }
 
     async fn create_key(&self, info: &KeyInfo, secret: &str) -> Result<()> {
-        self.import_key(info, &crate::hash_secret(secret)).await
+        self.import_key(info, &self.hash_secret(secret)).await
     }
 
     async fn bootstrap_key(&self, info: &KeyInfo, secret: &str) -> Result<bool> {
         // Serialised so that two nodes starting together cannot both bootstrap.
-        let (pool, info, secret) = (self.pool.clone(), info.clone(), crate::hash_secret(secret));
+        let (pool, info, secret) = (self.pool.clone(), info.clone(), self.hash_secret(secret));
         common::run_to_end(async move {
             let mut tx = pool.begin().await?;
             sqlx::query("LOCK TABLE api_keys IN EXCLUSIVE MODE").execute(&mut *tx).await?;
             let r = sqlx::query(
-                "INSERT INTO api_keys (id, name, role, secret_sha256, created_at, revoked_at) \
-             SELECT $1, $2, $3, $4, $5, NULL WHERE NOT EXISTS (SELECT 1 FROM api_keys)",
+                "INSERT INTO api_keys (id, name, role, secret_hash, created_at, revoked_at, hash_scheme) \
+             SELECT $1, $2, $3, $4, $5, NULL, 2 WHERE NOT EXISTS (SELECT 1 FROM api_keys)",
             )
             .bind(&info.id)
             .bind(&info.name)
@@ -300,12 +324,35 @@ impl Store for PgStore {
 
     async fn find_key(&self, secret: &str) -> Result<Option<KeyInfo>> {
         let row = sqlx::query(
-            "SELECT id, name, role, created_at, revoked_at FROM api_keys WHERE secret_sha256 = $1 AND revoked_at IS NULL",
+            "SELECT id, name, role, created_at, revoked_at FROM api_keys WHERE secret_hash = $1 AND revoked_at IS NULL",
         )
-        .bind(crate::hash_secret(secret))
+        .bind(self.hash_secret(secret))
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(common::key_row).transpose()
+    }
+
+    fn key_salt(&self) -> String {
+        self.salt.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    async fn set_key_salt(&self, salt: &str) -> Result<()> {
+        let (pool, salt) = (self.pool.clone(), salt.to_string());
+        let stored = salt.clone();
+        common::run_to_end(async move {
+            let mut tx = pool.begin().await?;
+            sqlx::query("LOCK TABLE api_keys IN SHARE ROW EXCLUSIVE MODE").execute(&mut *tx).await?;
+            let n: i64 = sqlx::query("SELECT COUNT(*) FROM api_keys").fetch_one(&mut *tx).await?.try_get(0)?;
+            if n > 0 {
+                return Err(StoreError::Invalid("the key salt of a store with keys cannot change".into()));
+            }
+            sqlx::query("UPDATE key_hash_salt SET salt = $1 WHERE id = 1").bind(&stored).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await?;
+        *self.salt.write().unwrap_or_else(std::sync::PoisonError::into_inner) = salt;
+        Ok(())
     }
 
     async fn list_keys(&self) -> Result<Vec<KeyInfo>> {
@@ -315,13 +362,35 @@ impl Store for PgStore {
         rows.iter().map(common::key_row).collect()
     }
 
-    async fn revoke_key(&self, id: &str, at: &str) -> Result<bool> {
-        let r = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(at)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected() == 1)
+    async fn revoke_key(&self, id: &str, at: &str) -> Result<Revoke> {
+        let (pool, id, at) = (self.pool.clone(), id.to_string(), at.to_string());
+        common::run_to_end(async move {
+            let mut tx = pool.begin().await?;
+            // Revocations (and key creations) take turns: under READ COMMITTED, two concurrent
+            // revocations of the last two admin keys would each count two live admins.
+            sqlx::query("LOCK TABLE api_keys IN SHARE ROW EXCLUSIVE MODE").execute(&mut *tx).await?;
+            let r = sqlx::query(&format!("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND {}", crate::REVOCABLE))
+                .bind(&at)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            let outcome = if r.rows_affected() == 1 {
+                Revoke::Revoked
+            } else {
+                let live = sqlx::query("SELECT role FROM api_keys WHERE id = $1 AND revoked_at IS NULL")
+                    .bind(&id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if live.is_some() {
+                    Revoke::LastAdmin
+                } else {
+                    Revoke::NotFound
+                }
+            };
+            tx.commit().await?;
+            Ok(outcome)
+        })
+        .await
     }
 
     async fn sticky_get(&self, unit_type: &str, unit: &str, experiment: &str) -> Result<Option<String>> {
@@ -436,21 +505,21 @@ impl Store for PgStore {
 
     async fn export_keys(&self) -> Result<Vec<(KeyInfo, String)>> {
         let rows = sqlx::query(
-            "SELECT id, name, role, created_at, revoked_at, secret_sha256 FROM api_keys ORDER BY created_at, id",
+            "SELECT id, name, role, created_at, revoked_at, secret_hash FROM api_keys ORDER BY created_at, id",
         )
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(common::exported_key_row).collect()
     }
 
-    async fn import_key(&self, info: &KeyInfo, secret_sha256: &str) -> Result<()> {
+    async fn import_key(&self, info: &KeyInfo, secret_hash: &str) -> Result<()> {
         sqlx::query(
-            "INSERT INTO api_keys (id, name, role, secret_sha256, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO api_keys (id, name, role, secret_hash, created_at, revoked_at, hash_scheme) VALUES ($1, $2, $3, $4, $5, $6, 2)",
         )
         .bind(&info.id)
         .bind(&info.name)
         .bind(info.role.as_str())
-        .bind(secret_sha256)
+        .bind(secret_hash)
         .bind(&info.created_at)
         .bind(&info.revoked_at)
         .execute(&self.pool)

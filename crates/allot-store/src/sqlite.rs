@@ -6,7 +6,7 @@
 //! key), so two writers planning from the same version cannot both win, even across processes.
 
 use crate::common::{self, to_i64, to_u64, Commit, Migration};
-use crate::{AuditEntry, AuditRecord, BoxFuture, Exposure, KeyInfo, Result, StickyRow, Store};
+use crate::{AuditEntry, AuditRecord, BoxFuture, Exposure, KeyInfo, Result, Revoke, StickyRow, Store, StoreError};
 use allot_core::state::State;
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -15,13 +15,18 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// Migrations in order.
-const MIGRATIONS: &[Migration] = &[(1, "init", include_str!("../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[Migration] = &[
+    (1, "init", include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, "keyed_key_hashes", include_str!("../migrations/sqlite/0002_keyed_key_hashes.sql")),
+];
 
 /// A store in one SQLite file.
 #[derive(Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
     writer: tokio::sync::Mutex<()>,
+    /// The salt of [`crate::keyed_hash`], read (or made) when the store is opened.
+    salt: std::sync::RwLock<String>,
 }
 
 impl SqliteStore {
@@ -32,15 +37,22 @@ impl SqliteStore {
 
     async fn open_inner(url: &str) -> Result<SqliteStore> {
         let memory = url.contains(":memory:") || url.contains("mode=memory");
-        let opts = SqliteConnectOptions::from_str(url)
-            .map_err(common::invalid_url)?
+        let mut opts = SqliteConnectOptions::from_str(url).map_err(common::invalid_url)?;
+        // `sqlite://./my.db`, `sqlite:///abs/path.db`, `sqlite:my.db`: the file is created unless
+        // the URL asks otherwise (`mode=ro`, `mode=rw`).
+        let creates = !memory && (!url.contains("mode=") || url.contains("mode=rwc"));
+        if creates {
+            create_private(opts.get_filename())?;
+            opts = opts.create_if_missing(true);
+        }
+        let opts = opts
             .journal_mode(if memory { SqliteJournalMode::Memory } else { SqliteJournalMode::Wal })
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         // An in-memory database exists per connection: keep exactly one.
         let pool = SqlitePoolOptions::new().max_connections(if memory { 1 } else { 8 }).connect_with(opts).await?;
-        let store = SqliteStore { pool, writer: tokio::sync::Mutex::new(()) };
+        let store = SqliteStore { pool, writer: tokio::sync::Mutex::new(()), salt: std::sync::RwLock::default() };
         store.migrate().await?;
         Ok(store)
     }
@@ -69,8 +81,62 @@ impl SqliteStore {
                 .await?;
         }
         common::check_schema_version(&done, MIGRATIONS)?;
+        let salt: Option<String> = sqlx::query("SELECT salt FROM key_hash_salt WHERE id = 1")
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?;
+        let salt = match salt {
+            Some(s) => s,
+            None => {
+                let s = crate::new_salt()?;
+                sqlx::query("INSERT INTO key_hash_salt (id, salt) VALUES (1, ?)").bind(&s).execute(&mut *tx).await?;
+                s
+            }
+        };
+        // Keys stored as a bare SHA-256 by the first schema: convert them (they keep working).
+        let old = sqlx::query("SELECT id, secret_hash FROM api_keys WHERE hash_scheme = 1").fetch_all(&mut *tx).await?;
+        for r in &old {
+            let (id, sha): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+            sqlx::query("UPDATE api_keys SET secret_hash = ?, hash_scheme = ? WHERE id = ? AND hash_scheme = 1")
+                .bind(crate::keyed_hash(&salt, &sha))
+                .bind(common::KEYED)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
+        *self.salt.write().unwrap_or_else(std::sync::PoisonError::into_inner) = salt;
         Ok(())
+    }
+}
+
+/// Creates the database file at `path` if it is missing, readable and writable by its owner only
+/// (mode 0600 on Unix: it holds the hashes of API keys); an existing file is left as it is. A
+/// missing directory is an error that names it.
+fn create_private(path: &std::path::Path) -> Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(StoreError::Invalid(format!(
+            "database URL: the directory {} of {} does not exist",
+            dir.display(),
+            path.display()
+        )));
+    }
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    match open.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Invalid(format!("database URL: cannot create {}: {e}", path.display()))),
     }
 }
 
@@ -173,18 +239,18 @@ impl Store for SqliteStore {
     }
 
     async fn create_key(&self, info: &KeyInfo, secret: &str) -> Result<()> {
-        self.import_key(info, &crate::hash_secret(secret)).await
+        self.import_key(info, &self.hash_secret(secret)).await
     }
 
     async fn bootstrap_key(&self, info: &KeyInfo, secret: &str) -> Result<bool> {
         let r = sqlx::query(
-            "INSERT INTO api_keys (id, name, role, secret_sha256, created_at, revoked_at) \
-             SELECT ?, ?, ?, ?, ?, NULL WHERE NOT EXISTS (SELECT 1 FROM api_keys)",
+            "INSERT INTO api_keys (id, name, role, secret_hash, created_at, revoked_at, hash_scheme) \
+             SELECT ?, ?, ?, ?, ?, NULL, 2 WHERE NOT EXISTS (SELECT 1 FROM api_keys)",
         )
         .bind(&info.id)
         .bind(&info.name)
         .bind(info.role.as_str())
-        .bind(crate::hash_secret(secret))
+        .bind(self.hash_secret(secret))
         .bind(&info.created_at)
         .execute(&self.pool)
         .await?;
@@ -193,12 +259,29 @@ impl Store for SqliteStore {
 
     async fn find_key(&self, secret: &str) -> Result<Option<KeyInfo>> {
         let row = sqlx::query(
-            "SELECT id, name, role, created_at, revoked_at FROM api_keys WHERE secret_sha256 = ? AND revoked_at IS NULL",
+            "SELECT id, name, role, created_at, revoked_at FROM api_keys WHERE secret_hash = ? AND revoked_at IS NULL",
         )
-        .bind(crate::hash_secret(secret))
+        .bind(self.hash_secret(secret))
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(common::key_row).transpose()
+    }
+
+    fn key_salt(&self) -> String {
+        self.salt.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    async fn set_key_salt(&self, salt: &str) -> Result<()> {
+        let _w = self.writer.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM api_keys").fetch_one(&mut *tx).await?.try_get(0)?;
+        if n > 0 {
+            return Err(StoreError::Invalid("the key salt of a store with keys cannot change".into()));
+        }
+        sqlx::query("UPDATE key_hash_salt SET salt = ? WHERE id = 1").bind(salt).execute(&mut *tx).await?;
+        tx.commit().await?;
+        *self.salt.write().unwrap_or_else(std::sync::PoisonError::into_inner) = salt.to_string();
+        Ok(())
     }
 
     async fn list_keys(&self) -> Result<Vec<KeyInfo>> {
@@ -208,13 +291,24 @@ impl Store for SqliteStore {
         rows.iter().map(common::key_row).collect()
     }
 
-    async fn revoke_key(&self, id: &str, at: &str) -> Result<bool> {
-        let r = sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+    async fn revoke_key(&self, id: &str, at: &str) -> Result<Revoke> {
+        // One statement: SQLite runs it under the database's write lock, so the count of live
+        // admin keys it checks cannot change before it writes (on any handle or process).
+        let r = sqlx::query(&format!("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND {}", crate::REVOCABLE))
             .bind(at)
             .bind(id)
             .execute(&self.pool)
             .await?;
-        Ok(r.rows_affected() == 1)
+        if r.rows_affected() == 1 {
+            return Ok(Revoke::Revoked);
+        }
+        let live: Option<String> = sqlx::query("SELECT role FROM api_keys WHERE id = ? AND revoked_at IS NULL")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?;
+        Ok(if live.is_some() { Revoke::LastAdmin } else { Revoke::NotFound })
     }
 
     async fn sticky_get(&self, unit_type: &str, unit: &str, experiment: &str) -> Result<Option<String>> {
@@ -310,21 +404,21 @@ impl Store for SqliteStore {
 
     async fn export_keys(&self) -> Result<Vec<(KeyInfo, String)>> {
         let rows = sqlx::query(
-            "SELECT id, name, role, created_at, revoked_at, secret_sha256 FROM api_keys ORDER BY created_at, id",
+            "SELECT id, name, role, created_at, revoked_at, secret_hash FROM api_keys ORDER BY created_at, id",
         )
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(common::exported_key_row).collect()
     }
 
-    async fn import_key(&self, info: &KeyInfo, secret_sha256: &str) -> Result<()> {
+    async fn import_key(&self, info: &KeyInfo, secret_hash: &str) -> Result<()> {
         sqlx::query(
-            "INSERT INTO api_keys (id, name, role, secret_sha256, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO api_keys (id, name, role, secret_hash, created_at, revoked_at, hash_scheme) VALUES (?, ?, ?, ?, ?, ?, 2)",
         )
         .bind(&info.id)
         .bind(&info.name)
         .bind(info.role.as_str())
-        .bind(secret_sha256)
+        .bind(secret_hash)
         .bind(&info.created_at)
         .bind(&info.revoked_at)
         .execute(&self.pool)

@@ -1,12 +1,21 @@
 //! `allot serve` and `allot migrate-store` on PostgreSQL (`ALLOT_TEST_POSTGRES_URL`; each test
 //! in a fresh schema, dropped at the end). Without a reachable server the tests say they were
-//! skipped and pass.
+//! skipped and pass, unless `ALLOT_REQUIRE_POSTGRES=1` (as `.ci/run` sets): then they fail.
 
 use crate::serve::{auth, http, start, version, CONFIG};
 use allot_store::postgres::PgStore;
 use allot_store::Store;
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+/// Says why a PostgreSQL test cannot run: a failure when `ALLOT_REQUIRE_POSTGRES=1`, else a line
+/// saying it was skipped.
+fn skip(why: &str) {
+    if std::env::var("ALLOT_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+        panic!("ALLOT_REQUIRE_POSTGRES=1 but {why}");
+    }
+    eprintln!("skipped: {why}");
+}
 
 /// A fresh schema on the test server, dropped when this goes away.
 struct Schema {
@@ -19,14 +28,14 @@ impl Schema {
     /// `None` (and a line saying the test is skipped) without a reachable server.
     fn new() -> Option<Schema> {
         let Ok(base) = std::env::var("ALLOT_TEST_POSTGRES_URL") else {
-            eprintln!("skipped: ALLOT_TEST_POSTGRES_URL is not set");
+            skip("ALLOT_TEST_POSTGRES_URL is not set");
             return None;
         };
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
         let name = format!("allot_cli_{}_{nanos}", std::process::id());
         if let Err(e) = rt.block_on(PgStore::open_in_schema(&base, Some(&name))) {
-            eprintln!("skipped: PostgreSQL at ALLOT_TEST_POSTGRES_URL is unreachable: {e}");
+            skip(&format!("PostgreSQL at ALLOT_TEST_POSTGRES_URL is unreachable: {e}"));
             return None;
         }
         Some(Schema { base, name, rt })
@@ -54,7 +63,7 @@ impl Drop for Schema {
 #[cfg(unix)]
 fn behind_proxy(schema: &Schema) -> Option<(Proxy, crate::serve::Running, tempfile::TempDir)> {
     let Some((scheme_user, rest)) = schema.base.split_once('@') else {
-        eprintln!("skipped: ALLOT_TEST_POSTGRES_URL has no user@host:port");
+        skip("ALLOT_TEST_POSTGRES_URL has no user@host:port");
         return None;
     };
     let (hostport, path) = rest.split_once('/').unwrap_or((rest, ""));
@@ -330,10 +339,11 @@ fn a_node_rides_out_a_database_outage() {
     assert_eq!(status, 503, "{body}");
     let e: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(e["code"], "STORE_UNAVAILABLE", "{body}");
-    // Exposures are buffered.
+    // Exposures are buffered, and the client is told (202).
     let xs = r#"{"exposures": [{"unit": "u1", "experiment": "exp", "variant": "a"}, {"unit": "u2", "experiment": "exp", "variant": "b"}, {"unit": "u3", "experiment": "exp", "variant": "a"}]}"#;
     let (status, body) = http(&node.addr, "POST", "/api/v1/exposures", &[(h, &v)], xs);
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["buffered"], 3, "{body}");
     let metrics = get("/metrics").1;
     assert!(metrics.contains("allot_exposures_buffered 3"), "{metrics}");
     assert!(metrics.contains("allot_exposures_dropped_total 0"), "{metrics}");

@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-pub(crate) const KEY: &str = "test-admin-key";
+pub(crate) const KEY: &str = "test-admin-key-for-the-cli-tests-0001";
 
 pub(crate) struct Running {
     pub(crate) child: Child,
@@ -256,18 +256,22 @@ fn check_client_output(lang: &str, out: &str, addr: &str) {
 /// End to end over a real socket with the published OpenFeature OFREP providers: npm
 /// `@openfeature/ofrep-provider` (node_modules in `ALLOT_OFREP_NODE_MODULES`) and PyPI
 /// `openfeature-provider-ofrep` (a Python with it in `ALLOT_OFREP_PYTHON`). `.ci/run` installs
-/// both; without them the test says it skipped.
+/// both; without them the test says it skipped, unless `ALLOT_REQUIRE_OFREP_CLIENTS=1` (as
+/// `.ci/run` sets): then a missing client fails it.
 #[cfg(unix)]
 #[test]
 fn published_ofrep_clients_evaluate_against_serve() {
+    let required = std::env::var("ALLOT_REQUIRE_OFREP_CLIENTS").is_ok_and(|v| v == "1");
+    let skip = |why: &str| {
+        assert!(!required, "ALLOT_REQUIRE_OFREP_CLIENTS=1 but {why}");
+        eprintln!("skipped {why}");
+    };
     let node = std::env::var("ALLOT_OFREP_NODE_MODULES")
         .ok()
         .filter(|p| Path::new(p).join("@openfeature/ofrep-provider").exists());
     let python = std::env::var("ALLOT_OFREP_PYTHON").ok().filter(|p| Path::new(p).exists());
     if node.is_none() && python.is_none() {
-        eprintln!(
-            "skipped: set ALLOT_OFREP_NODE_MODULES and/or ALLOT_OFREP_PYTHON (see .ci/run) to run the OFREP clients"
-        );
+        skip("the OFREP clients: set ALLOT_OFREP_NODE_MODULES and/or ALLOT_OFREP_PYTHON (see .ci/run)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -285,15 +289,140 @@ fn published_ofrep_clients_evaluate_against_serve() {
         assert!(out.status.success(), "node: {}", String::from_utf8_lossy(&out.stderr));
         check_client_output("node", &String::from_utf8_lossy(&out.stdout), &s.addr);
     } else {
-        eprintln!("skipped the npm client: ALLOT_OFREP_NODE_MODULES is not set");
+        skip("the npm client: ALLOT_OFREP_NODE_MODULES is not set");
     }
     if let Some(py) = python {
         let out = Command::new(py).arg(format!("{scripts}/client.py")).args([&base, KEY]).output().unwrap();
         assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
         check_client_output("python", &String::from_utf8_lossy(&out.stdout), &s.addr);
     } else {
-        eprintln!("skipped the PyPI client: ALLOT_OFREP_PYTHON is not set");
+        skip("the PyPI client: ALLOT_OFREP_PYTHON is not set");
     }
     s.child.kill().unwrap();
     s.child.wait().unwrap();
+}
+
+/// Waits (bounded) for the server to exit; its status.
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    for _ in 0..3000 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("the server did not exit");
+}
+
+/// `--header-timeout-ms` reaches the server: a half-sent request's connection is closed.
+#[test]
+fn serve_closes_a_half_sent_request_at_the_header_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &["--header-timeout-ms", "200"]);
+    let mut slow = TcpStream::connect(&s.addr).unwrap();
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let mut got = vec![];
+    // Ok: the server closed the connection (EOF); a read timeout (Err) would mean it did not.
+    slow.read_to_end(&mut got).expect("the server closed the half-sent connection");
+    assert!(!got.starts_with(b"HTTP/1.1 200"));
+    assert_eq!(http(&s.addr, "GET", "/healthz", &[], "").0, 200);
+}
+
+/// SIGTERM with a slow client connected: the server stops within `--shutdown-timeout-ms` instead
+/// of waiting for the client (whose header timeout is far longer).
+#[cfg(unix)]
+#[test]
+fn sigterm_is_not_held_up_by_a_slow_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = start(dir.path(), &["--header-timeout-ms", "3600000", "--shutdown-timeout-ms", "200"]);
+    let mut slow = TcpStream::connect(&s.addr).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    assert_eq!(http(&s.addr, "GET", "/healthz", &[], "").0, 200);
+    assert!(Command::new("kill").args(["-TERM", &s.child.id().to_string()]).status().unwrap().success());
+    let exit = wait_exit(&mut s.child);
+    assert!(exit.success(), "{exit}");
+}
+
+/// The SQLite URLs a user would type create the file; a missing directory is a clear error.
+#[test]
+fn typed_sqlite_urls_create_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, file) in [("sqlite://./my.db", "my.db"), ("sqlite:other.db", "other.db")] {
+        let mut s = start(dir.path(), &["--database-url", url]);
+        assert_eq!(version(&s.addr), 0, "{url}");
+        s.child.kill().unwrap();
+        s.child.wait().unwrap();
+        assert!(dir.path().join(file).exists(), "{url}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_allot"))
+        .current_dir(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", "sqlite://./missing/x.db"])
+        .env("ALLOT_BOOTSTRAP_ADMIN_KEY", KEY)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing") && err.contains("does not exist"), "{err}");
+}
+
+/// A server that cannot listen has created nothing: the bootstrap key is still unused.
+#[test]
+fn a_server_that_cannot_bind_has_not_consumed_the_bootstrap_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_allot"))
+        .current_dir(dir.path())
+        .args(["serve", "--listen", &addr])
+        .env("ALLOT_BOOTSTRAP_ADMIN_KEY", KEY)
+        .env_remove("ALLOT_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listening on"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!dir.path().join("allot.db").exists(), "no store (and no key) was created");
+}
+
+/// A different `ALLOT_BOOTSTRAP_ADMIN_KEY` on a store that has keys is said to be ignored; a
+/// short one on an empty store stops the server with a clear error.
+#[test]
+fn bootstrap_keys_that_are_ignored_or_too_short_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = start(dir.path(), &[]);
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_allot"))
+        .current_dir(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("ALLOT_BOOTSTRAP_ADMIN_KEY", "a-different-key-of-at-least-32-chars")
+        .env_remove("ALLOT_DATABASE_URL")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = vec![];
+    let found = loop {
+        let Some(Ok(line)) = lines.next() else { break false };
+        seen.push(line.clone());
+        if line.contains("ALLOT_BOOTSTRAP_ADMIN_KEY is ignored") {
+            break true;
+        }
+        if line.contains("serving") {
+            break false;
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(found, "{seen:#?}");
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_allot"))
+        .current_dir(empty.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("ALLOT_BOOTSTRAP_ADMIN_KEY", "dev-key")
+        .env_remove("ALLOT_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("at least 32 characters"), "{err}");
 }

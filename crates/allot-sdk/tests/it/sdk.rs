@@ -4,7 +4,7 @@ use allot_core::eval::{NoSticky, Reason};
 use allot_server::{App, ChangeRequest, IfMatch};
 use std::sync::Arc;
 
-const KEY: &str = "sdk-admin";
+const KEY: &str = "sdk-admin-key-for-the-sdk-tests-0001";
 
 const CONFIG: &str = r#"
 units:

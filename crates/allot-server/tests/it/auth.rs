@@ -96,9 +96,12 @@ async fn bootstrap_generates_a_key_once() {
     let app = App::new(allot_store::open(&url).await.unwrap()).await.unwrap();
     let Bootstrap::Generated(secret) = app.bootstrap(None).await.unwrap() else { panic!("expected a generated key") };
     assert!(secret.starts_with("allot_") && secret.len() == 70);
-    assert_eq!(app.bootstrap(Some("other")).await.unwrap(), Bootstrap::Existing);
+    assert_eq!(app.bootstrap(None).await.unwrap(), Bootstrap::Existing);
+    assert_eq!(app.bootstrap(Some(&secret)).await.unwrap(), Bootstrap::Existing, "the same key: nothing to say");
+    let other = "another-key-of-at-least-32-characters";
+    assert_eq!(app.bootstrap(Some(other)).await.unwrap(), Bootstrap::Ignored, "a changed key is reported ignored");
     assert_eq!(app.key(&secret).await.unwrap().unwrap().role, allot_store::Role::Admin);
-    assert_eq!(app.key("other").await.unwrap(), None);
+    assert_eq!(app.key(other).await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -116,4 +119,64 @@ async fn x_api_key_is_accepted_as_ofrep_allows() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let r = s.call("POST", "/ofrep/v1/evaluate/flags/color", None, &[("x-api-key", "nope")], "{}").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_bootstrap_key_needs_32_characters() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("allot.db").display());
+    let app = App::new(allot_store::open(&url).await.unwrap()).await.unwrap();
+    for short in ["dev-key", "x".repeat(31).as_str()] {
+        let e = app.bootstrap(Some(short)).await.unwrap_err();
+        let text = format!("{:?}", e);
+        assert!(text.contains("ALLOT_BOOTSTRAP_ADMIN_KEY") && text.contains("at least 32 characters"), "{text}");
+    }
+    assert_eq!(app.store().key_count().await.unwrap(), 0, "nothing was stored");
+    let ok = "y".repeat(32);
+    assert_eq!(app.bootstrap(Some(&ok)).await.unwrap(), Bootstrap::FromEnvironment);
+}
+
+#[tokio::test]
+async fn key_names_cannot_forge_log_lines() {
+    let s = server().await;
+    for name in [
+        "evil\nlevel=INFO msg=\"key revoked\"".to_string(),
+        "tab\there".into(),
+        "esc\u{1b}[31m".into(),
+        "n".repeat(101),
+    ] {
+        let body = serde_json::json!({"name": name, "role": "reader"});
+        let r = s.post("/api/v1/keys", &body.to_string()).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{name}: {}", r.text);
+        assert_eq!(r.json()["errors"][0]["path"], "name");
+    }
+    assert_eq!(s.get("/api/v1/keys").await.json()["keys"].as_array().unwrap().len(), 1, "none was created");
+}
+
+/// Two admins revoke each other's keys (the last two) at once: exactly one revocation succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_revocations_of_the_last_two_admin_keys_leave_one() {
+    let s = std::sync::Arc::new(server().await);
+    let other = s.key("admin").await;
+    let keys = s.get("/api/v1/keys").await.json();
+    let ids: Vec<String> =
+        keys["keys"].as_array().unwrap().iter().map(|k| k["id"].as_str().unwrap().to_string()).collect();
+    let (first, second) = (ids[0].clone(), ids[1].clone());
+    let (a, b) = (s.clone(), s.clone());
+    let (ra, rb) = tokio::join!(
+        tokio::spawn(
+            async move { a.call("DELETE", &format!("/api/v1/keys/{second}"), Some(ADMIN), &[], "").await.status }
+        ),
+        tokio::spawn(
+            async move { b.call("DELETE", &format!("/api/v1/keys/{first}"), Some(&other), &[], "").await.status }
+        ),
+    );
+    let mut got = [ra.unwrap(), rb.unwrap()];
+    got.sort();
+    // The loser is refused as the last admin (422), or, if the winner revoked its own key first,
+    // unauthenticated (401): never two 204s.
+    assert_eq!(got[0], StatusCode::NO_CONTENT, "{got:?}");
+    assert_ne!(got[1], StatusCode::NO_CONTENT, "{got:?}");
+    let live = s.app.store().list_keys().await.unwrap().into_iter().filter(|k| k.revoked_at.is_none()).count();
+    assert_eq!(live, 1);
 }

@@ -3,8 +3,11 @@
 
 mod admin;
 mod auth;
+mod conn;
 mod evaluate;
+mod limits;
 mod ofrep;
 mod ops;
+mod postgres;
 mod support;
 mod writes;

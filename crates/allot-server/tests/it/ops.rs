@@ -78,3 +78,108 @@ async fn error_bodies() {
     record("413 too large", s.post("/api/v1/evaluate", &"x".repeat(70_000)).await);
     insta::assert_json_snapshot!(serde_json::Value::Object(out));
 }
+
+/// Random methods and paths, with and without a key, cannot grow `/metrics`: every label comes
+/// from a closed set (methods folded to `other`, paths to the matched route or `unmatched`).
+#[tokio::test]
+async fn metrics_labels_are_a_closed_set_whatever_clients_send() {
+    let s = configured().await;
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    s.get("/metrics").await;
+    random_requests(&s, &mut seed, 100).await;
+    let before = s.get("/metrics").await.text;
+    random_requests(&s, &mut seed, 400).await;
+    let after = s.get("/metrics").await.text;
+    let series = |t: &str| t.lines().filter(|l| !l.starts_with('#')).count();
+    assert_eq!(series(&before), series(&after), "new series appeared:\n{after}");
+    for line in after.lines().filter(|l| l.starts_with("allot_http_requests_total{")) {
+        let method = line.split("method=\"").nth(1).and_then(|r| r.split('"').next()).unwrap();
+        assert!(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"].contains(&method), "{line}");
+        let route = line.split("route=\"").nth(1).and_then(|r| r.split('"').next()).unwrap();
+        let generated = |seg: &str| {
+            seg.len() > 1 && seg.starts_with(['x', 'e', 'f']) && seg[1..].bytes().all(|b| b.is_ascii_digit())
+        };
+        assert!(!route.split('/').any(generated), "a path sent became a label: {line}");
+    }
+    assert!(after.contains(r#"method="other""#), "{after}");
+}
+
+async fn random_requests(s: &Server, seed: &mut u64, n: usize) {
+    for _ in 0..n {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        let r = *seed;
+        let method = format!("M{:x}", r % 1_000_000);
+        let path = match r % 4 {
+            0 => format!("/x{}", r % 100_000),
+            1 => format!("/api/v1/experiments/e{}", r % 100_000),
+            2 => "/api/v1/evaluate".to_string(),
+            _ => format!("/ofrep/v1/evaluate/flags/f{}", r % 100_000),
+        };
+        let key = if r.is_multiple_of(3) { None } else { Some(ADMIN) };
+        s.call(&method, &path, key, &[], "").await;
+        s.call("GET", &path, key, &[], "").await;
+    }
+}
+
+async fn preflight(router: axum::Router, origin: &str) -> axum::http::Response<axum::body::Body> {
+    use tower::ServiceExt;
+    let req = axum::http::Request::builder()
+        .method("OPTIONS")
+        .uri("/api/v1/evaluate")
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization, content-type")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    router.oneshot(req).await.unwrap()
+}
+
+#[tokio::test]
+async fn cors_is_off_by_default_and_allows_only_the_configured_origins() {
+    let s = server().await;
+    let plain = allot_server::router(s.app.clone());
+    let r = preflight(plain, "https://app.example.com").await;
+    assert!(r.headers().get("access-control-allow-origin").is_none(), "off by default: {:?}", r.headers());
+    let origins = vec!["https://app.example.com".to_string()];
+    let cors = || allot_server::with_cors(allot_server::router(s.app.clone()), &origins).unwrap();
+    let r = preflight(cors(), "https://app.example.com").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example.com");
+    let allowed = r.headers()["access-control-allow-headers"].to_str().unwrap().to_string();
+    assert!(allowed.contains("authorization") && allowed.contains("if-match"), "{allowed}");
+    let r = preflight(cors(), "https://evil.example.com").await;
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    for bad in ["app.example.com", "https://app.example.com/", "https://a\nb"] {
+        assert!(allot_server::with_cors(axum::Router::new(), &[bad.to_string()]).is_err(), "{bad}");
+    }
+}
+
+/// Every operation lists the statuses it can answer, not only its happy path.
+#[test]
+fn the_openapi_document_lists_every_status_an_operation_can_answer() {
+    let doc: serde_json::Value = serde_json::from_str(&allot_server::openapi::document()).unwrap();
+    let statuses = |method: &str, path: &str| -> Vec<String> {
+        let r = doc["paths"][path][method]["responses"].as_object().unwrap_or_else(|| panic!("{method} {path}"));
+        r.keys().cloned().collect()
+    };
+    let expect = [
+        ("post", "/api/v1/evaluate", &["200", "400", "401", "403", "408", "413", "422", "500", "503"][..]),
+        ("put", "/api/v1/config", &["200", "400", "401", "403", "408", "409", "412", "413", "422", "428", "503"]),
+        ("post", "/api/v1/exposures", &["200", "202", "400", "401", "403", "413", "422", "503"]),
+        ("get", "/api/v1/versions/{version}", &["200", "401", "403", "404", "422", "503"]),
+        ("delete", "/api/v1/keys/{id}", &["204", "401", "403", "404", "422", "503"]),
+        ("get", "/metrics", &["200", "401", "503"]),
+        ("get", "/healthz", &["200"]),
+        ("post", "/ofrep/v1/evaluate/flags", &["200", "304", "400", "401", "403", "408", "413", "500", "503"]),
+    ];
+    for (method, path, want) in expect {
+        let got = statuses(method, path);
+        for w in want {
+            assert!(got.iter().any(|g| g == w), "{method} {path} does not list {w}: {got:?}");
+        }
+    }
+    assert!(!statuses("get", "/healthz").contains(&"401".to_string()), "health needs no key");
+    assert!(!statuses("get", "/metrics").contains(&"403".to_string()), "every role may read metrics");
+}

@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::sync::Arc;
 use tower::ServiceExt;
 
-pub const ADMIN: &str = "admin-secret";
+pub const ADMIN: &str = "admin-secret-for-the-server-tests-0001";
 
 pub const CONFIG: &str = r#"
 units:
@@ -118,4 +118,34 @@ impl Server {
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
         r.json()["secret"].as_str().unwrap().to_string()
     }
+}
+
+/// Says why a PostgreSQL test cannot run: a failure when `ALLOT_REQUIRE_POSTGRES=1` (as `.ci/run`
+/// sets), else a line saying it was skipped.
+pub fn skip_postgres(why: &str) {
+    if std::env::var("ALLOT_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+        panic!("ALLOT_REQUIRE_POSTGRES=1 but {why}");
+    }
+    eprintln!("skipped: {why}");
+}
+
+/// A service on a fresh schema of `ALLOT_TEST_POSTGRES_URL`, and the URL and schema to drop;
+/// `None` (skipped, or a failure with `ALLOT_REQUIRE_POSTGRES=1`) without a reachable server.
+pub async fn postgres_server() -> Option<(Server, String, String)> {
+    let Ok(url) = std::env::var("ALLOT_TEST_POSTGRES_URL") else {
+        skip_postgres("ALLOT_TEST_POSTGRES_URL is not set");
+        return None;
+    };
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let schema = format!("allot_server_{}_{nanos}", std::process::id());
+    let store = match allot_store::postgres::PgStore::open_in_schema(&url, Some(&schema)).await {
+        Ok(s) => s,
+        Err(e) => {
+            skip_postgres(&format!("PostgreSQL at ALLOT_TEST_POSTGRES_URL is unreachable: {e}"));
+            return None;
+        }
+    };
+    let app = App::new(Arc::new(store)).await.unwrap();
+    app.bootstrap(Some(ADMIN)).await.unwrap();
+    Some((Server { app, _dir: tempfile::tempdir().unwrap() }, url, schema))
 }

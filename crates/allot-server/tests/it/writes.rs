@@ -14,6 +14,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
+/// A unit id that passes the edge's checks but that [`Faulty`] refuses to write (as PostgreSQL
+/// refuses some rows): the whole multi-row insert it is in fails.
+const POISON: &str = "poison-unit";
+
 /// A store that fails with `Unavailable` while `down`, counts the batches of sticky assignments
 /// and exposures it is asked to write, and holds each exposure write until `gate` gives a permit
 /// (when `held`).
@@ -80,7 +84,7 @@ impl Store for Faulty {
         self.check()?;
         self.inner.list_keys().await
     }
-    async fn revoke_key(&self, id: &str, at: &str) -> Result<bool> {
+    async fn revoke_key(&self, id: &str, at: &str) -> Result<allot_store::Revoke> {
         self.check()?;
         self.inner.revoke_key(id, at).await
     }
@@ -94,6 +98,9 @@ impl Store for Faulty {
     }
     async fn sticky_put(&self, rows: &[StickyRow]) -> Result<()> {
         self.check()?;
+        if rows.iter().any(|r| r.1 == POISON) {
+            return Err(StoreError::Database("value too long for the index (test)".into()));
+        }
         self.sticky_writes.fetch_add(1, Ordering::SeqCst);
         self.inner.sticky_put(rows).await
     }
@@ -104,6 +111,9 @@ impl Store for Faulty {
             self.gate.acquire().await.unwrap().forget();
         }
         self.exposure_writes.fetch_add(1, Ordering::SeqCst);
+        if exposures.iter().any(|x| x.unit == POISON) {
+            return Err(StoreError::Database("value too long for the index (test)".into()));
+        }
         self.inner.record_exposures(exposures).await
     }
     async fn exposures(&self, experiment: Option<&str>, after: u64, limit: u32) -> Result<Vec<(u64, Exposure)>> {
@@ -121,6 +131,13 @@ impl Store for Faulty {
     async fn import_key(&self, info: &KeyInfo, secret_sha256: &str) -> Result<()> {
         self.check()?;
         self.inner.import_key(info, secret_sha256).await
+    }
+    fn key_salt(&self) -> String {
+        self.inner.key_salt()
+    }
+    async fn set_key_salt(&self, salt: &str) -> Result<()> {
+        self.check()?;
+        self.inner.set_key_salt(salt).await
     }
     async fn sticky_page(&self, after: Option<&StickyRow>, limit: u32) -> Result<Vec<StickyRow>> {
         self.check()?;
@@ -267,4 +284,128 @@ async fn a_unit_known_at_an_older_version_is_not_trusted_during_an_outage() {
     faulty.down.store(true, Ordering::SeqCst);
     let during = assignments(&s, "u1", None).await;
     assert_eq!(during["st1"]["reason"], "STICKY_UNAVAILABLE", "{during}");
+}
+
+/// One request whose row fails the shared batch fails alone: the batch is written again request
+/// by request, every other request gets 200 and its rows are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_row_that_fails_its_batch_fails_only_its_own_request() {
+    let (s, faulty) = faulty_server().await;
+    let s = Arc::new(s);
+    faulty.held.store(true, Ordering::SeqCst);
+    let request = |unit: String, experiment: &'static str| {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let body = json!({"context": {"user_id": unit}, "experiments": [experiment], "log_exposures": true});
+            s.post("/api/v1/evaluate", &body.to_string()).await.status
+        })
+    };
+    let first = request("u0".into(), "plain");
+    until("the first write is held", || faulty.held_rows.load(Ordering::SeqCst) == 1).await;
+    // 15 innocent requests and one poisoned one queue up behind it: one batch of 16.
+    let mut innocent: Vec<_> = (1..16).map(|i| request(format!("u{i}"), "plain")).collect();
+    let poisoned = request(POISON.into(), "plain");
+    until("16 requests wait for the next batch", || s.app.queued_writes() == 16).await;
+    faulty.gate.add_permits(100);
+    assert_eq!(first.await.unwrap(), StatusCode::OK);
+    assert_eq!(poisoned.await.unwrap(), StatusCode::INTERNAL_SERVER_ERROR);
+    for t in innocent.drain(..) {
+        assert_eq!(t.await.unwrap(), StatusCode::OK);
+    }
+    let logged = s.app.store().exposures(None, 0, 1000).await.unwrap();
+    assert_eq!(logged.len(), 16, "every innocent request's exposure was written");
+    assert!(logged.iter().all(|(_, x)| x.unit != POISON));
+    // The same for sticky assignments.
+    faulty.held.store(false, Ordering::SeqCst);
+    let sticky = (0..8).map(|i| request(format!("s{i}"), "st1")).collect::<Vec<_>>();
+    let bad = request(POISON.into(), "st1");
+    for t in sticky {
+        assert_eq!(t.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(bad.await.unwrap(), StatusCode::INTERNAL_SERVER_ERROR);
+    for i in 0..8 {
+        let rows = s.app.store().sticky_for_unit("user", &format!("s{i}")).await.unwrap();
+        assert_eq!(rows.len(), 1, "s{i}'s sticky assignment was written");
+    }
+}
+
+/// While the database cannot be reached, a node keeps accepting every key it knew live (also one
+/// never used, also one created on another node before the outage) and keeps refusing every key
+/// it knew revoked (also one revoked on this node a moment before); a key it never saw gets 503.
+#[tokio::test]
+async fn keys_through_an_outage() {
+    let (s, faulty) = faulty_server().await;
+    let unused = s.key("evaluator").await;
+    let revoked = s.key("evaluator").await;
+    let eval = |key: String| {
+        let s = &s;
+        async move {
+            let body = json!({"context": {"user_id": "u1"}, "experiments": ["plain"]});
+            s.call("POST", "/api/v1/evaluate", Some(&key), &[("content-type", "application/json")], &body.to_string())
+                .await
+                .status
+        }
+    };
+    assert_eq!(eval(revoked.clone()).await, StatusCode::OK);
+    let list = s.get("/api/v1/keys").await.json();
+    let id = list["keys"].as_array().unwrap().last().unwrap()["id"].as_str().unwrap().to_string();
+    let r = s.call("DELETE", &format!("/api/v1/keys/{id}"), Some(ADMIN), &[], "").await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    // A key made on another node, and one revoked there, seen by this node's periodic read.
+    let info = |id: &str| KeyInfo {
+        id: id.into(),
+        name: id.into(),
+        role: allot_store::Role::Evaluator,
+        created_at: "2026-01-01T00:00:00Z".into(),
+        revoked_at: None,
+    };
+    let elsewhere = "a-key-created-on-another-node-000001";
+    let gone_elsewhere = "a-key-revoked-on-another-node-000001";
+    s.app.store().create_key(&info("k_elsewhere"), elsewhere).await.unwrap();
+    s.app.store().create_key(&info("k_gone"), gone_elsewhere).await.unwrap();
+    assert_eq!(eval(gone_elsewhere.into()).await, StatusCode::OK);
+    s.app.store().revoke_key("k_gone", "2026-01-02T00:00:00Z").await.unwrap();
+    s.app.refresh_keys().await.unwrap();
+
+    faulty.down.store(true, Ordering::SeqCst);
+    assert_eq!(eval(unused).await, StatusCode::OK, "a live key never used still works");
+    assert_eq!(eval(elsewhere.into()).await, StatusCode::OK, "a key created elsewhere before the outage works");
+    assert_eq!(eval(revoked).await, StatusCode::UNAUTHORIZED, "a key revoked here stays revoked");
+    assert_eq!(eval(gone_elsewhere.into()).await, StatusCode::UNAUTHORIZED, "a key revoked elsewhere stays revoked");
+    assert_eq!(eval(ADMIN.into()).await, StatusCode::OK);
+    assert_eq!(eval("never-seen-key-000000000000000000000".into()).await, StatusCode::SERVICE_UNAVAILABLE);
+    // A failed read of the key table keeps what was known.
+    assert!(s.app.refresh_keys().await.is_err());
+    assert_eq!(eval(ADMIN.into()).await, StatusCode::OK);
+    faulty.down.store(false, Ordering::SeqCst);
+    assert_eq!(eval("never-seen-key-000000000000000000000".into()).await, StatusCode::UNAUTHORIZED);
+}
+
+/// Rows kept only in memory during an outage (lost if the node stops first) are announced to the
+/// client: `202` and `X-Allot-Buffered` on `POST /api/v1/exposures`, the header on evaluation.
+#[tokio::test]
+async fn clients_are_told_when_their_rows_are_only_buffered() {
+    let (s, faulty) = faulty_server().await;
+    let body = json!({"context": {"user_id": "u1"}, "log_exposures": true}).to_string();
+    let exposure = r#"{"exposures": [{"unit": "u1", "experiment": "plain", "variant": "a"}]}"#;
+    let r = s.post("/api/v1/evaluate", &body).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.headers.get("x-allot-buffered").is_none(), "written: no header");
+    let r = s.post("/api/v1/exposures", exposure).await;
+    assert_eq!((r.status, r.json()["new"].as_u64()), (StatusCode::OK, Some(0)), "{}", r.text);
+    // u3's sticky assignments are known to this node (st1 only, so far).
+    assignments(&s, "u3", Some("st1")).await;
+    faulty.down.store(true, Ordering::SeqCst);
+    let r = s.post("/api/v1/evaluate", &json!({"context": {"user_id": "u2"}, "log_exposures": true}).to_string()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.headers["x-allot-buffered"], "exposures", "{:?}", r.headers);
+    // u3 gets st2 now: a new sticky assignment, buffered too.
+    let r = s.post("/api/v1/evaluate", &json!({"context": {"user_id": "u3"}, "log_exposures": true}).to_string()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json()["assignments"]["st2"]["reason"], "ASSIGNED", "{}", r.text);
+    assert_eq!(r.headers["x-allot-buffered"], "exposures, sticky", "{:?}", r.headers);
+    let r = s.post("/api/v1/exposures", exposure).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    assert_eq!(r.headers["x-allot-buffered"], "exposures");
+    assert_eq!(r.json()["buffered"], 1);
 }

@@ -1,6 +1,7 @@
 //! The backends every store test runs on: SQLite always, PostgreSQL when
 //! `ALLOT_TEST_POSTGRES_URL` names a reachable server (each test in a fresh schema, dropped at
-//! the end); otherwise the PostgreSQL variant says it was skipped and passes.
+//! the end); otherwise the PostgreSQL variant says it was skipped and passes, unless
+//! `ALLOT_REQUIRE_POSTGRES=1` (as `.ci/run` sets): then it fails.
 
 use allot_store::postgres::PgStore;
 use allot_store::Store;
@@ -30,16 +31,26 @@ impl Ctx {
     }
 }
 
-/// The PostgreSQL URL to test against, if set and reachable (else prints why the test is skipped).
+/// Says why a PostgreSQL test cannot run: a failure when `ALLOT_REQUIRE_POSTGRES=1`, else a line
+/// saying it was skipped.
+pub fn skip(why: &str) {
+    if std::env::var("ALLOT_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+        panic!("ALLOT_REQUIRE_POSTGRES=1 but {why}");
+    }
+    eprintln!("skipped: {why}");
+}
+
+/// The PostgreSQL URL to test against, if set and reachable (else says why the test is skipped,
+/// or fails with `ALLOT_REQUIRE_POSTGRES=1`).
 pub async fn postgres_url() -> Option<String> {
     let Ok(url) = std::env::var("ALLOT_TEST_POSTGRES_URL") else {
-        eprintln!("skipped: ALLOT_TEST_POSTGRES_URL is not set");
+        skip("ALLOT_TEST_POSTGRES_URL is not set");
         return None;
     };
     let opts: sqlx::postgres::PgConnectOptions = match url.parse() {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("skipped: ALLOT_TEST_POSTGRES_URL is not a PostgreSQL URL: {e}");
+            skip(&format!("ALLOT_TEST_POSTGRES_URL is not a PostgreSQL URL: {e}"));
             return None;
         }
     };
@@ -49,7 +60,7 @@ pub async fn postgres_url() -> Option<String> {
             Some(url)
         }
         Err(e) => {
-            eprintln!("skipped: PostgreSQL at ALLOT_TEST_POSTGRES_URL is unreachable: {e}");
+            skip(&format!("PostgreSQL at ALLOT_TEST_POSTGRES_URL is unreachable: {e}"));
             None
         }
     }

@@ -2,7 +2,7 @@
 
 use crate::backend::Ctx;
 use allot_core::state::State;
-use allot_store::{AuditEntry, Exposure, KeyInfo, Role, StoreError};
+use allot_store::{AuditEntry, Exposure, KeyInfo, Revoke, Role, StoreError};
 
 on_every_backend!(
     empty_store_is_version_zero,
@@ -12,6 +12,8 @@ on_every_backend!(
     of_concurrent_writers_on_two_handles_exactly_one_wins,
     the_store_survives_reopening,
     keys_are_found_by_secret_and_revoked,
+    concurrent_revocations_never_leave_no_admin,
+    secrets_are_stored_as_a_keyed_hash,
     sticky_assignments_keep_the_first_variant,
     exposures_are_deduplicated_per_unit_experiment_variant_and_day,
     large_batches_are_written_whole,
@@ -178,8 +180,11 @@ async fn keys_are_found_by_secret_and_revoked(ctx: Ctx) {
     assert_eq!(s.find_key("s1").await.unwrap().unwrap().role, Role::Admin);
     assert_eq!(s.find_key("s3").await.unwrap().unwrap().id, "k3");
     assert_eq!(s.find_key("s2").await.unwrap(), None);
-    assert!(s.revoke_key("k3", "2026-01-02T00:00:00Z").await.unwrap());
-    assert!(!s.revoke_key("k3", "2026-01-02T00:00:00Z").await.unwrap());
+    assert_eq!(s.revoke_key("k3", "2026-01-02T00:00:00Z").await.unwrap(), Revoke::Revoked);
+    assert_eq!(s.revoke_key("k3", "2026-01-02T00:00:00Z").await.unwrap(), Revoke::NotFound);
+    assert_eq!(s.revoke_key("nope", "2026-01-02T00:00:00Z").await.unwrap(), Revoke::NotFound);
+    assert_eq!(s.revoke_key("k1", "2026-01-02T00:00:00Z").await.unwrap(), Revoke::LastAdmin);
+    assert!(s.find_key("s1").await.unwrap().is_some(), "the last admin key still works");
     assert_eq!(s.find_key("s3").await.unwrap(), None);
     let keys = s.list_keys().await.unwrap();
     assert_eq!(keys.len(), 2);
@@ -187,8 +192,55 @@ async fn keys_are_found_by_secret_and_revoked(ctx: Ctx) {
 }
 
 #[test]
-fn secrets_are_stored_as_sha256() {
-    assert_eq!(allot_store::hash_secret("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+fn the_keyed_hash_is_hmac_sha256_over_the_sha256() {
+    assert_eq!(allot_store::sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    // RFC 4231 test case 2: HMAC-SHA256(key "Jefe", "what do ya want for nothing?").
+    assert_eq!(
+        allot_store::keyed_hash("Jefe", "what do ya want for nothing?"),
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    );
+}
+
+/// Secrets are stored keyed with a random per-store salt, never as their bare SHA-256: the same
+/// secret hashes differently in two stores, and nothing in the key table is a secret's SHA-256.
+async fn secrets_are_stored_as_a_keyed_hash(ctx: Ctx) {
+    let s = ctx.store();
+    s.create_key(&key("k1", Role::Admin), "secret-one").await.unwrap();
+    let exported = s.export_keys().await.unwrap();
+    assert_eq!(exported[0].1, s.hash_secret("secret-one"));
+    assert_ne!(exported[0].1, allot_store::sha256_hex("secret-one"));
+    assert_eq!(exported[0].1, allot_store::keyed_hash(&s.key_salt(), &allot_store::sha256_hex("secret-one")));
+    assert_eq!(s.key_salt().len(), 64);
+    // Another handle reads the same salt; another store has its own.
+    assert_eq!(ctx.reopen().await.key_salt(), s.key_salt());
+    let dir = tempfile::tempdir().unwrap();
+    let other = allot_store::open(&format!("sqlite://{}/o.db", dir.path().display())).await.unwrap();
+    assert_ne!(other.key_salt(), s.key_salt());
+    assert_ne!(other.hash_secret("secret-one"), s.hash_secret("secret-one"));
+    assert!(s.set_key_salt(&other.key_salt()).await.is_err(), "the salt of a store with keys is fixed");
+}
+
+/// Revoking the last two admin keys at once, on two handles (as on two nodes), leaves one.
+async fn concurrent_revocations_never_leave_no_admin(ctx: Ctx) {
+    let (a, b) = (ctx.store(), ctx.reopen().await);
+    assert!(a.bootstrap_key(&key("k1", Role::Admin), "s1").await.unwrap());
+    for round in 0..10 {
+        let (x, y) = (format!("x{round}"), format!("y{round}"));
+        a.create_key(&key(&x, Role::Admin), &format!("sx{round}")).await.unwrap();
+        a.create_key(&key(&y, Role::Admin), &format!("sy{round}")).await.unwrap();
+        // Leave exactly x and y as live admin keys, then revoke both at once.
+        for k in a.list_keys().await.unwrap() {
+            if k.revoked_at.is_none() && k.id != x && k.id != y {
+                assert_eq!(a.revoke_key(&k.id, "2026-01-02T00:00:00Z").await.unwrap(), Revoke::Revoked);
+            }
+        }
+        let (ra, rb) = tokio::join!(a.revoke_key(&x, "2026-01-03T00:00:00Z"), b.revoke_key(&y, "2026-01-03T00:00:00Z"));
+        let mut got = [ra.unwrap(), rb.unwrap()];
+        got.sort_by_key(|r| *r == Revoke::LastAdmin);
+        assert_eq!(got, [Revoke::Revoked, Revoke::LastAdmin], "round {round}");
+        let live = a.list_keys().await.unwrap().into_iter().filter(|k| k.revoked_at.is_none()).count();
+        assert_eq!(live, 1, "round {round}");
+    }
 }
 
 async fn sticky_assignments_keep_the_first_variant(ctx: Ctx) {
@@ -239,4 +291,80 @@ async fn commits_are_announced_where_the_backend_can(ctx: Ctx) {
     assert_eq!(rx.recv().await, Some(1));
     listener.commit(1, &state(3), &entry("bob")).await.unwrap();
     assert_eq!(rx.recv().await, Some(3));
+}
+
+/// The SQLite URLs a user would type open (and create) the file, readable by its owner only; a
+/// missing directory is an error naming it.
+#[tokio::test]
+async fn sqlite_urls_as_typed_create_a_private_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    for (url, file) in [
+        (format!("sqlite://{d}/a.db"), "a.db"),
+        (format!("sqlite:{d}/b.db"), "b.db"),
+        (format!("sqlite://{d}/c.db?mode=rwc"), "c.db"),
+    ] {
+        assert!(url.starts_with("sqlite:///") || url.starts_with("sqlite:/"), "{url}");
+        let s = allot_store::open(&url).await.unwrap_or_else(|e| panic!("{url}: {e}"));
+        s.create_key(&key("k", Role::Admin), "secret").await.unwrap();
+        let path = dir.path().join(file);
+        assert!(path.exists(), "{url}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{url}: mode {mode:o}");
+        }
+    }
+    let e = allot_store::open(&format!("sqlite://{d}/missing/x.db")).await.err().unwrap().to_string();
+    assert!(e.contains(&format!("{d}/missing")) && e.contains("does not exist"), "{e}");
+    // mode=ro on a missing file does not create it.
+    assert!(allot_store::open(&format!("sqlite://{d}/ro.db?mode=ro")).await.is_err());
+    assert!(!dir.path().join("ro.db").exists());
+}
+
+/// A store made by the first schema kept bare SHA-256 hashes: opening it with this version
+/// converts them, and the same secrets keep working.
+#[tokio::test]
+async fn keys_stored_as_bare_sha256_keep_working_after_the_migration() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    {
+        // The first schema, as an older allot left it, with one live and one revoked key.
+        let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql(include_str!("../../migrations/sqlite/0001_init.sql")).execute(&mut c).await.unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL); \
+             INSERT INTO schema_migrations VALUES (1, 'init');",
+        )
+        .execute(&mut c)
+        .await
+        .unwrap();
+        for (id, secret, revoked) in
+            [("k1", "old-secret-1", None), ("k2", "old-secret-2", Some("2026-01-02T00:00:00Z"))]
+        {
+            sqlx::query("INSERT INTO api_keys (id, name, role, secret_sha256, created_at, revoked_at) VALUES (?, ?, 'admin', ?, '2026-01-01T00:00:00Z', ?)")
+                .bind(id)
+                .bind(id)
+                .bind(allot_store::sha256_hex(secret))
+                .bind(revoked)
+                .execute(&mut c)
+                .await
+                .unwrap();
+        }
+        c.close().await.unwrap();
+    }
+    let s = allot_store::open(&url).await.unwrap();
+    assert_eq!(s.find_key("old-secret-1").await.unwrap().unwrap().id, "k1");
+    assert_eq!(s.find_key("old-secret-2").await.unwrap(), None, "revoked stays revoked");
+    for (_, hash) in s.export_keys().await.unwrap() {
+        assert_ne!(hash, allot_store::sha256_hex("old-secret-1"));
+        assert_ne!(hash, allot_store::sha256_hex("old-secret-2"));
+    }
+    drop(s);
+    // Opening again converts nothing twice.
+    let s = allot_store::open(&url).await.unwrap();
+    assert_eq!(s.find_key("old-secret-1").await.unwrap().unwrap().id, "k1");
 }
