@@ -182,6 +182,10 @@ pub fn plan(state: &State, cfg: &Config, raw: &serde_json::Value, opts: &Options
     p.groups();
     p.experiments();
     if !p.errors.is_empty() {
+        // Separating experiments that share on a mutable attribute may not fit: say why they
+        // had to be separated, not only that they do not fit.
+        let named = p.refusals.iter().filter(|r| r.rule == "shares-on-mutable-attribute");
+        p.errors.extend(named.map(|r| FieldError::new(&r.path, r.message.clone())));
         return Err(p.errors);
     }
     let impact = p.impact(state);
@@ -853,7 +857,8 @@ impl Planner<'_> {
 
     /// Kept running experiments that share buckets on a proof that no longer holds (recorded
     /// before sharing required stable attributes, or an attribute was removed from `stable`):
-    /// not redrawn (that would move units) but refused until resolved.
+    /// refused by name until resolved. The plan's state redraws the conflict (what forcing
+    /// records, with the moved share in `impact`); nothing changes unless forced.
     fn refuse_legacy_sharing(&mut self, id: &str, other: &str) {
         let (e, o) = (&self.cfg.experiments[id], &self.cfg.experiments[other]);
         let attrs = match (&e.targeting, &o.targeting) {
@@ -1102,16 +1107,22 @@ impl Planner<'_> {
                         .zip(&placed_scopes)
                         .filter(|((other, set), other_scope)| {
                             let o = &self.cfg.experiments[other];
-                            let conflict = scope.excludes(other_scope)
-                                && cur.intersection_len(set) > 0
-                                && !self.disjoint(e, o);
+                            let conflict =
+                                scope.excludes(other_scope) && cur.intersection_len(set) > 0 && !self.disjoint(e, o);
+                            // Shared under the rules the state was recorded with (exclusive then,
+                            // and disjoint by any attribute), no longer allowed now.
                             let was_shared = conflict
                                 && self.old_live.contains_key(other.as_str())
-                                && matches!((&e.targeting, &o.targeting), (Some(a), Some(b)) if provably_disjoint(a, b, &self.cfg.segments));
+                                && self.old.exclusive(id, other)
+                                && matches!(
+                                    (self.old.experiments.get(id), self.old.experiments.get(other.as_str())),
+                                    (Some(x), Some(y)) if matches!((&x.targeting, &y.targeting),
+                                        (Some(a), Some(b)) if provably_disjoint(a, b, &self.old.segments))
+                                );
                             if was_shared {
                                 legacy.push(other.clone());
                             }
-                            conflict && !was_shared
+                            conflict
                         })
                         .map(|((_, set), _)| set)
                         .collect();
@@ -1129,12 +1140,30 @@ impl Planner<'_> {
                         })
                         .map(|(_, set)| set)
                         .collect();
-                    let cur = if outside_slots || !conflicts.is_empty() || !held.is_empty() {
+                    // Groups whose scope it entered in this change: they reserve their buckets.
+                    // (A recorded state from before groups reserved their share may have
+                    // outsiders in them; those are left where they are rather than moved.)
+                    let group_sets: Vec<BucketSet> = self
+                        .cfg
+                        .groups
+                        .iter()
+                        .filter(|(name, g)| {
+                            !e.groups.iter().any(|r| &r.group == *name)
+                                && self.cfg.in_group_scope(e, g)
+                                && !matches!(
+                                    (self.old.experiments.get(id), self.old.groups.get(*name)),
+                                    (Some(oe), Some(og)) if self.old.in_group_scope(oe, og)
+                                )
+                        })
+                        .filter_map(|(name, _)| self.live(OwnerKind::Group, name).map(Allocation::current_compact))
+                        .filter(|set| cur.intersection_len(set) > 0)
+                        .collect();
+                    let cur = if outside_slots || !conflicts.is_empty() || !held.is_empty() || !group_sets.is_empty() {
                         let mut d = cur.dense();
                         if outside_slots {
                             d.intersect_with(&self.within(e, b));
                         }
-                        for set in conflicts.into_iter().chain(held) {
+                        for set in conflicts.into_iter().chain(held).chain(&group_sets) {
                             d.subtract_compact(set);
                         }
                         let lost = before - d.len();

@@ -218,16 +218,22 @@ fn sharing_buckets_on_disjoint_targeting_needs_a_stable_attribute() {
     let o = &au.overlaps[0];
     assert!(o.exclusive && o.targeting_disjoint && o.shared_buckets > 0);
     assert_eq!(o.disjoint_on, ["plan"]);
-    // Taking `plan` out of `stable` while they share is refused (never redrawn silently), and
-    // the audit of the recorded state under that configuration reports the violation.
-    let p = refused(&st, PLANS);
-    let r = p.refusals.iter().find(|r| r.rule == "shares-on-mutable-attribute").expect("named refusal");
-    assert_eq!(r.path, "experiments.paid.targeting");
-    assert!(r.message.contains("`free` and `paid`") && r.message.contains("`plan`"), "{}", r.message);
-    assert!(p.impact.values().all(|i| i.moved_share == 0.0), "{:?}", p.impact);
+    // Taking `plan` out of `stable` while they share: 60% + 60% cannot be separated, and the
+    // error says why they must be.
+    let errs = invalid(&st, PLANS);
+    assert!(errs.iter().any(|e| e.message.contains("`free` and `paid`") && e.message.contains("`plan`")), "{errs:?}");
     let au = audit(&st, &config::load(PLANS).unwrap());
     assert_eq!(au.violations.len(), 1, "{:?}", au.violations);
     assert!(au.violations[0].contains("not declared `stable`"), "{}", au.violations[0]);
+    // At 40% + 40% they can be separated: refused by name (never redrawn silently), with the
+    // units that separating them would move.
+    let small = |y: &str| y.replace("share: 60%", "share: 40%");
+    let st40 = ok(&State::default(), &small(&stable));
+    let p = refused(&st40, &small(PLANS));
+    let r = p.refusals.iter().find(|r| r.rule == "shares-on-mutable-attribute").expect("named refusal");
+    assert_eq!(r.path, "experiments.paid.targeting");
+    assert!(r.message.contains("`free` and `paid`") && r.message.contains("`plan`"), "{}", r.message);
+    assert!(p.impact["paid"].moved_share > 0.0, "{:?}", p.impact);
     // Stopping one of them resolves it.
     ok(&st, &PLANS.replace("eq: paid}, state: running", "eq: paid}, state: stopped"));
 }
