@@ -40,6 +40,12 @@ const TARGETING_KEY: &str = "targeting_key";
 // Raw (parsed) forms
 // ---------------------------------------------------------------------------------------------
 
+/// A proto `int32` (a number or a string holding one), as proto3-JSON parsers read it.
+fn de_i32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let v = de_int(d)?;
+    i32::try_from(v).map(i64::from).map_err(|_| serde::de::Error::custom(format!("{v} is not an int32")))
+}
+
 fn de_int<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -106,7 +112,7 @@ struct RawRule {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawSpec {
-    #[serde(default, deserialize_with = "de_int")]
+    #[serde(default, deserialize_with = "de_i32")]
     bucket_count: i64,
     #[serde(default)]
     assignments: Vec<RawAssignment>,
@@ -135,9 +141,9 @@ struct RawVariantAssignment {
 
 #[derive(Deserialize)]
 struct RawRange {
-    #[serde(default, deserialize_with = "de_int")]
+    #[serde(default, deserialize_with = "de_i32")]
     lower: i64,
-    #[serde(default, deserialize_with = "de_int")]
+    #[serde(default, deserialize_with = "de_i32")]
     upper: i64,
 }
 
@@ -1539,13 +1545,12 @@ impl<'a> Eval<'a> {
             let assignment = if spec.one_full_variant {
                 spec.assignments.first()
             } else if let Some(u) = unit.as_deref() {
-                if spec.bucket_count <= 0 || spec.bucket_count > i64::from(u32::MAX) {
-                    return Err(FlagError::Internal(format!("{}: bucket count {}", rule.name, spec.bucket_count)));
-                }
                 let Some(salt) = rule.variant_salt.as_deref() else {
                     return Err(FlagError::Internal(format!("{}: segment name without an id", rule.name)));
                 };
-                let b = i64::from(hash::bucket(salt, u, spec.bucket_count as u32));
+                let Some(b) = variant_bucket(salt, u, spec.bucket_count) else {
+                    return Err(FlagError::Internal(format!("{}: bucket count 0", rule.name)));
+                };
                 spec.assignments.iter().find(|a| a.ranges.iter().any(|(lo, hi)| *lo <= b && b < *hi))
             } else {
                 continue;
@@ -1590,11 +1595,9 @@ impl<'a> Eval<'a> {
             matching.first().copied()
         } else {
             match rule.variant_salt.as_deref() {
-                Some(salt) if spec.bucket_count > 0 && spec.bucket_count <= i64::from(u32::MAX) => {
-                    let b = i64::from(hash::bucket(salt, unit, spec.bucket_count as u32));
-                    matching.into_iter().find(|a| a.ranges.iter().any(|(lo, hi)| *lo <= b && b < *hi))
-                }
-                _ => None,
+                Some(salt) => variant_bucket(salt, unit, spec.bucket_count)
+                    .and_then(|b| matching.into_iter().find(|a| a.ranges.iter().any(|(lo, hi)| *lo <= b && b < *hi))),
+                None => None,
             }
         };
         match chosen.map(|a| &a.kind) {
@@ -1756,6 +1759,20 @@ impl<'a> Eval<'a> {
                 }
                 Ok(true)
             }
+        }
+    }
+}
+
+/// A unit's variant bucket, as the resolver computes it: `None` for a bucket count of 0 (the
+/// resolver fails). The count is a proto `int32` the resolver widens with `as u64`, so a negative
+/// count is a huge one: the bucket is then `h1 >> 4` itself, cut back to an `i32`.
+fn variant_bucket(salt: &str, unit: &str, bucket_count: i64) -> Option<i64> {
+    match u32::try_from(bucket_count) {
+        Ok(0) => None,
+        Ok(n) => Some(i64::from(hash::bucket(salt, unit, n))),
+        Err(_) => {
+            let (h1, _) = hash::murmur3_x64_128(format!("{salt}|{unit}").as_bytes(), 0);
+            Some(i64::from((h1 >> 4) as u32 as i32))
         }
     }
 }
