@@ -8,7 +8,9 @@
 //! disagreement is then shrunk by proptest and its seed written to
 //! `tests/it/confidence_differential.proptest-regressions`, replayed first on every run.
 
-use crate::confidence_oracle::{gzip_base64, load_native, resolve_allot, resolve_native, spec_state_as_proto, Outcome};
+use crate::confidence_oracle::{
+    gzip_base64, load_native, resolve_allot, resolve_native, spec_state_as_proto, Outcome, Refusal,
+};
 use crate::spec;
 use allot_compat::confidence::State;
 use base64::Engine as _;
@@ -867,4 +869,133 @@ fn random_states_resolve_as_the_resolver_resolves_them() {
         t.compared,
         t.disagreements.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pinned examples: what the resolver does in the places the brief named, checked on both
+// ---------------------------------------------------------------------------------------------
+
+/// One flag `flags/p` for client secret `sa`, on one segment whose targeting is the single
+/// attribute criterion `attribute` (`{"attributeName": ..., "<rule>": ...}`); every unit in
+/// the segment gets variant `on`.
+fn pinned_state(attribute: Value, managed: Value) -> String {
+    json!({
+        "flags": [{
+            "name": "flags/p", "state": "ACTIVE", "clients": ["clients/a"],
+            "variants": [{"name": "flags/p/variants/on", "value": {"on": true}}],
+            "rules": [{
+                "name": "flags/p/rules/r", "segment": "segments/p", "enabled": true,
+                "assignmentSpec": {"bucketCount": 1, "assignments": [{
+                    "assignmentId": "a", "variant": {"variant": "flags/p/variants/on"},
+                    "bucketRanges": [{"lower": 0, "upper": 1}],
+                }]},
+            }],
+        }],
+        "segmentsNoBitsets": [{"name": "segments/p", "targeting": {
+            "criteria": {"c": {"attribute": attribute}}, "expression": {"ref": "c"},
+        }}],
+        "clients": [{"name": "clients/a", "managedContext": managed}],
+        "clientCredentials": [{"name": "clients/a/credentials/1", "clientSecret": {"secret": "sa"}}],
+    })
+    .to_string()
+}
+
+/// Whether `flags/p` matches for `ctx`, by the resolver and by allot (which must agree).
+fn matches(attribute: Value, managed: Value, ctx: Value) -> bool {
+    let state = pinned_state(attribute, managed);
+    let req = json!({"clientSecret": "sa", "evaluationContext": ctx});
+    let native = resolve_native(&load_native(&state, ACCOUNT).unwrap(), &req);
+    let allot = resolve_allot(&State::parse(&state, Some(ACCOUNT)).unwrap(), &req);
+    assert_eq!(native, allot, "{state}\n{req}");
+    match native {
+        Outcome::Flags(f) => f["flags/p"].reason == "RESOLVE_REASON_MATCH",
+        other => panic!("refused: {other:?}"),
+    }
+}
+
+#[test]
+fn pinned_examples_as_the_resolver_gives_them() {
+    let none = json!({});
+    let attr = |rule: Value| {
+        let mut a = json!({"attributeName": "x"});
+        for (k, v) in rule.as_object().unwrap() {
+            a[k] = v.clone();
+        }
+        a
+    };
+    // Null equality: missing, null, or a list holding a null.
+    let null_eq = attr(json!({"eqRule": {"value": {}}}));
+    assert!(matches(null_eq.clone(), none.clone(), json!({"targeting_key": "u1"})));
+    assert!(matches(null_eq.clone(), none.clone(), json!({"targeting_key": "u1", "x": null})));
+    assert!(matches(null_eq.clone(), none.clone(), json!({"targeting_key": "u1", "x": [1, null]})));
+    assert!(!matches(null_eq, none.clone(), json!({"targeting_key": "u1", "x": "a"})));
+    // any/all over a missing attribute: an empty list.
+    let all = attr(json!({"allRule": {"rule": {"eqRule": {"value": {"numberValue": 1}}}}}));
+    let any = attr(json!({"anyRule": {"rule": {"eqRule": {"value": {"numberValue": 1}}}}}));
+    assert!(matches(all, none.clone(), json!({"targeting_key": "u1", "x": null})));
+    assert!(!matches(any, none.clone(), json!({"targeting_key": "u1"})));
+    // String operators see only strings...
+    let starts = attr(json!({"startsWithRule": {"value": "nu"}}));
+    assert!(!matches(starts.clone(), none.clone(), json!({"targeting_key": "u1"})));
+    assert!(!matches(starts.clone(), none.clone(), json!({"targeting_key": "u1", "x": [null, true]})));
+    assert!(matches(starts, none.clone(), json!({"targeting_key": "u1", "x": [true, "nub"]})));
+    // ...but eq/set with a string value compare the resolver's "null" text: not what the brief
+    // expected, what 0.26.1 does (`convert_to_targeting_value` without a strict mode).
+    let eq_null_text = attr(json!({"eqRule": {"value": {"stringValue": "null"}}}));
+    assert!(matches(eq_null_text.clone(), none.clone(), json!({"targeting_key": "u1"})));
+    assert!(matches(eq_null_text, none.clone(), json!({"targeting_key": "u1", "x": true})));
+    let eq_true_text = attr(json!({"eqRule": {"value": {"stringValue": "true"}}}));
+    assert!(!matches(eq_true_text, none.clone(), json!({"targeting_key": "u1", "x": true})));
+    // A range without bounds matches nothing.
+    assert!(!matches(attr(json!({"rangeRule": {}})), none.clone(), json!({"targeting_key": "u1", "x": 5})));
+    // Versions as Confidence compares them.
+    let from_1_10 = attr(json!({"rangeRule": {"startInclusive": {"versionValue": {"version": "1.10"}}}}));
+    assert!(matches(from_1_10.clone(), none.clone(), json!({"targeting_key": "u1", "x": "01.10.0.1"})));
+    assert!(!matches(from_1_10.clone(), none.clone(), json!({"targeting_key": "u1", "x": "1.9.999"})));
+    assert!(!matches(from_1_10.clone(), none.clone(), json!({"targeting_key": "u1", "x": "2.0.0+build"})));
+    assert!(matches(from_1_10, none.clone(), json!({"targeting_key": "u1", "x": "2.0.0-rc.1"})));
+    // Timestamps: a leap second sorts inside its minute; a number from 1e12 on is milliseconds.
+    let after = |t: &str| attr(json!({"rangeRule": {"startExclusive": {"timestampValue": t}}}));
+    assert!(matches(
+        after("2016-12-31T23:59:59.9Z"),
+        none.clone(),
+        json!({"targeting_key": "u1", "x": "2016-12-31T23:59:60Z"})
+    ));
+    assert!(!matches(
+        after("2017-01-01T00:00:00Z"),
+        none.clone(),
+        json!({"targeting_key": "u1", "x": "2016-12-31T23:59:60.5Z"})
+    ));
+    assert!(matches(
+        after("2022-11-17T15:16:17Z"),
+        none.clone(),
+        json!({"targeting_key": "u1", "x": 1_668_698_177_200.0})
+    ));
+    assert!(!matches(after("1970-01-01T00:00:00Z"), none.clone(), json!({"targeting_key": "u1", "x": 9e15})));
+    // The client's managed context is merged in, and wins.
+    let gold = attr(json!({"eqRule": {"value": {"stringValue": "gold"}}}));
+    assert!(matches(gold.clone(), json!({"x": "gold"}), json!({"targeting_key": "u1", "x": "free"})));
+    let nested = json!({"attributeName": "user.tier", "eqRule": {"value": {"stringValue": "gold"}}});
+    assert!(matches(nested, json!({"user.tier": "gold"}), json!({"targeting_key": "u1", "user": {"id": "u1"}})));
+}
+
+/// The batch limit is the resolver's: 5,000 flags resolve, 5,001 are refused.
+#[test]
+fn the_batch_limit_is_five_thousand_flags() {
+    for (n, refused) in [(5000, false), (5001, true)] {
+        let flags: Vec<Value> = (0..n)
+            .map(|i| json!({"name": format!("flags/b{i}"), "state": "ACTIVE", "clients": ["clients/a"]}))
+            .collect();
+        let state = json!({
+            "flags": flags,
+            "clients": [{"name": "clients/a"}],
+            "clientCredentials": [{"name": "clients/a/credentials/1", "clientSecret": {"secret": "sa"}}],
+        })
+        .to_string();
+        let req = json!({"clientSecret": "sa", "evaluationContext": {}});
+        let native = resolve_native(&load_native(&state, ACCOUNT).unwrap(), &req);
+        let allot = resolve_allot(&State::parse(&state, Some(ACCOUNT)).unwrap(), &req);
+        assert_eq!(native, allot);
+        assert_eq!(matches!(native, Outcome::Refused(Refusal::Error)), refused, "{n} flags");
+    }
 }
