@@ -882,8 +882,13 @@ impl State {
             segments.push(Segment { bitset, targeting });
         }
         let mut flags = Vec::with_capacity(raw_flags.len());
-        for raw in raw_flags {
-            flags.push(compile_flag(raw, &seg_index));
+        // Two flags of one name: the resolver keeps them in a map, so the last one is the flag.
+        let last: HashMap<&str, usize> = raw_flags.iter().enumerate().map(|(i, f)| (f.name.as_str(), i)).collect();
+        let keep: Vec<bool> = raw_flags.iter().enumerate().map(|(i, f)| last[f.name.as_str()] == i).collect();
+        for (raw, keep) in raw_flags.into_iter().zip(keep) {
+            if keep {
+                flags.push(compile_flag(raw, &seg_index));
+            }
         }
         for client in clients.values_mut() {
             client.flags =

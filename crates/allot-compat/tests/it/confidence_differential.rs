@@ -668,6 +668,8 @@ fn case() -> impl Strategy<Value = Case> {
                 (0..segments + 1).map(|i| segment(i, segments)).collect::<Vec<_>>(),
                 vec(bitset(), segments + 1),
                 (0..flags).map(|i| flag(i, segments)).collect::<Vec<_>>(),
+                // Sometimes a second flag of the same name (the resolver keeps the last).
+                proptest::option::weighted(0.1, flag(0, segments)),
                 vec(bloom(), 0..2),
                 (managed_context(), managed_context()),
                 (
@@ -677,36 +679,43 @@ fn case() -> impl Strategy<Value = Case> {
                 Just(flags),
             )
         })
-        .prop_flat_map(|(segments, bitsets, flags, blooms, (managed_a, managed_b), (env_a, env_b), n_flags)| {
-            let names: Vec<String> = segments.iter().map(|s| s["name"].as_str().unwrap().to_string()).collect();
-            let bitsets: Vec<Value> =
-                names.iter().zip(&bitsets).filter_map(|(n, b)| b.as_ref().map(|b| bitset_json(n, b))).collect();
-            let rules: Vec<String> = flags
-                .iter()
-                .flat_map(|f| f["rules"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_string()))
-                .collect();
-            let variants: Vec<String> = flags
-                .iter()
-                .flat_map(|f| f["variants"].as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap().to_string()))
-                .collect();
-            let state = json!({
-                "flags": flags,
-                "segmentsNoBitsets": segments,
-                "bitsets": bitsets,
-                "bloomFilters": blooms.into_iter().flatten().collect::<Vec<_>>(),
-                "clients": [
-                    {"name": "clients/a", "managedContext": managed_a},
-                    {"name": "clients/b", "managedContext": managed_b},
-                ],
-                "clientCredentials": [
-                    {"name": "clients/a/credentials/1", "clientSecret": {"secret": "sa"}, "environments": env_a},
-                    {"name": "clients/b/credentials/1", "clientSecret": {"secret": "sb"}, "environments": env_b},
-                ],
-            });
-            let targets = targets(&state);
-            vec(request(n_flags, rules, variants, targets), REQUESTS_PER_STATE)
-                .prop_map(move |requests| Case { state: state.clone(), requests })
-        })
+        .prop_flat_map(
+            |(segments, bitsets, mut flags, twin, blooms, (managed_a, managed_b), (env_a, env_b), n_flags)| {
+                flags.extend(twin);
+                let names: Vec<String> = segments.iter().map(|s| s["name"].as_str().unwrap().to_string()).collect();
+                let bitsets: Vec<Value> =
+                    names.iter().zip(&bitsets).filter_map(|(n, b)| b.as_ref().map(|b| bitset_json(n, b))).collect();
+                let rules: Vec<String> = flags
+                    .iter()
+                    .flat_map(|f| {
+                        f["rules"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_string())
+                    })
+                    .collect();
+                let variants: Vec<String> = flags
+                    .iter()
+                    .flat_map(|f| {
+                        f["variants"].as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap().to_string())
+                    })
+                    .collect();
+                let state = json!({
+                    "flags": flags,
+                    "segmentsNoBitsets": segments,
+                    "bitsets": bitsets,
+                    "bloomFilters": blooms.into_iter().flatten().collect::<Vec<_>>(),
+                    "clients": [
+                        {"name": "clients/a", "managedContext": managed_a},
+                        {"name": "clients/b", "managedContext": managed_b},
+                    ],
+                    "clientCredentials": [
+                        {"name": "clients/a/credentials/1", "clientSecret": {"secret": "sa"}, "environments": env_a},
+                        {"name": "clients/b/credentials/1", "clientSecret": {"secret": "sb"}, "environments": env_b},
+                    ],
+                });
+                let targets = targets(&state);
+                vec(request(n_flags, rules, variants, targets), REQUESTS_PER_STATE)
+                    .prop_map(move |requests| Case { state: state.clone(), requests })
+            },
+        )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -833,6 +842,14 @@ fn runner(cases: u32, persist: bool) -> TestRunner {
 /// does, and refuse where it refuses.
 #[test]
 fn random_states_resolve_as_the_resolver_resolves_them() {
+    // The generator's strategy tree is deep, and debug builds keep big frames: a thread with room.
+    let run = std::thread::Builder::new().stack_size(256 << 20).spawn(differential).unwrap();
+    if let Err(panic) = run.join() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn differential() {
     let cases: u32 = std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_CASES);
     let tally = RefCell::new(Tally::default());
     // First every case, counted (the persisted regressions are replayed first, too).

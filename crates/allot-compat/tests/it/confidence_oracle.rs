@@ -149,23 +149,31 @@ pub fn resolve_allot(state: &State, request: &Value) -> Outcome {
         Err(e) => panic!("allot cannot read the request {request}: {e}"),
     };
     match state.resolve(&req) {
-        Ok(flags) => Outcome::Flags(
-            flags
-                .iter()
-                .map(|f| {
-                    let j = f.to_json();
-                    (
+        Ok(flags) => {
+            let mut out = BTreeMap::new();
+            for f in &flags {
+                let j = f.to_json();
+                let resolved = Resolved {
+                    reason: f.reason.as_str().to_string(),
+                    variant: f.variant.to_string(),
+                    value: normalize(j["value"].clone()),
+                    should_apply: f.should_apply,
+                };
+                // A flag answered twice cannot agree with the resolver, which answers once.
+                if out.insert(f.flag.to_string(), resolved).is_some() {
+                    out.insert(
                         f.flag.to_string(),
                         Resolved {
-                            reason: f.reason.as_str().to_string(),
-                            variant: f.variant.to_string(),
-                            value: normalize(j["value"].clone()),
-                            should_apply: f.should_apply,
+                            reason: "resolved twice".into(),
+                            variant: String::new(),
+                            value: Value::Null,
+                            should_apply: false,
                         },
-                    )
-                })
-                .collect(),
-        ),
+                    );
+                }
+            }
+            Outcome::Flags(out)
+        }
         Err(ResolveError::UnknownClient) => Outcome::Refused(Refusal::Client),
         Err(ResolveError::MissingMaterializations(_)) => Outcome::Refused(Refusal::Suspended),
         Err(_) => Outcome::Refused(Refusal::Error),
