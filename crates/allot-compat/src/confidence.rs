@@ -24,15 +24,27 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Read as _;
+use timestamp::Ts;
+
+mod managed;
+mod timestamp;
+mod version;
 
 /// The bucket space of segment allocations.
 pub const BUCKETS: u32 = 1_000_000;
-const MAX_FLAGS_PER_RESOLVE: usize = 1000;
+/// The resolver's batch limit (`MAX_NO_OF_FLAGS_TO_BATCH_RESOLVE`).
+const MAX_FLAGS_PER_RESOLVE: usize = 5000;
 const TARGETING_KEY: &str = "targeting_key";
 
 // ---------------------------------------------------------------------------------------------
 // Raw (parsed) forms
 // ---------------------------------------------------------------------------------------------
+
+/// A proto `int32` (a number or a string holding one), as proto3-JSON parsers read it.
+fn de_i32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let v = de_int(d)?;
+    i32::try_from(v).map(i64::from).map_err(|_| serde::de::Error::custom(format!("{v} is not an int32")))
+}
 
 fn de_int<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     #[derive(Deserialize)]
@@ -100,7 +112,7 @@ struct RawRule {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawSpec {
-    #[serde(default, deserialize_with = "de_int")]
+    #[serde(default, deserialize_with = "de_i32")]
     bucket_count: i64,
     #[serde(default)]
     assignments: Vec<RawAssignment>,
@@ -129,9 +141,9 @@ struct RawVariantAssignment {
 
 #[derive(Deserialize)]
 struct RawRange {
-    #[serde(default, deserialize_with = "de_int")]
+    #[serde(default, deserialize_with = "de_i32")]
     lower: i64,
-    #[serde(default, deserialize_with = "de_int")]
+    #[serde(default, deserialize_with = "de_i32")]
     upper: i64,
 }
 
@@ -341,8 +353,12 @@ struct SpecClient {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct SpecClientName {
     name: String,
+    /// Flat dot-paths to values; the specification runner keeps only scalars (others read as null).
+    #[serde(default)]
+    managed_context: Map<String, Value>,
 }
 
 #[derive(Deserialize)]
@@ -390,8 +406,12 @@ struct ProtoBloom {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct ProtoClient {
     name: String,
+    /// Flat dot-paths to values, merged into every request's context.
+    #[serde(default)]
+    managed_context: Map<String, Value>,
 }
 
 #[derive(Deserialize)]
@@ -431,6 +451,8 @@ pub struct State {
 struct Client {
     name: String,
     environments: Vec<String>,
+    /// The client's managed context, unflattened (`{"a.b": 1}` as `{"a": {"b": 1}}`); empty for none.
+    managed: Map<String, Value>,
     /// The active flags this client may resolve, in state order.
     flags: Vec<usize>,
 }
@@ -585,8 +607,12 @@ enum AttrRule {
 #[derive(Debug)]
 enum Op {
     Unrecognized,
-    /// `Some(None)`: an `eqRule` whose value has no kind set (matches nothing).
-    Eq(Option<TV<'static>>),
+    /// An `eqRule` with a value.
+    Eq(TV<'static>),
+    /// An `eqRule` whose value has no kind set: Confidence's null equality. At the top of a
+    /// criterion it matches a missing or null attribute, or a list holding a null; inside
+    /// `any`/`all` it matches nothing.
+    NullEq,
     Set(Vec<TV<'static>>),
     Range(Option<Bound>, Option<Bound>),
     StartsWith(String),
@@ -606,11 +632,11 @@ enum TV<'a> {
     Bool(bool),
     Number(f64),
     Str(Cow<'a, str>),
-    /// Nanoseconds since the epoch.
-    Timestamp(i128),
+    Timestamp(Ts),
     Version(Cow<'a, str>),
     List(Vec<TV<'a>>),
-    /// A value that compares with nothing (an unparseable timestamp, a number under a string operator).
+    /// What a string operator sees for a value that is not a string (the resolver's empty
+    /// `Value`): it matches no operator.
     Invalid,
 }
 
@@ -626,7 +652,7 @@ impl Bloom {
         let mut bits = base64::engine::general_purpose::STANDARD
             .decode(raw.data.as_bytes())
             .map_err(|e| CompatError::invalid(format!("{path}.data"), format!("not base64: {e}")))?;
-        if raw.strategy != 1 || raw.bit_count <= 0 || raw.hash_function_count < 0 {
+        if raw.strategy != 1 {
             // Confidence drops a filter it cannot use; its segment then needs materializations.
             return Ok(None);
         }
@@ -634,6 +660,7 @@ impl Bloom {
         for chunk in bits.chunks_exact_mut(8) {
             chunk.reverse();
         }
+        // The resolver reads the counts with `as` (a negative count is a huge one); so does allot.
         Ok(Some(Bloom { bits, hashes: raw.hash_function_count as u32, num_bits: raw.bit_count as u64 }))
     }
 
@@ -643,7 +670,8 @@ impl Bloom {
         let (h1, h2) = (lo as i64, hi as i64);
         let mut combined = h1;
         for _ in 0..self.hashes {
-            let i = ((combined & i64::MAX) as u64) % self.num_bits;
+            // With no bits the resolver divides by zero (it panics); nothing is in such a filter.
+            let Some(i) = ((combined & i64::MAX) as u64).checked_rem(self.num_bits) else { return false };
             let set = self.bits.get((i / 8) as usize).is_some_and(|byte| (byte >> (i % 8)) & 1 == 1);
             if !set {
                 return false;
@@ -712,7 +740,8 @@ impl State {
                             }
                         }
                     }
-                    Some(dense)
+                    let full = dense.len() == u64::from(BUCKETS);
+                    Some((dense, full))
                 }
                 other => {
                     return Err(CompatError::invalid(
@@ -734,9 +763,20 @@ impl State {
         let mut clients = HashMap::new();
         for (secret, v) in spec.clients {
             let raw: SpecClient = from_value(v).map_err(|e| nest(&format!("clients.{secret}"), e))?;
+            let flat = raw
+                .client
+                .managed_context
+                .into_iter()
+                .map(|(k, v)| (k, if v.is_object() || v.is_array() { Value::Null } else { v }))
+                .collect();
             clients.insert(
                 secret,
-                Client { name: raw.client.name, environments: raw.client_credential.environments, flags: Vec::new() },
+                Client {
+                    name: raw.client.name,
+                    environments: raw.client_credential.environments,
+                    managed: managed::unflatten(flat),
+                    flags: Vec::new(),
+                },
             );
         }
         State::compile(&account, flags, segments, bitsets, blooms, clients, "flags", "segments")
@@ -759,6 +799,10 @@ impl State {
                     let bytes =
                         gunzip_base64(&z).map_err(|m| CompatError::invalid(format!("{path}.gzippedBitset"), m))?;
                     let mut dense = Dense::empty(BUCKETS);
+                    // A unit without a targeting key is in the segment only when every bit of
+                    // the decompressed bitset is set (the resolver's `BitVec::all`, whatever
+                    // its length: an empty bitset holds everyone without a key and no one with).
+                    let full = bytes.iter().all(|b| *b == 0xff);
                     for (byte_i, byte) in bytes.iter().enumerate() {
                         if *byte == 0 {
                             continue;
@@ -772,12 +816,12 @@ impl State {
                             }
                         }
                     }
-                    bitsets.insert(b.segment, Some(dense));
+                    bitsets.insert(b.segment, Some((dense, full)));
                 }
-                // A full bitset is treated as no bitset: everyone.
-                (None, Some(true)) => {}
-                _ => {
-                    return Err(CompatError::invalid(path, "a bitset needs gzippedBitset or fullBitset: true"));
+                // A full bitset is treated as no bitset: everyone; so is an entry with neither.
+                (None, Some(true)) | (None, None) => {}
+                (None, Some(false)) => {
+                    return Err(CompatError::invalid(path, "fullBitset: false is not a bitset (give gzippedBitset)"));
                 }
             }
         }
@@ -799,6 +843,7 @@ impl State {
                         Client {
                             name: client.name.clone(),
                             environments: cred.environments.clone(),
+                            managed: managed::unflatten(client.managed_context.clone()),
                             flags: Vec::new(),
                         },
                     );
@@ -813,29 +858,37 @@ impl State {
         account: &str,
         raw_flags: Vec<RawFlag>,
         raw_segments: Vec<RawSegment>,
-        bitsets: HashMap<String, Option<Dense>>,
+        bitsets: HashMap<String, Option<(Dense, bool)>>,
         blooms: HashMap<String, Bloom>,
         mut clients: HashMap<String, Client>,
         _flags_path: &str,
-        _segments_path: &str,
+        segments_path: &str,
     ) -> Result<State, CompatError> {
         let seg_index: HashMap<String, usize> =
             raw_segments.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
         let mut segments = Vec::with_capacity(raw_segments.len());
-        for raw in raw_segments {
+        for (i, raw) in raw_segments.into_iter().enumerate() {
             let bitset = match bitsets.get(&raw.name) {
-                Some(Some(dense)) => {
-                    let full = dense.len() == u64::from(BUCKETS);
-                    Some((Bits::new(dense.clone()), full))
-                }
+                Some(Some((dense, full))) => Some((Bits::new(dense.clone()), *full)),
                 Some(None) | None => None,
             };
-            let targeting = raw.targeting.map(|t| compile_targeting(t, &seg_index));
+            let targeting = match raw.targeting {
+                Some(t) => Some(compile_targeting(t, &seg_index).map_err(|m| {
+                    let at = if segments_path == "segments" { raw.name.clone() } else { format!("[{i}]") };
+                    CompatError::invalid(format!("{segments_path}.{at}.targeting"), m)
+                })?),
+                None => None,
+            };
             segments.push(Segment { bitset, targeting });
         }
         let mut flags = Vec::with_capacity(raw_flags.len());
-        for raw in raw_flags {
-            flags.push(compile_flag(raw, &seg_index));
+        // Two flags of one name: the resolver keeps them in a map, so the last one is the flag.
+        let last: HashMap<&str, usize> = raw_flags.iter().enumerate().map(|(i, f)| (f.name.as_str(), i)).collect();
+        let keep: Vec<bool> = raw_flags.iter().enumerate().map(|(i, f)| last[f.name.as_str()] == i).collect();
+        for (raw, keep) in raw_flags.into_iter().zip(keep) {
+            if keep {
+                flags.push(compile_flag(raw, &seg_index));
+            }
         }
         for client in clients.values_mut() {
             client.flags =
@@ -958,23 +1011,26 @@ fn fill_schema_nulls(mut value: Map<String, Value>, schema: &Map<String, Value>)
     value
 }
 
-fn compile_targeting(raw: RawTargeting, seg_index: &HashMap<String, usize>) -> Targeting {
+/// Compiles a segment's targeting. Fails where the resolver cannot read the state: a rule's
+/// timestamp that is not RFC 3339 (proto3-JSON's `Timestamp`).
+fn compile_targeting(raw: RawTargeting, seg_index: &HashMap<String, usize>) -> Result<Targeting, String> {
     let mut ids: Vec<String> = Vec::with_capacity(raw.criteria.len());
     let mut criteria = Vec::with_capacity(raw.criteria.len());
     for (id, c) in raw.criteria {
-        ids.push(id);
-        criteria.push(if let Some(a) = c.attribute {
-            Criterion::Attribute(compile_attribute(a))
+        let criterion = if let Some(a) = c.attribute {
+            Criterion::Attribute(compile_attribute(a).map_err(|m| format!("criteria.{id}.attribute: {m}"))?)
         } else if let Some(s) = c.segment {
             Criterion::Segment(seg_index.get(&s.segment).copied())
         } else if let Some(m) = c.materialized_segment {
             Criterion::Materialized(m.materialized_segment)
         } else {
             Criterion::Unset
-        });
+        };
+        ids.push(id);
+        criteria.push(criterion);
     }
     let expression = raw.expression.map(|e| compile_expr(e, &ids));
-    Targeting { criteria, expression }
+    Ok(Targeting { criteria, expression })
 }
 
 fn compile_expr(raw: RawExpression, ids: &[String]) -> Expr {
@@ -991,44 +1047,46 @@ fn compile_expr(raw: RawExpression, ids: &[String]) -> Expr {
     }
 }
 
-fn compile_attribute(raw: RawAttribute) -> Attribute {
+fn compile_attribute(raw: RawAttribute) -> Result<Attribute, String> {
     let path = raw.attribute_name.split('.').map(str::to_string).collect();
-    let (rule, expected) = if let Some((op, expected)) = compile_rules(raw.rule) {
+    let (rule, expected) = if let Some((op, expected)) = compile_rules(raw.rule)? {
         (AttrRule::Single(op), expected)
     } else if let Some(any) = raw.any_rule {
-        let inner = any.rule.and_then(compile_rules_or_unrecognized);
+        let inner = any.rule.map(compile_rules_or_unrecognized).transpose()?;
         let expected = inner.as_ref().map_or(Expected::None, |(_, e)| *e);
         (AttrRule::Any(inner.map(|(op, _)| op)), expected)
     } else if let Some(all) = raw.all_rule {
-        let inner = all.rule.and_then(compile_rules_or_unrecognized);
+        let inner = all.rule.map(compile_rules_or_unrecognized).transpose()?;
         let expected = inner.as_ref().map_or(Expected::None, |(_, e)| *e);
         (AttrRule::All(inner.map(|(op, _)| op)), expected)
     } else {
         (AttrRule::Unrecognized, Expected::None)
     };
-    Attribute { path, expected, rule }
+    Ok(Attribute { path, expected, rule })
 }
 
 /// An inner rule with no operator set is present but unrecognised (an error only when evaluated).
-fn compile_rules_or_unrecognized(raw: RawRules) -> Option<(Op, Expected)> {
-    Some(compile_rules(raw).unwrap_or((Op::Unrecognized, Expected::None)))
+fn compile_rules_or_unrecognized(raw: RawRules) -> Result<(Op, Expected), String> {
+    Ok(compile_rules(raw)?.unwrap_or((Op::Unrecognized, Expected::None)))
 }
 
-fn compile_rules(raw: RawRules) -> Option<(Op, Expected)> {
+fn compile_rules(raw: RawRules) -> Result<Option<(Op, Expected)>, String> {
     if let Some(eq) = raw.eq_rule {
-        return Some(match eq.value {
+        return Ok(Some(match eq.value {
             None => (Op::Unrecognized, Expected::None),
-            Some(v) => {
-                let tv = compile_value(v);
-                let expected = expected_of(tv.as_ref());
-                (Op::Eq(tv), expected)
-            }
-        });
+            Some(v) => match compile_value(v)? {
+                None => (Op::NullEq, Expected::None),
+                Some(tv) => {
+                    let expected = expected_of(Some(&tv));
+                    (Op::Eq(tv), expected)
+                }
+            },
+        }));
     }
     if let Some(set) = raw.set_rule {
-        let values: Vec<Option<TV<'static>>> = set.values.into_iter().map(compile_value).collect();
+        let values = set.values.into_iter().map(compile_value).collect::<Result<Vec<_>, _>>()?;
         let expected = values.first().map_or(Expected::None, |v| expected_of(v.as_ref()));
-        return Some((Op::Set(values.into_iter().flatten().collect()), expected));
+        return Ok(Some((Op::Set(values.into_iter().flatten().collect()), expected)));
     }
     if let Some(r) = raw.range_rule {
         let start = match (r.start_inclusive, r.start_exclusive) {
@@ -1041,39 +1099,43 @@ fn compile_rules(raw: RawRules) -> Option<(Op, Expected)> {
             (None, Some(v)) => Some((false, v)),
             _ => None,
         };
-        let start = start.map(|(inclusive, v)| Bound { inclusive, value: compile_value(v) });
-        let end = end.map(|(inclusive, v)| Bound { inclusive, value: compile_value(v) });
+        let bound = |b: Option<(bool, RawValue)>| -> Result<Option<Bound>, String> {
+            b.map(|(inclusive, v)| Ok(Bound { inclusive, value: compile_value(v)? })).transpose()
+        };
+        let (start, end) = (bound(start)?, bound(end)?);
         let expected = match (&start, &end) {
             (Some(s), _) => expected_of(s.value.as_ref()),
             (None, Some(e)) => expected_of(e.value.as_ref()),
             _ => Expected::None,
         };
-        return Some((Op::Range(start, end), expected));
+        return Ok(Some((Op::Range(start, end), expected)));
     }
     if let Some(t) = raw.starts_with_rule {
-        return Some((Op::StartsWith(t.value), Expected::StrictString));
+        return Ok(Some((Op::StartsWith(t.value), Expected::StrictString)));
     }
     if let Some(t) = raw.ends_with_rule {
-        return Some((Op::EndsWith(t.value), Expected::StrictString));
+        return Ok(Some((Op::EndsWith(t.value), Expected::StrictString)));
     }
     if let Some(t) = raw.contains_rule {
-        return Some((Op::Contains(t.value), Expected::StrictString));
+        return Ok(Some((Op::Contains(t.value), Expected::StrictString)));
     }
-    None
+    Ok(None)
 }
 
-fn compile_value(v: RawValue) -> Option<TV<'static>> {
-    if let Some(b) = v.bool_value {
+/// A rule's value; `None` for a value with no kind set.
+fn compile_value(v: RawValue) -> Result<Option<TV<'static>>, String> {
+    Ok(if let Some(b) = v.bool_value {
         Some(TV::Bool(b))
     } else if let Some(n) = v.number_value {
         Some(TV::Number(n))
     } else if let Some(s) = v.string_value {
         Some(TV::Str(Cow::Owned(s)))
     } else if let Some(t) = v.timestamp_value {
-        Some(parse_timestamp(&t).map_or(TV::Invalid, TV::Timestamp))
+        let ts = timestamp::rfc3339(&t).ok_or_else(|| format!("timestampValue {t:?} is not an RFC 3339 timestamp"))?;
+        Some(TV::Timestamp(ts))
     } else {
         v.version_value.map(|ver| TV::Version(Cow::Owned(ver.version)))
-    }
+    })
 }
 
 fn expected_of(v: Option<&TV<'static>>) -> Expected {
@@ -1081,63 +1143,10 @@ fn expected_of(v: Option<&TV<'static>>) -> Expected {
         Some(TV::Bool(_)) => Expected::Bool,
         Some(TV::Number(_)) => Expected::Number,
         Some(TV::Str(_)) => Expected::String,
-        Some(TV::Timestamp(_)) | Some(TV::Invalid) => Expected::Timestamp,
+        Some(TV::Timestamp(_)) => Expected::Timestamp,
         Some(TV::Version(_)) => Expected::Version,
-        Some(TV::List(_)) | None => Expected::None,
+        Some(TV::List(_)) | Some(TV::Invalid) | None => Expected::None,
     }
-}
-
-/// Parses a timestamp the way Confidence's resolver does: RFC 3339 when the time part carries an
-/// offset, otherwise a UTC date-time (`T` or space, optional fraction), or a bare date.
-fn parse_timestamp(s: &str) -> Option<i128> {
-    use time::{Date, Month, PrimitiveDateTime, Time, UtcOffset};
-    let (date_part, rest) = match s.find(['T', ' ', 't']) {
-        Some(i) => (&s[..i], Some(&s[i + 1..])),
-        None => (s, None),
-    };
-    let mut d = date_part.split('-');
-    let year: i32 = d.next()?.parse().ok()?;
-    let month: u8 = d.next()?.parse().ok()?;
-    let day: u8 = d.next()?.parse().ok()?;
-    if d.next().is_some() || date_part.len() < 8 {
-        return None;
-    }
-    let date = Date::from_calendar_date(year, Month::try_from(month).ok()?, day).ok()?;
-    let Some(rest) = rest else {
-        return Some(PrimitiveDateTime::new(date, Time::MIDNIGHT).assume_utc().unix_timestamp_nanos());
-    };
-    let (clock, offset) = if let Some(stripped) = rest.strip_suffix(['Z', 'z']) {
-        (stripped, UtcOffset::UTC)
-    } else if let Some(i) = rest.rfind(['+', '-']) {
-        let (clock, off) = rest.split_at(i);
-        let sign: i8 = if off.starts_with('-') { -1 } else { 1 };
-        let mut parts = off[1..].split(':');
-        let h = i8::try_from(parts.next()?.parse::<u8>().ok()?).ok()?;
-        let m = i8::try_from(parts.next()?.parse::<u8>().ok()?).ok()?;
-        (clock, UtcOffset::from_hms(sign * h, sign * m, 0).ok()?)
-    } else {
-        (rest, UtcOffset::UTC)
-    };
-    let (hms, frac) = match clock.split_once('.') {
-        Some((a, b)) => (a, Some(b)),
-        None => (clock, None),
-    };
-    let mut t = hms.split(':');
-    let h: u8 = t.next()?.parse().ok()?;
-    let mi: u8 = t.next()?.parse().ok()?;
-    let sec: u8 = t.next()?.parse().ok()?;
-    if t.next().is_some() {
-        return None;
-    }
-    let nanos = match frac {
-        None => 0,
-        Some(f) if !f.is_empty() && f.len() <= 9 && f.bytes().all(|b| b.is_ascii_digit()) => {
-            f.parse::<u32>().ok()? * 10u32.pow(9 - f.len() as u32)
-        }
-        Some(_) => return None,
-    };
-    let time = Time::from_hms_nano(h, mi, sec, nanos).ok()?;
-    Some(PrimitiveDateTime::new(date, time).assume_offset(offset).unix_timestamp_nanos())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1247,7 +1256,7 @@ pub enum ResolveError {
     /// No client has this secret.
     #[error("client secret not found")]
     UnknownClient,
-    /// More than 1,000 flags would be resolved.
+    /// More than 5,000 flags would be resolved.
     #[error("max {MAX_FLAGS_PER_RESOLVE} flags allowed in a single resolve request, this request would return {0}")]
     TooManyFlags(usize),
     /// Resolving needs stored materializations the request does not carry.
@@ -1362,6 +1371,13 @@ impl State {
         materializations: Option<&HashMap<String, HashMap<String, MaterializationEntry>>>,
     ) -> Result<Vec<Resolved<'s>>, ResolveError> {
         let client = self.clients.get(client_secret).ok_or(ResolveError::UnknownClient)?;
+        let merged;
+        let ctx = if client.managed.is_empty() {
+            ctx
+        } else {
+            merged = managed::merge(&client.managed, ctx);
+            &merged
+        };
         let wanted = |f: &&Flag| flag_names.is_empty() || flag_names.contains(&f.name);
         let selected = || client.flags.iter().map(|&i| &self.flags[i]).filter(wanted);
         let count = if flag_names.is_empty() { client.flags.len() } else { selected().count() };
@@ -1534,13 +1550,12 @@ impl<'a> Eval<'a> {
             let assignment = if spec.one_full_variant {
                 spec.assignments.first()
             } else if let Some(u) = unit.as_deref() {
-                if spec.bucket_count <= 0 || spec.bucket_count > i64::from(u32::MAX) {
-                    return Err(FlagError::Internal(format!("{}: bucket count {}", rule.name, spec.bucket_count)));
-                }
                 let Some(salt) = rule.variant_salt.as_deref() else {
                     return Err(FlagError::Internal(format!("{}: segment name without an id", rule.name)));
                 };
-                let b = i64::from(hash::bucket(salt, u, spec.bucket_count as u32));
+                let Some(b) = variant_bucket(salt, u, spec.bucket_count) else {
+                    return Err(FlagError::Internal(format!("{}: bucket count 0", rule.name)));
+                };
                 spec.assignments.iter().find(|a| a.ranges.iter().any(|(lo, hi)| *lo <= b && b < *hi))
             } else {
                 continue;
@@ -1585,11 +1600,9 @@ impl<'a> Eval<'a> {
             matching.first().copied()
         } else {
             match rule.variant_salt.as_deref() {
-                Some(salt) if spec.bucket_count > 0 && spec.bucket_count <= i64::from(u32::MAX) => {
-                    let b = i64::from(hash::bucket(salt, unit, spec.bucket_count as u32));
-                    matching.into_iter().find(|a| a.ranges.iter().any(|(lo, hi)| *lo <= b && b < *hi))
-                }
-                _ => None,
+                Some(salt) => variant_bucket(salt, unit, spec.bucket_count)
+                    .and_then(|b| matching.into_iter().find(|a| a.ranges.iter().any(|(lo, hi)| *lo <= b && b < *hi))),
+                None => None,
             }
         };
         match chosen.map(|a| &a.kind) {
@@ -1709,7 +1722,19 @@ impl<'a> Eval<'a> {
 
     fn attribute(&self, a: &Attribute) -> Result<bool, FlagError> {
         let raw = lookup(self.ctx, &a.path);
-        let converted = convert(raw, a.expected).map_err(FlagError::Internal)?;
+        let missing = matches!(raw, None | Some(Value::Null));
+        let converted = match &a.rule {
+            // Null equality looks at the context before any conversion.
+            AttrRule::Single(Op::NullEq) => {
+                return Ok(match raw {
+                    Some(Value::Array(items)) => items.iter().any(Value::is_null),
+                    _ => missing,
+                });
+            }
+            // `any`/`all` over a missing or null attribute see an empty list.
+            AttrRule::Any(_) | AttrRule::All(_) if missing => TV::List(Vec::new()),
+            _ => convert(raw, a.expected).map_err(FlagError::Internal)?,
+        };
         let values: &[TV<'_>] = match &converted {
             TV::List(l) => l,
             other => std::slice::from_ref(other),
@@ -1718,7 +1743,7 @@ impl<'a> Eval<'a> {
             AttrRule::Unrecognized => Err(FlagError::Unrecognized),
             AttrRule::Single(op) => match op {
                 Op::Unrecognized => Err(FlagError::Unrecognized),
-                Op::Eq(v) => Ok(v.as_ref().is_some_and(|v| values.contains(v))),
+                Op::Eq(v) => Ok(values.contains(v)),
                 Op::Set(set) => Ok(values.iter().any(|v| set.contains(v))),
                 _ => Ok(values.iter().any(|v| inner(op, v).unwrap_or(false))),
             },
@@ -1743,10 +1768,26 @@ impl<'a> Eval<'a> {
     }
 }
 
+/// A unit's variant bucket, as the resolver computes it: `None` for a bucket count of 0 (the
+/// resolver fails). The count is a proto `int32` the resolver widens with `as u64`, so a negative
+/// count is a huge one: the bucket is then `h1 >> 4` itself, cut back to an `i32`.
+fn variant_bucket(salt: &str, unit: &str, bucket_count: i64) -> Option<i64> {
+    match u32::try_from(bucket_count) {
+        Ok(0) => None,
+        Ok(n) => Some(i64::from(hash::bucket(salt, unit, n))),
+        Err(_) => {
+            let (h1, _) = hash::murmur3_x64_128(format!("{salt}|{unit}").as_bytes(), 0);
+            Some(i64::from((h1 >> 4) as u32 as i32))
+        }
+    }
+}
+
 fn inner(op: &Op, v: &TV<'_>) -> Result<bool, FlagError> {
     match op {
         Op::Unrecognized => Err(FlagError::Unrecognized),
-        Op::Eq(e) => Ok(e.as_ref().is_some_and(|e| e == v)),
+        Op::Eq(e) => Ok(e == v),
+        // Conversions never give the kindless value a top-level null equality compares with.
+        Op::NullEq => Ok(false),
         Op::Set(set) => Ok(set.contains(v)),
         Op::Range(start, end) => Ok(in_range(start.as_ref(), end.as_ref(), v)),
         Op::StartsWith(p) => Ok(matches!(v, TV::Str(s) if s.starts_with(p.as_str()))),
@@ -1756,6 +1797,10 @@ fn inner(op: &Op, v: &TV<'_>) -> Result<bool, FlagError> {
 }
 
 fn in_range(start: Option<&Bound>, end: Option<&Bound>, v: &TV<'_>) -> bool {
+    if start.is_none() && end.is_none() {
+        // A range without bounds matches nothing.
+        return false;
+    }
     let after = match start {
         None => true,
         Some(b) => b.value.as_ref().is_some_and(|s| if b.inclusive { lte(s, v) } else { lt(s, v) }),
@@ -1767,16 +1812,12 @@ fn in_range(start: Option<&Bound>, end: Option<&Bound>, v: &TV<'_>) -> bool {
     after && before
 }
 
-fn version(s: &str) -> semver::Version {
-    semver::Version::parse(s).unwrap_or(semver::Version::new(0, 0, 0))
-}
-
 fn lt(a: &TV<'_>, b: &TV<'_>) -> bool {
     match (a, b) {
         (TV::Number(a), TV::Number(b)) => a < b,
         (TV::Str(a), TV::Str(b)) => a < b,
         (TV::Timestamp(a), TV::Timestamp(b)) => a < b,
-        (TV::Version(a), TV::Version(b)) => version(a) < version(b),
+        (TV::Version(a), TV::Version(b)) => version::key(a) < version::key(b),
         _ => false,
     }
 }
@@ -1786,16 +1827,23 @@ fn lte(a: &TV<'_>, b: &TV<'_>) -> bool {
         (TV::Number(a), TV::Number(b)) => a <= b,
         (TV::Str(a), TV::Str(b)) => a <= b,
         (TV::Timestamp(a), TV::Timestamp(b)) => a <= b,
-        (TV::Version(a), TV::Version(b)) => version(a) <= version(b),
+        (TV::Version(a), TV::Version(b)) => version::key(a) <= version::key(b),
         _ => false,
     }
 }
 
 const NULL_TEXT: TV<'static> = TV::Str(Cow::Borrowed("null"));
 
-/// Converts a context value to the rule's type, as Confidence does: missing and null read as the
-/// string `"null"`, lists convert element-wise, strings parse into the rule's type.
+/// Converts a context value to the rule's type, as Confidence's `convert_to_targeting_value`
+/// does: missing, null, objects and values of another type read as the string `"null"` (so a
+/// string rule's `"null"` matches them), numbers print as Rust prints an `f64` under a string
+/// rule, text parses into the rule's type (a number that does not parse fails the request, a
+/// timestamp that does not parse reads as `"null"`), lists convert element-wise. The string
+/// operators convert strictly: only strings are strings ([`strict`]).
 fn convert<'v>(v: Option<&'v Value>, expected: Expected) -> Result<TV<'v>, String> {
+    if expected == Expected::StrictString {
+        return Ok(strict(v));
+    }
     Ok(match v {
         None | Some(Value::Null) | Some(Value::Object(_)) => NULL_TEXT,
         Some(Value::Number(n)) => {
@@ -1803,14 +1851,7 @@ fn convert<'v>(v: Option<&'v Value>, expected: Expected) -> Result<TV<'v>, Strin
             match expected {
                 Expected::Number => TV::Number(f),
                 Expected::String => TV::Str(Cow::Owned(f.to_string())),
-                Expected::StrictString => TV::Invalid,
-                Expected::Timestamp => {
-                    if f.is_finite() {
-                        TV::Timestamp((f * 1e9) as i128)
-                    } else {
-                        TV::Invalid
-                    }
-                }
+                Expected::Timestamp => timestamp::from_number(f).map_or(NULL_TEXT, TV::Timestamp),
                 _ => NULL_TEXT,
             }
         }
@@ -1820,7 +1861,7 @@ fn convert<'v>(v: Option<&'v Value>, expected: Expected) -> Result<TV<'v>, Strin
                 TV::Number(s.parse().map_err(|_| format!("cannot convert {s:?} to a number for targeting"))?)
             }
             Expected::String | Expected::StrictString => TV::Str(Cow::Borrowed(s)),
-            Expected::Timestamp => parse_timestamp(s).map_or(TV::Invalid, TV::Timestamp),
+            Expected::Timestamp => timestamp::context(s).map_or(NULL_TEXT, TV::Timestamp),
             Expected::Version => TV::Version(Cow::Borrowed(s)),
             Expected::None => NULL_TEXT,
         },
@@ -1838,19 +1879,13 @@ fn convert<'v>(v: Option<&'v Value>, expected: Expected) -> Result<TV<'v>, Strin
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps() {
-        assert_eq!(parse_timestamp("1970-01-01T00:00:01Z"), Some(1_000_000_000));
-        assert_eq!(parse_timestamp("1970-01-01T00:00:01.5+00:00"), Some(1_500_000_000));
-        assert_eq!(parse_timestamp("1970-01-02"), Some(86_400_000_000_000));
-        assert_eq!(parse_timestamp("1970-01-01 01:00:00"), Some(3_600_000_000_000));
-        assert_eq!(parse_timestamp(""), None);
-        assert_eq!(parse_timestamp("garbage"), None);
-        assert_eq!(parse_timestamp("2020-01-01T00:00:00--128:00"), None);
-        assert_eq!(parse_timestamp("2020-01-01T00:00:00+01:00"), Some(1_577_833_200_000_000_000));
+/// A context value under a string operator (`startsWith`, `endsWith`, `contains`, also inside
+/// `any`/`all`): strings stay strings, lists convert element-wise, and anything else (missing,
+/// null, a number, a bool, an object) is [`TV::Invalid`], which no operator matches.
+fn strict(v: Option<&Value>) -> TV<'_> {
+    match v {
+        Some(Value::String(s)) => TV::Str(Cow::Borrowed(s)),
+        Some(Value::Array(items)) => TV::List(items.iter().map(|i| strict(Some(i))).collect()),
+        _ => TV::Invalid,
     }
 }

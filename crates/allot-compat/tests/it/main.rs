@@ -4,6 +4,8 @@
 
 mod amplitude;
 mod confidence;
+mod confidence_differential;
+mod confidence_oracle;
 mod malformed;
 
 use std::path::PathBuf;
