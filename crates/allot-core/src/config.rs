@@ -975,19 +975,14 @@ impl Config {
         t
     }
 
-    /// Whether two experiments must never share a unit: a shared group, or one's `exclusive_to`
-    /// (surfaces included) meets the other's tags.
+    /// Whether two experiments must never share a unit (the rule lives in
+    /// [`crate::scope::Scope::excludes`]).
     pub fn exclusive(&self, a: &str, b: &str) -> bool {
         let (Some(ea), Some(eb)) = (self.experiments.get(a), self.experiments.get(b)) else { return false };
         if a == b || ea.unit != eb.unit {
             return false;
         }
-        if ea.groups.iter().any(|g| eb.groups.iter().any(|h| h.group == g.group)) {
-            return true;
-        }
-        let (ta, tb) = (self.tags_of(ea), self.tags_of(eb));
-        self.exclusive_to_of(ea).iter().any(|x| tb.contains(x))
-            || self.exclusive_to_of(eb).iter().any(|x| ta.contains(x))
+        crate::scope::Scope::of(self, ea).excludes(&crate::scope::Scope::of(self, eb))
     }
 
     /// Whether experiment `e` is in the exclusion scope of group `g` (it carries or is exclusive

@@ -9,9 +9,10 @@ use crate::bucketset::{draw, BucketSet, Dense};
 use crate::config::{self, Config, ExpState, Experiment, Share};
 use crate::error::{join, FieldError};
 use crate::rng::seed_from;
+use crate::scope::{Placed, Scope};
 use crate::split::Split;
 use crate::state::{Allocation, Draw, DrawOp, LogEntry, OwnerKind, SpaceState, State};
-use crate::targeting::{provably_disjoint, Compiled, Targeting};
+use crate::targeting::{provably_disjoint, Compiled, Necessary, Targeting};
 use indexmap::IndexMap;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -158,6 +159,16 @@ pub fn plan(state: &State, cfg: &Config, raw: &serde_json::Value, opts: &Options
         )]);
     };
     let mut p = Planner {
+        necessary: cfg
+            .experiments
+            .values()
+            .map(|e| e.targeting.as_ref().map(|t| Necessary::of(t, &cfg.segments)))
+            .collect(),
+        stable: cfg
+            .units
+            .iter()
+            .map(|(name, u)| (name.clone(), u.stable.iter().chain([&u.attribute]).cloned().collect()))
+            .collect(),
         index: live_index(state),
         old_live: state
             .allocations
@@ -260,6 +271,10 @@ pub fn apply(state: &State, cfg: &Config, raw: &serde_json::Value, opts: &Option
 }
 
 struct Planner<'a> {
+    /// Per experiment of `cfg` (by index), its targeting's necessary conditions.
+    necessary: Vec<Option<Necessary>>,
+    /// Per unit type, the attributes that may prove sharing (its `stable` ones and its id).
+    stable: HashMap<String, Vec<String>>,
     /// Buckets each experiment held before this change.
     old_live: HashMap<String, u64>,
     /// Live allocations by owner: index into `st.allocations`.
@@ -278,7 +293,7 @@ fn pct(x: f64) -> String {
     format!("{}%", config::fmt_num(x * 100.0))
 }
 
-impl Planner<'_> {
+impl<'a> Planner<'a> {
     fn change(&mut self, entity: &str, id: &str, action: &str, detail: impl Into<String>) {
         self.changes.push(Change {
             entity: entity.into(),
@@ -851,8 +866,11 @@ impl Planner<'_> {
 
     /// Whether exclusive experiments `a` and `b` may share buckets: their targeting is
     /// provably disjoint on attributes their unit type declares stable.
-    fn disjoint(&self, a: &Experiment, b: &Experiment) -> bool {
-        self.cfg.sharing(a, b).is_some()
+    /// (By their numbers in the configuration.)
+    fn disjoint(&self, ia: usize, ib: usize) -> bool {
+        let (Some(Some(na)), Some(Some(nb))) = (self.necessary.get(ia), self.necessary.get(ib)) else { return false };
+        let unit = &self.cfg.experiments[ia].unit;
+        self.stable.get(unit).is_some_and(|stable| na.disjoint_on(nb, stable).is_some())
     }
 
     /// Kept running experiments that share buckets on a proof that no longer holds (recorded
@@ -886,9 +904,10 @@ impl Planner<'_> {
         let groups: Vec<&str> = e.groups.iter().map(|g| g.group.as_str()).collect();
         let mut rec = vec![0u64; b.div_ceil(crate::bucketset::SHARD) as usize];
         let released = self.st.allocations.iter().rev().filter(|a| {
-            a.kind == OwnerKind::Experiment
+            // Cheapest test first: most allocations of a running program are live.
+            a.released.is_some()
+                && a.kind == OwnerKind::Experiment
                 && a.space == e.unit
-                && a.released.is_some()
                 && a.owner != id
                 // Released before the space was resized: its buckets are not this space's.
                 && a.draws.first().is_some_and(|d| d.buckets.space() == b)
@@ -1056,9 +1075,10 @@ impl Planner<'_> {
             let Some(share) = e.share.filter(|_| e.state == ExpState::Draft) else { continue };
             let b = self.space_size(&e.unit);
             let Ok(want) = share.buckets(u64::from(b)) else { continue };
-            let (room, _, fixed) = self.free_for(id, e, b, &[], &HashMap::new());
+            let nothing_placed = Placed::default();
+            let (room, _, fixed) = self.free_for(id, e, b, &nothing_placed);
             if want > room.len() {
-                let held: Vec<String> = fixed.iter().map(|(w, n)| format!("{w} {n}")).collect();
+                let held: Vec<String> = fixed.iter().map(|(kind, w, n)| format!("{kind} {w} {n}")).collect();
                 self.warnings.push(format!(
                     "experiments.{id}: {} ({want} buckets) can never fit: at most {} ({}) is outside {}",
                     share.percent(),
@@ -1077,10 +1097,7 @@ impl Planner<'_> {
             .filter(|(_, e)| e.state == ExpState::Running)
             .map(|(id, _)| id.clone())
             .collect();
-        let scopes: HashMap<&str, Scope> =
-            running.iter().map(|id| (id.as_str(), Scope::of(self.cfg, &self.cfg.experiments[id]))).collect();
-        let mut placed: Vec<(String, BucketSet)> = vec![];
-        let mut placed_scopes: Vec<&Scope> = vec![];
+        let mut placed = Placed::default();
         let mut pending: Vec<(String, Option<BucketSet>)> = vec![];
         // Live holdouts: an explicit share must stay clear of those that apply to it.
         let holdout_sets: Vec<(&String, BucketSet)> = self
@@ -1091,7 +1108,7 @@ impl Planner<'_> {
             .collect();
         for id in &running {
             let e = &self.cfg.experiments[id];
-            let scope = &scopes[id.as_str()];
+            let scope = Scope::of(self.cfg, e);
             let kept = self.old.experiments.get(id).is_some_and(|o| o.state == ExpState::Running && o.unit == e.unit);
             match (kept, self.live(OwnerKind::Experiment, id).map(Allocation::current_compact)) {
                 (true, Some(cur)) => {
@@ -1102,29 +1119,27 @@ impl Planner<'_> {
                         cur.intersection_len(&within) < before
                     };
                     let mut legacy: Vec<String> = vec![];
+                    let me = self.cfg.experiments.get_index_of(id).unwrap_or(usize::MAX);
                     let conflicts: Vec<&BucketSet> = placed
-                        .iter()
-                        .zip(&placed_scopes)
-                        .filter(|((other, set), other_scope)| {
-                            let o = &self.cfg.experiments[other];
-                            let conflict =
-                                scope.excludes(other_scope) && cur.intersection_len(set) > 0 && !self.disjoint(e, o);
+                        .excluded_by(me, &scope)
+                        .filter(|(other, oi, set)| {
+                            let conflict = cur.intersection_len(set) > 0 && !self.disjoint(me, *oi);
                             // Shared under the rules the state was recorded with (exclusive then,
                             // and disjoint by any attribute), no longer allowed now.
                             let was_shared = conflict
-                                && self.old_live.contains_key(other.as_str())
+                                && self.old_live.contains_key(*other)
                                 && self.old.exclusive(id, other)
                                 && matches!(
-                                    (self.old.experiments.get(id), self.old.experiments.get(other.as_str())),
+                                    (self.old.experiments.get(id), self.old.experiments.get(*other)),
                                     (Some(x), Some(y)) if matches!((&x.targeting, &y.targeting),
                                         (Some(a), Some(b)) if provably_disjoint(a, b, &self.old.segments))
                                 );
                             if was_shared {
-                                legacy.push(other.clone());
+                                legacy.push(other.to_string());
                             }
                             conflict
                         })
-                        .map(|((_, set), _)| set)
+                        .map(|(_, _, set)| set)
                         .collect();
                     for other in &legacy {
                         self.refuse_legacy_sharing(id, other);
@@ -1186,8 +1201,7 @@ impl Planner<'_> {
                     } else {
                         cur
                     };
-                    placed.push((id.clone(), cur.clone()));
-                    placed_scopes.push(scope);
+                    placed.push(id, me, scope, cur.clone());
                     pending.push((id.clone(), Some(cur)));
                 }
                 _ => {
@@ -1242,7 +1256,7 @@ impl Planner<'_> {
                         cur.subtract(&remove);
                     }
                 } else {
-                    let (mut free, within, blockers) = self.free_for(&id, e, b, &placed, &scopes);
+                    let (mut free, within, blockers) = self.free_for(&id, e, b, &placed);
                     free.subtract(&cur);
                     // Without a share it holds "its slots": whatever of them is free.
                     let need = if e.share.is_none() { (target - have).min(free.len()) } else { target - have };
@@ -1264,11 +1278,9 @@ impl Planner<'_> {
                         None => self.errors.push(no_space(&path, e.share, target, need, &free, &within, &blockers)),
                     }
                 }
-                if let Some(slot) = placed.iter_mut().find(|(p, _)| *p == id) {
-                    slot.1 = cur.compact();
-                }
+                placed.update(&id, cur.compact());
             } else {
-                let (free, within, blockers) = self.free_for(&id, e, b, &placed, &scopes);
+                let (free, within, blockers) = self.free_for(&id, e, b, &placed);
                 if target == u64::MAX && free.len() < within.len() {
                     // It takes its slots whole: anything less is a short reach nobody asked for.
                     let mut err = no_space(&path, None, within.len(), within.len(), &free, &within, &blockers);
@@ -1283,10 +1295,11 @@ impl Planner<'_> {
                 let rec = self.recency(&id, e, b);
                 match draw(&free, target, seed, Some(&rec)) {
                     Some(set) => {
-                        let sc = &scopes[id.as_str()];
+                        let sc = Scope::of(self.cfg, e);
                         let tags = sc.tags.iter().chain(&sc.groups).cloned().collect();
                         self.record(&e.unit, OwnerKind::Experiment, &id, tags, seed, &set);
-                        placed.push((id.clone(), set.compact()));
+                        let me = self.cfg.experiments.get_index_of(&id).unwrap_or(usize::MAX);
+                        placed.push(&id, me, sc, set.compact());
                     }
                     None => self.errors.push(no_space(&path, e.share, target, target, &free, &within, &blockers)),
                 }
@@ -1298,53 +1311,46 @@ impl Planner<'_> {
     /// allocation it must be exclusive to (unless targeting is provably disjoint), and — when it
     /// has an explicit share — outside the holdouts that apply to it. Also returns its slots and
     /// what blocks the rest, for error messages.
-    #[allow(clippy::type_complexity)]
-    fn free_for(
-        &self,
-        id: &str,
-        e: &Experiment,
-        b: u32,
-        placed: &[(String, BucketSet)],
-        scopes: &HashMap<&str, Scope>,
-    ) -> (Dense, Dense, Vec<(String, u64)>) {
+    fn free_for<'p>(&self, id: &str, e: &Experiment, b: u32, placed: &'p Placed) -> (Dense, Dense, Vec<Holder<'p>>)
+    where
+        'a: 'p,
+    {
+        let cfg: &'a Config = self.cfg;
         let within = self.within(e, b);
         let mut free = within.clone();
-        let mut blockers: Vec<(String, u64)> = vec![];
-        for (other, set) in placed {
-            if other == id
-                || !scopes[id].excludes(&scopes[other.as_str()])
-                || self.disjoint(e, &self.cfg.experiments[other])
-            {
+        let mut blockers: Vec<Holder<'p>> = vec![];
+        let me = cfg.experiments.get_index_of(id).unwrap_or(usize::MAX);
+        for (other, oi, set) in placed.excluded_by(me, &Scope::of(cfg, e)) {
+            if self.disjoint(me, oi) {
                 continue;
             }
-            let before = free.len();
-            free.subtract_compact(set);
-            if free.len() < before {
-                blockers.push((format!("experiment {other}"), before - free.len()));
+            let removed = free.subtract_compact_counted(set);
+            if removed > 0 {
+                blockers.push(("experiment", other, removed));
             }
         }
         // A group reserves its whole share, members or not: an experiment in its scope that is
         // not a member never draws from it.
-        for (name, g) in &self.cfg.groups {
-            if g.unit != e.unit || e.groups.iter().any(|r| &r.group == name) || !self.cfg.in_group_scope(e, g) {
+        for (name, g) in &cfg.groups {
+            if g.unit != e.unit || e.groups.iter().any(|r| &r.group == name) || !cfg.in_group_scope(e, g) {
                 continue;
             }
             if let Some(a) = self.live(OwnerKind::Group, name) {
                 let before = free.len();
                 free.subtract(&a.current());
                 if free.len() < before {
-                    blockers.push((format!("group {name}"), before - free.len()));
+                    blockers.push(("group", name, before - free.len()));
                 }
             }
         }
         if e.share.is_some() {
-            for (name, h) in &self.cfg.holdouts {
+            for (name, h) in &cfg.holdouts {
                 if self.cfg.holdout_applies(h, id) {
                     if let Some(a) = self.live(OwnerKind::Holdout, name) {
                         let before = free.len();
                         free.subtract(&a.current());
                         if free.len() < before {
-                            blockers.push((format!("holdout {name}"), before - free.len()));
+                            blockers.push(("holdout", name, before - free.len()));
                         }
                     }
                 }
@@ -1459,33 +1465,6 @@ pub fn holdout_union(st: &State, cfg: &Config, id: &str, b: u32) -> Dense {
     held
 }
 
-/// An experiment's exclusion scope, computed once per plan.
-struct Scope {
-    unit: String,
-    tags: Vec<String>,
-    exclusive_to: Vec<String>,
-    groups: Vec<String>,
-}
-
-impl Scope {
-    fn of(cfg: &Config, e: &Experiment) -> Scope {
-        Scope {
-            unit: e.unit.clone(),
-            tags: cfg.tags_of(e),
-            exclusive_to: cfg.exclusive_to_of(e),
-            groups: e.groups.iter().map(|g| g.group.clone()).collect(),
-        }
-    }
-
-    /// Same rule as [`Config::exclusive`].
-    fn excludes(&self, other: &Scope) -> bool {
-        self.unit == other.unit
-            && (self.groups.iter().any(|g| other.groups.contains(g))
-                || self.exclusive_to.iter().any(|t| other.tags.contains(t))
-                || other.exclusive_to.iter().any(|t| self.tags.contains(t)))
-    }
-}
-
 /// Whether `new` provably admits every context `old` admits.
 fn widens(old: Option<&Targeting>, new: Option<&Targeting>, segments: &IndexMap<String, Targeting>) -> bool {
     match (old, new) {
@@ -1502,6 +1481,9 @@ fn widens(old: Option<&Targeting>, new: Option<&Targeting>, segments: &IndexMap<
     }
 }
 
+/// What holds buckets an experiment asked for: (kind, id, buckets).
+type Holder<'p> = (&'static str, &'p str, u64);
+
 fn no_space(
     path: &str,
     share: Option<Share>,
@@ -1509,10 +1491,11 @@ fn no_space(
     need: u64,
     free: &Dense,
     within: &Dense,
-    blockers: &[(String, u64)],
+    blockers: &[Holder<'_>],
 ) -> FieldError {
     let b = f64::from(free.space());
-    let mut held: Vec<String> = blockers.iter().map(|(w, n)| format!("{w} {n} ({})", pct(*n as f64 / b))).collect();
+    let mut held: Vec<String> =
+        blockers.iter().map(|(kind, w, n)| format!("{kind} {w} {n} ({})", pct(*n as f64 / b))).collect();
     let outside = u64::from(free.space()) - within.len();
     if outside > 0 {
         held.push(format!("outside its slots {outside} ({})", pct(outside as f64 / b)));

@@ -1649,17 +1649,33 @@ pub fn disjoint_on(
     segments: &IndexMap<String, Targeting>,
     stable: &[String],
 ) -> Option<Vec<String>> {
-    let Some(fa) = facts(a, false, segments, &mut Vec::new()) else { return Some(vec![]) };
-    let Some(fb) = facts(b, false, segments, &mut Vec::new()) else { return Some(vec![]) };
-    let attrs: Vec<String> = fa
-        .iter()
-        .filter(|(attr, _)| stable.contains(attr))
-        .filter_map(|(attr, ca)| {
-            let cb = fb.get(attr)?;
-            (!ca.clone().meet(cb.clone()).satisfiable()).then(|| attr.clone())
-        })
-        .collect();
-    (!attrs.is_empty()).then_some(attrs)
+    Necessary::of(a, segments).disjoint_on(&Necessary::of(b, segments), stable)
+}
+
+/// What every context an expression matches must satisfy, per attribute (the prover's facts),
+/// computed once per expression so that comparing many pairs costs no re-derivation.
+#[derive(Debug, Clone)]
+pub struct Necessary(Facts);
+
+impl Necessary {
+    /// The necessary conditions of `t` with `segments` inlined.
+    pub fn of(t: &Targeting, segments: &IndexMap<String, Targeting>) -> Necessary {
+        Necessary(facts(t, false, segments, &mut Vec::new()))
+    }
+
+    /// See [`disjoint_on`].
+    pub fn disjoint_on(&self, other: &Necessary, stable: &[String]) -> Option<Vec<String>> {
+        let (Some(fa), Some(fb)) = (&self.0, &other.0) else { return Some(vec![]) };
+        let attrs: Vec<String> = fa
+            .iter()
+            .filter(|(attr, _)| stable.contains(attr))
+            .filter_map(|(attr, ca)| {
+                let cb = fb.get(attr)?;
+                (!ca.clone().meet(cb.clone()).satisfiable()).then(|| attr.clone())
+            })
+            .collect();
+        (!attrs.is_empty()).then_some(attrs)
+    }
 }
 
 /// A sound but incomplete prover: true only if NO context can match both `a` and `b` (with
