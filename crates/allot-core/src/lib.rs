@@ -42,6 +42,7 @@ pub mod hash;
 pub mod history;
 pub mod plan;
 pub mod rng;
+pub mod rules;
 pub mod scope;
 pub mod split;
 pub mod state;

@@ -9,6 +9,7 @@ use crate::bucketset::{draw, BucketSet, Dense};
 use crate::config::{self, Config, ExpState, Experiment, Share};
 use crate::error::{join, FieldError};
 use crate::rng::seed_from;
+use crate::rules::Rule;
 use crate::scope::{Placed, Scope};
 use crate::split::Split;
 use crate::state::{Allocation, Draw, DrawOp, LogEntry, OwnerKind, SpaceState, State};
@@ -71,7 +72,7 @@ pub struct Impact {
 pub struct Refusal {
     /// Field the refusal is about.
     pub path: String,
-    /// Which rule.
+    /// Which rule: the wire id of a [`Rule`].
     pub rule: String,
     /// Why, with numbers.
     pub message: String,
@@ -195,7 +196,7 @@ pub fn plan(state: &State, cfg: &Config, raw: &serde_json::Value, opts: &Options
     if !p.errors.is_empty() {
         // Separating experiments that share on a mutable attribute may not fit: say why they
         // had to be separated, not only that they do not fit.
-        let named = p.refusals.iter().filter(|r| r.rule == "shares-on-mutable-attribute");
+        let named = p.refusals.iter().filter(|r| r.rule == Rule::SharesOnMutableAttribute.as_str());
         p.errors.extend(named.map(|r| FieldError::new(&r.path, r.message.clone())));
         return Err(p.errors);
     }
@@ -207,7 +208,7 @@ pub fn plan(state: &State, cfg: &Config, raw: &serde_json::Value, opts: &Options
         {
             p.refuse(
                 prefix,
-                "moves-units",
+                Rule::MovesUnits,
                 format!(
                     "the change would move {} of the running experiment's assigned units ({} by buckets and holdouts, {} by the variant split)",
                     pct(imp.moved_share),
@@ -303,8 +304,8 @@ impl<'a> Planner<'a> {
         });
     }
 
-    fn refuse(&mut self, path: impl Into<String>, rule: &str, message: impl Into<String>) {
-        self.refusals.push(Refusal { path: path.into(), rule: rule.into(), message: message.into() });
+    fn refuse(&mut self, path: impl Into<String>, rule: Rule, message: impl Into<String>) {
+        self.refusals.push(Refusal { path: path.into(), rule: rule.as_str().into(), message: message.into() });
     }
 
     fn space_size(&self, unit: &str) -> u32 {
@@ -373,7 +374,7 @@ impl<'a> Planner<'a> {
         let suggestion = (2..1000).map(|k| format!("{id}-{k}")).find(|c| config::is_ident(c) && !taken(c));
         self.refuse(
             join(section, id),
-            "id-reused",
+            Rule::IdReused,
             format!(
                 "{entity} id `{id}` was used before (it held buckets from version {from} to version {to}); a new {entity} under an old id would bring back the old one's units{}: choose a new id{}",
                 if kind == OwnerKind::Experiment { " with their old variants (the split salt is the id)" } else { "" },
@@ -505,7 +506,7 @@ impl<'a> Planner<'a> {
                         if !running.is_empty() {
                             self.refuse(
                                 join(&join("units", name), "attribute"),
-                                "unit-type-fixed",
+                                Rule::UnitTypeFixed,
                                 format!(
                                     "the attribute that carries `{name}` ids cannot change while experiments on it run (`{}` → `{}` reads every unit's id from another field, which reassigns their units unless clients send the same ids under the new name): {}",
                                     o.attribute,
@@ -547,7 +548,7 @@ impl<'a> Planner<'a> {
                 if !running.is_empty() {
                     self.refuse(
                         join("holdouts", name),
-                        "holdout-in-use",
+                        Rule::HoldoutInUse,
                         format!(
                             "holdout `{name}` cannot be deleted while experiments it applies to run: {}",
                             running.join(", ")
@@ -574,7 +575,7 @@ impl<'a> Planner<'a> {
             if !dropped.is_empty() {
                 self.refuse(
                     join(&join("holdouts", name), "applies_to"),
-                    "holdout-in-use",
+                    Rule::HoldoutInUse,
                     format!("holdout `{name}` cannot stop applying to running experiments: {}", dropped.join(", ")),
                 );
             }
@@ -590,7 +591,7 @@ impl<'a> Planner<'a> {
                     if o.share != h.share {
                         self.refuse(
                             join(&path, "share"),
-                            "holdout-share-fixed",
+                            Rule::HoldoutShareFixed,
                             format!(
                                 "a holdout's share cannot change once created ({} → {})",
                                 o.share.percent(),
@@ -618,7 +619,7 @@ impl<'a> Planner<'a> {
                     if o.is_some() {
                         self.refuse(
                             join(&path, "unit"),
-                            "holdout-share-fixed",
+                            Rule::HoldoutShareFixed,
                             "a holdout's unit type cannot change once created",
                         );
                         self.release(OwnerKind::Holdout, name);
@@ -701,7 +702,7 @@ impl<'a> Planner<'a> {
                 if !members.is_empty() || !old_members.is_empty() {
                     self.refuse(
                         join("groups", name),
-                        "group-in-use",
+                        Rule::GroupInUse,
                         format!(
                             "group `{name}` cannot be deleted while its experiments run: {}",
                             old_members.join(", ")
@@ -731,7 +732,7 @@ impl<'a> Planner<'a> {
                 if o.share != g.share || o.slots != g.slots || o.unit != g.unit {
                     self.refuse(
                         &path,
-                        "slots-fixed",
+                        Rule::SlotsFixed,
                         format!(
                             "a group's share and slots cannot change once created ({} [{}] → {} [{}])",
                             o.share.percent(),
@@ -888,7 +889,7 @@ impl<'a> Planner<'a> {
         let on = attrs.map_or("their targeting".to_string(), |a| format!("`{}`", a.join("`, `")));
         self.refuse(
             join(&join("experiments", id), "targeting"),
-            "shares-on-mutable-attribute",
+            Rule::SharesOnMutableAttribute,
             format!(
                 "running exclusive experiments `{other}` and `{id}` share buckets because their targeting is disjoint on {on}, which unit type `{}` does not declare `stable`: a unit whose attribute changes is in both. Resolve it: declare the attribute stable (if units never change it) or stop one of them",
                 e.unit
@@ -929,7 +930,7 @@ impl<'a> Planner<'a> {
                     if o.state == ExpState::Running {
                         self.refuse(
                             &path,
-                            "running-removed",
+                            Rule::RunningRemoved,
                             format!("running experiment `{id}` was removed from the file; set `state: stopped` first"),
                         );
                     }
@@ -950,7 +951,7 @@ impl<'a> Planner<'a> {
                     if !ok {
                         self.refuse(
                             join(&path, "state"),
-                            "lifecycle",
+                            Rule::Lifecycle,
                             format!(
                                 "`{}` → `{}` is not allowed (draft → running → stopped → archived){}",
                                 o.state.as_str(),
@@ -1009,7 +1010,7 @@ impl<'a> Planner<'a> {
                 if both_running {
                     self.refuse(
                         join(&path, "unit"),
-                        "moves-units",
+                        Rule::MovesUnits,
                         "changing the unit type of a running experiment reassigns every unit",
                     );
                 }
@@ -1019,7 +1020,7 @@ impl<'a> Planner<'a> {
                 if both_running {
                     self.refuse(
                         join(&path, "group"),
-                        "group-membership-fixed",
+                        Rule::GroupMembershipFixed,
                         "a running experiment cannot join or leave a group or change slots",
                     );
                 }
@@ -1048,7 +1049,7 @@ impl<'a> Planner<'a> {
                 if both_running {
                     self.refuse(
                         join(&path, "requires"),
-                        "moves-units",
+                        Rule::MovesUnits,
                         "changing the prerequisites of a running experiment moves the units they admit or exclude",
                     );
                 }
@@ -1063,7 +1064,7 @@ impl<'a> Planner<'a> {
                 let through = if o.targeting == n.targeting { " (through its segments)" } else { "" };
                 what.push(format!("targeting{through}"));
                 if both_running && !widens(ot.as_ref(), nt.as_ref(), &IndexMap::new()) {
-                    self.refuse(join(&path, "targeting"), "moves-units", format!("the new targeting{through} may exclude units that are assigned now (allot can prove only widening changes safe); their share depends on your population"));
+                    self.refuse(join(&path, "targeting"), Rule::MovesUnits, format!("the new targeting{through} may exclude units that are assigned now (allot can prove only widening changes safe); their share depends on your population"));
                 }
             }
             if !what.is_empty() {
@@ -1244,7 +1245,7 @@ impl<'a> Planner<'a> {
                 if target < have {
                     self.refuse(
                         join(&path, "share"),
-                        "no-shrink",
+                        Rule::NoShrink,
                         format!(
                             "a running allocation cannot shrink ({orig} → {target} buckets): {} of its units would lose their variant",
                             pct((orig - target.min(orig)) as f64 / orig.max(1) as f64)

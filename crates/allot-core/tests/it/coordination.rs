@@ -318,3 +318,67 @@ fn messages_name_the_cause() {
     assert!(c.detail.contains("60% [50%, 50%] → 60%") && c.detail.contains("[40%, 60%]"), "{}", c.detail);
     assert!(p.refusals.iter().any(|r| r.rule == "slots-fixed"));
 }
+
+/// Every change-control rule has a change that makes it fire (and `Rule::ALL` is the list).
+#[test]
+fn every_rule_fires() {
+    use allot_core::rules::Rule;
+    use std::collections::BTreeSet;
+    let base = r#"
+units: {user: {attribute: user_id, buckets: 10000}}
+surfaces: [home, search]
+holdouts: {h: {unit: user, share: 5%, applies_to: [home]}}
+groups: {g: {unit: user, share: 20%, slots: [50%, 50%]}}
+experiments:
+  a: {unit: user, surfaces: [home], share: 10%, variants: {c: 1, t: 1}, state: running}
+  m: {unit: user, group: g, slots: [1], variants: {c: 1, t: 1}, state: running}
+"#;
+    let st = ok(&State::default(), base);
+    let mut fired: BTreeSet<String> = BTreeSet::new();
+    let mut fire = |st: &State, yaml: String, want: Rule| {
+        assert_ne!(yaml, base, "{want}: the edit must change the file");
+        let p = refused(st, &yaml);
+        assert!(p.refusals.iter().any(|r| r.rule == want.as_str()), "{want}: {:?}", p.refusals);
+        fired.extend(p.refusals.iter().map(|r| r.rule.clone()));
+    };
+    fire(
+        &st,
+        base.replace("share: 10%, variants: {c: 1, t: 1}", "share: 10%, variants: {c: 1, t: 3}"),
+        Rule::MovesUnits,
+    );
+    fire(&st, base.replace("share: 10%", "share: 5%"), Rule::NoShrink);
+    fire(&st, base.replace("slots: [1]", "slots: [2]"), Rule::GroupMembershipFixed);
+    fire(&st, base.replace("slots: [50%, 50%]", "slots: [40%, 60%]"), Rule::SlotsFixed);
+    fire(
+        &st,
+        base.replace("groups: {g: {unit: user, share: 20%, slots: [50%, 50%]}}\n", "")
+            .replace("group: g, slots: [1],", "share: 10%,"),
+        Rule::GroupInUse,
+    );
+    fire(&st, base.replace("share: 5%", "share: 6%"), Rule::HoldoutShareFixed);
+    fire(&st, base.replace("applies_to: [home]", "applies_to: [search]"), Rule::HoldoutInUse);
+    fire(
+        &st,
+        base.replace("  a: {unit: user, surfaces: [home], share: 10%, variants: {c: 1, t: 1}, state: running}\n", ""),
+        Rule::RunningRemoved,
+    );
+    fire(&st, base.replacen("state: running", "state: draft", 1), Rule::Lifecycle);
+    fire(&st, base.replace("attribute: user_id", "attribute: account_id"), Rule::UnitTypeFixed);
+    // An id that held buckets, re-created.
+    let gone = base.replacen("state: running", "state: stopped", 1);
+    let st2 = ok(&st, &gone);
+    let st2 = ok(
+        &st2,
+        &gone.replace("  a: {unit: user, surfaces: [home], share: 10%, variants: {c: 1, t: 1}, state: stopped}\n", ""),
+    );
+    let p = refused(&st2, base);
+    assert!(p.refusals.iter().any(|r| r.rule == Rule::IdReused.as_str()), "{:?}", p.refusals);
+    fired.extend(p.refusals.iter().map(|r| r.rule.clone()));
+    // Two exclusive experiments sharing on an attribute that is no longer stable.
+    let plans = PLANS.replace("share: 60%", "share: 40%");
+    let st3 = ok(&State::default(), &plans.replace("buckets: 100000}", "buckets: 100000, stable: [plan]}"));
+    let p = refused(&st3, &plans);
+    fired.extend(p.refusals.iter().map(|r| r.rule.clone()));
+    let all: BTreeSet<String> = Rule::ALL.iter().map(|r| r.as_str().to_string()).collect();
+    assert_eq!(fired, all, "rules that fired vs Rule::ALL");
+}
