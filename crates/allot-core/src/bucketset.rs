@@ -358,7 +358,9 @@ impl BucketSet {
     pub fn decode(text: &str) -> Option<BucketSet> {
         let mut parts = text.splitn(3, ':');
         let buckets: u32 = parts.next()?.parse().ok()?;
-        if buckets == 0 {
+        // The largest space a configuration may declare: a recorded set never asks for more
+        // memory than a real space needs.
+        if buckets == 0 || buckets > 100_000_000 {
             return None;
         }
         let head = parts.next()?;
@@ -386,7 +388,7 @@ impl BucketSet {
                 let mut pos = 0;
                 let mut s = 0u64;
                 while pos < main.len() {
-                    s += read_varint(main, &mut pos)?;
+                    s = s.checked_add(read_varint(main, &mut pos)?)?;
                     let s = usize::try_from(s).ok().filter(|s| *s < n)?;
                     d.masks[s] = valid_mask(buckets, s);
                 }
@@ -397,7 +399,7 @@ impl BucketSet {
         let count = read_varint(tail, &mut pos)?;
         for _ in 0..count {
             let s = usize::try_from(read_varint(tail, &mut pos)?).ok().filter(|s| *s < n)?;
-            let bytes: [u8; 16] = tail.get(pos..pos + 16)?.try_into().ok()?;
+            let bytes: [u8; 16] = tail.get(pos..pos.checked_add(16)?)?.try_into().ok()?;
             pos += 16;
             d.masks[s] = u128::from_le_bytes(bytes) & valid_mask(buckets, s);
         }
@@ -425,6 +427,10 @@ fn read_varint(data: &[u8], pos: &mut usize) -> Option<u64> {
     for shift in (0..64).step_by(7) {
         let byte = *data.get(*pos)?;
         *pos += 1;
+        // The tenth byte holds bit 63 only: anything more does not fit in 64 bits.
+        if shift == 63 && byte > 1 {
+            return None;
+        }
         v |= u64::from(byte & 0x7f) << shift;
         if byte & 0x80 == 0 {
             return Some(v);

@@ -149,3 +149,23 @@ fn adding_a_surface_or_segment_is_logged_as_what_it_is() {
     assert!(kinds.contains(&("segment", "create", "us")), "{kinds:?}");
     assert!(kinds.contains(&("surface", "create", "home")), "{kinds:?}");
 }
+
+#[test]
+fn hostile_bucket_sets_are_refused_without_panic_or_huge_allocations() {
+    use allot_core::bucketset::BucketSet;
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes);
+    // A delta list whose sum overflows u64, and a varint longer than 64 bits.
+    let overflow = [
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x01,
+    ];
+    assert!(BucketSet::decode(&format!("1000000:d20:{}", b64(&overflow))).is_none());
+    let long = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
+    assert!(BucketSet::decode(&format!("1000000:d10:{}", b64(&long))).is_none());
+    // A space past the largest a configuration may declare (it would allocate ~500 MB).
+    assert!(BucketSet::decode(&format!("4000000000:b0:{}", b64(&[0]))).is_none());
+    // A well-formed set still decodes.
+    let ok = allot_core::bucketset::Dense::full(1000).compact();
+    assert_eq!(BucketSet::decode(&ok.encode()).unwrap(), ok);
+}
