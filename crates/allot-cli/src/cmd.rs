@@ -12,8 +12,28 @@ use anyhow::Result;
 use serde_json::json;
 use std::process::ExitCode;
 
-/// Runs a command; `Err` is an operational failure (exit 2), `Ok(1)` a finding (exit 1).
+/// Runs a command; `Err` is an operational failure (exit 2), `Ok(1)` a finding (exit 1). With
+/// `--format json`, an operational failure (an unreadable file, a corrupt state) is printed as
+/// JSON too, `{"ok": false, "errors": [{"path": "", "message": …}]}`, still with exit 2.
 pub fn run(cli: &Cli) -> Result<ExitCode> {
+    let format = match &cli.command {
+        Command::Check { format }
+        | Command::Plan { format, .. }
+        | Command::Apply { format, .. }
+        | Command::Audit { format }
+        | Command::Resalt { format, .. } => *format,
+        _ => Format::Text,
+    };
+    match run_command(cli) {
+        Err(e) if format == Format::Json && !crate::closed_pipe(&e) => {
+            println!("{}", json!({"ok": false, "errors": [FieldError::new("", format!("{e:#}"))]}));
+            Ok(ExitCode::from(2))
+        }
+        other => other,
+    }
+}
+
+fn run_command(cli: &Cli) -> Result<ExitCode> {
     let state_file = state_path(&cli.config, cli.state.as_ref());
     match &cli.command {
         Command::Capacity(args) => crate::capacity::run(cli, args),
@@ -23,7 +43,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Plan { format, exit_code } => {
             let (cfg, raw, state) = match load(cli, &state_file)? {
                 Ok(x) => x,
-                Err(es) => return Ok(report_errors(&es, Format::Text)),
+                Err(es) => return Ok(report_errors(&es, *format)),
             };
             match plan::plan(&state, &cfg, &raw, &Options { time: now(), ..Options::default() }) {
                 Ok(p) => {

@@ -175,7 +175,7 @@ fn quiet_on_closed_pipe() {
 
 /// Whether an error is stdout closed by the reader (`allot assign | head`), told by its
 /// `io::ErrorKind`.
-fn closed_pipe(e: &anyhow::Error) -> bool {
+pub(crate) fn closed_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 

@@ -370,3 +370,20 @@ fn audit_and_assign_say_when_the_file_is_not_applied() {
         assert!(err.contains("differs from the applied version 1"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn plan_in_json_reports_its_errors_as_json() {
+    let d = Dir::new(
+        "units: {user: {attribute: user_id}}\nexperiments: {a: {unit: user, share: 200%, variants: {c: 1}}}\n",
+    );
+    let v = d.json(&["plan", "--format", "json"]);
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["errors"][0]["path"], "experiments.a.share", "{v}");
+    // An operational failure too (a corrupt state file), with exit 2.
+    d.write("allot.yaml", EXAMPLE);
+    d.write("allot.state.json", "{bad");
+    let a = d.allot(&["plan", "--format", "json"]).code(2);
+    let v: Value = serde_json::from_slice(&a.get_output().stdout).unwrap();
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(v["errors"][0]["message"].as_str().unwrap().contains("allot.state.json"), "{v}");
+}
