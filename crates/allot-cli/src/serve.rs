@@ -51,6 +51,11 @@ pub struct ServeArgs {
     /// cross-origin calls.
     #[arg(long = "cors-origin", env = "ALLOT_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// Time budget of one plan (a change or a preview through the admin API, waiting for the
+    /// node's planner included), in milliseconds. Plans run off the evaluation path, one at a time;
+    /// past the budget the request answers 503 PLAN_TIMEOUT (or PLAN_BUSY) and nothing is written.
+    #[arg(long = "plan-budget-ms", env = "ALLOT_PLAN_BUDGET_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub plan_budget_ms: u64,
     /// Log format.
     #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -122,6 +127,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     let store = allot_store::open(&args.database_url).await.context("opening the store")?;
     let app = App::new(store).await.map_err(|e| anyhow::anyhow!("loading the configuration: {e}"))?;
+    app.set_plan_budget(Duration::from_millis(args.plan_budget_ms));
     match app.bootstrap(std::env::var("ALLOT_BOOTSTRAP_ADMIN_KEY").ok().as_deref()).await {
         Ok(Bootstrap::Existing) => {}
         Ok(Bootstrap::Ignored) => tracing::warn!(

@@ -59,6 +59,18 @@ pub enum ApiError {
     /// Evaluation keeps serving the last snapshot meanwhile.
     #[error("the database cannot be reached; nothing was written. Evaluation keeps serving the last configuration version it has; retry when the database is back")]
     StoreUnavailable,
+    /// Every planner of the node stayed busy for the whole budget: nothing was planned or written.
+    #[error("the server is busy planning other changes: no planner was free within the {budget_ms} ms plan budget; nothing was written, retry later")]
+    PlanBusy {
+        /// The budget (`allot serve --plan-budget-ms`).
+        budget_ms: u64,
+    },
+    /// The plan did not finish within the budget: nothing was written (its result is discarded).
+    #[error("planning this change took longer than the {budget_ms} ms plan budget; nothing was written. Split the change, or simplify the configuration (segments, targeting)")]
+    PlanTimeout {
+        /// The budget (`allot serve --plan-budget-ms`).
+        budget_ms: u64,
+    },
     /// A bug or a failure of the store: logged, not shown.
     #[error("internal error")]
     Internal(String),
@@ -98,6 +110,8 @@ impl ApiError {
             ApiError::VersionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "VERSION_MISMATCH"),
             ApiError::IfMatchRequired => (StatusCode::PRECONDITION_REQUIRED, "IF_MATCH_REQUIRED"),
             ApiError::StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "STORE_UNAVAILABLE"),
+            ApiError::PlanBusy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "PLAN_BUSY"),
+            ApiError::PlanTimeout { .. } => (StatusCode::SERVICE_UNAVAILABLE, "PLAN_TIMEOUT"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
         }
     }
@@ -138,6 +152,9 @@ impl IntoResponse for ApiError {
             }),
             ApiError::VersionMismatch { expected, current } => {
                 json!({"code": code, "message": message, "expected": expected, "current": current})
+            }
+            ApiError::PlanBusy { budget_ms } | ApiError::PlanTimeout { budget_ms } => {
+                json!({"code": code, "message": message, "budget_ms": budget_ms})
             }
             _ => json!({"code": code, "message": message}),
         };

@@ -20,6 +20,7 @@ mod keys;
 pub mod metrics;
 mod ofrep;
 pub mod openapi;
+pub mod planner;
 mod writer;
 
 use allot_core::config;
@@ -143,6 +144,8 @@ pub struct App {
     pub metrics: metrics::Metrics,
     /// Connection counters of [`http::serve`] (pass [`App::connections`] to it).
     connections: Arc<http::Connections>,
+    /// Where plans, previews and compiles run: off the evaluation path, bounded (see [`planner`]).
+    planner: planner::Planner,
 }
 
 /// Every sticky assignment of one unit that this node read from the store (or wrote to it) while
@@ -234,6 +237,7 @@ impl App {
             sticky_cache: quick_cache::sync::Cache::new(STICKY_CACHE_UNITS),
             metrics: metrics::Metrics::default(),
             connections: Arc::default(),
+            planner: planner::Planner::default(),
         });
         app.keys.replace(known_keys);
         Ok(app)
@@ -461,9 +465,8 @@ impl App {
         self.keys.revoked(id);
     }
 
-    /// Compiles `state` and makes it current, unless a newer version already is.
-    fn publish(&self, state: &State) -> Result<(), ApiError> {
-        let live = Live::compile(state)?;
+    /// Makes a compiled version current, unless a newer version already is.
+    fn publish(&self, live: Live) -> Result<(), ApiError> {
         let _g = self.publish.lock().map_err(|_| ApiError::Internal("publish lock poisoned".into()))?;
         if live.version > self.live.load().version {
             self.metrics.set_version(live.version);
@@ -481,7 +484,8 @@ impl App {
             let r = self.store.load_current().await;
             self.observe(&r);
             let (_, state) = r?;
-            self.publish(&state)?;
+            let compiled = planner::compile_off_runtime(state).await?;
+            self.publish(compiled)?;
         }
         Ok(())
     }
@@ -547,19 +551,27 @@ impl App {
                 return Err(ApiError::VersionMismatch { expected, current });
             }
         }
-        let cfg = config::validate(&req.raw).map_err(ApiError::Invalid)?;
         let opts =
             Options { force: req.force, reason: req.reason.clone(), time: now(), actor: Some(req.actor.clone()) };
-        let plan = plan::apply(&state, &cfg, &req.raw, &opts).map_err(|e| match e {
-            ApplyError::Invalid(es) => ApiError::Invalid(es),
-            ApplyError::Refused(p) => ApiError::Refused(p),
-        })?;
+        let time = opts.time.clone();
+        let raw = req.raw.clone();
+        let (plan, state) = self
+            .planner
+            .run(move || {
+                let cfg = config::validate(&raw).map_err(ApiError::Invalid)?;
+                let plan = plan::apply(&state, &cfg, &raw, &opts).map_err(|e| match e {
+                    ApplyError::Invalid(es) => ApiError::Invalid(es),
+                    ApplyError::Refused(p) => ApiError::Refused(p),
+                })?;
+                Ok((plan, state))
+            })
+            .await?;
         if plan.state == state {
             return Ok(Changed { plan, committed: false, version: current });
         }
         let entry = AuditEntry {
             actor: req.actor,
-            time: opts.time.clone(),
+            time,
             action: req.action,
             reason: req.reason,
             forced: req.force && !plan.refusals.is_empty(),
@@ -570,7 +582,9 @@ impl App {
         self.observe(&committed);
         let version = committed?;
         tracing::info!(version, changes = plan.changes.len(), actor = %entry.actor, "configuration committed");
-        self.publish(&plan.state)?;
+        // Committed: it is published whatever the time it takes (no budget), but off the runtime.
+        let compiled = planner::compile_off_runtime(plan.state.clone()).await?;
+        self.publish(compiled)?;
         Ok(Changed { plan, committed: true, version })
     }
 
@@ -582,9 +596,28 @@ impl App {
         reason: Option<String>,
     ) -> Result<Plan, ApiError> {
         let (_, state) = self.store.load_current().await?;
-        let cfg = config::validate(raw).map_err(ApiError::Invalid)?;
+        let raw = raw.clone();
         let opts = Options { force, reason, time: now(), actor: None };
-        plan::plan(&state, &cfg, raw, &opts).map_err(ApiError::Invalid)
+        self.planner
+            .run(move || {
+                let cfg = config::validate(&raw).map_err(ApiError::Invalid)?;
+                plan::plan(&state, &cfg, &raw, &opts).map_err(ApiError::Invalid)
+            })
+            .await
+    }
+
+    /// Sets the time budget of plans and previews (default [`planner::DEFAULT_BUDGET`]): past it
+    /// the request answers 503 `PLAN_TIMEOUT` (or `PLAN_BUSY` when it waited that long for a
+    /// planner) and the work, if started, finishes in the background with its result discarded.
+    pub fn set_plan_budget(&self, budget: Duration) {
+        self.planner.set_budget(budget);
+    }
+
+    /// Holds planning: until the guard is dropped, every plan, preview and compile started on
+    /// this node waits before it begins. For tests of the budget; not for production use.
+    #[doc(hidden)]
+    pub async fn pause_planning(&self) -> planner::Paused {
+        self.planner.pause().await
     }
 }
 

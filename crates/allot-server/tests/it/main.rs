@@ -8,6 +8,7 @@ mod evaluate;
 mod limits;
 mod ofrep;
 mod ops;
+mod planning;
 mod postgres;
 mod support;
 mod writes;
