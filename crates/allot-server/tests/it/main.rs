@@ -10,5 +10,6 @@ mod ofrep;
 mod ops;
 mod planning;
 mod postgres;
+mod start;
 mod support;
 mod writes;
