@@ -21,6 +21,7 @@ pub mod metrics;
 mod ofrep;
 pub mod openapi;
 pub mod planner;
+pub mod served;
 mod writer;
 
 use allot_core::config;
@@ -45,7 +46,8 @@ pub struct Live {
     pub version: u64,
     /// The compiled snapshot.
     pub snapshot: Snapshot,
-    /// The state as JSON, served by `GET /api/v1/snapshot`.
+    /// The state reduced to what evaluation needs ([`served::for_evaluation`]), as JSON: what
+    /// `GET /api/v1/snapshot` serves.
     pub state_json: Bytes,
     /// The applied configuration's raw tree (`{}` before the first change).
     pub config: serde_json::Value,
@@ -57,8 +59,9 @@ impl Live {
     fn compile(state: &State) -> Result<Live, ApiError> {
         let snapshot = Snapshot::compile(state)
             .map_err(|es| ApiError::Internal(format!("stored state does not compile: {}", summary(&es))))?;
+        let served = served::for_evaluation(state);
         let state_json =
-            Bytes::from(serde_json::to_vec(state).map_err(|e| ApiError::Internal(format!("state to JSON: {e}")))?);
+            Bytes::from(serde_json::to_vec(&served).map_err(|e| ApiError::Internal(format!("state to JSON: {e}")))?);
         let any_sticky = snapshot.experiments.iter().any(|e| e.sticky && e.running);
         Ok(Live {
             version: state.version,

@@ -13,6 +13,9 @@
 //! persisted in `proptest-regressions/start.txt` beside this file.
 
 use crate::support::ADMIN;
+use allot_core::eval::{NoSticky, Snapshot};
+use allot_core::state::State;
+use allot_core::Context;
 use allot_server::{router, App, ChangeRequest, IfMatch};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -281,7 +284,47 @@ async fn commit_then_restart(changes: &[(Change, bool)]) -> Result<u64, TestCase
     prop_assert_eq!(&body["version"], &json!(committed));
     let (status, body) = call(&app, "GET", "/api/v1/snapshot", "").await;
     prop_assert_eq!(status, StatusCode::OK, "{}", body);
+    // What evaluators are served evaluates exactly as the whole state, at every version.
+    for v in 1..=committed {
+        let full = app.store().load_version(v).await.unwrap().unwrap();
+        same_answers(&full)?;
+    }
     Ok(committed)
+}
+
+/// The reduced snapshot of `full` compiles (also after a JSON round trip, as the SDK reads it)
+/// and answers every unit as `full` does; what it leaves out is not running.
+fn same_answers(full: &State) -> Result<(), TestCaseError> {
+    let reduced = allot_server::served::for_evaluation(full);
+    let text = serde_json::to_string(&reduced).unwrap();
+    let reduced = State::from_json(&text)
+        .map_err(|e| TestCaseError::fail(format!("the served state does not read back: {e}")))?;
+    prop_assert!(reduced.log.is_empty());
+    let a = Snapshot::compile(full).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+    let b = Snapshot::compile(&reduced).map_err(|e| {
+        TestCaseError::fail(format!("the served state of version {} does not compile: {e:?}", full.version))
+    })?;
+    for i in 0..300 {
+        let mut ctx = Context::new();
+        ctx.insert("user_id".into(), json!(format!("u{i}")));
+        ctx.insert("device_id".into(), json!(format!("d{i}")));
+        ctx.insert("country".into(), json!(COUNTRIES[i % COUNTRIES.len()]));
+        ctx.insert("age".into(), json!(i % 70));
+        for (j, e) in a.experiments.iter().enumerate() {
+            let x = a.evaluate_one(j, &ctx, &NoSticky);
+            match b.index_of(&e.id) {
+                Some(k) => {
+                    let y = b.evaluate_one(k, &ctx, &NoSticky);
+                    prop_assert_eq!(a.variant_name(j, &x), b.variant_name(k, &y), "{} for u{}", e.id, i);
+                    prop_assert_eq!(x.reason, y.reason, "{} for u{}", e.id, i);
+                }
+                None => {
+                    prop_assert!(!e.running && x.variant.is_none(), "{} is served nothing but assigns u{}", e.id, i)
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn request(raw: Value, force: bool) -> ChangeRequest {
