@@ -44,6 +44,18 @@ pub enum ApiError {
     /// Change control refused the change; the plan says why.
     #[error("change refused")]
     Refused(Box<Plan>),
+    /// A deletion of something running experiments use (a unit type, surface or group).
+    #[error("{message}")]
+    InUse {
+        /// The entity (`groups.checkout`).
+        path: String,
+        /// The rule (`group-in-use`, `surface-in-use`, `unit-in-use`).
+        rule: &'static str,
+        /// For people: what and who uses it.
+        message: String,
+        /// The running experiments that use it.
+        used_by: Vec<String>,
+    },
     /// `If-Match` names a version that is no longer current.
     #[error("the configuration is at version {current}; the change was made against version {expected}")]
     VersionMismatch {
@@ -107,6 +119,7 @@ impl ApiError {
             ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "BODY_TIMEOUT"),
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "INVALID"),
             ApiError::Refused(_) => (StatusCode::CONFLICT, "CHANGE_REFUSED"),
+            ApiError::InUse { .. } => (StatusCode::CONFLICT, "IN_USE"),
             ApiError::VersionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "VERSION_MISMATCH"),
             ApiError::IfMatchRequired => (StatusCode::PRECONDITION_REQUIRED, "IF_MATCH_REQUIRED"),
             ApiError::StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "STORE_UNAVAILABLE"),
@@ -149,6 +162,10 @@ impl IntoResponse for ApiError {
                     plan.refusals.len()
                 ),
                 "plan": plan,
+            }),
+            ApiError::InUse { path, rule, message: m, used_by } => json!({
+                "code": code, "message": m, "rule": rule, "used_by": used_by,
+                "errors": [{"path": path, "message": m}],
             }),
             ApiError::VersionMismatch { expected, current } => {
                 json!({"code": code, "message": message, "expected": expected, "current": current})

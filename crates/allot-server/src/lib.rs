@@ -546,6 +546,12 @@ impl App {
     /// Plans a change with the core's change control and, unless refused, commits it with its
     /// audit entry in one transaction and makes it current. All-or-nothing.
     pub async fn change(&self, req: ChangeRequest) -> Result<Changed, ApiError> {
+        if req.force && req.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+            return Err(ApiError::field(
+                "reason",
+                "force=true needs a reason (e.g. ?force=true&reason=...), which is recorded in the audit log",
+            ));
+        }
         let loaded = self.store.load_current().await;
         self.observe(&loaded);
         let (current, state) = loaded?;
