@@ -615,6 +615,27 @@ impl App {
             .await
     }
 
+    /// Imports the CLI's recorded state (`allot serve --state`): into an empty store as one
+    /// version (its number, its whole log), then serves it; a store that already records it is
+    /// left as it is; any other store is an error (422 naming `state`), and nothing is written.
+    /// The state must compile.
+    pub async fn import_state(&self, state: State, actor: &str) -> Result<allot_store::import::Imported, ApiError> {
+        let compiled = planner::compile_off_runtime(state.clone())
+            .await
+            .map_err(|_| ApiError::field("state", "the state file does not compile"))?;
+        let r = allot_store::import::import_state(&*self.store, &state, actor, &now()).await;
+        self.observe(&r);
+        let imported = match r {
+            Ok(i) => i,
+            Err(StoreError::Invalid(m)) => return Err(ApiError::field("state", m)),
+            Err(e) => return Err(e.into()),
+        };
+        if matches!(imported, allot_store::import::Imported::Imported { .. }) {
+            self.publish(compiled)?;
+        }
+        Ok(imported)
+    }
+
     /// Sets the time budget of plans and previews (default [`planner::DEFAULT_BUDGET`]): past it
     /// the request answers 503 `PLAN_TIMEOUT` (or `PLAN_BUSY` when it waited that long for a
     /// planner) and the work, if started, finishes in the background with its result discarded.

@@ -13,6 +13,7 @@
 
 mod common;
 pub mod copy;
+pub mod import;
 pub mod postgres;
 pub mod sqlite;
 
