@@ -278,6 +278,11 @@ async fn apply_file(app: &App, cli: &Cli, args: &ServeArgs) -> Result<()> {
             }
             tracing::error!(file = %cli.config.display(), "configuration file invalid; nothing of it was applied");
         }
+        Err(e @ (allot_server::ApiError::PlanTimeout { .. } | allot_server::ApiError::PlanBusy { .. })) => {
+            // Not a reason to stay down: the store's version is served, the file can be applied
+            // later (raise --plan-budget-ms, or PUT it).
+            tracing::error!(file = %cli.config.display(), version = app.live().version, "configuration file not applied: {e}");
+        }
         Err(e) => return Err(anyhow::anyhow!("applying {}: {e}", cli.config.display())),
     }
     Ok(())
