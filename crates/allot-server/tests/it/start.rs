@@ -347,3 +347,42 @@ proptest! {
         rt.block_on(commit_then_restart(&changes))?;
     }
 }
+
+/// The configuration of issue 14: segments that each use the previous one twice. Up to the bound
+/// it is accepted and the service restarts on it; past it, it is refused with the field named and
+/// nothing is committed.
+#[tokio::test]
+async fn a_doubling_chain_of_segments_is_accepted_up_to_the_bound_and_restarts() {
+    fn chain(levels: usize) -> Value {
+        let mut segments = Map::new();
+        segments.insert("s0".into(), json!({"attribute": "country", "in": ["SE", "NO"]}));
+        for i in 1..levels {
+            let prev = format!("s{}", i - 1);
+            segments.insert(format!("s{i}"), json!({"any": [{"segment": prev}, {"not": {"segment": prev}}]}));
+        }
+        let mut cfg = base();
+        cfg["segments"] = Value::Object(segments);
+        cfg["experiments"] = json!({"deep": {"unit": "user", "share": "50%", "variants": {"a": 1, "b": 1},
+            "targeting": {"segment": format!("s{}", levels - 1)}, "state": "running"}});
+        cfg
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("allot.db").display());
+    let app = App::new(allot_store::open(&url).await.unwrap()).await.unwrap();
+    app.bootstrap(Some(ADMIN)).await.unwrap();
+    app.change(request(chain(11), false)).await.unwrap();
+    match app.change(request(chain(26), false)).await {
+        Err(allot_server::ApiError::Invalid(es)) => {
+            assert!(es.iter().any(|e| e.path.starts_with("segments.s") && e.message.contains("nodes")), "{es:?}")
+        }
+        other => panic!("a chain of 26 doubling segments must be refused: {other:?}"),
+    }
+    assert_eq!(app.live().version, 1);
+    drop(app);
+    let app = App::new(allot_store::open(&url).await.unwrap()).await.unwrap();
+    let (status, body) =
+        call(&app, "POST", "/api/v1/evaluate", r#"{"context": {"user_id": "u1", "country": "US"}}"#).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["version"], 1);
+    assert_ne!(body["assignments"]["deep"]["reason"], "NOT_RUNNING", "{body}");
+}
