@@ -21,14 +21,17 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(name = "allot", version, about, long_about = None)]
 pub struct Cli {
-    /// The configuration file.
+    /// The configuration file (`serve` applies it only when given, by flag or ALLOT_CONFIG: never
+    /// a default allot.yaml of the working directory).
     #[arg(short = 'c', long = "config", global = true, default_value = "allot.yaml", env = "ALLOT_CONFIG")]
     pub config: PathBuf,
-    /// The recorded state [default: allot.state.json beside the configuration].
+    /// The recorded state [default: allot.state.json beside the configuration] (`serve` imports it
+    /// only when given, by flag or ALLOT_STATE).
     #[arg(long = "state", global = true, env = "ALLOT_STATE")]
     pub state: Option<PathBuf>,
     /// Who makes the change, recorded by `apply` and `resalt` and shown by `history` [default:
-    /// git's user.email, else the OS user].
+    /// git's user.email, else the OS user]; for `serve`, who imports `--state` and applies
+    /// `--config` in the audit log.
     #[arg(long, global = true, env = "ALLOT_ACTOR")]
     pub actor: Option<String>,
     /// What to do.
@@ -148,7 +151,12 @@ pub enum Command {
     },
     /// Run the service: admin API, evaluation API, OFREP, snapshots, exposures, metrics.
     ///
-    /// With `--config FILE`, the file is applied through change control at start (GitOps).
+    /// With `--state FILE` (the CLI's recorded state), the state is imported into an empty store
+    /// at start and then served exactly as `allot assign` computes it; a store that already holds
+    /// it serves on; any other store refuses to start. Then, with `--config FILE` (or
+    /// ALLOT_CONFIG), the file is applied through change control (GitOps). A default `allot.yaml`
+    /// in the working directory is NOT applied: only an explicit --config is. `--actor` names who
+    /// made the import and the file's change in the audit log.
     Serve(serve::ServeArgs),
     /// Copy a whole store into an empty one (e.g. SQLite to PostgreSQL): every version with its
     /// audit entry, keys, sticky assignments and exposures. Stop the nodes writing to `--from` first.

@@ -1,7 +1,7 @@
 //! `allot serve`: the service over a store, with a tokio runtime created here (the rest of the
 //! CLI stays synchronous). Opens (and migrates) the store, creates the first admin key on an
-//! empty store, applies `--config` through change control, then serves until SIGTERM or Ctrl-C
-//! and drains in-flight requests.
+//! empty store, imports `--state` (the CLI's recorded state), applies `--config` through change
+//! control, then serves until SIGTERM or Ctrl-C and drains in-flight requests.
 
 use crate::Cli;
 use allot_server::{App, Bootstrap, ChangeRequest, IfMatch};
@@ -51,6 +51,11 @@ pub struct ServeArgs {
     /// cross-origin calls.
     #[arg(long = "cors-origin", env = "ALLOT_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// Time budget of one plan (a change or a preview through the admin API, waiting for the
+    /// node's planner included), in milliseconds. Plans run off the evaluation path, one at a time;
+    /// past the budget the request answers 503 PLAN_TIMEOUT (or PLAN_BUSY) and nothing is written.
+    #[arg(long = "plan-budget-ms", env = "ALLOT_PLAN_BUDGET_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub plan_budget_ms: u64,
     /// Log format.
     #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -59,7 +64,9 @@ pub struct ServeArgs {
 /// Options of `allot migrate-store`.
 #[derive(Debug, clap::Args)]
 pub struct MigrateStoreArgs {
-    /// The store to copy: `sqlite://PATH` or `postgres://USER@HOST:PORT/DB`.
+    /// The store to copy: `sqlite://PATH` or `postgres://USER@HOST:PORT/DB`; or `state:FILE`,
+    /// the CLI's recorded state (`state:allot.state.json`), imported as one version with its
+    /// whole change log.
     #[arg(long)]
     pub from: String,
     /// The store to copy into (created and migrated if needed; must hold no version and no key).
@@ -71,6 +78,24 @@ pub struct MigrateStoreArgs {
 pub fn migrate_store(args: &MigrateStoreArgs) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async {
+        if let Some(path) = args.from.strip_prefix("state:") {
+            let state = read_state_file(std::path::Path::new(path))?;
+            let to = allot_store::open(&args.to).await.context("opening the --to store")?;
+            let v = to.current_version().await.context("reading the --to store")?;
+            if v != 0 {
+                anyhow::bail!("the --to store is not empty (version {v})");
+            }
+            allot_store::import::import_state(&*to, &state, "migrate-store", &allot_server::now())
+                .await
+                .with_context(|| format!("importing {path}"))?;
+            println!(
+                "imported {path}: version {} with {} log entries and {} allocations",
+                state.version,
+                state.log.len(),
+                state.allocations.len()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
         let from = allot_store::open(&args.from).await.context("opening the --from store")?;
         let to = allot_store::open(&args.to).await.context("opening the --to store")?;
         let r = allot_store::copy::copy_store(&*from, &*to, &mut |r| {
@@ -122,6 +147,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     let store = allot_store::open(&args.database_url).await.context("opening the store")?;
     let app = App::new(store).await.map_err(|e| anyhow::anyhow!("loading the configuration: {e}"))?;
+    app.set_plan_budget(Duration::from_millis(args.plan_budget_ms));
     match app.bootstrap(std::env::var("ALLOT_BOOTSTRAP_ADMIN_KEY").ok().as_deref()).await {
         Ok(Bootstrap::Existing) => {}
         Ok(Bootstrap::Ignored) => tracing::warn!(
@@ -133,6 +159,9 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
         }
         Err(allot_server::ApiError::Invalid(es)) => anyhow::bail!("{}", allot_server::summary(&es)),
         Err(e) => anyhow::bail!("creating the first admin key: {e}"),
+    }
+    if let Some(path) = &cli.state {
+        import_state(&app, cli, path).await?;
     }
     if cli.config_given {
         apply_file(&app, cli, args).await?;
@@ -170,6 +199,34 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Imports the CLI's recorded state (`--state FILE`): into an empty store, or found already there;
+/// any other store refuses to start (it would serve other assignments than `allot assign`).
+async fn import_state(app: &App, cli: &Cli, path: &std::path::Path) -> Result<()> {
+    let state = read_state_file(path)?;
+    let actor = cli.actor.clone().unwrap_or_else(|| "state-import".into());
+    match app.import_state(state, &actor).await {
+        Ok(allot_store::import::Imported::Imported { version }) => {
+            tracing::info!(file = %path.display(), version, "recorded state imported: serving it")
+        }
+        Ok(allot_store::import::Imported::AlreadyThere { version, current }) => {
+            tracing::info!(file = %path.display(), version, current, "recorded state already in the store")
+        }
+        Err(allot_server::ApiError::Invalid(es)) => {
+            anyhow::bail!("--state {}: {}", path.display(), allot_server::summary(&es))
+        }
+        Err(e) => anyhow::bail!("--state {}: {e}", path.display()),
+    }
+    Ok(())
+}
+
+/// Reads a state file that must exist (an explicit `--state` or `state:` source).
+fn read_state_file(path: &std::path::Path) -> Result<allot_core::state::State> {
+    if !path.exists() {
+        anyhow::bail!("state file {} does not exist", path.display());
+    }
+    crate::files::read_state(path)
+}
+
 /// Applies the configuration file through change control. A refused or invalid file is reported
 /// and nothing of it is applied; the service keeps serving the version it has.
 async fn apply_file(app: &App, cli: &Cli, args: &ServeArgs) -> Result<()> {
@@ -186,7 +243,7 @@ async fn apply_file(app: &App, cli: &Cli, args: &ServeArgs) -> Result<()> {
         if_match: IfMatch::Any,
         force: args.force,
         reason: args.reason.clone(),
-        actor: "config-file".into(),
+        actor: cli.actor.clone().unwrap_or_else(|| "config-file".into()),
         action: "config.file".into(),
     };
     // Another node may commit between our plan and our commit (several nodes started with the
@@ -220,6 +277,11 @@ async fn apply_file(app: &App, cli: &Cli, args: &ServeArgs) -> Result<()> {
                 tracing::error!(path = %e.path, "invalid: {}", e.message);
             }
             tracing::error!(file = %cli.config.display(), "configuration file invalid; nothing of it was applied");
+        }
+        Err(e @ (allot_server::ApiError::PlanTimeout { .. } | allot_server::ApiError::PlanBusy { .. })) => {
+            // Not a reason to stay down: the store's version is served, the file can be applied
+            // later (raise --plan-budget-ms, or PUT it).
+            tracing::error!(file = %cli.config.display(), version = app.live().version, "configuration file not applied: {e}");
         }
         Err(e) => return Err(anyhow::anyhow!("applying {}: {e}", cli.config.display())),
     }

@@ -144,7 +144,7 @@ pub(crate) async fn get_config(State(app): State<Arc<App>>, headers: HeaderMap) 
     request_body(content = String, content_type = "application/yaml", description = "the whole configuration"),
     responses((status = 200, body = ChangeResponse), (status = 409, description = "refused by change control; the plan says why", body = crate::error::ErrorBody),
         (status = 412, description = "another change landed first", body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody),
-        (status = 428, body = crate::error::ErrorBody)))]
+        (status = 428, body = crate::error::ErrorBody), (status = 503, description = "STORE_UNAVAILABLE: the database cannot be reached; PLAN_BUSY or PLAN_TIMEOUT: no planner was free, or the plan ran past the plan budget (`budget_ms`); nothing was written", body = crate::error::ErrorBody)))]
 pub(crate) async fn put_config(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
@@ -170,7 +170,8 @@ pub(crate) async fn put_config(
 /// The exact report applying this configuration would give, without applying it.
 #[utoipa::path(post, path = "/api/v1/changes/preview", tag = "config", params(ChangeQuery),
     request_body(content = String, content_type = "application/yaml", description = "the whole configuration"),
-    responses((status = 200, description = "the plan: version, changes, impact, refusals, warnings"), (status = 422, body = crate::error::ErrorBody)))]
+    responses((status = 200, description = "the plan: version, changes, impact, refusals, warnings"), (status = 422, body = crate::error::ErrorBody),
+        (status = 503, description = "STORE_UNAVAILABLE: the database cannot be reached; PLAN_BUSY or PLAN_TIMEOUT: no planner was free, or the plan ran past the plan budget (`budget_ms`); nothing was written", body = crate::error::ErrorBody)))]
 pub(crate) async fn preview(
     State(app): State<Arc<App>>,
     q: Result<Query<ChangeQuery>, axum::extract::rejection::QueryRejection>,
@@ -435,7 +436,7 @@ async fn edit(
     params(("collection" = String, Path), ("id" = String, Path), ChangeQuery, ("If-Match" = String, Header)),
     request_body(content = Object, description = "the entity, as in the configuration file"),
     responses((status = 200, body = ChangeResponse), (status = 409, body = crate::error::ErrorBody), (status = 412, body = crate::error::ErrorBody),
-        (status = 422, body = crate::error::ErrorBody), (status = 428, body = crate::error::ErrorBody)))]
+        (status = 422, body = crate::error::ErrorBody), (status = 428, body = crate::error::ErrorBody), (status = 503, description = "STORE_UNAVAILABLE: the database cannot be reached; PLAN_BUSY or PLAN_TIMEOUT: no planner was free, or the plan ran past the plan budget (`budget_ms`); nothing was written", body = crate::error::ErrorBody)))]
 pub(crate) async fn put_entity(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
@@ -484,8 +485,9 @@ pub(crate) async fn put_entity(
 /// Deletes an entity through change control (refused while running experiments depend on it).
 #[utoipa::path(delete, path = "/api/v1/{collection}/{id}", tag = "entities",
     params(("collection" = String, Path), ("id" = String, Path), ChangeQuery, ("If-Match" = String, Header)),
-    responses((status = 200, body = ChangeResponse), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody),
-        (status = 412, body = crate::error::ErrorBody), (status = 428, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = ChangeResponse), (status = 404, body = crate::error::ErrorBody),
+        (status = 409, description = "IN_USE: running experiments use the unit type, surface or group (`rule`, `used_by`); CHANGE_REFUSED: refused by change control (a holdout in use: `holdout-in-use`)", body = crate::error::ErrorBody),
+        (status = 412, body = crate::error::ErrorBody), (status = 428, body = crate::error::ErrorBody), (status = 503, description = "STORE_UNAVAILABLE: the database cannot be reached; PLAN_BUSY or PLAN_TIMEOUT: no planner was free, or the plan ran past the plan budget (`budget_ms`); nothing was written", body = crate::error::ErrorBody)))]
 pub(crate) async fn delete_entity(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
@@ -497,6 +499,7 @@ pub(crate) async fn delete_entity(
     let q = query(q)?;
     let m = if_match(&headers)?;
     edit(&app, &caller, m, q, format!("{c}.delete"), |raw| {
+        refuse_if_in_use(raw, c, &id)?;
         let gone = match raw.get_mut(c) {
             Some(Value::Array(l)) => {
                 let n = l.len();
@@ -515,11 +518,51 @@ pub(crate) async fn delete_entity(
     .await
 }
 
+/// Refuses deleting a unit type, surface or group that running experiments use (409 `IN_USE`,
+/// naming the rule and the experiments). Without this, the deletion would reach validation as a
+/// cascade of "unknown group" errors on the experiments. Holdouts are refused by the core's change
+/// control (`holdout-in-use`, 409 `CHANGE_REFUSED`, which `force` overrides).
+fn refuse_if_in_use(raw: &serde_json::Map<String, Value>, c: &str, id: &str) -> Result<(), ApiError> {
+    let Ok(cfg) = allot_core::config::validate(&Value::Object(raw.clone())) else { return Ok(()) };
+    let running = cfg.experiments.iter().filter(|(_, e)| e.state == allot_core::config::ExpState::Running);
+    let (rule, what, users): (&'static str, &str, Vec<String>) = match c {
+        "units" => {
+            ("unit-in-use", "unit type", running.filter(|(_, e)| e.unit == id).map(|(k, _)| k.clone()).collect())
+        }
+        "surfaces" => (
+            "surface-in-use",
+            "surface",
+            running
+                .filter(|(_, e)| e.surfaces.iter().chain(&e.tags).chain(&e.exclusive_to).any(|s| s == id))
+                .map(|(k, _)| k.clone())
+                .collect(),
+        ),
+        "groups" => (
+            "group-in-use",
+            "group",
+            running.filter(|(_, e)| e.groups.iter().any(|g| g.group == id)).map(|(k, _)| k.clone()).collect(),
+        ),
+        _ => return Ok(()),
+    };
+    if users.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::InUse {
+        path: format!("{c}.{id}"),
+        rule,
+        message: format!(
+            "{what} `{id}` cannot be deleted while running experiments use it: {}; stop them or move them off it first",
+            users.join(", ")
+        ),
+        used_by: users,
+    })
+}
+
 /// Moves an experiment through its lifecycle: `start` (running), `stop` (stopped), `archive`.
 #[utoipa::path(post, path = "/api/v1/experiments/{id}/{action}", tag = "entities",
     params(("id" = String, Path), ("action" = String, Path, description = "start, stop or archive"), ChangeQuery, ("If-Match" = String, Header)),
     responses((status = 200, body = ChangeResponse), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody),
-        (status = 412, body = crate::error::ErrorBody), (status = 428, body = crate::error::ErrorBody)))]
+        (status = 412, body = crate::error::ErrorBody), (status = 428, body = crate::error::ErrorBody), (status = 503, description = "STORE_UNAVAILABLE: the database cannot be reached; PLAN_BUSY or PLAN_TIMEOUT: no planner was free, or the plan ran past the plan budget (`budget_ms`); nothing was written", body = crate::error::ErrorBody)))]
 pub(crate) async fn lifecycle(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,

@@ -44,6 +44,18 @@ pub enum ApiError {
     /// Change control refused the change; the plan says why.
     #[error("change refused")]
     Refused(Box<Plan>),
+    /// A deletion of something running experiments use (a unit type, surface or group).
+    #[error("{message}")]
+    InUse {
+        /// The entity (`groups.checkout`).
+        path: String,
+        /// The rule (`group-in-use`, `surface-in-use`, `unit-in-use`).
+        rule: &'static str,
+        /// For people: what and who uses it.
+        message: String,
+        /// The running experiments that use it.
+        used_by: Vec<String>,
+    },
     /// `If-Match` names a version that is no longer current.
     #[error("the configuration is at version {current}; the change was made against version {expected}")]
     VersionMismatch {
@@ -59,6 +71,18 @@ pub enum ApiError {
     /// Evaluation keeps serving the last snapshot meanwhile.
     #[error("the database cannot be reached; nothing was written. Evaluation keeps serving the last configuration version it has; retry when the database is back")]
     StoreUnavailable,
+    /// Every planner of the node stayed busy for the whole budget: nothing was planned or written.
+    #[error("the server is busy planning other changes: no planner was free within the {budget_ms} ms plan budget; nothing was written, retry later")]
+    PlanBusy {
+        /// The budget (`allot serve --plan-budget-ms`).
+        budget_ms: u64,
+    },
+    /// The plan did not finish within the budget: nothing was written (its result is discarded).
+    #[error("planning this change took longer than the {budget_ms} ms plan budget; nothing was written. Split the change, or simplify the configuration (segments, targeting)")]
+    PlanTimeout {
+        /// The budget (`allot serve --plan-budget-ms`).
+        budget_ms: u64,
+    },
     /// A bug or a failure of the store: logged, not shown.
     #[error("internal error")]
     Internal(String),
@@ -95,9 +119,12 @@ impl ApiError {
             ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "BODY_TIMEOUT"),
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "INVALID"),
             ApiError::Refused(_) => (StatusCode::CONFLICT, "CHANGE_REFUSED"),
+            ApiError::InUse { .. } => (StatusCode::CONFLICT, "IN_USE"),
             ApiError::VersionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "VERSION_MISMATCH"),
             ApiError::IfMatchRequired => (StatusCode::PRECONDITION_REQUIRED, "IF_MATCH_REQUIRED"),
             ApiError::StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "STORE_UNAVAILABLE"),
+            ApiError::PlanBusy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "PLAN_BUSY"),
+            ApiError::PlanTimeout { .. } => (StatusCode::SERVICE_UNAVAILABLE, "PLAN_TIMEOUT"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
         }
     }
@@ -136,8 +163,15 @@ impl IntoResponse for ApiError {
                 ),
                 "plan": plan,
             }),
+            ApiError::InUse { path, rule, message: m, used_by } => json!({
+                "code": code, "message": m, "rule": rule, "used_by": used_by,
+                "errors": [{"path": path, "message": m}],
+            }),
             ApiError::VersionMismatch { expected, current } => {
                 json!({"code": code, "message": message, "expected": expected, "current": current})
+            }
+            ApiError::PlanBusy { budget_ms } | ApiError::PlanTimeout { budget_ms } => {
+                json!({"code": code, "message": message, "budget_ms": budget_ms})
             }
             _ => json!({"code": code, "message": message}),
         };

@@ -1,6 +1,6 @@
 //! The evaluation API: `POST /api/v1/evaluate` (assignments with variant, value, reason and the
-//! configuration version), `GET /api/v1/snapshot` (the state for in-process evaluation, with
-//! ETag/304) and `POST /api/v1/exposures`.
+//! configuration version), `GET /api/v1/snapshot` (the state reduced to what evaluation reads,
+//! for in-process evaluation, with ETag/304) and `POST /api/v1/exposures`.
 //!
 //! Evaluation uses one [`Live`] snapshot for the whole request, so a request never sees half a
 //! change. Sticky experiments read the unit's stored assignments before evaluating and store
@@ -307,9 +307,11 @@ fn now_and_day() -> (String, String) {
     (t, day)
 }
 
-/// The recorded state for in-process evaluation (`allot-sdk` compiles it with the same core).
+/// The recorded state reduced to what evaluation reads ([`crate::served`]), for in-process
+/// evaluation (`allot-sdk` compiles it with the same core): running experiments, live
+/// allocations, salts; no drafts, free text or change log.
 #[utoipa::path(get, path = "/api/v1/snapshot", tag = "evaluation", params(("If-None-Match" = Option<String>, Header)),
-    responses((status = 200, description = "the state JSON, ETag = version"), (status = 304, description = "not modified")))]
+    responses((status = 200, description = "the state JSON reduced to what evaluation reads (running experiments, live allocations, salts and re-salts; no drafts, descriptions, owners or change log), ETag = version"), (status = 304, description = "not modified")))]
 pub(crate) async fn snapshot(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let live = app.live();
     let tag = etag(live.version);

@@ -20,6 +20,8 @@ mod keys;
 pub mod metrics;
 mod ofrep;
 pub mod openapi;
+pub mod planner;
+pub mod served;
 mod writer;
 
 use allot_core::config;
@@ -44,7 +46,8 @@ pub struct Live {
     pub version: u64,
     /// The compiled snapshot.
     pub snapshot: Snapshot,
-    /// The state as JSON, served by `GET /api/v1/snapshot`.
+    /// The state reduced to what evaluation needs ([`served::for_evaluation`]), as JSON: what
+    /// `GET /api/v1/snapshot` serves.
     pub state_json: Bytes,
     /// The applied configuration's raw tree (`{}` before the first change).
     pub config: serde_json::Value,
@@ -56,8 +59,9 @@ impl Live {
     fn compile(state: &State) -> Result<Live, ApiError> {
         let snapshot = Snapshot::compile(state)
             .map_err(|es| ApiError::Internal(format!("stored state does not compile: {}", summary(&es))))?;
+        let served = served::for_evaluation(state);
         let state_json =
-            Bytes::from(serde_json::to_vec(state).map_err(|e| ApiError::Internal(format!("state to JSON: {e}")))?);
+            Bytes::from(serde_json::to_vec(&served).map_err(|e| ApiError::Internal(format!("state to JSON: {e}")))?);
         let any_sticky = snapshot.experiments.iter().any(|e| e.sticky && e.running);
         Ok(Live {
             version: state.version,
@@ -143,6 +147,8 @@ pub struct App {
     pub metrics: metrics::Metrics,
     /// Connection counters of [`http::serve`] (pass [`App::connections`] to it).
     connections: Arc<http::Connections>,
+    /// Where plans, previews and compiles run: off the evaluation path, bounded (see [`planner`]).
+    planner: planner::Planner,
 }
 
 /// Every sticky assignment of one unit that this node read from the store (or wrote to it) while
@@ -234,6 +240,7 @@ impl App {
             sticky_cache: quick_cache::sync::Cache::new(STICKY_CACHE_UNITS),
             metrics: metrics::Metrics::default(),
             connections: Arc::default(),
+            planner: planner::Planner::default(),
         });
         app.keys.replace(known_keys);
         Ok(app)
@@ -461,9 +468,8 @@ impl App {
         self.keys.revoked(id);
     }
 
-    /// Compiles `state` and makes it current, unless a newer version already is.
-    fn publish(&self, state: &State) -> Result<(), ApiError> {
-        let live = Live::compile(state)?;
+    /// Makes a compiled version current, unless a newer version already is.
+    fn publish(&self, live: Live) -> Result<(), ApiError> {
         let _g = self.publish.lock().map_err(|_| ApiError::Internal("publish lock poisoned".into()))?;
         if live.version > self.live.load().version {
             self.metrics.set_version(live.version);
@@ -481,7 +487,8 @@ impl App {
             let r = self.store.load_current().await;
             self.observe(&r);
             let (_, state) = r?;
-            self.publish(&state)?;
+            let compiled = planner::compile_off_runtime(state).await?;
+            self.publish(compiled)?;
         }
         Ok(())
     }
@@ -539,6 +546,12 @@ impl App {
     /// Plans a change with the core's change control and, unless refused, commits it with its
     /// audit entry in one transaction and makes it current. All-or-nothing.
     pub async fn change(&self, req: ChangeRequest) -> Result<Changed, ApiError> {
+        if req.force && req.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+            return Err(ApiError::field(
+                "reason",
+                "force=true needs a reason (e.g. ?force=true&reason=...), which is recorded in the audit log",
+            ));
+        }
         let loaded = self.store.load_current().await;
         self.observe(&loaded);
         let (current, state) = loaded?;
@@ -547,19 +560,27 @@ impl App {
                 return Err(ApiError::VersionMismatch { expected, current });
             }
         }
-        let cfg = config::validate(&req.raw).map_err(ApiError::Invalid)?;
         let opts =
             Options { force: req.force, reason: req.reason.clone(), time: now(), actor: Some(req.actor.clone()) };
-        let plan = plan::apply(&state, &cfg, &req.raw, &opts).map_err(|e| match e {
-            ApplyError::Invalid(es) => ApiError::Invalid(es),
-            ApplyError::Refused(p) => ApiError::Refused(p),
-        })?;
+        let time = opts.time.clone();
+        let raw = req.raw.clone();
+        let (plan, state) = self
+            .planner
+            .run(move || {
+                let cfg = config::validate(&raw).map_err(ApiError::Invalid)?;
+                let plan = plan::apply(&state, &cfg, &raw, &opts).map_err(|e| match e {
+                    ApplyError::Invalid(es) => ApiError::Invalid(es),
+                    ApplyError::Refused(p) => ApiError::Refused(p),
+                })?;
+                Ok((plan, state))
+            })
+            .await?;
         if plan.state == state {
             return Ok(Changed { plan, committed: false, version: current });
         }
         let entry = AuditEntry {
             actor: req.actor,
-            time: opts.time.clone(),
+            time,
             action: req.action,
             reason: req.reason,
             forced: req.force && !plan.refusals.is_empty(),
@@ -570,7 +591,9 @@ impl App {
         self.observe(&committed);
         let version = committed?;
         tracing::info!(version, changes = plan.changes.len(), actor = %entry.actor, "configuration committed");
-        self.publish(&plan.state)?;
+        // Committed: it is published whatever the time it takes (no budget), but off the runtime.
+        let compiled = planner::compile_off_runtime(plan.state.clone()).await?;
+        self.publish(compiled)?;
         Ok(Changed { plan, committed: true, version })
     }
 
@@ -582,9 +605,49 @@ impl App {
         reason: Option<String>,
     ) -> Result<Plan, ApiError> {
         let (_, state) = self.store.load_current().await?;
-        let cfg = config::validate(raw).map_err(ApiError::Invalid)?;
+        let raw = raw.clone();
         let opts = Options { force, reason, time: now(), actor: None };
-        plan::plan(&state, &cfg, raw, &opts).map_err(ApiError::Invalid)
+        self.planner
+            .run(move || {
+                let cfg = config::validate(&raw).map_err(ApiError::Invalid)?;
+                plan::plan(&state, &cfg, &raw, &opts).map_err(ApiError::Invalid)
+            })
+            .await
+    }
+
+    /// Imports the CLI's recorded state (`allot serve --state`): into an empty store as one
+    /// version (its number, its whole log), then serves it; a store that already records it is
+    /// left as it is; any other store is an error (422 naming `state`), and nothing is written.
+    /// The state must compile.
+    pub async fn import_state(&self, state: State, actor: &str) -> Result<allot_store::import::Imported, ApiError> {
+        let compiled = planner::compile_off_runtime(state.clone())
+            .await
+            .map_err(|_| ApiError::field("state", "the state file does not compile"))?;
+        let r = allot_store::import::import_state(&*self.store, &state, actor, &now()).await;
+        self.observe(&r);
+        let imported = match r {
+            Ok(i) => i,
+            Err(StoreError::Invalid(m)) => return Err(ApiError::field("state", m)),
+            Err(e) => return Err(e.into()),
+        };
+        if matches!(imported, allot_store::import::Imported::Imported { .. }) {
+            self.publish(compiled)?;
+        }
+        Ok(imported)
+    }
+
+    /// Sets the time budget of plans and previews (default [`planner::DEFAULT_BUDGET`]): past it
+    /// the request answers 503 `PLAN_TIMEOUT` (or `PLAN_BUSY` when it waited that long for a
+    /// planner) and the work, if started, finishes in the background with its result discarded.
+    pub fn set_plan_budget(&self, budget: Duration) {
+        self.planner.set_budget(budget);
+    }
+
+    /// Holds planning: until the guard is dropped, every plan, preview and compile started on
+    /// this node waits before it begins. For tests of the budget; not for production use.
+    #[doc(hidden)]
+    pub async fn pause_planning(&self) -> planner::Paused {
+        self.planner.pause().await
     }
 }
 

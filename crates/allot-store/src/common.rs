@@ -6,7 +6,7 @@
 //! (placeholders `?` or `$1`), transactions and locking, batching, `NOTIFY` and schemas.
 
 use crate::{AuditEntry, AuditRecord, Exposure, KeyInfo, Result, Role, StickyRow, StoreError};
-use allot_core::state::State;
+use allot_core::state::{LogEntry, State};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 use std::future::Future;
 
@@ -31,6 +31,44 @@ pub(crate) fn invalid_url(e: impl std::fmt::Display) -> StoreError {
 /// The state stored as JSON at `version`.
 pub(crate) fn parse_state(text: &str, version: i64) -> Result<State> {
     State::from_json(text).map_err(|e| StoreError::Corrupt(format!("version {version}: {e}")))
+}
+
+/// The log entries a version's row records (a JSON array).
+pub(crate) fn parse_entries(text: &str, version: i64) -> Result<Vec<LogEntry>> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("version {version}: log entries: {e}")))
+}
+
+/// What a version's row stores: the state without its log, as JSON, and the log entries the
+/// version added (those newer than `expected`, the version it was planned from), as JSON. The log
+/// is stored once, spread over the rows, instead of whole in every version (which grew with the
+/// square of the number of versions).
+pub(crate) fn split_log(state: &State, expected: u64) -> Result<(String, String)> {
+    let added: Vec<&LogEntry> = state.log.iter().filter(|e| e.version > expected).collect();
+    let entries = serde_json::to_string(&added).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    Ok((state_without_log(state)?, entries))
+}
+
+fn state_without_log(state: &State) -> Result<String> {
+    let bare = State {
+        format: state.format,
+        version: state.version,
+        config: state.config.clone(),
+        spaces: state.spaces.clone(),
+        allocations: state.allocations.clone(),
+        log: vec![],
+    };
+    serde_json::to_string(&bare).map_err(|e| StoreError::Invalid(e.to_string()))
+}
+
+/// Converts a row of the first schemas (its state carries the whole log) given the log of the
+/// version before it: the state without the log and the entries it added, or `None` when its log
+/// does not continue `before` (the row is then left as it is and stands for the log up to it).
+pub(crate) fn convert_legacy(state: &State, before: &[LogEntry]) -> Result<Option<(String, String)>> {
+    if !state.log.starts_with(before) {
+        return Ok(None);
+    }
+    let entries = serde_json::to_string(&state.log[before.len()..]).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    Ok(Some((state_without_log(state)?, entries)))
 }
 
 /// A stored JSON value (the changes and overridden refusals of an audit entry).
@@ -87,13 +125,6 @@ where
     fn flag(&self, column: &str) -> Result<bool> {
         Ok(self.try_get(column)?)
     }
-}
-
-/// A `config_versions` row of `version, state`.
-pub(crate) fn version_row(r: &impl Columns) -> Result<(u64, State)> {
-    let v = r.int("version")?;
-    let text = r.text("state")?;
-    Ok((to_u64(v)?, parse_state(&text, v)?))
 }
 
 /// An `api_keys` row of `id, name, role, created_at, revoked_at`.
@@ -175,8 +206,10 @@ pub(crate) struct Commit {
     pub(crate) new: i64,
     /// The version the caller planned from, which must still be the current one.
     pub(crate) expected: i64,
-    /// The state as JSON.
+    /// The state without its log, as JSON.
     pub(crate) state: String,
+    /// The log entries this version adds, as JSON.
+    pub(crate) log_entries: String,
     /// The audit entry's changes as JSON.
     pub(crate) changes: String,
     /// The audit entry's overridden refusals as JSON.
@@ -194,11 +227,11 @@ impl Commit {
                 state.version
             )));
         }
-        let text = serde_json::to_string(state).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let (text, log_entries) = split_log(state, expected)?;
         let changes = audit.changes.to_string();
         let overridden = audit.overridden.to_string();
         let (new, exp) = (to_i64(state.version)?, to_i64(expected)?);
-        Ok(Commit { new, expected: exp, state: text, changes, overridden, audit: audit.clone() })
+        Ok(Commit { new, expected: exp, state: text, log_entries, changes, overridden, audit: audit.clone() })
     }
 
     /// [`StoreError::Conflict`] unless the store's `current` version is the expected one.

@@ -1,7 +1,9 @@
 //! Storage for the allot service, behind the [`Store`] trait.
 //!
-//! What is stored: every configuration version as the whole core [`State`] (immutable rows keyed
-//! by version), the audit log (one entry per committed version), API keys (keyed hashes only),
+//! What is stored: every configuration version as the core [`State`] without its change log
+//! (immutable rows keyed by version), beside the log entries that version added; reads rebuild
+//! the whole log from the rows up to the version, so storage grows linearly with versions (not
+//! with their square, as when every row held the whole log). Then the audit log (one entry per committed version), API keys (keyed hashes only),
 //! sticky assignments and exposures (deduplicated per unit, experiment, variant and day).
 //!
 //! Nothing above this trait knows which database it talks to: [`open`] picks the backend from
@@ -11,6 +13,7 @@
 
 mod common;
 pub mod copy;
+pub mod import;
 pub mod postgres;
 pub mod sqlite;
 

@@ -10,7 +10,7 @@
 //! Sticky assignments and exposures are written as multi-row inserts with `ON CONFLICT DO
 //! NOTHING`: the unique keys do the deduplication, across nodes too.
 
-use crate::common::{self, to_i64, to_u64, Commit, Migration};
+use crate::common::{self, to_i64, to_u64, Columns, Commit, Migration};
 use crate::{AuditEntry, AuditRecord, BoxFuture, Exposure, KeyInfo, Result, Revoke, StickyRow, Store, StoreError};
 use allot_core::state::State;
 use async_trait::async_trait;
@@ -23,6 +23,7 @@ use std::time::Duration;
 const MIGRATIONS: &[Migration] = &[
     (1, "init", include_str!("../migrations/postgres/0001_init.sql")),
     (2, "keyed_key_hashes", include_str!("../migrations/postgres/0002_keyed_key_hashes.sql")),
+    (3, "log_once", include_str!("../migrations/postgres/0003_log_once.sql")),
 ];
 
 /// The channel on which each commit announces its version. Notifications are database-wide, so the
@@ -177,6 +178,33 @@ impl PgStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        if !done.contains(&3) {
+            // Rows of the first schemas carry the whole log in every state: split it off.
+            let versions: Vec<i64> = sqlx::query("SELECT version FROM config_versions ORDER BY version")
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<std::result::Result<_, _>>()?;
+            let mut before = vec![];
+            for v in versions {
+                let text: String = sqlx::query("SELECT state FROM config_versions WHERE version = $1")
+                    .bind(v)
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get(0)?;
+                let state = common::parse_state(&text, v)?;
+                if let Some((bare, entries)) = common::convert_legacy(&state, &before)? {
+                    sqlx::query("UPDATE config_versions SET state = $1, log_entries = $2 WHERE version = $3")
+                        .bind(bare)
+                        .bind(entries)
+                        .bind(v)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                before = state.log;
+            }
+        }
         // Under the migration lock: one node makes the salt, every node reads the same.
         sqlx::query("INSERT INTO key_hash_salt (id, salt) VALUES (1, $1) ON CONFLICT (id) DO NOTHING")
             .bind(crate::new_salt()?)
@@ -201,15 +229,66 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// The state recorded at `version` (the newest with `None`), its log rebuilt from the rows up
+    /// to it: from the nearest row at or before it that still carries the whole log (a row of the
+    /// first schemas the conversion left as it was; usually none), then each row's own entries.
+    async fn load(&self, version: Option<i64>) -> Result<Option<State>> {
+        let row = match version {
+            Some(v) => {
+                sqlx::query("SELECT version, state, log_entries FROM config_versions WHERE version = $1")
+                    .bind(v)
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT version, state, log_entries FROM config_versions ORDER BY version DESC LIMIT 1")
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+        };
+        let Some(r) = row else { return Ok(None) };
+        let v = r.int("version")?;
+        let mut state = common::parse_state(&r.text("state")?, v)?;
+        if r.opt_text("log_entries")?.is_none() {
+            return Ok(Some(state));
+        }
+        let base = sqlx::query(
+            "SELECT version, state FROM config_versions WHERE version <= $1 AND log_entries IS NULL ORDER BY version DESC LIMIT 1",
+        )
+        .bind(v)
+        .fetch_optional(&self.pool)
+        .await?;
+        let (from, mut log) = match base {
+            Some(b) => {
+                let bv = b.int("version")?;
+                (bv, common::parse_state(&b.text("state")?, bv)?.log)
+            }
+            None => (0, vec![]),
+        };
+        let rows = sqlx::query(
+            "SELECT version, log_entries FROM config_versions WHERE version > $1 AND version <= $2 ORDER BY version",
+        )
+        .bind(from)
+        .bind(v)
+        .fetch_all(&self.pool)
+        .await?;
+        for r in &rows {
+            if let Some(text) = r.opt_text("log_entries")? {
+                log.extend(common::parse_entries(&text, r.int("version")?)?);
+            }
+        }
+        state.log = log;
+        Ok(Some(state))
+    }
+}
+
 #[async_trait]
 impl Store for PgStore {
     async fn load_current(&self) -> Result<(u64, State)> {
-        let row = sqlx::query("SELECT version, state FROM config_versions ORDER BY version DESC LIMIT 1")
-            .fetch_optional(&self.pool)
-            .await?;
-        match row {
+        match self.load(None).await? {
             None => Ok((0, State::default())),
-            Some(r) => common::version_row(&r),
+            Some(state) => Ok((state.version, state)),
         }
     }
 
@@ -222,15 +301,7 @@ impl Store for PgStore {
     }
 
     async fn load_version(&self, version: u64) -> Result<Option<State>> {
-        let v = to_i64(version)?;
-        let row = sqlx::query("SELECT state FROM config_versions WHERE version = $1")
-            .bind(v)
-            .fetch_optional(&self.pool)
-            .await?;
-        match row {
-            None => Ok(None),
-            Some(r) => Ok(Some(common::parse_state(&r.try_get::<String, _>("state")?, v)?)),
-        }
+        self.load(Some(to_i64(version)?)).await
     }
 
     async fn commit(&self, expected: u64, state: &State, audit: &AuditEntry) -> Result<u64> {
@@ -244,9 +315,10 @@ impl Store for PgStore {
                 .await?
                 .try_get(0)?;
             c.check_current(current)?;
-            sqlx::query("INSERT INTO config_versions (version, state, created_at) VALUES ($1, $2, $3)")
+            sqlx::query("INSERT INTO config_versions (version, state, log_entries, created_at) VALUES ($1, $2, $3, $4)")
                 .bind(c.new)
                 .bind(&c.state)
+                .bind(&c.log_entries)
                 .bind(&c.audit.time)
                 .execute(&mut *tx)
                 .await?;

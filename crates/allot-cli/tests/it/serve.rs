@@ -426,3 +426,100 @@ fn bootstrap_keys_that_are_ignored_or_too_short_are_reported() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("at least 32 characters"), "{err}");
 }
+
+/// `serve --state` imports the CLI's recorded state exactly: the service then answers every unit
+/// as `allot assign` does on the file (across growth, a re-salt and a start); a store that holds
+/// another state refuses to start; `migrate-store --from state:FILE` imports the same.
+#[cfg(unix)]
+#[test]
+fn serve_state_serves_exactly_what_assign_gives() {
+    let config = "units:\n  user: {attribute: user_id}\nsurfaces: [home, search]\nholdouts:\n  hold: {unit: user, share: 5%, applies_to: [home]}\nexperiments:\n  banner: {unit: user, surfaces: [home], share: 40%, variants: {a: 1, b: 1}, targeting: {attribute: country, in: [SE, NO]}, include: {u7: b}, state: running}\n  color: {unit: user, surfaces: [search], share: 30%, variants: {x: 1, y: 2}, state: running}\n  later: {unit: user, surfaces: [home], share: 20%, variants: {p: 1}}\n";
+    let dir = tempfile::tempdir().unwrap();
+    let allot = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_allot")).current_dir(dir.path()).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let write = |text: &str| std::fs::write(dir.path().join("allot.yaml"), text).unwrap();
+    write(config);
+    allot(&["apply"]);
+    let grown = config.replace("share: 30%", "share: 50%");
+    assert_ne!(grown, config);
+    write(&grown);
+    allot(&["apply"]);
+    allot(&["resalt", "--reason", "quarterly"]);
+    let started = grown.replace("variants: {p: 1}}", "variants: {p: 1}, state: running}");
+    assert_ne!(started, grown);
+    write(&started);
+    allot(&["apply"]);
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("allot.state.json")).unwrap()).unwrap();
+    assert_eq!(state["version"], 4);
+
+    let units: Vec<String> = (0..500)
+        .map(|i| format!("{{\"user_id\": \"u{i}\", \"country\": \"{}\"}}", ["SE", "NO", "US"][i % 3]))
+        .collect();
+    std::fs::write(dir.path().join("units.jsonl"), units.join("\n") + "\n").unwrap();
+    let assigned = allot(&["assign", "--units", "units.jsonl", "--format", "jsonl"]);
+    let assigned: Vec<serde_json::Value> = assigned.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(assigned.len(), 500);
+
+    let s = start(dir.path(), &["--state", "allot.state.json", "--database-url", "sqlite://served.db?mode=rwc"]);
+    assert_eq!(version(&s.addr), 4);
+    let (h, v) = auth();
+    let (mut compared, mut differ, mut seen) = (0, vec![], std::collections::BTreeSet::new());
+    for (ctx, want) in units.iter().zip(&assigned) {
+        let (status, body) = http(&s.addr, "POST", "/api/v1/evaluate", &[(h, &v)], &format!("{{\"context\": {ctx}}}"));
+        assert_eq!(status, 200, "{body}");
+        let got: serde_json::Value = serde_json::from_str(&body).unwrap();
+        for (exp, w) in want["assignments"].as_object().unwrap() {
+            let g = &got["assignments"][exp];
+            compared += 1;
+            seen.insert(w["reason"].as_str().unwrap().to_string());
+            if (&g["variant"], &g["reason"]) != (&w["variant"], &w["reason"]) {
+                differ.push(format!("{ctx} {exp}: assign {w}, serve {g}"));
+            }
+        }
+    }
+    assert_eq!(compared, 1500);
+    assert!(differ.is_empty(), "{} of {compared} answers differ: {:#?}", differ.len(), &differ[..differ.len().min(5)]);
+    for reason in ["ASSIGNED", "HOLDOUT", "INCLUDED", "TARGETING_MISS", "NOT_ALLOCATED"] {
+        assert!(seen.contains(reason), "the comparison covers {reason}: {seen:?}");
+    }
+    let (status, body) = http(&s.addr, "GET", "/api/v1/audit", &[(h, &v)], "");
+    assert_eq!(status, 200);
+    assert!(body.contains("state.import"), "{body}");
+    drop(s);
+
+    // The same file again: the store already holds it.
+    let s = start(dir.path(), &["--state", "allot.state.json", "--database-url", "sqlite://served.db?mode=rwc"]);
+    assert_eq!(version(&s.addr), 4);
+    drop(s);
+    // A file that moved on: the store holds another state at its version; refused, not served.
+    write(&started.replace("share: 50%", "share: 60%"));
+    allot(&["apply"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_allot"))
+        .current_dir(dir.path())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--state",
+            "allot.state.json",
+            "--database-url",
+            "sqlite://served.db?mode=rwc",
+        ])
+        .env("ALLOT_BOOTSTRAP_ADMIN_KEY", KEY)
+        .env_remove("ALLOT_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--state allot.state.json") && err.contains("version 5"), "{err}");
+
+    // migrate-store imports the file into an empty store.
+    let out = allot(&["migrate-store", "--from", "state:allot.state.json", "--to", "sqlite://imported.db?mode=rwc"]);
+    assert!(out.contains("version 5"), "{out}");
+    let s = start(dir.path(), &["--database-url", "sqlite://imported.db?mode=rwc"]);
+    assert_eq!(version(&s.addr), 5);
+}

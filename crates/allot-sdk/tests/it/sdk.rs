@@ -19,7 +19,18 @@ experiments:
       control: {weight: 1, value: {"color": "blue"}}
       treatment: {weight: 1, value: {"color": "red"}}
     targeting: {attribute: country, in: [SE, NO]}
+    include: {alice: treatment}
+    owner: growth@example.com
+    description: the red banner
     state: running
+  upcoming:
+    unit: user
+    surfaces: [home]
+    share: 10%
+    variants:
+      a: {weight: 1, value: "unreleased-copy"}
+    include: {vip-customer-42: a}
+    owner: secret-team@example.com
 "#;
 
 async fn change(app: &App, yaml: &str) {
@@ -72,6 +83,11 @@ async fn evaluates_in_process_like_the_server() {
             && seen.contains(&Reason::TargetingMiss)
             && seen.contains(&Reason::NotAllocated)
     );
+    let alice = serde_json::json!({"user_id": "alice", "country": "US"});
+    assert_eq!(sdk.evaluate("banner", alice.as_object().unwrap()).reason, Some(Reason::Included));
+    // A draft is not served: the SDK does not know it, as the server answers it unassigned.
+    let draft = sdk.evaluate("upcoming", alice.as_object().unwrap());
+    assert_eq!((draft.reason, draft.variant), (None, None));
     let unknown = sdk.evaluate("nope", &serde_json::Map::new());
     assert_eq!((unknown.reason, unknown.version), (None, 1));
 }

@@ -80,6 +80,13 @@ async fn a_refused_change_is_reported_and_writes_nothing() {
     let r = s.put_config(&shrunk, "\"1\"", "?force=true").await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     assert_eq!(r.json()["errors"][0]["path"], "reason");
+    let message = r.json()["errors"][0]["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("reason=") && !message.contains("--"),
+        "names the query parameter, not CLI flags: {message}"
+    );
+    let r = s.put_config(&shrunk, "\"1\"", "?force=true&reason=%20").await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "a blank reason is no reason: {}", r.text);
     let r = s.put_config(&shrunk, "\"1\"", "?force=true&reason=traffic%20cut").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let log = s.get("/api/v1/audit").await.json();
@@ -189,4 +196,40 @@ async fn another_process_picks_up_a_commit_on_refresh() {
     other.refresh().await.unwrap();
     assert_eq!(other.live().version, 2);
     assert_eq!(other.live().config["experiments"]["banner"]["share"], "60%");
+}
+
+#[tokio::test]
+async fn deleting_what_running_experiments_use_is_409_naming_the_rule() {
+    let s = configured().await;
+    let grouped = format!(
+        "{CONFIG}  slotted:\n    unit: user\n    group: mutex\n    slots: [1]\n    variants: {{a: 1}}\n    state: running\ngroups:\n  mutex: {{unit: user, share: 10%, slots: [50%, 50%]}}\n"
+    );
+    let r = s.put_config(&grouped, "*", "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    for (path, rule, users) in [
+        ("groups/mutex", "group-in-use", vec!["slotted"]),
+        ("surfaces/search", "surface-in-use", vec!["color"]),
+        ("units/user", "unit-in-use", vec!["banner", "color", "slotted"]),
+    ] {
+        for query in ["", "?force=true&reason=cleanup"] {
+            let r = s.call("DELETE", &format!("/api/v1/{path}{query}"), Some(ADMIN), &[("if-match", "*")], "").await;
+            assert_eq!(r.status, StatusCode::CONFLICT, "{path}{query}: {}", r.text);
+            let b = r.json();
+            assert_eq!((b["code"].as_str(), b["rule"].as_str()), (Some("IN_USE"), Some(rule)), "{path}: {b}");
+            assert_eq!(b["used_by"], serde_json::json!(users), "{path}: {b}");
+            assert!(!b["message"].as_str().unwrap().contains("unknown"), "{path}: {b}");
+        }
+    }
+    // The holdout is refused by change control, with its rule.
+    let r = s.call("DELETE", "/api/v1/holdouts/hold", Some(ADMIN), &[("if-match", "*")], "").await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert_eq!(r.json()["plan"]["refusals"][0]["rule"], "holdout-in-use", "{}", r.text);
+    assert_eq!(s.app.live().version, 2, "nothing was written");
+    // Once nothing running uses it, it goes.
+    let r = s.call("POST", "/api/v1/experiments/slotted/stop", Some(ADMIN), &[("if-match", "*")], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = s.call("DELETE", "/api/v1/experiments/slotted", Some(ADMIN), &[("if-match", "*")], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = s.call("DELETE", "/api/v1/groups/mutex", Some(ADMIN), &[("if-match", "*")], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
 }

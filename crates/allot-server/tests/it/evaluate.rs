@@ -54,6 +54,72 @@ async fn snapshot_has_an_etag_and_304() {
 }
 
 #[tokio::test]
+async fn an_evaluator_is_served_only_what_evaluation_needs() {
+    let s = configured().await;
+    // Version 2: free text everywhere, a draft with a secret value and an inclusion; version 3:
+    // `color` stopped (its allocation released, its inclusion list gone with it).
+    let v2 = CONFIG
+        .replace("    include: {alice: treatment}\n", "    include: {alice: treatment}\n    owner: growth@example.com\n    description: banner copy test\n")
+        .replace("    variants: {a: 1}\n", "    variants:\n      a: {weight: 1, value: unreleased-copy}\n    include: {vip-customer-42: a}\n    owner: secret-team\n")
+        .replace("applies_to: [home]}", "applies_to: [home], description: long-term control}");
+    assert_ne!(v2, CONFIG);
+    assert_eq!(s.put_config(&v2, "*", "").await.status, StatusCode::OK);
+    let v3 = v2.replace(
+        "    variants: {blue: 1, green: 1}\n    state: running",
+        "    variants: {blue: 1, green: 1}\n    include: {bob: green}\n    state: stopped",
+    );
+    assert_ne!(v3, v2);
+    let r = s.put_config(&v3, "*", "?force=true&reason=ended").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let evaluator = s.key("evaluator").await;
+
+    let r = s.call("GET", "/api/v1/snapshot", Some(&evaluator), &[], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.etag(), "\"3\"");
+    let snap = r.json();
+    for secret in [
+        "later",
+        "unreleased-copy",
+        "vip-customer-42",
+        "secret-team",
+        "growth@example.com",
+        "banner copy test",
+        "long-term control",
+        "color",
+        "bob",
+        "ended",
+    ] {
+        assert!(!r.text.contains(secret), "the snapshot leaks {secret}: {}", r.text);
+    }
+    assert_eq!(snap["log"], serde_json::json!([]));
+    let exps = snap["config"]["experiments"].as_object().unwrap();
+    assert_eq!(exps.keys().collect::<Vec<_>>(), ["banner"]);
+    assert_eq!(
+        exps["banner"]["include"],
+        serde_json::json!({"alice": "treatment"}),
+        "a running experiment's inclusions are kept"
+    );
+    for a in snap["allocations"].as_array().unwrap() {
+        assert!(a.get("released").is_none(), "{a}");
+        assert!(a["kind"] != "experiment" || a["owner"] == "banner", "{a}");
+    }
+    // And it still evaluates as the server does.
+    let state = allot_core::state::State::from_json(&r.text).unwrap();
+    let reduced = allot_core::eval::Snapshot::compile(&state).unwrap();
+    let live = s.app.live();
+    let (i, j) = (live.snapshot.index_of("banner").unwrap(), reduced.index_of("banner").unwrap());
+    for u in ["alice", "u1", "u2", "u3", "u4", "u5"] {
+        let ctx = serde_json::json!({"user_id": u});
+        let ctx = ctx.as_object().unwrap();
+        let (a, b) = (
+            live.snapshot.evaluate_one(i, ctx, &allot_core::eval::NoSticky),
+            reduced.evaluate_one(j, ctx, &allot_core::eval::NoSticky),
+        );
+        assert_eq!((a.reason, live.snapshot.variant_name(i, &a)), (b.reason, reduced.variant_name(j, &b)), "{u}");
+    }
+}
+
+#[tokio::test]
 async fn bad_input_gets_4xx_naming_the_field() {
     let s = configured().await;
     let cases: [(&str, StatusCode, &str); 7] = [

@@ -8,6 +8,8 @@ mod evaluate;
 mod limits;
 mod ofrep;
 mod ops;
+mod planning;
 mod postgres;
+mod start;
 mod support;
 mod writes;

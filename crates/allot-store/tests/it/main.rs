@@ -4,4 +4,5 @@
 #[macro_use]
 mod backend;
 mod copy;
+mod log;
 mod store;
