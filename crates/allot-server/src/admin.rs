@@ -134,7 +134,7 @@ pub(crate) async fn get_config(State(app): State<Arc<App>>, headers: HeaderMap) 
         return Ok(([(ETAG, etag(live.version))], Json(json!({"version": live.version, "config": live.config})))
             .into_response());
     }
-    let yaml = serde_yaml_ng::to_string(&live.config).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let yaml = crate::yaml::to_yaml(&live.config);
     Ok(([(ETAG, etag(live.version)), (CONTENT_TYPE, HeaderValue::from_static("application/yaml"))], yaml)
         .into_response())
 }

@@ -23,6 +23,7 @@ pub mod openapi;
 pub mod planner;
 pub mod served;
 mod writer;
+mod yaml;
 
 use allot_core::config;
 use allot_core::eval::Snapshot;

@@ -233,3 +233,56 @@ async fn deleting_what_running_experiments_use_is_409_naming_the_rule() {
     let r = s.call("DELETE", "/api/v1/groups/mutex", Some(ADMIN), &[("if-match", "*")], "").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
 }
+
+/// YAML 1.1 readers (PyYAML) read `on`, `off`, `yes`, `no`, `y`, `n` as booleans: the export
+/// quotes them (and anything else a reader could take for another type), so it round-trips.
+#[tokio::test]
+async fn the_yaml_export_round_trips_through_yaml_1_1_readers() {
+    let s = configured().await;
+    let tricky = CONFIG.to_string()
+        + r#"  switch:
+    unit: user
+    share: 10%
+    variants:
+      "on": {weight: 1, value: "yes"}
+      "off": {weight: 1, value: {"n": "y", "v": "8.2.0", "t": "12:30", "e": "", "s": "a: b # c"}}
+    targeting: {attribute: country, in: ["NO", "no", "Y", "null", "~", "1e3"]}
+    description: "multi\nline"
+    state: running
+"#;
+    let r = s.put_config(&tricky, "\"1\"", "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let exported = s.get("/api/v1/config").await.text;
+    for word in
+        ["\"on\":", "\"off\":", "\"yes\"", "\"NO\"", "\"no\"", "\"Y\"", "\"null\"", "\"~\"", "\"1e3\"", "\"8.2.0\""]
+    {
+        assert!(exported.contains(word), "{word} is not quoted in:\n{exported}");
+    }
+    let want = s.call("GET", "/api/v1/config", Some(ADMIN), &[("accept", "application/json")], "").await.json()
+        ["config"]
+        .clone();
+    // allot's own reader gets the same tree back…
+    assert_eq!(allot_core::config::parse_yaml(&exported).unwrap(), want);
+    // …and so does PyYAML, a YAML 1.1 reader, where it is installed.
+    let py = "import sys, json, yaml; print(json.dumps(yaml.safe_load(sys.stdin.read())))";
+    let run = std::process::Command::new("python3")
+        .args(["-c", py])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let Ok(mut child) = run else {
+        eprintln!("skipped the PyYAML check: no python3");
+        return;
+    };
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(exported.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("No module named 'yaml'") {
+        eprintln!("skipped the PyYAML check: PyYAML is not installed");
+        return;
+    }
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got, want, "PyYAML read:\n{exported}");
+}
