@@ -59,7 +59,8 @@ fn run_command(cli: &Cli) -> Result<ExitCode> {
                 Ok(x) => x,
                 Err(es) => return Ok(report_errors(&es, *format)),
             };
-            let opts = Options { force: *force, reason: reason.clone(), time: now(), actor: actor(cli) };
+            let opts =
+                Options { force: *force, reason: reason.clone(), time: now(), actor: actor(cli), sticky_store: false };
             match plan::apply(&state, &cfg, &raw, &opts) {
                 Ok(p) => {
                     if p.state != state {

@@ -33,6 +33,11 @@ pub struct Options {
     pub time: String,
     /// Who, recorded in the log.
     pub actor: Option<String>,
+    /// The caller stores every assignment its sticky experiments serve (the service does; the
+    /// CLI has no store). Then a sticky experiment's split, salt or targeting change moves no
+    /// unit that was ever served (each keeps its stored variant), so only what moves its
+    /// buckets is refused; `impact` still reports what would move for units never served.
+    pub sticky_store: bool,
 }
 
 /// One change the plan makes.
@@ -160,6 +165,7 @@ pub fn plan(state: &State, cfg: &Config, raw: &serde_json::Value, opts: &Options
         )]);
     };
     let mut p = Planner {
+        sticky_store: opts.sticky_store,
         necessary: cfg
             .experiments
             .values()
@@ -203,7 +209,9 @@ pub fn plan(state: &State, cfg: &Config, raw: &serde_json::Value, opts: &Options
     let impact = p.impact(state);
     for (id, imp) in &impact {
         let prefix = join("experiments", id);
+        let kept_by_store = opts.sticky_store && imp.sticky && imp.moved_by_buckets == 0.0;
         if imp.moved_share > 0.0
+            && !kept_by_store
             && !p.refusals.iter().any(|r| r.path == prefix || r.path.starts_with(&format!("{prefix}.")))
         {
             p.refuse(
@@ -272,6 +280,8 @@ pub fn apply(state: &State, cfg: &Config, raw: &serde_json::Value, opts: &Option
 }
 
 struct Planner<'a> {
+    /// [`Options::sticky_store`].
+    sticky_store: bool,
     /// Per experiment of `cfg` (by index), its targeting's necessary conditions.
     necessary: Vec<Option<Necessary>>,
     /// Per unit type, the attributes that may prove sharing (its `stable` ones and its id).
@@ -1063,7 +1073,8 @@ impl<'a> Planner<'a> {
             if ot != nt {
                 let through = if o.targeting == n.targeting { " (through its segments)" } else { "" };
                 what.push(format!("targeting{through}"));
-                if both_running && !widens(ot.as_ref(), nt.as_ref(), &IndexMap::new()) {
+                let kept_by_store = self.sticky_store && o.sticky && n.sticky;
+                if both_running && !kept_by_store && !widens(ot.as_ref(), nt.as_ref(), &IndexMap::new()) {
                     self.refuse(join(&path, "targeting"), Rule::MovesUnits, format!("the new targeting{through} may exclude units that are assigned now (allot can prove only widening changes safe); their share depends on your population"));
                 }
             }

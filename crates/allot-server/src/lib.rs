@@ -561,8 +561,13 @@ impl App {
                 return Err(ApiError::VersionMismatch { expected, current });
             }
         }
-        let opts =
-            Options { force: req.force, reason: req.reason.clone(), time: now(), actor: Some(req.actor.clone()) };
+        let opts = Options {
+            force: req.force,
+            reason: req.reason.clone(),
+            time: now(),
+            actor: Some(req.actor.clone()),
+            sticky_store: true,
+        };
         let time = opts.time.clone();
         let raw = req.raw.clone();
         let (plan, state) = self
@@ -607,7 +612,7 @@ impl App {
     ) -> Result<Plan, ApiError> {
         let (_, state) = self.store.load_current().await?;
         let raw = raw.clone();
-        let opts = Options { force, reason, time: now(), actor: None };
+        let opts = Options { force, reason, time: now(), actor: None, sticky_store: true };
         self.planner
             .run(move || {
                 let cfg = config::validate(&raw).map_err(ApiError::Invalid)?;

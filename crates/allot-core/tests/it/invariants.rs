@@ -1457,6 +1457,7 @@ fn opts(force: bool) -> Options {
         reason: force.then(|| "property test".to_string()),
         time: TIME.into(),
         actor: Some("proptest".into()),
+        sticky_store: false,
     }
 }
 
@@ -1698,7 +1699,13 @@ fn run(scn: &Scenario, checks: Checks, n: usize) -> Result<World, TestCaseError>
                         &w.state,
                         &cfg,
                         &raw,
-                        &Options { force: true, reason: Some("  ".into()), time: TIME.into(), actor: None },
+                        &Options {
+                            force: true,
+                            reason: Some("  ".into()),
+                            time: TIME.into(),
+                            actor: None,
+                            sticky_store: false,
+                        },
                     );
                     ensure!(
                         matches!(&no_reason, Err(ApplyError::Invalid(es)) if es.iter().any(|e| e.path == "reason")),

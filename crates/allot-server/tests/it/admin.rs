@@ -286,3 +286,46 @@ async fn the_yaml_export_round_trips_through_yaml_1_1_readers() {
     let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(got, want, "PyYAML read:\n{exported}");
 }
+
+/// The service stores every assignment its sticky experiments serve, so a reweight or a
+/// narrowing moves none of them: change control lets it through unforced (the CLI, with no
+/// store, refuses it), and every unit served before keeps its variant. Bucket moves stay refused.
+#[tokio::test]
+async fn a_sticky_experiment_is_refused_only_what_really_moves() {
+    let s = server().await;
+    let yaml = r#"
+units: {user: {attribute: user_id}}
+experiments:
+  onboarding:
+    unit: user
+    share: 100%
+    variants: {control: 1, treatment: 1}
+    targeting: {attribute: country, in: [SE, NO]}
+    sticky: true
+    state: running
+"#;
+    let r = s.put_config(yaml, "*", "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let ask = |u: usize| {
+        let body = serde_json::json!({"context": {"user_id": format!("u{u}"), "country": "SE"}});
+        body.to_string()
+    };
+    let mut before = vec![];
+    for u in 0..100 {
+        let r = s.post("/api/v1/evaluate", &ask(u)).await;
+        before.push(r.json()["assignments"]["onboarding"]["variant"].clone());
+    }
+    let changed = yaml.replace("{control: 1, treatment: 1}", "{control: 1, treatment: 9}").replace("[SE, NO]", "[SE]");
+    let r = s.put_config(&changed, "\"1\"", "").await;
+    assert_eq!(r.status, StatusCode::OK, "a sticky reweight and narrowing are not refused: {}", r.text);
+    assert_eq!(r.json()["committed"], true, "{}", r.text);
+    for (u, want) in before.iter().enumerate() {
+        let r = s.post("/api/v1/evaluate", &ask(u)).await;
+        assert_eq!(&r.json()["assignments"]["onboarding"]["variant"], want, "u{u} keeps its stored variant");
+        assert_eq!(r.json()["assignments"]["onboarding"]["reason"], "STICKY");
+    }
+    // Moving buckets is still refused: a stored unit whose bucket leaves is not kept.
+    let shrunk = changed.replace("share: 100%", "share: 50%");
+    let r = s.put_config(&shrunk, "\"2\"", "").await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+}
