@@ -264,10 +264,13 @@ fn resalt_moves_no_unit_of_a_running_experiment() {
     let r = d.json(&["resalt", "--format", "json"]);
     assert_eq!(r[0]["version"], 2);
     let after = stdout(&d.allot(&["assign", "--units", f.to_str().unwrap(), "--format", "csv"]).success());
-    for (b, a) in before.lines().zip(after.lines()) {
-        if b.ends_with("ASSIGNED") || b.ends_with("INCLUDED") || b.ends_with("HOLDOUT") {
-            assert_eq!(a, b);
-        }
+    // Not vacuous: the same lines, many of them assigned.
+    assert_eq!(before.lines().count(), after.lines().count());
+    let assigned = before.lines().filter(|l| l.ends_with("ASSIGNED")).count();
+    assert!(assigned > 500, "only {assigned} assigned lines");
+    // Held buckets keep their units and free ones stay free, so every answer is the same.
+    for (n, (b, a)) in before.lines().zip(after.lines()).enumerate() {
+        assert_eq!(a, b, "line {n}");
     }
 }
 

@@ -43,6 +43,13 @@ fn refused(st: &State, yaml: &str) -> Plan {
     }
 }
 
+/// `text` with `from` replaced by `to`; fails when `from` is not in it, so that a test never
+/// silently runs on an unedited configuration.
+fn edit(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "the edit `{from}` → `{to}` does not apply to:\n{text}");
+    text.replace(from, to)
+}
+
 fn ctx(v: serde_json::Value) -> Context {
     v.as_object().unwrap().clone()
 }
@@ -421,27 +428,30 @@ experiments:
 
 #[test]
 fn the_allocator_prefers_least_recently_used_buckets() {
-    let st = ok(&State::default(), BASE.replace("share: 60%", "share: 10%").as_str());
+    let base = edit(BASE, "share: 60%", "share: 10%");
+    let st = ok(&State::default(), &base);
     let a_old = set(&st, "a");
-    let stopped = ok(
-        &st,
-        &BASE.replace("share: 60%", "share: 10%").replace(
-            "share: 40%, variants: {c: 1, t: 1}, state: running",
-            "share: 40%, variants: {c: 1, t: 1}, state: stopped",
-        ),
+    let stopped_yaml = edit(
+        &base,
+        "share: 40%, variants: {c: 1, t: 1}, state: running",
+        "share: 40%, variants: {c: 1, t: 1}, state: stopped",
     );
+    let stopped = ok(&st, &stopped_yaml);
+    // `a` really stopped: its buckets are free, so only the preference keeps `n` off them.
+    assert!(stopped.live(OwnerKind::Experiment, "a").is_none());
     // A new home experiment of 30% fits in the 50% never used on home: it avoids a's old buckets.
     let yaml = format!(
         "{}\n  n: {{unit: user, surfaces: [home], share: 30%, variants: {{c: 1}}, state: running}}\n",
-        BASE.replace("share: 60%", "share: 10%")
-            .replace(
-                "share: 40%, variants: {c: 1, t: 1}, state: running",
-                "share: 40%, variants: {c: 1, t: 1}, state: stopped"
-            )
-            .trim_end()
+        stopped_yaml.trim_end()
     );
     let st3 = ok(&stopped, &yaml);
     assert_eq!(set(&st3, "n").intersection_len(&a_old), 0);
+    // Without the preference (a draw from every free bucket) it could not avoid them: 30% of the
+    // 90% free on home would take about a third of its buckets from a's 40%.
+    let mut free = Dense::full(100_000);
+    free.subtract(&set(&st3, "b"));
+    let blind = draw(&free, 30_000, 7, None).unwrap();
+    assert!(blind.intersection_len(&a_old) > 10_000, "{}", blind.intersection_len(&a_old));
 }
 
 #[test]

@@ -74,20 +74,33 @@ async fn a_stale_commit_is_a_conflict_and_leaves_nothing(ctx: Ctx) {
 async fn of_concurrent_writers_exactly_one_wins(ctx: Ctx) {
     let s = ctx.store();
     let mut tasks = vec![];
+    // Each writer proposes its own content, so the winner's can be recognised afterwards.
+    let proposal = |i: usize| {
+        let mut st = state(1);
+        st.config = Some(serde_json::json!({"version": 1, "writer": i}));
+        st
+    };
     for i in 0..8 {
         let s = s.clone();
-        tasks.push(tokio::spawn(async move { s.commit(0, &state(1), &entry(&format!("w{i}"))).await }));
+        let st = proposal(i);
+        tasks.push(tokio::spawn(async move { s.commit(0, &st, &entry(&format!("w{i}"))).await }));
     }
-    let mut wins = 0;
-    for t in tasks {
+    let mut winners = vec![];
+    for (i, t) in tasks.into_iter().enumerate() {
         match t.await.unwrap() {
-            Ok(_) => wins += 1,
+            Ok(_) => winners.push(i),
             Err(StoreError::Conflict { .. }) => {}
             Err(e) => panic!("{e}"),
         }
     }
-    assert_eq!(wins, 1);
-    assert_eq!(s.audit(None, 10).await.unwrap().len(), 1);
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let w = winners[0];
+    // What is stored is the winner's state and the winner's audit entry, nothing of the others.
+    let (v, current) = s.load_current().await.unwrap();
+    assert_eq!((v, current.config), (1, proposal(w).config));
+    let audit = s.audit(None, 10).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].entry.actor, format!("w{w}"));
 }
 
 async fn the_store_survives_reopening(ctx: Ctx) {
