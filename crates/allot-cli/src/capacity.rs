@@ -3,10 +3,10 @@
 //! once and a schedule that respects exclusivity and holdouts; and what CUPED saves.
 //!
 //! Scheduling rule (greedy list scheduling, in the order of the traffic file): experiment X with
-//! reach `s` may run during `[t, t + days)` if at every moment of it
-//! `s + Σ reach(Y) ≤ 1 − Σ holdouts applying to X`, summed over the experiments Y that are
-//! exclusive to X and scheduled (or already running, which occupy their share indefinitely) at that
-//! moment. X starts at the earliest such `t` among 0 and the end days of those Y. The rule is
+//! reach `s` may run during `[t, t + days)` if at every moment of it `s + Σ reach(Y) ≤ room(X)`
+//! (its slots for a group member, else the space outside its holdouts and the groups reserved in
+//! its scope), summed over the experiments Y that compete with X ([`competes`]) and are scheduled
+//! (or already running, which occupy their share indefinitely) at that moment. X starts at the earliest such `t` among 0 and the end days of those Y. The rule is
 //! conservative: two experiments that are each exclusive to X but not to each other could share
 //! units, and are still counted twice.
 
@@ -76,8 +76,9 @@ pub struct Planned {
     /// Pre-period correlation for CUPED [default 0: none].
     #[serde(default)]
     pub rho: f64,
-    /// Share of the unit type to plan with, overriding the configuration (0.2 = 20%).
-    pub share: Option<f64>,
+    /// Share of the unit type to plan with, overriding the configuration: the syntax of
+    /// `allot.yaml` (`20%` or `0.2`).
+    pub share: Option<Value>,
 }
 
 fn default_alpha() -> f64 {
@@ -87,19 +88,25 @@ fn default_power() -> f64 {
     0.8
 }
 
-/// The share of all units an experiment reaches, and the space free for it (1 − holdouts).
+/// The share of all units an experiment reaches, and the room it competes for: for a group
+/// member, its slots (the intersection of its groups' slots, which are drawn independently:
+/// `{g1: [1], g2: [1]}` with 50% slots of whole-space groups reaches 25%); for anyone else, the
+/// space outside the groups that reserve their share in its scope. Both less the holdouts that
+/// apply to it.
 fn reach_and_capacity(cfg: &Config, id: &str, override_share: Option<f64>) -> (f64, f64) {
     let Some(e) = cfg.experiments.get(id) else { return (0.0, 1.0) };
     let held: f64 = cfg.holdouts.values().filter(|h| cfg.holdout_applies(h, id)).map(|h| h.share.fraction()).sum();
-    let capacity = (1.0 - held).max(0.0);
-    if let Some(s) = override_share {
-        return (s, capacity);
-    }
-    if let Some(s) = &e.share {
-        // An explicit share is drawn outside the holdouts: reach equals share.
-        return (s.fraction(), capacity);
-    }
-    if !e.groups.is_empty() {
+    let outside_holdouts = (1.0 - held).max(0.0);
+    let capacity = if e.groups.is_empty() {
+        let reserved: f64 = cfg.groups.values().filter(|g| cfg.in_group_scope(e, g)).map(|g| g.share.fraction()).sum();
+        (outside_holdouts - reserved).max(0.0)
+    } else {
+        // Groups that share a surface are drawn disjoint: their slots do not intersect.
+        let groups: Vec<&config::Group> = e.groups.iter().filter_map(|g| cfg.groups.get(&g.group)).collect();
+        let disjoint = groups
+            .iter()
+            .enumerate()
+            .any(|(i, a)| groups[i + 1..].iter().any(|b| a.surfaces.iter().any(|s| b.surfaces.contains(s))));
         let slots: f64 = e
             .groups
             .iter()
@@ -107,10 +114,42 @@ fn reach_and_capacity(cfg: &Config, id: &str, override_share: Option<f64>) -> (f
             .map(|(g, gr)| {
                 gr.share.fraction() * g.slots.iter().filter_map(|&i| gr.slots.get(i)).map(|s| s.fraction()).sum::<f64>()
             })
-            .sum();
-        return (slots * capacity, capacity);
+            .product();
+        if disjoint {
+            0.0
+        } else {
+            slots * outside_holdouts
+        }
+    };
+    if let Some(s) = override_share {
+        return (s, capacity);
+    }
+    if let Some(s) = &e.share {
+        // An explicit share is drawn outside the holdouts: reach equals share.
+        return (s.fraction(), capacity);
     }
     (capacity, capacity)
+}
+
+/// Whether scheduled experiment `other` takes room from `id`: they are exclusive, and they
+/// compete for the same buckets — members of one group only when their slots in it meet;
+/// outsiders of a group never compete with its members (the group reserves its share).
+fn competes(cfg: &Config, id: &str, other: &str) -> bool {
+    let (Some(a), Some(b)) = (cfg.experiments.get(id), cfg.experiments.get(other)) else { return false };
+    if !cfg.exclusive(id, other) {
+        return false;
+    }
+    match (a.groups.is_empty(), b.groups.is_empty()) {
+        (true, true) => true,
+        (false, false) => a
+            .groups
+            .iter()
+            .any(|g| b.groups.iter().any(|h| h.group == g.group && h.slots.iter().any(|s| g.slots.contains(s)))),
+        // A member and an outsider of its group compete only if the outsider is outside the
+        // group's scope, i.e. it is exclusive to the member through another tag.
+        (false, true) => !a.groups.iter().filter_map(|g| cfg.groups.get(&g.group)).any(|g| cfg.in_group_scope(b, g)),
+        (true, false) => !b.groups.iter().filter_map(|g| cfg.groups.get(&g.group)).any(|g| cfg.in_group_scope(a, g)),
+    }
 }
 
 struct Slot {
@@ -135,13 +174,43 @@ pub fn run(cli: &Cli, args: &CapacityArgs) -> Result<ExitCode> {
     let de = serde_yaml_ng::Deserializer::from_str(&ttext);
     let traffic: Traffic = serde_path_to_error::deserialize(de)
         .map_err(|e| anyhow::anyhow!("traffic file {}: {}: {}", args.traffic.display(), e.path(), e.inner()))?;
-    let report = plan(&cfg, &traffic)?;
+    let report = match plan(&cfg, &traffic) {
+        Ok(r) => r,
+        Err(e) => match e.downcast::<TrafficErrors>() {
+            Ok(errs) => {
+                match args.format {
+                    Format::Json => println!(
+                        "{}",
+                        json!({"ok": false, "errors": errs.0.iter().map(|m| json!({"message": m})).collect::<Vec<_>>()})
+                    ),
+                    Format::Text => eprintln!("{errs}"),
+                }
+                return Ok(ExitCode::FAILURE);
+            }
+            Err(e) => return Err(e),
+        },
+    };
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Format::Text => print!("{}", text_report(&report)),
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// Every error found in a traffic file (they are all reported, exit 1).
+#[derive(Debug)]
+pub struct TrafficErrors(pub Vec<String>);
+
+impl std::fmt::Display for TrafficErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for e in &self.0 {
+            writeln!(f, "traffic file: {e}")?;
+        }
+        write!(f, "{} error(s)", self.0.len())
+    }
+}
+
+impl std::error::Error for TrafficErrors {}
 
 /// Units and days per experiment, and the schedule.
 pub fn plan(cfg: &Config, traffic: &Traffic) -> Result<Value> {
@@ -155,32 +224,52 @@ pub fn plan(cfg: &Config, traffic: &Traffic) -> Result<Value> {
         }
     }
     let running: Vec<String> = slots.iter().map(|s| s.id.clone()).collect();
+    // Every error of the traffic file, reported at once.
+    let mut errors: Vec<String> = vec![];
     for (id, p) in &traffic.experiments {
         let at = |f: &str| format!("experiments.{id}.{f}");
         let Some(e) = cfg.experiments.get(id) else {
-            bail!("traffic file: experiments.{id}: not in the configuration")
+            errors.push(format!("experiments.{id}: not in the configuration"));
+            continue;
         };
         let Some(&daily) = traffic.daily_units.get(&e.unit) else {
-            bail!("traffic file: daily_units.{}: missing (experiment {id} randomises by it)", e.unit)
+            errors.push(format!("daily_units.{}: missing (experiment {id} randomises by it)", e.unit));
+            continue;
         };
         if !(daily > 0.0 && daily.is_finite()) {
-            bail!("traffic file: daily_units.{}: must be positive", e.unit);
+            errors.push(format!("daily_units.{}: must be positive", e.unit));
+            continue;
         }
         let metric = match (p.metric.rate, p.metric.mean, p.metric.sd) {
             (Some(rate), None, None) => Metric::Proportion { baseline: rate },
             (None, Some(mean), Some(sd)) => Metric::Mean { mean, sd },
-            _ => bail!("traffic file: {}: give either `rate`, or `mean` and `sd`", at("metric")),
+            _ => {
+                errors.push(format!("{}: give either `rate`, or `mean` and `sd`", at("metric")));
+                continue;
+            }
         };
         let mde_abs = match (p.mde, p.mde_absolute) {
             (Some(r), None) => r * metric.baseline().abs(),
             (None, Some(a)) => a,
-            _ => bail!("traffic file: {}: give exactly one of `mde` (relative) and `mde_absolute`", at("mde")),
-        };
-        if let Some(s) = p.share {
-            if !(s > 0.0 && s <= 1.0) {
-                bail!("traffic file: {}: must be in (0, 1]", at("share"));
+            _ => {
+                errors.push(format!("{}: give exactly one of `mde` (relative) and `mde_absolute`", at("mde")));
+                continue;
             }
-        }
+        };
+        let share = match &p.share {
+            None => None,
+            Some(v) => match config::Share::parse(v) {
+                Ok(s) if s.num > 0 => Some(s.fraction()),
+                Ok(_) => {
+                    errors.push(format!("{}: must be more than 0%", at("share")));
+                    continue;
+                }
+                Err(m) => {
+                    errors.push(format!("{}: {m}", at("share")));
+                    continue;
+                }
+            },
+        };
         // Control first: `control` if configured, else the first variant.
         let mut weights: Vec<f64> = e.variants.values().map(|v| f64::from(v.weight)).collect();
         if let Some(i) = e.variants.get_index_of("control") {
@@ -191,18 +280,24 @@ pub fn plan(cfg: &Config, traffic: &Traffic) -> Result<Value> {
             weights = vec![1.0, 1.0];
         }
         let design = Design { alpha: p.alpha, sides: p.sides, weights: weights.clone(), rho: p.rho };
-        let n = sample_size(&metric, &design, mde_abs, p.power)
-            .map_err(|err| anyhow::anyhow!("traffic file: experiments.{id}: {err}"))?;
-        let n_raw = sample_size(&metric, &Design { rho: 0.0, ..design.clone() }, mde_abs, p.power)
-            .map_err(|err| anyhow::anyhow!("traffic file: experiments.{id}: {err}"))?;
-        let (reach, capacity) = reach_and_capacity(cfg, id, p.share);
+        let (n, n_raw) = match (
+            sample_size(&metric, &design, mde_abs, p.power),
+            sample_size(&metric, &Design { rho: 0.0, ..design.clone() }, mde_abs, p.power),
+        ) {
+            (Ok(n), Ok(r)) => (n, r),
+            (Err(err), _) | (_, Err(err)) => {
+                errors.push(format!("experiments.{id}: {err}"));
+                continue;
+            }
+        };
+        let (reach, capacity) = reach_and_capacity(cfg, id, share);
         let per_day = daily * reach;
         let units = n.ceil();
         let days = if per_day > 0.0 { (units / per_day).ceil() } else { f64::INFINITY };
         let days_raw = if per_day > 0.0 { (n_raw.ceil() / per_day).ceil() } else { f64::INFINITY };
 
         // Schedule.
-        let blockers: Vec<&Slot> = slots.iter().filter(|s| cfg.exclusive(id, &s.id)).collect();
+        let blockers: Vec<&Slot> = slots.iter().filter(|s| competes(cfg, id, &s.id)).collect();
         let fits_at = |t: f64| {
             let mut points = vec![t];
             points.extend(blockers.iter().map(|b| b.start).filter(|&s| s > t && s < t + days));
@@ -261,6 +356,9 @@ pub fn plan(cfg: &Config, traffic: &Traffic) -> Result<Value> {
         );
     }
 
+    if !errors.is_empty() {
+        return Err(TrafficErrors(errors).into());
+    }
     // Per exclusion scope: the planned experiments that carry the tag or group.
     let mut scopes: IndexMap<String, Vec<String>> = IndexMap::new();
     for id in traffic.experiments.keys() {

@@ -204,9 +204,88 @@ fn capacity_bad_traffic_names_the_field() {
         .current_dir(tmp.path())
         .args(["capacity", "--traffic", "t.yaml"])
         .assert()
-        .code(2);
+        .code(1);
     let err = String::from_utf8_lossy(&a.get_output().stderr).into_owned();
     assert!(err.contains("experiments.nope: not in the configuration"), "{err}");
+}
+
+/// Groups in bandwidth planning: slots, several slots, the intersection of two groups' slots,
+/// holdouts; two members of one slot never run at once; shares as in `allot.yaml`; every error
+/// of the traffic file at once (exit 1).
+#[test]
+fn capacity_understands_groups() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = r#"
+units: {user: {attribute: user_id}}
+surfaces: [checkout]
+holdouts: {h: {unit: user, share: 10%, applies_to: [g1]}}
+groups:
+  g1: {unit: user, share: 100%, slots: [50%, 50%]}
+  g2: {unit: user, share: 100%, slots: [50%, 50%]}
+  g3: {unit: user, share: 40%, slots: [25%, 75%], surfaces: [checkout]}
+experiments:
+  both: {unit: user, groups: {g1: [1], g2: [1]}, variants: {c: 1, t: 1}}
+  first: {unit: user, group: g3, slots: [2], variants: {c: 1, t: 1}}
+  second: {unit: user, group: g3, slots: [2], variants: {c: 1, t: 1}}
+  other-slot: {unit: user, group: g3, slots: [1], variants: {c: 1, t: 1}}
+  outside: {unit: user, surfaces: [checkout], share: 10%, variants: {c: 1, t: 1}}
+"#;
+    std::fs::write(tmp.path().join("allot.yaml"), cfg).unwrap();
+    let m = "{metric: {rate: 0.1}, mde: 0.1}";
+    let traffic = format!(
+        "daily_units: {{user: 100000}}
+experiments:
+  both: {m}
+  first: {m}
+  second: {m}
+  other-slot: {m}
+  outside: {{metric: {{rate: 0.1}}, mde: 0.1, share: 40%}}
+"
+    );
+    std::fs::write(tmp.path().join("t.yaml"), &traffic).unwrap();
+    let out = Command::cargo_bin("allot")
+        .unwrap()
+        .current_dir(tmp.path())
+        .args(["capacity", "--traffic", "t.yaml", "--format", "json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let r: Value = serde_json::from_slice(&out).unwrap();
+    let e = &r["experiments"];
+    // 50% × 50% of the space, less the 10% holdout on g1: 22.5%.
+    assert!((e["both"]["reach"].as_f64().unwrap() - 0.225).abs() < 1e-12, "{}", e["both"]);
+    // 40% × 75%; the second member of slot 2 waits for the first; slot 1 runs at once.
+    assert!((e["first"]["reach"].as_f64().unwrap() - 0.3).abs() < 1e-12);
+    assert_eq!(e["first"]["status"], "starts now");
+    assert_eq!(e["second"]["status"], "waits", "{}", e["second"]);
+    assert_eq!(e["second"]["start_day"], e["first"]["end_day"]);
+    assert_eq!(e["other-slot"]["status"], "starts now");
+    // `40%` as in allot.yaml; outside the group on its surface only 60% is free, and the members
+    // do not compete with it (the group reserves its share).
+    assert!((e["outside"]["reach"].as_f64().unwrap() - 0.4).abs() < 1e-12);
+    assert_eq!(e["outside"]["status"], "starts now");
+    // Every error at once, exit 1.
+    std::fs::write(
+        tmp.path().join("t.yaml"),
+        "daily_units: {user: 1000}
+experiments:
+  nope: {metric: {rate: 0.1}, mde: 0.05}
+  both: {metric: {rate: 0.1}, mde: 0.05, share: -5%}
+",
+    )
+    .unwrap();
+    let a = Command::cargo_bin("allot")
+        .unwrap()
+        .current_dir(tmp.path())
+        .args(["capacity", "--traffic", "t.yaml"])
+        .assert()
+        .code(1);
+    let err = String::from_utf8_lossy(&a.get_output().stderr).into_owned();
+    assert!(err.contains("experiments.nope: not in the configuration"), "{err}");
+    assert!(err.contains("experiments.both.share: `-5%`"), "{err}");
+    assert!(err.contains("2 error(s)"), "{err}");
 }
 
 /// End to end against scipy on the same files (`spec/stats/generate.py`, `analyze_example`): per-unit
