@@ -39,6 +39,8 @@ struct RawSegment {
     bucket: Option<RawBucket>,
     #[serde(default)]
     variant: Option<String>,
+    #[serde(default)]
+    metadata: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -79,6 +81,8 @@ pub struct Flags {
     order: Vec<usize>,
     /// The distinct context paths the selectors read; each is looked up once per context.
     paths: Vec<Vec<String>>,
+    /// Whether a selector reads a merged result: evaluation then keeps each flag's segment.
+    needs_segments: bool,
 }
 
 #[derive(Debug)]
@@ -87,6 +91,11 @@ struct Flag {
     deployed: bool,
     variants: Vec<Variant>,
     segments: Vec<Segment>,
+    /// The flag's `metadata` object.
+    metadata: Option<Map<String, Value>>,
+    /// For a flag whose whole result or result metadata another flag reads: per segment, per
+    /// variant, the result the engine builds.
+    merged: Option<Vec<Vec<Value>>>,
 }
 
 #[derive(Debug)]
@@ -131,6 +140,9 @@ enum Selector {
     ResultKey(usize),
     /// A path into the variant object a flag evaluated to.
     Result(usize, Vec<String>),
+    /// The variant object as the engine returns it (with the flag's, the segment's and the
+    /// variant's metadata merged), or a path into its `metadata`.
+    Merged(usize, Vec<String>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,6 +322,7 @@ fn compile_selector(sel: &[String], index: &HashMap<&str, usize>, paths: &mut Ve
         Some((first, rest)) if first == "result" && !rest.is_empty() => match index.get(rest[0].as_str()) {
             None => Selector::Nothing,
             Some(&i) if rest.len() == 2 && rest[1] == "key" => Selector::ResultKey(i),
+            Some(&i) if rest.len() == 1 || rest[1] == "metadata" => Selector::Merged(i, rest[1..].to_vec()),
             Some(&i) => Selector::Result(i, rest[1..].to_vec()),
         },
         _ => Selector::Nothing,
@@ -374,7 +387,25 @@ impl Flags {
                 ors[oi][ai].by_variant = Some(table);
             }
         }
-        Ok(Flags { flags, order, paths })
+        let mut merged_needed = vec![false; flags.len()];
+        for f in &flags {
+            for seg in &f.segments {
+                let bucket = seg.bucket.iter().map(|b| &b.selector);
+                let conditions = seg.conditions.iter().flatten().flatten().map(|c| &c.selector);
+                for sel in bucket.chain(conditions) {
+                    if let Selector::Merged(i, _) = sel {
+                        merged_needed[*i] = true;
+                    }
+                }
+            }
+        }
+        for (i, f) in flags.iter_mut().enumerate() {
+            if merged_needed[i] {
+                f.merged = Some(merged_results(f, &raw[last_of[f.key.as_str()]].segments));
+            }
+        }
+        let needs_segments = merged_needed.contains(&true);
+        Ok(Flags { flags, order, paths, needs_segments })
     }
 
     /// The flag keys, in configuration order.
@@ -407,10 +438,14 @@ impl Flags {
             heap.resize(self.paths.len(), None);
             &mut heap
         };
-        let mut ev = Ev { ctx: context, paths };
+        let segments = if self.needs_segments { vec![0; self.flags.len()] } else { Vec::new() };
+        let mut ev = Ev { ctx: context, paths, segments };
         for &i in &self.order {
             let v = self.evaluate_flag(&self.flags[i], &mut ev, results);
-            results[i] = v;
+            if let (Some((seg, _)), true) = (v, self.needs_segments) {
+                ev.segments[i] = seg;
+            }
+            results[i] = v.map(|(_, v)| v);
         }
         results
     }
@@ -444,8 +479,14 @@ impl Flags {
         Value::Object(out)
     }
 
-    fn evaluate_flag<'c>(&'c self, flag: &Flag, ev: &mut Ev<'c, '_>, results: &[Option<usize>]) -> Option<usize> {
-        for seg in &flag.segments {
+    /// The segment that gave a variant, and the variant.
+    fn evaluate_flag<'c>(
+        &'c self,
+        flag: &Flag,
+        ev: &mut Ev<'c, '_>,
+        results: &[Option<usize>],
+    ) -> Option<(usize, usize)> {
+        for (si, seg) in flag.segments.iter().enumerate() {
             let matched = match &seg.conditions {
                 None => true,
                 Some(ors) => ors.iter().any(|ands| ands.iter().all(|c| self.matches(c, ev, results))),
@@ -453,9 +494,8 @@ impl Flags {
             if !matched {
                 continue;
             }
-            let v = self.bucket(seg, ev, results);
-            if v.is_some() {
-                return v;
+            if let Some(v) = self.bucket(seg, ev, results) {
+                return Some((si, v));
             }
         }
         None
@@ -509,6 +549,11 @@ impl Flags {
                 let v = results[*f]?;
                 walk(&self.flags[*f].variants[v].object, path)
             }
+            Selector::Merged(f, path) => {
+                let v = results[*f]?;
+                let merged = self.flags[*f].merged.as_ref()?;
+                walk(&merged[ev.segments[*f]][v], path)
+            }
         }
     }
 
@@ -535,6 +580,38 @@ enum Picked<'a> {
 struct Ev<'c, 'p> {
     ctx: &'c Value,
     paths: &'p mut [Option<Option<Picked<'c>>>],
+    /// Per flag, the segment that gave its variant (kept only when a selector needs it).
+    segments: Vec<usize>,
+}
+
+/// The engine's result for each (segment, variant) of a flag: the variant with `metadata` set to
+/// `Object.assign({}, flag.metadata, segment.metadata, variant.metadata)`.
+fn merged_results(flag: &Flag, segments: &[RawSegment]) -> Vec<Vec<Value>> {
+    let assign = |into: &mut Map<String, Value>, from: Option<&Value>| {
+        if let Some(Value::Object(m)) = from {
+            for (k, v) in m {
+                into.insert(k.clone(), v.clone());
+            }
+        }
+    };
+    let flag_meta = flag.metadata.clone().map(Value::Object);
+    segments
+        .iter()
+        .map(|seg| {
+            flag.variants
+                .iter()
+                .map(|v| {
+                    let mut meta = Map::new();
+                    assign(&mut meta, flag_meta.as_ref());
+                    assign(&mut meta, seg.metadata.as_ref());
+                    assign(&mut meta, v.object.get("metadata"));
+                    let mut out = v.object.as_object().cloned().unwrap_or_default();
+                    out.insert("metadata".into(), Value::Object(meta));
+                    Value::Object(out)
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// MurmurHash3 x86_32 (seed 0) of `"<salt>/<value>"`, without allocating for short keys.
@@ -782,7 +859,7 @@ fn compile_flag(
         segments.push(Segment { conditions, bucket, variant: s.variant.as_deref().and_then(variant_of) });
     }
     let deployed = raw.metadata.as_ref().and_then(|m| m.get("deployed")).and_then(Value::as_bool).unwrap_or(true);
-    Ok(Flag { key: raw.key.clone(), deployed, variants, segments })
+    Ok(Flag { key: raw.key.clone(), deployed, variants, segments, metadata: raw.metadata.clone(), merged: None })
 }
 
 fn compile_condition(

@@ -191,10 +191,23 @@ fn selector(flags: usize) -> impl Strategy<Value = Sel> {
     prop_oneof![
         12 => pick(&CONTEXT_SELECTORS).prop_map(Sel::Context),
         4 => (0..flags).prop_map(Sel::ResultKey),
-        1 => (0..flags, pick(&[&["value"][..], &["payload"], &["payload", "a"], &["key", "length"]]))
-            .prop_map(|(f, p)| Sel::Result(f, p)),
+        2 => (0..flags, pick(&RESULT_PATHS)).prop_map(|(f, p)| Sel::Result(f, p)),
     ]
 }
+
+/// Paths below `result.<flag>`: the variant's own fields, its metadata as the engine merges it
+/// (flag, segment, variant), and the whole variant.
+const RESULT_PATHS: [&[&str]; 9] = [
+    &["value"],
+    &["payload"],
+    &["payload", "a"],
+    &["key", "length"],
+    &[],
+    &["metadata"],
+    &["metadata", "default"],
+    &["metadata", "flagType"],
+    &["metadata", "segmentName"],
+];
 
 const OPERATORS: [&str; 21] = [
     "is",
@@ -331,6 +344,8 @@ struct Segment {
     bucket: Option<Bucket>,
     /// Index into the variants; one past the last: a variant the flag lacks.
     variant: Option<usize>,
+    /// `metadata.segmentName`, if any.
+    name: Option<&'static str>,
 }
 
 fn segment(flags: usize, variants: usize) -> impl Strategy<Value = Segment> {
@@ -338,8 +353,9 @@ fn segment(flags: usize, variants: usize) -> impl Strategy<Value = Segment> {
         proptest::option::weighted(0.7, vec(vec(condition(flags), 1..3), 0..3)),
         proptest::option::weighted(0.5, bucket(flags, variants)),
         proptest::option::weighted(0.8, prop_oneof![12 => 0..variants, 1 => Just(variants)]),
+        proptest::option::weighted(0.3, pick(&["targeted", "All Other Users", "flagType"])),
     )
-        .prop_map(|(conditions, bucket, variant)| Segment { conditions, bucket, variant })
+        .prop_map(|(conditions, bucket, variant, name)| Segment { conditions, bucket, variant, name })
 }
 
 #[derive(Debug, Clone)]
@@ -552,6 +568,9 @@ fn build(specs: &[FlagSpec]) -> Value {
                     }
                     if let Some(v) = seg.variant {
                         o.insert("variant".into(), json!(name(v)));
+                    }
+                    if let Some(n) = seg.name {
+                        o.insert("metadata".into(), json!({"segmentName": n}));
                     }
                     segs.push(Value::Object(o));
                 }
@@ -832,6 +851,23 @@ fn pinned_examples_as_the_engine_gives_them() {
     let no_match = pinned(Some(when(prop("x"), "regex does not match", json!(["^S"]))), None);
     assert_eq!(is(no_match.clone(), ctx(json!({"x": "US"}))), on);
     assert_eq!(is(no_match, ctx(json!({}))), None);
+}
+
+/// A `result` selector on metadata sees the flag's, the segment's and the variant's, merged.
+#[test]
+fn result_metadata_is_merged_as_the_engine_merges_it() {
+    let mut oracle = Oracle::start();
+    let flags = json!([
+        {"key": "g", "metadata": {"flagType": "holdout-group", "deployed": false},
+         "variants": {"on": {"key": "on", "metadata": {"default": false}}},
+         "segments": [{"metadata": {"segmentName": "all"}, "variant": "on"}]},
+        {"key": "p", "dependencies": ["g"], "variants": {"on": {"key": "on"}}, "segments": [{"conditions": [[
+            {"selector": ["result", "g", "metadata", "flagType"], "op": "is", "values": ["holdout-group"]},
+            {"selector": ["result", "g", "metadata", "segmentName"], "op": "is", "values": ["all"]},
+            {"selector": ["result", "g"], "op": "contains", "values": ["\"deployed\":false"]},
+        ]], "variant": "on"}]},
+    ]);
+    assert_eq!(variant_of(&mut oracle, &flags, &json!({}), "p"), Some("on".to_string()));
 }
 
 /// The engine starts its dependency sort from `Object.keys`: keys that are array indices first.
