@@ -10,7 +10,7 @@
 //! (everything compared as strings, `(none)` for missing values, case-insensitive `contains`,
 //! `Number()` parsing), which differ from allot's typed targeting; they live here.
 
-use crate::js::{coerce_string, parse_number, truthy};
+use crate::js::{array_index, coerce_string, is_array_index, parse_number};
 use crate::{parse_json, CompatError};
 use allot_core::hash::murmur3_x86_32;
 use serde::Deserialize;
@@ -39,6 +39,8 @@ struct RawSegment {
     bucket: Option<RawBucket>,
     #[serde(default)]
     variant: Option<String>,
+    #[serde(default)]
+    metadata: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -79,6 +81,8 @@ pub struct Flags {
     order: Vec<usize>,
     /// The distinct context paths the selectors read; each is looked up once per context.
     paths: Vec<Vec<String>>,
+    /// Whether a selector reads a merged result: evaluation then keeps each flag's segment.
+    needs_segments: bool,
 }
 
 #[derive(Debug)]
@@ -87,6 +91,11 @@ struct Flag {
     deployed: bool,
     variants: Vec<Variant>,
     segments: Vec<Segment>,
+    /// The flag's `metadata` object.
+    metadata: Option<Map<String, Value>>,
+    /// For a flag whose whole result or result metadata another flag reads: per segment, per
+    /// variant, the result the engine builds.
+    merged: Option<Vec<Vec<Value>>>,
 }
 
 #[derive(Debug)]
@@ -131,6 +140,9 @@ enum Selector {
     ResultKey(usize),
     /// A path into the variant object a flag evaluated to.
     Result(usize, Vec<String>),
+    /// The variant object as the engine returns it (with the flag's, the segment's and the
+    /// variant's metadata merged), or a path into its `metadata`.
+    Merged(usize, Vec<String>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,13 +165,15 @@ enum Op {
     SetDoesNotContain,
     SetContainsAny,
     SetDoesNotContainAny,
+    RegexMatch,
+    RegexDoesNotMatch,
     /// An operator the engine does not know: never matches.
     Unknown,
 }
 
 impl Op {
-    fn parse(s: &str) -> Option<Op> {
-        Some(match s {
+    fn parse(s: &str) -> Op {
+        match s {
             "is" => Op::Is,
             "is not" => Op::IsNot,
             "contains" => Op::Contains,
@@ -178,9 +192,10 @@ impl Op {
             "set does not contain" => Op::SetDoesNotContain,
             "set contains any" => Op::SetContainsAny,
             "set does not contain any" => Op::SetDoesNotContainAny,
-            "regex match" | "regex does not match" => return None,
+            "regex match" => Op::RegexMatch,
+            "regex does not match" => Op::RegexDoesNotMatch,
             _ => Op::Unknown,
-        })
+        }
     }
 
     fn is_set(self) -> bool {
@@ -204,6 +219,8 @@ struct Condition {
     lower: Vec<String>,
     numbers: Vec<f64>,
     versions: Vec<Version>,
+    /// For the regex operators: each value compiled as a JavaScript regular expression.
+    regexes: Vec<regress::Regex>,
     contains_none: bool,
     contains_booleans: bool,
     /// For a condition on another flag's variant key: the outcome per variant of that flag, and
@@ -291,7 +308,8 @@ fn compile_selector(sel: &[String], index: &HashMap<&str, usize>, paths: &mut Ve
         return Selector::Nothing;
     }
     match sel.split_first() {
-        Some((first, rest)) if first == "context" && !rest.is_empty() => {
+        // `["context"]` alone selects the whole context, as in the engine.
+        Some((first, rest)) if first == "context" => {
             let id = match paths.iter().position(|p| p.as_slice() == rest) {
                 Some(id) => id,
                 None => {
@@ -304,6 +322,7 @@ fn compile_selector(sel: &[String], index: &HashMap<&str, usize>, paths: &mut Ve
         Some((first, rest)) if first == "result" && !rest.is_empty() => match index.get(rest[0].as_str()) {
             None => Selector::Nothing,
             Some(&i) if rest.len() == 2 && rest[1] == "key" => Selector::ResultKey(i),
+            Some(&i) if rest.len() == 1 || rest[1] == "metadata" => Selector::Merged(i, rest[1..].to_vec()),
             Some(&i) => Selector::Result(i, rest[1..].to_vec()),
         },
         _ => Selector::Nothing,
@@ -352,7 +371,7 @@ impl Flags {
                             let per_variant: Vec<bool> = flags[dep]
                                 .variants
                                 .iter()
-                                .map(|v| match v.object.get("key").filter(|k| truthy(k)) {
+                                .map(|v| match v.object.get("key").filter(|k| !k.is_null()) {
                                     None => match_null(c),
                                     Some(k) => match_prop(k, c),
                                 })
@@ -368,7 +387,25 @@ impl Flags {
                 ors[oi][ai].by_variant = Some(table);
             }
         }
-        Ok(Flags { flags, order, paths })
+        let mut merged_needed = vec![false; flags.len()];
+        for f in &flags {
+            for seg in &f.segments {
+                let bucket = seg.bucket.iter().map(|b| &b.selector);
+                let conditions = seg.conditions.iter().flatten().flatten().map(|c| &c.selector);
+                for sel in bucket.chain(conditions) {
+                    if let Selector::Merged(i, _) = sel {
+                        merged_needed[*i] = true;
+                    }
+                }
+            }
+        }
+        for (i, f) in flags.iter_mut().enumerate() {
+            if merged_needed[i] {
+                f.merged = Some(merged_results(f, &raw[last_of[f.key.as_str()]].segments));
+            }
+        }
+        let needs_segments = merged_needed.contains(&true);
+        Ok(Flags { flags, order, paths, needs_segments })
     }
 
     /// The flag keys, in configuration order.
@@ -395,16 +432,20 @@ impl Flags {
         // Each context path is looked up at most once per context; on the stack when few.
         let mut stack = [None; 16];
         let mut heap = Vec::new();
-        let paths: &mut [Option<Option<&Value>>] = if self.paths.len() <= stack.len() {
+        let paths: &mut [Option<Option<Picked<'_>>>] = if self.paths.len() <= stack.len() {
             &mut stack[..self.paths.len()]
         } else {
             heap.resize(self.paths.len(), None);
             &mut heap
         };
-        let mut ev = Ev { ctx: context, paths };
+        let segments = if self.needs_segments { vec![0; self.flags.len()] } else { Vec::new() };
+        let mut ev = Ev { ctx: context, paths, segments };
         for &i in &self.order {
             let v = self.evaluate_flag(&self.flags[i], &mut ev, results);
-            results[i] = v;
+            if let (Some((seg, _)), true) = (v, self.needs_segments) {
+                ev.segments[i] = seg;
+            }
+            results[i] = v.map(|(_, v)| v);
         }
         results
     }
@@ -438,8 +479,14 @@ impl Flags {
         Value::Object(out)
     }
 
-    fn evaluate_flag<'c>(&'c self, flag: &Flag, ev: &mut Ev<'c, '_>, results: &[Option<usize>]) -> Option<usize> {
-        for seg in &flag.segments {
+    /// The segment that gave a variant, and the variant.
+    fn evaluate_flag<'c>(
+        &'c self,
+        flag: &Flag,
+        ev: &mut Ev<'c, '_>,
+        results: &[Option<usize>],
+    ) -> Option<(usize, usize)> {
+        for (si, seg) in flag.segments.iter().enumerate() {
             let matched = match &seg.conditions {
                 None => true,
                 Some(ors) => ors.iter().any(|ands| ands.iter().all(|c| self.matches(c, ev, results))),
@@ -447,9 +494,8 @@ impl Flags {
             if !matched {
                 continue;
             }
-            let v = self.bucket(seg, ev, results);
-            if v.is_some() {
-                return v;
+            if let Some(v) = self.bucket(seg, ev, results) {
+                return Some((si, v));
             }
         }
         None
@@ -459,9 +505,14 @@ impl Flags {
         let Some(b) = &seg.bucket else { return seg.variant };
         let value = match self.select(&b.selector, ev, results) {
             None => return seg.variant,
-            Some(Value::String(s)) => std::borrow::Cow::Borrowed(s.as_str()),
-            Some(v) => std::borrow::Cow::Owned(coerce_string(v)),
+            Some(Picked::Value(Value::String(s))) => std::borrow::Cow::Borrowed(s.as_str()),
+            Some(Picked::Value(v)) => std::borrow::Cow::Owned(coerce_string(v)),
+            Some(Picked::Length(n)) => std::borrow::Cow::Owned(n.to_string()),
         };
+        // An empty bucketing value cannot be bucketed: the segment's variant.
+        if value.is_empty() {
+            return seg.variant;
+        }
         let hash = hash_key(&b.salt, &value);
         let allocation = f64::from(hash % 100);
         let distribution = f64::from(hash / 100);
@@ -478,7 +529,7 @@ impl Flags {
         seg.variant
     }
 
-    fn select<'c>(&'c self, sel: &Selector, ev: &mut Ev<'c, '_>, results: &[Option<usize>]) -> Option<&'c Value> {
+    fn select<'c>(&'c self, sel: &Selector, ev: &mut Ev<'c, '_>, results: &[Option<usize>]) -> Option<Picked<'c>> {
         match sel {
             Selector::Nothing => None,
             Selector::Context(id) => match ev.paths[*id] {
@@ -492,14 +543,16 @@ impl Flags {
             Selector::ResultKey(f) => {
                 let v = results[*f]?;
                 let variant = &self.flags[*f].variants[v];
-                match variant.object.get("key") {
-                    Some(k) => truthy(k).then_some(k),
-                    None => None,
-                }
+                variant.object.get("key").filter(|k| !k.is_null()).map(Picked::Value)
             }
             Selector::Result(f, path) => {
                 let v = results[*f]?;
                 walk(&self.flags[*f].variants[v].object, path)
+            }
+            Selector::Merged(f, path) => {
+                let v = results[*f]?;
+                let merged = self.flags[*f].merged.as_ref()?;
+                walk(&merged[ev.segments[*f]][v], path)
             }
         }
     }
@@ -508,17 +561,57 @@ impl Flags {
         if let (Some((per_variant, none)), Selector::ResultKey(dep)) = (&c.by_variant, &c.selector) {
             return results[*dep].map_or(*none, |v| per_variant[v]);
         }
-        let Some(prop) = self.select(&c.selector, ev, results) else {
-            return match_null(c);
-        };
-        match_prop(prop, c)
+        match self.select(&c.selector, ev, results) {
+            None => match_null(c),
+            Some(Picked::Value(prop)) => match_prop(prop, c),
+            Some(Picked::Length(n)) => match_prop(&Value::from(n), c),
+        }
     }
+}
+
+/// What a selector selected: a value of the context or of a variant, or an array's `length`.
+#[derive(Debug, Clone, Copy)]
+enum Picked<'a> {
+    Value(&'a Value),
+    Length(usize),
 }
 
 /// The per-context state of an evaluation: the context and the paths looked up so far.
 struct Ev<'c, 'p> {
     ctx: &'c Value,
-    paths: &'p mut [Option<Option<&'c Value>>],
+    paths: &'p mut [Option<Option<Picked<'c>>>],
+    /// Per flag, the segment that gave its variant (kept only when a selector needs it).
+    segments: Vec<usize>,
+}
+
+/// The engine's result for each (segment, variant) of a flag: the variant with `metadata` set to
+/// `Object.assign({}, flag.metadata, segment.metadata, variant.metadata)`.
+fn merged_results(flag: &Flag, segments: &[RawSegment]) -> Vec<Vec<Value>> {
+    let assign = |into: &mut Map<String, Value>, from: Option<&Value>| {
+        if let Some(Value::Object(m)) = from {
+            for (k, v) in m {
+                into.insert(k.clone(), v.clone());
+            }
+        }
+    };
+    let flag_meta = flag.metadata.clone().map(Value::Object);
+    segments
+        .iter()
+        .map(|seg| {
+            flag.variants
+                .iter()
+                .map(|v| {
+                    let mut meta = Map::new();
+                    assign(&mut meta, flag_meta.as_ref());
+                    assign(&mut meta, seg.metadata.as_ref());
+                    assign(&mut meta, v.object.get("metadata"));
+                    let mut out = v.object.as_object().cloned().unwrap_or_default();
+                    out.insert("metadata".into(), Value::Object(meta));
+                    Value::Object(out)
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// MurmurHash3 x86_32 (seed 0) of `"<salt>/<value>"`, without allocating for short keys.
@@ -538,51 +631,63 @@ fn hash_key(salt: &str, value: &str) -> u32 {
     murmur3_x86_32(buf, 0)
 }
 
-/// Whether a (present, truthy) property value satisfies a condition.
+/// Whether a (present, not null) property value satisfies a condition: the engine's
+/// `matchCondition`. A list (an array, or a string holding a JSON array) is a set to the set
+/// operators and matches the others when any element does; a scalar never matches a set operator.
 fn match_prop(prop: &Value, c: &Condition) -> bool {
-    if c.op.is_set() {
-        let list = match prop {
-            Value::Array(items) => {
-                Some(items.iter().filter(|v| !v.is_null()).map(coerce_string).filter(|s| !s.is_empty()).collect())
-            }
-            v => string_list(&coerce_string(v)),
-        };
-        let Some(list) = list else { return false };
-        return match_set(&list, c);
-    }
     if let (Value::Number(n), Op::Less | Op::LessOrEqual | Op::Greater | Op::GreaterOrEqual) = (prop, c.op) {
         // Number(String(x)) is x for every finite number: skip the round trip.
         let p = n.as_f64().unwrap_or(f64::NAN);
         return c.numbers.iter().any(|f| compare(c.op, p.partial_cmp(f)));
     }
-    let s = match prop {
-        Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
-        v => std::borrow::Cow::Owned(coerce_string(v)),
-    };
-    match_string(&s, c)
-}
-
-/// `coerceStringArray` of a non-array: a JSON array in a string reads as its elements; anything
-/// else is a one-element list (none when empty).
-fn string_list(s: &str) -> Option<Vec<String>> {
-    if let Ok(Value::Array(items)) = serde_json::from_str::<Value>(s) {
-        return Some(items.iter().filter(|v| !v.is_null()).map(coerce_string).filter(|s| !s.is_empty()).collect());
+    let list = coerce_string_array(prop);
+    if c.op.is_set() {
+        return list.is_some_and(|l| match_set(&l, c));
     }
-    (!s.is_empty()).then(|| vec![s.to_string()])
+    if let Some(list) = list {
+        return list.iter().any(|s| match_string(s, c));
+    }
+    match prop {
+        Value::String(s) => match_string(s, c),
+        v => match_string(&coerce_string(v), c),
+    }
 }
 
-/// The engine's `select` below the root: through objects only; a falsy result is nothing.
-fn walk<'a>(mut v: &'a Value, path: &[String]) -> Option<&'a Value> {
-    for p in path {
+/// The engine's `coerceStringArray`: an array's elements as strings (nulls and empty strings
+/// dropped); a string that starts with `[` and parses (`JSON.parse`) as an array, the same of its
+/// elements; anything else, no list. (`String({})` is `[object Object]`, which does not parse.)
+fn coerce_string_array(v: &Value) -> Option<Vec<String>> {
+    let elements =
+        |items: &[Value]| items.iter().filter(|v| !v.is_null()).map(coerce_string).filter(|s| !s.is_empty()).collect();
+    match v {
+        Value::Array(items) => Some(elements(items)),
+        Value::String(s) if s.starts_with('[') => match serde_json::from_str::<Value>(s) {
+            Ok(Value::Array(items)) => Some(elements(&items)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The engine's `select` below the root: each step into an object (by key) or an array (by
+/// index, or `length`); a missing or null value is nothing, any other (`false`, `0`, `""`)
+/// is selected.
+fn walk<'a>(mut v: &'a Value, path: &[String]) -> Option<Picked<'a>> {
+    for (i, p) in path.iter().enumerate() {
         v = match v {
             // Small objects (a user, its properties) are scanned: cheaper than hashing the key.
             Value::Object(m) if m.len() <= 12 => m.iter().find(|(k, _)| *k == p)?.1,
             Value::Object(m) => m.get(p)?,
-            Value::Array(a) => a.get(p.parse::<usize>().ok()?)?,
+            Value::Array(a) => match array_index(p) {
+                Some(i) => a.get(i as usize)?,
+                // A number: nothing below it can be selected.
+                None if p == "length" => return (i + 1 == path.len()).then_some(Picked::Length(a.len())),
+                None => return None,
+            },
             _ => return None,
         };
     }
-    truthy(v).then_some(v)
+    (!v.is_null()).then_some(Picked::Value(v))
 }
 
 fn match_null(c: &Condition) -> bool {
@@ -601,7 +706,7 @@ fn match_null(c: &Condition) -> bool {
         | Op::SetContains
         | Op::SetContainsAny => c.contains_none,
         Op::IsNot | Op::DoesNotContain | Op::SetDoesNotContain | Op::SetDoesNotContainAny => !c.contains_none,
-        Op::SetIsNot | Op::Unknown => false,
+        Op::SetIsNot | Op::RegexMatch | Op::RegexDoesNotMatch | Op::Unknown => false,
     }
 }
 
@@ -674,8 +779,20 @@ fn match_string(prop: &str, c: &Condition) -> bool {
                 _ => c.values.iter().any(|f| compare(c.op, Some(js_cmp(prop, f)))),
             }
         }
+        Op::RegexMatch => matches_regex(prop, &c.regexes),
+        Op::RegexDoesNotMatch => !matches_regex(prop, &c.regexes),
         _ => false,
     }
+}
+
+/// `new RegExp(f).exec(prop)` for any `f`: searched over UTF-16 code units, as JavaScript does
+/// without the `u` flag (`.` matches half of an astral character).
+fn matches_regex(prop: &str, regexes: &[regress::Regex]) -> bool {
+    if regexes.is_empty() {
+        return false;
+    }
+    let units: Vec<u16> = prop.encode_utf16().collect();
+    regexes.iter().any(|re| re.find_from_ucs2(&units, 0).next().is_some())
 }
 
 fn compile_flag(
@@ -742,7 +859,7 @@ fn compile_flag(
         segments.push(Segment { conditions, bucket, variant: s.variant.as_deref().and_then(variant_of) });
     }
     let deployed = raw.metadata.as_ref().and_then(|m| m.get("deployed")).and_then(Value::as_bool).unwrap_or(true);
-    Ok(Flag { key: raw.key.clone(), deployed, variants, segments })
+    Ok(Flag { key: raw.key.clone(), deployed, variants, segments, metadata: raw.metadata.clone(), merged: None })
 }
 
 fn compile_condition(
@@ -751,12 +868,20 @@ fn compile_condition(
     index: &HashMap<&str, usize>,
     paths: &mut Vec<Vec<String>>,
 ) -> Result<Condition, CompatError> {
-    let op = Op::parse(&c.op).ok_or_else(|| {
-        CompatError::invalid(
-            format!("{path}.op"),
-            format!("operator {:?} is not supported (JavaScript regular expressions)", c.op),
-        )
-    })?;
+    let op = Op::parse(&c.op);
+    let mut regexes = Vec::new();
+    if matches!(op, Op::RegexMatch | Op::RegexDoesNotMatch) {
+        for (i, v) in c.values.iter().enumerate() {
+            // `new RegExp(v)`: no flags, so JavaScript's non-Unicode mode (UTF-16 code units).
+            // A pattern JavaScript rejects would throw when evaluated; it is refused here.
+            // The pattern too is read as UTF-16 code units: `[😀]` is a class of two surrogates.
+            let units = v.encode_utf16().map(u32::from);
+            let re = regress::Regex::from_unicode(units, regress::Flags::default()).map_err(|e| {
+                CompatError::invalid(format!("{path}.values[{i}]"), format!("not a JavaScript regular expression: {e}"))
+            })?;
+            regexes.push(re);
+        }
+    }
     let versions: Vec<Version> = c.values.iter().filter_map(|v| Version::parse(v)).collect();
     Ok(Condition {
         selector: compile_selector(&c.selector, index, paths),
@@ -764,6 +889,7 @@ fn compile_condition(
         lower: c.values.iter().map(|v| v.to_lowercase()).collect(),
         numbers: c.values.iter().map(|v| parse_number(v)).collect(),
         versions,
+        regexes,
         contains_none: c.values.iter().any(|v| v == "(none)"),
         contains_booleans: contains_booleans(&c.values),
         values: c.values.clone(),
@@ -781,7 +907,12 @@ fn topological_order(
 ) -> Result<Vec<usize>, CompatError> {
     let mut available = vec![true; keys.len()];
     let mut order = Vec::with_capacity(keys.len());
-    for key in keys {
+    // The engine starts from `Object.keys` of its flag map: keys that are array indices first,
+    // in numeric order, then the others in configuration order.
+    let mut starting: Vec<&str> = keys.iter().copied().filter(|k| is_array_index(k)).collect();
+    starting.sort_by_key(|k| array_index(k));
+    starting.extend(keys.iter().copied().filter(|k| !is_array_index(k)));
+    for key in &starting {
         let mut path = Vec::new();
         visit(key, raw, last_of, index, &mut available, &mut path, &mut order)?;
     }

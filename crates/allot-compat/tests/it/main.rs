@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod amplitude;
+mod amplitude_differential;
+mod amplitude_oracle;
 mod confidence;
 mod confidence_differential;
 mod confidence_oracle;

@@ -77,9 +77,11 @@ fn truncated_and_mistyped_amplitude_flags() {
     let e = Flags::parse(&v.to_string()).unwrap_err();
     assert_eq!(e.path(), "[2].segments[0].conditions[0][0].values", "{e}");
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    // A regular expression JavaScript rejects (the engine would throw when it reaches it).
     v[2]["segments"][0]["conditions"][0][0]["op"] = "regex match".into();
+    v[2]["segments"][0]["conditions"][0][0]["values"] = serde_json::json!(["^ok", "(unclosed"]);
     let e = Flags::parse(&v.to_string()).unwrap_err();
-    assert_eq!(e.path(), "[2].segments[0].conditions[0][0].op", "{e}");
+    assert_eq!(e.path(), "[2].segments[0].conditions[0][0].values[1]", "{e}");
     let e = Flags::parse(r#"{"key": "x"}"#).unwrap_err();
     assert_eq!(e.path(), ".", "{e}");
 }
