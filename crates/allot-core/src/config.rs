@@ -136,6 +136,14 @@ pub struct UnitType {
     pub stable: Vec<String>,
 }
 
+impl UnitType {
+    /// The attributes that may prove two exclusive experiments' targeting disjoint (and so let
+    /// them share buckets): its `stable` ones and the unit id's own attribute.
+    pub fn proof_attributes(&self) -> Vec<String> {
+        self.stable.iter().chain([&self.attribute]).cloned().collect()
+    }
+}
+
 /// A holdout: a random set of buckets that the experiments it applies to may not use.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Holdout {
@@ -1001,9 +1009,7 @@ impl Config {
     pub fn sharing(&self, a: &Experiment, b: &Experiment) -> Option<Vec<String>> {
         let (Some(ta), Some(tb)) = (&a.targeting, &b.targeting) else { return None };
         let u = self.units.get(&a.unit)?;
-        let mut stable = u.stable.clone();
-        stable.push(u.attribute.clone());
-        crate::targeting::disjoint_on(ta, tb, &self.segments, &stable)
+        crate::targeting::disjoint_on(ta, tb, &self.segments, &u.proof_attributes())
     }
 
     /// Whether holdout `h` applies to experiment `id`.

@@ -171,11 +171,7 @@ pub fn plan(state: &State, cfg: &Config, raw: &serde_json::Value, opts: &Options
             .values()
             .map(|e| e.targeting.as_ref().map(|t| Necessary::of(t, &cfg.segments)))
             .collect(),
-        stable: cfg
-            .units
-            .iter()
-            .map(|(name, u)| (name.clone(), u.stable.iter().chain([&u.attribute]).cloned().collect()))
-            .collect(),
+        stable: cfg.units.iter().map(|(name, u)| (name.clone(), u.proof_attributes())).collect(),
         index: live_index(state),
         old_live: state
             .allocations
@@ -1213,7 +1209,7 @@ impl<'a> Planner<'a> {
                     } else {
                         cur
                     };
-                    placed.push(id, me, scope, cur.clone());
+                    placed.push(id, me, &scope, cur.clone());
                     pending.push((id.clone(), Some(cur)));
                 }
                 _ => {
@@ -1311,7 +1307,7 @@ impl<'a> Planner<'a> {
                         let tags = sc.tags.iter().chain(&sc.groups).cloned().collect();
                         self.record(&e.unit, OwnerKind::Experiment, &id, tags, seed, &set);
                         let me = self.cfg.experiments.get_index_of(&id).unwrap_or(usize::MAX);
-                        placed.push(&id, me, sc, set.compact());
+                        placed.push(&id, me, &sc, set.compact());
                     }
                     None => self.errors.push(no_space(&path, e.share, target, target, &free, &within, &blockers)),
                 }

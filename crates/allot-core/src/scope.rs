@@ -42,14 +42,13 @@ impl Scope {
     }
 }
 
-/// Allocations placed so far in a plan, with their scopes, indexed by tag and group.
+/// Allocations placed so far in a plan, indexed by (unit type, tag or group) of their scopes.
 #[derive(Debug, Default)]
 pub(crate) struct Placed {
     ids: Vec<String>,
     /// Index of each in the configuration's experiments.
     index: Vec<usize>,
     sets: Vec<BucketSet>,
-    scopes: Vec<Scope>,
     position: HashMap<String, usize>,
     /// By (unit type, tag or group): only allocations of one unit type exclude each other.
     carrying: HashMap<(String, String), Vec<usize>>,
@@ -59,7 +58,7 @@ pub(crate) struct Placed {
 
 impl Placed {
     /// Records `id`'s allocation.
-    pub(crate) fn push(&mut self, id: &str, index: usize, scope: Scope, set: BucketSet) {
+    pub(crate) fn push(&mut self, id: &str, index: usize, scope: &Scope, set: BucketSet) {
         let i = self.ids.len();
         let key = |t: &String| (scope.unit.clone(), t.clone());
         for t in &scope.tags {
@@ -75,7 +74,6 @@ impl Placed {
         self.ids.push(id.to_string());
         self.index.push(index);
         self.sets.push(set);
-        self.scopes.push(scope);
     }
 
     /// Replaces `id`'s allocation (after it grew).
