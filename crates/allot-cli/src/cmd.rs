@@ -4,8 +4,9 @@ use crate::files::{now, read_config, read_state, state_path, write_state};
 use crate::{Cli, Command, Format};
 use allot_core::audit::audit;
 use allot_core::config::{self, fmt_num, Config};
-use allot_core::history::{bucket_history, resalt, unit_history};
+use allot_core::history::{bucket_history, unit_history};
 use allot_core::plan::{self, ApplyError, Options, Plan};
+use allot_core::salt::resalt;
 use allot_core::state::State;
 use allot_core::FieldError;
 use anyhow::Result;
@@ -132,10 +133,27 @@ fn run_command(cli: &Cli) -> Result<ExitCode> {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&reports)?),
                 Format::Text => {
                     for r in reports {
+                        let total = r.resalted_buckets + r.frozen_buckets;
+                        let pct = |n: u64| 100.0 * n as f64 / total.max(1) as f64;
                         println!(
-                            "Resalted unit type {} (version {}): {} free buckets re-randomised; {} buckets held by running experiments and holdouts kept every unit.",
-                            r.space, r.version, r.resalted_buckets, r.frozen_buckets
+                            "Resalted unit type {} (version {}): units of {} buckets ({:.2}% of the space) re-randomised within {} classes of buckets that every running experiment, holdout and group treats alike; no running experiment, holdout or group gained or lost a unit. {} buckets kept their units.",
+                            r.space,
+                            r.version,
+                            r.resalted_buckets,
+                            pct(r.resalted_buckets),
+                            r.classes,
+                            r.frozen_buckets
                         );
+                        for s in &r.scopes {
+                            println!(
+                                "  {}: {} free buckets ({:.2}% of the space), {} re-randomised ({:.2}%)",
+                                s.scope,
+                                s.free_buckets,
+                                pct(s.free_buckets),
+                                s.resalted_buckets,
+                                pct(s.resalted_buckets)
+                            );
+                        }
                     }
                 }
             }

@@ -119,41 +119,7 @@ pub enum ApplyError {
     Refused(Box<Plan>),
 }
 
-/// The configuration last applied, if any.
-pub fn applied_config(state: &State) -> Result<Option<Config>, Vec<FieldError>> {
-    match &state.config {
-        None => Ok(None),
-        Some(raw) => {
-            let cfg = config::validate(raw).map_err(|es| {
-                es.into_iter().map(|e| FieldError::new(join("state.config", &e.path), e.message)).collect::<Vec<_>>()
-            })?;
-            // What the recorded configuration says is live must hold buckets in the recorded state.
-            let mut missing = vec![];
-            for (id, e) in &cfg.experiments {
-                if e.state == ExpState::Running && state.live(OwnerKind::Experiment, id).is_none() {
-                    missing.push(format!("experiment `{id}`"));
-                }
-            }
-            for id in cfg.holdouts.keys() {
-                if state.live(OwnerKind::Holdout, id).is_none() {
-                    missing.push(format!("holdout `{id}`"));
-                }
-            }
-            for id in cfg.groups.keys() {
-                if state.live(OwnerKind::Group, id).is_none() {
-                    missing.push(format!("group `{id}`"));
-                }
-            }
-            if !missing.is_empty() {
-                return Err(vec![FieldError::new(
-                    "state.allocations",
-                    format!("no live allocation for {}: the state file is corrupt", missing.join(", ")),
-                )]);
-            }
-            Ok(Some(cfg))
-        }
-    }
-}
+pub use crate::state::{applied_config, holdout_union};
 
 /// Plans applying `cfg` (whose raw tree is `raw`) over `state`.
 pub fn plan(state: &State, cfg: &Config, raw: &serde_json::Value, opts: &Options) -> Result<Plan, Vec<FieldError>> {
@@ -1457,20 +1423,6 @@ fn live_index(st: &State) -> HashMap<(OwnerKind, String), usize> {
         .filter(|(_, a)| a.is_live())
         .map(|(i, a)| ((a.kind, a.owner.clone()), i))
         .collect()
-}
-
-/// The union of the live holdouts that apply to experiment `id` under `cfg` (used by planning,
-/// evaluation and the audit alike).
-pub fn holdout_union(st: &State, cfg: &Config, id: &str, b: u32) -> Dense {
-    let mut held = Dense::empty(b);
-    for (name, h) in &cfg.holdouts {
-        if cfg.holdout_applies(h, id) {
-            if let Some(a) = st.live(OwnerKind::Holdout, name) {
-                held.union_with(&a.current());
-            }
-        }
-    }
-    held
 }
 
 /// Whether `new` provably admits every context `old` admits.
