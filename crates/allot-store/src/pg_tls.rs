@@ -96,24 +96,23 @@ fn check_file(name: &str, value: &str, certificate: bool) -> Result<()> {
 
 const CERT_MARK: &[u8] = b"-----BEGIN CERTIFICATE-----";
 
-/// The error of a first connection, saying which TLS settings a TLS failure was under.
+/// The error of a first connection, saying where to and under which `sslmode` (a certificate
+/// that fails verification surfaces as an I/O error of the handshake).
 pub(crate) fn connect_error(e: sqlx::Error, options: &PgConnectOptions) -> StoreError {
-    if let sqlx::Error::Tls(_) = &e {
-        let mode = match options.get_ssl_mode() {
-            PgSslMode::Disable => "disable",
-            PgSslMode::Allow => "allow",
-            PgSslMode::Prefer => "prefer",
-            PgSslMode::Require => "require",
-            PgSslMode::VerifyCa => "verify-ca",
-            PgSslMode::VerifyFull => "verify-full",
-        };
-        return StoreError::Unavailable(format!(
-            "TLS to {}:{} (sslmode={mode}) failed: {e}",
-            options.get_host(),
-            options.get_port()
-        ));
+    let mode = match options.get_ssl_mode() {
+        PgSslMode::Disable => "disable",
+        PgSslMode::Allow => "allow",
+        PgSslMode::Prefer => "prefer",
+        PgSslMode::Require => "require",
+        PgSslMode::VerifyCa => "verify-ca",
+        PgSslMode::VerifyFull => "verify-full",
+    };
+    let at = format!("connecting to {}:{} (sslmode={mode})", options.get_host(), options.get_port());
+    match StoreError::from(e) {
+        StoreError::Unavailable(m) => StoreError::Unavailable(format!("{at}: {m}")),
+        StoreError::Database(m) => StoreError::Database(format!("{at}: {m}")),
+        other => other,
     }
-    e.into()
 }
 
 #[cfg(test)]
