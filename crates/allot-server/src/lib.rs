@@ -22,6 +22,7 @@ mod ofrep;
 pub mod openapi;
 pub mod planner;
 pub mod served;
+mod tls;
 mod writer;
 mod yaml;
 

@@ -14,6 +14,7 @@
 mod common;
 pub mod copy;
 pub mod import;
+mod pg_tls;
 pub mod postgres;
 pub mod sqlite;
 

@@ -6,3 +6,4 @@ mod compat;
 mod postgres;
 mod serve;
 mod stats;
+mod tls;
