@@ -136,7 +136,7 @@ fn run_command(cli: &Cli) -> Result<ExitCode> {
                         let total = r.resalted_buckets + r.frozen_buckets;
                         let pct = |n: u64| 100.0 * n as f64 / total.max(1) as f64;
                         println!(
-                            "Resalted unit type {} (version {}): units of {} buckets ({:.2}% of the space) re-randomised within {} classes of buckets that every running experiment, holdout and group treats alike; no running experiment, holdout or group gained or lost a unit. {} buckets kept their units.",
+                            "Resalted unit type {} (version {}): units of {} buckets ({:.2}% of the space) re-randomised within {} class(es) of buckets that every running experiment, holdout and group treats alike; no running experiment, holdout or group gained or lost a unit. {} buckets kept their units.",
                             r.space,
                             r.version,
                             r.resalted_buckets,

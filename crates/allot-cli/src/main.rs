@@ -124,7 +124,8 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
-    /// Re-randomise the unit → bucket map of the part of a space no running experiment holds.
+    /// Re-randomise which units sit in the buckets free for each scope, moving no unit into or out
+    /// of any running experiment, holdout or group; reports the share re-randomised per scope.
     Resalt {
         /// Unit type [default: every unit type].
         #[arg(long = "unit-type")]
