@@ -78,6 +78,12 @@ pub enum Command {
         /// whatever it finds.
         #[arg(long)]
         exit_code: bool,
+        /// Also measure the impact on a sample of real units (one JSON object of context
+        /// attributes per line, as for `assign`; at most 1,000,000): the share of those each
+        /// running experiment assigns now whose variant would change or go, a narrowed targeting's
+        /// effect included, which the exact bucket and split figures cannot see.
+        #[arg(long, value_name = "FILE")]
+        sample: Option<std::path::PathBuf>,
     },
     /// Record the configuration: draw allocations, release stopped ones. All-or-nothing.
     Apply {

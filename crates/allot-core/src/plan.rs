@@ -70,6 +70,21 @@ pub struct Impact {
     pub targeting_changed: bool,
     /// Sticky experiments: units with a stored assignment keep it whatever moves.
     pub sticky: bool,
+    /// The impact measured on sample contexts ([`Plan::measure`]): every cause, a narrowed
+    /// targeting's included, which the bucket and split figures cannot see. Absent unless measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub measured: Option<Measured>,
+}
+
+/// An experiment's impact measured on sample contexts.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Measured {
+    /// Sample contexts the experiment assigns a variant now.
+    pub assigned: u64,
+    /// Of those, the ones whose variant the change would change or take away.
+    pub moved: u64,
+    /// `moved / assigned` (0 when none is assigned).
+    pub moved_share: f64,
 }
 
 /// A change that change control refuses unless forced.
@@ -105,6 +120,39 @@ impl Plan {
     /// True when the configuration equals the applied one and nothing would be recorded.
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
+    }
+
+    /// Measures the impact on `contexts` (a sample of real units): for every experiment in
+    /// `impact`, how many of the contexts it assigns under `before` would get another variant or
+    /// none after the change. Sees what the exact figures cannot: a narrowed targeting (a unit that
+    /// no longer matches loses its variant) depends on the population.
+    pub fn measure(&mut self, before: &State, contexts: &[crate::Context]) -> Result<(), Vec<FieldError>> {
+        use crate::eval::{NoSticky, Snapshot};
+        let (old, new) = (Snapshot::compile(before)?, Snapshot::compile(&self.state)?);
+        let pairs: Vec<(usize, Option<usize>)> = self
+            .impact
+            .keys()
+            .filter_map(|id| old.index_of(id).map(|i| (i, new.index_of(id))))
+            .collect();
+        let mut counts = vec![(0u64, 0u64); pairs.len()];
+        let (mut a, mut b) = (vec![], vec![]);
+        for ctx in contexts {
+            old.evaluate_all(ctx, &NoSticky, &mut a);
+            new.evaluate_all(ctx, &NoSticky, &mut b);
+            for ((i, j), (assigned, moved)) in pairs.iter().zip(&mut counts) {
+                let Some(was) = old.variant_name(*i, &a[*i]) else { continue };
+                *assigned += 1;
+                let now = j.and_then(|j| new.variant_name(j, &b[j]));
+                *moved += u64::from(now != Some(was));
+            }
+        }
+        for ((i, _), (assigned, moved)) in pairs.iter().zip(counts) {
+            if let Some(imp) = self.impact.get_mut(&old.experiments[*i].id) {
+                let moved_share = if assigned == 0 { 0.0 } else { moved as f64 / assigned as f64 };
+                imp.measured = Some(Measured { assigned, moved, moved_share });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1395,6 +1443,7 @@ impl<'a> Planner<'a> {
                     buckets_after,
                     targeting_changed: self.old_targeting(id) != self.new_targeting(id),
                     sticky: n.sticky,
+                    measured: None,
                 },
             );
         }
