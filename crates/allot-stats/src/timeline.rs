@@ -46,8 +46,8 @@ impl Basis {
     pub fn describe(self) -> &'static str {
         match self {
             Basis::State => "the recorded state",
-            Basis::Versions => "the configuration versions of the exposures",
-            Basis::ExposureTimes => "the times of the exposures",
+            Basis::Versions => "the configuration versions of their exposures",
+            Basis::ExposureTimes => "the times of their exposures",
             Basis::Unknown => "nothing (no state, versions or times): assumed together",
         }
     }
