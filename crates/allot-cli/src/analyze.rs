@@ -585,6 +585,24 @@ impl Pairs<'_> {
     }
 }
 
+/// `[start, end]` of an interval in the report; `end` is null while running.
+fn interval_json<T: serde::Serialize + Copy>(i: &Interval<T>) -> Value {
+    let end = match i.end {
+        timeline::End::Open => Value::Null,
+        timeline::End::Before(e) | timeline::End::At(e) => json!(e),
+    };
+    json!([i.start, end])
+}
+
+/// An experiment's runs in the report (`diagnostics.runs`).
+fn runs_json(r: &Runs) -> Value {
+    json!({
+        "state_versions": r.state_versions.as_ref().map(|v| v.iter().map(interval_json).collect::<Vec<_>>()),
+        "seen_versions": r.seen_versions.as_ref().map(interval_json),
+        "seen_times": r.seen_times.as_ref().map(interval_json),
+    })
+}
+
 fn together_json(t: Together) -> Value {
     json!({"overlapped": t.overlapped, "basis": t.basis})
 }
@@ -734,32 +752,8 @@ pub fn analyze(args: &AnalyzeArgs, cfg: Option<&Config>, state: Option<&State>) 
             })
         })
         .collect();
-    let runs_json: serde_json::Map<String, Value> = names
-        .iter()
-        .zip(&runs)
-        .map(|(name, r)| {
-            let end = |e: &timeline::End<u64>| match e {
-                timeline::End::Before(v) => json!(v),
-                _ => Value::Null,
-            };
-            let seen = |i: &Option<Interval<f64>>| i.map(|i| json!([num(i.start), match i.end {
-                timeline::End::At(t) => num(t),
-                _ => Value::Null,
-            }]));
-            let seen_v = |i: &Option<Interval<u64>>| i.map(|i| json!([i.start, match i.end {
-                timeline::End::At(v) => json!(v),
-                _ => Value::Null,
-            }]));
-            (
-                name.to_string(),
-                json!({
-                    "state_versions": r.state_versions.as_ref().map(|v| v.iter().map(|i| json!([i.start, end(&i.end)])).collect::<Vec<_>>()),
-                    "seen_versions": seen_v(&r.seen_versions),
-                    "seen_times": seen(&r.seen_times),
-                }),
-            )
-        })
-        .collect();
+    let runs_json: serde_json::Map<String, Value> =
+        names.iter().zip(&runs).map(|(name, r)| (name.to_string(), runs_json(r))).collect();
     let overlaps: Value = diag
         .classes
         .iter()

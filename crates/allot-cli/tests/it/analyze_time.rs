@@ -149,6 +149,15 @@ fn a_stopped_experiment_and_its_successor_on_its_buckets_are_reuse_not_a_violati
     assert!(!t.contains("SHOULD HAVE BEEN EXCLUSIVE"), "{t}");
     assert!(t.contains("old-banner × new-banner: 200 shared units, no interaction test: they never ran at the same time (by the recorded state)") || t.contains("new-banner × old-banner: 200 shared units, no interaction test"), "{t}");
     assert!(t.contains("reused_after_stop: 200"), "{t}");
+    allot(d, &["analyze", "--exposures", "exposures.csv", "--metrics", "metrics.csv", "--html", "r.html"]).success();
+    let page = std::fs::read_to_string(d.join("r.html")).unwrap();
+    assert!(page.contains("200 shared units, no interaction test: they never ran at the same time"), "{page}");
+    assert!(!page.contains("should have been exclusive"));
+
+    // Two unit ids of one person, in both (same variants): not a conflict either.
+    std::fs::write(d.join("identities.csv"), "unit,person\nu000,p-ann\nu006,p-ann\n").unwrap();
+    let r = analyze(d, &["--identities", "identities.csv"]);
+    assert_eq!(r["diagnostics"]["exposure_issues"]["identity_merge"]["count"], 0);
 
     // Exposure times that interleave (late logging) do not overrule the state.
     write_exposures(d, &banner_rows(11 * DAY, DAY, None));
@@ -177,6 +186,12 @@ fn exclusive_experiments_that_ran_together_and_share_units_are_violations() {
     assert_eq!(p["ran_together"], json!({"overlapped": true, "basis": "state"}));
     assert!(!p["metrics"]["revenue"].as_array().unwrap().is_empty());
     assert!(text(d).contains("SHOULD HAVE BEEN EXCLUSIVE"));
+    std::fs::write(d.join("identities.csv"), "unit,person\nu000,p-ann\nu006,p-ann\n").unwrap();
+    let r = analyze(d, &["--identities", "identities.csv"]);
+    assert_eq!(
+        r["diagnostics"]["exposure_issues"]["identity_merge"]["count"], 2,
+        "u000×u006 and u006×u000 across the pair"
+    );
 }
 
 /// Without a state, the exposures' own first..last times decide; an experiment the configuration
