@@ -129,11 +129,8 @@ impl Plan {
     pub fn measure(&mut self, before: &State, contexts: &[crate::Context]) -> Result<(), Vec<FieldError>> {
         use crate::eval::{NoSticky, Snapshot};
         let (old, new) = (Snapshot::compile(before)?, Snapshot::compile(&self.state)?);
-        let pairs: Vec<(usize, Option<usize>)> = self
-            .impact
-            .keys()
-            .filter_map(|id| old.index_of(id).map(|i| (i, new.index_of(id))))
-            .collect();
+        let pairs: Vec<(usize, Option<usize>)> =
+            self.impact.keys().filter_map(|id| old.index_of(id).map(|i| (i, new.index_of(id)))).collect();
         let mut counts = vec![(0u64, 0u64); pairs.len()];
         let (mut a, mut b) = (vec![], vec![]);
         for ctx in contexts {

@@ -513,3 +513,32 @@ fn the_salt_machine_works_in_a_real_program() {
         }
     }
 }
+
+/// Issue 10 req 12: a narrowing targeting change shows its real impact, measured on a sample of
+/// units, not 0%.
+#[test]
+fn a_narrowed_targeting_shows_its_real_impact_on_a_sample() {
+    let yaml = |countries: &str| {
+        format!(
+            "units: {{user: {{attribute: user_id}}}}\nsurfaces: [home]\nexperiments:\n  a: {{unit: user, surfaces: [home], share: 50%, variants: {{c: 1, t: 1}}, targeting: {{attribute: country, in: [{countries}]}}, state: running}}\n"
+        )
+    };
+    let st = ok(&State::default(), &yaml("SE, NO"));
+    let mut p = refused(&st, &yaml("NO"));
+    assert_eq!(p.impact["a"].moved_share, 0.0, "the exact figures cannot see targeting");
+    assert!(p.impact["a"].targeting_changed);
+    let contexts: Vec<allot_core::Context> = (0..4000)
+        .map(|i| {
+            let c = serde_json::json!({"user_id": format!("u{i}"), "country": if i % 2 == 0 { "SE" } else { "NO" }});
+            c.as_object().unwrap().clone()
+        })
+        .collect();
+    p.measure(&st, &contexts).unwrap();
+    let m = p.impact["a"].measured.unwrap();
+    // Half the sample is allocated (50%), and of those the SE half loses its variant.
+    assert!((m.assigned as f64 - 2000.0).abs() < 200.0, "{m:?}");
+    assert!((m.moved_share - 0.5).abs() < 0.05, "{m:?}");
+    // Every SE unit assigned before moves, no NO unit does.
+    let se_assigned = contexts.iter().step_by(2).count();
+    assert!(m.moved as usize <= se_assigned);
+}
