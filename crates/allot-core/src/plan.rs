@@ -74,6 +74,11 @@ pub struct Impact {
     /// targeting's included, which the bucket and split figures cannot see. Absent unless measured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub measured: Option<Measured>,
+    /// Sticky experiments planned where stickiness lives (the service): how many units hold a
+    /// stored assignment, which they keep whatever the split or targeting becomes (units whose
+    /// bucket leaves lose it: `moved_by_buckets`). Absent elsewhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stored_assignments: Option<u64>,
 }
 
 /// An experiment's impact measured on sample contexts.
@@ -1441,6 +1446,7 @@ impl<'a> Planner<'a> {
                     targeting_changed: self.old_targeting(id) != self.new_targeting(id),
                     sticky: n.sticky,
                     measured: None,
+                    stored_assignments: None,
                 },
             );
         }
