@@ -542,3 +542,14 @@ fn a_narrowed_targeting_shows_its_real_impact_on_a_sample() {
     let se_assigned = contexts.iter().step_by(2).count();
     assert!(m.moved as usize <= se_assigned);
 }
+
+/// Issue 10 req 15: evaluation, the audit, history and the salt machine do not depend on change
+/// control; they read what they need from `state`.
+#[test]
+fn eval_audit_history_and_salt_do_not_depend_on_plan() {
+    for file in ["eval.rs", "audit.rs", "history.rs", "salt.rs", "state.rs", "scope.rs"] {
+        let path = format!("{}/src/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("crate::plan") && !text.contains("plan::"), "{path} depends on plan");
+    }
+}
