@@ -6,8 +6,8 @@
 //! then newly started ones. Every draw takes buckets at random from those free for its owner.
 //!
 //! Along its seams: this module holds the types, the entry points and the planner's bookkeeping;
-//! [`allocation`] replays the file over the state (spaces, holdouts, groups, experiments: what
-//! each may draw from); [`rules`] the checks that refuse a change ([`crate::rules::Rule`]);
+//! `allocation` replays the file over the state (spaces, holdouts, groups, experiments: what
+//! each may draw from); `rules` the checks that refuse a change ([`crate::rules::Rule`]);
 //! [`impact`] what a change does to the units of every running experiment.
 
 mod allocation;
