@@ -1,0 +1,287 @@
+//! The configuration file (`allot.yaml`): parsed into a raw JSON tree, then validated into typed
+//! form with every error at once, each naming its field.
+//!
+//! See `docs/config.md` for the reference. Parsing never panics on any input.
+
+use crate::error::{index, join, FieldError};
+use crate::targeting::{check_segments, Targeting};
+use indexmap::IndexMap;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+
+mod relations;
+mod validate;
+
+pub use validate::*;
+
+/// Default number of buckets of a unit type's space.
+pub const DEFAULT_BUCKETS: u32 = 1_000_000;
+/// Most slots a mutual exclusion group may have (Amplitude's limit).
+pub const MAX_SLOTS: usize = 20;
+/// Most variants an experiment may have. Evaluation indexes variants with 16 bits; the limit
+/// is far below that so the split (1,000,000 split buckets) still gives each variant traffic.
+pub const MAX_VARIANTS: usize = 1_000;
+
+/// A share of a population, kept exactly as a fraction `num / den` (from text like `30%`,
+/// `12.5%` or `0.3`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    /// Numerator.
+    pub num: u128,
+    /// Denominator (a power of ten).
+    pub den: u128,
+}
+
+impl Share {
+    /// The whole population.
+    pub const ALL: Share = Share { num: 1, den: 1 };
+
+    /// Parses `30%`, `12.5%`, `0.3` or `1`. Plain numbers are fractions and must be ≤ 1.
+    pub fn parse(v: &Value) -> Result<Share, String> {
+        let written = match v {
+            Value::String(s) => s.trim().to_string(),
+            other => other.to_string(),
+        };
+        let (text, percent) = match v {
+            Value::String(s) => match s.trim().strip_suffix('%') {
+                Some(p) => (p.trim().to_string(), true),
+                None => (s.trim().to_string(), false),
+            },
+            Value::Number(n) => (n.to_string(), false),
+            _ => return Err(format!("expected a share such as \"30%\" or 0.3, found {}", kind(v))),
+        };
+        let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
+        let digits_ok = !int.is_empty() || !frac.is_empty();
+        if !digits_ok
+            || !int.chars().all(|c| c.is_ascii_digit())
+            || !frac.chars().all(|c| c.is_ascii_digit())
+            || frac.len() > 12
+            || int.len() > 6
+        {
+            return Err(format!("`{written}` is not a share such as \"30%\" or 0.3"));
+        }
+        let mut num: u128 = format!("{int}{frac}").parse().map_err(|_| format!("`{written}` is not a number"))?;
+        let mut den: u128 = 10u128.pow(frac.len() as u32);
+        if percent {
+            den *= 100;
+        }
+        let g = gcd(num, den);
+        if g > 1 {
+            num /= g;
+            den /= g;
+        }
+        let share = Share { num, den };
+        if share.num > share.den {
+            return Err(if percent {
+                format!("{text}% is more than 100%")
+            } else {
+                format!("{text} is more than 1 (write a percentage as \"{text}%\")")
+            });
+        }
+        Ok(share)
+    }
+
+    /// The exact number of buckets of a `space`-bucket space, or an error when it is not whole.
+    pub fn buckets(&self, space: u64) -> Result<u64, String> {
+        let n = self.num * u128::from(space);
+        if !n.is_multiple_of(self.den) {
+            return Err(format!("{} of {space} buckets is not a whole number of buckets", self.percent()));
+        }
+        Ok((n / self.den) as u64)
+    }
+
+    /// As a float fraction.
+    pub fn fraction(&self) -> f64 {
+        self.num as f64 / self.den as f64
+    }
+
+    /// As a percentage text, e.g. `30%`.
+    pub fn percent(&self) -> String {
+        format!("{}%", fmt_num(self.fraction() * 100.0))
+    }
+}
+
+pub(super) fn gcd(mut a: u128, mut b: u128) -> u128 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// Formats a number without trailing zeros.
+pub fn fmt_num(x: f64) -> String {
+    let s = format!("{x:.6}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    s.to_string()
+}
+
+pub(super) fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a map",
+    }
+}
+
+/// A unit type: what is randomised, and the context attribute carrying its id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnitType {
+    /// Context attribute holding the unit id, e.g. `user_id`.
+    pub attribute: String,
+    /// Buckets in its space.
+    pub buckets: u32,
+    /// Salt of the unit → bucket hash.
+    pub salt: String,
+    /// Context attributes a unit of this type never changes (country of registration, not
+    /// plan). Only these may prove two exclusive experiments' targeting disjoint and let them
+    /// share buckets. None by default.
+    pub stable: Vec<String>,
+}
+
+impl UnitType {
+    /// The attributes that may prove two exclusive experiments' targeting disjoint (and so let
+    /// them share buckets): its `stable` ones and the unit id's own attribute.
+    pub fn proof_attributes(&self) -> Vec<String> {
+        self.stable.iter().chain([&self.attribute]).cloned().collect()
+    }
+}
+
+/// A holdout: a random set of buckets that the experiments it applies to may not use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Holdout {
+    /// Unit type.
+    pub unit: String,
+    /// Share of all units of the type.
+    pub share: Share,
+    /// Surfaces, tags, groups or experiment ids it applies to; `all` for everything.
+    pub applies_to: Vec<String>,
+}
+
+/// A mutual exclusion group: a share of the space cut into fixed slots.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    /// Unit type.
+    pub unit: String,
+    /// Share of all units of the type.
+    pub share: Share,
+    /// Slot shares, each a share of the group.
+    pub slots: Vec<Share>,
+    /// Surfaces every member is on.
+    pub surfaces: Vec<String>,
+}
+
+/// Lifecycle state of an experiment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExpState {
+    /// Being prepared; holds no buckets.
+    Draft,
+    /// Live: holds its allocation and assigns units.
+    Running,
+    /// Ended: its buckets are back in the free pool.
+    Stopped,
+    /// Ended and put away.
+    Archived,
+}
+
+impl ExpState {
+    /// Its name in the configuration.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ExpState::Draft => "draft",
+            ExpState::Running => "running",
+            ExpState::Stopped => "stopped",
+            ExpState::Archived => "archived",
+        }
+    }
+}
+
+/// A variant: a relative weight and an optional JSON value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Variant {
+    /// Relative weight.
+    pub weight: u32,
+    /// Value served with the variant (OFREP and SDKs), if any.
+    pub value: Option<Value>,
+}
+
+/// Membership of an experiment in a group: which slots (0-based here; 1-based in the file).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupRef {
+    /// Group id.
+    pub group: String,
+    /// Slot indices, 0-based.
+    pub slots: Vec<usize>,
+}
+
+/// A prerequisite: the experiment runs only for units given one of `variants` of `experiment`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Requirement {
+    /// The required experiment.
+    pub experiment: String,
+    /// Its variants that qualify.
+    pub variants: Vec<String>,
+}
+
+/// An experiment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Experiment {
+    /// Unit type.
+    pub unit: String,
+    /// Surfaces: exclusion scopes (each is both a tag and an `exclusive_to` entry).
+    pub surfaces: Vec<String>,
+    /// Confidence-style tags this experiment carries.
+    pub tags: Vec<String>,
+    /// Tags this experiment must not share a unit with.
+    pub exclusive_to: Vec<String>,
+    /// Groups and slots.
+    pub groups: Vec<GroupRef>,
+    /// Share of all units of the type; `None` = all of its slots.
+    pub share: Option<Share>,
+    /// Variants in order.
+    pub variants: IndexMap<String, Variant>,
+    /// Who is eligible.
+    pub targeting: Option<Targeting>,
+    /// Individual inclusions: unit id → variant.
+    pub include: IndexMap<String, String>,
+    /// Lifecycle state.
+    pub state: ExpState,
+    /// Salt of the variant split (default: the experiment id).
+    pub salt: String,
+    /// Prerequisites.
+    pub requires: Vec<Requirement>,
+    /// Whether assignments are kept in the sticky store.
+    pub sticky: bool,
+}
+
+impl Experiment {
+    /// Every tag it carries: its surfaces and tags (and its groups' surfaces, resolved by the caller).
+    pub fn all_tags(&self) -> impl Iterator<Item = &String> {
+        self.surfaces.iter().chain(&self.tags)
+    }
+
+    /// Every tag it is exclusive to.
+    pub fn all_exclusive_to(&self) -> impl Iterator<Item = &String> {
+        self.surfaces.iter().chain(&self.exclusive_to)
+    }
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Config {
+    /// Unit types.
+    pub units: IndexMap<String, UnitType>,
+    /// Declared surfaces.
+    pub surfaces: Vec<String>,
+    /// Named targeting segments.
+    pub segments: IndexMap<String, Targeting>,
+    /// Holdouts.
+    pub holdouts: IndexMap<String, Holdout>,
+    /// Mutual exclusion groups.
+    pub groups: IndexMap<String, Group>,
+    /// Experiments.
+    pub experiments: IndexMap<String, Experiment>,
+}
