@@ -13,6 +13,10 @@
 use crate::{Cli, Format};
 use allot_core::config::{self, Config};
 use allot_stats::power::{sample_size, Design, Metric, Sides};
+use allot_stats::schedule::{
+    earliest_start, finite, scope_plan, waits_for, Baseline, Booking, CapacityReport, ExperimentPlan, Saved,
+    UnitsAndDays,
+};
 use anyhow::{bail, Context as _, Result};
 use indexmap::IndexMap;
 use serde::Deserialize;
@@ -152,13 +156,6 @@ fn competes(cfg: &Config, id: &str, other: &str) -> bool {
     }
 }
 
-struct Slot {
-    id: String,
-    reach: f64,
-    start: f64,
-    end: f64,
-}
-
 /// Runs `allot capacity`.
 pub fn run(cli: &Cli, args: &CapacityArgs) -> Result<ExitCode> {
     let text = crate::files::read_config(&cli.config)?;
@@ -213,14 +210,14 @@ impl std::fmt::Display for TrafficErrors {
 impl std::error::Error for TrafficErrors {}
 
 /// Units and days per experiment, and the schedule.
-pub fn plan(cfg: &Config, traffic: &Traffic) -> Result<Value> {
-    let mut exps = serde_json::Map::new();
-    let mut slots: Vec<Slot> = vec![];
+pub fn plan(cfg: &Config, traffic: &Traffic) -> Result<CapacityReport> {
+    let mut exps = IndexMap::new();
+    let mut slots: Vec<Booking> = vec![];
     // Running experiments not being planned occupy their share indefinitely.
     for (id, e) in &cfg.experiments {
         if e.state == config::ExpState::Running && !traffic.experiments.contains_key(id) {
             let (reach, _) = reach_and_capacity(cfg, id, None);
-            slots.push(Slot { id: id.clone(), reach, start: f64::NEG_INFINITY, end: f64::INFINITY });
+            slots.push(Booking { id: id.clone(), reach, start: f64::NEG_INFINITY, end: f64::INFINITY });
         }
     }
     let running: Vec<String> = slots.iter().map(|s| s.id.clone()).collect();
@@ -297,30 +294,16 @@ pub fn plan(cfg: &Config, traffic: &Traffic) -> Result<Value> {
         let days_raw = if per_day > 0.0 { (n_raw.ceil() / per_day).ceil() } else { f64::INFINITY };
 
         // Schedule.
-        let blockers: Vec<&Slot> = slots.iter().filter(|s| competes(cfg, id, &s.id)).collect();
-        let fits_at = |t: f64| {
-            let mut points = vec![t];
-            points.extend(blockers.iter().map(|b| b.start).filter(|&s| s > t && s < t + days));
-            points.iter().all(|&q| {
-                let load: f64 = blockers.iter().filter(|b| b.start <= q && q < b.end).map(|b| b.reach).sum();
-                reach + load <= capacity + 1e-12
-            })
-        };
-        let mut candidates = vec![0.0];
-        candidates.extend(blockers.iter().map(|b| b.end).filter(|e| e.is_finite() && *e > 0.0));
-        candidates.sort_by(f64::total_cmp);
-        let start = if days.is_finite() { candidates.into_iter().find(|&t| fits_at(t)) } else { None };
-        let waits_for: Vec<String> = match start {
-            Some(t) if t > 0.0 => blockers.iter().filter(|b| b.start < t && b.end >= t).map(|b| b.id.clone()).collect(),
-            _ => vec![],
-        };
+        let blockers: Vec<&Booking> = slots.iter().filter(|s| competes(cfg, id, &s.id)).collect();
+        let start = earliest_start(&blockers, reach, capacity, days);
+        let waits_for = waits_for(&blockers, start);
         let status = match start {
             Some(0.0) => "starts now",
             Some(_) => "waits",
             None => "cannot run",
         };
         if let Some(t) = start {
-            slots.push(Slot { id: id.clone(), reach, start: t, end: t + days });
+            slots.push(Booking { id: id.clone(), reach, start: t, end: t + days });
         }
         let why = match start {
             None if !days.is_finite() => Some("its reach is 0".to_string()),
@@ -333,26 +316,29 @@ pub fn plan(cfg: &Config, traffic: &Traffic) -> Result<Value> {
         };
         exps.insert(
             id.clone(),
-            json!({
-                "unit": e.unit,
-                "reach": reach,
-                "daily_units": per_day,
-                "metric": match metric { Metric::Proportion { baseline } => json!({"rate": baseline}), Metric::Mean { mean, sd } => json!({"mean": mean, "sd": sd}) },
-                "mde_absolute": mde_abs,
-                "alpha": p.alpha,
-                "power": p.power,
-                "rho": p.rho,
-                "arms": weights.len(),
-                "units_needed": units,
-                "days": num(days),
-                "status": status,
-                "start_day": start,
-                "end_day": start.map(|t| t + days),
-                "waits_for": waits_for,
-                "reason": why,
-                "without_cuped": {"units_needed": n_raw.ceil(), "days": num(days_raw)},
-                "cuped_saves": {"units": n_raw.ceil() - units, "days": num(days_raw - days)},
-            }),
+            ExperimentPlan {
+                unit: e.unit.clone(),
+                reach,
+                daily_units: per_day,
+                metric: match metric {
+                    Metric::Proportion { baseline } => Baseline::Rate { rate: baseline },
+                    Metric::Mean { mean, sd } => Baseline::Mean { mean, sd },
+                },
+                mde_absolute: mde_abs,
+                alpha: p.alpha,
+                power: p.power,
+                rho: p.rho,
+                arms: weights.len(),
+                units_needed: units,
+                days: finite(days),
+                status,
+                start_day: start,
+                end_day: start.map(|t| t + days),
+                waits_for,
+                reason: why,
+                without_cuped: UnitsAndDays { units_needed: n_raw.ceil(), days: finite(days_raw) },
+                cuped_saves: Saved { units: n_raw.ceil() - units, days: finite(days_raw - days) },
+            },
         );
     }
 
@@ -373,77 +359,51 @@ pub fn plan(cfg: &Config, traffic: &Traffic) -> Result<Value> {
             }
         }
     }
-    let mut scope_out = serde_json::Map::new();
-    for (scope, ids) in &scopes {
-        let mine: Vec<&Slot> = slots.iter().filter(|s| ids.contains(&s.id)).collect();
-        let max_concurrent = mine
-            .iter()
-            .map(|s| mine.iter().filter(|o| o.start <= s.start && s.start < o.end).count())
-            .max()
-            .unwrap_or(0);
-        let now: Vec<&str> = mine.iter().filter(|s| s.start == 0.0).map(|s| s.id.as_str()).collect();
-        let later: Vec<Value> =
-            mine.iter().filter(|s| s.start > 0.0).map(|s| json!({"experiment": s.id, "start_day": s.start})).collect();
-        let cannot: Vec<&String> = ids.iter().filter(|i| !mine.iter().any(|s| &&s.id == i)).collect();
-        let done = mine.iter().map(|s| s.end).fold(0.0_f64, f64::max);
-        scope_out.insert(
-            scope.clone(),
-            json!({"experiments": ids, "at_once": max_concurrent, "start_now": now, "wait": later,
-                   "cannot_run": cannot, "all_done_day": done}),
-        );
-    }
-    Ok(json!({"experiments": exps, "scopes": scope_out, "already_running": running}))
+    let scopes = scopes.into_iter().map(|(scope, ids)| (scope, scope_plan(&slots, &ids))).collect();
+    Ok(CapacityReport { experiments: exps, scopes, already_running: running })
 }
 
-fn num(x: f64) -> Value {
-    if x.is_finite() {
-        json!(x)
-    } else {
-        Value::Null
-    }
-}
-
-fn text_report(r: &Value) -> String {
+fn text_report(r: &CapacityReport) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
-    let empty = serde_json::Map::new();
     let _ = writeln!(
         s,
         "{:<24} {:>7} {:>12} {:>6} {:>6} {:>6}  status",
         "experiment", "reach", "units", "days", "start", "CUPED-"
     );
-    for (id, e) in r["experiments"].as_object().unwrap_or(&empty) {
-        let d = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x}"));
+    let d = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x}"));
+    for (id, e) in &r.experiments {
         let _ = writeln!(
             s,
             "{id:<24} {:>6.2}% {:>12} {:>6} {:>6} {:>6}  {}{}",
-            100.0 * e["reach"].as_f64().unwrap_or(0.0),
-            d(&e["units_needed"]),
-            d(&e["days"]),
-            d(&e["start_day"]),
-            d(&e["cuped_saves"]["days"]),
-            e["status"].as_str().unwrap_or(""),
-            e["reason"].as_str().map(|w| format!(": {w}")).unwrap_or_default()
+            100.0 * e.reach,
+            d(finite(e.units_needed)),
+            d(e.days),
+            d(e.start_day),
+            d(e.cuped_saves.days),
+            e.status,
+            e.reason.as_ref().map(|w| format!(": {w}")).unwrap_or_default()
         );
     }
     let _ = writeln!(s, "\nExclusion scopes");
-    for (k, v) in r["scopes"].as_object().unwrap_or(&empty) {
+    let list = |v: &[String]| serde_json::to_string(v).unwrap_or_default();
+    for (k, v) in &r.scopes {
         let _ = writeln!(
             s,
             "  {k}: {} planned, at most {} at once; start now: {}; wait: {}; all done by day {}",
-            v["experiments"].as_array().map_or(0, Vec::len),
-            v["at_once"],
-            v["start_now"],
-            v["wait"],
-            v["all_done_day"]
+            v.experiments.len(),
+            v.at_once,
+            list(&v.start_now),
+            serde_json::to_string(&v.wait).unwrap_or_default(),
+            serde_json::to_string(&v.all_done_day).unwrap_or_default()
         );
     }
-    let running = r["already_running"].as_array().map_or(0, Vec::len);
-    if running > 0 {
+    if !r.already_running.is_empty() {
         let _ = writeln!(
             s,
-            "\n{running} running experiment(s) not in the traffic file keep their share: {}",
-            r["already_running"]
+            "\n{} running experiment(s) not in the traffic file keep their share: {}",
+            r.already_running.len(),
+            list(&r.already_running)
         );
     }
     s

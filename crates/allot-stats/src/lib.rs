@@ -1,7 +1,7 @@
 //! The pure statistics of allot: planning (power, sample size, minimum detectable effect) and
 //! analysis (Welch and delta-method estimates, CUPED, sample-ratio mismatch, multiple-comparison
-//! corrections, interaction contrasts) over streaming sufficient statistics, and when experiments
-//! ran at the same time ([`timeline`]).
+//! corrections, interaction contrasts) over streaming sufficient statistics, when experiments
+//! ran at the same time ([`timeline`]), and the capacity schedule ([`schedule`]).
 //!
 //! Nothing here does I/O. Distributions (normal, Student's t, chi-square CDFs and quantiles) come
 //! from `statrs`; the statistics themselves are written here by hand, each with its formula and a
@@ -15,6 +15,7 @@ pub mod estimate;
 pub mod interaction;
 pub mod moments;
 pub mod power;
+pub mod schedule;
 pub mod srm;
 pub mod timeline;
 
