@@ -539,57 +539,11 @@ impl<'a> Planner<'a> {
             };
             let both_running = o.state == ExpState::Running && n.state == ExpState::Running;
             let mut what = vec![];
-            if o.unit != n.unit {
-                what.push(format!("unit {} → {}", o.unit, n.unit));
-                if both_running {
-                    self.refuse(
-                        join(&path, "unit"),
-                        Rule::MovesUnits,
-                        "changing the unit type of a running experiment reassigns every unit",
-                    );
+            for check in FIELD_CHECKS.iter().filter(|c| (c.differs)(o, n)) {
+                what.push((check.describe)(o, n));
+                if let (true, Some((rule, why))) = (both_running, check.refuse_while_running) {
+                    self.refuse(join(&path, check.field), rule, why);
                 }
-            }
-            if o.groups != n.groups {
-                what.push("groups/slots".into());
-                if both_running {
-                    self.refuse(
-                        join(&path, "group"),
-                        Rule::GroupMembershipFixed,
-                        "a running experiment cannot join or leave a group or change slots",
-                    );
-                }
-            }
-            if o.share != n.share {
-                what.push(format!(
-                    "share {} → {}",
-                    o.share.map_or("slots".into(), |s| s.percent()),
-                    n.share.map_or("slots".into(), |s| s.percent())
-                ));
-            }
-            if !same_variants(&o.variants, &n.variants) {
-                what.push("variants".into());
-            }
-            if o.salt != n.salt {
-                what.push("salt".into());
-            }
-            if o.include != n.include {
-                what.push("inclusions".into());
-            }
-            if o.surfaces != n.surfaces || o.tags != n.tags || o.exclusive_to != n.exclusive_to {
-                what.push("exclusion scopes".into());
-            }
-            if o.requires != n.requires {
-                what.push("prerequisites".into());
-                if both_running {
-                    self.refuse(
-                        join(&path, "requires"),
-                        Rule::MovesUnits,
-                        "changing the prerequisites of a running experiment moves the units they admit or exclude",
-                    );
-                }
-            }
-            if o.sticky != n.sticky {
-                what.push(format!("sticky {}", n.sticky));
             }
             // Compared with segments inlined: a change to a segment is a change to every
             // experiment whose targeting uses it.
@@ -932,3 +886,84 @@ pub(super) fn no_space(
         ),
     )
 }
+
+/// One field of an experiment that change control compares: what its change is called in the
+/// plan, and the refusal when it changes under a running experiment (`None`: allowed here, or
+/// decided by the allocation itself — a share's growth or shrink, a split's moved share).
+/// Targeting is compared apart, with segments inlined.
+struct FieldCheck {
+    field: &'static str,
+    differs: fn(&Experiment, &Experiment) -> bool,
+    describe: fn(&Experiment, &Experiment) -> String,
+    refuse_while_running: Option<(Rule, &'static str)>,
+}
+
+/// Every field compared, in the order the plan lists their changes.
+const FIELD_CHECKS: &[FieldCheck] = &[
+    FieldCheck {
+        field: "unit",
+        differs: |o, n| o.unit != n.unit,
+        describe: |o, n| format!("unit {} → {}", o.unit, n.unit),
+        refuse_while_running: Some((
+            Rule::MovesUnits,
+            "changing the unit type of a running experiment reassigns every unit",
+        )),
+    },
+    FieldCheck {
+        field: "group",
+        differs: |o, n| o.groups != n.groups,
+        describe: |_, _| "groups/slots".into(),
+        refuse_while_running: Some((
+            Rule::GroupMembershipFixed,
+            "a running experiment cannot join or leave a group or change slots",
+        )),
+    },
+    FieldCheck {
+        field: "share",
+        differs: |o, n| o.share != n.share,
+        describe: |o, n| {
+            let s = |e: &Experiment| e.share.map_or("slots".into(), |s| s.percent());
+            format!("share {} → {}", s(o), s(n))
+        },
+        refuse_while_running: None,
+    },
+    FieldCheck {
+        field: "variants",
+        differs: |o, n| !same_variants(&o.variants, &n.variants),
+        describe: |_, _| "variants".into(),
+        refuse_while_running: None,
+    },
+    FieldCheck {
+        field: "salt",
+        differs: |o, n| o.salt != n.salt,
+        describe: |_, _| "salt".into(),
+        refuse_while_running: None,
+    },
+    FieldCheck {
+        field: "include",
+        differs: |o, n| o.include != n.include,
+        describe: |_, _| "inclusions".into(),
+        refuse_while_running: None,
+    },
+    FieldCheck {
+        field: "surfaces",
+        differs: |o, n| o.surfaces != n.surfaces || o.tags != n.tags || o.exclusive_to != n.exclusive_to,
+        describe: |_, _| "exclusion scopes".into(),
+        refuse_while_running: None,
+    },
+    FieldCheck {
+        field: "requires",
+        differs: |o, n| o.requires != n.requires,
+        describe: |_, _| "prerequisites".into(),
+        refuse_while_running: Some((
+            Rule::MovesUnits,
+            "changing the prerequisites of a running experiment moves the units they admit or exclude",
+        )),
+    },
+    FieldCheck {
+        field: "sticky",
+        differs: |o, n| o.sticky != n.sticky,
+        describe: |_, n| format!("sticky {}", n.sticky),
+        refuse_while_running: None,
+    },
+];
