@@ -90,7 +90,7 @@ pub use segments::*;
 pub(super) const LOGICAL_KEYS: &[&str] = &["all", "any", "not", "segment"];
 
 /// The operator keys of a criterion, in documentation order.
-pub(super) const OPERATOR_KEYS: &[&str] = &[
+pub const OPERATOR_KEYS: &[&str] = &[
     "eq",
     "ne",
     "in",

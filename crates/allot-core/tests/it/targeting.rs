@@ -1315,3 +1315,30 @@ fn prover_is_often_decisive_on_generated_pairs() {
     }
     assert!(proved >= 200, "only {proved} of 1000 pairs proved disjoint");
 }
+
+/// One operator list: every key of `OPERATOR_KEYS` parses into the operator written with that
+/// key (`Operator::key`), the parser knows no other, and the reference in docs/config.md and
+/// the module documentation list each.
+#[test]
+fn the_operator_list_has_one_source() {
+    let sample = |k: &str| match k {
+        "eq" | "ne" | "starts_with" | "ends_with" | "contains" => json!("x"),
+        "in" | "not_in" => json!(["x"]),
+        "gt" | "gte" | "lt" | "lte" => json!(1),
+        k if k.starts_with("semver_") => json!("1.2.3"),
+        "before" | "after" => json!("2026-01-01T00:00:00Z"),
+        "exists" => json!(true),
+        "any" | "all" => json!({"eq": "x"}),
+        other => panic!("no sample value for `{other}`: add it here and to the docs"),
+    };
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/config.md")).unwrap();
+    for &k in OPERATOR_KEYS {
+        let t = parse(json!({"attribute": "a", k: sample(k)}));
+        let Targeting::Criterion(c) = &t else { panic!("{k}: {t:?}") };
+        let keys: Vec<&str> = c.operators.iter().map(Operator::key).collect();
+        assert_eq!(keys, [k]);
+        assert!(docs.contains(&format!("`{k}`")), "docs/config.md does not list `{k}`");
+    }
+    let err = Targeting::parse(&json!({"attribute": "a", "matches": "x"}), "t").unwrap_err();
+    assert!(err[0].message.contains("unknown operator `matches`"), "{err:?}");
+}
