@@ -97,12 +97,11 @@ impl Metrics {
     /// Counts one evaluation with its reason.
     pub fn evaluated(&self, reason: Reason) {
         match Reason::ALL.iter().position(|r| *r == reason) {
-            Some(i) => self.reasons[i].fetch_add(1, Ordering::Relaxed),
-            None => {
-                internal_error(Site::Evaluation, &format_args!("reason {reason:?} is not in Reason::ALL"));
-                return;
+            Some(i) => {
+                self.reasons[i].fetch_add(1, Ordering::Relaxed);
             }
-        };
+            None => internal_error(Site::Evaluation, &format_args!("reason {reason:?} is not in Reason::ALL")),
+        }
     }
 
     /// Counts one evaluation that ended in an error (OFREP `FLAG_NOT_FOUND`, ...).

@@ -27,7 +27,7 @@ impl App {
     /// again every 64 polls (so that a revocation on another node takes effect). Runs until the
     /// app is dropped.
     ///
-    /// When the store announces commits ([`Store::changes`]: PostgreSQL's `LISTEN`/`NOTIFY`), each
+    /// When the store announces commits ([`Store::changes`](allot_store::Store::changes): PostgreSQL's `LISTEN`/`NOTIFY`), each
     /// announcement also triggers a refresh at once; the poll stays as the fallback for a missed
     /// notification.
     pub fn spawn_refresh(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
