@@ -104,7 +104,7 @@ pub enum Bootstrap {
 pub const MIN_BOOTSTRAP_KEY_CHARS: usize = 32;
 
 /// A new random secret: `allot_` and 64 hex digits.
-pub fn new_secret() -> Result<String, ApiError> {
+pub(crate) fn new_secret() -> Result<String, ApiError> {
     Ok(format!("allot_{}", random_hex(32)?))
 }
 
@@ -115,7 +115,7 @@ fn random_hex(n: usize) -> Result<String, ApiError> {
 }
 
 /// A new key id: `k_` and 16 hex digits.
-pub fn new_key_id() -> Result<String, ApiError> {
+pub(crate) fn new_key_id() -> Result<String, ApiError> {
     Ok(format!("k_{}", random_hex(8)?))
 }
 

@@ -306,3 +306,18 @@ pub fn with_request_ids<S: Clone + Send + Sync + 'static>(router: Router<S>) -> 
         }))
         .layer(SetRequestIdLayer::new(header, counter))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{internal_error, internal_errors, Site};
+
+    #[test]
+    fn an_internal_error_is_counted_at_its_site_only() {
+        let before: Vec<u64> = Site::ALL.iter().map(|s| internal_errors(*s)).collect();
+        internal_error(Site::Lock, &"a test");
+        for (site, b) in Site::ALL.iter().zip(before) {
+            let want = if *site == Site::Lock { b + 1 } else { b };
+            assert_eq!(internal_errors(*site), want, "{}", site.as_str());
+        }
+    }
+}

@@ -89,7 +89,7 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
 
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "alive")))]
-pub async fn health() -> axum::Json<serde_json::Value> {
+pub(crate) async fn health() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
@@ -97,7 +97,7 @@ pub async fn health() -> axum::Json<serde_json::Value> {
 /// when the store answers too; `{"status": "degraded"}` (still 200: evaluation keeps serving the
 /// last snapshot) when it does not, and then admin writes get 503 `STORE_UNAVAILABLE`.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "ready, or degraded: the store does not answer but evaluation serves the last snapshot")))]
-pub async fn ready(axum::extract::State(app): axum::extract::State<Arc<App>>) -> axum::Json<serde_json::Value> {
+pub(crate) async fn ready(axum::extract::State(app): axum::extract::State<Arc<App>>) -> axum::Json<serde_json::Value> {
     let pinged = app.store.ping().await;
     app.observe(&pinged);
     let version = app.live().version;
