@@ -104,13 +104,14 @@ async fn state_import_then_config_already_applied_then_serve_and_stop() {
     std::fs::write(&config, CONFIG).unwrap();
     let opts = Options {
         bootstrap_key: Some(ADMIN.into()),
-        state: Some((dir.path().join("allot.state.json"), state)),
+        state: Some((dir.path().join("allot.state.json"), state.clone())),
         config: Some(config),
         ..options()
     };
     let started = lifecycle::start(listener().await, store(dir.path(), "served.db").await, opts).await.unwrap();
     let app = started.app.clone();
     assert_eq!(app.live().version, 1, "the imported version is served");
+    assert_eq!(app.store().load_current().await.unwrap(), (1, state), "the recorded state, imported exactly");
     assert_eq!(app.store().current_version().await.unwrap(), 1, "the same file applied again commits nothing");
     let addr = started.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -176,4 +177,34 @@ async fn the_final_flush_with_nothing_buffered_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let app = App::new(store(dir.path(), "a.db").await).await.unwrap();
     assert_eq!(lifecycle::final_flush(&app, lifecycle::FINAL_FLUSH_TIMEOUT).await, Flushed::Nothing);
+}
+
+#[tokio::test]
+async fn the_final_flush_writes_what_an_outage_buffered_or_says_what_is_lost() {
+    let (s, faulty) = crate::writes::faulty_server().await;
+    let row = allot_store::Exposure {
+        unit: "u1".into(),
+        experiment: "plain".into(),
+        variant: "a".into(),
+        day: "2026-01-01".into(),
+        time: "2026-01-01T00:00:00Z".into(),
+        version: 1,
+    };
+    faulty.down.store(true, Ordering::SeqCst);
+    assert_eq!(s.app.record_exposures(std::slice::from_ref(&row)).await.unwrap(), None, "buffered");
+    assert_eq!(
+        lifecycle::final_flush(&s.app, lifecycle::FINAL_FLUSH_TIMEOUT).await,
+        Flushed::Lost { exposures: 1, sticky: 0 },
+        "still down: said lost"
+    );
+    assert_eq!(s.app.pending_exposures(), 1, "a failed flush keeps the row");
+    faulty.down.store(false, Ordering::SeqCst);
+    assert_eq!(
+        lifecycle::final_flush(&s.app, lifecycle::FINAL_FLUSH_TIMEOUT).await,
+        Flushed::Written { exposures: 1, sticky: 0 }
+    );
+    assert_eq!(s.app.pending_exposures(), 0);
+    let stored = s.app.store().exposures(None, 0, 10).await.unwrap();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0].1, row);
 }
