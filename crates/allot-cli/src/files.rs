@@ -48,11 +48,7 @@ pub fn write_state(path: &Path, state: &State) -> Result<()> {
     Ok(())
 }
 
-/// Now, as RFC 3339.
+/// Now, as RFC 3339 (whole seconds, UTC): the one clock, [`allot_server::now_seconds`].
 pub fn now() -> String {
-    time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    allot_server::now_seconds()
 }

@@ -5,7 +5,7 @@
 //! drains in-flight requests.
 
 use crate::Cli;
-use allot_server::{App, Bootstrap, ChangeRequest, IfMatch};
+use allot_server::lifecycle;
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -168,81 +168,39 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     let store = allot_store::open(&args.database_url).await.context("opening the store")?;
-    let app = App::new(store).await.map_err(|e| anyhow::anyhow!("loading the configuration: {e}"))?;
-    app.set_plan_budget(Duration::from_millis(args.plan_budget_ms));
-    match app.bootstrap(std::env::var("ALLOT_BOOTSTRAP_ADMIN_KEY").ok().as_deref()).await {
-        Ok(Bootstrap::Existing) => {}
-        Ok(Bootstrap::Ignored) => tracing::warn!(
-            "ALLOT_BOOTSTRAP_ADMIN_KEY is ignored: the store already has keys and this is not one of its live keys (create keys with POST /api/v1/keys)"
-        ),
-        Ok(Bootstrap::FromEnvironment) => tracing::info!("ALLOT_BOOTSTRAP_ADMIN_KEY is the first admin key"),
-        Ok(Bootstrap::Generated(secret)) => {
-            eprintln!("\nThe store had no keys: created the first admin key. It is shown only this once:\n\n    {secret}\n\nUse it as `Authorization: Bearer <key>`; create other keys with POST /api/v1/keys.\n");
-        }
-        Err(allot_server::ApiError::Invalid(es)) => anyhow::bail!("{}", allot_server::summary(&es)),
-        Err(e) => anyhow::bail!("creating the first admin key: {e}"),
-    }
-    if let Some(path) = &cli.state {
-        import_state(&app, cli, path).await?;
-    }
-    if cli.config_given {
-        apply_file(&app, cli, args).await?;
-    }
-    // Serve at least the version the store has now (another node may have committed since the
-    // app was loaded, e.g. the same file, found applied above).
-    if let Err(e) = app.refresh().await {
-        tracing::warn!(error = %e, "refresh from the store failed");
-    }
-    let _refresh = app.spawn_refresh(Duration::from_millis(args.version_poll_ms));
-    let addr = listener.local_addr().context("local address")?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(%addr, version = app.live().version, "allot serving on {scheme}://{addr}");
+    let state = match &cli.state {
+        Some(path) => Some((path.clone(), read_state_file(path)?)),
+        None => None,
+    };
+    let opts = lifecycle::Options {
+        bootstrap_key: std::env::var("ALLOT_BOOTSTRAP_ADMIN_KEY").ok(),
+        state,
+        config: cli.config_given.then(|| cli.config.clone()),
+        force: args.force,
+        reason: args.reason.clone(),
+        actor: cli.actor.clone(),
+        plan_budget: Duration::from_millis(args.plan_budget_ms),
+        poll: Duration::from_millis(args.version_poll_ms),
+        show_generated_key,
+    };
+    // The lifecycle (first admin key, --state, --config, final flush) is the server crate's, so
+    // that it is tested in-process.
+    let started = lifecycle::start(listener, store, opts).await?;
     let limits = allot_server::http::Limits {
         header_timeout: Duration::from_millis(args.header_timeout_ms),
         body_timeout: Duration::from_millis(args.body_timeout_ms),
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
         shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
     };
-    let router = allot_server::with_cors(allot_server::router(app.clone()), &args.cors_origins)
+    let router = allot_server::with_cors(allot_server::router(started.app.clone()), &args.cors_origins)
         .map_err(|e| anyhow::anyhow!(e))?;
-    match tls {
-        Some(tls) => allot_server::http::serve_tls(listener, tls, router, limits, app.connections(), shutdown()).await,
-        None => allot_server::http::serve(listener, router, limits, app.connections(), shutdown()).await,
-    };
-    // Rows kept in memory during an outage: one last try, bounded, then say what is lost.
-    let (exposures, sticky) = (app.pending_exposures(), app.pending_sticky());
-    if exposures + sticky > 0 {
-        match tokio::time::timeout(Duration::from_secs(5), app.flush_pending()).await {
-            Ok(Ok(())) => tracing::info!(exposures, sticky, "buffered rows written before stopping"),
-            _ => tracing::warn!(
-                exposures = app.pending_exposures(),
-                sticky = app.pending_sticky(),
-                "the database cannot be reached: buffered exposures and sticky assignments are lost"
-            ),
-        }
-    }
-    tracing::info!("stopped");
+    started.serve(router, tls, limits, shutdown()).await;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Imports the CLI's recorded state (`--state FILE`): into an empty store, or found already there;
-/// any other store refuses to start (it would serve other assignments than `allot assign`).
-async fn import_state(app: &App, cli: &Cli, path: &std::path::Path) -> Result<()> {
-    let state = read_state_file(path)?;
-    let actor = cli.actor.clone().unwrap_or_else(|| "state-import".into());
-    match app.import_state(state, &actor).await {
-        Ok(allot_store::import::Imported::Imported { version }) => {
-            tracing::info!(file = %path.display(), version, "recorded state imported: serving it")
-        }
-        Ok(allot_store::import::Imported::AlreadyThere { version, current }) => {
-            tracing::info!(file = %path.display(), version, current, "recorded state already in the store")
-        }
-        Err(allot_server::ApiError::Invalid(es)) => {
-            anyhow::bail!("--state {}: {}", path.display(), allot_server::summary(&es))
-        }
-        Err(e) => anyhow::bail!("--state {}: {e}", path.display()),
-    }
-    Ok(())
+/// Prints a generated first admin key, once: it is not stored in clear.
+fn show_generated_key(secret: &str) {
+    eprintln!("\nThe store had no keys: created the first admin key. It is shown only this once:\n\n    {secret}\n\nUse it as `Authorization: Bearer <key>`; create other keys with POST /api/v1/keys.\n");
 }
 
 /// Reads a state file that must exist (an explicit `--state` or `state:` source).
@@ -251,67 +209,6 @@ fn read_state_file(path: &std::path::Path) -> Result<allot_core::state::State> {
         anyhow::bail!("state file {} does not exist", path.display());
     }
     crate::files::read_state(path)
-}
-
-/// Applies the configuration file through change control. A refused or invalid file is reported
-/// and nothing of it is applied; the service keeps serving the version it has.
-async fn apply_file(app: &App, cli: &Cli, args: &ServeArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&cli.config).with_context(|| format!("reading {}", cli.config.display()))?;
-    let raw = match allot_core::config::parse_yaml(&text) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(file = %cli.config.display(), error = %e, "configuration file not applied");
-            return Ok(());
-        }
-    };
-    let req = ChangeRequest {
-        raw,
-        if_match: IfMatch::Any,
-        force: args.force,
-        reason: args.reason.clone(),
-        actor: cli.actor.clone().unwrap_or_else(|| "config-file".into()),
-        action: "config.file".into(),
-    };
-    // Another node may commit between our plan and our commit (several nodes started with the
-    // same file): re-plan over the new version, where the file is usually found applied.
-    let mut outcome = app.change(req.clone()).await;
-    for _ in 0..5 {
-        if !matches!(outcome, Err(allot_server::ApiError::VersionMismatch { .. })) {
-            break;
-        }
-        outcome = app.change(req.clone()).await;
-    }
-    match outcome {
-        Ok(c) if c.committed => {
-            tracing::info!(file = %cli.config.display(), version = c.version, changes = c.plan.changes.len(), "configuration file applied")
-        }
-        Ok(c) => {
-            tracing::info!(file = %cli.config.display(), version = c.version, "configuration file already applied")
-        }
-        Err(allot_server::ApiError::Refused(plan)) => {
-            for r in &plan.refusals {
-                tracing::error!(path = %r.path, rule = %r.rule, "refused: {}", r.message);
-            }
-            tracing::error!(
-                file = %cli.config.display(),
-                version = app.live().version,
-                "configuration file refused by change control; nothing of it was applied (fix it, or serve with --force --reason TEXT)"
-            );
-        }
-        Err(allot_server::ApiError::Invalid(es)) => {
-            for e in &es {
-                tracing::error!(path = %e.path, "invalid: {}", e.message);
-            }
-            tracing::error!(file = %cli.config.display(), "configuration file invalid; nothing of it was applied");
-        }
-        Err(e @ (allot_server::ApiError::PlanTimeout { .. } | allot_server::ApiError::PlanBusy { .. })) => {
-            // Not a reason to stay down: the store's version is served, the file can be applied
-            // later (raise --plan-budget-ms, or PUT it).
-            tracing::error!(file = %cli.config.display(), version = app.live().version, "configuration file not applied: {e}");
-        }
-        Err(e) => return Err(anyhow::anyhow!("applying {}: {e}", cli.config.display())),
-    }
-    Ok(())
 }
 
 async fn shutdown() {

@@ -10,6 +10,7 @@
 use crate::auth::Caller;
 use crate::body::{self, ApiJson, ApiPath, CONFIG_BODY_LIMIT};
 use crate::error::ApiError;
+use crate::headers::{etag, parse_tag};
 use crate::{App, ChangeRequest, Changed, IfMatch};
 use allot_store::{KeyInfo, Revoke, Role};
 use axum::extract::{DefaultBodyLimit, Extension, Path, Query, Request, State};
@@ -32,27 +33,9 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/api/v1/versions/{version}", get(version))
         .route("/api/v1/keys", get(list_keys).post(create_key))
         .route("/api/v1/keys/{id}", axum::routing::delete(revoke_key))
-        .route(
-            "/api/v1/exposures",
-            get(list_exposures)
-                .post(crate::evaluate::post_exposures)
-                .layer(DefaultBodyLimit::max(body::EXPOSURES_BODY_LIMIT)),
-        )
         .route("/api/v1/{collection}", get(list_entities))
         .route("/api/v1/{collection}/{id}", get(get_entity).put(put_entity).delete(delete_entity).layer(big()))
         .route("/api/v1/experiments/{id}/{action}", post(lifecycle))
-}
-
-/// `ETag: "<version>"`.
-pub(crate) fn etag(version: u64) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
-}
-
-/// Parses an entity tag (`"7"`, `W/"7"`, `7`) into a version.
-pub(crate) fn parse_tag(tag: &str) -> Option<u64> {
-    let t = tag.trim();
-    let t = t.strip_prefix("W/").unwrap_or(t);
-    t.trim_matches('"').parse().ok()
 }
 
 fn if_match(headers: &HeaderMap) -> Result<IfMatch, ApiError> {
@@ -244,7 +227,7 @@ pub(crate) async fn version(
 }
 
 /// Longest key name, in characters.
-pub const MAX_KEY_NAME_CHARS: usize = 100;
+pub(crate) const MAX_KEY_NAME_CHARS: usize = 100;
 
 /// A new key.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -337,7 +320,10 @@ pub(crate) async fn list_exposures(
     let items: Vec<Value> = rows
         .into_iter()
         .map(|(id, x)| {
-            let mut v = serde_json::to_value(x).unwrap_or(Value::Null);
+            let mut v = serde_json::to_value(x).unwrap_or_else(|e| {
+                crate::metrics::internal_error(crate::metrics::Site::Json, &e);
+                Value::Null
+            });
             if let Some(o) = v.as_object_mut() {
                 o.insert("id".into(), id.into());
             }

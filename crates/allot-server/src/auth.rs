@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 /// What a request needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Need {
+pub(crate) enum Need {
     /// Nothing (health).
     Nothing,
     /// Any valid key.
@@ -61,7 +61,7 @@ impl Need {
 }
 
 /// What `method path` needs.
-pub fn need(method: &Method, path: &str) -> Need {
+pub(crate) fn need(method: &Method, path: &str) -> Need {
     let get = method == Method::GET || method == Method::HEAD;
     match path {
         "/healthz" | "/readyz" => Need::Nothing,
@@ -79,7 +79,7 @@ pub fn need(method: &Method, path: &str) -> Need {
 
 /// The caller of a request, in its extensions.
 #[derive(Debug, Clone)]
-pub struct Caller(pub Arc<KeyInfo>);
+pub(crate) struct Caller(pub(crate) Arc<KeyInfo>);
 
 fn secret(req: &Request) -> Option<&str> {
     let h = req.headers();
@@ -92,7 +92,11 @@ fn secret(req: &Request) -> Option<&str> {
 }
 
 /// Authenticates the key and checks the role; puts the [`Caller`] in the request.
-pub async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Result<Response, ApiError> {
+pub(crate) async fn authenticate(
+    State(app): State<Arc<App>>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let need = need(req.method(), req.uri().path());
     if need == Need::Nothing {
         return Ok(next.run(req).await);

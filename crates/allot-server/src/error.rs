@@ -1,6 +1,9 @@
 //! The one table of public errors: every error the API returns has an HTTP status, a stable
 //! code and a message, and a JSON body `{"code", "message", "errors"?, ...}`. Internal errors
 //! are logged and answered with a generic message: nothing internal leaks.
+//!
+//! OFREP answers in its own vocabulary (`errorCode`, `errorDetails`): [`OfrepCode`] is the one
+//! table of those codes and their statuses.
 
 use allot_core::plan::Plan;
 use allot_core::FieldError;
@@ -130,6 +133,40 @@ impl ApiError {
     }
 }
 
+/// The OFREP error codes allot answers, each with its HTTP status (the status of a single-flag
+/// answer; in a bulk answer, a failed flag is an item of a 200).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfrepCode {
+    /// The body is not JSON.
+    ParseError,
+    /// The context is not an object, `targetingKey` not a string, too many attributes, a bad unit id.
+    InvalidContext,
+    /// No unit id for the flag's unit type.
+    TargetingKeyMissing,
+    /// No experiment has this key.
+    FlagNotFound,
+    /// The server could not evaluate (store failure, sticky assignments unreadable).
+    General,
+}
+
+impl OfrepCode {
+    /// The table: HTTP status and wire code.
+    pub fn status_code(self) -> (StatusCode, &'static str) {
+        match self {
+            OfrepCode::ParseError => (StatusCode::BAD_REQUEST, "PARSE_ERROR"),
+            OfrepCode::InvalidContext => (StatusCode::BAD_REQUEST, "INVALID_CONTEXT"),
+            OfrepCode::TargetingKeyMissing => (StatusCode::BAD_REQUEST, "TARGETING_KEY_MISSING"),
+            OfrepCode::FlagNotFound => (StatusCode::NOT_FOUND, "FLAG_NOT_FOUND"),
+            OfrepCode::General => (StatusCode::INTERNAL_SERVER_ERROR, "GENERAL"),
+        }
+    }
+
+    /// The wire code (`errorCode`).
+    pub fn as_str(self) -> &'static str {
+        self.status_code().1
+    }
+}
+
 impl From<allot_store::StoreError> for ApiError {
     fn from(e: allot_store::StoreError) -> Self {
         match e {
@@ -154,7 +191,7 @@ impl IntoResponse for ApiError {
             ApiError::Malformed { path, message: m } => {
                 json!({"code": code, "message": format!("{path}: {m}"), "errors": [{"path": path, "message": m}]})
             }
-            ApiError::Invalid(errors) => json!({"code": code, "message": crate::summary(&errors), "errors": errors}),
+            ApiError::Invalid(errors) => json!({"code": code, "message": summary(&errors), "errors": errors}),
             ApiError::Refused(plan) => json!({
                 "code": code,
                 "message": format!(
@@ -176,5 +213,14 @@ impl IntoResponse for ApiError {
             _ => json!({"code": code, "message": message}),
         };
         (status, axum::Json(body)).into_response()
+    }
+}
+
+/// One line for a list of field errors.
+pub fn summary(errors: &[FieldError]) -> String {
+    match errors {
+        [] => "invalid".into(),
+        [one] => one.to_string(),
+        [first, rest @ ..] => format!("{first} (and {} more)", rest.len()),
     }
 }

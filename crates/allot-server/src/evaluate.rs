@@ -6,9 +6,10 @@
 //! change. Sticky experiments read the unit's stored assignments before evaluating and store
 //! new ones after.
 
-use crate::admin::{etag, parse_tag};
 use crate::body::ApiJson;
+use crate::clock::now_and_day;
 use crate::error::ApiError;
+use crate::headers::{etag, parse_tag};
 use crate::writer::Stored;
 use crate::{App, Live, StickyKnown};
 use allot_core::eval::{Assignment, Reason, StickyStore};
@@ -26,17 +27,17 @@ use serde_json::Value;
 use std::sync::Arc;
 
 /// Most attributes a context may have.
-pub const MAX_ATTRIBUTES: usize = 256;
+pub(crate) const MAX_ATTRIBUTES: usize = 256;
 
 /// Most exposures in one `POST /api/v1/exposures`.
-pub const MAX_EXPOSURES: usize = 1000;
+pub(crate) const MAX_EXPOSURES: usize = 1000;
 
 pub(crate) fn routes() -> Router<Arc<App>> {
     Router::new().route("/api/v1/evaluate", post(evaluate)).route("/api/v1/snapshot", get(snapshot))
 }
 
 /// Longest unit id, in bytes of UTF-8, on every endpoint (evaluation contexts, OFREP, exposures).
-pub const MAX_UNIT_ID_BYTES: usize = 256;
+pub(crate) const MAX_UNIT_ID_BYTES: usize = 256;
 
 /// Checks a context's size; `path` names it in errors.
 pub(crate) fn check_context(ctx: &Context, path: &str) -> Result<(), ApiError> {
@@ -299,12 +300,6 @@ pub(crate) async fn evaluate(
         }
     }
     Ok(res)
-}
-
-fn now_and_day() -> (String, String) {
-    let t = crate::now();
-    let day = t.get(..10).unwrap_or_default().to_string();
-    (t, day)
 }
 
 /// The recorded state reduced to what evaluation reads ([`crate::served`]), for in-process

@@ -7,7 +7,10 @@
 //! refusing every key it knew revoked, including one revoked on this node a moment ago; a key it
 //! has never seen cannot be checked, and gets 503.
 
-use allot_store::KeyInfo;
+use crate::clock::now;
+use crate::error::ApiError;
+use crate::App;
+use allot_store::{KeyInfo, Role};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
@@ -79,5 +82,126 @@ impl KeyCache {
             }
         }
         t.live = live;
+    }
+}
+
+/// How the first admin key came about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// The store already had keys: nothing was created.
+    Existing,
+    /// The store already had keys and `ALLOT_BOOTSTRAP_ADMIN_KEY` is set to something that is not
+    /// one of its live keys: it was ignored (worth a warning: whoever set it may think it works).
+    Ignored,
+    /// `ALLOT_BOOTSTRAP_ADMIN_KEY` became the first admin key.
+    FromEnvironment,
+    /// A key was generated: print it once, it is not stored in clear.
+    Generated(String),
+}
+
+/// Fewest characters of a first admin key given in `ALLOT_BOOTSTRAP_ADMIN_KEY` (generated keys
+/// have 70).
+pub const MIN_BOOTSTRAP_KEY_CHARS: usize = 32;
+
+/// A new random secret: `allot_` and 64 hex digits.
+pub(crate) fn new_secret() -> Result<String, ApiError> {
+    Ok(format!("allot_{}", random_hex(32)?))
+}
+
+fn random_hex(n: usize) -> Result<String, ApiError> {
+    let mut buf = vec![0u8; n];
+    getrandom::fill(&mut buf).map_err(|e| ApiError::Internal(format!("random: {e}")))?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A new key id: `k_` and 16 hex digits.
+pub(crate) fn new_key_id() -> Result<String, ApiError> {
+    Ok(format!("k_{}", random_hex(8)?))
+}
+
+impl App {
+    /// On an empty key table: makes `env_key` (or a generated key) the first admin key. A key from
+    /// the environment must have at least [`MIN_BOOTSTRAP_KEY_CHARS`] characters and no control
+    /// characters (422 naming `ALLOT_BOOTSTRAP_ADMIN_KEY` otherwise).
+    pub async fn bootstrap(&self, env_key: Option<&str>) -> Result<Bootstrap, ApiError> {
+        let env_key = env_key.map(str::trim).filter(|k| !k.is_empty());
+        if self.store.key_count().await? > 0 {
+            return Ok(match env_key {
+                Some(k) if self.store.find_key(k).await?.is_none() => Bootstrap::Ignored,
+                _ => Bootstrap::Existing,
+            });
+        }
+        if let Some(k) = env_key {
+            let n = k.chars().count();
+            if n < MIN_BOOTSTRAP_KEY_CHARS {
+                return Err(ApiError::field(
+                    "ALLOT_BOOTSTRAP_ADMIN_KEY",
+                    format!("the first admin key needs at least {MIN_BOOTSTRAP_KEY_CHARS} characters, this one has {n} (e.g. `openssl rand -hex 32`)"),
+                ));
+            }
+            if k.chars().any(char::is_control) {
+                return Err(ApiError::field("ALLOT_BOOTSTRAP_ADMIN_KEY", "a key cannot contain control characters"));
+            }
+        }
+        let (secret, outcome) = match env_key {
+            Some(k) => (k.to_string(), Bootstrap::FromEnvironment),
+            None => {
+                let s = new_secret()?;
+                (s.clone(), Bootstrap::Generated(s))
+            }
+        };
+        let info = KeyInfo {
+            id: new_key_id()?,
+            name: "bootstrap-admin".into(),
+            role: Role::Admin,
+            created_at: now(),
+            revoked_at: None,
+        };
+        if self.store.bootstrap_key(&info, &secret).await? {
+            Ok(outcome)
+        } else {
+            Ok(Bootstrap::Existing)
+        }
+    }
+
+    /// The live key with this secret: from what this node knows of the key table (module `keys`),
+    /// else from the store. `None` for a key unknown or revoked; 503 `STORE_UNAVAILABLE` for a
+    /// key this node has never seen while the database cannot be reached.
+    pub async fn key(&self, secret: &str) -> Result<Option<Arc<KeyInfo>>, ApiError> {
+        let hash = self.store.hash_secret(secret);
+        match self.keys.get(&hash) {
+            Known::Live(k) => return Ok(Some(k)),
+            Known::Revoked => return Ok(None),
+            Known::Unknown => {}
+        }
+        let found = self.store.find_key(secret).await;
+        self.observe(&found);
+        let found = found?.map(Arc::new);
+        if let Some(k) = &found {
+            self.keys.live(hash, k.clone());
+        }
+        Ok(found)
+    }
+
+    /// Reads the whole key table again, so that keys created or revoked on other nodes are known
+    /// here (periodically, from [`App::spawn_refresh`]). While the database cannot be reached,
+    /// what was known stays.
+    pub async fn refresh_keys(&self) -> Result<(), ApiError> {
+        let all = self.store.export_keys().await;
+        self.observe(&all);
+        self.keys.replace(all?);
+        Ok(())
+    }
+
+    /// Records a key created on this node: known live from now on, also while the database cannot
+    /// be reached.
+    pub(crate) fn key_created(&self, secret: &str, info: KeyInfo) {
+        self.keys.live(self.store.hash_secret(secret), Arc::new(info));
+    }
+
+    /// Records a revocation made on this node: the key is refused from now on, also while the
+    /// database cannot be reached.
+    pub(crate) fn key_revoked(&self, id: &str) {
+        self.keys.revoked(id);
     }
 }

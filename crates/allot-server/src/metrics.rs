@@ -28,6 +28,59 @@ struct RouteStats {
     sum: f64,
 }
 
+/// Where a path that a correct program never takes was taken anyway: the closed label set of
+/// `allot_internal_errors_total{site}`. Each such place logs at error level and counts here
+/// ([`internal_error`]) instead of defaulting silently; the answer it then gives is the one it
+/// gave before (a fallback value), so that a bug is seen without taking the service down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Site {
+    /// Formatting "now" as RFC 3339 failed ([`crate::now`]).
+    Clock,
+    /// An entity tag was not a valid header value (configuration version, OFREP bulk tag).
+    Etag,
+    /// One of our own types did not serialize to JSON.
+    Json,
+    /// A lock was poisoned (a thread panicked while holding it).
+    Lock,
+    /// A stored state that compiled has no applied configuration that parses.
+    State,
+    /// An evaluation answered no result for a flag it was asked for.
+    Evaluation,
+}
+
+impl Site {
+    /// Every site, in label order.
+    pub const ALL: [Site; 6] = [Site::Clock, Site::Etag, Site::Json, Site::Lock, Site::State, Site::Evaluation];
+
+    /// The `site` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Site::Clock => "clock",
+            Site::Etag => "etag",
+            Site::Json => "json",
+            Site::Lock => "lock",
+            Site::State => "state",
+            Site::Evaluation => "evaluation",
+        }
+    }
+}
+
+// Process-wide, not per App: some sites (the clock) have no App at hand.
+static INTERNAL_ERRORS: [AtomicU64; Site::ALL.len()] = [const { AtomicU64::new(0) }; Site::ALL.len()];
+
+/// Logs an impossible path at error level and counts it in `allot_internal_errors_total{site}`.
+pub fn internal_error(site: Site, detail: &dyn std::fmt::Display) {
+    tracing::error!(site = site.as_str(), %detail, "internal error: a path a correct program never takes");
+    let i = Site::ALL.iter().position(|s| *s == site).unwrap_or(0);
+    INTERNAL_ERRORS[i].fetch_add(1, Ordering::Relaxed);
+}
+
+/// How many times `site` was counted by [`internal_error`] in this process.
+pub fn internal_errors(site: Site) -> u64 {
+    let i = Site::ALL.iter().position(|s| *s == site).unwrap_or(0);
+    INTERNAL_ERRORS[i].load(Ordering::Relaxed)
+}
+
 /// Counters of the service.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -43,8 +96,12 @@ pub struct Metrics {
 impl Metrics {
     /// Counts one evaluation with its reason.
     pub fn evaluated(&self, reason: Reason) {
-        let i = Reason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
-        self.reasons[i].fetch_add(1, Ordering::Relaxed);
+        match Reason::ALL.iter().position(|r| *r == reason) {
+            Some(i) => {
+                self.reasons[i].fetch_add(1, Ordering::Relaxed);
+            }
+            None => internal_error(Site::Evaluation, &format_args!("reason {reason:?} is not in Reason::ALL")),
+        }
     }
 
     /// Counts one evaluation that ended in an error (OFREP `FLAG_NOT_FOUND`, ...).
@@ -102,7 +159,10 @@ impl Metrics {
                     })
                     .collect()
             })
-            .unwrap_or_default();
+            .unwrap_or_else(|_| {
+                internal_error(Site::Lock, &"the route metrics lock is poisoned");
+                BTreeMap::new()
+            });
         let _ = writeln!(out, "# HELP allot_http_requests_total HTTP requests by method, route and status.");
         let _ = writeln!(out, "# TYPE allot_http_requests_total counter");
         for ((method, route), s) in &routes {
@@ -172,6 +232,12 @@ impl Metrics {
         let _ = writeln!(out, "# HELP allot_http_connections_waited_total Times the connection limit was reached and accepting waited for a connection to close.");
         let _ = writeln!(out, "# TYPE allot_http_connections_waited_total counter");
         let _ = writeln!(out, "allot_http_connections_waited_total {}", c.waited.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP allot_internal_errors_total Paths a correct program never takes, taken anyway (logged at error level), by site.");
+        let _ = writeln!(out, "# TYPE allot_internal_errors_total counter");
+        for site in Site::ALL {
+            let _ =
+                writeln!(out, "allot_internal_errors_total{{site=\"{}\"}} {}", site.as_str(), internal_errors(site));
+        }
         out
     }
 }
@@ -239,4 +305,19 @@ pub fn with_request_ids<S: Clone + Send + Sync + 'static>(router: Router<S>) -> 
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(header, counter))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{internal_error, internal_errors, Site};
+
+    #[test]
+    fn an_internal_error_is_counted_at_its_site_only() {
+        let before: Vec<u64> = Site::ALL.iter().map(|s| internal_errors(*s)).collect();
+        internal_error(Site::Lock, &"a test");
+        for (site, b) in Site::ALL.iter().zip(before) {
+            let want = if *site == Site::Lock { b + 1 } else { b };
+            assert_eq!(internal_errors(*site), want, "{}", site.as_str());
+        }
+    }
 }

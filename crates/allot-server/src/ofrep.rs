@@ -20,13 +20,14 @@
 //! A degraded answer (any `STICKY_UNAVAILABLE`) carries no `ETag`.
 
 use crate::body::ApiPath;
+use crate::error::OfrepCode;
 use crate::evaluate::{assign, check_context, unit_id_problem, value_of, MAX_ATTRIBUTES};
 use crate::{App, Live};
 use allot_core::eval::{Assignment, Reason};
 use allot_core::Context;
 use axum::extract::{Request, State};
 use axum::http::header::{ETAG, IF_NONE_MATCH};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -42,28 +43,29 @@ pub(crate) fn routes() -> Router<Arc<App>> {
 /// An OFREP error: status, code and details.
 struct Failure(StatusCode, &'static str, String);
 
+impl Failure {
+    /// A failure with the status and code of `code` in the table ([`OfrepCode`]).
+    fn of(code: OfrepCode, details: String) -> Failure {
+        let (status, code) = code.status_code();
+        Failure(status, code, details)
+    }
+}
+
 /// Parses `{"context": {...}}` into an allot context with `targetingKey` mapped to the units.
 fn context(body: &[u8], live: &Live) -> Result<Context, Failure> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| Failure(StatusCode::BAD_REQUEST, "PARSE_ERROR", format!("malformed JSON: {e}")))?;
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| Failure::of(OfrepCode::ParseError, format!("malformed JSON: {e}")))?;
     let Value::Object(mut top) = v else {
-        return Err(Failure(
-            StatusCode::BAD_REQUEST,
-            "INVALID_CONTEXT",
-            "the body must be an object {\"context\": {...}}".into(),
-        ));
+        return Err(Failure::of(OfrepCode::InvalidContext, "the body must be an object {\"context\": {...}}".into()));
     };
     let mut ctx = match top.remove("context") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(c)) => c,
-        Some(_) => {
-            return Err(Failure(StatusCode::BAD_REQUEST, "INVALID_CONTEXT", "context: expected an object".into()))
-        }
+        Some(_) => return Err(Failure::of(OfrepCode::InvalidContext, "context: expected an object".into())),
     };
     if check_context(&ctx, "context").is_err() {
-        return Err(Failure(
-            StatusCode::BAD_REQUEST,
-            "INVALID_CONTEXT",
+        return Err(Failure::of(
+            OfrepCode::InvalidContext,
             format!("context: {} attributes; at most {MAX_ATTRIBUTES} are allowed", ctx.len()),
         ));
     }
@@ -80,11 +82,7 @@ fn context(body: &[u8], live: &Live) -> Result<Context, Failure> {
             }
         }
         Some(_) => {
-            return Err(Failure(
-                StatusCode::BAD_REQUEST,
-                "INVALID_CONTEXT",
-                "context.targetingKey: expected a string".into(),
-            ))
+            return Err(Failure::of(OfrepCode::InvalidContext, "context.targetingKey: expected a string".into()))
         }
     }
     for (s, space) in live.snapshot.spaces.iter().enumerate() {
@@ -95,7 +93,7 @@ fn context(body: &[u8], live: &Live) -> Result<Context, Failure> {
                 } else {
                     space.attribute.clone()
                 };
-                return Err(Failure(StatusCode::BAD_REQUEST, "INVALID_CONTEXT", format!("context.{field}: {problem}")));
+                return Err(Failure::of(OfrepCode::InvalidContext, format!("context.{field}: {problem}")));
             }
         }
     }
@@ -120,14 +118,14 @@ fn flag(live: &Live, i: usize, a: &Assignment) -> Result<Value, Value> {
         let attr = &live.snapshot.spaces[e.space].attribute;
         return Err(json!({
             "key": e.id,
-            "errorCode": "TARGETING_KEY_MISSING",
+            "errorCode": OfrepCode::TargetingKeyMissing.as_str(),
             "errorDetails": format!("the context has no targetingKey (nor `{attr}`) to identify the unit"),
         }));
     }
     if a.reason == Reason::StickyUnavailable {
         return Err(json!({
             "key": e.id,
-            "errorCode": "GENERAL",
+            "errorCode": OfrepCode::General.as_str(),
             "errorDetails": "the unit's sticky assignments cannot be read (the store is unreachable): use the default",
             "metadata": {"allotReason": a.reason.as_str(), "configVersion": live.version},
         }));
@@ -172,30 +170,29 @@ pub(crate) async fn evaluate_flag(
         Err(f) => return fail(f),
     };
     let Some(i) = live.snapshot.index_of(&key) else {
-        return fail(Failure(StatusCode::NOT_FOUND, "FLAG_NOT_FOUND", format!("flag `{key}` was not found")));
+        return fail(Failure::of(OfrepCode::FlagNotFound, format!("flag `{key}` was not found")));
     };
     let out = match assign(&app, &live, &ctx, Some(&[i])).await {
         Ok((o, _)) => o,
         Err(e) => {
             tracing::error!(error = %e, "OFREP evaluation failed");
             app.metrics.evaluation_error();
-            return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"errorDetails": "an internal error occurred"})))
+            return (OfrepCode::General.status_code().0, Json(json!({"errorDetails": "an internal error occurred"})))
                 .into_response();
         }
     };
     let Some((_, a)) = out.first() else {
-        return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"errorDetails": "no result"}))).into_response();
+        crate::metrics::internal_error(crate::metrics::Site::Evaluation, &format_args!("no result for flag `{key}`"));
+        return (OfrepCode::General.status_code().0, Json(json!({"errorDetails": "no result"}))).into_response();
     };
     match flag(&live, i, a) {
         Ok(v) => Json(v).into_response(),
         Err(v) => {
             app.metrics.evaluation_error();
             // A unit that cannot be evaluated now (GENERAL) is the server's failure, not the request's.
-            let status = if a.reason == Reason::StickyUnavailable {
-                StatusCode::INTERNAL_SERVER_ERROR
-            } else {
-                StatusCode::BAD_REQUEST
-            };
+            let code =
+                if a.reason == Reason::StickyUnavailable { OfrepCode::General } else { OfrepCode::TargetingKeyMissing };
+            let status = code.status_code().0;
             (status, Json(v)).into_response()
         }
     }
@@ -207,7 +204,10 @@ pub(crate) async fn evaluate_flag(
 pub(crate) fn bulk_etag(version: u64, ctx: &Context) -> String {
     let mut attrs: Vec<(&String, &Value)> = ctx.iter().collect();
     attrs.sort_by(|a, b| a.0.cmp(b.0));
-    let canonical = serde_json::to_vec(&attrs).unwrap_or_default();
+    let canonical = serde_json::to_vec(&attrs).unwrap_or_else(|e| {
+        crate::metrics::internal_error(crate::metrics::Site::Json, &e);
+        Vec::new()
+    });
     let (h1, h2) = allot_core::hash::murmur3_x64_128(&canonical, 0);
     format!("\"{version}-{h1:016x}{h2:016x}\"")
 }
@@ -231,7 +231,7 @@ pub(crate) async fn evaluate_flags(State(app): State<Arc<App>>, req: Request) ->
         }
     };
     let tag = bulk_etag(live.version, &ctx);
-    let tag_value = HeaderValue::from_str(&tag).unwrap_or(HeaderValue::from_static("\"0\""));
+    let tag_value = crate::headers::tag_value(&tag);
     let fresh = headers
         .get(IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -244,8 +244,8 @@ pub(crate) async fn evaluate_flags(State(app): State<Arc<App>>, req: Request) ->
         Err(e) => {
             tracing::error!(error = %e, "OFREP bulk evaluation failed");
             return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Json(json!({"errorCode": "GENERAL", "errorDetails": "an internal error occurred"})),
+                OfrepCode::General.status_code().0,
+                Json(json!({"errorCode": OfrepCode::General.as_str(), "errorDetails": "an internal error occurred"})),
             )
                 .into_response();
         }

@@ -89,7 +89,7 @@ impl Modify for CommonResponses {
     modifiers(&Security, &CommonResponses),
     security(("bearer" = [])),
     paths(
-        crate::health, crate::ready, crate::metrics::render,
+        crate::router::health, crate::router::ready, crate::metrics::render,
         crate::admin::get_config, crate::admin::put_config, crate::admin::preview, crate::admin::audit, crate::admin::audit_entry, crate::admin::version,
         crate::admin::list_keys, crate::admin::create_key, crate::admin::revoke_key,
         crate::admin::list_entities, crate::admin::get_entity, crate::admin::put_entity, crate::admin::delete_entity, crate::admin::lifecycle,
@@ -110,7 +110,10 @@ pub struct ApiDoc;
 
 /// The document as pretty JSON (what `docs/openapi.json` holds).
 pub fn document() -> String {
-    ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+    ApiDoc::openapi().to_pretty_json().unwrap_or_else(|e| {
+        crate::metrics::internal_error(crate::metrics::Site::Json, &e);
+        String::new()
+    })
 }
 
 pub(crate) fn routes() -> Router<Arc<App>> {

@@ -37,7 +37,13 @@ const SKELETON: [&str; 10] =
 
 /// The state reduced to what evaluation needs (module documentation).
 pub fn for_evaluation(state: &State) -> State {
-    let cfg = allot_core::plan::applied_config(state).ok().flatten().unwrap_or_default();
+    let cfg = match allot_core::plan::applied_config(state) {
+        Ok(cfg) => cfg.unwrap_or_default(),
+        Err(e) => {
+            crate::metrics::internal_error(crate::metrics::Site::State, &crate::summary(&e));
+            Default::default()
+        }
+    };
     let running: BTreeSet<&str> =
         cfg.experiments.iter().filter(|(_, e)| e.state == ExpState::Running).map(|(id, _)| id.as_str()).collect();
     let mut needed: BTreeSet<&str> = running.clone();

@@ -19,10 +19,10 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Most rows one batch takes (whole requests are never split, so a batch may exceed it by one
 /// request's rows).
-pub const BATCH: usize = 1000;
+pub(crate) const BATCH: usize = 1000;
 
 /// Most requests waiting for a batch.
-pub const QUEUE: usize = 4096;
+pub(crate) const QUEUE: usize = 4096;
 
 /// Where a request's rows went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +131,10 @@ impl<T: Clone> Pending<T> {
 
     /// Rows waiting.
     pub(crate) fn len(&self) -> usize {
-        self.rows.lock().map(|p| p.len()).unwrap_or(0)
+        self.rows.lock().map(|p| p.len()).unwrap_or_else(|_| {
+            crate::metrics::internal_error(crate::metrics::Site::Lock, &"the buffered rows lock is poisoned");
+            0
+        })
     }
 
     /// Keeps what fits of `rows`; returns how many did not.

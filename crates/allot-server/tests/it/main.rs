@@ -5,6 +5,7 @@ mod admin;
 mod auth;
 mod conn;
 mod evaluate;
+mod lifecycle;
 mod limits;
 mod ofrep;
 mod ops;

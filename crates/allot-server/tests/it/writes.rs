@@ -21,9 +21,9 @@ const POISON: &str = "poison-unit";
 /// A store that fails with `Unavailable` while `down`, counts the batches of sticky assignments
 /// and exposures it is asked to write, and holds each exposure write until `gate` gives a permit
 /// (when `held`).
-struct Faulty {
+pub(crate) struct Faulty {
     inner: Arc<dyn Store>,
-    down: AtomicBool,
+    pub(crate) down: AtomicBool,
     held: AtomicBool,
     gate: Semaphore,
     /// Exposures in writes waiting at the gate.
@@ -154,7 +154,7 @@ experiments:
   st2: {unit: user, share: 100%, variants: {a: 1, b: 1}, sticky: true, state: running}
 "#;
 
-async fn faulty_server() -> (Server, Arc<Faulty>) {
+pub(crate) async fn faulty_server() -> (Server, Arc<Faulty>) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("allot.db").display());
     let faulty = Arc::new(Faulty {
