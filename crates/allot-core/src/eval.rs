@@ -313,6 +313,14 @@ impl Snapshot {
         a.variant.map(|v| self.experiments[i].split.names[v as usize].as_str())
     }
 
+    /// The served value of the assignment's variant: its configured `value`, else its name as a
+    /// JSON string (the one rule for the HTTP API, OFREP and the SDK).
+    pub fn variant_value(&self, i: usize, a: &Assignment) -> Option<Value> {
+        let v = a.variant? as usize;
+        let e = &self.experiments[i];
+        Some(e.values.get(v).cloned().flatten().unwrap_or_else(|| Value::String(e.split.names[v].clone())))
+    }
+
     /// The unit id for a space from the context: strings as they are, numbers and booleans as
     /// their JSON text; absent, null, empty or other types → none.
     #[inline]

@@ -187,15 +187,8 @@ impl Client {
             return Evaluation { variant: None, value: None, reason: None, version: c.version };
         };
         let a = c.snapshot.evaluate_one(i, ctx, sticky);
-        let e = &c.snapshot.experiments[i];
         let variant = c.snapshot.variant_name(i, &a).map(str::to_string);
-        let value = a.variant.map(|v| {
-            e.values
-                .get(v as usize)
-                .cloned()
-                .flatten()
-                .unwrap_or_else(|| Value::String(e.split.names[v as usize].clone()))
-        });
+        let value = c.snapshot.variant_value(i, &a);
         Evaluation { variant, value, reason: Some(a.reason), version: c.version }
     }
 

@@ -190,9 +190,7 @@ pub(crate) async fn assign(
 
 /// The value a variant serves: its declared `value`, else its name as a string.
 pub(crate) fn value_of(live: &Live, i: usize, a: &Assignment) -> Option<Value> {
-    let v = a.variant? as usize;
-    let e = &live.snapshot.experiments[i];
-    Some(e.values.get(v).cloned().flatten().unwrap_or_else(|| Value::String(e.split.names[v].clone())))
+    live.snapshot.variant_value(i, a)
 }
 
 /// `POST /api/v1/evaluate`.
