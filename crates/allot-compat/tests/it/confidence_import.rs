@@ -1,0 +1,281 @@
+//! `allot compat confidence import` against Spotify's resolver (`confidence_resolver` 0.26.1):
+//! import a resolver state, compile the written allot state with allot-core (`Snapshot::compile`,
+//! the path `allot assign` takes), evaluate, and compare every imported flag's answer (variant
+//! and value, or a match without one, or no match) with what the resolver gives, on the
+//! specification's cases and on the differential test's random states and hostile contexts.
+//!
+//! Exactness is claimed for contexts whose unit ids are absent or non-empty strings of at most
+//! 100 bytes (see the import's caveats); the other contexts are compared and counted apart, not
+//! asserted. Requests the resolver refuses (an attribute its rule cannot convert) have no flag
+//! answers and are counted.
+
+use crate::confidence_differential::{case, ACCOUNT};
+use crate::confidence_oracle::{load_native, normalize, resolve_native, spec_state_as_proto, Outcome};
+use crate::spec;
+use allot_compat::confidence::{answer, Answer, ImportOptions, Imported, State};
+use allot_core::eval::{Assignment, NoSticky, Snapshot};
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use serde_json::{json, Map, Value};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+const DEFAULT_CASES: u32 = 60;
+
+struct Native {
+    imported: Imported,
+    snap: Snapshot,
+    /// Experiment id → the attribute carrying its unit id.
+    unit_of: HashMap<String, String>,
+}
+
+fn import(state: &State, secret: &str) -> Native {
+    let opts = ImportOptions { client_secret: Some(secret.to_string()), time: "2026-12-01T00:00:00Z".into() };
+    let imported = state.import(&opts).unwrap_or_else(|e| panic!("import for {secret}: {e}"));
+    // The written configuration must be what validation accepts, and compile from the state.
+    let snap = Snapshot::compile(&imported.state).unwrap_or_else(|e| panic!("compile: {e:?}"));
+    let mut unit_of = HashMap::new();
+    for (id, e) in imported.config["experiments"].as_object().into_iter().flatten() {
+        let unit = e["unit"].as_str().unwrap();
+        unit_of.insert(id.clone(), imported.config["units"][unit]["attribute"].as_str().unwrap().to_string());
+    }
+    Native { imported, snap, unit_of }
+}
+
+#[derive(Default)]
+struct Tally {
+    states: usize,
+    requests: usize,
+    refused_by_resolver: usize,
+    flags_imported: usize,
+    flags_unmapped: usize,
+    rules_dropped: usize,
+    compared: usize,
+    agreed: usize,
+    outside: usize,
+    outside_agreed: usize,
+    outcomes: std::collections::BTreeMap<&'static str, usize>,
+    disagreements: Vec<String>,
+}
+
+fn lookup<'v>(ctx: &'v Map<String, Value>, path: &str) -> Option<&'v Value> {
+    let mut parts = path.split('.');
+    let mut v = ctx.get(parts.next()?)?;
+    for p in parts {
+        v = v.as_object()?.get(p)?;
+    }
+    Some(v)
+}
+
+/// Whether the context is inside the import's exactness domain for `flag`: every targeting key
+/// any of the flag's rules reads is absent or a non-empty string of at most 100 bytes, and
+/// `targeting_key` is present when the resolver would assign without one.
+fn in_domain(selectors: &[String], keyless: bool, ctx: &Map<String, Value>) -> bool {
+    for sel in selectors {
+        match lookup(ctx, sel) {
+            None | Some(Value::Null) => {
+                if keyless && sel == "targeting_key" {
+                    return false;
+                }
+            }
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= 100 => {}
+            Some(_) => return false,
+        }
+    }
+    true
+}
+
+/// Selectors (blank → `targeting_key`) of every rule of every flag in a proto3-JSON state.
+fn selectors(state: &Value) -> HashMap<String, Vec<String>> {
+    let mut out = HashMap::new();
+    for f in state["flags"].as_array().into_iter().flatten() {
+        let sels = f["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| match r["targetingKeySelector"].as_str().unwrap_or("") {
+                "" => "targeting_key".to_string(),
+                s => s.to_string(),
+            })
+            .collect();
+        out.insert(f["name"].as_str().unwrap_or_default().to_string(), sels);
+    }
+    out
+}
+
+fn short(name: &str) -> &str {
+    name.rsplit('/').next().unwrap_or(name)
+}
+
+/// Compares one request: the resolver's answer for every flag the import wrote.
+fn compare(native: &Native, sels: &HashMap<String, Vec<String>>, oracle: &Outcome, req: &Value, t: &mut Tally) {
+    t.requests += 1;
+    let Outcome::Flags(flags) = oracle else {
+        t.refused_by_resolver += 1;
+        return;
+    };
+    let ctx = req["evaluationContext"].as_object().cloned().unwrap_or_default();
+    let mut out: Vec<Assignment> = vec![];
+    native.snap.evaluate_all(&ctx, &NoSticky, &mut out);
+    for fr in &native.imported.report.flags {
+        let Some(want) = flags.get(&fr.flag) else { continue };
+        let mut value = Value::Null;
+        let got = answer(fr.experiments.iter().map(|id| {
+            let i = native.snap.index_of(id).unwrap();
+            let name = native.snap.variant_name(i, &out[i]);
+            if let Some(v) = out[i].variant {
+                if value.is_null() {
+                    if let Some(Some(x)) = native.snap.experiments[i].values.get(usize::from(v)) {
+                        if !matches!(name, Some("_fallthrough" | "_none")) {
+                            value = x.clone();
+                        }
+                    }
+                }
+            }
+            name
+        }));
+        let got = match got {
+            Answer::Variant(v) => ("MATCH", v, normalize(value)),
+            Answer::ClientDefault => ("MATCH", String::new(), json!({})),
+            Answer::NoMatch => ("NO_SEGMENT_MATCH", String::new(), Value::Null),
+        };
+        let reason = want.reason.trim_start_matches("RESOLVE_REASON_");
+        let expected = (reason, short(&want.variant).to_string(), want.value.clone());
+        let agree = (got.0, &got.1, &got.2) == (expected.0, &expected.1, &expected.2);
+        let inside = in_domain(&sels[&fr.flag], !fr.keyless.is_empty(), &ctx);
+        if inside {
+            t.compared += 1;
+            if agree {
+                t.agreed += 1;
+                *t.outcomes.entry(if got.0 == "MATCH" { "MATCH" } else { "NO_SEGMENT_MATCH" }).or_default() += 1;
+            } else {
+                t.disagreements.push(format!(
+                    "{}: resolver {expected:?}, allot {got:?}\n  experiments {:?}\n  request {req}",
+                    fr.flag, fr.experiments
+                ));
+            }
+        } else {
+            t.outside += 1;
+            if agree {
+                t.outside_agreed += 1;
+            }
+        }
+    }
+}
+
+/// Imports `state_json` for every client secret of the requests and compares each request.
+fn run_state(state_json: &str, requests: &[Value], t: &mut Tally) {
+    let (Ok(native_state), Ok(state)) = (load_native(state_json, ACCOUNT), State::parse(state_json, Some(ACCOUNT)))
+    else {
+        return;
+    };
+    t.states += 1;
+    let raw: Value = serde_json::from_str(state_json).unwrap();
+    let sels = selectors(&raw);
+    let mut by_secret: HashMap<String, Option<Native>> = HashMap::new();
+    for req in requests {
+        let secret = req["clientSecret"].as_str().unwrap_or_default().to_string();
+        let native = by_secret.entry(secret.clone()).or_insert_with(|| {
+            let opts = ImportOptions { client_secret: Some(secret.clone()), time: "2026-12-01T00:00:00Z".into() };
+            if state.import(&opts).is_err() {
+                return None; // an unknown secret: nothing to import for
+            }
+            let n = import(&state, &secret);
+            t.flags_imported += n.imported.report.flags.len();
+            t.flags_unmapped += n.imported.report.unmapped.iter().filter(|e| e.kind == "flag").count();
+            t.rules_dropped += n.imported.report.dropped.iter().filter(|e| e.kind == "rule").count();
+            Some(n)
+        });
+        let Some(native) = native else { continue };
+        let oracle = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| resolve_native(&native_state, req)))
+        {
+            Ok(o) => o,
+            Err(_) => continue,
+        };
+        compare(native, &sels, &oracle, req, t);
+    }
+}
+
+fn report(what: &str, t: &Tally) {
+    eprintln!(
+        "{what}: {} states, {} requests ({} refused by the resolver), {} flags imported, {} not mapped, {} rules dropped; \
+         {} flag answers compared, {} agree; outside the domain {} compared, {} agree; outcomes {:?}",
+        t.states,
+        t.requests,
+        t.refused_by_resolver,
+        t.flags_imported,
+        t.flags_unmapped,
+        t.rules_dropped,
+        t.compared,
+        t.agreed,
+        t.outside,
+        t.outside_agreed,
+        t.outcomes
+    );
+}
+
+/// Every case of the specification, for the flags the import maps: `allot assign`'s path gives
+/// what the resolver gives.
+#[test]
+fn imported_specification_state_assigns_as_the_resolver() {
+    let spec_state: Value = serde_json::from_str(&spec("confidence/state.json")).unwrap();
+    let (state, account) = spec_state_as_proto(&spec_state);
+    let cases: Vec<Value> = serde_json::from_str(&spec("confidence/tests.json")).unwrap();
+    let requests: Vec<Value> = cases.iter().map(crate::confidence::request_of).collect();
+    let mut t = Tally::default();
+    // The specification names its own account.
+    let (Ok(native_state), Ok(parsed)) = (load_native(&state, &account), State::parse(&state, Some(&account))) else {
+        panic!("the specification state must load")
+    };
+    let raw: Value = serde_json::from_str(&state).unwrap();
+    let sels = selectors(&raw);
+    let mut natives: HashMap<String, Native> = HashMap::new();
+    for req in &requests {
+        let secret = req["clientSecret"].as_str().unwrap().to_string();
+        let opts = ImportOptions { client_secret: Some(secret.clone()), time: "2026-12-01T00:00:00Z".into() };
+        if parsed.import(&opts).is_err() {
+            continue;
+        }
+        let native = natives.entry(secret.clone()).or_insert_with(|| import(&parsed, &secret));
+        compare(native, &sels, &resolve_native(&native_state, req), req, &mut t);
+    }
+    for n in natives.values() {
+        t.flags_imported += n.imported.report.flags.len();
+        t.flags_unmapped += n.imported.report.unmapped.iter().filter(|e| e.kind == "flag").count();
+    }
+    report("import (specification)", &t);
+    assert!(t.disagreements.is_empty(), "{} disagree:\n{}", t.disagreements.len(), t.disagreements.join("\n"));
+    assert!(t.compared >= 50, "too few comparisons to mean anything: {}", t.compared);
+}
+
+/// Random resolver states and hostile contexts from the differential test's generator.
+#[test]
+fn imported_random_states_assign_as_the_resolver() {
+    let run = std::thread::Builder::new().stack_size(256 << 20).spawn(random).unwrap();
+    if let Err(panic) = run.join() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn random() {
+    let cases: u32 = std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_CASES);
+    let seed: u64 = std::env::var("ALLOT_DIFF_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20_261_201);
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let config = Config { cases, failure_persistence: None, ..Config::default() };
+    let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
+    let tally = RefCell::new(Tally::default());
+    let _ = runner.run(&case(), |c| {
+        run_state(&c.state.to_string(), &c.requests, &mut tally.borrow_mut());
+        Ok(())
+    });
+    let t = tally.into_inner();
+    report("import (random states)", &t);
+    assert!(
+        t.disagreements.is_empty(),
+        "{} of {} flag answers disagree, the first 10:\n{}",
+        t.disagreements.len(),
+        t.compared,
+        t.disagreements.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
+    );
+    assert!(t.compared >= 100, "too few comparisons to mean anything: {}", t.compared);
+}
