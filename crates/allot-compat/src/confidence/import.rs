@@ -265,9 +265,11 @@ impl Translator<'_> {
             // `any` over a missing value is false; over a scalar or a list, as the top level.
             AttrRule::Any(Some(Op::NullEq)) => vec![],
             AttrRule::Any(Some(op)) => element(op, a.expected)?,
-            AttrRule::All(Some(_)) => return Err(format!(
+            AttrRule::All(Some(_)) => {
+                return Err(format!(
                 "`allRule` on `{name}`: it holds for a missing value and an empty list, which allot's `all` does not"
-            )),
+            ))
+            }
             AttrRule::Unrecognized | AttrRule::Any(None) | AttrRule::All(None) => {
                 return Err(format!("a rule on `{name}` has no operator the resolver recognises"))
             }
