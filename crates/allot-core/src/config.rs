@@ -635,7 +635,7 @@ pub fn validate(raw: &Value) -> Result<Config, Vec<FieldError>> {
         if let Some(other) = same
             .iter()
             .take_while(|o| **o != id.as_str())
-            .find(|o| !cfg.exclusive(id, o) && !(explicit(id) && explicit(o)))
+            .find(|o| !(cfg.exclusive(id, o) || (explicit(id) && explicit(o))))
         {
             v.err(
                 join(&join("experiments", id), "salt"),

@@ -384,6 +384,9 @@ fn eq_element(v: &TV<'static>, expected: Expected) -> Result<Vec<Value>, Why> {
     }
 }
 
+/// A native variant being built: its name, its split ranges and its value.
+type NativeVariant = (String, Vec<(u32, u32)>, Option<Value>);
+
 /// One rule, translated.
 struct RuleOut {
     id: String,
@@ -586,7 +589,7 @@ impl State {
         }
         cuts.sort_unstable();
         cuts.dedup();
-        let mut variants: BTreeMap<usize, (String, Vec<(u32, u32)>, Option<Value>)> = BTreeMap::new();
+        let mut variants: BTreeMap<usize, NativeVariant> = BTreeMap::new();
         let mut order: Vec<String> = vec![];
         let mut assigns = false;
         for w in cuts.windows(2) {

@@ -24,8 +24,6 @@ const DEFAULT_CASES: u32 = 60;
 struct Native {
     imported: Imported,
     snap: Snapshot,
-    /// Experiment id → the attribute carrying its unit id.
-    unit_of: HashMap<String, String>,
 }
 
 fn import(state: &State, secret: &str) -> Native {
@@ -33,12 +31,7 @@ fn import(state: &State, secret: &str) -> Native {
     let imported = state.import(&opts).unwrap_or_else(|e| panic!("import for {secret}: {e}"));
     // The written configuration must be what validation accepts, and compile from the state.
     let snap = Snapshot::compile(&imported.state).unwrap_or_else(|e| panic!("compile: {e:?}"));
-    let mut unit_of = HashMap::new();
-    for (id, e) in imported.config["experiments"].as_object().into_iter().flatten() {
-        let unit = e["unit"].as_str().unwrap();
-        unit_of.insert(id.clone(), imported.config["units"][unit]["attribute"].as_str().unwrap().to_string());
-    }
-    Native { imported, snap, unit_of }
+    Native { imported, snap }
 }
 
 #[derive(Default)]
