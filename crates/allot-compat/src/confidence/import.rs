@@ -291,6 +291,8 @@ impl Translator<'_> {
 fn element(op: &Op, expected: Expected) -> Result<Vec<Value>, Why> {
     match op {
         Op::Eq(v) => eq_element(v, expected),
+        // An empty set holds nothing: no element is in it.
+        Op::Set(values) if values.is_empty() => Ok(vec![]),
         Op::Set(values) => {
             let mut out = vec![];
             for v in values {
@@ -305,14 +307,14 @@ fn element(op: &Op, expected: Expected) -> Result<Vec<Value>, Why> {
             Ok(out)
         }
         Op::Range(start, end) => {
-            if expected == Expected::Bool {
-                return Ok(vec![]); // booleans have no order: the resolver never matches
+            // No bounds, a bound without a value, or booleans (which have no order): the
+            // resolver never matches.
+            let kindless = [start, end].into_iter().flatten().any(|b| b.value.is_none());
+            if (start.is_none() && end.is_none()) || kindless || expected == Expected::Bool {
+                return Ok(vec![]);
             }
             if expected != Expected::Number {
                 return Err(format!("a range over {}: allot compares only numbers in ranges", kind(expected)));
-            }
-            if start.is_none() && end.is_none() {
-                return Ok(vec![]);
             }
             let mut ops = Map::new();
             for (b, lower) in [(start, true), (end, false)] {
@@ -418,6 +420,7 @@ impl State {
                 "exact for unit ids that are non-empty strings of at most 100 characters: the resolver also reads integral numbers, answers TARGETING_KEY_ERROR for other types and longer keys, and evaluates a rule with a blank selector for a context without `targeting_key`; allot reads such a unit as missing".into(),
                 "a flag's answer is the first of its experiments (in rule order) whose variant is not `_fallthrough` or `_none`; `_client_default` is a match without a variant".into(),
                 "shouldApply, reasons and the rules' write-only materializations are not imported: allot records no exposures at import".into(),
+                "under a one-sided numeric range the resolver reads the strings Rust parses as an infinity (`inf`, `infinity`, any case, signed) as one; allot's ordering operators ignore non-finite numbers".into(),
             ],
         };
         let managed: Vec<String> = client.managed.keys().cloned().collect();

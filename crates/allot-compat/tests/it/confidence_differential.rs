@@ -895,7 +895,7 @@ fn differential() {
 /// One flag `flags/p` for client secret `sa`, on one segment whose targeting is the single
 /// attribute criterion `attribute` (`{"attributeName": ..., "<rule>": ...}`); every unit in
 /// the segment gets variant `on`.
-fn pinned_state(attribute: Value, managed: Value) -> String {
+pub(crate) fn pinned_state(attribute: Value, managed: Value) -> String {
     json!({
         "flags": [{
             "name": "flags/p", "state": "ACTIVE", "clients": ["clients/a"],

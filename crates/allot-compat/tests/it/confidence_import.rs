@@ -31,6 +31,9 @@ fn import(state: &State, secret: &str) -> Native {
     let imported = state.import(&opts).unwrap_or_else(|e| panic!("import for {secret}: {e}"));
     // The written configuration must be what validation accepts, and compile from the state.
     let snap = Snapshot::compile(&imported.state).unwrap_or_else(|e| panic!("compile: {e:?}"));
+    // What `allot compat confidence import` writes as allot.yaml reads back as this configuration.
+    let yaml = serde_yaml_ng::to_string(&imported.config).unwrap();
+    assert_eq!(allot_core::config::parse_yaml(&yaml).unwrap(), imported.config, "{yaml}");
     Native { imported, snap }
 }
 
@@ -271,4 +274,119 @@ fn random() {
         t.disagreements.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
     );
     assert!(t.compared >= 100, "too few comparisons to mean anything: {}", t.compared);
+}
+
+/// Every operator the import translates, over hostile values (types Confidence coerces: numbers
+/// under string rules, numeric strings, "true"/"TRUE", lists, nested lists, objects, null): the
+/// imported flag must answer as the resolver, value by value.
+#[test]
+fn each_translated_operator_over_hostile_values() {
+    use crate::confidence_differential::pinned_state;
+    let rules = [
+        json!({"eqRule": {"value": {"stringValue": "SE"}}}),
+        json!({"eqRule": {"value": {"stringValue": "42"}}}),
+        json!({"eqRule": {"value": {"stringValue": "true"}}}),
+        json!({"eqRule": {"value": {"stringValue": "1000000000000000000000"}}}),
+        json!({"eqRule": {"value": {"numberValue": 42}}}),
+        json!({"eqRule": {"value": {"numberValue": 0}}}),
+        json!({"eqRule": {"value": {"boolValue": true}}}),
+        json!({"eqRule": {"value": {"boolValue": false}}}),
+        json!({"eqRule": {"value": {}}}),
+        json!({"setRule": {"values": [{"stringValue": "SE"}, {"stringValue": "42"}]}}),
+        json!({"setRule": {"values": [{"numberValue": 42}, {"stringValue": "SE"}]}}),
+        json!({"setRule": {"values": []}}),
+        json!({"rangeRule": {"startInclusive": {"numberValue": 1}, "endExclusive": {"numberValue": 50}}}),
+        json!({"rangeRule": {"startExclusive": {"numberValue": 40}}}),
+        json!({"rangeRule": {"endInclusive": {"numberValue": 0}}}),
+        json!({"rangeRule": {"startInclusive": {"numberValue": 1}, "endExclusive": {"stringValue": "x"}}}),
+        json!({"rangeRule": {"startInclusive": {"boolValue": false}}}),
+        json!({"rangeRule": {}}),
+        json!({"startsWithRule": {"value": "S"}}),
+        json!({"endsWithRule": {"value": "E"}}),
+        json!({"containsRule": {"value": ""}}),
+        json!({"anyRule": {"rule": {"eqRule": {"value": {"stringValue": "SE"}}}}}),
+        json!({"anyRule": {"rule": {"rangeRule": {"startInclusive": {"numberValue": 1}}}}}),
+        json!({"anyRule": {"rule": {"eqRule": {"value": {}}}}}),
+        json!({"anyRule": {"rule": {"startsWithRule": {"value": "g"}}}}),
+        json!({"anyRule": {"rule": {"eqRule": {"value": {"boolValue": false}}}}}),
+    ];
+    let values = [
+        None,
+        Some(json!(null)),
+        Some(json!(true)),
+        Some(json!(false)),
+        Some(json!(0)),
+        Some(json!(-0.0)),
+        Some(json!(1)),
+        Some(json!(42)),
+        Some(json!(42.0)),
+        Some(json!(42.5)),
+        Some(json!(-1)),
+        Some(json!(1e21)),
+        Some(json!("42")),
+        Some(json!("42.0")),
+        Some(json!("4.2e1")),
+        Some(json!("SE")),
+        Some(json!("se")),
+        Some(json!("")),
+        Some(json!("true")),
+        Some(json!("TRUE")),
+        Some(json!("false")),
+        Some(json!("null")),
+        Some(json!("gold")),
+        Some(json!([])),
+        Some(json!([null])),
+        Some(json!(["SE"])),
+        Some(json!([1, "SE"])),
+        Some(json!([["SE"]])),
+        Some(json!([true, "gold"])),
+        Some(json!(["42", 42])),
+        Some(json!({"a": "SE"})),
+        Some(json!([{"a": 1}])),
+    ];
+    let mut t = Tally::default();
+    for rule in &rules {
+        let mut attribute = json!({"attributeName": "x"});
+        for (k, v) in rule.as_object().unwrap() {
+            attribute[k] = v.clone();
+        }
+        let state_json = pinned_state(attribute, json!({}));
+        let state = State::parse(&state_json, Some(ACCOUNT)).unwrap();
+        let native = import(&state, "sa");
+        assert_eq!(native.imported.report.unmapped, vec![], "{rule} must map");
+        let oracle_state = load_native(&state_json, ACCOUNT).unwrap();
+        let sels = selectors(&serde_json::from_str(&state_json).unwrap());
+        for v in &values {
+            let mut ctx = json!({"targeting_key": "u1"});
+            if let Some(v) = v {
+                ctx["x"] = v.clone();
+            }
+            let req = json!({"clientSecret": "sa", "evaluationContext": ctx});
+            let before = t.disagreements.len();
+            compare(&native, &sels, &resolve_native(&oracle_state, &req), &req, &mut t);
+            if t.disagreements.len() > before {
+                let d = t.disagreements.pop().unwrap();
+                t.disagreements.push(format!("rule {rule}: {d}"));
+            }
+        }
+    }
+    report("import (each operator)", &t);
+    assert!(t.disagreements.is_empty(), "{} disagree:\n{}", t.disagreements.len(), t.disagreements.join("\n"));
+    assert!(t.compared >= 600 && t.outcomes.get("MATCH").copied().unwrap_or(0) >= 100, "{:?}", t.outcomes);
+}
+
+/// The documented difference: under a one-sided numeric range the resolver reads "inf" as an
+/// infinity; allot's ordering operators do not.
+#[test]
+fn an_infinity_under_a_one_sided_range_is_the_documented_difference() {
+    use crate::confidence_differential::pinned_state;
+    let attribute = json!({"attributeName": "x", "rangeRule": {"startExclusive": {"numberValue": 40}}});
+    let state_json = pinned_state(attribute, json!({}));
+    let native = import(&State::parse(&state_json, Some(ACCOUNT)).unwrap(), "sa");
+    let req = json!({"clientSecret": "sa", "evaluationContext": {"targeting_key": "u1", "x": "inf"}});
+    let mut t = Tally::default();
+    let sels = selectors(&serde_json::from_str(&state_json).unwrap());
+    compare(&native, &sels, &resolve_native(&load_native(&state_json, ACCOUNT).unwrap(), &req), &req, &mut t);
+    assert_eq!(t.disagreements.len(), 1, "if they now agree, drop the caveat");
+    assert!(native.imported.report.caveats.iter().any(|c| c.contains("infinity")));
 }
