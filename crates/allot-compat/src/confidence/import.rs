@@ -17,7 +17,7 @@
 //!
 //! What cannot map is reported and its flag is not written (a flag is exact only when all its
 //! rules are): materializations (sticky reads, materialized segments, bloom filters), nested
-//! attribute paths, timestamp and version rules, string ranges, `allRule`, the `"null"` text that
+//! attribute paths, timestamp and version rules, string ranges, some `allRule`s, the `"null"` text that
 //! Confidence gives missing values, attributes the client's managed context sets, and more;
 //! see [`Unmapped`]'s uses. Rules that can never assign (disabled, another environment, no
 //! segment, an empty bitset) are listed as dropped, with why.
@@ -102,9 +102,10 @@ pub struct FlagReport {
     /// Its experiments in rule order: the flag's answer is the first that gives a variant other
     /// than the pass-through markers ([`answer`]). Empty: the flag never assigns.
     pub experiments: Vec<String>,
-    /// Those of its experiments that the resolver also assigns to a context without
-    /// `targeting_key` (a blank selector, a segment holding everyone, one assignment over all
-    /// buckets); allot reads such a context as missing the unit (`MISSING_UNIT`).
+    /// Its rules (Confidence names) that the resolver also applies to a context without
+    /// `targeting_key` (a blank selector, a bitset that reads as full without a unit, one
+    /// assignment over all buckets), imported or dropped; allot reads such a context as missing
+    /// the unit (`MISSING_UNIT`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub keyless: Vec<String>,
 }
@@ -265,10 +266,27 @@ impl Translator<'_> {
             // `any` over a missing value is false; over a scalar or a list, as the top level.
             AttrRule::Any(Some(Op::NullEq)) => vec![],
             AttrRule::Any(Some(op)) => element(op, a.expected)?,
-            AttrRule::All(Some(_)) => {
-                return Err(format!(
-                "`allRule` on `{name}`: it holds for a missing value and an empty list, which allot's `all` does not"
-            ))
+            // `all` holds for a missing value and an empty list; allot's `all` needs a non-empty
+            // list, so those two are added (an empty list: present, with neither a present nor
+            // a missing element).
+            AttrRule::All(Some(op)) => {
+                let alts = if matches!(op, Op::NullEq) { vec![] } else { element(op, a.expected)? };
+                if alts.len() > 1 {
+                    return Err(format!(
+                        "`allRule` on `{name}`: each element may match in several ways, which allot's `all` cannot say"
+                    ));
+                }
+                let mut any = vec![json!({"attribute": name, "exists": false})];
+                if let Some(o) = alts.into_iter().next() {
+                    any.push(json!({"attribute": name, "all": o}));
+                }
+                any.push(json!({"all": [
+                    {"attribute": name, "exists": true},
+                    {"not": {"attribute": name, "any": {"exists": true}}},
+                    {"not": {"attribute": name, "any": {"exists": false}}},
+                ]}));
+                self.nodes += any.len() + 4;
+                return Ok(json!({"any": any}));
             }
             AttrRule::Unrecognized | AttrRule::Any(None) | AttrRule::All(None) => {
                 return Err(format!("a rule on `{name}` has no operator the resolver recognises"))
@@ -392,14 +410,16 @@ type NativeVariant = (String, Vec<(u32, u32)>, Option<Value>);
 /// One rule, translated.
 struct RuleOut {
     id: String,
-    keyless: bool,
+    /// The rule's name when it is keyless (see [`FlagReport::keyless`]).
+    keyless: Option<String>,
     unit: String,
     experiment: Value,
     bitset: Dense,
 }
 
 enum RuleFate {
-    Dropped(Why),
+    /// Never assigns a context with a unit id; `true`: may assign one without (a keyless rule).
+    Dropped(Why, bool),
     Unmapped(Why),
     Mapped(Box<RuleOut>),
 }
@@ -443,16 +463,20 @@ impl State {
                 });
                 continue;
             }
-            let mut outs = vec![];
-            let mut unmapped = vec![];
+            let (mut outs, mut unmapped, mut keyless_rules) = (vec![], vec![], vec![]);
             for (ri, _) in flag.rules.iter().enumerate() {
                 match self.import_rule(&mut tr, fi, ri, client) {
-                    RuleFate::Dropped(why) => report.dropped.push(Entry {
-                        kind: "rule",
-                        name: flag.rules[ri].name.clone(),
-                        flag: Some(flag.name.clone()),
-                        reason: why,
-                    }),
+                    RuleFate::Dropped(why, keyless) => {
+                        if keyless {
+                            keyless_rules.push(flag.rules[ri].name.clone());
+                        }
+                        report.dropped.push(Entry {
+                            kind: "rule",
+                            name: flag.rules[ri].name.clone(),
+                            flag: Some(flag.name.clone()),
+                            reason: why,
+                        })
+                    }
                     RuleFate::Unmapped(why) => unmapped.push(Entry {
                         kind: "rule",
                         name: flag.rules[ri].name.clone(),
@@ -475,7 +499,8 @@ impl State {
                 report.unmapped.extend(unmapped);
                 continue;
             }
-            let (mut ids, mut keyless) = (vec![], vec![]);
+            let mut ids = vec![];
+            let mut keyless = keyless_rules;
             for out in outs {
                 let mut id = out.id.clone();
                 let mut n = 2;
@@ -488,8 +513,8 @@ impl State {
                     .or_insert_with(|| json!({"attribute": out.unit, "salt": format!("MegaSalt-{account}")}));
                 experiments.insert(id.clone(), out.experiment);
                 bitsets.push((id.clone(), out.bitset));
-                if out.keyless {
-                    keyless.push(id.clone());
+                if let Some(rule) = &out.keyless {
+                    keyless.push(rule.clone());
                 }
                 ids.push(id);
             }
@@ -535,13 +560,16 @@ impl State {
         let flag = &self.flags[fi];
         let rule = &flag.rules[ri];
         if !rule.enabled {
-            return RuleFate::Dropped("disabled".into());
+            return RuleFate::Dropped("disabled".into(), false);
         }
         if !(rule.environments.is_empty() || rule.environments.iter().any(|e| client.environments.contains(e))) {
-            return RuleFate::Dropped(format!("only for environments {:?}, not this client's", rule.environments));
+            return RuleFate::Dropped(
+                format!("only for environments {:?}, not this client's", rule.environments),
+                false,
+            );
         }
         let Some(seg) = rule.segment else {
-            return RuleFate::Dropped("its segment is not in the state: the resolver skips it".into());
+            return RuleFate::Dropped("its segment is not in the state: the resolver skips it".into(), false);
         };
         let selector = rule.selector.join(".");
         if rule.selector.len() != 1 {
@@ -556,7 +584,7 @@ impl State {
             return RuleFate::Unmapped(format!("the unit id `{selector}` is set by the client's managed context"));
         }
         let Some(spec) = &rule.spec else {
-            return RuleFate::Dropped("no assignment spec: the resolver skips it".into());
+            return RuleFate::Dropped("no assignment spec: the resolver skips it".into(), false);
         };
         if let Some(m) = &rule.materialization {
             if !m.read.is_empty() {
@@ -571,8 +599,12 @@ impl State {
             None => Dense::full(BUCKETS),
             Some((bits, _)) => bits.to_dense(),
         };
+        // Without a unit the resolver reads the bitset as full when all its bytes are set (an
+        // empty bitset too).
+        let keyless =
+            rule.blank_selector && spec.one_full_variant && segment.bitset.as_ref().is_none_or(|(_, full)| *full);
         if bitset.is_empty() {
-            return RuleFate::Dropped(format!("segment {} allocates no bucket", segment.name));
+            return RuleFate::Dropped(format!("segment {} allocates no bucket", segment.name), keyless);
         }
         // The split: bucket(segment id, unit, N) → the first assignment whose range holds it.
         let n = spec.bucket_count;
@@ -639,7 +671,7 @@ impl State {
             }
         }
         if !assigns {
-            return RuleFate::Dropped("none of its assignments is a variant or the client default".into());
+            return RuleFate::Dropped("none of its assignments is a variant or the client default".into(), false);
         }
         if rule.variant_salt.is_none() && !spec.one_full_variant {
             return RuleFate::Unmapped(format!("segment name {} has no id to salt the split with", segment.name));
@@ -685,8 +717,7 @@ impl State {
                 segment.name
             )),
         );
-        let keyless =
-            rule.blank_selector && spec.one_full_variant && segment.bitset.as_ref().is_none_or(|(_, full)| *full);
+        let keyless = keyless.then(|| rule.name.clone());
         RuleFate::Mapped(Box::new(RuleOut { id, keyless, unit: selector, experiment: Value::Object(e), bitset }))
     }
 }

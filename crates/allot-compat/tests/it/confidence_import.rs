@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-const DEFAULT_CASES: u32 = 60;
+const DEFAULT_CASES: u32 = 100;
 
 struct Native {
     imported: Imported,
@@ -27,14 +27,23 @@ struct Native {
 }
 
 fn import(state: &State, secret: &str) -> Native {
+    try_import(state, secret).unwrap_or_else(|| panic!("no client has secret {secret}"))
+}
+
+/// The import for `secret`, `None` when no client has it.
+fn try_import(state: &State, secret: &str) -> Option<Native> {
     let opts = ImportOptions { client_secret: Some(secret.to_string()), time: "2026-12-01T00:00:00Z".into() };
-    let imported = state.import(&opts).unwrap_or_else(|e| panic!("import for {secret}: {e}"));
+    let imported = match state.import(&opts) {
+        Ok(i) => i,
+        Err(e) if e.path() == "client-secret" => return None,
+        Err(e) => panic!("import for {secret}: {e}"),
+    };
     // The written configuration must be what validation accepts, and compile from the state.
     let snap = Snapshot::compile(&imported.state).unwrap_or_else(|e| panic!("compile: {e:?}"));
     // What `allot compat confidence import` writes as allot.yaml reads back as this configuration.
     let yaml = serde_yaml_ng::to_string(&imported.config).unwrap();
     assert_eq!(allot_core::config::parse_yaml(&yaml).unwrap(), imported.config, "{yaml}");
-    Native { imported, snap }
+    Some(Native { imported, snap })
 }
 
 #[derive(Default)]
@@ -171,11 +180,7 @@ fn run_state(state_json: &str, requests: &[Value], t: &mut Tally) {
     for req in requests {
         let secret = req["clientSecret"].as_str().unwrap_or_default().to_string();
         let native = by_secret.entry(secret.clone()).or_insert_with(|| {
-            let opts = ImportOptions { client_secret: Some(secret.clone()), time: "2026-12-01T00:00:00Z".into() };
-            if state.import(&opts).is_err() {
-                return None; // an unknown secret: nothing to import for
-            }
-            let n = import(&state, &secret);
+            let n = try_import(&state, &secret)?; // an unknown secret: nothing to import for
             t.flags_imported += n.imported.report.flags.len();
             t.flags_unmapped += n.imported.report.unmapped.iter().filter(|e| e.kind == "flag").count();
             t.rules_dropped += n.imported.report.dropped.iter().filter(|e| e.kind == "rule").count();
@@ -224,17 +229,15 @@ fn imported_specification_state_assigns_as_the_resolver() {
     };
     let raw: Value = serde_json::from_str(&state).unwrap();
     let sels = selectors(&raw);
-    let mut natives: HashMap<String, Native> = HashMap::new();
+    let mut natives: HashMap<String, Option<Native>> = HashMap::new();
     for req in &requests {
         let secret = req["clientSecret"].as_str().unwrap().to_string();
-        let opts = ImportOptions { client_secret: Some(secret.clone()), time: "2026-12-01T00:00:00Z".into() };
-        if parsed.import(&opts).is_err() {
+        let Some(native) = natives.entry(secret.clone()).or_insert_with(|| try_import(&parsed, &secret)) else {
             continue;
-        }
-        let native = natives.entry(secret.clone()).or_insert_with(|| import(&parsed, &secret));
+        };
         compare(native, &sels, &resolve_native(&native_state, req), req, &mut t);
     }
-    for n in natives.values() {
+    for n in natives.values().flatten() {
         t.flags_imported += n.imported.report.flags.len();
         t.flags_unmapped += n.imported.report.unmapped.iter().filter(|e| e.kind == "flag").count();
     }
@@ -309,6 +312,11 @@ fn each_translated_operator_over_hostile_values() {
         json!({"anyRule": {"rule": {"eqRule": {"value": {}}}}}),
         json!({"anyRule": {"rule": {"startsWithRule": {"value": "g"}}}}),
         json!({"anyRule": {"rule": {"eqRule": {"value": {"boolValue": false}}}}}),
+        json!({"allRule": {"rule": {"eqRule": {"value": {"stringValue": "SE"}}}}}),
+        json!({"allRule": {"rule": {"rangeRule": {"startInclusive": {"numberValue": 1}}}}}),
+        json!({"allRule": {"rule": {"startsWithRule": {"value": "S"}}}}),
+        json!({"allRule": {"rule": {"eqRule": {"value": {}}}}}),
+        json!({"allRule": {"rule": {"setRule": {"values": []}}}}),
     ];
     let values = [
         None,
@@ -343,6 +351,9 @@ fn each_translated_operator_over_hostile_values() {
         Some(json!(["42", 42])),
         Some(json!({"a": "SE"})),
         Some(json!([{"a": 1}])),
+        Some(json!(["SE", "SEK"])),
+        Some(json!(["SE", null])),
+        Some(json!([5, "7"])),
     ];
     let mut t = Tally::default();
     for rule in &rules {
