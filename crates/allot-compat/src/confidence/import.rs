@@ -331,8 +331,13 @@ fn element(op: &Op, expected: Expected) -> Result<Vec<Value>, Why> {
             if (start.is_none() && end.is_none()) || kindless || expected == Expected::Bool {
                 return Ok(vec![]);
             }
-            if expected != Expected::Number {
-                return Err(format!("a range over {}: allot compares only numbers in ranges", kind(expected)));
+            match expected {
+                Expected::Number => {}
+                Expected::Version => return Err("a version range: Confidence's version order is not allot's".into()),
+                Expected::Timestamp => {
+                    return Err("a timestamp range: Confidence's timestamp parsing is not allot's".into())
+                }
+                e => return Err(format!("a range over {}: allot orders only numbers, versions and instants", kind(e))),
             }
             let mut ops = Map::new();
             for (b, lower) in [(start, true), (end, false)] {
