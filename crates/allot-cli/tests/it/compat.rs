@@ -230,6 +230,17 @@ fn confidence_import_strict_writes_nothing_when_something_does_not_map() {
     assert!(stderr.contains("--strict"), "{stderr}");
     assert!(dir.path().join("r.json").exists());
     assert!(!dir.path().join("allot.yaml").exists() && !dir.path().join("allot.state.json").exists());
+    // Two credentials and no --client-secret: an error naming the clients, nothing written.
+    let out = Command::cargo_bin("allot")
+        .unwrap()
+        .current_dir(dir.path())
+        .args(["compat", "confidence", "import", "--state"])
+        .arg(spec("confidence/state.json"))
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.contains("--client-secret") && stderr.contains("2 client credentials"), "{stderr}");
+    assert!(!dir.path().join("allot.yaml").exists());
     // The proto3-JSON demo state maps completely: --strict succeeds, and a second import does
     // not overwrite what the first wrote.
     let import = || {

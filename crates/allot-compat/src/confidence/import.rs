@@ -22,7 +22,7 @@
 //! see [`Unmapped`]'s uses. Rules that can never assign (disabled, another environment, no
 //! segment, an empty bitset) are listed as dropped, with why.
 //!
-//! Exact for contexts whose unit ids are non-empty strings of at most 100 characters (the
+//! Exact for contexts whose unit ids are absent or non-empty strings of at most 100 bytes (the
 //! resolver also reads integral numbers, errs on other types and longer keys, and evaluates a
 //! blank selector without a key; allot reads a missing unit). The differential test checks the
 //! rest against the resolver.
@@ -442,7 +442,7 @@ impl State {
             dropped: vec![],
             unmapped: vec![],
             caveats: vec![
-                "exact for unit ids that are non-empty strings of at most 100 characters: the resolver also reads integral numbers, answers TARGETING_KEY_ERROR for other types and longer keys, and evaluates a rule with a blank selector for a context without `targeting_key`; allot reads such a unit as missing".into(),
+                "exact for unit ids that are absent or non-empty strings of at most 100 bytes: the resolver also reads integral numbers, answers TARGETING_KEY_ERROR for other types and longer keys, and evaluates a rule with a blank selector for a context without `targeting_key`; allot reads such a unit as missing".into(),
                 "a flag's answer is the first of its experiments (in rule order) whose variant is not `_fallthrough` or `_none`; `_client_default` is a match without a variant".into(),
                 "shouldApply, reasons and the rules' write-only materializations are not imported: allot records no exposures at import".into(),
                 "under a one-sided numeric range the resolver reads the strings Rust parses as an infinity (`inf`, `infinity`, any case, signed) as one; allot's ordering operators ignore non-finite numbers".into(),
