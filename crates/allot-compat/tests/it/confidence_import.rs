@@ -222,7 +222,7 @@ fn imported_specification_state_assigns_as_the_resolver() {
     let (state, account) = spec_state_as_proto(&spec_state);
     let cases: Vec<Value> = serde_json::from_str(&spec("confidence/tests.json")).unwrap();
     let requests: Vec<Value> = cases.iter().map(crate::confidence::request_of).collect();
-    let mut t = Tally::default();
+    let mut t = Tally { states: 1, ..Tally::default() };
     // The specification names its own account.
     let (Ok(native_state), Ok(parsed)) = (load_native(&state, &account), State::parse(&state, Some(&account))) else {
         panic!("the specification state must load")
@@ -365,6 +365,8 @@ fn each_translated_operator_over_hostile_values() {
         let state = State::parse(&state_json, Some(ACCOUNT)).unwrap();
         let native = import(&state, "sa");
         assert_eq!(native.imported.report.unmapped, vec![], "{rule} must map");
+        t.states += 1;
+        t.flags_imported += native.imported.report.flags.len();
         let oracle_state = load_native(&state_json, ACCOUNT).unwrap();
         let sels = selectors(&serde_json::from_str(&state_json).unwrap());
         for v in &values {
