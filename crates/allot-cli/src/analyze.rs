@@ -6,13 +6,20 @@
 //! per unit and metric. A final pass over the units streams those values into the sufficient
 //! statistics of `allot-stats` ([`Moments`] per experiment, variant and metric, and per pair of
 //! overlapping experiments and cell), from which every estimate is computed.
+//!
+//! Whether two experiments ran at the same time is decided by `allot_stats::timeline` from the
+//! recorded state, else the versions, else the times of the exposures: units of two exclusive
+//! experiments that never ran at once (one stopped, the next started on its buckets) are bucket
+//! reuse, not a violation, and pairs that never ran at once get no interaction test.
 
 use crate::{Cli, Format};
-use allot_core::config::{self, Config};
+use allot_core::config::{self, Config, ExpState};
+use allot_core::state::{OwnerKind, State};
 use allot_stats::correct::{adjust, Method};
 use allot_stats::estimate::{cuped, cuped_theta, relative, welch, Summary};
 use allot_stats::interaction::contrasts;
 use allot_stats::srm::{srm, SRM_THRESHOLD};
+use allot_stats::timeline::{self, Basis, Interval, Runs, Seen, Together};
 use allot_stats::Moments;
 use anyhow::{bail, Context as _, Result};
 use indexmap::{IndexMap, IndexSet};
@@ -24,10 +31,31 @@ use std::hash::BuildHasher as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// What `allot analyze --help` says about time.
+const TIME_HELP: &str = "\
+Time: two experiments \"ran at the same time\" if, on the most precise evidence known for both:
+  1. the recorded state (allot.state.json beside the configuration, or --state): each experiment
+     runs from the version its allocation was drawn to the version it was released; stopped at
+     version v and the next started at v on its buckets is never at the same time;
+  2. else the `version` column: first to last version of each experiment's exposures;
+  3. else the `timestamp` column: first to last exposure of each experiment;
+  4. else they are assumed to have run together.
+With a configuration, an experiment in `state: running` runs on past its last exposure.
+Units of two exclusive experiments that never ran together, or that came to one after the other
+had stopped, are bucket reuse (`diagnostics.reused_after_stop`), not a violation, and get no
+interaction test; pairs that never ran together get none either (`interactions_skipped`, with
+the reason). Exclusive experiments that ran together and share units are still violations.
+
+Exposures from the service: GET /api/v1/exposures gives `time` and `version` per row (see
+docs/stats.md for the export as CSV).";
+
 /// Arguments of `allot analyze`.
 #[derive(Debug, clap::Args)]
+#[command(after_long_help = TIME_HELP)]
 pub struct AnalyzeArgs {
-    /// Exposures CSV with header `unit,experiment,variant,timestamp`.
+    /// Exposures CSV with header `unit,experiment,variant,timestamp,version` (`timestamp` and
+    /// `version` optional: RFC 3339 or epoch seconds; the configuration version evaluated, as
+    /// the service's `GET /api/v1/exposures` gives it).
     #[arg(long)]
     pub exposures: PathBuf,
     /// Metrics CSV with header `unit,metric,value` (post-exposure; rows of a unit are summed).
@@ -120,13 +148,22 @@ struct Exposures {
     units: UnitIds,
     head: Vec<u32>,
     entries: Vec<Entry>,
+    /// First and last configuration version of each entry, when the file has a `version` column
+    /// (kept beside the entries so that files without one cost nothing more).
+    versions: Vec<[u64; 2]>,
     experiments: IndexSet<Box<str>>,
     variants: Vec<IndexSet<Box<str>>>,
+    /// First and last exposure time of each experiment (NaN without a `timestamp` column).
+    exp_times: Vec<[f64; 2]>,
+    /// First and last configuration version of each experiment (with a `version` column).
+    exp_versions: Vec<[u64; 2]>,
+    has_times: bool,
+    has_versions: bool,
     rows: u64,
 }
 
 impl Exposures {
-    fn add(&mut self, unit: &str, exp: &str, var: &str, time: f64) {
+    fn add(&mut self, unit: &str, exp: &str, var: &str, time: f64, version: Option<u64>) {
         self.rows += 1;
         let u = self.units.get_or_insert(unit);
         if u == self.head.len() {
@@ -137,9 +174,17 @@ impl Exposures {
             None => {
                 self.experiments.insert(exp.into());
                 self.variants.push(IndexSet::new());
+                self.exp_times.push([time, time]);
+                self.exp_versions.push(version.map_or([0, 0], |v| [v, v]));
                 self.experiments.len() - 1
             }
         };
+        let span = &mut self.exp_times[e];
+        *span = [span[0].min(time), span[1].max(time)];
+        if let Some(v) = version {
+            let span = &mut self.exp_versions[e];
+            *span = [span[0].min(v), span[1].max(v)];
+        }
         let vs = &mut self.variants[e];
         let v = match vs.get_index_of(var) {
             Some(v) => v,
@@ -155,24 +200,39 @@ impl Exposures {
                 }
                 en.first = en.first.min(time);
                 en.last = en.last.max(time);
+                if let (Some(v), Some(span)) = (version, self.versions.get_mut(i as usize)) {
+                    *span = [span[0].min(v), span[1].max(v)];
+                }
                 return;
             }
             i = en.next;
         }
         self.entries.push(Entry { exp: e, var: v, next: self.head[u], jumped: false, first: time, last: time });
+        if let Some(v) = version {
+            self.versions.push([v, v]);
+        }
         self.head[u] = (self.entries.len() - 1) as u32;
     }
 
-    fn of_unit(&self, u: usize, out: &mut Vec<Entry>) {
+    /// The unit's entries with their indices, in experiment order.
+    fn of_unit(&self, u: usize, out: &mut Vec<(u32, Entry)>) {
         out.clear();
         let mut i = self.head[u];
         while i != NONE {
             let e = self.entries[i as usize];
-            out.push(e);
+            out.push((i, e));
             i = e.next;
         }
         // Lists are built newest first; experiments in index order make pairs canonical.
-        out.sort_by_key(|e| e.exp);
+        out.sort_by_key(|e| e.1.exp);
+    }
+
+    /// What the exposures of entry `i` say about when its unit saw its experiment.
+    fn seen(&self, i: u32, e: &Entry) -> Seen {
+        Seen {
+            versions: self.versions.get(i as usize).map(|v| (v[0], v[1])),
+            times: self.has_times.then_some((e.first, e.last)),
+        }
     }
 }
 
@@ -222,7 +282,9 @@ fn number(s: &str, name: &str, rec: &csv::ByteRecord, path: &Path) -> Result<f64
 /// Seconds since the epoch from a number or an RFC 3339 time.
 fn timestamp(s: &str, rec: &csv::ByteRecord, path: &Path) -> Result<f64> {
     if let Ok(v) = s.parse::<f64>() {
-        return Ok(v);
+        if v.is_finite() {
+            return Ok(v);
+        }
     }
     match time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
         Ok(t) => Ok(t.unix_timestamp_nanos() as f64 / 1e9),
@@ -244,12 +306,26 @@ fn progress(path: &Path, what: &str) -> ProgressBar {
     pb
 }
 
+/// A configuration version: a non-negative integer.
+fn version(s: &str, rec: &csv::ByteRecord, path: &Path) -> Result<u64> {
+    s.parse::<u64>().map_err(|_| {
+        let line = rec.position().map_or(0, csv::Position::line);
+        anyhow::anyhow!(
+            "{}:{line}: `version` is not a configuration version (a non-negative integer): {s:?}",
+            path.display()
+        )
+    })
+}
+
 fn read_exposures(path: &Path) -> Result<Exposures> {
-    let (mut rdr, idx) =
-        open_csv(path, "exposures", &[("unit", true), ("experiment", true), ("variant", true), ("timestamp", false)])?;
+    let (mut rdr, idx) = open_csv(
+        path,
+        "exposures",
+        &[("unit", true), ("experiment", true), ("variant", true), ("timestamp", false), ("version", false)],
+    )?;
     let (iu, ie, iv) = (idx[0].unwrap_or(0), idx[1].unwrap_or(0), idx[2].unwrap_or(0));
     let pb = progress(path, "exposures");
-    let mut ex = Exposures::default();
+    let mut ex = Exposures { has_times: idx[3].is_some(), has_versions: idx[4].is_some(), ..Exposures::default() };
     let mut rec = csv::ByteRecord::new();
     while rdr.read_byte_record(&mut rec).with_context(|| format!("{}: malformed CSV", path.display()))? {
         let unit = field(&rec, iu, "unit", path)?;
@@ -259,7 +335,11 @@ fn read_exposures(path: &Path) -> Result<Exposures> {
             Some(i) => timestamp(field(&rec, i, "timestamp", path)?, &rec, path)?,
             None => f64::NAN,
         };
-        ex.add(unit, exp, var, t);
+        let v = match idx[4] {
+            Some(i) => Some(version(field(&rec, i, "version", path)?, &rec, path)?),
+            None => None,
+        };
+        ex.add(unit, exp, var, t, v);
         if ex.rows.is_multiple_of(65_536) {
             pb.set_position(rec.position().map_or(0, csv::Position::byte));
         }
@@ -326,6 +406,22 @@ struct PairAcc {
 const CLASSES: [&str; 5] = ["inclusion", "identity_merge", "variant_jumping", "config_change", "unexplained"];
 const MAX_EXAMPLES: usize = 5;
 
+/// A count and its first few examples.
+#[derive(Default)]
+struct Examples {
+    count: u64,
+    list: Vec<Value>,
+}
+
+impl Examples {
+    fn add(&mut self, example: impl FnOnce() -> Value) {
+        self.count += 1;
+        if self.list.len() < MAX_EXAMPLES {
+            self.list.push(example());
+        }
+    }
+}
+
 #[derive(Default)]
 struct Diagnostics {
     classes: IndexMap<&'static str, (u64, Vec<Value>)>,
@@ -383,20 +479,17 @@ pub fn run(cli: &Cli, args: &AnalyzeArgs) -> Result<ExitCode> {
         bail!("--alpha {} is not in (0, 1)", args.alpha);
     }
     let cfg = optional_config(&cli.config)?;
-    // Times of recorded configuration changes, when a state file is present.
-    let changes = if cfg.is_some() {
-        let state = crate::files::read_state(&crate::files::state_path(&cli.config, cli.state.as_ref()))?;
-        let times: Vec<f64> = state
-            .log
-            .iter()
-            .filter_map(|l| time::OffsetDateTime::parse(&l.time, &time::format_description::well_known::Rfc3339).ok())
-            .map(|t| t.unix_timestamp_nanos() as f64 / 1e9)
-            .collect();
-        (!times.is_empty()).then_some(times)
+    // The recorded state: beside the configuration, or named by --state (then it must exist).
+    let state = if cfg.is_some() || cli.state.is_some() {
+        let path = crate::files::state_path(&cli.config, cli.state.as_ref());
+        if cli.state.is_some() && !path.exists() {
+            bail!("state file {} does not exist", path.display());
+        }
+        Some(crate::files::read_state(&path)?)
     } else {
         None
     };
-    let report = analyze(args, cfg.as_ref(), changes.as_deref())?;
+    let report = analyze(args, cfg.as_ref(), state.as_ref())?;
     match args.format {
         Format::Json => {
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -416,9 +509,112 @@ pub fn run(cli: &Cli, args: &AnalyzeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Reads the files and builds the report (the JSON document). `changes` are the times of the
-/// recorded configuration changes, if known.
-pub fn analyze(args: &AnalyzeArgs, cfg: Option<&Config>, changes: Option<&[f64]>) -> Result<Value> {
+/// Seconds since the epoch of an RFC 3339 time.
+fn rfc3339(s: &str) -> Option<f64> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp_nanos() as f64 / 1e9)
+}
+
+/// When each experiment seen ran, on every axis known: the recorded state's allocations (in
+/// versions, and in times when the change log gives the time of every version used), and the
+/// first and last version and time of its exposures, open-ended when the configuration says it
+/// is running.
+fn runs_of(ex: &Exposures, names: &[&str], cfg: Option<&Config>, state: Option<&State>) -> Vec<Runs> {
+    let times: HashMap<u64, f64> = state
+        .map(|st| st.log.iter().filter_map(|l| Some((l.version, rfc3339(&l.time)?))).collect())
+        .unwrap_or_default();
+    names
+        .iter()
+        .enumerate()
+        .map(|(e, name)| {
+            let recorded: Vec<Interval<u64>> = state
+                .map(|st| {
+                    st.allocations
+                        .iter()
+                        .filter(|a| a.kind == OwnerKind::Experiment && a.owner == *name)
+                        .filter_map(|a| Some(Interval::recorded(a.draws.first()?.version, a.released)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let in_times = |i: &Interval<u64>| -> Option<Interval<f64>> {
+                let end = match i.end {
+                    timeline::End::Before(v) => Some(*times.get(&v)?),
+                    _ => None,
+                };
+                Some(Interval::recorded(*times.get(&i.start)?, end))
+            };
+            let state_times: Option<Vec<Interval<f64>>> = recorded.iter().map(in_times).collect();
+            let running = cfg.and_then(|c| c.experiments.get(*name)).is_some_and(|x| x.state == ExpState::Running);
+            let [v0, v1] = ex.exp_versions[e];
+            let [t0, t1] = ex.exp_times[e];
+            Runs {
+                state_times: state_times.filter(|_| !recorded.is_empty()),
+                state_versions: (!recorded.is_empty()).then_some(recorded),
+                seen_versions: ex.has_versions.then(|| Interval::seen(v0, v1, running)),
+                seen_times: ex.has_times.then(|| Interval::seen(t0, t1, running)),
+            }
+        })
+        .collect()
+}
+
+/// Whether two experiments ran together, decided once per pair.
+struct Pairs<'a> {
+    runs: &'a [Runs],
+    cache: std::cell::RefCell<HashMap<(u32, u32), Together>>,
+}
+
+impl Pairs<'_> {
+    fn together(&self, a: u32, b: u32) -> Together {
+        *self
+            .cache
+            .borrow_mut()
+            .entry((a.min(b), a.max(b)))
+            .or_insert_with(|| timeline::ran_together(&self.runs[a as usize], &self.runs[b as usize]))
+    }
+
+    /// Whether the unit of entries `a` and `b` (of two exclusive experiments) was reused after a
+    /// stop: the pair never ran together, or the unit came to one after the other had stopped.
+    fn reused(&self, ex: &Exposures, (ia, a): (u32, &Entry), (ib, b): (u32, &Entry)) -> Option<Basis> {
+        let t = self.together(a.exp, b.exp);
+        if !t.overlapped {
+            return Some(t.basis);
+        }
+        let (ra, rb) = (&self.runs[a.exp as usize], &self.runs[b.exp as usize]);
+        timeline::reused_after_stop(ra, &ex.seen(ia, a), rb, &ex.seen(ib, b))
+    }
+}
+
+/// `[start, end]` of an interval in the report; `end` is null while running.
+fn interval_json<T: serde::Serialize + Copy>(i: &Interval<T>) -> Value {
+    let end = match i.end {
+        timeline::End::Open => Value::Null,
+        timeline::End::Before(e) | timeline::End::At(e) => json!(e),
+    };
+    json!([i.start, end])
+}
+
+/// An experiment's runs in the report (`diagnostics.runs`).
+fn runs_json(r: &Runs) -> Value {
+    json!({
+        "state_versions": r.state_versions.as_ref().map(|v| v.iter().map(interval_json).collect::<Vec<_>>()),
+        "seen_versions": r.seen_versions.as_ref().map(interval_json),
+        "seen_times": r.seen_times.as_ref().map(interval_json),
+    })
+}
+
+fn together_json(t: Together) -> Value {
+    json!({"overlapped": t.overlapped, "basis": t.basis})
+}
+
+/// Reads the files and builds the report (the JSON document). `state` is the recorded state, if
+/// known: its change log gives the times of configuration changes, its allocations when each
+/// experiment ran.
+pub fn analyze(args: &AnalyzeArgs, cfg: Option<&Config>, state: Option<&State>) -> Result<Value> {
+    // Times of recorded configuration changes, when the state has any.
+    let changes: Option<Vec<f64>> = state.map(|st| st.log.iter().filter_map(|l| rfc3339(&l.time)).collect::<Vec<_>>());
+    let changes = changes.filter(|c| !c.is_empty());
+    let changes = changes.as_deref();
     let ex = read_exposures(&args.exposures)?;
     let metrics = read_values(&args.metrics, "metrics", &ex.units)?;
     let covs = match &args.covariates {
@@ -444,13 +640,20 @@ pub fn analyze(args: &AnalyzeArgs, cfg: Option<&Config>, changes: Option<&[f64]>
         .iter()
         .map(|vs| ExpAcc { counts: vec![0; vs.len()], jumped: 0, cells: vec![vec![Moments::default(); nm]; vs.len()] })
         .collect();
+    let runs = runs_of(&ex, &names, cfg, state);
+    let together = Pairs { runs: &runs, cache: Default::default() };
     let mut pairs: IndexMap<(u32, u32), PairAcc> = IndexMap::new();
+    // Units of pairs left out of the interaction tests: of pairs that never ran together, and of
+    // exclusive pairs, units reused after a stop.
+    let mut apart: IndexMap<(u32, u32), u64> = IndexMap::new();
+    let mut reused_in: IndexMap<(u32, u32), u64> = IndexMap::new();
+    let mut reused = Examples::default();
     let mut diag = Diagnostics::new();
     let mut buf = vec![];
     for u in 0..ex.units.len() {
         ex.of_unit(u, &mut buf);
         let unit_id = || ex.units.name(u).to_string();
-        for e in &buf {
+        for (_, e) in &buf {
             let acc = &mut accs[e.exp as usize];
             acc.counts[e.var as usize] += 1;
             if e.jumped {
@@ -462,14 +665,27 @@ pub fn analyze(args: &AnalyzeArgs, cfg: Option<&Config>, changes: Option<&[f64]>
                 cell.push(ys[u], xs.map_or(0.0, |c| c[u]));
             }
         }
-        for (i, a) in buf.iter().enumerate() {
-            for b in &buf[i + 1..] {
+        for (i, (ia, a)) in buf.iter().enumerate() {
+            for (ib, b) in &buf[i + 1..] {
+                let key = (a.exp, b.exp);
                 if excl[a.exp as usize][b.exp as usize] {
+                    if let Some(basis) = together.reused(&ex, (*ia, a), (*ib, b)) {
+                        *reused_in.entry(key).or_insert(0) += 1;
+                        reused.add(|| {
+                            json!({"unit": unit_id(), "experiments": [names[a.exp as usize], names[b.exp as usize]],
+                                   "basis": basis})
+                        });
+                        continue;
+                    }
                     let class = classify(cfg, changes, &unit_id(), names[a.exp as usize], names[b.exp as usize], a, b);
                     diag.add(class, || {
                         json!({"unit": unit_id(), "experiments": [names[a.exp as usize], names[b.exp as usize]],
                                "scope": cfg.map(|c| scope_of(c, names[a.exp as usize], names[b.exp as usize]))})
                     });
+                }
+                if !together.together(a.exp, b.exp).overlapped {
+                    *apart.entry(key).or_insert(0) += 1;
+                    continue;
                 }
                 if a.jumped || b.jumped {
                     continue;
@@ -488,7 +704,7 @@ pub fn analyze(args: &AnalyzeArgs, cfg: Option<&Config>, changes: Option<&[f64]>
         }
     }
     let persons = match &args.identities {
-        Some(p) => Some(identity_merges(p, &ex, &excl, &names, &mut diag)?),
+        Some(p) => Some(identity_merges(p, &ex, &excl, &together, &names, &mut diag)?),
         None => None,
     };
 
@@ -506,7 +722,38 @@ pub fn analyze(args: &AnalyzeArgs, cfg: Option<&Config>, changes: Option<&[f64]>
             experiment(names[e], &ex.variants[e], acc, &metrics.names, &cov_of, cfg, args.alpha),
         );
     }
-    let interactions = interactions(&pairs, &ex, &names, &metrics.names, &excl, cfg.is_some());
+    let mut interactions = interactions(&pairs, &ex, &names, &metrics.names, &excl, cfg.is_some());
+    for (entry, key) in interactions.as_array_mut().into_iter().flatten().zip(pairs.keys()) {
+        entry["ran_together"] = together_json(together.together(key.0, key.1));
+        entry["reused_after_stop"] = json!(reused_in.get(key).copied().unwrap_or(0));
+    }
+    // Pairs with shared units and no interaction test, with why.
+    let mut skipped_keys: Vec<(u32, u32)> = apart.keys().chain(reused_in.keys()).copied().collect();
+    skipped_keys.sort_unstable();
+    skipped_keys.dedup();
+    let skipped: Vec<Value> = skipped_keys
+        .into_iter()
+        .filter(|k| !pairs.contains_key(k))
+        .map(|(a, b)| {
+            let t = together.together(a, b);
+            let units = apart.get(&(a, b)).copied().unwrap_or(0) + reused_in.get(&(a, b)).copied().unwrap_or(0);
+            let reason = if t.overlapped {
+                "every shared unit came to one after the other had stopped (bucket reuse)".to_string()
+            } else {
+                format!("they never ran at the same time (by {})", t.basis.describe())
+            };
+            json!({
+                "experiments": [names[a as usize], names[b as usize]],
+                "units": units,
+                "should_be_exclusive": if cfg.is_some() { json!(excl[a as usize][b as usize]) } else { Value::Null },
+                "ran_together": together_json(t),
+                "reused_after_stop": reused_in.get(&(a, b)).copied().unwrap_or(0),
+                "reason": reason,
+            })
+        })
+        .collect();
+    let runs_json: serde_json::Map<String, Value> =
+        names.iter().zip(&runs).map(|(name, r)| (name.to_string(), runs_json(r))).collect();
     let overlaps: Value = diag
         .classes
         .iter()
@@ -516,7 +763,13 @@ pub fn analyze(args: &AnalyzeArgs, cfg: Option<&Config>, changes: Option<&[f64]>
     Ok(json!({
         "experiments": exps,
         "interactions": interactions,
+        "interactions_skipped": skipped,
         "diagnostics": {
+            "exposure_times": ex.has_times,
+            "exposure_versions": ex.has_versions,
+            "state": state.is_some_and(|s| !s.allocations.is_empty()),
+            "runs": runs_json,
+            "reused_after_stop": {"count": reused.count, "examples": reused.list},
             "exposure_rows": ex.rows,
             "units": ex.units.len(),
             "metric_rows": metrics.rows,
@@ -567,6 +820,7 @@ fn identity_merges(
     path: &Path,
     ex: &Exposures,
     excl: &[Vec<bool>],
+    together: &Pairs<'_>,
     names: &[&str],
     diag: &mut Diagnostics,
 ) -> Result<u64> {
@@ -591,17 +845,19 @@ fn identity_merges(
             continue;
         }
         merged += 1;
-        let mut all: Vec<(u32, Entry)> = vec![];
+        let mut all: Vec<(u32, u32, Entry)> = vec![];
         for &u in units {
             ex.of_unit(u as usize, &mut buf);
-            all.extend(buf.iter().map(|e| (u, *e)));
+            all.extend(buf.iter().map(|(i, e)| (u, *i, *e)));
         }
-        for (i, (ua, a)) in all.iter().enumerate() {
-            for (ub, b) in &all[i + 1..] {
+        for (i, (ua, ia, a)) in all.iter().enumerate() {
+            for (ub, ib, b) in &all[i + 1..] {
                 if ua == ub {
                     continue;
                 }
-                let conflict = (a.exp == b.exp && a.var != b.var) || excl[a.exp as usize][b.exp as usize];
+                // Exclusive experiments of one person's units conflict unless that is bucket reuse.
+                let conflict = (a.exp == b.exp && a.var != b.var)
+                    || (excl[a.exp as usize][b.exp as usize] && together.reused(ex, (*ia, a), (*ib, b)).is_none());
                 if conflict {
                     let id = |u: u32| ex.units.name(u as usize).to_string();
                     diag.add("identity_merge", || {
@@ -876,7 +1132,8 @@ pub fn text(r: &Value) -> String {
         }
     }
     let inter = r["interactions"].as_array().map_or(&[][..], |a| a);
-    if !inter.is_empty() {
+    let skipped = r["interactions_skipped"].as_array().map_or(&[][..], |a| a);
+    if !inter.is_empty() || !skipped.is_empty() {
         let _ = writeln!(s, "Interactions");
         for i in inter {
             let flag = if i["should_be_exclusive"] == json!(true) { "  SHOULD HAVE BEEN EXCLUSIVE" } else { "" };
@@ -901,6 +1158,23 @@ pub fn text(r: &Value) -> String {
                     );
                 }
             }
+            if i["reused_after_stop"].as_u64().unwrap_or(0) > 0 {
+                let _ = writeln!(
+                    s,
+                    "    ({} more shared units came to one after the other had stopped: bucket reuse, left out)",
+                    i["reused_after_stop"]
+                );
+            }
+        }
+        for i in skipped {
+            let _ = writeln!(
+                s,
+                "  {} × {}: {} shared units, no interaction test: {}",
+                i["experiments"][0].as_str().unwrap_or(""),
+                i["experiments"][1].as_str().unwrap_or(""),
+                i["units"],
+                i["reason"].as_str().unwrap_or("")
+            );
         }
     }
     let d = &r["diagnostics"];
@@ -913,6 +1187,15 @@ pub fn text(r: &Value) -> String {
         if v["count"].as_u64().unwrap_or(0) > 0 {
             let _ = writeln!(s, "  {k}: {}  e.g. {}", v["count"], v["examples"][0]);
         }
+    }
+    let reused = &d["reused_after_stop"];
+    if reused["count"].as_u64().unwrap_or(0) > 0 {
+        let _ = writeln!(
+            s,
+            "  reused_after_stop: {} (not a violation: units of exclusive experiments that did not run at once, bucket reuse)  e.g. {}",
+            reused["count"],
+            reused["examples"][0]
+        );
     }
     if d["config"] == json!(false) {
         let _ = writeln!(s, "  (no configuration: exclusivity not checked, SRM against an even split)");

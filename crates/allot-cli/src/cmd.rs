@@ -4,11 +4,12 @@ use crate::files::{now, read_config, read_state, state_path, write_state};
 use crate::{Cli, Command, Format};
 use allot_core::audit::audit;
 use allot_core::config::{self, fmt_num, Config};
-use allot_core::history::{bucket_history, resalt, unit_history};
+use allot_core::history::{bucket_history, unit_history};
 use allot_core::plan::{self, ApplyError, Options, Plan};
+use allot_core::salt::resalt;
 use allot_core::state::State;
 use allot_core::FieldError;
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use serde_json::json;
 use std::process::ExitCode;
 
@@ -40,13 +41,19 @@ fn run_command(cli: &Cli) -> Result<ExitCode> {
         Command::Analyze(args) => crate::analyze::run(cli, args),
         Command::Check { format } => check(cli, &state_file, *format),
         Command::Compat { system } => crate::compat::run(system, cli.state.as_ref()),
-        Command::Plan { format, exit_code } => {
+        Command::Plan { format, exit_code, sample } => {
             let (cfg, raw, state) = match load(cli, &state_file)? {
                 Ok(x) => x,
                 Err(es) => return Ok(report_errors(&es, *format)),
             };
+            let sample = sample.as_deref().map(read_sample).transpose()?;
             match plan::plan(&state, &cfg, &raw, &Options { time: now(), ..Options::default() }) {
-                Ok(p) => {
+                Ok(mut p) => {
+                    if let Some(contexts) = &sample {
+                        if let Err(es) = p.measure(&state, contexts) {
+                            return Ok(report_errors(&es, *format));
+                        }
+                    }
                     print_plan(&p, &state, *format, false);
                     Ok(if *exit_code && !p.refusals.is_empty() { ExitCode::from(1) } else { ExitCode::SUCCESS })
                 }
@@ -132,10 +139,27 @@ fn run_command(cli: &Cli) -> Result<ExitCode> {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&reports)?),
                 Format::Text => {
                     for r in reports {
+                        let total = r.resalted_buckets + r.frozen_buckets;
+                        let pct = |n: u64| 100.0 * n as f64 / total.max(1) as f64;
                         println!(
-                            "Resalted unit type {} (version {}): {} free buckets re-randomised; {} buckets held by running experiments and holdouts kept every unit.",
-                            r.space, r.version, r.resalted_buckets, r.frozen_buckets
+                            "Resalted unit type {} (version {}): units of {} buckets ({:.2}% of the space) re-randomised within {} class(es) of buckets that every running experiment, holdout and group treats alike; no running experiment, holdout or group gained or lost a unit. {} buckets kept their units.",
+                            r.space,
+                            r.version,
+                            r.resalted_buckets,
+                            pct(r.resalted_buckets),
+                            r.classes,
+                            r.frozen_buckets
                         );
+                        for s in &r.scopes {
+                            println!(
+                                "  {}: {} free buckets ({:.2}% of the space), {} re-randomised ({:.2}%)",
+                                s.scope,
+                                s.free_buckets,
+                                pct(s.free_buckets),
+                                s.resalted_buckets,
+                                pct(s.resalted_buckets)
+                            );
+                        }
                     }
                 }
             }
@@ -274,6 +298,30 @@ fn pct(x: f64) -> String {
     format!("{}%", fmt_num(x * 100.0))
 }
 
+/// Most sample contexts `plan --sample` reads (they are held in memory).
+const MAX_SAMPLE: usize = 1_000_000;
+
+/// Reads `plan --sample`: one JSON object per line; blank lines skipped.
+fn read_sample(path: &std::path::Path) -> Result<Vec<allot_core::Context>> {
+    use std::io::BufRead;
+    let f = std::fs::File::open(path).with_context(|| format!("--sample: cannot open {}", path.display()))?;
+    let mut out = vec![];
+    for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line.with_context(|| format!("--sample: {}:{}: cannot read", path.display(), n + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        if out.len() == MAX_SAMPLE {
+            anyhow::bail!("--sample: {} has more than {MAX_SAMPLE} contexts", path.display());
+        }
+        let ctx: allot_core::Context = serde_json::from_str(&line).with_context(|| {
+            format!("--sample: {}:{}: expected one JSON object of context attributes", path.display(), n + 1)
+        })?;
+        out.push(ctx);
+    }
+    Ok(out)
+}
+
 fn print_plan(p: &Plan, before: &State, format: Format, applied: bool) {
     if format == Format::Json {
         let impact: serde_json::Map<String, serde_json::Value> =
@@ -312,8 +360,16 @@ fn print_plan(p: &Plan, before: &State, format: Format, applied: bool) {
             if i.buckets_after != i.buckets_before {
                 extra.push(format!("buckets {} → {}", i.buckets_before, i.buckets_after));
             }
-            if i.targeting_changed {
-                extra.push("targeting changed".to_string());
+            if i.targeting_changed && i.measured.is_none() {
+                extra.push("targeting changed: units that no longer match lose their variant, not counted here; measure with --sample FILE".to_string());
+            }
+            if let Some(m) = &i.measured {
+                extra.push(format!(
+                    "measured on the sample: {} of {} assigned units move ({})",
+                    m.moved,
+                    m.assigned,
+                    pct(m.moved_share)
+                ));
             }
             if i.sticky {
                 extra.push("sticky: units with a stored assignment keep it".to_string());

@@ -121,7 +121,8 @@ td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}.bad{color:#
         }
     }
     let inter = r["interactions"].as_array().map_or(&[][..], |a| a);
-    if !inter.is_empty() {
+    let skipped = r["interactions_skipped"].as_array().map_or(&[][..], |a| a);
+    if !inter.is_empty() || !skipped.is_empty() {
         s.push_str("<h2>Interactions</h2><ul>");
         for i in inter {
             let flag = if i["should_be_exclusive"] == Value::Bool(true) {
@@ -135,6 +136,16 @@ td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}.bad{color:#
                 esc(i["experiments"][0].as_str().unwrap_or("")),
                 esc(i["experiments"][1].as_str().unwrap_or("")),
                 i["units"]
+            );
+        }
+        for i in skipped {
+            let _ = write!(
+                s,
+                "<li>{} × {}: {} shared units, no interaction test: {}</li>",
+                esc(i["experiments"][0].as_str().unwrap_or("")),
+                esc(i["experiments"][1].as_str().unwrap_or("")),
+                i["units"],
+                esc(i["reason"].as_str().unwrap_or(""))
             );
         }
         s.push_str("</ul>");

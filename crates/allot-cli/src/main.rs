@@ -78,6 +78,12 @@ pub enum Command {
         /// whatever it finds.
         #[arg(long)]
         exit_code: bool,
+        /// Also measure the impact on a sample of real units (one JSON object of context
+        /// attributes per line, as for `assign`; at most 1,000,000): the share of those each
+        /// running experiment assigns now whose variant would change or go, a narrowed targeting's
+        /// effect included, which the exact bucket and split figures cannot see.
+        #[arg(long, value_name = "FILE")]
+        sample: Option<std::path::PathBuf>,
     },
     /// Record the configuration: draw allocations, release stopped ones. All-or-nothing.
     Apply {
@@ -124,7 +130,8 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
-    /// Re-randomise the unit → bucket map of the part of a space no running experiment holds.
+    /// Re-randomise which units sit in the buckets free for each scope, moving no unit into or out
+    /// of any running experiment, holdout or group; reports the share re-randomised per scope.
     Resalt {
         /// Unit type [default: every unit type].
         #[arg(long = "unit-type")]

@@ -1,7 +1,8 @@
 //! `allot serve`: the service over a store, with a tokio runtime created here (the rest of the
 //! CLI stays synchronous). Opens (and migrates) the store, creates the first admin key on an
 //! empty store, imports `--state` (the CLI's recorded state), applies `--config` through change
-//! control, then serves until SIGTERM or Ctrl-C and drains in-flight requests.
+//! control, then serves (HTTP, or HTTPS with `--tls-cert/--tls-key`) until SIGTERM or Ctrl-C and
+//! drains in-flight requests.
 
 use crate::Cli;
 use allot_server::{App, Bootstrap, ChangeRequest, IfMatch};
@@ -13,12 +14,28 @@ use std::time::Duration;
 /// Options of `allot serve`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Where the store is: `sqlite://PATH?mode=rwc` (created if missing) or `postgres://USER@HOST:PORT/DB`.
-    #[arg(long = "database-url", env = "ALLOT_DATABASE_URL", default_value = "sqlite://allot.db?mode=rwc")]
+    /// Where the store is: `sqlite://PATH?mode=rwc` (created if missing) or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB`, with TLS as libpq's `sslmode` and `sslrootcert`
+    /// say (`?sslmode=verify-full&sslrootcert=/etc/allot/db-ca.pem`).
+    // The environment's value may hold a password: never shown in --help.
+    #[arg(
+        long = "database-url",
+        env = "ALLOT_DATABASE_URL",
+        hide_env_values = true,
+        default_value = "sqlite://allot.db?mode=rwc"
+    )]
     pub database_url: String,
     /// Address to listen on.
     #[arg(long, env = "ALLOT_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Serve HTTPS with this certificate chain (PEM: the server's certificate first, then any
+    /// intermediates). Requires --tls-key. Without both, plain HTTP (e.g. behind a proxy that
+    /// terminates TLS).
+    #[arg(long = "tls-cert", env = "ALLOT_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1). Requires --tls-cert.
+    #[arg(long = "tls-key", env = "ALLOT_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Apply the configuration file despite refusals (with --reason, recorded).
     #[arg(long, requires = "reason")]
     pub force: bool,
@@ -142,6 +159,11 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
 async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
     // A malformed --cors-origin is an error before anything is created.
     let _checked = allot_server::with_cors(axum::Router::new(), &args.cors_origins).map_err(|e| anyhow::anyhow!(e))?;
+    // A bad certificate or key is an error before anything is created.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(allot_server::http::Tls::from_pem_files(cert, key)?),
+        _ => None,
+    };
     // Bind first: a server that cannot listen must not have created the first admin key.
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
@@ -173,7 +195,8 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
     }
     let _refresh = app.spawn_refresh(Duration::from_millis(args.version_poll_ms));
     let addr = listener.local_addr().context("local address")?;
-    tracing::info!(%addr, version = app.live().version, "allot serving on http://{addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, version = app.live().version, "allot serving on {scheme}://{addr}");
     let limits = allot_server::http::Limits {
         header_timeout: Duration::from_millis(args.header_timeout_ms),
         body_timeout: Duration::from_millis(args.body_timeout_ms),
@@ -182,7 +205,10 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
     };
     let router = allot_server::with_cors(allot_server::router(app.clone()), &args.cors_origins)
         .map_err(|e| anyhow::anyhow!(e))?;
-    allot_server::http::serve(listener, router, limits, app.connections(), shutdown()).await;
+    match tls {
+        Some(tls) => allot_server::http::serve_tls(listener, tls, router, limits, app.connections(), shutdown()).await,
+        None => allot_server::http::serve(listener, router, limits, app.connections(), shutdown()).await,
+    };
     // Rows kept in memory during an outage: one last try, bounded, then say what is lost.
     let (exposures, sticky) = (app.pending_exposures(), app.pending_sticky());
     if exposures + sticky > 0 {

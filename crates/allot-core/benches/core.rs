@@ -130,6 +130,64 @@ fn bench_evaluate_one(c: &mut Criterion) {
     });
 }
 
+/// The state of `evaluate_one` after a year of quarterly re-salts: each quarter a 40% `search`
+/// experiment starts and the previous one stops, then the space is re-salted (classes of the
+/// holdout, `ranking-v2` and the running `search` experiment). Prints the memory per re-salt.
+fn resalted_year() -> &'static Snapshot {
+    static SNAP: std::sync::OnceLock<Snapshot> = std::sync::OnceLock::new();
+    SNAP.get_or_init(resalt_a_year)
+}
+
+fn resalt_a_year() -> Snapshot {
+    let mut state = State::default();
+    for q in 0..4 {
+        let mut yaml = one_experiment_yaml();
+        for p in 0..=q {
+            let st = if p == q { "running" } else { "stopped" };
+            let _ = writeln!(
+                yaml,
+                "  search-{p}: {{unit: user, surfaces: [search], share: 40%, variants: {{c: 1, t: 1}}, state: {st}}}"
+            );
+        }
+        state = apply(&state, &yaml).0;
+        state = allot_core::salt::resalt(&state, "user", "2026-01-01T00:00:00Z", None, None).unwrap().0;
+    }
+    let snap = Snapshot::compile(&state).unwrap();
+    let bytes = snap.spaces[0].resalt_bytes();
+    eprintln!("4 re-salts of 1,000,000 buckets: {bytes} bytes compiled ({} per re-salt)", bytes / 4);
+    snap
+}
+
+/// `evaluate_one` after a year of quarterly re-salts. Target ≤ 100 ns median, like `evaluate_one`;
+/// (this − `evaluate_one`) / 4 is the cost of one re-salt per evaluation.
+fn bench_evaluate_one_resalted(c: &mut Criterion) {
+    c.bench_function("evaluate_one_4_resalts", |b| {
+        let snap = resalted_year();
+        let i = snap.index_of("ranking-v2").unwrap();
+        let ctxs = contexts(1);
+        let mut k = 0usize;
+        b.iter(|| {
+            k = (k + 1) & (ROTATE - 1);
+            snap.evaluate_one(black_box(i), black_box(&ctxs[k]), &NoSticky)
+        });
+    });
+}
+
+/// A unit's bucket through 4 re-salts (`SpaceEval::bucket`): (this − `bucket_hash`) / 4 is the
+/// cost of one re-salt alone.
+fn bench_bucket_4_resalts(c: &mut Criterion) {
+    c.bench_function("bucket_4_resalts", |b| {
+        let snap = resalted_year();
+        let mut g = SplitMix64::new(3);
+        let units: Vec<String> = (0..ROTATE).map(|_| unit_id(&mut g)).collect();
+        let mut k = 0usize;
+        b.iter(|| {
+            k = (k + 1) & (ROTATE - 1);
+            snap.spaces[0].bucket(black_box(&units[k]))
+        });
+    });
+}
+
 /// 100 running experiments for one unit with `evaluate_all`. Target ≤ 5 µs.
 fn bench_evaluate_100(c: &mut Criterion) {
     c.bench_function("evaluate_100", |b| {
@@ -196,7 +254,7 @@ fn bench_bucket_hash(c: &mut Criterion) {
 criterion_group! {
     name = fast;
     config = Criterion::default().warm_up_time(Duration::from_secs(1));
-    targets = bench_bucket_hash, bench_evaluate_one, bench_evaluate_100
+    targets = bench_bucket_hash, bench_bucket_4_resalts, bench_evaluate_one, bench_evaluate_one_resalted, bench_evaluate_100
 }
 // Milliseconds to seconds per iteration: ten samples are enough.
 criterion_group! {

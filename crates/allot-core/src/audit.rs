@@ -152,7 +152,7 @@ pub fn audit(state: &State, cfg: &Config) -> Audit {
     for (id, set) in &running {
         let e = &cfg.experiments[*id];
         let b = size(&e.unit);
-        let held = crate::plan::holdout_union(state, cfg, id, b);
+        let held = crate::state::holdout_union(state, cfg, id, b);
         let mut reach = set.dense();
         reach.subtract(&held);
         let bf = f64::from(b);

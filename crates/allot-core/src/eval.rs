@@ -15,15 +15,18 @@
 //! 7. targeting does not match → `TARGETING_MISS`;
 //! 8. the variant split → `ASSIGNED`.
 //!
-//! A unit's bucket: `bucket(salt, unit)` over the space, then through each re-salt in order: if
-//! the bucket was not frozen (held by a running experiment or holdout) at that re-salt, the unit
-//! moves to `free[bucket(resalt salt, unit) mod |free|]`, a uniform pick among that re-salt's
-//! free buckets. Units in frozen buckets never move.
+//! A unit's bucket: `bucket(salt, unit)` over the space, then through each re-salt in order: the
+//! unit moves to a uniform pick among the buckets of its class, the buckets that every allocation
+//! live at that re-salt treats alike ([`crate::salt`]), so no such allocation gains or loses a
+//! unit. (A re-salt recorded in the earlier form froze the buckets held by running experiments
+//! and holdouts and moved the others' units to `free[bucket(resalt salt, unit) mod |free|]`; it
+//! keeps that meaning.)
 
 use crate::bucketset::BucketSet;
 use crate::config::{dependency_order, Config, ExpState};
 use crate::error::FieldError;
 use crate::hash;
+use crate::salt::{classes_of, Layer};
 use crate::split::Split;
 use crate::state::{OwnerKind, State};
 use crate::targeting::{Compiled, Compiler};
@@ -130,11 +133,13 @@ impl StickyStore for HashMap<(String, String, String), String> {
     }
 }
 
+/// One compiled re-salt.
 #[derive(Debug, Clone)]
-struct ResaltEval {
-    salt: String,
-    frozen: BucketSet,
-    free: Vec<u32>,
+enum ResaltEval {
+    /// By classes ([`crate::salt`]).
+    Classes(Layer),
+    /// The earlier form: units outside `frozen` move to `free[bucket(salt, unit) mod |free|]`.
+    Frozen { salt: String, frozen: BucketSet, free: Vec<u32> },
 }
 
 /// A compiled bucket space.
@@ -161,13 +166,32 @@ impl SpaceEval {
     /// before the next re-salt (bucket history uses it).
     #[inline]
     pub fn bucket_after(&self, unit: &str, resalts: usize) -> u32 {
-        let mut b = hash::bucket(&self.salt, unit, self.buckets);
+        let (h1, h2) = hash::unit_hash(&self.salt, unit);
+        let mut b = hash::bucket_of_hash(h1, self.buckets);
         for r in self.resalts.iter().take(resalts) {
-            if !r.free.is_empty() && !r.frozen.contains(b) {
-                b = r.free[hash::bucket(&r.salt, unit, r.free.len() as u32) as usize];
-            }
+            b = match r {
+                ResaltEval::Classes(layer) => layer.step(b, h2),
+                ResaltEval::Frozen { salt, frozen, free } => {
+                    if free.is_empty() || frozen.contains(b) {
+                        b
+                    } else {
+                        free[hash::bucket(salt, unit, free.len() as u32) as usize]
+                    }
+                }
+            };
         }
         b
+    }
+
+    /// Heap bytes held by its compiled re-salts.
+    pub fn resalt_bytes(&self) -> usize {
+        self.resalts
+            .iter()
+            .map(|r| match r {
+                ResaltEval::Classes(layer) => layer.heap_bytes(),
+                ResaltEval::Frozen { frozen, free, .. } => frozen.heap_bytes() + 4 * free.capacity(),
+            })
+            .sum()
     }
 }
 
@@ -209,7 +233,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// Compiles the applied state. Fails only on a state whose configuration no longer validates.
     pub fn compile(state: &State) -> Result<Snapshot, Vec<FieldError>> {
-        let cfg = crate::plan::applied_config(state)?.unwrap_or_default();
+        let cfg = crate::state::applied_config(state)?.unwrap_or_default();
         Ok(Self::compile_with(state, &cfg))
     }
 
@@ -223,9 +247,15 @@ impl Snapshot {
             };
             let resalts = resalts
                 .into_iter()
-                .map(|r| {
-                    let free: Vec<u32> = r.frozen.dense().complement().iter().collect();
-                    ResaltEval { salt: r.salt, frozen: r.frozen, free }
+                .map(|r| match (classes_of(state, &r, buckets), r.frozen) {
+                    (Some(class), _) => ResaltEval::Classes(Layer::new(&r.salt, &class)),
+                    (None, frozen) => {
+                        // The state's check guarantees one of the two forms; an empty set is the
+                        // loud fallback (every unit moves) that cannot be reached from a checked state.
+                        let frozen = frozen.unwrap_or_else(|| BucketSet::empty(buckets));
+                        let free: Vec<u32> = frozen.dense().complement().iter().collect();
+                        ResaltEval::Frozen { salt: r.salt, frozen, free }
+                    }
                 })
                 .collect();
             spaces.push(SpaceEval { name: name.clone(), attribute: u.attribute.clone(), buckets, salt, resalts });
@@ -241,7 +271,7 @@ impl Snapshot {
             let idx = |v: &str| names.iter().position(|n| *n == v).map(|i| i as u16);
             let running = e.state == ExpState::Running;
             let alloc = state.live(OwnerKind::Experiment, id).filter(|_| running).map(|a| a.current().compact());
-            let held = crate::plan::holdout_union(state, cfg, id, b);
+            let held = crate::state::holdout_union(state, cfg, id, b);
             experiments.push(ExpEval {
                 id: id.clone(),
                 space,

@@ -264,12 +264,19 @@ pub fn murmur3_x86_32(data: &[u8], seed: u32) -> u32 {
 /// If `buckets` is 0.
 #[inline]
 pub fn bucket(salt: &str, unit: &str, buckets: u32) -> u32 {
+    bucket_of_hash(unit_hash(salt, unit).0, buckets)
+}
+
+/// Both halves of [`murmur3_x64_128`] with seed 0 over `"<salt>|<unit>"`: `h1` places the unit
+/// in its bucket ([`bucket_of_hash`]); `h2` drives its moves in the salt machine
+/// ([`crate::salt`]), so one hash per unit and space serves every re-salt. Never allocates.
+#[inline]
+pub fn unit_hash(salt: &str, unit: &str) -> (u64, u64) {
     let mut stream = Stream128::new(0);
     stream.write(salt.as_bytes());
     stream.write_byte(SEPARATOR);
     stream.write(unit.as_bytes());
-    let (h1, _) = stream.finish();
-    bucket_of_hash(h1, buckets)
+    stream.finish()
 }
 
 /// The bucket step of [`bucket`] alone: `(h1 >> 4) % buckets`, for an `h1` already computed.

@@ -1,15 +1,9 @@
-//! Bucket history and the salt machine.
-//!
-//! Every allocation ever drawn stays in the state, so the history of any bucket (which owner held
-//! it, from which version to which) can be told exactly. `resalt` re-randomises the unit → bucket
-//! map of the part of a space that no running experiment or holdout holds: units in held buckets
-//! stay where they are; the others are spread afresh over the free buckets, so the next
-//! experiment there does not inherit the cohorts of the last one.
+//! Bucket history: every allocation ever drawn stays in the state, so the history of any bucket
+//! (which owner held it, from which version to which) can be told exactly, and through the
+//! re-salts of [`crate::salt`], the history of any unit.
 
-use crate::bucketset::Dense;
-use crate::config::ExpState;
 use crate::error::FieldError;
-use crate::state::{DrawOp, LogEntry, OwnerKind, Resalt, State};
+use crate::state::{DrawOp, OwnerKind, State};
 use serde::Serialize;
 
 /// One span during which an owner held a bucket.
@@ -114,78 +108,4 @@ pub fn unit_history(state: &State, space: &str, unit: &str) -> Result<Vec<UnitSp
     }
     out.sort_by_key(|u| (u.span.from_version, u.span.allocation));
     Ok(out)
-}
-
-/// What a re-salt did.
-#[derive(Debug, Clone, Serialize)]
-pub struct ResaltReport {
-    /// Space.
-    pub space: String,
-    /// New version.
-    pub version: u64,
-    /// Buckets whose units stayed (held by running experiments and holdouts).
-    pub frozen_buckets: u64,
-    /// Buckets whose units were re-randomised.
-    pub resalted_buckets: u64,
-}
-
-/// Re-salts the free part of `space`, recording `reason` and `actor` in the log. The new salt is derived from the space and the version,
-/// so the same state re-salts the same way. Returns the new state and a report.
-pub fn resalt(
-    state: &State,
-    space: &str,
-    time: &str,
-    reason: Option<String>,
-    actor: Option<String>,
-) -> Result<(State, ResaltReport), FieldError> {
-    let cfg = crate::plan::applied_config(state)
-        .map_err(|e| e.into_iter().next().unwrap_or_else(|| FieldError::new("state", "invalid")))?
-        .unwrap_or_default();
-    let Some(s) = state.spaces.get(space) else {
-        let known: Vec<&str> = state.spaces.keys().map(String::as_str).collect();
-        return Err(FieldError::new(
-            "space",
-            format!("no bucket space `{space}` in the applied state; known: [{}]", known.join(", ")),
-        ));
-    };
-    let mut frozen = Dense::empty(s.buckets);
-    for a in state.allocations.iter().filter(|a| a.is_live() && a.space == space) {
-        let running = match a.kind {
-            OwnerKind::Experiment => cfg.experiments.get(&a.owner).is_some_and(|e| e.state == ExpState::Running),
-            OwnerKind::Holdout => true,
-            OwnerKind::Group | OwnerKind::Slot => false,
-        };
-        if running {
-            frozen.union_with(&a.current());
-        }
-    }
-    let mut st = state.clone();
-    st.version = st.version.checked_add(1).ok_or_else(|| {
-        FieldError::new("state.version", "the recorded version cannot grow any further; the state file is corrupt")
-    })?;
-    let version = st.version;
-    let salt = format!("{}~r{version}", s.salt);
-    let frozen_n = frozen.len();
-    let report = ResaltReport {
-        space: space.into(),
-        version,
-        frozen_buckets: frozen_n,
-        resalted_buckets: u64::from(s.buckets) - frozen_n,
-    };
-    if let Some(sp) = st.spaces.get_mut(space) {
-        sp.resalts.push(Resalt { version, salt: salt.clone(), frozen: frozen.compact() });
-    }
-    st.log.push(LogEntry {
-        version,
-        time: time.into(),
-        actor,
-        forced: false,
-        reason,
-        changes: vec![format!(
-            "resalt unit {space}: {} free buckets re-randomised with salt `{salt}`, {frozen_n} held buckets unchanged",
-            report.resalted_buckets
-        )],
-        overridden: vec![],
-    });
-    Ok((st, report))
 }

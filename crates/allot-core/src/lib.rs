@@ -43,6 +43,7 @@ pub mod history;
 pub mod plan;
 pub mod rng;
 pub mod rules;
+pub mod salt;
 pub mod scope;
 pub mod split;
 pub mod state;

@@ -42,6 +42,16 @@ impl Scope {
     }
 }
 
+impl Scope {
+    /// Whether an allocation recorded with `tags` (its owner's tags and groups, as the state
+    /// records them) was in this scope: it carried a tag this scope carries or is exclusive to,
+    /// or was in one of its groups. The allocator's least-recently-used preference counts only
+    /// such releases, so experiments on other surfaces stay independent of it.
+    pub fn meets_recorded(&self, tags: &[String]) -> bool {
+        tags.iter().any(|t| self.exclusive_to.contains(t) || self.tags.contains(t) || self.groups.contains(t))
+    }
+}
+
 /// Allocations placed so far in a plan, indexed by (unit type, tag or group) of their scopes.
 #[derive(Debug, Default)]
 pub(crate) struct Placed {

@@ -3,6 +3,8 @@
 //! each bucket space, and the change log.
 
 use crate::bucketset::{BucketSet, Dense};
+use crate::config::{Config, ExpState};
+use crate::error::FieldError;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
@@ -46,16 +48,25 @@ pub struct SpaceState {
     pub resalts: Vec<Resalt>,
 }
 
-/// One run of the salt machine: units outside `frozen` were re-randomised among the free buckets.
+/// One run of the salt machine (see [`crate::salt`]). A re-salt recorded by this allot names the
+/// allocations that defined its classes (`classes_by`); one recorded before classes existed
+/// names the buckets it froze (`frozen`) and keeps its old meaning, so its units stay put.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Resalt {
     /// Configuration version at which it happened.
     pub version: u64,
-    /// The new salt for the free part.
+    /// The new salt (its hash keys the moves).
     pub salt: String,
-    /// Buckets held by running experiments and holdouts then: their units did not move.
-    pub frozen: BucketSet,
+    /// The allocations live then (running experiments, holdouts, groups, slots), by id: a unit
+    /// moved only to a bucket held by exactly the same ones of these, as they stood before
+    /// `version`, so none of them gained or lost a unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes_by: Option<Vec<u64>>,
+    /// Earlier form: buckets held by running experiments and holdouts then; units elsewhere moved
+    /// to a uniform pick among the other buckets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen: Option<BucketSet>,
 }
 
 /// What an allocation belongs to.
@@ -140,6 +151,19 @@ impl Allocation {
         }
     }
 
+    /// The buckets it held just before `version` (its draws at earlier versions).
+    pub fn held_before(&self, version: u64) -> Dense {
+        let space = self.draws.first().map_or(1, |d| d.buckets.space());
+        let mut d = Dense::empty(space);
+        for draw in self.draws.iter().filter(|d| d.version < version) {
+            match draw.op {
+                DrawOp::Add => d.union_compact(&draw.buckets),
+                DrawOp::Remove => d.subtract_compact(&draw.buckets),
+            }
+        }
+        d
+    }
+
     /// Whether it is live.
     pub fn is_live(&self) -> bool {
         self.released.is_none()
@@ -204,17 +228,41 @@ impl State {
     /// space), every allocation names a known space and has a first draw, and all draws of one
     /// allocation are over one space (a released allocation may predate a resize of its space).
     fn check(&self) -> Result<(), String> {
+        let by_id: std::collections::HashMap<u64, &Allocation> = self.allocations.iter().map(|a| (a.id, a)).collect();
         for (name, s) in &self.spaces {
             if s.buckets == 0 {
                 return Err(format!("spaces.{name}.buckets: must be at least 1"));
             }
             for (i, r) in s.resalts.iter().enumerate() {
-                if r.frozen.space() != s.buckets {
-                    return Err(format!(
-                        "spaces.{name}.resalts[{i}].frozen: a set over {} buckets in a space of {}",
-                        r.frozen.space(),
-                        s.buckets
-                    ));
+                let at = format!("spaces.{name}.resalts[{i}]");
+                match (&r.classes_by, &r.frozen) {
+                    (Some(_), Some(_)) | (None, None) => {
+                        return Err(format!("{at}: exactly one of `classes_by` and `frozen`"));
+                    }
+                    (None, Some(f)) if f.space() != s.buckets => {
+                        return Err(format!(
+                            "{at}.frozen: a set over {} buckets in a space of {}",
+                            f.space(),
+                            s.buckets
+                        ));
+                    }
+                    (None, Some(_)) => {}
+                    (Some(ids), None) => {
+                        for id in ids {
+                            let Some(a) = by_id.get(id) else {
+                                return Err(format!("{at}.classes_by: no allocation {id}"));
+                            };
+                            let space = a.draws.first().map(|d| (d.version, d.buckets.space()));
+                            let held_then =
+                                space.is_some_and(|(v, _)| v < r.version) && a.released.is_none_or(|v| v > r.version);
+                            if a.space != *name || space.is_some_and(|(_, b)| b != s.buckets) || !held_then {
+                                return Err(format!(
+                                    "{at}.classes_by: allocation {id} was not live in this space at version {}",
+                                    r.version
+                                ));
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -251,4 +299,56 @@ impl State {
     pub fn slot_id(group: &str, i: usize) -> String {
         format!("{group}#{}", i + 1)
     }
+}
+
+/// The configuration last applied, if any.
+pub fn applied_config(state: &State) -> Result<Option<Config>, Vec<FieldError>> {
+    match &state.config {
+        None => Ok(None),
+        Some(raw) => {
+            let cfg = crate::config::validate(raw).map_err(|es| {
+                es.into_iter()
+                    .map(|e| FieldError::new(crate::error::join("state.config", &e.path), e.message))
+                    .collect::<Vec<_>>()
+            })?;
+            // What the recorded configuration says is live must hold buckets in the recorded state.
+            let mut missing = vec![];
+            for (id, e) in &cfg.experiments {
+                if e.state == ExpState::Running && state.live(OwnerKind::Experiment, id).is_none() {
+                    missing.push(format!("experiment `{id}`"));
+                }
+            }
+            for id in cfg.holdouts.keys() {
+                if state.live(OwnerKind::Holdout, id).is_none() {
+                    missing.push(format!("holdout `{id}`"));
+                }
+            }
+            for id in cfg.groups.keys() {
+                if state.live(OwnerKind::Group, id).is_none() {
+                    missing.push(format!("group `{id}`"));
+                }
+            }
+            if !missing.is_empty() {
+                return Err(vec![FieldError::new(
+                    "state.allocations",
+                    format!("no live allocation for {}: the state file is corrupt", missing.join(", ")),
+                )]);
+            }
+            Ok(Some(cfg))
+        }
+    }
+}
+
+/// The union of the live holdouts that apply to experiment `id` under `cfg` (used by planning,
+/// evaluation and the audit alike).
+pub fn holdout_union(st: &State, cfg: &Config, id: &str, b: u32) -> Dense {
+    let mut held = Dense::empty(b);
+    for (name, h) in &cfg.holdouts {
+        if cfg.holdout_applies(h, id) {
+            if let Some(a) = st.live(OwnerKind::Holdout, name) {
+                held.union_with(&a.current());
+            }
+        }
+    }
+    held
 }

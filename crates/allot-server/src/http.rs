@@ -17,9 +17,17 @@
 //! - **Bounded shutdown**: when `shutdown` resolves, the listener is closed, idle connections are
 //!   closed, in-flight requests are answered, and after [`Limits::shutdown_timeout`] whatever is
 //!   still open is dropped.
+//! - **TLS** ([`serve_tls`]): the handshake runs in the connection's own task, holding its slot,
+//!   and must finish within [`Limits::header_timeout`] of the connection's opening, or the
+//!   connection is closed: a client that stalls its handshake holds a slot no longer than one
+//!   that stalls its headers. The header timeout then starts again for the request's head.
+//!   A failed handshake (a client that does not trust the certificate) just closes the
+//!   connection; on shutdown, connections still in their handshake are closed at once.
 
+pub use crate::tls::{Tls, TlsError};
 use axum::Router;
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::future::Future;
@@ -91,11 +99,35 @@ pub async fn serve(
     stats: Arc<Connections>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> usize {
+    run(listener, None, router, limits, stats, shutdown).await
+}
+
+/// [`serve`] over HTTPS: every connection starts with a TLS handshake with `tls`'s certificate,
+/// bounded by [`Limits::header_timeout`].
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Tls,
+    router: Router,
+    limits: Limits,
+    stats: Arc<Connections>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> usize {
+    run(listener, Some(tls), router, limits, stats, shutdown).await
+}
+
+async fn run(
+    listener: TcpListener,
+    tls: Option<Tls>,
+    router: Router,
+    limits: Limits,
+    stats: Arc<Connections>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> usize {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     stats.limit.store(limits.max_connections.max(1), Ordering::Relaxed);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
-    let mut http = hyper::server::conn::http1::Builder::new();
+    let mut http = http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true);
     let mut full = false;
     tokio::pin!(shutdown);
@@ -143,17 +175,26 @@ pub async fn serve(
             let router = router.clone();
             async move { Ok::<_, Infallible>(router.oneshot(req).await.unwrap_or_else(|e| match e {})) }
         });
-        let conn = http.serve_connection(TokioIo::new(stream), service);
-        let mut stop = stop_rx.clone();
+        let stop = stop_rx.clone();
         let open = Open::new(stats.clone());
+        let (http, tls, handshake_timeout) = (http.clone(), tls.clone(), limits.header_timeout);
         conns.spawn(async move {
             let (_slot, _open) = (slot, open);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => finished(r),
-                _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-                    conn.as_mut().graceful_shutdown();
-                    finished(conn.await);
+            match tls {
+                None => connection(&http, stream, service, stop).await,
+                Some(tls) => {
+                    let mut stopped = stop.clone();
+                    let handshake = tokio::time::timeout(handshake_timeout, tls.acceptor.accept(stream));
+                    let stream = tokio::select! {
+                        r = handshake => match r {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+                            Err(_) => return tracing::debug!("TLS handshake timed out"),
+                        },
+                        // Nothing was asked yet: nothing to finish.
+                        _ = stopped.wait_for(|s| *s) => return,
+                    };
+                    connection(&http, stream, service, stop).await
                 }
             }
         });
@@ -173,6 +214,26 @@ pub async fn serve(
     tracing::warn!(connections = left, "shutdown timeout: dropping connections still open");
     conns.shutdown().await;
     left
+}
+
+/// Serves one connection's requests until it ends, or gracefully once `stop` turns true.
+async fn connection<I, S>(http: &http1::Builder, io: I, service: S, mut stop: watch::Receiver<bool>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = http.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => finished(r),
+        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+            conn.as_mut().graceful_shutdown();
+            finished(conn.await);
+        }
+    }
 }
 
 /// One open connection in [`Connections::open`], for as long as it lives (also when aborted).

@@ -22,6 +22,7 @@ mod ofrep;
 pub mod openapi;
 pub mod planner;
 pub mod served;
+mod tls;
 mod writer;
 mod yaml;
 
@@ -613,12 +614,21 @@ impl App {
         let (_, state) = self.store.load_current().await?;
         let raw = raw.clone();
         let opts = Options { force, reason, time: now(), actor: None, sticky_store: true };
-        self.planner
+        let mut plan = self
+            .planner
             .run(move || {
                 let cfg = config::validate(&raw).map_err(ApiError::Invalid)?;
                 plan::plan(&state, &cfg, &raw, &opts).map_err(ApiError::Invalid)
             })
-            .await
+            .await?;
+        if plan.impact.values().any(|i| i.sticky) {
+            let counts: std::collections::HashMap<String, u64> =
+                self.store.sticky_counts().await?.into_iter().collect();
+            for (id, i) in plan.impact.iter_mut().filter(|(_, i)| i.sticky) {
+                i.stored_assignments = Some(counts.get(id).copied().unwrap_or(0));
+            }
+        }
+        Ok(plan)
     }
 
     /// Imports the CLI's recorded state (`allot serve --state`): into an empty store as one

@@ -10,7 +10,9 @@
 //!   variant values, targeting, inclusions or prerequisites;
 //! - `description` and `owner` of every entity (and of variants) are removed;
 //! - a holdout that applied only to experiments removed here is removed (with its allocation);
-//! - released allocations and allocations of experiments that are not running are removed;
+//! - released allocations and allocations of experiments that are not running are removed,
+//!   except those a re-salt's classes are defined by (`classes_by`): these are kept for their
+//!   buckets only, under the neutral owner `resalt-class-<id>` that no configuration entry names;
 //! - the change log is emptied.
 //!
 //! Inclusions (`include`) of running experiments are kept as unit ids: evaluation looks them up
@@ -97,13 +99,29 @@ pub fn for_evaluation(state: &State) -> State {
         raw
     });
 
+    // A re-salt's classes are rebuilt from the allocations it names, as they stood before it.
+    let defining: BTreeSet<u64> =
+        state.spaces.values().flat_map(|s| &s.resalts).flat_map(|r| r.classes_by.iter().flatten()).copied().collect();
     let allocations = state
         .allocations
         .iter()
-        .filter(|a| a.is_live())
-        .filter(|a| a.kind != OwnerKind::Experiment || running.contains(a.owner.as_str()))
-        .filter(|a| a.kind != OwnerKind::Holdout || !unused_holdouts.contains(&a.owner))
-        .cloned()
+        .filter_map(|a| {
+            let served = a.is_live()
+                && (a.kind != OwnerKind::Experiment || running.contains(a.owner.as_str()))
+                && (a.kind != OwnerKind::Holdout || !unused_holdouts.contains(&a.owner));
+            if served {
+                Some(a.clone())
+            } else if defining.contains(&a.id) {
+                // Released since, or not served: kept only for its buckets, under a neutral name
+                // that no configuration entry reads.
+                let mut a = a.clone();
+                a.owner = format!("resalt-class-{}", a.id);
+                a.tags.clear();
+                Some(a)
+            } else {
+                None
+            }
+        })
         .collect();
     State {
         format: state.format,

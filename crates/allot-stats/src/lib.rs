@@ -1,6 +1,7 @@
 //! The pure statistics of allot: planning (power, sample size, minimum detectable effect) and
 //! analysis (Welch and delta-method estimates, CUPED, sample-ratio mismatch, multiple-comparison
-//! corrections, interaction contrasts) over streaming sufficient statistics.
+//! corrections, interaction contrasts) over streaming sufficient statistics, and when experiments
+//! ran at the same time ([`timeline`]).
 //!
 //! Nothing here does I/O. Distributions (normal, Student's t, chi-square CDFs and quantiles) come
 //! from `statrs`; the statistics themselves are written here by hand, each with its formula and a
@@ -15,6 +16,7 @@ pub mod interaction;
 pub mod moments;
 pub mod power;
 pub mod srm;
+pub mod timeline;
 
 /// A statistic that cannot be computed from its inputs.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

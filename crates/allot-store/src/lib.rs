@@ -14,6 +14,7 @@
 mod common;
 pub mod copy;
 pub mod import;
+mod pg_tls;
 pub mod postgres;
 pub mod sqlite;
 
@@ -331,6 +332,25 @@ pub trait Store: Send + Sync + 'static {
     /// Sticky assignments `(unit_type, unit, experiment, variant)` in key order, those after the
     /// key of `after` when given (for [`copy::copy_store`]).
     async fn sticky_page(&self, after: Option<&StickyRow>, limit: u32) -> Result<Vec<StickyRow>>;
+
+    /// How many stored sticky assignments each experiment holds (experiments with none are
+    /// absent): the units a sticky experiment keeps whatever its split or targeting becomes. The
+    /// backends count in SQL; this default pages through [`Store::sticky_page`].
+    async fn sticky_counts(&self) -> Result<Vec<(String, u64)>> {
+        let mut counts: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+        let mut after: Option<StickyRow> = None;
+        loop {
+            let page = self.sticky_page(after.as_ref(), 1000).await?;
+            for r in &page {
+                *counts.entry(r.2.clone()).or_default() += 1;
+            }
+            match page.into_iter().last() {
+                Some(last) => after = Some(last),
+                None => break,
+            }
+        }
+        Ok(counts.into_iter().collect())
+    }
 }
 
 /// A sticky assignment: `(unit_type, unit, experiment, variant)`.

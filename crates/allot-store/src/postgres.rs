@@ -9,14 +9,18 @@
 //!
 //! Sticky assignments and exposures are written as multi-row inserts with `ON CONFLICT DO
 //! NOTHING`: the unique keys do the deduplication, across nodes too.
+//!
+//! TLS: the URL's `sslmode` (`disable`, `prefer` (the default), `require`, `verify-ca`,
+//! `verify-full`) and `sslrootcert=PATH` are libpq's, done by sqlx with rustls, checked first
+//! (`pg_tls.rs`); every connection of the pool, the `LISTEN` one included, uses them.
 
 use crate::common::{self, to_i64, to_u64, Columns, Commit, Migration};
+use crate::pg_tls;
 use crate::{AuditEntry, AuditRecord, BoxFuture, Exposure, KeyInfo, Result, Revoke, StickyRow, Store, StoreError};
 use allot_core::state::State;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, PgPool, Postgres, QueryBuilder, Row};
-use std::str::FromStr;
 use std::time::Duration;
 
 /// Migrations in order.
@@ -37,12 +41,25 @@ const MIGRATION_LOCK: i64 = 0x616c_6c6f_745f_6d69; // "allot_mi"
 const BATCH_ROWS: usize = 1000;
 
 /// A store in a PostgreSQL database (optionally in one schema of it).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
     options: PgConnectOptions,
     /// The salt of [`crate::keyed_hash`], read (or made) when the store is opened.
     salt: std::sync::Arc<std::sync::RwLock<String>>,
+}
+
+/// By hand: the derived form would print the connection options' password and the key salt.
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("host", &self.options.get_host())
+            .field("port", &self.options.get_port())
+            .field("database", &self.options.get_database())
+            .field("user", &self.options.get_username())
+            .field("ssl_mode", &self.options.get_ssl_mode())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Whether `name` is safe to use as a schema name unquoted: ASCII letters, digits and `_`, not
@@ -93,7 +110,8 @@ impl PgStore {
     /// Opens (and migrates) the store at `url` (`postgres://user@host:5432/db`). A `schema=NAME`
     /// query parameter puts the store's tables in that schema (created if missing); otherwise they
     /// go where the connection's `search_path` says (`public` by default). `pool=N` sets how many
-    /// connections the node opens at most (default [`DEFAULT_POOL`]).
+    /// connections the node opens at most (default [`DEFAULT_POOL`]). TLS as libpq's
+    /// `sslmode` and `sslrootcert` say (`?sslmode=verify-full&sslrootcert=/etc/allot/ca.pem`).
     pub fn open(url: &str) -> BoxFuture<'_, Result<PgStore>> {
         Box::pin(async move {
             let (url, params) = split_params(url)?;
@@ -108,12 +126,13 @@ impl PgStore {
     }
 
     async fn open_schema(url: &str, schema: Option<&str>, pool: u32) -> Result<PgStore> {
-        let mut options = PgConnectOptions::from_str(url).map_err(common::invalid_url)?;
+        let mut options = pg_tls::connect_options(url)?;
         if let Some(schema) = schema {
             if !valid_schema(schema) {
                 return Err(StoreError::Invalid(format!("schema name {schema:?}")));
             }
-            let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+            let mut conn =
+                sqlx::PgConnection::connect_with(&options).await.map_err(|e| pg_tls::connect_error(e, &options))?;
             sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).execute(&mut conn).await?;
             conn.close().await?;
             options = options.options([("search_path", schema)]);
@@ -122,7 +141,8 @@ impl PgStore {
             .max_connections(pool)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options.clone())
-            .await?;
+            .await
+            .map_err(|e| pg_tls::connect_error(e, &options))?;
         let store = PgStore { pool, options, salt: std::sync::Arc::default() };
         store.migrate().await?;
         Ok(store)
@@ -137,8 +157,9 @@ impl PgStore {
         if !valid_schema(schema) {
             return Err(StoreError::Invalid(format!("schema name {schema:?}")));
         }
-        let options = PgConnectOptions::from_str(url).map_err(common::invalid_url)?;
-        let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+        let options = pg_tls::connect_options(url)?;
+        let mut conn =
+            sqlx::PgConnection::connect_with(&options).await.map_err(|e| pg_tls::connect_error(e, &options))?;
         sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&mut conn).await?;
         conn.close().await?;
         Ok(())
@@ -597,6 +618,20 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn sticky_counts(&self) -> Result<Vec<(String, u64)>> {
+        let rows = sqlx::query(
+            "SELECT experiment, COUNT(*) AS n FROM sticky_assignments GROUP BY experiment ORDER BY experiment",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let n: i64 = r.try_get("n")?;
+                Ok((r.try_get("experiment")?, u64::try_from(n).unwrap_or(0)))
+            })
+            .collect()
     }
 
     async fn sticky_page(&self, after: Option<&StickyRow>, limit: u32) -> Result<Vec<StickyRow>> {

@@ -390,3 +390,28 @@ fn plan_in_json_reports_its_errors_as_json() {
     assert_eq!(v["ok"], false, "{v}");
     assert!(v["errors"][0]["message"].as_str().unwrap().contains("allot.state.json"), "{v}");
 }
+
+#[test]
+fn plan_sample_measures_a_narrowed_targeting() {
+    let yaml = |countries: &str| {
+        format!(
+            "units: {{user: {{attribute: user_id}}}}\nsurfaces: [home]\nexperiments:\n  a: {{unit: user, surfaces: [home], share: 50%, variants: {{c: 1, t: 1}}, targeting: {{attribute: country, in: [{countries}]}}, state: running}}\n"
+        )
+    };
+    let d = Dir::new(&yaml("SE, NO"));
+    d.allot(&["apply"]).success();
+    d.write("allot.yaml", &yaml("NO"));
+    let units: String =
+        (0..2000).map(|i| format!("{{\"user_id\": \"u{i}\", \"country\": \"{}\"}}\n", ["SE", "NO"][i % 2])).collect();
+    d.write("sample.jsonl", &units);
+    let text = stdout(&d.allot(&["plan"]).success());
+    assert!(text.contains("not counted here; measure with --sample FILE"), "{text}");
+    let p: Value = d.json(&["plan", "--format", "json", "--sample", "sample.jsonl"]);
+    let m = &p["impact"]["a"]["measured"];
+    let share = m["moved_share"].as_f64().unwrap();
+    assert!((share - 0.5).abs() < 0.07, "{p}");
+    d.write("bad.jsonl", "{\"user_id\": \"u1\"}\nnot json\n");
+    let err =
+        String::from_utf8(d.allot(&["plan", "--sample", "bad.jsonl"]).failure().get_output().stderr.clone()).unwrap();
+    assert!(err.contains("bad.jsonl:2"), "{err}");
+}

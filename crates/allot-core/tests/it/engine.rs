@@ -4,8 +4,9 @@ use allot_core::audit::audit;
 use allot_core::bucketset::{draw, BucketSet, Dense};
 use allot_core::config::{self, Config};
 use allot_core::eval::{NoSticky, Reason, Snapshot};
-use allot_core::history::{bucket_history, resalt};
+use allot_core::history::bucket_history;
 use allot_core::plan::{self, ApplyError, Options, Plan};
+use allot_core::salt::resalt;
 use allot_core::state::{OwnerKind, State};
 use allot_core::Context;
 use serde_json::json;
@@ -509,7 +510,8 @@ fn history_and_resalt() {
     let (st2, report) = resalt(&stopped, "user", "now", None, None).unwrap();
     let mut held = set(&stopped, "b");
     held.union_with(&set(&stopped, "s"));
-    assert_eq!(report.frozen_buckets, held.len(), "the buckets of running b and s are frozen");
+    assert_eq!(report.frozen_buckets + report.resalted_buckets, 100_000);
+    assert!(report.resalted_buckets > 99_000, "classes are large: {report:?}");
     let (before, after) = (Snapshot::compile(&stopped).unwrap(), Snapshot::compile(&st2).unwrap());
     let mut moved_free = 0;
     for u in 0..20_000 {
@@ -523,6 +525,7 @@ fn history_and_resalt() {
             }
         }
         let (sb, sa) = (before.spaces[0].bucket(&format!("u{u}")), after.spaces[0].bucket(&format!("u{u}")));
+        assert_eq!(held.contains(sb), held.contains(sa), "u{u} moved into or out of running b or s");
         if sb != sa {
             moved_free += 1;
         }

@@ -25,9 +25,9 @@ use allot_core::bucketset::Dense;
 use allot_core::config::{self, Config, ExpState};
 use allot_core::eval::{Assignment, NoSticky, Reason, Snapshot};
 use allot_core::hash;
-use allot_core::history;
 use allot_core::plan::{self, ApplyError, Options, Plan};
 use allot_core::rng::mix;
+use allot_core::salt;
 use allot_core::state::{OwnerKind, State};
 use allot_core::targeting::provably_disjoint;
 use allot_core::Context;
@@ -633,7 +633,7 @@ enum Change {
     UnitAttribute(u8),
     /// Declares `country` stable for a unit type, or no longer.
     Stable(u8),
-    /// The salt machine on a space (`history::resalt`), not a configuration change.
+    /// The salt machine on a space (`salt::resalt`), not a configuration change.
     Resalt(u8),
     /// The same configuration again.
     Reapply,
@@ -1098,6 +1098,39 @@ macro_rules! ensure {
     };
 }
 
+/// A re-salt moves a unit only within its class: no live allocation (running experiment,
+/// holdout, group, slot) gains or loses a unit, and the classes are the recorded ones. It is
+/// also effective: in classes of at least 128 buckets, most sampled units change bucket.
+fn check_resalt_classes(before: &State, after: &State, space: &str, eb: &Eval, ea: &Eval) -> Result<(), TestCaseError> {
+    let Some(r) = after.spaces[space].resalts.last() else { return Err(TestCaseError::fail("no re-salt recorded")) };
+    let buckets = after.spaces[space].buckets;
+    let class = salt::classes_of(after, r, buckets).ok_or_else(|| TestCaseError::fail("a new re-salt has classes"))?;
+    let mut size: HashMap<u32, u64> = HashMap::new();
+    for &c in &class {
+        *size.entry(c).or_default() += 1;
+    }
+    let live: Vec<(String, Dense)> = before
+        .allocations
+        .iter()
+        .filter(|a| a.is_live() && a.space == space)
+        .map(|a| (format!("{:?} {}", a.kind, a.owner), a.current()))
+        .collect();
+    let (mut big, mut moved) = (0u64, 0u64);
+    for (i, (&x, &y)) in eb.buckets[space].iter().zip(&ea.buckets[space]).enumerate() {
+        ensure!(class[x as usize] == class[y as usize], "unit {i} left its class: bucket {x} → {y}");
+        for (who, set) in &live {
+            ensure!(set.contains(x) == set.contains(y), "the re-salt moved unit {i} into or out of {who} ({x} → {y})");
+        }
+        if size[&class[x as usize]] >= 128 {
+            big += 1;
+            moved += u64::from(x != y);
+        }
+    }
+    // Each such unit stays put with probability ≤ 1/128: fewer than half moving is a broken machine.
+    ensure!(big < 40 || 2 * moved >= big, "only {moved} of {big} sampled units in large classes changed bucket");
+    Ok(())
+}
+
 /// Invariant 2, on the bucket sets, the audit, the slots and the population.
 fn check_exclusivity(state: &State, cfg: &Config, ev: &Eval) -> Check {
     let run = running(cfg, state);
@@ -1528,10 +1561,10 @@ fn run(scn: &Scenario, checks: Checks, n: usize) -> Result<World, TestCaseError>
         let ctx = |e: TestCaseError| TestCaseError::fail(format!("step {k} {step:?}: {e}"));
         if let Change::Resalt(u) = step.change {
             let space = w.model.units[u as usize % w.model.units.len()].name;
-            let (st, report) = history::resalt(&w.state, space, TIME, Some("property test".into()), None)
+            let (st, report) = salt::resalt(&w.state, space, TIME, Some("property test".into()), None)
                 .map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
             if checks.determinism {
-                let (again, _) = history::resalt(&w.state, space, TIME, Some("property test".into()), None)
+                let (again, _) = salt::resalt(&w.state, space, TIME, Some("property test".into()), None)
                     .map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
                 ensure!(again == st, "step {k}: the salt machine is not deterministic");
             }
@@ -1548,6 +1581,7 @@ fn run(scn: &Scenario, checks: Checks, n: usize) -> Result<World, TestCaseError>
                         "step {k}: the salt machine moved units of running experiment {id}"
                     );
                 }
+                check_resalt_classes(&w.state, &st, space, &w.eval, &ev).map_err(ctx)?;
             }
             if checks.exclusivity {
                 check_exclusivity(&st, &w.cfg, &ev).map_err(ctx)?;
@@ -1968,7 +2002,7 @@ proptest! {
         let before = evaluate(&s1, BIG_UNITS);
         let s2 = apply_raw(&s1, &independence_config(&c, "stopped", "draft"))?;
         let s2 = if c.resalt {
-            history::resalt(&s2, "user", TIME, None, None).map_err(|e| TestCaseError::fail(format!("{e:?}")))?.0
+            salt::resalt(&s2, "user", TIME, None, None).map_err(|e| TestCaseError::fail(format!("{e:?}")))?.0
         } else {
             s2
         };
@@ -2144,7 +2178,7 @@ fn use_state(text: &str) -> Check {
         no_panic("plan::plan", || plan::plan(&st, &cfg, raw, &opts(false)).map(|_| ()))?.ok();
     }
     for space in st.spaces.keys() {
-        no_panic("history::resalt", || history::resalt(&st, space, TIME, None, None).map(|_| ()))?.ok();
+        no_panic("salt::resalt", || salt::resalt(&st, space, TIME, None, None).map(|_| ()))?.ok();
     }
     Ok(())
 }

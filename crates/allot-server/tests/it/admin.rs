@@ -316,6 +316,11 @@ experiments:
         before.push(r.json()["assignments"]["onboarding"]["variant"].clone());
     }
     let changed = yaml.replace("{control: 1, treatment: 1}", "{control: 1, treatment: 9}").replace("[SE, NO]", "[SE]");
+    // The preview counts where stickiness lives: the 100 units served hold a stored assignment.
+    let r = s.post("/api/v1/changes/preview", &changed).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json()["impact"]["onboarding"]["stored_assignments"], 100, "{}", r.text);
+    assert_eq!(r.json()["impact"]["onboarding"]["sticky"], true, "{}", r.text);
     let r = s.put_config(&changed, "\"1\"", "").await;
     assert_eq!(r.status, StatusCode::OK, "a sticky reweight and narrowing are not refused: {}", r.text);
     assert_eq!(r.json()["committed"], true, "{}", r.text);

@@ -12,4 +12,5 @@ mod planning;
 mod postgres;
 mod start;
 mod support;
+mod tls;
 mod writes;

@@ -386,3 +386,32 @@ async fn a_doubling_chain_of_segments_is_accepted_up_to_the_bound_and_restarts()
     assert_eq!(body["version"], 1);
     assert_ne!(body["assignments"]["deep"]["reason"], "NOT_RUNNING", "{body}");
 }
+
+/// A re-salt's classes are rebuilt from the allocations it names; one of them stopped since is
+/// no longer live, and the served state must still carry its buckets (under a neutral name) so
+/// that an SDK puts every unit in the bucket the server does.
+#[test]
+fn the_served_state_keeps_what_a_resalt_needs() {
+    use allot_core::plan::{self, Options};
+    let exp = |id: &str, share: &str, state: &str| {
+        format!("  {id}: {{unit: user, surfaces: [home], share: {share}, variants: {{c: 1, t: 1}}, state: {state}}}\n")
+    };
+    let head = "units: {user: {attribute: user_id, buckets: 10000}}\nsurfaces: [home, search]\nexperiments:\n";
+    let step = |st: &State, yaml: String| {
+        let raw = allot_core::config::parse_yaml(&yaml).unwrap();
+        let cfg = allot_core::config::validate(&raw).unwrap();
+        plan::apply(st, &cfg, &raw, &Options::default()).unwrap().state
+    };
+    let search = "  s: {unit: user, surfaces: [search], share: 50%, variants: {c: 1, t: 1}, state: running}\n";
+    let s1 = step(&State::default(), format!("{head}{}{search}", exp("a", "40%", "running")));
+    let (s2, _) = allot_core::salt::resalt(&s1, "user", "2026-01-01T00:00:00Z", None, None).unwrap();
+    let s3 = step(&s2, format!("{head}{}{search}{}", exp("a", "40%", "stopped"), exp("b", "50%", "running")));
+    let served = allot_server::served::for_evaluation(&s3);
+    assert!(served.allocations.iter().all(|a| !a.owner.contains('a') || a.owner.starts_with("resalt-class-")));
+    same_answers(&s3).unwrap();
+    let (a, b) = (Snapshot::compile(&s3).unwrap(), Snapshot::compile(&served).unwrap());
+    for i in 0..2000 {
+        let u = format!("u{i}");
+        assert_eq!(a.spaces[0].bucket(&u), b.spaces[0].bucket(&u), "{u}");
+    }
+}

@@ -6,3 +6,4 @@ mod backend;
 mod copy;
 mod log;
 mod store;
+mod tls;

@@ -164,6 +164,9 @@ async fn large_batches_are_written_whole(ctx: Ctx) {
     s.sticky_put(&rows).await.unwrap();
     assert_eq!(s.sticky_get("user", "u5", "exp").await.unwrap().as_deref(), Some("v5"));
     assert_eq!(s.sticky_get("user", "u1999", "exp").await.unwrap().as_deref(), Some("v1999"));
+    s.sticky_put(&[("user".into(), "u1".into(), "other".into(), "v".into())]).await.unwrap();
+    let counts = s.sticky_counts().await.unwrap();
+    assert_eq!(counts, [("exp".to_string(), 2000), ("other".to_string(), 1)]);
 }
 
 #[tokio::test]

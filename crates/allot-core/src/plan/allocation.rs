@@ -1,454 +1,11 @@
-//! Change control: turns (recorded state, new configuration) into a plan — the changes, the exact
-//! impact on every running experiment, the refusals — and the state that applying it records.
-//!
-//! Allocation order within one change: holdouts, then groups and their slots, then experiments
-//! in file order — first those already running (they keep their buckets), then their growths,
-//! then newly started ones. Every draw takes buckets at random from those free for its owner.
+//! Allocation: the new file replayed over the recorded state — spaces, holdouts, groups and
+//! their slots, then experiments — and what each owner may draw from.
 
-use crate::bucketset::{draw, BucketSet, Dense};
-use crate::config::{self, Config, ExpState, Experiment, Share};
-use crate::error::{join, FieldError};
-use crate::rng::seed_from;
-use crate::rules::Rule;
-use crate::scope::{Placed, Scope};
-use crate::split::Split;
-use crate::state::{Allocation, Draw, DrawOp, LogEntry, OwnerKind, SpaceState, State};
-use crate::targeting::{provably_disjoint, Compiled, Necessary, Targeting};
-use indexmap::IndexMap;
-use serde::Serialize;
-use std::collections::HashMap;
-
-/// How many of the most recently released allocations in an experiment's exclusion scope the
-/// allocator looks at to prefer least recently used buckets.
-pub const RECENCY_WINDOW: usize = 64;
-
-/// Options of one apply.
-#[derive(Debug, Clone, Default)]
-pub struct Options {
-    /// Override refusals.
-    pub force: bool,
-    /// Why (required with `force`).
-    pub reason: Option<String>,
-    /// When (RFC 3339), recorded in the log.
-    pub time: String,
-    /// Who, recorded in the log.
-    pub actor: Option<String>,
-    /// The caller stores every assignment its sticky experiments serve (the service does; the
-    /// CLI has no store). Then a sticky experiment's split, salt or targeting change moves no
-    /// unit that was ever served (each keeps its stored variant), so only what moves its
-    /// buckets is refused; `impact` still reports what would move for units never served.
-    pub sticky_store: bool,
-}
-
-/// One change the plan makes.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Change {
-    /// `experiment`, `holdout`, `group`, `unit` or `surface`.
-    pub entity: String,
-    /// Its id.
-    pub id: String,
-    /// `create`, `update`, `start`, `grow`, `stop`, `archive`, `delete`, `release`.
-    pub action: String,
-    /// What exactly.
-    pub detail: String,
-}
-
-/// The impact of a change on one running experiment.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Impact {
-    /// Share of its currently assigned units whose assignment the change would move.
-    pub moved_share: f64,
-    /// Share moved because their bucket left the experiment (or entered a holdout).
-    pub moved_by_buckets: f64,
-    /// Share moved by a change of the variant split.
-    pub moved_by_split: f64,
-    /// Buckets before and after.
-    pub buckets_before: u64,
-    /// Buckets after.
-    pub buckets_after: u64,
-    /// Whether the targeting changed (its effect depends on the population; see `refusals`).
-    pub targeting_changed: bool,
-    /// Sticky experiments: units with a stored assignment keep it whatever moves.
-    pub sticky: bool,
-}
-
-/// A change that change control refuses unless forced.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Refusal {
-    /// Field the refusal is about.
-    pub path: String,
-    /// Which rule: the wire id of a [`Rule`].
-    pub rule: String,
-    /// Why, with numbers.
-    pub message: String,
-}
-
-/// What applying a configuration would do.
-#[derive(Debug, Clone, Serialize)]
-pub struct Plan {
-    /// Version the plan would record.
-    pub version: u64,
-    /// Changes.
-    pub changes: Vec<Change>,
-    /// Impact on every experiment running before and after.
-    pub impact: IndexMap<String, Impact>,
-    /// Refusals; a non-forced apply with any is refused.
-    pub refusals: Vec<Refusal>,
-    /// Warnings that do not stop the change.
-    pub warnings: Vec<String>,
-    /// The state that applying records.
-    #[serde(skip)]
-    pub state: State,
-}
-
-impl Plan {
-    /// True when the configuration equals the applied one and nothing would be recorded.
-    pub fn is_empty(&self) -> bool {
-        self.changes.is_empty()
-    }
-}
-
-/// Why an apply did not happen.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ApplyError {
-    /// The configuration or the space cannot support it; forcing does not help.
-    #[error("{}", crate::Errors(.0.clone()))]
-    Invalid(Vec<FieldError>),
-    /// Change control refused it; `--force --reason` overrides.
-    #[error("change refused: {} refusal(s)", .0.refusals.len())]
-    Refused(Box<Plan>),
-}
-
-/// The configuration last applied, if any.
-pub fn applied_config(state: &State) -> Result<Option<Config>, Vec<FieldError>> {
-    match &state.config {
-        None => Ok(None),
-        Some(raw) => {
-            let cfg = config::validate(raw).map_err(|es| {
-                es.into_iter().map(|e| FieldError::new(join("state.config", &e.path), e.message)).collect::<Vec<_>>()
-            })?;
-            // What the recorded configuration says is live must hold buckets in the recorded state.
-            let mut missing = vec![];
-            for (id, e) in &cfg.experiments {
-                if e.state == ExpState::Running && state.live(OwnerKind::Experiment, id).is_none() {
-                    missing.push(format!("experiment `{id}`"));
-                }
-            }
-            for id in cfg.holdouts.keys() {
-                if state.live(OwnerKind::Holdout, id).is_none() {
-                    missing.push(format!("holdout `{id}`"));
-                }
-            }
-            for id in cfg.groups.keys() {
-                if state.live(OwnerKind::Group, id).is_none() {
-                    missing.push(format!("group `{id}`"));
-                }
-            }
-            if !missing.is_empty() {
-                return Err(vec![FieldError::new(
-                    "state.allocations",
-                    format!("no live allocation for {}: the state file is corrupt", missing.join(", ")),
-                )]);
-            }
-            Ok(Some(cfg))
-        }
-    }
-}
-
-/// Plans applying `cfg` (whose raw tree is `raw`) over `state`.
-pub fn plan(state: &State, cfg: &Config, raw: &serde_json::Value, opts: &Options) -> Result<Plan, Vec<FieldError>> {
-    let old = applied_config(state)?.unwrap_or_default();
-    let Some(next_version) = state.version.checked_add(1) else {
-        return Err(vec![FieldError::new(
-            "state.version",
-            "the recorded version cannot grow any further; the state file is corrupt",
-        )]);
-    };
-    let mut p = Planner {
-        sticky_store: opts.sticky_store,
-        necessary: cfg
-            .experiments
-            .values()
-            .map(|e| e.targeting.as_ref().map(|t| Necessary::of(t, &cfg.segments)))
-            .collect(),
-        stable: cfg.units.iter().map(|(name, u)| (name.clone(), u.proof_attributes())).collect(),
-        index: live_index(state),
-        old_live: state
-            .allocations
-            .iter()
-            .filter(|a| a.is_live() && a.kind == OwnerKind::Experiment)
-            .map(|a| (a.owner.clone(), a.current_compact().len()))
-            .collect(),
-        old: &old,
-        cfg,
-        st: state.clone(),
-        version: next_version,
-        changes: vec![],
-        refusals: vec![],
-        warnings: vec![],
-        errors: vec![],
-    };
-    p.st.version = p.version;
-    p.st.config = Some(raw.clone());
-    p.spaces();
-    p.segments_and_surfaces();
-    p.holdouts();
-    p.groups();
-    p.experiments();
-    if !p.errors.is_empty() {
-        // Separating experiments that share on a mutable attribute may not fit: say why they
-        // had to be separated, not only that they do not fit.
-        let named = p.refusals.iter().filter(|r| r.rule == Rule::SharesOnMutableAttribute.as_str());
-        p.errors.extend(named.map(|r| FieldError::new(&r.path, r.message.clone())));
-        return Err(p.errors);
-    }
-    let impact = p.impact(state);
-    for (id, imp) in &impact {
-        let prefix = join("experiments", id);
-        let kept_by_store = opts.sticky_store && imp.sticky && imp.moved_by_buckets == 0.0;
-        if imp.moved_share > 0.0
-            && !kept_by_store
-            && !p.refusals.iter().any(|r| r.path == prefix || r.path.starts_with(&format!("{prefix}.")))
-        {
-            p.refuse(
-                prefix,
-                Rule::MovesUnits,
-                format!(
-                    "the change would move {} of the running experiment's assigned units ({} by buckets and holdouts, {} by the variant split)",
-                    pct(imp.moved_share),
-                    pct(imp.moved_by_buckets),
-                    pct(imp.moved_by_split)
-                ),
-            );
-        }
-    }
-    if p.changes.is_empty() && state.config.as_ref() != Some(raw) {
-        p.change(
-            "configuration",
-            "",
-            "update",
-            "text changed without effect on allocations (descriptions, order or formatting)",
-        );
-    }
-    let mut plan = Plan {
-        version: p.version,
-        changes: p.changes,
-        impact,
-        refusals: p.refusals,
-        warnings: p.warnings,
-        state: p.st,
-    };
-    if plan.changes.is_empty() && state.config.as_ref() == Some(raw) {
-        plan.state = state.clone();
-        plan.version = state.version;
-    } else {
-        plan.state.log.push(LogEntry {
-            version: plan.version,
-            time: opts.time.clone(),
-            actor: opts.actor.clone(),
-            forced: opts.force && !plan.refusals.is_empty(),
-            reason: opts.reason.clone(),
-            changes: plan.changes.iter().map(|c| format!("{} {} {}: {}", c.action, c.entity, c.id, c.detail)).collect(),
-            overridden: if opts.force {
-                plan.refusals.iter().map(|r| format!("{}: {}", r.path, r.message)).collect()
-            } else {
-                vec![]
-            },
-        });
-    }
-    Ok(plan)
-}
-
-/// Plans and, unless refused, returns the new state to record. All-or-nothing: on error the
-/// caller keeps the old state untouched.
-pub fn apply(state: &State, cfg: &Config, raw: &serde_json::Value, opts: &Options) -> Result<Plan, ApplyError> {
-    if opts.force && opts.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
-        return Err(ApplyError::Invalid(vec![FieldError::new(
-            "reason",
-            "--force needs --reason TEXT, which is recorded",
-        )]));
-    }
-    let plan = plan(state, cfg, raw, opts).map_err(ApplyError::Invalid)?;
-    if !plan.refusals.is_empty() && !opts.force {
-        return Err(ApplyError::Refused(Box::new(plan)));
-    }
-    Ok(plan)
-}
-
-struct Planner<'a> {
-    /// [`Options::sticky_store`].
-    sticky_store: bool,
-    /// Per experiment of `cfg` (by index), its targeting's necessary conditions.
-    necessary: Vec<Option<Necessary>>,
-    /// Per unit type, the attributes that may prove sharing (its `stable` ones and its id).
-    stable: HashMap<String, Vec<String>>,
-    /// Buckets each experiment held before this change.
-    old_live: HashMap<String, u64>,
-    /// Live allocations by owner: index into `st.allocations`.
-    index: HashMap<(OwnerKind, String), usize>,
-    old: &'a Config,
-    cfg: &'a Config,
-    st: State,
-    version: u64,
-    changes: Vec<Change>,
-    refusals: Vec<Refusal>,
-    warnings: Vec<String>,
-    errors: Vec<FieldError>,
-}
-
-fn pct(x: f64) -> String {
-    format!("{}%", config::fmt_num(x * 100.0))
-}
+use super::rules::{same_variants, widens};
+use super::*;
 
 impl<'a> Planner<'a> {
-    fn change(&mut self, entity: &str, id: &str, action: &str, detail: impl Into<String>) {
-        self.changes.push(Change {
-            entity: entity.into(),
-            id: id.into(),
-            action: action.into(),
-            detail: detail.into(),
-        });
-    }
-
-    fn refuse(&mut self, path: impl Into<String>, rule: Rule, message: impl Into<String>) {
-        self.refusals.push(Refusal { path: path.into(), rule: rule.as_str().into(), message: message.into() });
-    }
-
-    fn space_size(&self, unit: &str) -> u32 {
-        self.st.spaces.get(unit).map_or(config::DEFAULT_BUCKETS, |s| s.buckets)
-    }
-
-    fn seed(&self, kind: &str, id: &str, n: usize) -> u64 {
-        seed_from(&format!("{kind}:{id}|v{}|{n}", self.version))
-    }
-
-    fn live(&self, kind: OwnerKind, owner: &str) -> Option<&Allocation> {
-        self.index.get(&(kind, owner.to_string())).map(|&i| &self.st.allocations[i])
-    }
-
-    fn live_mut(&mut self, kind: OwnerKind, owner: &str) -> Option<&mut Allocation> {
-        self.index.get(&(kind, owner.to_string())).map(|&i| &mut self.st.allocations[i])
-    }
-
-    fn release(&mut self, kind: OwnerKind, id: &str) {
-        let v = self.version;
-        if let Some(i) = self.index.remove(&(kind, id.to_string())) {
-            self.st.allocations[i].released = Some(v);
-        }
-    }
-
-    fn record(&mut self, space: &str, kind: OwnerKind, owner: &str, tags: Vec<String>, seed: u64, set: &Dense) {
-        let id = self.st.next_id();
-        self.index.insert((kind, owner.to_string()), self.st.allocations.len());
-        self.st.allocations.push(Allocation {
-            id,
-            space: space.to_string(),
-            kind,
-            owner: owner.to_string(),
-            tags,
-            draws: vec![Draw { version: self.version, seed, op: DrawOp::Add, buckets: set.compact() }],
-            released: None,
-        });
-    }
-
-    fn add_draw(&mut self, kind: OwnerKind, owner: &str, seed: u64, op: DrawOp, set: &Dense) {
-        let v = self.version;
-        if let Some(a) = self.live_mut(kind, owner) {
-            a.draws.push(Draw { version: v, seed, op, buckets: set.compact() });
-        }
-    }
-
-    /// Refuses a new holdout, group or experiment under an id that held buckets before: the
-    /// old incarnation's units would come back (an experiment's split salt is its id, so every
-    /// returning unit would get its old variant) and a stopped experiment could start again.
-    fn refuse_reused_id(&mut self, kind: OwnerKind, id: &str) {
-        let past: Vec<&Allocation> = self.st.allocations.iter().filter(|a| a.kind == kind && a.owner == id).collect();
-        let (Some(first), Some(last)) = (past.first(), past.last()) else { return };
-        let from = first.draws.first().map_or(0, |d| d.version);
-        let to = last.released.unwrap_or(self.version);
-        let (entity, section) = match kind {
-            OwnerKind::Holdout => ("holdout", "holdouts"),
-            OwnerKind::Group => ("group", "groups"),
-            _ => ("experiment", "experiments"),
-        };
-        let taken = |c: &str| {
-            self.st.allocations.iter().any(|a| a.owner == c)
-                || self.cfg.experiments.contains_key(c)
-                || self.cfg.holdouts.contains_key(c)
-                || self.cfg.groups.contains_key(c)
-        };
-        let suggestion = (2..1000).map(|k| format!("{id}-{k}")).find(|c| config::is_ident(c) && !taken(c));
-        self.refuse(
-            join(section, id),
-            Rule::IdReused,
-            format!(
-                "{entity} id `{id}` was used before (it held buckets from version {from} to version {to}); a new {entity} under an old id would bring back the old one's units{}: choose a new id{}",
-                if kind == OwnerKind::Experiment { " with their old variants (the split salt is the id)" } else { "" },
-                suggestion.map_or(String::new(), |c| format!(" such as `{c}`"))
-            ),
-        );
-    }
-
-    /// An experiment's targeting before the change, with the old segments inlined.
-    fn old_targeting(&self, id: &str) -> Option<Targeting> {
-        self.old.experiments.get(id)?.targeting.as_ref().map(|t| t.inline(&self.old.segments))
-    }
-
-    /// An experiment's targeting after the change, with the new segments inlined.
-    fn new_targeting(&self, id: &str) -> Option<Targeting> {
-        self.cfg.experiments.get(id)?.targeting.as_ref().map(|t| t.inline(&self.cfg.segments))
-    }
-
-    /// Segments and surfaces created, changed or deleted, logged as what they are; a changed
-    /// segment names the running experiments whose targeting it changes.
-    fn segments_and_surfaces(&mut self) {
-        for (name, t) in &self.cfg.segments {
-            match self.old.segments.get(name) {
-                None => self.change("segment", name, "create", ""),
-                Some(o) if o.inline(&self.old.segments) != t.inline(&self.cfg.segments) => {
-                    let users: Vec<&str> = self
-                        .cfg
-                        .experiments
-                        .iter()
-                        .filter(|(id, e)| {
-                            e.state == ExpState::Running
-                                && e.targeting.as_ref().is_some_and(|t| t.uses_segment(name, &self.cfg.segments))
-                                && self.old_targeting(id) != self.new_targeting(id)
-                        })
-                        .map(|(id, _)| id.as_str())
-                        .collect();
-                    let detail = if users.is_empty() {
-                        String::new()
-                    } else {
-                        format!("changes the targeting of running experiments: {}", users.join(", "))
-                    };
-                    self.change("segment", name, "update", detail);
-                }
-                Some(_) => {}
-            }
-        }
-        for name in self.old.segments.keys() {
-            if !self.cfg.segments.contains_key(name) {
-                self.change("segment", name, "delete", "");
-            }
-        }
-        for name in &self.cfg.surfaces {
-            if !self.old.surfaces.contains(name) {
-                self.change("surface", name, "create", "");
-            }
-        }
-        for name in &self.old.surfaces {
-            if !self.cfg.surfaces.contains(name) {
-                self.change("surface", name, "delete", "");
-            }
-        }
-    }
-
-    fn live_set(&self, kind: OwnerKind, owner: &str) -> Option<Dense> {
-        self.live(kind, owner).map(Allocation::current)
-    }
-
-    fn spaces(&mut self) {
+    pub(super) fn spaces(&mut self) {
         let live_in = |st: &State, space: &str| st.allocations.iter().any(|a| a.is_live() && a.space == space);
         for (name, u) in &self.cfg.units {
             match self.st.spaces.get(name) {
@@ -535,19 +92,7 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// Running experiments of the old configuration a holdout applied to.
-    fn running_under_old_holdout(&self, name: &str) -> Vec<String> {
-        let Some(h) = self.old.holdouts.get(name) else { return vec![] };
-        self.old
-            .experiments
-            .iter()
-            .filter(|(id, e)| e.state == ExpState::Running && self.old.holdout_applies(h, id))
-            .filter(|(id, _)| self.cfg.experiments.get(*id).is_some_and(|e| e.state == ExpState::Running))
-            .map(|(id, _)| id.clone())
-            .collect()
-    }
-
-    fn holdouts(&mut self) {
+    pub(super) fn holdouts(&mut self) {
         for name in self.old.holdouts.keys() {
             if !self.cfg.holdouts.contains_key(name) {
                 let running = self.running_under_old_holdout(name);
@@ -659,7 +204,15 @@ impl<'a> Planner<'a> {
     }
 
     /// Grows or (forced) shrinks a live allocation to `count` buckets.
-    fn resize(&mut self, kind: OwnerKind, owner: &str, path: &str, cur: &Dense, count: u64, free: Option<&Dense>) {
+    pub(super) fn resize(
+        &mut self,
+        kind: OwnerKind,
+        owner: &str,
+        path: &str,
+        cur: &Dense,
+        count: u64,
+        free: Option<&Dense>,
+    ) {
         let have = cur.len();
         let b = cur.space();
         if count > have {
@@ -684,7 +237,7 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn groups(&mut self) {
+    pub(super) fn groups(&mut self) {
         for name in self.old.groups.keys() {
             if !self.cfg.groups.contains_key(name) {
                 let members: Vec<String> = self
@@ -848,7 +401,7 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn release_group(&mut self, name: &str, slots: usize) {
+    pub(super) fn release_group(&mut self, name: &str, slots: usize) {
         self.release(OwnerKind::Group, name);
         for i in 0..slots {
             self.release(OwnerKind::Slot, &State::slot_id(name, i));
@@ -857,7 +410,7 @@ impl<'a> Planner<'a> {
 
     /// The buckets an experiment may draw from, before exclusion: the intersection of its slots
     /// over all its groups, or the whole space.
-    fn within(&self, e: &Experiment, b: u32) -> Dense {
+    pub(super) fn within(&self, e: &Experiment, b: u32) -> Dense {
         let mut within = Dense::full(b);
         for g in &e.groups {
             let mut slots = Dense::empty(b);
@@ -874,41 +427,16 @@ impl<'a> Planner<'a> {
     /// Whether exclusive experiments `a` and `b` may share buckets: their targeting is
     /// provably disjoint on attributes their unit type declares stable.
     /// (By their numbers in the configuration.)
-    fn disjoint(&self, ia: usize, ib: usize) -> bool {
+    pub(super) fn disjoint(&self, ia: usize, ib: usize) -> bool {
         let (Some(Some(na)), Some(Some(nb))) = (self.necessary.get(ia), self.necessary.get(ib)) else { return false };
         let unit = &self.cfg.experiments[ia].unit;
         self.stable.get(unit).is_some_and(|stable| na.disjoint_on(nb, stable).is_some())
     }
 
-    /// Kept running experiments that share buckets on a proof that no longer holds (recorded
-    /// before sharing required stable attributes, or an attribute was removed from `stable`):
-    /// refused by name until resolved. The plan's state redraws the conflict (what forcing
-    /// records, with the moved share in `impact`); nothing changes unless forced.
-    fn refuse_legacy_sharing(&mut self, id: &str, other: &str) {
-        let (e, o) = (&self.cfg.experiments[id], &self.cfg.experiments[other]);
-        let attrs = match (&e.targeting, &o.targeting) {
-            (Some(a), Some(b)) => {
-                crate::targeting::disjoint_on(a, b, &self.cfg.segments, &attribute_names(a, b, &self.cfg.segments))
-            }
-            _ => None,
-        };
-        let on = attrs.map_or("their targeting".to_string(), |a| format!("`{}`", a.join("`, `")));
-        self.refuse(
-            join(&join("experiments", id), "targeting"),
-            Rule::SharesOnMutableAttribute,
-            format!(
-                "running exclusive experiments `{other}` and `{id}` share buckets because their targeting is disjoint on {on}, which unit type `{}` does not declare `stable`: a unit whose attribute changes is in both. Resolve it: declare the attribute stable (if units never change it) or stop one of them",
-                e.unit
-            ),
-        );
-    }
-
     /// Least-recently-used tiers: per shard, the latest version at which an allocation in this
     /// experiment's exclusion scope released it.
-    fn recency(&self, id: &str, e: &Experiment, b: u32) -> Vec<u64> {
-        let tags = self.cfg.tags_of(e);
-        let excl = self.cfg.exclusive_to_of(e);
-        let groups: Vec<&str> = e.groups.iter().map(|g| g.group.as_str()).collect();
+    pub(super) fn recency(&self, id: &str, e: &Experiment, b: u32) -> Vec<u64> {
+        let scope = Scope::of(self.cfg, e);
         let mut rec = vec![0u64; b.div_ceil(crate::bucketset::SHARD) as usize];
         let released = self.st.allocations.iter().rev().filter(|a| {
             // Cheapest test first: most allocations of a running program are live.
@@ -918,7 +446,7 @@ impl<'a> Planner<'a> {
                 && a.owner != id
                 // Released before the space was resized: its buckets are not this space's.
                 && a.draws.first().is_some_and(|d| d.buckets.space() == b)
-                && (a.tags.iter().any(|t| excl.contains(t) || tags.contains(t) || groups.contains(&t.as_str())))
+                && scope.meets_recorded(&a.tags)
         });
         for a in released.take(RECENCY_WINDOW) {
             let v = a.released.unwrap_or(0);
@@ -927,7 +455,7 @@ impl<'a> Planner<'a> {
         rec
     }
 
-    fn experiments(&mut self) {
+    pub(super) fn experiments(&mut self) {
         // Lifecycle transitions and removals.
         for (id, o) in &self.old.experiments {
             let path = join("experiments", id);
@@ -1319,7 +847,13 @@ impl<'a> Planner<'a> {
     /// allocation it must be exclusive to (unless targeting is provably disjoint), and — when it
     /// has an explicit share — outside the holdouts that apply to it. Also returns its slots and
     /// what blocks the rest, for error messages.
-    fn free_for<'p>(&self, id: &str, e: &Experiment, b: u32, placed: &'p Placed) -> (Dense, Dense, Vec<Holder<'p>>)
+    pub(super) fn free_for<'p>(
+        &self,
+        id: &str,
+        e: &Experiment,
+        b: u32,
+        placed: &'p Placed,
+    ) -> (Dense, Dense, Vec<Holder<'p>>)
     where
         'a: 'p,
     {
@@ -1366,133 +900,12 @@ impl<'a> Planner<'a> {
         }
         (free, within, blockers)
     }
-
-    /// Exact impact on every experiment running before and after.
-    fn impact(&self, before: &State) -> IndexMap<String, Impact> {
-        let old_index = live_index(before);
-        let old_live =
-            |kind: OwnerKind, id: &str| old_index.get(&(kind, id.to_string())).map(|&i| &before.allocations[i]);
-        // The live holdout allocation ids that apply to an experiment, before and after.
-        let applying = |live: &dyn Fn(OwnerKind, &str) -> Option<u64>, cfg: &Config, id: &str| -> Vec<u64> {
-            cfg.holdouts
-                .iter()
-                .filter(|(_, h)| cfg.holdout_applies(h, id))
-                .filter_map(|(name, _)| live(OwnerKind::Holdout, name))
-                .collect()
-        };
-        let mut out = IndexMap::new();
-        for (id, n) in &self.cfg.experiments {
-            if n.state != ExpState::Running {
-                continue;
-            }
-            let Some(o) = self.old.experiments.get(id).filter(|o| o.state == ExpState::Running) else { continue };
-            let b = self.space_size(&n.unit);
-            let (Some(old_a), Some(new_a)) =
-                (old_live(OwnerKind::Experiment, id), self.live(OwnerKind::Experiment, id))
-            else {
-                continue;
-            };
-            let old_h = applying(&|k, x| old_live(k, x).map(|a| a.id), self.old, id);
-            let new_h = applying(&|k, x| self.live(k, x).map(|a| a.id), self.cfg, id);
-            let unchanged = old_a.id == new_a.id && old_a.draws == new_a.draws && old_h == new_h;
-            let (buckets_before, buckets_after, by_buckets) = if unchanged {
-                let n = old_a.current_compact().len();
-                (n, n, 0.0)
-            } else {
-                let (mut eff_old, mut eff_new) = (old_a.current(), new_a.current());
-                let counts = (eff_old.len(), eff_new.len());
-                eff_old.subtract(&holdout_union(before, self.old, id, b));
-                eff_new.subtract(&holdout_union(&self.st, self.cfg, id, b));
-                let base = eff_old.len();
-                eff_old.subtract(&eff_new);
-                (counts.0, counts.1, if base == 0 { 0.0 } else { eff_old.len() as f64 / base as f64 })
-            };
-            // Ids read from another attribute: every unit is, as far as allot can tell, another.
-            let attribute_changed =
-                self.old.units.get(&o.unit).map(|u| &u.attribute) != self.cfg.units.get(&n.unit).map(|u| &u.attribute);
-            let by_split = if o.unit != n.unit || attribute_changed {
-                1.0
-            } else if o.salt == n.salt && same_variants(&o.variants, &n.variants) {
-                0.0
-            } else {
-                Split::new(&o.salt, &o.variants).moved_share(&Split::new(&n.salt, &n.variants))
-            };
-            let moved =
-                if o.unit != n.unit || attribute_changed { 1.0 } else { by_buckets + (1.0 - by_buckets) * by_split };
-            out.insert(
-                id.clone(),
-                Impact {
-                    moved_share: moved,
-                    moved_by_buckets: by_buckets,
-                    moved_by_split: by_split,
-                    buckets_before,
-                    buckets_after,
-                    targeting_changed: self.old_targeting(id) != self.new_targeting(id),
-                    sticky: n.sticky,
-                },
-            );
-        }
-        out
-    }
-}
-
-/// Every attribute either expression constrains (to name what a disjointness proof used).
-fn attribute_names(a: &Targeting, b: &Targeting, segments: &IndexMap<String, Targeting>) -> Vec<String> {
-    let mut out = Compiled::compile(a, segments).attributes();
-    out.extend(Compiled::compile(b, segments).attributes());
-    out
-}
-
-/// Variants equal in order too: the split's ranges follow the order they are written in, so a
-/// reordering moves units (IndexMap's own equality ignores order).
-fn same_variants(a: &IndexMap<String, config::Variant>, b: &IndexMap<String, config::Variant>) -> bool {
-    a.len() == b.len() && a.iter().eq(b.iter())
-}
-
-/// Live allocations by owner.
-fn live_index(st: &State) -> HashMap<(OwnerKind, String), usize> {
-    st.allocations
-        .iter()
-        .enumerate()
-        .filter(|(_, a)| a.is_live())
-        .map(|(i, a)| ((a.kind, a.owner.clone()), i))
-        .collect()
-}
-
-/// The union of the live holdouts that apply to experiment `id` under `cfg` (used by planning,
-/// evaluation and the audit alike).
-pub fn holdout_union(st: &State, cfg: &Config, id: &str, b: u32) -> Dense {
-    let mut held = Dense::empty(b);
-    for (name, h) in &cfg.holdouts {
-        if cfg.holdout_applies(h, id) {
-            if let Some(a) = st.live(OwnerKind::Holdout, name) {
-                held.union_with(&a.current());
-            }
-        }
-    }
-    held
-}
-
-/// Whether `new` provably admits every context `old` admits.
-fn widens(old: Option<&Targeting>, new: Option<&Targeting>, segments: &IndexMap<String, Targeting>) -> bool {
-    match (old, new) {
-        (_, None) => true,
-        (None, Some(n)) => n.is_always(),
-        (Some(o), Some(n)) => {
-            if n.is_always() {
-                return true;
-            }
-            // old ⊆ new  ⇔  no context matches old and (not new).
-            let neg = Targeting::parse(&serde_json::json!({"not": n.to_json()}), "").ok();
-            neg.is_some_and(|neg| provably_disjoint(o, &neg, segments))
-        }
-    }
 }
 
 /// What holds buckets an experiment asked for: (kind, id, buckets).
-type Holder<'p> = (&'static str, &'p str, u64);
+pub(super) type Holder<'p> = (&'static str, &'p str, u64);
 
-fn no_space(
+pub(super) fn no_space(
     path: &str,
     share: Option<Share>,
     target: u64,
