@@ -3,7 +3,7 @@
 //! this module reads the files and prints.
 
 use allot_compat::amplitude::Flags;
-use allot_compat::confidence::{response_json, Request, State};
+use allot_compat::confidence::{response_json, ImportOptions, Request, State};
 use anyhow::{anyhow, Context as _, Result};
 use clap::Subcommand;
 use std::io::{BufRead, BufWriter, Write};
@@ -43,6 +43,45 @@ pub enum ConfidenceCommand {
         #[arg(long)]
         account: Option<String>,
     },
+    /// Import a resolver state (given with --state) as a native allot.yaml and recorded state,
+    /// for one client: each rule that can assign becomes a running experiment whose allocation
+    /// is its segment's bitset, whose targeting is the segment's and whose split is the rule's.
+    ///
+    /// What does not map is reported on stderr (and with --report as JSON) and its flag is not
+    /// written; the rest is. Exit 1 with --strict when anything does not map (then nothing is
+    /// written). See docs/compat.md, "Importing".
+    Import {
+        /// The account id, for a state in proto3-JSON form (which does not name its account).
+        #[arg(long)]
+        account: Option<String>,
+        /// The client secret whose client and environments decide which flags and rules apply
+        /// [default: the only credential of the state].
+        #[arg(long)]
+        client_secret: Option<String>,
+        #[command(flatten)]
+        out: ImportOut,
+    },
+}
+
+/// Where an import writes.
+#[derive(Debug, clap::Args)]
+pub struct ImportOut {
+    /// The configuration to write.
+    #[arg(long, default_value = "allot.yaml")]
+    out_config: PathBuf,
+    /// The recorded state to write.
+    #[arg(long, default_value = "allot.state.json")]
+    out_state: PathBuf,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Exit 1, writing no configuration or state, when anything does not map.
+    #[arg(long)]
+    strict: bool,
+    /// Replace --out-config and --out-state when they exist (by default an import never
+    /// overwrites a recorded state).
+    #[arg(long)]
+    overwrite: bool,
 }
 
 /// Amplitude commands.
@@ -73,9 +112,102 @@ fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
+/// Writes `text` atomically (a temporary file beside it, then renamed).
+fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(&dir).with_context(|| format!("cannot write in {}", dir.display()))?;
+    tmp.write_all(text.as_bytes())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).with_context(|| format!("cannot replace {}", path.display()))?;
+    Ok(())
+}
+
+/// The human report on stderr: what was imported, dropped and not mapped.
+fn print_report(report: &serde_json::Value) {
+    let list = |k: &str| report[k].as_array().cloned().unwrap_or_default();
+    let flags = list("flags");
+    let experiments: usize = flags.iter().map(|f| f["experiments"].as_array().map_or(0, Vec::len)).sum();
+    eprintln!("imported {} flags as {experiments} experiments", flags.len());
+    for e in list("dropped") {
+        eprintln!(
+            "dropped {} {}: {}",
+            e["kind"].as_str().unwrap_or(""),
+            e["name"].as_str().unwrap_or(""),
+            e["reason"].as_str().unwrap_or("")
+        );
+    }
+    for e in list("unmapped") {
+        eprintln!(
+            "NOT MAPPED {} {}: {}",
+            e["kind"].as_str().unwrap_or(""),
+            e["name"].as_str().unwrap_or(""),
+            e["reason"].as_str().unwrap_or("")
+        );
+    }
+    for c in list("caveats") {
+        eprintln!("note: {}", c.as_str().unwrap_or(""));
+    }
+}
+
+/// Writes an import: the report (stderr and `--report`), then, unless `--strict` finds
+/// something unmapped, the configuration (checked to read back as written) and the state.
+fn write_import(
+    out: &ImportOut,
+    header: &str,
+    config: &serde_json::Value,
+    state: &allot_core::state::State,
+    report: serde_json::Value,
+    complete: bool,
+) -> Result<ExitCode> {
+    print_report(&report);
+    if let Some(p) = &out.report {
+        write_atomic(p, &(serde_json::to_string_pretty(&report)? + "\n"))?;
+    }
+    if out.strict && !complete {
+        eprintln!("error: --strict: some of the source does not map (above); nothing written");
+        return Ok(ExitCode::from(1));
+    }
+    for p in [&out.out_config, &out.out_state] {
+        if p.exists() && !out.overwrite {
+            return Err(anyhow!("{} exists; an import does not overwrite it (give --overwrite)", p.display()));
+        }
+    }
+    let yaml = format!("{header}{}", serde_yaml_ng::to_string(config)?);
+    // What is written must read back as the very configuration the state records.
+    let back = allot_core::config::parse_yaml(&yaml).map_err(|e| anyhow!("internal error: the written YAML: {e}"))?;
+    if back != *config {
+        return Err(anyhow!("internal error: the written YAML does not read back as the imported configuration"));
+    }
+    write_atomic(&out.out_config, &yaml)?;
+    crate::files::write_state(&out.out_state, state)?;
+    eprintln!("wrote {} and {}", out.out_config.display(), out.out_state.display());
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs `allot compat ...`. `state` is the global `--state` option.
 pub fn run(system: &System, state: Option<&PathBuf>) -> Result<ExitCode> {
     match system {
+        System::Confidence { command: ConfidenceCommand::Import { account, client_secret, out } } => {
+            let state_path = state.ok_or_else(|| anyhow!("--state STATE.json (the resolver state) is required"))?;
+            let parsed = State::parse(&read(state_path)?, account.as_deref())
+                .map_err(|e| anyhow!("{}: {e}", state_path.display()))?;
+            let opts = ImportOptions { client_secret: client_secret.clone(), time: crate::files::now() };
+            let imported = parsed.import(&opts).map_err(|e| anyhow!("{}: {e}", state_path.display()))?;
+            let header = format!(
+                "# Imported by `allot compat confidence import` from {} for client {}.\n\
+                 # A flag's answer is the first of its experiments (report: flags[].experiments) whose\n\
+                 # variant is not _fallthrough or _none; _client_default is a match without a variant.\n",
+                state_path.display(),
+                imported.report.client
+            );
+            let complete = imported.report.complete();
+            let report = serde_json::to_value(&imported.report)?;
+            write_import(out, &header, &imported.config, &imported.state, report, complete)
+        }
         System::Confidence { command: ConfidenceCommand::Resolve { request, account } } => {
             let state_path = state.ok_or_else(|| anyhow!("--state STATE.json is required"))?;
             let state = State::parse(&read(state_path)?, account.as_deref())

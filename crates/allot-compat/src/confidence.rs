@@ -26,9 +26,12 @@ use std::collections::HashMap;
 use std::io::Read as _;
 use timestamp::Ts;
 
+mod import;
 mod managed;
 mod timestamp;
 mod version;
+
+pub use import::{answer, Answer, ImportOptions, Imported};
 
 /// The bucket space of segment allocations.
 pub const BUCKETS: u32 = 1_000_000;
@@ -511,6 +514,8 @@ struct MatSpec {
 
 #[derive(Debug)]
 struct Segment {
+    /// Its name (`segments/<id>`).
+    name: String,
     /// `None`: no bitset, everyone is allocated. `Some(set, full)`.
     bitset: Option<(Bits, bool)>,
     targeting: Option<Targeting>,
@@ -527,6 +532,14 @@ enum Bits {
 }
 
 impl Bits {
+    /// The set in working form.
+    fn to_dense(&self) -> Dense {
+        match self {
+            Bits::Compact(c) => c.dense(),
+            Bits::Dense(d) => d.clone(),
+        }
+    }
+
     fn new(dense: Dense) -> Bits {
         let compact = dense.compact();
         let mut partial = 0usize;
@@ -879,7 +892,7 @@ impl State {
                 })?),
                 None => None,
             };
-            segments.push(Segment { bitset, targeting });
+            segments.push(Segment { name: raw.name, bitset, targeting });
         }
         let mut flags = Vec::with_capacity(raw_flags.len());
         // Two flags of one name: the resolver keeps them in a map, so the last one is the flag.

@@ -44,7 +44,7 @@ fn every_specification_case_as_the_resolver_gives_it() {
 // The generator
 // ---------------------------------------------------------------------------------------------
 
-const ACCOUNT: &str = "diff-account";
+pub(crate) const ACCOUNT: &str = "diff-account";
 const DEFAULT_CASES: u32 = 200;
 const REQUESTS_PER_STATE: usize = 12;
 const UNITS: [&str; 5] = ["u1", "u2", "u3", "u4", "u5"];
@@ -540,9 +540,9 @@ fn managed_context() -> impl Strategy<Value = Map<String, Value>> {
 
 /// A random state and the requests to resolve against it.
 #[derive(Debug, Clone)]
-struct Case {
-    state: Value,
-    requests: Vec<Value>,
+pub(crate) struct Case {
+    pub(crate) state: Value,
+    pub(crate) requests: Vec<Value>,
 }
 
 fn materializations(rules: Vec<String>, variants: Vec<String>) -> impl Strategy<Value = Value> {
@@ -661,7 +661,7 @@ fn request(
         })
 }
 
-fn case() -> impl Strategy<Value = Case> {
+pub(crate) fn case() -> impl Strategy<Value = Case> {
     (1usize..5, 1usize..5)
         .prop_flat_map(|(segments, flags)| {
             (
@@ -895,7 +895,7 @@ fn differential() {
 /// One flag `flags/p` for client secret `sa`, on one segment whose targeting is the single
 /// attribute criterion `attribute` (`{"attributeName": ..., "<rule>": ...}`); every unit in
 /// the segment gets variant `on`.
-fn pinned_state(attribute: Value, managed: Value) -> String {
+pub(crate) fn pinned_state(attribute: Value, managed: Value) -> String {
     json!({
         "flags": [{
             "name": "flags/p", "state": "ACTIVE", "clients": ["clients/a"],

@@ -49,7 +49,7 @@ pub struct Resolved {
 }
 
 /// Numbers as the resolver prints them: every number is a double (`1` and `1.0` are equal).
-fn normalize(v: Value) -> Value {
+pub fn normalize(v: Value) -> Value {
     match v {
         Value::Number(n) => n.as_f64().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number),
         Value::Array(a) => Value::Array(a.into_iter().map(normalize).collect()),

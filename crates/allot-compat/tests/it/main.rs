@@ -7,6 +7,7 @@ mod amplitude_differential;
 mod amplitude_oracle;
 mod confidence;
 mod confidence_differential;
+mod confidence_import;
 mod confidence_oracle;
 mod malformed;
 

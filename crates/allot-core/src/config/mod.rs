@@ -206,7 +206,17 @@ pub struct Variant {
     pub weight: u32,
     /// Value served with the variant (OFREP and SDKs), if any.
     pub value: Option<Value>,
+    /// Explicit split ranges `[lo, hi)` (`ranges` in the file): when the variants of an
+    /// experiment carry them, together they tile `0..N` and the split is `bucket(salt, unit, N)`
+    /// looked up in them instead of ranges by weight ([`crate::split::Split::new`]). Written by
+    /// `allot compat … import` to reproduce a foreign engine's split exactly; `weight` is then
+    /// the number of split buckets the ranges hold. `None`: the split by weight.
+    pub ranges: Option<Vec<(u32, u32)>>,
 }
+
+/// Largest explicit split space (`ranges` bounds): a proto `int32`, as Confidence's bucket count.
+pub const MAX_SPLIT_BUCKETS: u64 = i32::MAX as u64;
+
 
 /// Membership of an experiment in a group: which slots (0-based here; 1-based in the file).
 #[derive(Debug, Clone, PartialEq)]

@@ -336,12 +336,20 @@ pub fn validate(raw: &Value) -> Result<Config, Vec<FieldError>> {
     let live: Vec<(&String, &Experiment)> =
         cfg.experiments.iter().filter(|(_, e)| matches!(e.state, ExpState::Draft | ExpState::Running)).collect();
     let mut by_salt: HashMap<(&str, &str), Vec<&str>> = HashMap::new();
+    // Experiments with explicit split ranges are exempt among themselves: they reproduce a
+    // foreign engine's split (Confidence hashes `<segment>|unit` for every rule on a segment), and
+    // their variants are as correlated there as here.
     for (id, e) in &live {
         by_salt.entry((e.unit.as_str(), e.salt.as_str())).or_default().push(id.as_str());
     }
+    let explicit = |id: &str| cfg.experiments[id].variants.values().any(|x| x.ranges.is_some());
     for (id, e) in &live {
         let same = &by_salt[&(e.unit.as_str(), e.salt.as_str())];
-        if let Some(other) = same.iter().take_while(|o| **o != id.as_str()).find(|o| !cfg.exclusive(id, o)) {
+        if let Some(other) = same
+            .iter()
+            .take_while(|o| **o != id.as_str())
+            .find(|o| !(cfg.exclusive(id, o) || (explicit(id) && explicit(o))))
+        {
             v.err(
                 join(&join("experiments", id), "salt"),
                 format!(
@@ -394,6 +402,56 @@ pub(super) fn check_surfaces(v: &mut Validator, declared: &[String], used: &[Str
             v.err(index(path, i), format!("unknown surface `{s}`; declared: [{}]", declared.join(", ")));
         }
     }
+}
+
+/// Parses a variant's explicit split ranges: a list of `[lo, hi]` with `0 <= lo < hi`.
+pub(super) fn split_ranges(v: &Value) -> Result<Vec<(u32, u32)>, String> {
+    let Value::Array(items) = v else {
+        return Err(format!("expected a list of [lo, hi] split bucket ranges, found {}", kind(v)));
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, it) in items.iter().enumerate() {
+        let pair = it.as_array().filter(|p| p.len() == 2).and_then(|p| Some((p[0].as_u64()?, p[1].as_u64()?)));
+        match pair {
+            Some((lo, hi)) if lo < hi && hi <= MAX_SPLIT_BUCKETS => out.push((lo as u32, hi as u32)),
+            _ => {
+                return Err(format!(
+                    "[{i}]: expected [lo, hi] with whole numbers 0 <= lo < hi <= {MAX_SPLIT_BUCKETS}, found {it}"
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// With explicit ranges, every variant has them and together they tile `0..N` exactly: each
+/// split bucket belongs to exactly one variant.
+pub(super) fn check_tiling(variants: &IndexMap<String, Variant>) -> Result<(), String> {
+    if variants.values().all(|x| x.ranges.is_none()) {
+        return Ok(());
+    }
+    if let Some((name, _)) = variants.iter().find(|(_, x)| x.ranges.is_none()) {
+        return Err(format!("variant `{name}` has no `ranges`: when one variant has explicit ranges, all do"));
+    }
+    let mut all: Vec<(u32, u32, &str)> = variants
+        .iter()
+        .flat_map(|(n, x)| x.ranges.iter().flatten().map(move |(lo, hi)| (*lo, *hi, n.as_str())))
+        .collect();
+    all.sort_unstable();
+    let mut end = 0u32;
+    for (lo, hi, name) in &all {
+        if *lo > end {
+            return Err(format!("split buckets {end}..{lo} belong to no variant: the ranges must tile 0..N"));
+        }
+        if *lo < end {
+            return Err(format!("the range [{lo}, {hi}] of `{name}` overlaps another variant's ranges"));
+        }
+        end = *hi;
+    }
+    if end == 0 {
+        return Err("explicit ranges hold no split bucket".into());
+    }
+    Ok(())
 }
 
 pub(super) fn experiment(v: &mut Validator, cfg: &Config, e: &Value, path: &str, id: &str) -> Option<Experiment> {
@@ -495,20 +553,47 @@ pub(super) fn experiment(v: &mut Validator, cfg: &Config, e: &Value, path: &str,
     let mut variants = IndexMap::new();
     for (name, w) in v.map(m.get("variants"), &vpath) {
         let p = join(&vpath, name);
-        let (weight, value) = match w {
-            Value::Number(_) => (w.as_u64(), None),
+        let (weight, value, ranges) = match w {
+            Value::Number(_) => (w.as_u64(), None, None),
             Value::Object(_) => {
-                let Some(o) = v.obj(w, &p, &["weight", "value", "description"]) else { continue };
-                (o.get("weight").map_or(Some(1), Value::as_u64), o.get("value").cloned())
+                let Some(o) = v.obj(w, &p, &["weight", "value", "description", "ranges"]) else { continue };
+                let ranges = match o.get("ranges") {
+                    None => None,
+                    Some(r) => match split_ranges(r) {
+                        Ok(r) => Some(r),
+                        Err(m) => {
+                            v.err(join(&p, "ranges"), m);
+                            continue;
+                        }
+                    },
+                };
+                // With explicit ranges the weight is the number of split buckets they hold.
+                let held: Option<u64> = ranges.as_ref().map(|r| r.iter().map(|(lo, hi)| u64::from(hi - lo)).sum());
+                let weight = match (o.get("weight"), held) {
+                    (None, Some(h)) => Some(h),
+                    (None, None) => Some(1),
+                    (Some(w), Some(h)) if w.as_u64() != Some(h) => {
+                        v.err(
+                            join(&p, "weight"),
+                            format!("with `ranges` the weight is the {h} split buckets they hold (or leave it out)"),
+                        );
+                        continue;
+                    }
+                    (Some(w), _) => w.as_u64(),
+                };
+                (weight, o.get("value").cloned(), ranges)
             }
-            _ => (None, None),
+            _ => (None, None, None),
         };
         match weight {
-            Some(wt) if wt <= 1_000_000 => {
-                variants.insert(name.clone(), Variant { weight: wt as u32, value });
+            Some(wt) if wt <= 1_000_000 || (ranges.is_some() && wt <= MAX_SPLIT_BUCKETS) => {
+                variants.insert(name.clone(), Variant { weight: wt as u32, value, ranges });
             }
             _ => v.err(&p, "expected a whole weight from 0 to 1000000, or {weight: N, value: ...}"),
         }
+    }
+    if let Err(m) = check_tiling(&variants) {
+        v.err(&vpath, m);
     }
     if variants.len() > MAX_VARIANTS {
         v.err(&vpath, format!("{} variants; an experiment has at most {MAX_VARIANTS}", variants.len()));

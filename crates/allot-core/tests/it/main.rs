@@ -7,4 +7,5 @@ mod golden;
 mod hardening;
 mod hash;
 mod invariants;
+mod split_ranges;
 mod targeting;
