@@ -87,7 +87,7 @@ experiments:
 "#;
     let st = ok(&State::default(), base);
     let with_group = edit(
-        &base,
+        base,
         "experiments:",
         "groups: {g: {unit: user, share: 60%, slots: [50%, 50%], surfaces: [checkout]}}\nexperiments:",
     );
@@ -189,7 +189,7 @@ experiments:
     assert!(errs[0].message.contains("`a`") && errs[0].message.contains("`b`"), "{}", errs[0].message);
     // Exclusive experiments, or an ended one, may keep a salt.
     let fine = edit(
-        &edit(&yaml, "surfaces: [search], share: 50%", "surfaces: [home], share: 40%"),
+        &edit(yaml, "surfaces: [search], share: 50%", "surfaces: [home], share: 40%"),
         "  d: {unit: user, surfaces: [search], share: 10%, salt: x, variants: {c: 1, t: 1}}\n",
         "  d: {unit: user, surfaces: [search], share: 10%, salt: x, variants: {c: 1, t: 1}, state: stopped}\n",
     );
@@ -230,7 +230,7 @@ fn sharing_buckets_on_disjoint_targeting_needs_a_stable_attribute() {
     assert!(au.violations[0].contains("not declared `stable`"), "{}", au.violations[0]);
     // At 40% + 40% they can be separated: refused by name (never redrawn silently), with the
     // units that separating them would move.
-    let small = |y: &str| edit(&y, "share: 60%", "share: 40%");
+    let small = |y: &str| edit(y, "share: 60%", "share: 40%");
     let st40 = ok(&State::default(), &small(&stable));
     let p = refused(&st40, &small(PLANS));
     let r = p.refusals.iter().find(|r| r.rule == "shares-on-mutable-attribute").expect("named refusal");
@@ -345,14 +345,10 @@ experiments:
         assert!(p.refusals.iter().any(|r| r.rule == want.as_str()), "{want}: {:?}", p.refusals);
         fired.extend(p.refusals.iter().map(|r| r.rule.clone()));
     };
-    fire(
-        &st,
-        edit(&base, "share: 10%, variants: {c: 1, t: 1}", "share: 10%, variants: {c: 1, t: 3}"),
-        Rule::MovesUnits,
-    );
-    fire(&st, edit(&base, "share: 10%", "share: 5%"), Rule::NoShrink);
-    fire(&st, edit(&base, "slots: [1]", "slots: [2]"), Rule::GroupMembershipFixed);
-    fire(&st, edit(&base, "slots: [50%, 50%]", "slots: [40%, 60%]"), Rule::SlotsFixed);
+    fire(&st, edit(base, "share: 10%, variants: {c: 1, t: 1}", "share: 10%, variants: {c: 1, t: 3}"), Rule::MovesUnits);
+    fire(&st, edit(base, "share: 10%", "share: 5%"), Rule::NoShrink);
+    fire(&st, edit(base, "slots: [1]", "slots: [2]"), Rule::GroupMembershipFixed);
+    fire(&st, edit(base, "slots: [50%, 50%]", "slots: [40%, 60%]"), Rule::SlotsFixed);
     fire(
         &st,
         edit(
@@ -362,15 +358,15 @@ experiments:
         ),
         Rule::GroupInUse,
     );
-    fire(&st, edit(&base, "share: 5%", "share: 6%"), Rule::HoldoutShareFixed);
-    fire(&st, edit(&base, "applies_to: [home]", "applies_to: [search]"), Rule::HoldoutInUse);
+    fire(&st, edit(base, "share: 5%", "share: 6%"), Rule::HoldoutShareFixed);
+    fire(&st, edit(base, "applies_to: [home]", "applies_to: [search]"), Rule::HoldoutInUse);
     fire(
         &st,
-        edit(&base, "  a: {unit: user, surfaces: [home], share: 10%, variants: {c: 1, t: 1}, state: running}\n", ""),
+        edit(base, "  a: {unit: user, surfaces: [home], share: 10%, variants: {c: 1, t: 1}, state: running}\n", ""),
         Rule::RunningRemoved,
     );
     fire(&st, edit(base, "t: 1}, state: running}\n  m:", "t: 1}, state: draft}\n  m:"), Rule::Lifecycle);
-    fire(&st, edit(&base, "attribute: user_id", "attribute: account_id"), Rule::UnitTypeFixed);
+    fire(&st, edit(base, "attribute: user_id", "attribute: account_id"), Rule::UnitTypeFixed);
     // An id that held buckets, re-created.
     let gone = edit(base, "t: 1}, state: running}\n  m:", "t: 1}, state: stopped}\n  m:");
     let st2 = ok(&st, &gone);

@@ -326,7 +326,7 @@ experiments:
     // Numeric ids are ids too.
     assert_ne!(snap.evaluate_one(i, &ctx(json!({"user_id": 42})), &NoSticky).reason, Reason::MissingUnit);
     // Prerequisite: make the gate give `off` to everyone.
-    let st2 = forced(&st, &edit(&yaml, "variants: {off: 0, on: 1}", "variants: {off: 1, on: 0}")).state;
+    let st2 = forced(&st, &edit(yaml, "variants: {off: 0, on: 1}", "variants: {off: 1, on: 0}")).state;
     let snap2 = Snapshot::compile(&st2).unwrap();
     let mut reasons = HashMap::new();
     for n in 0..2000 {
@@ -352,9 +352,9 @@ experiments:
     let snap = Snapshot::compile(&st).unwrap();
     let r = snap.evaluate_one(0, &ctx(json!({"user_id": "u1"})), &store);
     assert_eq!((r.reason, snap.variant_name(0, &r)), (Reason::Sticky, Some("t")));
-    let p = refused(&st, &edit(&yaml, "{c: 1, t: 1}", "{c: 1, t: 0}"));
+    let p = refused(&st, &edit(yaml, "{c: 1, t: 1}", "{c: 1, t: 0}"));
     assert!(p.impact["a"].sticky);
-    let st2 = forced(&st, &edit(&yaml, "{c: 1, t: 1}", "{c: 1, t: 0}")).state;
+    let st2 = forced(&st, &edit(yaml, "{c: 1, t: 1}", "{c: 1, t: 0}")).state;
     let snap2 = Snapshot::compile(&st2).unwrap();
     let r = snap2.evaluate_one(0, &ctx(json!({"user_id": "u1"})), &store);
     assert_eq!(snap2.variant_name(0, &r), Some("t"), "the stored variant survives");

@@ -2530,7 +2530,7 @@ fn regression_split_salt_must_differ_from_the_bucket_salt() {
     let yaml = "units: {user: {attribute: user_id}}\nsurfaces: [s]\nexperiments:\n  user: {unit: user, surfaces: [s], share: 50%, variants: {c: 1, t: 1}, state: running}\n";
     let es = config::load(yaml).err().unwrap_or_default();
     assert!(es.iter().any(|e| e.path == "experiments.user.salt"), "{es:?}");
-    let explicit = edit(&yaml, "  user: {unit: user,", "  e: {unit: user, salt: user,");
+    let explicit = edit(yaml, "  user: {unit: user,", "  e: {unit: user, salt: user,");
     let es = config::load(&explicit).err().unwrap_or_default();
     assert!(es.iter().any(|e| e.path == "experiments.e.salt"), "{es:?}");
     assert!(config::load(&edit(&explicit, "salt: user,", "salt: e-2026,")).is_ok());
