@@ -444,7 +444,7 @@ fn serve_state_serves_exactly_what_assign_gives() {
     let write = |text: &str| std::fs::write(dir.path().join("allot.yaml"), text).unwrap();
     write(config);
     allot(&["apply"]);
-    let grown = edit(&config, "share: 30%", "share: 50%");
+    let grown = edit(config, "share: 30%", "share: 50%");
     assert_ne!(grown, config);
     write(&grown);
     allot(&["apply"]);
