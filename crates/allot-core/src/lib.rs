@@ -48,6 +48,8 @@ pub mod scope;
 pub mod split;
 pub mod state;
 pub mod targeting;
+#[doc(hidden)]
+pub mod testing;
 
 /// The attributes of one evaluation: a JSON object (`{"user_id": "u1", "country": "SE"}`).
 pub type Context = serde_json::Map<String, serde_json::Value>;

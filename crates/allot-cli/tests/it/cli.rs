@@ -1,3 +1,4 @@
+use allot_core::testing::edit;
 use assert_cmd::Command;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -127,7 +128,7 @@ fn refused_apply_writes_nothing_and_force_is_recorded() {
     let d = Dir::new(EXAMPLE);
     d.allot(&["apply"]).success();
     let before = d.state();
-    d.write("allot.yaml", &EXAMPLE.replace("share: 30%", "share: 20%"));
+    d.write("allot.yaml", &edit(EXAMPLE, "share: 30%", "share: 20%"));
     let plan = d.json(&["plan", "--format", "json"]);
     let moved = plan["impact"]["ranking-v2"]["moved_share"].as_f64().unwrap();
     assert!((moved - 1.0 / 3.0).abs() < 1e-9, "{moved}");
@@ -159,7 +160,7 @@ fn growing_is_allowed_and_only_adds_units() {
     let units: String = (0..2000).map(|i| format!("{{\"user_id\": \"u{i}\", \"country\": \"SE\"}}\n")).collect();
     let f = d.write("u.jsonl", &units);
     let before = stdout(&d.allot(&["assign", "--units", f.to_str().unwrap(), "--format", "csv"]).success());
-    d.write("allot.yaml", &EXAMPLE.replace("share: 30%", "share: 45%"));
+    d.write("allot.yaml", &edit(EXAMPLE, "share: 30%", "share: 45%"));
     let plan = d.json(&["plan", "--format", "json"]);
     assert_eq!(plan["refusals"], serde_json::json!([]));
     assert_eq!(plan["impact"]["ranking-v2"]["moved_share"], 0.0);
@@ -233,14 +234,14 @@ experiments:
 fn stopping_returns_buckets_and_history_tells_who_held_them() {
     let d = Dir::new(EXAMPLE);
     d.allot(&["apply"]).success();
-    d.write("allot.yaml", &EXAMPLE.replace("state: running                    # draft", "state: stopped # draft"));
+    d.write("allot.yaml", &edit(EXAMPLE, "state: running                    # draft", "state: stopped # draft"));
     d.allot(&["apply"]).success();
     let audit = d.json(&["audit", "--format", "json"]);
     assert!(audit["experiments"].get("ranking-v2").is_none());
     // A new experiment on the same surface can now take the whole non-held-out space.
     let cfg = format!(
         "{}\n  ranking-v3:\n    unit: user\n    surfaces: [home]\n    share: 95%\n    variants: {{a: 1, b: 1}}\n    state: running\n",
-        EXAMPLE.replace("state: running                    # draft", "state: stopped # draft").trim_end()
+        edit(EXAMPLE, "state: running                    # draft", "state: stopped # draft").trim_end()
     );
     d.write("allot.yaml", &cfg);
     d.allot(&["apply"]).success();
@@ -364,8 +365,8 @@ fn audit_and_assign_say_when_the_file_is_not_applied() {
     d.allot(&["apply"]).success();
     let quiet = d.allot(&["audit"]).success();
     assert!(quiet.get_output().stderr.is_empty());
-    d.write("allot.yaml", &EXAMPLE.replace("share: 30%", "share: 31%"));
-    assert_ne!(EXAMPLE.replace("share: 30%", "share: 31%"), EXAMPLE);
+    d.write("allot.yaml", &edit(EXAMPLE, "share: 30%", "share: 31%"));
+    assert_ne!(edit(EXAMPLE, "share: 30%", "share: 31%"), EXAMPLE);
     for args in [&["audit"][..], &["assign", "--units", "units.jsonl"][..]] {
         d.write("units.jsonl", "{\"user_id\": \"u1\"}\n");
         let a = d.allot(args).success();

@@ -3,6 +3,7 @@
 //! skipped and pass, unless `ALLOT_REQUIRE_POSTGRES=1` (as `.ci/run` sets): then they fail.
 
 use crate::serve::{auth, http, start, version, CONFIG};
+use allot_core::testing::edit;
 use allot_store::postgres::PgStore;
 use allot_store::Store;
 use std::process::Command;
@@ -115,12 +116,12 @@ fn two_nodes_on_one_database_see_each_others_changes() {
 
     // A change through B reaches A; a change planned from the old version on A is refused.
     let (status, body) =
-        http(&b.addr, "PUT", "/api/v1/config", &[(h, &v), ("If-Match", "\"1\"")], &CONFIG.replace("50%", "60%"));
+        http(&b.addr, "PUT", "/api/v1/config", &[(h, &v), ("If-Match", "\"1\"")], &edit(CONFIG, "50%", "60%"));
     assert_eq!(status, 200, "{body}");
     let took = wait_for_version(&a.addr, 2);
     eprintln!("node A served version 2 after {took:?}");
     let (status, body) =
-        http(&a.addr, "PUT", "/api/v1/config", &[(h, &v), ("If-Match", "\"1\"")], &CONFIG.replace("50%", "70%"));
+        http(&a.addr, "PUT", "/api/v1/config", &[(h, &v), ("If-Match", "\"1\"")], &edit(CONFIG, "50%", "70%"));
     assert_eq!(status, 412, "{body}");
 
     let (status, body) = http(&a.addr, "GET", "/api/v1/audit", &[(h, &v)], "");
@@ -140,7 +141,7 @@ fn migrate_store_copies_sqlite_into_postgres() {
     let s = start(dir.path(), &[]);
     let (h, v) = auth();
     for i in 1..=3u64 {
-        let cfg = CONFIG.replace("50%", &format!("{}%", 40 + i));
+        let cfg = edit(CONFIG, "50%", &format!("{}%", 40 + i));
         let (status, body) =
             http(&s.addr, "PUT", "/api/v1/config", &[(h, &v), ("If-Match", &format!("\"{}\"", i - 1))], &cfg);
         assert_eq!(status, 200, "{body}");
@@ -318,7 +319,7 @@ fn a_node_rides_out_a_database_outage() {
         http(&node.addr, "POST", "/ofrep/v1/evaluate/flags/exp", &[(h, &v)], r#"{"context": {"targetingKey": "u1"}}"#)
     };
     let put = |if_match: &str, share: &str| {
-        http(&node.addr, "PUT", "/api/v1/config", &[(h, &v), ("If-Match", if_match)], &CONFIG.replace("50%", share))
+        http(&node.addr, "PUT", "/api/v1/config", &[(h, &v), ("If-Match", if_match)], &edit(CONFIG, "50%", share))
     };
     let (status, body) = put("\"0\"", "50%");
     assert_eq!(status, 200, "{body}");

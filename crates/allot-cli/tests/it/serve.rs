@@ -1,6 +1,7 @@
 //! `allot serve` over a real socket: start, bootstrap key, GitOps config file, graceful
 //! shutdown on SIGTERM, and a store that survives kill -9.
 
+use allot_core::testing::edit;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -114,7 +115,7 @@ fn serve_applies_the_file_and_stops_gracefully_on_sigterm() {
     assert!(s.log.iter().any(|l| l.contains("shutting down")));
 
     // Restart with a change that change control refuses: reported, nothing applied.
-    std::fs::write(dir.path().join("allot.yaml"), CONFIG.replace("50%", "40%")).unwrap();
+    std::fs::write(dir.path().join("allot.yaml"), edit(CONFIG, "50%", "40%")).unwrap();
     let mut s = start(dir.path(), &["--config", "allot.yaml"]);
     assert_eq!(version(&s.addr), 1);
     s.child.kill().unwrap();
@@ -129,7 +130,7 @@ fn acknowledged_changes_survive_kill_9() {
     let mut s = start(dir.path(), &[]);
     let (h, v) = auth();
     for i in 1..=5u64 {
-        let cfg = CONFIG.replace("50%", &format!("{}%", 40 + i));
+        let cfg = edit(CONFIG, "50%", &format!("{}%", 40 + i));
         let (status, body) =
             http(&s.addr, "PUT", "/api/v1/config", &[(h, &v), ("If-Match", &format!("\"{}\"", i - 1))], &cfg);
         assert_eq!(status, 200, "{body}");
@@ -160,7 +161,7 @@ fn kill_9_in_the_middle_of_writes_leaves_a_readable_store() {
         std::thread::spawn(move || {
             let (h, v) = auth();
             for i in 1..=10_000u64 {
-                let cfg = CONFIG.replace("50%", &format!("{}.{:04}%", 50 + i / 10_000, i % 10_000));
+                let cfg = edit(CONFIG, "50%", &format!("{}.{:04}%", 50 + i / 10_000, i % 10_000));
                 match try_http(
                     &addr,
                     "PUT",
@@ -443,12 +444,12 @@ fn serve_state_serves_exactly_what_assign_gives() {
     let write = |text: &str| std::fs::write(dir.path().join("allot.yaml"), text).unwrap();
     write(config);
     allot(&["apply"]);
-    let grown = config.replace("share: 30%", "share: 50%");
+    let grown = edit(config, "share: 30%", "share: 50%");
     assert_ne!(grown, config);
     write(&grown);
     allot(&["apply"]);
     allot(&["resalt", "--reason", "quarterly"]);
-    let started = grown.replace("variants: {p: 1}}", "variants: {p: 1}, state: running}");
+    let started = edit(&grown, "variants: {p: 1}}", "variants: {p: 1}, state: running}");
     assert_ne!(started, grown);
     write(&started);
     allot(&["apply"]);
@@ -496,7 +497,7 @@ fn serve_state_serves_exactly_what_assign_gives() {
     assert_eq!(version(&s.addr), 4);
     drop(s);
     // A file that moved on: the store holds another state at its version; refused, not served.
-    write(&started.replace("share: 50%", "share: 60%"));
+    write(&edit(&started, "share: 50%", "share: 60%"));
     allot(&["apply"]);
     let out = Command::new(env!("CARGO_BIN_EXE_allot"))
         .current_dir(dir.path())

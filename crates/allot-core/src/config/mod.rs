@@ -217,7 +217,6 @@ pub struct Variant {
 /// Largest explicit split space (`ranges` bounds): a proto `int32`, as Confidence's bucket count.
 pub const MAX_SPLIT_BUCKETS: u64 = i32::MAX as u64;
 
-
 /// Membership of an experiment in a group: which slots (0-based here; 1-based in the file).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupRef {

@@ -6,6 +6,7 @@ use allot_core::audit::audit;
 use allot_core::config;
 use allot_core::plan::{self, ApplyError, Options, Plan};
 use allot_core::state::State;
+use allot_core::testing::edit;
 
 fn opts() -> Options {
     Options { time: "2026-01-01T00:00:00Z".into(), ..Options::default() }
@@ -85,7 +86,8 @@ experiments:
   big: {unit: user, surfaces: [checkout], share: 70%, variants: {c: 1, t: 1}, state: running}
 "#;
     let st = ok(&State::default(), base);
-    let with_group = base.replace(
+    let with_group = edit(
+        base,
         "experiments:",
         "groups: {g: {unit: user, share: 60%, slots: [50%, 50%], surfaces: [checkout]}}\nexperiments:",
     );
@@ -116,7 +118,7 @@ fn short_or_zero_reach_is_refused_not_warned() {
     assert!(errs[0].message.contains("experiment one 300000"), "{}", errs[0].message);
     assert!(errs[0].message.contains("give it a share"), "{}", errs[0].message);
     // With a share that fits beside a member with a share, both run.
-    let halves = GROUP.replace("slots: [1], variants", "slots: [1], share: 15%, variants")
+    let halves = edit(GROUP, "slots: [1], variants", "slots: [1], share: 15%, variants")
         + "  again: {unit: user, group: g, slots: [1], share: 15%, variants: {c: 1, t: 1}, state: running}\n";
     let st = ok(&State::default(), &halves);
     assert_eq!(share(&st, &halves, "again"), 0.15);
@@ -152,15 +154,15 @@ experiments:
 #[test]
 fn a_deleted_id_is_never_silently_reused() {
     let st = ok(&State::default(), PROMO);
-    let st = ok(&st, &PROMO.replace("running", "stopped"));
-    let st = ok(&st, &PROMO.replace("running", "archived"));
+    let st = ok(&st, &edit(PROMO, "running", "stopped"));
+    let st = ok(&st, &edit(PROMO, "running", "archived"));
     let st = ok(&st, "units: {user: {attribute: user_id, buckets: 10000}}\n");
     let p = refused(&st, PROMO);
     let r = &p.refusals[0];
     assert_eq!((r.path.as_str(), r.rule.as_str()), ("experiments.promo", "id-reused"));
     assert!(r.message.contains("from version 1 to version 2") && r.message.contains("`promo-2`"), "{}", r.message);
     // Under a new id it starts, independently of the old one.
-    ok(&st, &PROMO.replace("promo:", "promo-2:"));
+    ok(&st, &edit(PROMO, "promo:", "promo-2:"));
     // Holdouts and groups too.
     let h = "units: {user: {attribute: user_id, buckets: 10000}}\nholdouts: {h: {unit: user, share: 5%, applies_to: [all]}}\n";
     let st = ok(&ok(&State::default(), h), "units: {user: {attribute: user_id, buckets: 10000}}\n");
@@ -186,12 +188,13 @@ experiments:
     assert_eq!(paths, ["experiments.b.salt", "experiments.c.salt", "experiments.d.salt"], "{errs:?}");
     assert!(errs[0].message.contains("`a`") && errs[0].message.contains("`b`"), "{}", errs[0].message);
     // Exclusive experiments, or an ended one, may keep a salt.
-    let fine = yaml.replace("surfaces: [search], share: 50%", "surfaces: [home], share: 40%").replace(
+    let fine = edit(
+        &edit(yaml, "surfaces: [search], share: 50%", "surfaces: [home], share: 40%"),
         "  d: {unit: user, surfaces: [search], share: 10%, salt: x, variants: {c: 1, t: 1}}\n",
         "  d: {unit: user, surfaces: [search], share: 10%, salt: x, variants: {c: 1, t: 1}, state: stopped}\n",
     );
     let fine =
-        fine.replace("  c: {unit: user, surfaces: [home], share: 50%, salt: shared, variants: {c: 1, t: 1}}\n", "");
+        edit(&fine, "  c: {unit: user, surfaces: [home], share: 50%, salt: shared, variants: {c: 1, t: 1}}\n", "");
     config::load(&fine).unwrap_or_else(|e| panic!("{}", allot_core::Errors(e)));
 }
 
@@ -210,7 +213,7 @@ fn sharing_buckets_on_disjoint_targeting_needs_a_stable_attribute() {
     assert_eq!(errs[0].path, "experiments.paid.share", "{errs:?}");
     assert!(errs[0].message.contains("experiment free"), "{}", errs[0].message);
     // Declared stable (an attribute a unit never changes), they share, and the audit says on what.
-    let stable = PLANS.replace("buckets: 100000}", "buckets: 100000, stable: [plan]}");
+    let stable = edit(PLANS, "buckets: 100000}", "buckets: 100000, stable: [plan]}");
     let st = ok(&State::default(), &stable);
     let cfg = config::load(&stable).unwrap();
     let au = audit(&st, &cfg);
@@ -227,7 +230,7 @@ fn sharing_buckets_on_disjoint_targeting_needs_a_stable_attribute() {
     assert!(au.violations[0].contains("not declared `stable`"), "{}", au.violations[0]);
     // At 40% + 40% they can be separated: refused by name (never redrawn silently), with the
     // units that separating them would move.
-    let small = |y: &str| y.replace("share: 60%", "share: 40%");
+    let small = |y: &str| edit(y, "share: 60%", "share: 40%");
     let st40 = ok(&State::default(), &small(&stable));
     let p = refused(&st40, &small(PLANS));
     let r = p.refusals.iter().find(|r| r.rule == "shares-on-mutable-attribute").expect("named refusal");
@@ -235,7 +238,7 @@ fn sharing_buckets_on_disjoint_targeting_needs_a_stable_attribute() {
     assert!(r.message.contains("`free` and `paid`") && r.message.contains("`plan`"), "{}", r.message);
     assert!(p.impact["paid"].moved_share > 0.0, "{:?}", p.impact);
     // Stopping one of them resolves it.
-    ok(&st, &PLANS.replace("eq: paid}, state: running", "eq: paid}, state: stopped"));
+    ok(&st, &edit(PLANS, "eq: paid}, state: running", "eq: paid}, state: stopped"));
 }
 
 #[test]
@@ -311,7 +314,7 @@ fn messages_name_the_cause() {
     assert!(errs[0].message.contains("`-5%`"), "{}", errs[0].message);
     // A changed group is an update with before → after, not a creation.
     let st = ok(&State::default(), GROUP);
-    let raw = config::parse_yaml(&GROUP.replace("slots: [50%, 50%]", "slots: [40%, 60%]")).unwrap();
+    let raw = config::parse_yaml(&edit(GROUP, "slots: [50%, 50%]", "slots: [40%, 60%]")).unwrap();
     let cfg = config::validate(&raw).unwrap();
     let p = plan::plan(&st, &cfg, &raw, &opts()).unwrap();
     let c = p.changes.iter().find(|c| c.entity == "group").unwrap();
@@ -342,42 +345,41 @@ experiments:
         assert!(p.refusals.iter().any(|r| r.rule == want.as_str()), "{want}: {:?}", p.refusals);
         fired.extend(p.refusals.iter().map(|r| r.rule.clone()));
     };
+    fire(&st, edit(base, "share: 10%, variants: {c: 1, t: 1}", "share: 10%, variants: {c: 1, t: 3}"), Rule::MovesUnits);
+    fire(&st, edit(base, "share: 10%", "share: 5%"), Rule::NoShrink);
+    fire(&st, edit(base, "slots: [1]", "slots: [2]"), Rule::GroupMembershipFixed);
+    fire(&st, edit(base, "slots: [50%, 50%]", "slots: [40%, 60%]"), Rule::SlotsFixed);
     fire(
         &st,
-        base.replace("share: 10%, variants: {c: 1, t: 1}", "share: 10%, variants: {c: 1, t: 3}"),
-        Rule::MovesUnits,
-    );
-    fire(&st, base.replace("share: 10%", "share: 5%"), Rule::NoShrink);
-    fire(&st, base.replace("slots: [1]", "slots: [2]"), Rule::GroupMembershipFixed);
-    fire(&st, base.replace("slots: [50%, 50%]", "slots: [40%, 60%]"), Rule::SlotsFixed);
-    fire(
-        &st,
-        base.replace("groups: {g: {unit: user, share: 20%, slots: [50%, 50%]}}\n", "")
-            .replace("group: g, slots: [1],", "share: 10%,"),
+        edit(
+            &edit(base, "groups: {g: {unit: user, share: 20%, slots: [50%, 50%]}}\n", ""),
+            "group: g, slots: [1],",
+            "share: 10%,",
+        ),
         Rule::GroupInUse,
     );
-    fire(&st, base.replace("share: 5%", "share: 6%"), Rule::HoldoutShareFixed);
-    fire(&st, base.replace("applies_to: [home]", "applies_to: [search]"), Rule::HoldoutInUse);
+    fire(&st, edit(base, "share: 5%", "share: 6%"), Rule::HoldoutShareFixed);
+    fire(&st, edit(base, "applies_to: [home]", "applies_to: [search]"), Rule::HoldoutInUse);
     fire(
         &st,
-        base.replace("  a: {unit: user, surfaces: [home], share: 10%, variants: {c: 1, t: 1}, state: running}\n", ""),
+        edit(base, "  a: {unit: user, surfaces: [home], share: 10%, variants: {c: 1, t: 1}, state: running}\n", ""),
         Rule::RunningRemoved,
     );
-    fire(&st, base.replacen("state: running", "state: draft", 1), Rule::Lifecycle);
-    fire(&st, base.replace("attribute: user_id", "attribute: account_id"), Rule::UnitTypeFixed);
+    fire(&st, edit(base, "t: 1}, state: running}\n  m:", "t: 1}, state: draft}\n  m:"), Rule::Lifecycle);
+    fire(&st, edit(base, "attribute: user_id", "attribute: account_id"), Rule::UnitTypeFixed);
     // An id that held buckets, re-created.
-    let gone = base.replacen("state: running", "state: stopped", 1);
+    let gone = edit(base, "t: 1}, state: running}\n  m:", "t: 1}, state: stopped}\n  m:");
     let st2 = ok(&st, &gone);
     let st2 = ok(
         &st2,
-        &gone.replace("  a: {unit: user, surfaces: [home], share: 10%, variants: {c: 1, t: 1}, state: stopped}\n", ""),
+        &edit(&gone, "  a: {unit: user, surfaces: [home], share: 10%, variants: {c: 1, t: 1}, state: stopped}\n", ""),
     );
     let p = refused(&st2, base);
     assert!(p.refusals.iter().any(|r| r.rule == Rule::IdReused.as_str()), "{:?}", p.refusals);
     fired.extend(p.refusals.iter().map(|r| r.rule.clone()));
     // Two exclusive experiments sharing on an attribute that is no longer stable.
-    let plans = PLANS.replace("share: 60%", "share: 40%");
-    let st3 = ok(&State::default(), &plans.replace("buckets: 100000}", "buckets: 100000, stable: [plan]}"));
+    let plans = edit(PLANS, "share: 60%", "share: 40%");
+    let st3 = ok(&State::default(), &edit(&plans, "buckets: 100000}", "buckets: 100000, stable: [plan]}"));
     let p = refused(&st3, &plans);
     fired.extend(p.refusals.iter().map(|r| r.rule.clone()));
     let all: BTreeSet<String> = Rule::ALL.iter().map(|r| r.as_str().to_string()).collect();

@@ -8,6 +8,7 @@ use allot_core::history::bucket_history;
 use allot_core::plan::{self, ApplyError, Options, Plan};
 use allot_core::salt::resalt;
 use allot_core::state::{OwnerKind, State};
+use allot_core::testing::edit;
 use allot_core::Context;
 use serde_json::json;
 use std::collections::HashMap;
@@ -44,13 +45,6 @@ fn refused(st: &State, yaml: &str) -> Plan {
     }
 }
 
-/// `text` with `from` replaced by `to`; fails when `from` is not in it, so that a test never
-/// silently runs on an unedited configuration.
-fn edit(text: &str, from: &str, to: &str) -> String {
-    assert!(text.contains(from), "the edit `{from}` → `{to}` does not apply to:\n{text}");
-    text.replace(from, to)
-}
-
 fn ctx(v: serde_json::Value) -> Context {
     v.as_object().unwrap().clone()
 }
@@ -81,7 +75,7 @@ fn exact_shares_exclusive_surfaces_and_independent_overlap() {
 
 #[test]
 fn not_enough_space_fails_whole_and_names_holders() {
-    let yaml = BASE.replace("share: 60%", "share: 61%");
+    let yaml = edit(BASE, "share: 60%", "share: 61%");
     match apply(&State::default(), &yaml) {
         Err(ApplyError::Invalid(e)) => {
             assert_eq!(e[0].path, "experiments.b.share");
@@ -94,7 +88,7 @@ fn not_enough_space_fails_whole_and_names_holders() {
 
 #[test]
 fn allocations_are_compact_and_reproducible_from_their_seed() {
-    let st = ok(&State::default(), &BASE.replace("buckets: 100000", "buckets: 1000000"));
+    let st = ok(&State::default(), &edit(BASE, "buckets: 100000", "buckets: 1000000"));
     for a in &st.allocations {
         let text = serde_json::to_string(&a.draws[0].buckets).unwrap();
         assert!(text.len() < 2048, "{} bytes", text.len());
@@ -109,13 +103,13 @@ fn allocations_are_compact_and_reproducible_from_their_seed() {
 
 #[test]
 fn growing_adds_only_and_shrinking_is_refused_with_exact_share() {
-    let st = ok(&State::default(), BASE.replace("share: 60%", "share: 30%").as_str());
+    let st = ok(&State::default(), edit(BASE, "share: 60%", "share: 30%").as_str());
     let before = set(&st, "b");
-    let st2 = ok(&st, &BASE.replace("share: 60%", "share: 45%"));
+    let st2 = ok(&st, &edit(BASE, "share: 60%", "share: 45%"));
     let after = set(&st2, "b");
     assert_eq!(after.len(), 45_000);
     assert_eq!(after.intersection_len(&before), before.len(), "growth keeps every bucket");
-    let p = refused(&st2, BASE.replace("share: 60%", "share: 15%").as_str());
+    let p = refused(&st2, edit(BASE, "share: 60%", "share: 15%").as_str());
     let imp = &p.impact["b"];
     assert!((imp.moved_share - 2.0 / 3.0).abs() < 1e-12, "{}", imp.moved_share);
     assert_eq!(p.refusals[0].rule, "no-shrink");
@@ -125,12 +119,12 @@ fn growing_adds_only_and_shrinking_is_refused_with_exact_share() {
 #[test]
 fn reweighting_a_running_experiment_reports_the_split_share() {
     let st = ok(&State::default(), BASE);
-    let p = refused(&st, &BASE.replace("share: 40%, variants: {c: 1, t: 1}", "share: 40%, variants: {c: 1, t: 3}"));
+    let p = refused(&st, &edit(BASE, "share: 40%, variants: {c: 1, t: 1}", "share: 40%, variants: {c: 1, t: 3}"));
     // c: [0, .5) → [0, .25): a quarter of units move from c to t.
     assert!((p.impact["a"].moved_by_split - 0.25).abs() < 1e-6);
     assert_eq!(p.refusals[0].path, "experiments.a");
     // Forced, the change is recorded with its reason and the refusals it overrode.
-    let f = forced(&st, &BASE.replace("share: 40%, variants: {c: 1, t: 1}", "share: 40%, variants: {c: 1, t: 3}"));
+    let f = forced(&st, &edit(BASE, "share: 40%, variants: {c: 1, t: 1}", "share: 40%, variants: {c: 1, t: 3}"));
     let log = f.state.log.last().unwrap();
     assert!(log.forced);
     assert_eq!(log.reason.as_deref(), Some("test"));
@@ -150,7 +144,8 @@ fn lifecycle_rules() {
     // Stop returns buckets.
     let stopped = ok(
         &st,
-        &BASE.replace(
+        &edit(
+            BASE,
             "share: 40%, variants: {c: 1, t: 1}, state: running",
             "share: 40%, variants: {c: 1, t: 1}, state: stopped",
         ),
@@ -163,7 +158,8 @@ fn lifecycle_rules() {
     assert_eq!(p.refusals[0].rule, "lifecycle");
     let p = refused(
         &st,
-        &BASE.replace(
+        &edit(
+            BASE,
             "share: 40%, variants: {c: 1, t: 1}, state: running",
             "share: 40%, variants: {c: 1, t: 1}, state: draft",
         ),
@@ -209,21 +205,18 @@ fn groups_slots_and_holdouts_compose() {
 #[test]
 fn group_rules_are_refused() {
     let st = ok(&State::default(), GROUPED);
-    let p = refused(&st, &GROUPED.replace("slots: [50%, 30%, 20%]", "slots: [40%, 40%, 20%]"));
+    let p = refused(&st, &edit(GROUPED, "slots: [50%, 30%, 20%]", "slots: [40%, 40%, 20%]"));
     assert!(p.refusals.iter().any(|r| r.rule == "slots-fixed"));
     let p =
-        refused(&st, &GROUPED.replace("x: {unit: user, group: g, slots: [1]", "x: {unit: user, group: g, slots: [2]"));
+        refused(&st, &edit(GROUPED, "x: {unit: user, group: g, slots: [1]", "x: {unit: user, group: g, slots: [2]"));
     assert!(p.refusals.iter().any(|r| r.rule == "group-membership-fixed"));
-    let p = refused(&st, &GROUPED.replace("share: 5%, applies_to", "share: 6%, applies_to"));
+    let p = refused(&st, &edit(GROUPED, "share: 5%, applies_to", "share: 6%, applies_to"));
     assert!(p.refusals.iter().any(|r| r.rule == "holdout-share-fixed"));
 }
 
 #[test]
 fn two_groups_reach_the_intersection_with_a_warning() {
-    let yaml = GROUPED.replace(
-        "  y: {unit: user, group: g, slots: [2, 3], share: 10%",
-        "  z: {unit: user, groups: {g: [2, 3], k: [1]}, variants: {c: 1}, state: running}\n  y: {unit: user, group: g, slots: [2, 3], share: 10%",
-    );
+    let yaml = edit(GROUPED, "  y: {unit: user, group: g, slots: [2, 3], share: 10%", "  z: {unit: user, groups: {g: [2, 3], k: [1]}, variants: {c: 1}, state: running}\n  y: {unit: user, group: g, slots: [2, 3], share: 10%");
     let p = apply(&State::default(), &yaml).unwrap();
     assert!(p.warnings.iter().any(|w| w.contains("experiments.z") && w.contains("2 groups")), "{:?}", p.warnings);
     let st = p.state;
@@ -257,7 +250,7 @@ fn targeting_aware_space_lets_disjoint_experiments_share_buckets() {
     assert!(au.violations.is_empty());
     assert!(au.overlaps[0].exclusive && au.overlaps[0].targeting_disjoint);
     // Overlapping targeting is not disjoint: then 80% + 70% cannot fit.
-    let e = apply(&State::default(), &TARGETED.replace("in: [SE]", "in: [SE, US]"));
+    let e = apply(&State::default(), &edit(TARGETED, "in: [SE]", "in: [SE, US]"));
     assert!(matches!(e, Err(ApplyError::Invalid(_))));
     // No unit is ever ASSIGNED by both.
     let snap = Snapshot::compile(&st).unwrap();
@@ -272,13 +265,14 @@ fn targeting_aware_space_lets_disjoint_experiments_share_buckets() {
 
 #[test]
 fn widening_targeting_is_allowed_narrowing_is_refused() {
-    let st = ok(&State::default(), TARGETED.replace("share: 80%", "share: 20%").as_str());
-    let wider = TARGETED.replace("share: 80%", "share: 20%").replace("in: [SE]}", "in: [SE, NO]}");
+    let st = ok(&State::default(), edit(TARGETED, "share: 80%", "share: 20%").as_str());
+    let wider = edit(&edit(TARGETED, "share: 80%", "share: 20%"), "in: [SE]}", "in: [SE, NO]}");
     let p = apply(&st, &wider);
     assert!(p.is_ok(), "{:?}", p.err().map(|e| e.to_string()));
     let p = refused(
         &st,
-        &TARGETED.replace("share: 80%", "share: 20%").replace(
+        &edit(
+            &edit(TARGETED, "share: 80%", "share: 20%"),
             "targeting: {attribute: country, in: [SE]}",
             "targeting: {all: [{attribute: country, in: [SE]}, {attribute: age, gte: 18}]}",
         ),
@@ -332,7 +326,7 @@ experiments:
     // Numeric ids are ids too.
     assert_ne!(snap.evaluate_one(i, &ctx(json!({"user_id": 42})), &NoSticky).reason, Reason::MissingUnit);
     // Prerequisite: make the gate give `off` to everyone.
-    let st2 = forced(&st, &yaml.replace("variants: {off: 0, on: 1}", "variants: {off: 1, on: 0}")).state;
+    let st2 = forced(&st, &edit(yaml, "variants: {off: 0, on: 1}", "variants: {off: 1, on: 0}")).state;
     let snap2 = Snapshot::compile(&st2).unwrap();
     let mut reasons = HashMap::new();
     for n in 0..2000 {
@@ -358,9 +352,9 @@ experiments:
     let snap = Snapshot::compile(&st).unwrap();
     let r = snap.evaluate_one(0, &ctx(json!({"user_id": "u1"})), &store);
     assert_eq!((r.reason, snap.variant_name(0, &r)), (Reason::Sticky, Some("t")));
-    let p = refused(&st, &yaml.replace("{c: 1, t: 1}", "{c: 1, t: 0}"));
+    let p = refused(&st, &edit(yaml, "{c: 1, t: 1}", "{c: 1, t: 0}"));
     assert!(p.impact["a"].sticky);
-    let st2 = forced(&st, &yaml.replace("{c: 1, t: 1}", "{c: 1, t: 0}")).state;
+    let st2 = forced(&st, &edit(yaml, "{c: 1, t: 1}", "{c: 1, t: 0}")).state;
     let snap2 = Snapshot::compile(&st2).unwrap();
     let r = snap2.evaluate_one(0, &ctx(json!({"user_id": "u1"})), &store);
     assert_eq!(snap2.variant_name(0, &r), Some("t"), "the stored variant survives");
@@ -457,9 +451,10 @@ fn the_allocator_prefers_least_recently_used_buckets() {
 
 #[test]
 fn bucket_reuse_has_no_carry_over() {
-    let base = BASE.replace("share: 60%", "share: 10%");
+    let base = edit(BASE, "share: 60%", "share: 10%");
     let st = ok(&State::default(), &base);
-    let stopped_yaml = base.replace(
+    let stopped_yaml = edit(
+        &base,
         "share: 40%, variants: {c: 1, t: 1}, state: running",
         "share: 40%, variants: {c: 1, t: 1}, state: stopped",
     );
@@ -499,7 +494,8 @@ fn history_and_resalt() {
     assert!(h.iter().any(|s| s.owner == "a" && s.from_version == 1 && s.until_version.is_none()));
     let stopped = ok(
         &st,
-        &BASE.replace(
+        &edit(
+            BASE,
             "share: 40%, variants: {c: 1, t: 1}, state: running",
             "share: 40%, variants: {c: 1, t: 1}, state: stopped",
         ),
@@ -536,7 +532,7 @@ fn history_and_resalt() {
 #[test]
 fn reordering_variants_moves_units_and_is_refused() {
     let st = ok(&State::default(), BASE);
-    let p = refused(&st, &BASE.replace("share: 40%, variants: {c: 1, t: 1}", "share: 40%, variants: {t: 1, c: 1}"));
+    let p = refused(&st, &edit(BASE, "share: 40%, variants: {c: 1, t: 1}", "share: 40%, variants: {t: 1, c: 1}"));
     assert!((p.impact["a"].moved_by_split - 1.0).abs() < 1e-9, "{}", p.impact["a"].moved_by_split);
 }
 
@@ -554,7 +550,7 @@ fn inputs_found_by_review_are_errors_not_surprises() {
     // A state whose recorded version cannot grow is an error, not an overflow.
     let mut st = ok(&State::default(), BASE);
     st.version = u64::MAX;
-    assert!(matches!(apply(&st, &BASE.replace("40%", "41%")), Err(ApplyError::Invalid(_))));
+    assert!(matches!(apply(&st, &edit(BASE, "40%", "41%")), Err(ApplyError::Invalid(_))));
     // A state that lost the allocations its configuration says are live is rejected.
     let mut broken = ok(&State::default(), BASE);
     broken.allocations.clear();

@@ -6,6 +6,7 @@ use allot_core::eval::{NoSticky, Reason, Snapshot};
 use allot_core::plan::{self, ApplyError, Options};
 use allot_core::state::State;
 use allot_core::targeting::MAX_TARGETING_NODES;
+use allot_core::testing::edit;
 use allot_core::Context;
 use serde_json::json;
 use std::fmt::Write;
@@ -96,7 +97,7 @@ experiments:
 #[test]
 fn narrowing_a_segment_that_a_running_experiment_uses_is_refused() {
     let st = apply(&State::default(), NORDICS).unwrap().state;
-    let narrowed = NORDICS.replace("in: [SE, NO]", "in: [NO]");
+    let narrowed = edit(NORDICS, "in: [SE, NO]", "in: [NO]");
     assert_ne!(narrowed, NORDICS);
     match apply(&st, &narrowed) {
         Err(ApplyError::Refused(p)) => {
@@ -110,7 +111,7 @@ fn narrowing_a_segment_that_a_running_experiment_uses_is_refused() {
         other => panic!("expected a refusal, got {:?}", other.map(|p| p.changes)),
     }
     // Widening through the segment is allowed and logged as a segment update.
-    let widened = NORDICS.replace("in: [SE, NO]", "in: [SE, NO, FI]");
+    let widened = edit(NORDICS, "in: [SE, NO]", "in: [SE, NO, FI]");
     let p = apply(&st, &widened).unwrap();
     assert!(p.changes.iter().any(|c| c.entity == "segment" && c.action == "update"), "{:?}", p.changes);
     assert!(p.changes.iter().any(|c| c.entity == "experiment" && c.detail.contains("through its segments")));
@@ -119,7 +120,7 @@ fn narrowing_a_segment_that_a_running_experiment_uses_is_refused() {
 #[test]
 fn changing_the_attribute_of_a_unit_type_in_use_is_refused_with_its_impact() {
     let st = apply(&State::default(), NORDICS).unwrap().state;
-    let moved = NORDICS.replace("attribute: user_id", "attribute: account_id");
+    let moved = edit(NORDICS, "attribute: user_id", "attribute: account_id");
     match apply(&st, &moved) {
         Err(ApplyError::Refused(p)) => {
             let r = p.refusals.iter().find(|r| r.path == "units.user.attribute").expect("refused at the unit type");
@@ -130,19 +131,19 @@ fn changing_the_attribute_of_a_unit_type_in_use_is_refused_with_its_impact() {
         other => panic!("expected a refusal, got {:?}", other.map(|p| p.changes)),
     }
     // With nothing running it is an ordinary update.
-    let stopped = moved.replace("state: running", "state: stopped");
-    let p = apply(&st, &stopped.replace("attribute: account_id", "attribute: user_id")).unwrap();
+    let stopped = edit(&moved, "state: running", "state: stopped");
+    let p = apply(&st, &edit(&stopped, "attribute: account_id", "attribute: user_id")).unwrap();
     let p2 = apply(&p.state, &stopped).unwrap();
     assert!(p2.changes.iter().any(|c| c.entity == "unit" && c.detail.contains("account_id")), "{:?}", p2.changes);
     // Buckets and salt stay errors while the space holds allocations (as before).
-    let rebucket = NORDICS.replace("buckets: 10000", "buckets: 20000");
+    let rebucket = edit(NORDICS, "buckets: 10000", "buckets: 20000");
     assert!(matches!(apply(&st, &rebucket), Err(ApplyError::Invalid(_))));
 }
 
 #[test]
 fn adding_a_surface_or_segment_is_logged_as_what_it_is() {
     let st = apply(&State::default(), NORDICS).unwrap().state;
-    let more = NORDICS.replace("segments:\n", "surfaces: [home]\nsegments:\n  us: {attribute: country, eq: US}\n");
+    let more = edit(NORDICS, "segments:\n", "surfaces: [home]\nsegments:\n  us: {attribute: country, eq: US}\n");
     let p = apply(&st, &more).unwrap();
     let kinds: Vec<(&str, &str, &str)> =
         p.changes.iter().map(|c| (c.entity.as_str(), c.action.as_str(), c.id.as_str())).collect();

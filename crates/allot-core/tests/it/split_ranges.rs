@@ -7,6 +7,7 @@ use allot_core::eval::{NoSticky, Reason, Snapshot};
 use allot_core::hash;
 use allot_core::plan::{self, Options};
 use allot_core::state::State;
+use allot_core::testing::edit;
 use serde_json::json;
 
 const BASE: &str = r#"
@@ -65,23 +66,23 @@ fn explicit_ranges_split_over_their_own_bucket_count() {
 
 #[test]
 fn ranges_must_tile_and_every_variant_needs_them() {
-    let gap = BASE.replace("[[3, 8]]", "[[4, 8]]");
+    let gap = edit(BASE, "[[3, 8]]", "[[4, 8]]");
     assert!(
         errors(&gap).iter().any(|e| e.contains("experiments.a.variants") && e.contains("3..4")),
         "{:?}",
         errors(&gap)
     );
-    let overlap = BASE.replace("[[3, 8]]", "[[2, 8]]");
+    let overlap = edit(BASE, "[[3, 8]]", "[[2, 8]]");
     assert!(errors(&overlap).iter().any(|e| e.contains("overlaps")), "{:?}", errors(&overlap));
-    let mixed = BASE.replace("_none: {ranges: [[3, 8]]}", "_none: 1");
+    let mixed = edit(BASE, "_none: {ranges: [[3, 8]]}", "_none: 1");
     assert!(errors(&mixed).iter().any(|e| e.contains("all do")), "{:?}", errors(&mixed));
-    let weight = BASE.replace("_none: {ranges: [[3, 8]]}", "_none: {ranges: [[3, 8]], weight: 4}");
+    let weight = edit(BASE, "_none: {ranges: [[3, 8]]}", "_none: {ranges: [[3, 8]], weight: 4}");
     assert!(
         errors(&weight).iter().any(|e| e.starts_with("experiments.a.variants._none.weight")),
         "{:?}",
         errors(&weight)
     );
-    let bad = BASE.replace("[[3, 8]]", "[[8, 3]]");
+    let bad = edit(BASE, "[[3, 8]]", "[[8, 3]]");
     assert!(errors(&bad).iter().any(|e| e.starts_with("experiments.a.variants._none.ranges")), "{:?}", errors(&bad));
     assert!(errors(BASE).is_empty());
 }
@@ -99,7 +100,7 @@ fn explicit_experiments_may_share_a_salt_weighted_ones_may_not() {
 #[test]
 fn change_control_sees_a_change_of_ranges() {
     let state = applied(BASE);
-    let moved = BASE.replace("[[0, 3], [8, 10]]", "[[0, 2], [8, 10]]").replace("[[3, 8]]", "[[2, 8]]");
+    let moved = edit(&edit(BASE, "[[0, 3], [8, 10]]", "[[0, 2], [8, 10]]"), "[[3, 8]]", "[[2, 8]]");
     let raw = config::parse_yaml(&moved).unwrap();
     let cfg = config::validate(&raw).unwrap();
     let p =

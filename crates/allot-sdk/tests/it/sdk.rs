@@ -1,6 +1,7 @@
 //! Snapshots with ETag, in-process evaluation equal to the server's, batched exposures.
 
 use allot_core::eval::{NoSticky, Reason};
+use allot_core::testing::edit;
 use allot_server::{App, ChangeRequest, IfMatch};
 use std::sync::Arc;
 
@@ -97,7 +98,7 @@ async fn refresh_uses_the_etag_and_picks_up_changes() {
     let (_d, app, base) = serve().await;
     let sdk = allot_sdk::Client::connect(&base, KEY).await.unwrap();
     assert!(!sdk.refresh().await.unwrap(), "unchanged: 304");
-    change(&app, &CONFIG.replace("share: 60%", "share: 70%")).await;
+    change(&app, &edit(CONFIG, "share: 60%", "share: 70%")).await;
     assert!(sdk.refresh().await.unwrap());
     assert_eq!(sdk.version(), 2);
 }

@@ -1,6 +1,7 @@
 //! The admin API: change control, optimistic concurrency, audit, export/import, entities.
 
 use crate::support::*;
+use allot_core::testing::edit;
 use axum::http::StatusCode;
 
 #[tokio::test]
@@ -24,7 +25,7 @@ async fn config_is_exported_and_imported_as_yaml_with_etags() {
 #[tokio::test]
 async fn writes_need_if_match_and_stale_ones_get_412() {
     let s = configured().await;
-    let grown = CONFIG.replace("share: 50%", "share: 60%");
+    let grown = edit(CONFIG, "share: 50%", "share: 60%");
     let r = s.put_config(&grown, "", "").await;
     // An empty If-Match is not a version.
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
@@ -48,7 +49,7 @@ async fn concurrent_writers_do_not_lose_updates() {
     for i in 0..6 {
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
-            let cfg = CONFIG.replace("share: 50%", &format!("share: {}%", 51 + i));
+            let cfg = edit(CONFIG, "share: 50%", &format!("share: {}%", 51 + i));
             s.put_config(&cfg, "\"1\"", "").await.status
         }));
     }
@@ -68,7 +69,7 @@ async fn concurrent_writers_do_not_lose_updates() {
 #[tokio::test]
 async fn a_refused_change_is_reported_and_writes_nothing() {
     let s = configured().await;
-    let shrunk = CONFIG.replace("share: 50%", "share: 40%");
+    let shrunk = edit(CONFIG, "share: 50%", "share: 40%");
     let r = s.put_config(&shrunk, "\"1\"", "").await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
     let body = r.json();
@@ -109,7 +110,7 @@ async fn a_refused_change_is_reported_and_writes_nothing() {
 #[tokio::test]
 async fn preview_returns_the_exact_impact_report_and_changes_nothing() {
     let s = configured().await;
-    let reweighted = CONFIG.replace("treatment: {weight: 1, value: true}", "treatment: {weight: 3, value: true}");
+    let reweighted = edit(CONFIG, "treatment: {weight: 1, value: true}", "treatment: {weight: 3, value: true}");
     let r = s.post("/api/v1/changes/preview", &reweighted).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let plan = r.json();
@@ -126,7 +127,7 @@ async fn preview_returns_the_exact_impact_report_and_changes_nothing() {
 #[tokio::test]
 async fn invalid_configurations_name_the_field() {
     let s = configured().await;
-    let r = s.put_config(&CONFIG.replace("share: 100%", "share: 140%"), "*", "").await;
+    let r = s.put_config(&edit(CONFIG, "share: 100%", "share: 140%"), "*", "").await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     assert!(r.json()["errors"][0]["path"].as_str().unwrap().starts_with("experiments.color"), "{}", r.text);
     let r = s.put_config("units: [unclosed", "*", "").await;
@@ -190,7 +191,7 @@ async fn another_process_picks_up_a_commit_on_refresh() {
     let s = configured().await;
     let other = allot_server::App::new(s.app.store().clone()).await.unwrap();
     assert_eq!(other.live().version, 1);
-    let grown = CONFIG.replace("share: 50%", "share: 60%");
+    let grown = edit(CONFIG, "share: 50%", "share: 60%");
     assert_eq!(s.put_config(&grown, "\"1\"", "").await.status, StatusCode::OK);
     assert_eq!(other.live().version, 1, "until it polls");
     other.refresh().await.unwrap();
@@ -315,7 +316,7 @@ experiments:
         let r = s.post("/api/v1/evaluate", &ask(u)).await;
         before.push(r.json()["assignments"]["onboarding"]["variant"].clone());
     }
-    let changed = yaml.replace("{control: 1, treatment: 1}", "{control: 1, treatment: 9}").replace("[SE, NO]", "[SE]");
+    let changed = edit(&edit(yaml, "{control: 1, treatment: 1}", "{control: 1, treatment: 9}"), "[SE, NO]", "[SE]");
     // The preview counts where stickiness lives: the 100 units served hold a stored assignment.
     let r = s.post("/api/v1/changes/preview", &changed).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
@@ -330,7 +331,7 @@ experiments:
         assert_eq!(r.json()["assignments"]["onboarding"]["reason"], "STICKY");
     }
     // Moving buckets is still refused: a stored unit whose bucket leaves is not kept.
-    let shrunk = changed.replace("share: 100%", "share: 50%");
+    let shrunk = edit(&changed, "share: 100%", "share: 50%");
     let r = s.put_config(&shrunk, "\"2\"", "").await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
 }

@@ -3,6 +3,7 @@
 use crate::support::*;
 use allot_core::eval::Snapshot;
 use allot_core::state::State;
+use allot_core::testing::edit;
 use axum::http::StatusCode;
 use serde_json::json;
 
@@ -58,13 +59,21 @@ async fn an_evaluator_is_served_only_what_evaluation_needs() {
     let s = configured().await;
     // Version 2: free text everywhere, a draft with a secret value and an inclusion; version 3:
     // `color` stopped (its allocation released, its inclusion list gone with it).
-    let v2 = CONFIG
-        .replace("    include: {alice: treatment}\n", "    include: {alice: treatment}\n    owner: growth@example.com\n    description: banner copy test\n")
-        .replace("    variants: {a: 1}\n", "    variants:\n      a: {weight: 1, value: unreleased-copy}\n    include: {vip-customer-42: a}\n    owner: secret-team\n")
-        .replace("applies_to: [home]}", "applies_to: [home], description: long-term control}");
+    let v2 = edit(
+        CONFIG,
+        "    include: {alice: treatment}\n",
+        "    include: {alice: treatment}\n    owner: growth@example.com\n    description: banner copy test\n",
+    );
+    let v2 = edit(
+        &v2,
+        "    variants: {a: 1}\n",
+        "    variants:\n      a: {weight: 1, value: unreleased-copy}\n    include: {vip-customer-42: a}\n    owner: secret-team\n",
+    );
+    let v2 = edit(&v2, "applies_to: [home]}", "applies_to: [home], description: long-term control}");
     assert_ne!(v2, CONFIG);
     assert_eq!(s.put_config(&v2, "*", "").await.status, StatusCode::OK);
-    let v3 = v2.replace(
+    let v3 = edit(
+        &v2,
         "    variants: {blue: 1, green: 1}\n    state: running",
         "    variants: {blue: 1, green: 1}\n    include: {bob: green}\n    state: stopped",
     );
@@ -170,7 +179,7 @@ async fn sticky_assignments_are_stored_and_survive_a_reweight() {
         assert_eq!(r["assignments"]["sticky"]["reason"], "ASSIGNED");
         first.push(r["assignments"]["sticky"]["variant"].as_str().unwrap().to_string());
     }
-    let reweighted = STICKY.replace("{a: 1, b: 1}", "{a: 0, b: 1}");
+    let reweighted = edit(STICKY, "{a: 1, b: 1}", "{a: 0, b: 1}");
     let r = s.put_config(&reweighted, "\"1\"", "?force=true&reason=all%20to%20b").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     for (u, v) in first.iter().enumerate() {

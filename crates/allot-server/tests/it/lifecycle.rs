@@ -3,6 +3,7 @@
 //! `--config` found already applied, a `--state` that does not fit the store, the final flush.
 
 use crate::support::{ADMIN, CONFIG};
+use allot_core::testing::edit;
 use allot_server::http::Limits;
 use allot_server::lifecycle::{self, Flushed, Options, StartError};
 use allot_server::{App, Bootstrap, ChangeRequest, IfMatch};
@@ -148,7 +149,7 @@ async fn a_state_that_does_not_fit_the_store_stops_start_and_writes_nothing() {
     let state = recorded_state(dir.path(), CONFIG).await;
     // The served store already has another version 1.
     let served = store(dir.path(), "served.db").await;
-    let other = CONFIG.replace("share: 50%", "share: 40%");
+    let other = edit(CONFIG, "share: 50%", "share: 40%");
     let app = App::new(served.clone()).await.unwrap();
     let raw = allot_core::config::parse_yaml(&other).unwrap();
     let req = ChangeRequest {

@@ -1,6 +1,7 @@
 //! OFREP: single and bulk evaluation, reasons, values, error codes, ETag/304.
 
 use crate::support::*;
+use allot_core::testing::edit;
 use axum::http::StatusCode;
 use serde_json::json;
 
@@ -87,7 +88,7 @@ async fn bulk_evaluates_every_flag_with_etag_and_304() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK);
-    let grown = CONFIG.replace("share: 50%", "share: 60%");
+    let grown = edit(CONFIG, "share: 50%", "share: 60%");
     assert_eq!(s.put_config(&grown, "\"1\"", "").await.status, StatusCode::OK);
     let r = s.call("POST", "/ofrep/v1/evaluate/flags", Some(ADMIN), &[("if-none-match", &tag)], body).await;
     assert_eq!(r.status, StatusCode::OK);

@@ -1,6 +1,7 @@
 //! Plans, previews and compiles run off the evaluation path, bounded in number and in time.
 
 use crate::support::*;
+use allot_core::testing::edit;
 use axum::http::StatusCode;
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 async fn a_plan_past_its_budget_answers_503_commits_nothing_and_never_stalls_evaluation() {
     let s = configured().await;
     s.app.set_plan_budget(Duration::from_millis(200));
-    let reweighted = CONFIG.replace("share: 10%\n    variants: {a: 1}", "share: 20%\n    variants: {a: 1}");
+    let reweighted = edit(CONFIG, "share: 10%\n    variants: {a: 1}", "share: 20%\n    variants: {a: 1}");
     assert_ne!(reweighted, CONFIG);
     // While planning is held, no plan can finish: the budget, not the plan, decides the answer.
     let paused = s.app.pause_planning().await;

@@ -30,6 +30,7 @@ use allot_core::rng::mix;
 use allot_core::salt;
 use allot_core::state::{OwnerKind, State};
 use allot_core::targeting::provably_disjoint;
+use allot_core::testing::edit;
 use allot_core::Context;
 use indexmap::IndexMap;
 use proptest::prelude::*;

@@ -38,8 +38,8 @@ experiments:
 /// like deleting the holdout is.
 #[test]
 pub(super) fn regression_holdout_cannot_stop_applying_to_a_running_experiment() {
-    let st = applied(&State::default(), &HOLDOUT_OVER_GROUP.replace("APPLIES", "all"), false).state;
-    let narrowed = HOLDOUT_OVER_GROUP.replace("APPLIES", "s0");
+    let st = applied(&State::default(), &edit(HOLDOUT_OVER_GROUP, "APPLIES", "all"), false).state;
+    let narrowed = edit(HOLDOUT_OVER_GROUP, "APPLIES", "s0");
     match apply_yaml(&st, &narrowed, false) {
         Err(ApplyError::Refused(p)) => {
             assert!(
@@ -77,11 +77,11 @@ experiments:
 /// exactly its share and the audit finds no violation. Not forced, it is refused.
 #[test]
 pub(super) fn regression_forced_holdout_scope_change_keeps_the_share_exact() {
-    let st = applied(&State::default(), &HOLDOUT_SCOPE.replace("APPLIES", "e1"), false).state;
+    let st = applied(&State::default(), &edit(HOLDOUT_SCOPE, "APPLIES", "e1"), false).state;
     let e0 = live(&st, OwnerKind::Experiment, "e0").unwrap_or_else(|| Dense::empty(1));
     let h3 = live(&st, OwnerKind::Holdout, "h3").unwrap_or_else(|| Dense::empty(1));
     assert!(e0.intersection_len(&h3) > 0, "the example needs e0 and h3 to overlap");
-    let widened = HOLDOUT_SCOPE.replace("APPLIES", "s0");
+    let widened = edit(HOLDOUT_SCOPE, "APPLIES", "s0");
     assert!(matches!(apply_yaml(&st, &widened, false), Err(ApplyError::Refused(_))));
     let p = applied(&st, &widened, true);
     let cfg = config::load(&widened).unwrap_or_default();
@@ -144,8 +144,8 @@ pub(super) fn regression_split_salt_must_differ_from_the_bucket_salt() {
     let yaml = "units: {user: {attribute: user_id}}\nsurfaces: [s]\nexperiments:\n  user: {unit: user, surfaces: [s], share: 50%, variants: {c: 1, t: 1}, state: running}\n";
     let es = config::load(yaml).err().unwrap_or_default();
     assert!(es.iter().any(|e| e.path == "experiments.user.salt"), "{es:?}");
-    let explicit = yaml.replace("  user: {unit: user,", "  e: {unit: user, salt: user,");
+    let explicit = edit(yaml, "  user: {unit: user,", "  e: {unit: user, salt: user,");
     let es = config::load(&explicit).err().unwrap_or_default();
     assert!(es.iter().any(|e| e.path == "experiments.e.salt"), "{es:?}");
-    assert!(config::load(&explicit.replace("salt: user,", "salt: e-2026,")).is_ok());
+    assert!(config::load(&edit(&explicit, "salt: user,", "salt: e-2026,")).is_ok());
 }
