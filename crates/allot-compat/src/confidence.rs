@@ -15,7 +15,7 @@
 //! semantics allot's users should get by default.
 
 use crate::{from_value, parse_json, CompatError};
-use allot_core::bucketset::{BucketSet, Dense};
+use allot_core::bucketset::{BucketBitmap, BucketSet};
 use allot_core::hash;
 use base64::Engine as _;
 use serde::Deserialize;
@@ -524,23 +524,23 @@ struct Segment {
 /// A segment's allocation. allot's compact [`BucketSet`] suits sets drawn shard by shard; a
 /// Confidence bitset is a bucket-by-bucket random sample, where nearly every 128-bucket shard is
 /// partly held and the compact form would binary-search on every lookup, so such sets stay in
-/// the working form [`Dense`] (one bit test, 125 KB).
+/// the working form [`BucketBitmap`] (one bit test, 125 KB).
 #[derive(Debug)]
 enum Bits {
     Compact(BucketSet),
-    Dense(Dense),
+    BucketBitmap(BucketBitmap),
 }
 
 impl Bits {
     /// The set in working form.
-    fn to_dense(&self) -> Dense {
+    fn to_dense(&self) -> BucketBitmap {
         match self {
             Bits::Compact(c) => c.dense(),
-            Bits::Dense(d) => d.clone(),
+            Bits::BucketBitmap(d) => d.clone(),
         }
     }
 
-    fn new(dense: Dense) -> Bits {
+    fn new(dense: BucketBitmap) -> Bits {
         let compact = dense.compact();
         let mut partial = 0usize;
         compact.for_each_mask(|_, m| {
@@ -549,7 +549,7 @@ impl Bits {
             }
         });
         if partial > 64 {
-            Bits::Dense(dense)
+            Bits::BucketBitmap(dense)
         } else {
             Bits::Compact(compact)
         }
@@ -559,7 +559,7 @@ impl Bits {
     fn contains(&self, b: u32) -> bool {
         match self {
             Bits::Compact(c) => c.contains(b),
-            Bits::Dense(d) => d.contains(b),
+            Bits::BucketBitmap(d) => d.contains(b),
         }
     }
 }
@@ -621,12 +621,12 @@ enum AttrRule {
 enum Op {
     Unrecognized,
     /// An `eqRule` with a value.
-    Eq(TV<'static>),
+    Eq(TypedValue<'static>),
     /// An `eqRule` whose value has no kind set: Confidence's null equality. At the top of a
     /// criterion it matches a missing or null attribute, or a list holding a null; inside
     /// `any`/`all` it matches nothing.
     NullEq,
-    Set(Vec<TV<'static>>),
+    Set(Vec<TypedValue<'static>>),
     Range(Option<Bound>, Option<Bound>),
     StartsWith(String),
     EndsWith(String),
@@ -636,18 +636,18 @@ enum Op {
 #[derive(Debug)]
 struct Bound {
     inclusive: bool,
-    value: Option<TV<'static>>,
+    value: Option<TypedValue<'static>>,
 }
 
 /// A targeting value (Confidence's `targeting.Value`).
 #[derive(Debug, Clone, PartialEq)]
-enum TV<'a> {
+enum TypedValue<'a> {
     Bool(bool),
     Number(f64),
     Str(Cow<'a, str>),
     Timestamp(Ts),
     Version(Cow<'a, str>),
-    List(Vec<TV<'a>>),
+    List(Vec<TypedValue<'a>>),
     /// What a string operator sees for a value that is not a string (the resolver's empty
     /// `Value`): it matches no operator.
     Invalid,
@@ -741,7 +741,7 @@ impl State {
             let set = match v {
                 Value::String(s) if s == "ALL" => None,
                 Value::Array(items) => {
-                    let mut dense = Dense::empty(BUCKETS);
+                    let mut dense = BucketBitmap::empty(BUCKETS);
                     for (i, item) in items.iter().enumerate() {
                         match item.as_u64() {
                             Some(b) if b < u64::from(BUCKETS) => dense.insert(b as u32),
@@ -811,7 +811,7 @@ impl State {
                 (Some(z), _) => {
                     let bytes =
                         gunzip_base64(&z).map_err(|m| CompatError::invalid(format!("{path}.gzippedBitset"), m))?;
-                    let mut dense = Dense::empty(BUCKETS);
+                    let mut dense = BucketBitmap::empty(BUCKETS);
                     // A unit without a targeting key is in the segment only when every bit of
                     // the decompressed bitset is set (the resolver's `BitVec::all`, whatever
                     // its length: an empty bitset holds everyone without a key and no one with).
@@ -871,7 +871,7 @@ impl State {
         account: &str,
         raw_flags: Vec<RawFlag>,
         raw_segments: Vec<RawSegment>,
-        bitsets: HashMap<String, Option<(Dense, bool)>>,
+        bitsets: HashMap<String, Option<(BucketBitmap, bool)>>,
         blooms: HashMap<String, Bloom>,
         mut clients: HashMap<String, Client>,
         _flags_path: &str,
@@ -1136,29 +1136,29 @@ fn compile_rules(raw: RawRules) -> Result<Option<(Op, Expected)>, String> {
 }
 
 /// A rule's value; `None` for a value with no kind set.
-fn compile_value(v: RawValue) -> Result<Option<TV<'static>>, String> {
+fn compile_value(v: RawValue) -> Result<Option<TypedValue<'static>>, String> {
     Ok(if let Some(b) = v.bool_value {
-        Some(TV::Bool(b))
+        Some(TypedValue::Bool(b))
     } else if let Some(n) = v.number_value {
-        Some(TV::Number(n))
+        Some(TypedValue::Number(n))
     } else if let Some(s) = v.string_value {
-        Some(TV::Str(Cow::Owned(s)))
+        Some(TypedValue::Str(Cow::Owned(s)))
     } else if let Some(t) = v.timestamp_value {
         let ts = timestamp::rfc3339(&t).ok_or_else(|| format!("timestampValue {t:?} is not an RFC 3339 timestamp"))?;
-        Some(TV::Timestamp(ts))
+        Some(TypedValue::Timestamp(ts))
     } else {
-        v.version_value.map(|ver| TV::Version(Cow::Owned(ver.version)))
+        v.version_value.map(|ver| TypedValue::Version(Cow::Owned(ver.version)))
     })
 }
 
-fn expected_of(v: Option<&TV<'static>>) -> Expected {
+fn expected_of(v: Option<&TypedValue<'static>>) -> Expected {
     match v {
-        Some(TV::Bool(_)) => Expected::Bool,
-        Some(TV::Number(_)) => Expected::Number,
-        Some(TV::Str(_)) => Expected::String,
-        Some(TV::Timestamp(_)) => Expected::Timestamp,
-        Some(TV::Version(_)) => Expected::Version,
-        Some(TV::List(_)) | Some(TV::Invalid) | None => Expected::None,
+        Some(TypedValue::Bool(_)) => Expected::Bool,
+        Some(TypedValue::Number(_)) => Expected::Number,
+        Some(TypedValue::Str(_)) => Expected::String,
+        Some(TypedValue::Timestamp(_)) => Expected::Timestamp,
+        Some(TypedValue::Version(_)) => Expected::Version,
+        Some(TypedValue::List(_)) | Some(TypedValue::Invalid) | None => Expected::None,
     }
 }
 
@@ -1289,12 +1289,12 @@ enum FlagError {
 
 type Tribool = Option<bool>;
 
-struct Mats<'r> {
+struct Materializations<'r> {
     complete: Option<&'r HashMap<String, HashMap<String, MaterializationEntry>>>,
     to_read: Vec<(String, String, String)>,
 }
 
-impl Mats<'_> {
+impl Materializations<'_> {
     fn entry(&self, mat: &str, unit: &str) -> Option<&MaterializationEntry> {
         self.complete?.get(unit)?.get(mat).filter(|e| e.is_unit_in_materialization)
     }
@@ -1398,7 +1398,7 @@ impl State {
             return Err(ResolveError::TooManyFlags(count));
         }
         let eval = Eval { state: self, ctx, bucket_cache: RefCell::new(None) };
-        let mut mats = Mats { complete: materializations, to_read: Vec::new() };
+        let mut mats = Materializations { complete: materializations, to_read: Vec::new() };
         let mut out = Vec::with_capacity(count);
         for flag in selected() {
             match eval.resolve_flag(flag, client, &mut mats) {
@@ -1464,7 +1464,12 @@ impl<'a> Eval<'a> {
         Unit::Some(unit)
     }
 
-    fn resolve_flag(&self, flag: &Flag, client: &Client, mats: &mut Mats<'_>) -> Result<FlagResult, FlagError> {
+    fn resolve_flag(
+        &self,
+        flag: &Flag,
+        client: &Client,
+        mats: &mut Materializations<'_>,
+    ) -> Result<FlagResult, FlagError> {
         let mut result =
             FlagResult { reason: Reason::NoSegmentMatch, variant: None, matched: false, fallthrough: false };
         let mut missing = false;
@@ -1642,7 +1647,7 @@ impl<'a> Eval<'a> {
         seg: usize,
         unit: Option<&str>,
         visited: &mut Vec<usize>,
-        mats: &mut Mats<'_>,
+        mats: &mut Materializations<'_>,
     ) -> Result<Tribool, FlagError> {
         if visited.contains(&seg) {
             return Ok(Some(false));
@@ -1665,7 +1670,7 @@ impl<'a> Eval<'a> {
         seg: usize,
         unit: Option<&str>,
         visited: &mut Vec<usize>,
-        mats: &mut Mats<'_>,
+        mats: &mut Materializations<'_>,
     ) -> Result<Tribool, FlagError> {
         let segment = &self.state.segments[seg];
         let Some(t) = &segment.targeting else { return Ok(Some(true)) };
@@ -1679,7 +1684,7 @@ impl<'a> Eval<'a> {
         e: &Expr,
         unit: Option<&str>,
         visited: &mut Vec<usize>,
-        mats: &mut Mats<'_>,
+        mats: &mut Materializations<'_>,
     ) -> Result<Tribool, FlagError> {
         match e {
             Expr::Empty => Ok(Some(false)),
@@ -1716,7 +1721,7 @@ impl<'a> Eval<'a> {
         c: &Criterion,
         unit: Option<&str>,
         visited: &[usize],
-        mats: &mut Mats<'_>,
+        mats: &mut Materializations<'_>,
     ) -> Result<Tribool, FlagError> {
         match c {
             Criterion::Unset => Ok(Some(false)),
@@ -1745,11 +1750,11 @@ impl<'a> Eval<'a> {
                 });
             }
             // `any`/`all` over a missing or null attribute see an empty list.
-            AttrRule::Any(_) | AttrRule::All(_) if missing => TV::List(Vec::new()),
+            AttrRule::Any(_) | AttrRule::All(_) if missing => TypedValue::List(Vec::new()),
             _ => convert(raw, a.expected).map_err(FlagError::Internal)?,
         };
-        let values: &[TV<'_>] = match &converted {
-            TV::List(l) => l,
+        let values: &[TypedValue<'_>] = match &converted {
+            TypedValue::List(l) => l,
             other => std::slice::from_ref(other),
         };
         match &a.rule {
@@ -1795,7 +1800,7 @@ fn variant_bucket(salt: &str, unit: &str, bucket_count: i64) -> Option<i64> {
     }
 }
 
-fn inner(op: &Op, v: &TV<'_>) -> Result<bool, FlagError> {
+fn inner(op: &Op, v: &TypedValue<'_>) -> Result<bool, FlagError> {
     match op {
         Op::Unrecognized => Err(FlagError::Unrecognized),
         Op::Eq(e) => Ok(e == v),
@@ -1803,13 +1808,13 @@ fn inner(op: &Op, v: &TV<'_>) -> Result<bool, FlagError> {
         Op::NullEq => Ok(false),
         Op::Set(set) => Ok(set.contains(v)),
         Op::Range(start, end) => Ok(in_range(start.as_ref(), end.as_ref(), v)),
-        Op::StartsWith(p) => Ok(matches!(v, TV::Str(s) if s.starts_with(p.as_str()))),
-        Op::EndsWith(p) => Ok(matches!(v, TV::Str(s) if s.ends_with(p.as_str()))),
-        Op::Contains(p) => Ok(matches!(v, TV::Str(s) if s.contains(p.as_str()))),
+        Op::StartsWith(p) => Ok(matches!(v, TypedValue::Str(s) if s.starts_with(p.as_str()))),
+        Op::EndsWith(p) => Ok(matches!(v, TypedValue::Str(s) if s.ends_with(p.as_str()))),
+        Op::Contains(p) => Ok(matches!(v, TypedValue::Str(s) if s.contains(p.as_str()))),
     }
 }
 
-fn in_range(start: Option<&Bound>, end: Option<&Bound>, v: &TV<'_>) -> bool {
+fn in_range(start: Option<&Bound>, end: Option<&Bound>, v: &TypedValue<'_>) -> bool {
     if start.is_none() && end.is_none() {
         // A range without bounds matches nothing.
         return false;
@@ -1825,27 +1830,27 @@ fn in_range(start: Option<&Bound>, end: Option<&Bound>, v: &TV<'_>) -> bool {
     after && before
 }
 
-fn lt(a: &TV<'_>, b: &TV<'_>) -> bool {
+fn lt(a: &TypedValue<'_>, b: &TypedValue<'_>) -> bool {
     match (a, b) {
-        (TV::Number(a), TV::Number(b)) => a < b,
-        (TV::Str(a), TV::Str(b)) => a < b,
-        (TV::Timestamp(a), TV::Timestamp(b)) => a < b,
-        (TV::Version(a), TV::Version(b)) => version::key(a) < version::key(b),
+        (TypedValue::Number(a), TypedValue::Number(b)) => a < b,
+        (TypedValue::Str(a), TypedValue::Str(b)) => a < b,
+        (TypedValue::Timestamp(a), TypedValue::Timestamp(b)) => a < b,
+        (TypedValue::Version(a), TypedValue::Version(b)) => version::key(a) < version::key(b),
         _ => false,
     }
 }
 
-fn lte(a: &TV<'_>, b: &TV<'_>) -> bool {
+fn lte(a: &TypedValue<'_>, b: &TypedValue<'_>) -> bool {
     match (a, b) {
-        (TV::Number(a), TV::Number(b)) => a <= b,
-        (TV::Str(a), TV::Str(b)) => a <= b,
-        (TV::Timestamp(a), TV::Timestamp(b)) => a <= b,
-        (TV::Version(a), TV::Version(b)) => version::key(a) <= version::key(b),
+        (TypedValue::Number(a), TypedValue::Number(b)) => a <= b,
+        (TypedValue::Str(a), TypedValue::Str(b)) => a <= b,
+        (TypedValue::Timestamp(a), TypedValue::Timestamp(b)) => a <= b,
+        (TypedValue::Version(a), TypedValue::Version(b)) => version::key(a) <= version::key(b),
         _ => false,
     }
 }
 
-const NULL_TEXT: TV<'static> = TV::Str(Cow::Borrowed("null"));
+const NULL_TEXT: TypedValue<'static> = TypedValue::Str(Cow::Borrowed("null"));
 
 /// Converts a context value to the rule's type, as Confidence's `convert_to_targeting_value`
 /// does: missing, null, objects and values of another type read as the string `"null"` (so a
@@ -1853,7 +1858,7 @@ const NULL_TEXT: TV<'static> = TV::Str(Cow::Borrowed("null"));
 /// rule, text parses into the rule's type (a number that does not parse fails the request, a
 /// timestamp that does not parse reads as `"null"`), lists convert element-wise. The string
 /// operators convert strictly: only strings are strings ([`strict`]).
-fn convert<'v>(v: Option<&'v Value>, expected: Expected) -> Result<TV<'v>, String> {
+fn convert<'v>(v: Option<&'v Value>, expected: Expected) -> Result<TypedValue<'v>, String> {
     if expected == Expected::StrictString {
         return Ok(strict(v));
     }
@@ -1862,24 +1867,24 @@ fn convert<'v>(v: Option<&'v Value>, expected: Expected) -> Result<TV<'v>, Strin
         Some(Value::Number(n)) => {
             let f = n.as_f64().unwrap_or(f64::NAN);
             match expected {
-                Expected::Number => TV::Number(f),
-                Expected::String => TV::Str(Cow::Owned(f.to_string())),
-                Expected::Timestamp => timestamp::from_number(f).map_or(NULL_TEXT, TV::Timestamp),
+                Expected::Number => TypedValue::Number(f),
+                Expected::String => TypedValue::Str(Cow::Owned(f.to_string())),
+                Expected::Timestamp => timestamp::from_number(f).map_or(NULL_TEXT, TypedValue::Timestamp),
                 _ => NULL_TEXT,
             }
         }
         Some(Value::String(s)) => match expected {
-            Expected::Bool => TV::Bool(s.parse().unwrap_or(s == "TRUE")),
+            Expected::Bool => TypedValue::Bool(s.parse().unwrap_or(s == "TRUE")),
             Expected::Number => {
-                TV::Number(s.parse().map_err(|_| format!("cannot convert {s:?} to a number for targeting"))?)
+                TypedValue::Number(s.parse().map_err(|_| format!("cannot convert {s:?} to a number for targeting"))?)
             }
-            Expected::String | Expected::StrictString => TV::Str(Cow::Borrowed(s)),
-            Expected::Timestamp => timestamp::context(s).map_or(NULL_TEXT, TV::Timestamp),
-            Expected::Version => TV::Version(Cow::Borrowed(s)),
+            Expected::String | Expected::StrictString => TypedValue::Str(Cow::Borrowed(s)),
+            Expected::Timestamp => timestamp::context(s).map_or(NULL_TEXT, TypedValue::Timestamp),
+            Expected::Version => TypedValue::Version(Cow::Borrowed(s)),
             Expected::None => NULL_TEXT,
         },
         Some(Value::Bool(b)) => match expected {
-            Expected::Bool => TV::Bool(*b),
+            Expected::Bool => TypedValue::Bool(*b),
             _ => NULL_TEXT,
         },
         Some(Value::Array(items)) => {
@@ -1887,18 +1892,18 @@ fn convert<'v>(v: Option<&'v Value>, expected: Expected) -> Result<TV<'v>, Strin
             for item in items {
                 out.push(convert(Some(item), expected)?);
             }
-            TV::List(out)
+            TypedValue::List(out)
         }
     })
 }
 
 /// A context value under a string operator (`startsWith`, `endsWith`, `contains`, also inside
 /// `any`/`all`): strings stay strings, lists convert element-wise, and anything else (missing,
-/// null, a number, a bool, an object) is [`TV::Invalid`], which no operator matches.
-fn strict(v: Option<&Value>) -> TV<'_> {
+/// null, a number, a bool, an object) is [`TypedValue::Invalid`], which no operator matches.
+fn strict(v: Option<&Value>) -> TypedValue<'_> {
     match v {
-        Some(Value::String(s)) => TV::Str(Cow::Borrowed(s)),
-        Some(Value::Array(items)) => TV::List(items.iter().map(|i| strict(Some(i))).collect()),
-        _ => TV::Invalid,
+        Some(Value::String(s)) => TypedValue::Str(Cow::Borrowed(s)),
+        Some(Value::Array(items)) => TypedValue::List(items.iter().map(|i| strict(Some(i))).collect()),
+        _ => TypedValue::Invalid,
     }
 }

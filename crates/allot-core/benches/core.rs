@@ -173,7 +173,7 @@ fn bench_evaluate_one_resalted(c: &mut Criterion) {
     });
 }
 
-/// A unit's bucket through 4 re-salts (`SpaceEval::bucket`): (this − `bucket_hash`) / 4 is the
+/// A unit's bucket through 4 re-salts (`CompiledSpace::bucket`): (this − `bucket_hash`) / 4 is the
 /// cost of one re-salt alone.
 fn bench_bucket_4_resalts(c: &mut Criterion) {
     c.bench_function("bucket_4_resalts", |b| {

@@ -2,7 +2,7 @@
 //! pair's shared buckets (exclusive pairs must share none unless their targeting is provably
 //! disjoint), holdouts, groups and free space. Nothing is sampled.
 
-use crate::bucketset::{BucketSet, Dense};
+use crate::bucketset::{BucketBitmap, BucketSet};
 use crate::config::{Config, ExpState};
 use crate::state::{OwnerKind, State};
 use crate::targeting::provably_disjoint;
@@ -244,8 +244,8 @@ pub fn audit(state: &State, cfg: &Config) -> Audit {
         let mut slots = vec![];
         for i in 0..g.slots.len() {
             let slot = state.live(OwnerKind::Slot, &State::slot_id(name, i)).map(|a| a.current());
-            let slot_len = slot.as_ref().map_or(0, Dense::len);
-            let mut used = Dense::empty(b);
+            let slot_len = slot.as_ref().map_or(0, BucketBitmap::len);
+            let mut used = BucketBitmap::empty(b);
             let mut members = vec![];
             for (id, set) in &running {
                 let e = &cfg.experiments[*id];
@@ -285,8 +285,8 @@ pub fn audit(state: &State, cfg: &Config) -> Audit {
         if !cfg.units.contains_key(name) {
             continue;
         }
-        let mut used = Dense::empty(s.buckets);
-        let mut held = Dense::empty(s.buckets);
+        let mut used = BucketBitmap::empty(s.buckets);
+        let mut held = BucketBitmap::empty(s.buckets);
         for (id, set) in &running {
             if cfg.experiments[*id].unit == *name {
                 used.union_compact(set);

@@ -7,7 +7,7 @@
 //! buckets that is 7,813 shards: under 1 KB per set whatever its share, against 125 KB for a plain
 //! bitmap, so 1,000 live allocations fit in about a megabyte and membership is two lookups.
 //!
-//! [`Dense`] is the working form for set algebra while allocating and auditing (one mask per
+//! [`BucketBitmap`] is the working form for set algebra while allocating and auditing (one mask per
 //! shard); [`BucketSet`] is the compact form that is recorded and evaluated.
 
 use crate::rng::{self, SplitMix64};
@@ -33,12 +33,12 @@ fn valid_mask(buckets: u32, s: usize) -> u128 {
 
 /// A set of buckets in working form: one 128-bit mask per shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Dense {
+pub struct BucketBitmap {
     buckets: u32,
     masks: Vec<u128>,
 }
 
-impl Dense {
+impl BucketBitmap {
     /// The empty set over a space of `buckets` buckets.
     pub fn empty(buckets: u32) -> Self {
         Self { buckets, masks: vec![0; shards_for(buckets)] }
@@ -79,21 +79,21 @@ impl Dense {
     }
 
     /// `self ∪= other`.
-    pub fn union_with(&mut self, other: &Dense) {
+    pub fn union_with(&mut self, other: &BucketBitmap) {
         for (a, b) in self.masks.iter_mut().zip(&other.masks) {
             *a |= *b;
         }
     }
 
     /// `self ∩= other`.
-    pub fn intersect_with(&mut self, other: &Dense) {
+    pub fn intersect_with(&mut self, other: &BucketBitmap) {
         for (a, b) in self.masks.iter_mut().zip(&other.masks) {
             *a &= *b;
         }
     }
 
     /// `self −= other`.
-    pub fn subtract(&mut self, other: &Dense) {
+    pub fn subtract(&mut self, other: &BucketBitmap) {
         for (a, b) in self.masks.iter_mut().zip(&other.masks) {
             *a &= !*b;
         }
@@ -130,14 +130,14 @@ impl Dense {
     }
 
     /// Number of buckets in both sets.
-    pub fn intersection_len(&self, other: &Dense) -> u64 {
+    pub fn intersection_len(&self, other: &BucketBitmap) -> u64 {
         self.masks.iter().zip(&other.masks).map(|(a, b)| u64::from((a & b).count_ones())).sum()
     }
 
     /// The buckets of the space that are not in the set.
-    pub fn complement(&self) -> Dense {
+    pub fn complement(&self) -> BucketBitmap {
         let masks = self.masks.iter().enumerate().map(|(s, m)| !m & valid_mask(self.buckets, s)).collect();
-        Dense { buckets: self.buckets, masks }
+        BucketBitmap { buckets: self.buckets, masks }
     }
 
     /// The buckets in ascending order.
@@ -195,7 +195,7 @@ pub struct BucketSet {
 impl BucketSet {
     /// The empty set over `buckets` buckets.
     pub fn empty(buckets: u32) -> Self {
-        Dense::empty(buckets).compact()
+        BucketBitmap::empty(buckets).compact()
     }
 
     /// The size of the space the set lives in.
@@ -305,8 +305,8 @@ impl BucketSet {
     }
 
     /// The working form.
-    pub fn dense(&self) -> Dense {
-        let mut d = Dense::empty(self.buckets);
+    pub fn dense(&self) -> BucketBitmap {
+        let mut d = BucketBitmap::empty(self.buckets);
         d.union_compact(self);
         d
     }
@@ -369,7 +369,7 @@ impl BucketSet {
         let body = base64::engine::general_purpose::STANDARD_NO_PAD.decode(parts.next()?).ok()?;
         let (main, tail) = (body.get(..split)?, body.get(split..)?);
         let n = shards_for(buckets);
-        let mut d = Dense::empty(buckets);
+        let mut d = BucketBitmap::empty(buckets);
         match tag {
             'b' => {
                 for (i, &byte) in main.iter().enumerate() {
@@ -459,7 +459,7 @@ impl<'de> serde::Deserialize<'de> for BucketSet {
 /// uniform random shuffle. Whole free shards are taken while they fit; the last one contributes
 /// a uniform random subset of its free buckets. Returns `None` when `free` holds fewer than
 /// `count` buckets. Frozen: a recorded seed reproduces its allocation forever.
-pub fn draw(free: &Dense, count: u64, seed: u64, recency: Option<&[u64]>) -> Option<Dense> {
+pub fn draw(free: &BucketBitmap, count: u64, seed: u64, recency: Option<&[u64]>) -> Option<BucketBitmap> {
     if free.len() < count {
         return None;
     }
@@ -482,7 +482,7 @@ pub fn draw(free: &Dense, count: u64, seed: u64, recency: Option<&[u64]>) -> Opt
         order.select_nth_unstable(sorted);
     }
     order[..sorted].sort_unstable();
-    let mut out = Dense::empty(free.buckets);
+    let mut out = BucketBitmap::empty(free.buckets);
     let mut left = count;
     let mut i = 0;
     while left > 0 && i < order.len() {
@@ -522,11 +522,11 @@ mod tests {
     #[test]
     fn compact_roundtrip_and_len() {
         let b = 1_000_000;
-        let mut d = Dense::empty(b);
+        let mut d = BucketBitmap::empty(b);
         for x in [0, 1, 127, 128, 5000, 999_999] {
             d.insert(x);
         }
-        let free = Dense::full(b);
+        let free = BucketBitmap::full(b);
         let drawn = draw(&free, 300_000, 7, None).unwrap();
         assert_eq!(drawn.len(), 300_000);
         d.union_with(&drawn);
@@ -544,7 +544,7 @@ mod tests {
 
     #[test]
     fn short_last_shard() {
-        let full = Dense::full(1000);
+        let full = BucketBitmap::full(1000);
         assert_eq!(full.len(), 1000);
         let c = full.compact();
         assert_eq!(c.len(), 1000);

@@ -144,7 +144,7 @@ enum ResaltEval {
 
 /// A compiled bucket space.
 #[derive(Debug, Clone)]
-pub struct SpaceEval {
+pub struct CompiledSpace {
     /// Unit type name.
     pub name: String,
     /// Context attribute holding the unit id.
@@ -155,7 +155,7 @@ pub struct SpaceEval {
     resalts: Vec<ResaltEval>,
 }
 
-impl SpaceEval {
+impl CompiledSpace {
     /// The unit's bucket, through every re-salt.
     #[inline]
     pub fn bucket(&self, unit: &str) -> u32 {
@@ -197,7 +197,7 @@ impl SpaceEval {
 
 /// A compiled experiment.
 #[derive(Debug, Clone)]
-pub struct ExpEval {
+pub struct CompiledExperiment {
     /// Id.
     pub id: String,
     /// Index of its space.
@@ -223,9 +223,9 @@ pub struct Snapshot {
     /// Configuration version.
     pub version: u64,
     /// Spaces.
-    pub spaces: Vec<SpaceEval>,
+    pub spaces: Vec<CompiledSpace>,
     /// Experiments, in configuration order.
-    pub experiments: Vec<ExpEval>,
+    pub experiments: Vec<CompiledExperiment>,
     order: Vec<usize>,
     by_id: HashMap<String, usize>,
 }
@@ -258,7 +258,7 @@ impl Snapshot {
                     }
                 })
                 .collect();
-            spaces.push(SpaceEval { name: name.clone(), attribute: u.attribute.clone(), buckets, salt, resalts });
+            spaces.push(CompiledSpace { name: name.clone(), attribute: u.attribute.clone(), buckets, salt, resalts });
         }
         let by_id: HashMap<String, usize> = cfg.experiments.keys().enumerate().map(|(i, k)| (k.clone(), i)).collect();
         let mut experiments = vec![];
@@ -272,7 +272,7 @@ impl Snapshot {
             let running = e.state == ExpState::Running;
             let alloc = state.live(OwnerKind::Experiment, id).filter(|_| running).map(|a| a.current().compact());
             let held = crate::state::holdout_union(state, cfg, id, b);
-            experiments.push(ExpEval {
+            experiments.push(CompiledExperiment {
                 id: id.clone(),
                 space,
                 running: running && alloc.is_some(),

@@ -24,7 +24,7 @@
 //! classes are rebuilt from their bucket sets as they stood before the re-salt's version, so the
 //! state stays small and the classes are exactly reproducible.
 
-use crate::bucketset::Dense;
+use crate::bucketset::BucketBitmap;
 use crate::config::{Config, ExpState};
 use crate::error::FieldError;
 use crate::rng;
@@ -43,7 +43,7 @@ const SHARD: u32 = 128;
 /// Refinement, one set at a time: the buckets of a class that the set holds get a fresh id, the
 /// rest keep theirs. Costs the total size of the sets plus a renumbering whenever ids run ahead
 /// of the space, so time and memory stay linear.
-pub fn classes(buckets: u32, sets: &[Dense]) -> Vec<u32> {
+pub fn classes(buckets: u32, sets: &[BucketBitmap]) -> Vec<u32> {
     let mut class = vec![0u32; buckets as usize];
     let mut next = 1u32;
     // remap[c]: the new id of the part of class c inside the current set (u32::MAX: none yet).
@@ -214,7 +214,7 @@ fn defining<'s>(state: &'s State, cfg: &Config, space: &str) -> Vec<&'s Allocati
 pub fn classes_of(state: &State, r: &Resalt, buckets: u32) -> Option<Vec<u32>> {
     let ids = r.classes_by.as_ref()?;
     let by_id: HashMap<u64, &Allocation> = state.allocations.iter().map(|a| (a.id, a)).collect();
-    let sets: Vec<Dense> = ids.iter().filter_map(|id| by_id.get(id)).map(|a| a.held_before(r.version)).collect();
+    let sets: Vec<BucketBitmap> = ids.iter().filter_map(|id| by_id.get(id)).map(|a| a.held_before(r.version)).collect();
     Some(classes(buckets, &sets))
 }
 
@@ -311,13 +311,13 @@ pub fn resalt(
 /// The per-scope part of a report: each surface and group of the unit type.
 fn scopes(state: &State, cfg: &Config, space: &str, buckets: u32, moved: &dyn Fn(u32) -> bool) -> Vec<ScopeResalt> {
     let live = |kind: OwnerKind, id: &str| state.live(kind, id).map(|a| a.current());
-    let mut holdouts = Dense::empty(buckets);
+    let mut holdouts = BucketBitmap::empty(buckets);
     for (id, _) in cfg.holdouts.iter().filter(|(_, h)| h.unit == space) {
         if let Some(d) = live(OwnerKind::Holdout, id) {
             holdouts.union_with(&d);
         }
     }
-    let count = |held: &Dense, within: Option<&Dense>| {
+    let count = |held: &BucketBitmap, within: Option<&BucketBitmap>| {
         let free = (0..buckets).filter(|&b| !held.contains(b) && within.is_none_or(|w| w.contains(b)));
         free.fold((0, 0), |(f, r), b| (f + 1, r + u64::from(moved(b))))
     };

@@ -2,7 +2,7 @@
 //! drawn (live and released, so that every bucket's history can be told), the salt history of
 //! each bucket space, and the change log.
 
-use crate::bucketset::{BucketSet, Dense};
+use crate::bucketset::{BucketBitmap, BucketSet};
 use crate::config::{Config, ExpState};
 use crate::error::FieldError;
 use indexmap::IndexMap;
@@ -131,9 +131,9 @@ pub enum DrawOp {
 
 impl Allocation {
     /// The buckets held now (or when released).
-    pub fn current(&self) -> Dense {
+    pub fn current(&self) -> BucketBitmap {
         let space = self.draws.first().map_or(1, |d| d.buckets.space());
-        let mut d = Dense::empty(space);
+        let mut d = BucketBitmap::empty(space);
         for draw in &self.draws {
             match draw.op {
                 DrawOp::Add => d.union_compact(&draw.buckets),
@@ -152,9 +152,9 @@ impl Allocation {
     }
 
     /// The buckets it held just before `version` (its draws at earlier versions).
-    pub fn held_before(&self, version: u64) -> Dense {
+    pub fn held_before(&self, version: u64) -> BucketBitmap {
         let space = self.draws.first().map_or(1, |d| d.buckets.space());
-        let mut d = Dense::empty(space);
+        let mut d = BucketBitmap::empty(space);
         for draw in self.draws.iter().filter(|d| d.version < version) {
             match draw.op {
                 DrawOp::Add => d.union_compact(&draw.buckets),
@@ -341,8 +341,8 @@ pub fn applied_config(state: &State) -> Result<Option<Config>, Vec<FieldError>> 
 
 /// The union of the live holdouts that apply to experiment `id` under `cfg` (used by planning,
 /// evaluation and the audit alike).
-pub fn holdout_union(st: &State, cfg: &Config, id: &str, b: u32) -> Dense {
-    let mut held = Dense::empty(b);
+pub fn holdout_union(st: &State, cfg: &Config, id: &str, b: u32) -> BucketBitmap {
+    let mut held = BucketBitmap::empty(b);
     for (name, h) in &cfg.holdouts {
         if cfg.holdout_applies(h, id) {
             if let Some(a) = st.live(OwnerKind::Holdout, name) {

@@ -27,9 +27,9 @@
 //! blank selector without a key; allot reads a missing unit). The differential test checks the
 //! rest against the resolver.
 
-use super::{AttrRule, Client, Criterion, Expected, Expr, Kind, Op, Segment, State, Targeting, BUCKETS, TV};
+use super::{AttrRule, Client, Criterion, Expected, Expr, Kind, Op, Segment, State, Targeting, TypedValue, BUCKETS};
 use crate::CompatError;
-use allot_core::bucketset::Dense;
+use allot_core::bucketset::BucketBitmap;
 use allot_core::state::{DrawOp, OwnerKind};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -342,7 +342,7 @@ fn element(op: &Op, expected: Expected) -> Result<Vec<Value>, Why> {
             let mut ops = Map::new();
             for (b, lower) in [(start, true), (end, false)] {
                 let Some(b) = b else { continue };
-                let Some(TV::Number(x)) = &b.value else { return Ok(vec![]) };
+                let Some(TypedValue::Number(x)) = &b.value else { return Ok(vec![]) };
                 let key = match (lower, b.inclusive) {
                     (true, true) => "gte",
                     (true, false) => "gt",
@@ -372,9 +372,9 @@ fn kind(e: Expected) -> &'static str {
     }
 }
 
-fn eq_element(v: &TV<'static>, expected: Expected) -> Result<Vec<Value>, Why> {
+fn eq_element(v: &TypedValue<'static>, expected: Expected) -> Result<Vec<Value>, Why> {
     match (v, expected) {
-        (TV::Str(s), Expected::String) => {
+        (TypedValue::Str(s), Expected::String) => {
             if s == "null" {
                 return Err(
                     "it compares with the text \"null\", which the resolver gives missing, null, boolean and object values"
@@ -397,10 +397,10 @@ fn eq_element(v: &TV<'static>, expected: Expected) -> Result<Vec<Value>, Why> {
         }
         // A number rule reads JSON numbers and numeric strings (a string that is not one makes
         // the resolver refuse the request).
-        (TV::Number(n), Expected::Number) => Ok(vec![json!({"gte": num(*n), "lte": num(*n)})]),
-        (TV::Bool(true), Expected::Bool) => Ok(vec![json!({"eq": true}), json!({"in": ["true", "TRUE"]})]),
+        (TypedValue::Number(n), Expected::Number) => Ok(vec![json!({"gte": num(*n), "lte": num(*n)})]),
+        (TypedValue::Bool(true), Expected::Bool) => Ok(vec![json!({"eq": true}), json!({"in": ["true", "TRUE"]})]),
         // Under a boolean rule every string but "true" and "TRUE" reads as false.
-        (TV::Bool(false), Expected::Bool) => {
+        (TypedValue::Bool(false), Expected::Bool) => {
             Ok(vec![json!({"eq": false}), json!({"starts_with": "", "not_in": ["true", "TRUE"]})])
         }
         (_, Expected::Timestamp) => Err("a timestamp rule: Confidence's timestamp parsing is not allot's".into()),
@@ -419,7 +419,7 @@ struct RuleOut {
     keyless: Option<String>,
     unit: String,
     experiment: Value,
-    bitset: Dense,
+    bitset: BucketBitmap,
 }
 
 enum RuleFate {
@@ -452,7 +452,7 @@ impl State {
         let mut tr = Translator { state: self, managed, nodes: 0 };
         let mut units = Map::new();
         let mut experiments = Map::new();
-        let mut bitsets: Vec<(String, Dense)> = vec![];
+        let mut bitsets: Vec<(String, BucketBitmap)> = vec![];
         let served: Vec<usize> = client.flags.clone();
         for (fi, flag) in self.flags.iter().enumerate() {
             if !served.contains(&fi) {
@@ -601,7 +601,7 @@ impl State {
         }
         let segment = &self.segments[seg];
         let bitset = match &segment.bitset {
-            None => Dense::full(BUCKETS),
+            None => BucketBitmap::full(BUCKETS),
             Some((bits, _)) => bits.to_dense(),
         };
         // Without a unit the resolver reads the bitset as full when all its bytes are set (an
@@ -732,7 +732,7 @@ impl State {
 /// configuration again over the result changes nothing.
 fn record(
     config: &Value,
-    bitsets: &[(String, Dense)],
+    bitsets: &[(String, BucketBitmap)],
     opts: &ImportOptions,
     what: &str,
 ) -> Result<allot_core::state::State, CompatError> {

@@ -178,7 +178,7 @@ impl<'a> Planner<'a> {
                         self.refuse_reused_id(OwnerKind::Holdout, name);
                     }
                     // Avoid the buckets of running experiments it applies to: their units must not move.
-                    let mut free = Dense::full(b);
+                    let mut free = BucketBitmap::full(b);
                     for (id, e) in &self.cfg.experiments {
                         if e.state == ExpState::Running && self.cfg.holdout_applies(h, id) {
                             if let Some(a) = self.live(OwnerKind::Experiment, id) {
@@ -209,16 +209,16 @@ impl<'a> Planner<'a> {
         kind: OwnerKind,
         owner: &str,
         path: &str,
-        cur: &Dense,
+        cur: &BucketBitmap,
         count: u64,
-        free: Option<&Dense>,
+        free: Option<&BucketBitmap>,
     ) {
         let have = cur.len();
         let b = cur.space();
         if count > have {
             let mut f = match free {
                 Some(f) => f.clone(),
-                None => Dense::full(b),
+                None => BucketBitmap::full(b),
             };
             f.subtract(cur);
             let seed = self.seed(&format!("{kind:?}"), owner, 1);
@@ -319,9 +319,9 @@ impl<'a> Planner<'a> {
             // share from creation, so it is drawn clear of what already holds its surfaces:
             // running experiments on them and other groups that share one.
             let Ok(count) = g.share.buckets(u64::from(b)) else { continue };
-            let mut free = Dense::full(b);
+            let mut free = BucketBitmap::full(b);
             let mut blockers: Vec<(String, u64)> = vec![];
-            let mut take = |free: &mut Dense, what: String, set: &Dense| {
+            let mut take = |free: &mut BucketBitmap, what: String, set: &BucketBitmap| {
                 let before = free.len();
                 free.subtract(set);
                 if free.len() < before {
@@ -410,10 +410,10 @@ impl<'a> Planner<'a> {
 
     /// The buckets an experiment may draw from, before exclusion: the intersection of its slots
     /// over all its groups, or the whole space.
-    pub(super) fn within(&self, e: &Experiment, b: u32) -> Dense {
-        let mut within = Dense::full(b);
+    pub(super) fn within(&self, e: &Experiment, b: u32) -> BucketBitmap {
+        let mut within = BucketBitmap::full(b);
         for g in &e.groups {
-            let mut slots = Dense::empty(b);
+            let mut slots = BucketBitmap::empty(b);
             for &i in &g.slots {
                 if let Some(a) = self.live(OwnerKind::Slot, &State::slot_id(&g.group, i)) {
                     slots.union_compact(&a.draws[0].buckets);
@@ -807,7 +807,7 @@ impl<'a> Planner<'a> {
         e: &Experiment,
         b: u32,
         placed: &'p Placed,
-    ) -> (Dense, Dense, Vec<Holder<'p>>)
+    ) -> (BucketBitmap, BucketBitmap, Vec<Holder<'p>>)
     where
         'a: 'p,
     {
@@ -864,8 +864,8 @@ pub(super) fn no_space(
     share: Option<Share>,
     target: u64,
     need: u64,
-    free: &Dense,
-    within: &Dense,
+    free: &BucketBitmap,
+    within: &BucketBitmap,
     blockers: &[Holder<'_>],
 ) -> FieldError {
     let b = f64::from(free.space());

@@ -16,7 +16,7 @@ mod rules;
 
 pub use impact::{Impact, Measured};
 
-use crate::bucketset::{draw, BucketSet, Dense};
+use crate::bucketset::{draw, BucketBitmap, BucketSet};
 use crate::config::{self, Config, ExpState, Experiment, Share};
 use crate::error::{join, FieldError};
 use crate::rng::seed_from;
@@ -295,7 +295,7 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn record(&mut self, space: &str, kind: OwnerKind, owner: &str, tags: Vec<String>, seed: u64, set: &Dense) {
+    fn record(&mut self, space: &str, kind: OwnerKind, owner: &str, tags: Vec<String>, seed: u64, set: &BucketBitmap) {
         let id = self.st.next_id();
         self.index.insert((kind, owner.to_string()), self.st.allocations.len());
         self.st.allocations.push(Allocation {
@@ -309,14 +309,14 @@ impl<'a> Planner<'a> {
         });
     }
 
-    fn add_draw(&mut self, kind: OwnerKind, owner: &str, seed: u64, op: DrawOp, set: &Dense) {
+    fn add_draw(&mut self, kind: OwnerKind, owner: &str, seed: u64, op: DrawOp, set: &BucketBitmap) {
         let v = self.version;
         if let Some(a) = self.live_mut(kind, owner) {
             a.draws.push(Draw { version: v, seed, op, buckets: set.compact() });
         }
     }
 
-    fn live_set(&self, kind: OwnerKind, owner: &str) -> Option<Dense> {
+    fn live_set(&self, kind: OwnerKind, owner: &str) -> Option<BucketBitmap> {
         self.live(kind, owner).map(Allocation::current)
     }
 }

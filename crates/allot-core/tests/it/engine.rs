@@ -1,7 +1,7 @@
 //! Example-based tests of allocation, change control and evaluation, one behaviour each.
 
 use allot_core::audit::audit;
-use allot_core::bucketset::{draw, BucketSet, Dense};
+use allot_core::bucketset::{draw, BucketBitmap, BucketSet};
 use allot_core::config::{self, Config};
 use allot_core::eval::{NoSticky, Reason, Snapshot};
 use allot_core::history::bucket_history;
@@ -49,7 +49,7 @@ fn ctx(v: serde_json::Value) -> Context {
     v.as_object().unwrap().clone()
 }
 
-fn set(st: &State, id: &str) -> Dense {
+fn set(st: &State, id: &str) -> BucketBitmap {
     st.live(OwnerKind::Experiment, id).unwrap().current()
 }
 
@@ -95,7 +95,7 @@ fn allocations_are_compact_and_reproducible_from_their_seed() {
     }
     // Redraw `s` from its recorded seed over the same free set (the whole space): same buckets.
     let rec = st.live(OwnerKind::Experiment, "s").unwrap();
-    let redrawn = draw(&Dense::full(1_000_000), 500_000, rec.draws[0].seed, Some(&vec![0; 7813])).unwrap();
+    let redrawn = draw(&BucketBitmap::full(1_000_000), 500_000, rec.draws[0].seed, Some(&vec![0; 7813])).unwrap();
     assert_eq!(redrawn.compact(), rec.draws[0].buckets);
     let round: BucketSet = serde_json::from_str(&serde_json::to_string(&rec.draws[0].buckets).unwrap()).unwrap();
     assert_eq!(round, rec.draws[0].buckets);
@@ -443,7 +443,7 @@ fn the_allocator_prefers_least_recently_used_buckets() {
     assert_eq!(set(&st3, "n").intersection_len(&a_old), 0);
     // Without the preference (a draw from every free bucket) it could not avoid them: 30% of the
     // 90% free on home would take about a third of its buckets from a's 40%.
-    let mut free = Dense::full(100_000);
+    let mut free = BucketBitmap::full(100_000);
     free.subtract(&set(&st3, "b"));
     let blind = draw(&free, 30_000, 7, None).unwrap();
     assert!(blind.intersection_len(&a_old) > 10_000, "{}", blind.intersection_len(&a_old));

@@ -167,6 +167,6 @@ fn hostile_bucket_sets_are_refused_without_panic_or_huge_allocations() {
     // A space past the largest a configuration may declare (it would allocate ~500 MB).
     assert!(BucketSet::decode(&format!("4000000000:b0:{}", b64(&[0]))).is_none());
     // A well-formed set still decodes.
-    let ok = allot_core::bucketset::Dense::full(1000).compact();
+    let ok = allot_core::bucketset::BucketBitmap::full(1000).compact();
     assert_eq!(BucketSet::decode(&ok.encode()).unwrap(), ok);
 }

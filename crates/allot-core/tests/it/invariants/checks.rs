@@ -33,7 +33,7 @@ pub(super) fn check_resalt_classes(
     for &c in &class {
         *size.entry(c).or_default() += 1;
     }
-    let live: Vec<(String, Dense)> = before
+    let live: Vec<(String, BucketBitmap)> = before
         .allocations
         .iter()
         .filter(|a| a.is_live() && a.space == space)
@@ -58,7 +58,7 @@ pub(super) fn check_resalt_classes(
 /// Invariant 2, on the bucket sets, the audit, the slots and the population.
 pub(super) fn check_exclusivity(state: &State, cfg: &Config, ev: &Eval) -> Check {
     let run = running(cfg, state);
-    let sets: HashMap<&String, Dense> =
+    let sets: HashMap<&String, BucketBitmap> =
         run.iter().filter_map(|id| live(state, OwnerKind::Experiment, id).map(|s| (id, s))).collect();
     for (i, a) in run.iter().enumerate() {
         for b in &run[i + 1..] {
@@ -125,7 +125,7 @@ pub(super) fn check_traffic(state: &State, cfg: &Config, ev: &Eval, started: &Ha
         let e = &cfg.experiments[&id];
         let b = state.spaces[&e.unit].buckets;
         let a = &au.experiments[&id];
-        let set = live(state, OwnerKind::Experiment, &id).unwrap_or_else(|| Dense::empty(b));
+        let set = live(state, OwnerKind::Experiment, &id).unwrap_or_else(|| BucketBitmap::empty(b));
         ensure!(a.buckets == set.len(), "{id}: audit says {} buckets, the allocation holds {}", a.buckets, set.len());
         let held = held_for(state, cfg, &id);
         let mut reach = set.clone();
@@ -218,8 +218,8 @@ pub(super) fn check_traffic(state: &State, cfg: &Config, ev: &Eval, started: &Ha
         let gb = g.share.buckets(u64::from(b)).unwrap_or(u64::MAX);
         let ga = &au.groups[name];
         ensure!(ga.buckets == gb, "group {name}: {} buckets, configured {gb}", ga.buckets);
-        let all = live(state, OwnerKind::Group, name).unwrap_or_else(|| Dense::empty(b));
-        let mut seen = Dense::empty(b);
+        let all = live(state, OwnerKind::Group, name).unwrap_or_else(|| BucketBitmap::empty(b));
+        let mut seen = BucketBitmap::empty(b);
         for (i, s) in g.slots.iter().enumerate() {
             let want = s.buckets(gb).unwrap_or(u64::MAX);
             ensure!(
@@ -228,7 +228,7 @@ pub(super) fn check_traffic(state: &State, cfg: &Config, ev: &Eval, started: &Ha
                 i + 1,
                 ga.slots[i].buckets
             );
-            let slot = live(state, OwnerKind::Slot, &State::slot_id(name, i)).unwrap_or_else(|| Dense::empty(b));
+            let slot = live(state, OwnerKind::Slot, &State::slot_id(name, i)).unwrap_or_else(|| BucketBitmap::empty(b));
             ensure!(slot.intersection_len(&all) == slot.len(), "group {name} slot {} is not inside the group", i + 1);
             ensure!(slot.intersection_len(&seen) == 0, "group {name} slot {} overlaps an earlier slot", i + 1);
             seen.union_with(&slot);
@@ -258,10 +258,10 @@ pub(super) fn check_stable(old: &World, st: &State, cfg: &Config, ev: &Eval, pla
         if n.state != ExpState::Running || o.unit != n.unit {
             continue;
         }
-        let before = live(&old.state, OwnerKind::Experiment, &id).unwrap_or_else(|| Dense::empty(1));
+        let before = live(&old.state, OwnerKind::Experiment, &id).unwrap_or_else(|| BucketBitmap::empty(1));
         let after = live(st, OwnerKind::Experiment, &id);
         ensure!(after.is_some(), "{id}: running before and after but lost its allocation");
-        let after = after.unwrap_or_else(|| Dense::empty(1));
+        let after = after.unwrap_or_else(|| BucketBitmap::empty(1));
         let lost = before.len() - before.intersection_len(&after);
         ensure!(lost == 0, "{id}: lost {lost} of its {} buckets in an accepted change", before.len());
         if let Some(p) = plan {

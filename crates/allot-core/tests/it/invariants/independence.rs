@@ -165,8 +165,8 @@ proptest! {
         };
         let s3 = apply_raw(&s2, &independence_config(&c, "stopped", "running"))?;
         let after = evaluate(&s3, BIG_UNITS);
-        let old_set = s1.live(OwnerKind::Experiment, "old").map(|a| a.current()).unwrap_or_else(|| Dense::empty(1));
-        let new_set = live(&s3, OwnerKind::Experiment, "new").unwrap_or_else(|| Dense::empty(1));
+        let old_set = s1.live(OwnerKind::Experiment, "old").map(|a| a.current()).unwrap_or_else(|| BucketBitmap::empty(1));
+        let new_set = live(&s3, OwnerKind::Experiment, "new").unwrap_or_else(|| BucketBitmap::empty(1));
         let reused = old_set.intersection_len(&new_set);
         prop_assert!(reused > 0, "the new experiment reuses none of the old one's buckets");
 

@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
 use allot_core::audit::audit;
-use allot_core::bucketset::Dense;
+use allot_core::bucketset::BucketBitmap;
 use allot_core::config::{self, Config, ExpState};
 use allot_core::eval::{Assignment, NoSticky, Reason, Snapshot};
 use allot_core::hash;

@@ -85,7 +85,7 @@ pub(super) fn running(cfg: &Config, state: &State) -> Vec<String> {
         .collect()
 }
 
-pub(super) fn live(state: &State, kind: OwnerKind, id: &str) -> Option<Dense> {
+pub(super) fn live(state: &State, kind: OwnerKind, id: &str) -> Option<BucketBitmap> {
     state.live(kind, id).map(|a| a.current())
 }
 
@@ -102,9 +102,9 @@ pub(super) fn targeting_disjoint(cfg: &Config, a: &str, b: &str) -> bool {
 }
 
 /// The union of the live holdouts that apply to `id`.
-pub(super) fn held_for(state: &State, cfg: &Config, id: &str) -> Dense {
+pub(super) fn held_for(state: &State, cfg: &Config, id: &str) -> BucketBitmap {
     let b = state.spaces[&cfg.experiments[id].unit].buckets;
-    let mut held = Dense::empty(b);
+    let mut held = BucketBitmap::empty(b);
     for (name, h) in &cfg.holdouts {
         if cfg.holdout_applies(h, id) {
             if let Some(a) = live(state, OwnerKind::Holdout, name) {
@@ -116,12 +116,12 @@ pub(super) fn held_for(state: &State, cfg: &Config, id: &str) -> Dense {
 }
 
 /// The buckets of an experiment's slots (the whole space outside groups).
-pub(super) fn within(state: &State, cfg: &Config, id: &str) -> Dense {
+pub(super) fn within(state: &State, cfg: &Config, id: &str) -> BucketBitmap {
     let e = &cfg.experiments[id];
     let b = state.spaces[&e.unit].buckets;
-    let mut w = Dense::full(b);
+    let mut w = BucketBitmap::full(b);
     for g in &e.groups {
-        let mut slots = Dense::empty(b);
+        let mut slots = BucketBitmap::empty(b);
         for &i in &g.slots {
             if let Some(s) = live(state, OwnerKind::Slot, &State::slot_id(&g.group, i)) {
                 slots.union_with(&s);

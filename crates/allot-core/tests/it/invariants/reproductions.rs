@@ -78,8 +78,8 @@ experiments:
 #[test]
 pub(super) fn regression_forced_holdout_scope_change_keeps_the_share_exact() {
     let st = applied(&State::default(), &edit(HOLDOUT_SCOPE, "APPLIES", "e1"), false).state;
-    let e0 = live(&st, OwnerKind::Experiment, "e0").unwrap_or_else(|| Dense::empty(1));
-    let h3 = live(&st, OwnerKind::Holdout, "h3").unwrap_or_else(|| Dense::empty(1));
+    let e0 = live(&st, OwnerKind::Experiment, "e0").unwrap_or_else(|| BucketBitmap::empty(1));
+    let h3 = live(&st, OwnerKind::Holdout, "h3").unwrap_or_else(|| BucketBitmap::empty(1));
     assert!(e0.intersection_len(&h3) > 0, "the example needs e0 and h3 to overlap");
     let widened = edit(HOLDOUT_SCOPE, "APPLIES", "s0");
     assert!(matches!(apply_yaml(&st, &widened, false), Err(ApplyError::Refused(_))));
