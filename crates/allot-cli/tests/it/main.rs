@@ -3,6 +3,7 @@
 
 mod cli;
 mod compat;
+mod load;
 mod postgres;
 mod serve;
 mod stats;
