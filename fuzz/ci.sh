@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # CI's short fuzzing run (fuzz/README.md): builds every target with nightly and runs each for
-# ALLOT_FUZZ_SECONDS (default 20) on the committed corpus. A crash, a failed assertion, a hang
+# ALLOT_FUZZ_SECONDS (default 15) on the committed corpus. A crash, a failed assertion, a hang
 # past 10 s or 2 GB of memory fails the step. The committed corpus is only read: new inputs go
 # to a scratch directory.
 set -euo pipefail
 cd "$(dirname "$0")"
-secs="${ALLOT_FUZZ_SECONDS:-20}"
+secs="${ALLOT_FUZZ_SECONDS:-15}"
 # 16 codegen units: the build is about twice as fast, the runs a little slower; no sanitizer
 # (the code is safe Rust: `unsafe_code = "forbid"`), so no ASan build either.
 flags=(-s none --codegen-units 16)
