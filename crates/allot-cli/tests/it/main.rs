@@ -4,6 +4,7 @@
 mod analyze_time;
 mod cli;
 mod compat;
+mod load;
 mod postgres;
 mod serve;
 mod stats;

@@ -3,8 +3,86 @@
 
 use super::*;
 
+/// Deepest nesting of flow collections (`[...]`, `{...}`) a configuration may have. The YAML
+/// parser refuses more than 128 levels anyway, but only after scanning the whole text, and its
+/// scanner costs time proportional to the nesting depth for every token: 200 KB of `[[[...]]]`
+/// took minutes (found by fuzzing, issue 14), and a reader's preview could hold a server thread
+/// that long. So nesting past this bound is refused before the YAML parser sees the text.
+pub const MAX_FLOW_NESTING: usize = 1_000;
+
+/// Whether flow collections in `text` nest deeper than `max`, counted in one linear pass.
+///
+/// Brackets inside quoted scalars (`'...'`, `"..."`, with their escapes) and comments do not
+/// count; a quote opens a scalar only where YAML starts a token (after an indicator `[ { , : ? -`,
+/// at the start of a line, or after a tag or anchor), as the YAML scanner does. Brackets in plain
+/// scalars count, so on configuration text the count can only be too high, by what such scalars
+/// hold unbalanced; the bound leaves room for that. Not a YAML scanner: inside block scalars
+/// (`|`, `>`) a quote that starts a line is taken to open a quoted scalar, so text crafted around
+/// a block scalar can hide brackets from this count.
+fn flow_nesting_exceeds(text: &str, max: usize) -> bool {
+    let b = text.as_bytes();
+    let (mut depth, mut i) = (0usize, 0usize);
+    // The first byte of the last token (b'\n' at a line start), and whether whitespace
+    // separates it from here.
+    let (mut token, mut spaced) = (b'\n', true);
+    while i < b.len() {
+        let c = b[i];
+        let token_start = matches!(token, b'\n' | b'[' | b'{' | b',' | b':' | b'?' | b'-' | b'!' | b'&')
+            && (spaced || matches!(token, b'[' | b'{' | b',' | b':'));
+        match c {
+            b'\'' | b'"' if token_start => {
+                i += 1;
+                while i < b.len() {
+                    match (c, b[i]) {
+                        (b'"', b'\\') => i += 2,
+                        (b'\'', b'\'') if b.get(i + 1) == Some(&b'\'') => i += 2,
+                        (q, x) if q == x => break,
+                        _ => i += 1,
+                    }
+                }
+                (token, spaced) = (c, false);
+            }
+            b'#' if spaced => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'\n' => (token, spaced) = (b'\n', true),
+            b' ' | b'\t' | b'\r' => spaced = true,
+            _ => {
+                match c {
+                    b'[' | b'{' => {
+                        depth += 1;
+                        if depth > max {
+                            return true;
+                        }
+                    }
+                    b']' | b'}' => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
+                // Indicators are tokens of their own (`-` and `?` only at the start of a word);
+                // any other word is a token from its first byte (`!tag`, `&anchor`, `key`).
+                if spaced || matches!(c, b'[' | b'{' | b',' | b']' | b'}' | b':') || matches!(token, b'[' | b'{' | b',')
+                {
+                    token = c;
+                }
+                spaced = false;
+            }
+        }
+        i += 1;
+    }
+    false
+}
+
 /// Parses YAML (or JSON) text into the raw tree; a syntax error names its line and column.
 pub fn parse_yaml(text: &str) -> Result<Value, FieldError> {
+    if flow_nesting_exceeds(text, MAX_FLOW_NESTING) {
+        return Err(FieldError::new(
+            "",
+            format!("invalid YAML: collections nested more than {MAX_FLOW_NESTING} levels deep"),
+        ));
+    }
     // serde_json's map keeps the last of duplicate keys silently; YAML's own tree refuses them
     // (a copy-pasted experiment id must not replace the first one).
     if let Err(e) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) {

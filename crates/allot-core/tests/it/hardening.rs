@@ -170,3 +170,37 @@ fn hostile_bucket_sets_are_refused_without_panic_or_huge_allocations() {
     let ok = allot_core::bucketset::BucketBitmap::full(1000).compact();
     assert_eq!(BucketSet::decode(&ok.encode()).unwrap(), ok);
 }
+
+/// Found by fuzzing (issue 14): the YAML scanner costs time proportional to the nesting depth for
+/// every token, so 200 KB of `[[[...]]]` took minutes to refuse (and a reader's preview held a
+/// server thread that long). Nesting past `MAX_FLOW_NESTING` is refused before the YAML parser
+/// runs, with an error that says so.
+#[test]
+fn deeply_nested_flow_collections_are_refused_before_the_yaml_parser() {
+    let deep = |open: &str, close: &str, n: usize| format!("a: {}1{}", open.repeat(n), close.repeat(n));
+    for text in [
+        deep("[", "]", 100_000),
+        deep("{a: ", "}", 100_000),
+        deep("[", "", 100_000),
+        format!("{{\"a\": {}1{}}}", "[".repeat(50_000), "]".repeat(50_000)),
+        // Tags, anchors and quoted scalars between the levels do not hide them.
+        format!("a: {}", "[!!str \"]\", &x '}' , ".repeat(5_000)),
+    ] {
+        let e = config::parse_yaml(&text).unwrap_err();
+        assert_eq!(e.path, "");
+        assert!(e.message.contains(&format!("nested more than {} levels", config::MAX_FLOW_NESTING)), "{}", e.message);
+        assert!(config::load(&text).is_err());
+    }
+    // Within the bound, the YAML parser decides (it refuses more than 128 levels).
+    assert!(config::parse_yaml(&deep("[", "]", 100)).is_ok());
+    let e = config::parse_yaml(&deep("[", "]", 500)).unwrap_err();
+    assert!(!e.message.contains("nested more than"), "{}", e.message);
+    // Brackets in quoted scalars and comments do not count: a configuration may hold them.
+    let text = format!(
+        "units: {{user: {{attribute: user_id}}}}\n# {}\nexperiments:\n  e:\n    unit: user\n    share: 10%\n    variants: {{a: 1}}\n    description: \"{}\"\n    owner: '{}'\n",
+        "[".repeat(5_000),
+        "[{".repeat(5_000),
+        "['']".repeat(5_000),
+    );
+    config::load(&text).unwrap_or_else(|e| panic!("{}", allot_core::Errors(e)));
+}
