@@ -18,7 +18,7 @@
 //! [`crate::rng::seed_from`] of the salt, `mix` the SplitMix64 finaliser, and `member` lists the
 //! class's buckets in increasing order. One hash per unit serves every re-salt, so a re-salt costs
 //! an evaluation a mix and three table reads (see `bench/`), and a compiled re-salt a few tables
-//! over the space's shards of 128 buckets (about 64 KB for 1,000,000 buckets).
+//! over the space's shards of 128 buckets (about 34 KB for 1,000,000 buckets, in 16 bits).
 //!
 //! A re-salt records the ids of the allocations that defined its classes (`classes_by`); the
 //! classes are rebuilt from their bucket sets as they stood before the re-salt's version, so the
