@@ -14,29 +14,8 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Map, Number, Value};
 
 const ATTRS: &[&str] = &["country", "age", "app_version", "plan", "created", "tags", "email", "user_id", ""];
-const OPS: &[&str] = &[
-    "eq",
-    "ne",
-    "in",
-    "not_in",
-    "gt",
-    "gte",
-    "lt",
-    "lte",
-    "semver_eq",
-    "semver_gt",
-    "semver_gte",
-    "semver_lt",
-    "semver_lte",
-    "before",
-    "after",
-    "starts_with",
-    "ends_with",
-    "contains",
-    "exists",
-    "any",
-    "all",
-];
+/// The operator keys, in the order the committed corpus was made with.
+const OPS: &[&str] = allot_core::targeting::OPERATOR_KEYS;
 const STRINGS: &[&str] = &[
     "SE",
     "NO",
