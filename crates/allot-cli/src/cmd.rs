@@ -360,8 +360,12 @@ fn print_plan(p: &Plan, before: &State, format: Format, applied: bool) {
             if i.buckets_after != i.buckets_before {
                 extra.push(format!("buckets {} → {}", i.buckets_before, i.buckets_after));
             }
-            if i.targeting_changed && i.measured.is_none() {
-                extra.push("targeting changed: units that no longer match lose their variant, not counted here; measure with --sample FILE".to_string());
+            if i.targeting_changed {
+                extra.push(if i.measured.is_none() {
+                    "targeting changed: units that no longer match lose their variant, not counted here; measure with --sample FILE".to_string()
+                } else {
+                    "targeting changed".to_string()
+                });
             }
             if let Some(m) = &i.measured {
                 extra.push(format!(

@@ -16,7 +16,9 @@
 //! `member[⌊mix(h2 ⊕ key(s)) · n / 2⁶⁴⌋]` of its class of `n` buckets, where `h2` is the high half
 //! of the unit's hash ([`crate::hash::unit_hash`], the same hash that placed it), `key(s)` is
 //! [`crate::rng::seed_from`] of the salt, `mix` the SplitMix64 finaliser, and `member` lists the
-//! class's buckets in increasing order. One hash per unit serves every re-salt, so a re-salt costs
+//! class's buckets as the compiled tables hold them: first the buckets of the shards (128
+//! buckets) that lie wholly in the class, shard by shard in increasing order, then the class's
+//! buckets in shards it shares with other classes, in increasing order. One hash per unit serves every re-salt, so a re-salt costs
 //! an evaluation a mix and three table reads (see `bench/`), and a compiled re-salt a few tables
 //! over the space's shards of 128 buckets (about 34 KB for 1,000,000 buckets, in 16 bits).
 //!
@@ -42,8 +44,9 @@ const SHARD: u32 = 128;
 ///
 /// Refinement, one set at a time: the buckets of a class that the set holds get a fresh id, the
 /// rest keep theirs. Costs the total size of the sets plus a renumbering whenever ids run ahead
-/// of the space, so time and memory stay linear.
-pub fn classes(buckets: u32, sets: &[BucketBitmap]) -> Vec<u32> {
+/// of the space, so time and memory stay linear; the sets are taken one at a time, so only one
+/// bitmap is expanded at once.
+pub fn classes(buckets: u32, sets: impl IntoIterator<Item = BucketBitmap>) -> Vec<u32> {
     let mut class = vec![0u32; buckets as usize];
     let mut next = 1u32;
     // remap[c]: the new id of the part of class c inside the current set (u32::MAX: none yet).
@@ -263,8 +266,8 @@ fn defining<'s>(state: &'s State, cfg: &Config, space: &str) -> Vec<&'s Allocati
 pub fn classes_of(state: &State, r: &Resalt, buckets: u32) -> Option<Vec<u32>> {
     let ids = r.classes_by.as_ref()?;
     let by_id: HashMap<u64, &Allocation> = state.allocations.iter().map(|a| (a.id, a)).collect();
-    let sets: Vec<BucketBitmap> = ids.iter().filter_map(|id| by_id.get(id)).map(|a| a.held_before(r.version)).collect();
-    Some(classes(buckets, &sets))
+    // `State::check` guarantees every id names an allocation of the space.
+    Some(classes(buckets, ids.iter().filter_map(|id| by_id.get(id)).map(|a| a.held_before(r.version))))
 }
 
 /// What a re-salt did for one exclusion scope.
@@ -320,7 +323,7 @@ pub fn resalt(
         FieldError::new("state.version", "the recorded version cannot grow any further; the state file is corrupt")
     })?;
     let defining = defining(state, &cfg, space);
-    let class = classes(s.buckets, &defining.iter().map(|a| a.current()).collect::<Vec<_>>());
+    let class = classes(s.buckets, defining.iter().map(|a| a.current()));
     let mut size = vec![0u64; class.iter().max().map_or(0, |&m| m as usize + 1)];
     for &c in &class {
         size[c as usize] += 1;

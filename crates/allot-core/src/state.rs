@@ -230,8 +230,8 @@ impl State {
     fn check(&self) -> Result<(), String> {
         let by_id: std::collections::HashMap<u64, &Allocation> = self.allocations.iter().map(|a| (a.id, a)).collect();
         for (name, s) in &self.spaces {
-            if s.buckets == 0 {
-                return Err(format!("spaces.{name}.buckets: must be at least 1"));
+            if s.buckets == 0 || s.buckets > crate::config::MAX_BUCKETS {
+                return Err(format!("spaces.{name}.buckets: must be from 1 to {}", crate::config::MAX_BUCKETS));
             }
             for (i, r) in s.resalts.iter().enumerate() {
                 let at = format!("spaces.{name}.resalts[{i}]");

@@ -278,10 +278,15 @@ impl App {
             })
             .await?;
         if plan.impact.values().any(|i| i.sticky) {
-            let counts: std::collections::HashMap<String, u64> =
-                self.store.sticky_counts().await?.into_iter().collect();
-            for (id, i) in plan.impact.iter_mut().filter(|(_, i)| i.sticky) {
-                i.stored_assignments = Some(counts.get(id).copied().unwrap_or(0));
+            // A count that cannot be read leaves `stored_assignments` out; the plan stands.
+            match self.store.sticky_counts().await {
+                Ok(counts) => {
+                    let counts: std::collections::HashMap<String, u64> = counts.into_iter().collect();
+                    for (id, i) in plan.impact.iter_mut().filter(|(_, i)| i.sticky) {
+                        i.stored_assignments = Some(counts.get(id).copied().unwrap_or(0));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "preview: stored sticky assignments could not be counted"),
             }
         }
         Ok(plan)

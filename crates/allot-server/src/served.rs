@@ -12,7 +12,8 @@
 //! - a holdout that applied only to experiments removed here is removed (with its allocation);
 //! - released allocations and allocations of experiments that are not running are removed,
 //!   except those a re-salt's classes are defined by (`classes_by`): these are kept for their
-//!   buckets only, under the neutral owner `resalt-class-<id>` that no configuration entry names;
+//!   buckets only, under the neutral owner `resalt class <id>` (a space: no configuration id can
+//!   be written so);
 //! - the change log is emptied.
 //!
 //! Inclusions (`include`) of running experiments are kept as unit ids: evaluation looks them up
@@ -119,9 +120,9 @@ pub fn for_evaluation(state: &State) -> State {
                 Some(a.clone())
             } else if defining.contains(&a.id) {
                 // Released since, or not served: kept only for its buckets, under a neutral name
-                // that no configuration entry reads.
+                // that no configuration id can take (ids have no spaces).
                 let mut a = a.clone();
-                a.owner = format!("resalt-class-{}", a.id);
+                a.owner = format!("resalt class {}", a.id);
                 a.tags.clear();
                 Some(a)
             } else {

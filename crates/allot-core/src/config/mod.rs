@@ -14,6 +14,9 @@ mod validate;
 
 pub use validate::*;
 
+/// Most buckets a unit type's space may have.
+pub const MAX_BUCKETS: u32 = 100_000_000;
+
 /// Default number of buckets of a unit type's space.
 pub const DEFAULT_BUCKETS: u32 = 1_000_000;
 /// Most slots a mutual exclusion group may have (Amplitude's limit).

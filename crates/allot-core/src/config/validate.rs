@@ -260,9 +260,9 @@ pub fn validate(raw: &Value) -> Result<Config, Vec<FieldError>> {
         let buckets = match m.get("buckets") {
             None => Some(DEFAULT_BUCKETS),
             Some(b) => match b.as_u64() {
-                Some(n) if (1..=100_000_000).contains(&n) => Some(n as u32),
+                Some(n) if (1..=u64::from(MAX_BUCKETS)).contains(&n) => Some(n as u32),
                 _ => {
-                    v.err(join(&path, "buckets"), "expected a whole number from 1 to 100000000");
+                    v.err(join(&path, "buckets"), format!("expected a whole number from 1 to {MAX_BUCKETS}"));
                     None
                 }
             },

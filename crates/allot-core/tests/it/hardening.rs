@@ -204,3 +204,18 @@ fn deeply_nested_flow_collections_are_refused_before_the_yaml_parser() {
     );
     config::load(&text).unwrap_or_else(|e| panic!("{}", allot_core::Errors(e)));
 }
+
+/// A state file whose space is larger than any configuration allows is refused when read (a
+/// re-salt over 4,294,967,295 buckets would overflow the shard arithmetic and take 17 GB).
+#[test]
+fn a_state_with_an_oversized_space_is_refused_when_read() {
+    let raw = allot_core::config::parse_yaml("units: {user: {attribute: user_id, buckets: 1000}}\n").unwrap();
+    let cfg = allot_core::config::validate(&raw).unwrap();
+    let st =
+        allot_core::plan::apply(&allot_core::state::State::default(), &cfg, &raw, &Default::default()).unwrap().state;
+    let (st, _) = allot_core::salt::resalt(&st, "user", "2026-01-01T00:00:00Z", None, None).unwrap();
+    let mut v = serde_json::to_value(&st).unwrap();
+    v["spaces"]["user"]["buckets"] = serde_json::json!(4_294_967_295u64);
+    let err = allot_core::state::State::from_json(&v.to_string()).unwrap_err();
+    assert!(err.contains("spaces.user.buckets") && err.contains("100000000"), "{err}");
+}

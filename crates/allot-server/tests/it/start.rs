@@ -407,7 +407,7 @@ fn the_served_state_keeps_what_a_resalt_needs() {
     let (s2, _) = allot_core::salt::resalt(&s1, "user", "2026-01-01T00:00:00Z", None, None).unwrap();
     let s3 = step(&s2, format!("{head}{}{search}{}", exp("a", "40%", "stopped"), exp("b", "50%", "running")));
     let served = allot_server::served::for_evaluation(&s3);
-    assert!(served.allocations.iter().all(|a| !a.owner.contains('a') || a.owner.starts_with("resalt-class-")));
+    assert!(served.allocations.iter().all(|a| !a.owner.contains('a') || a.owner.starts_with("resalt class ")));
     same_answers(&s3).unwrap();
     let (a, b) = (Snapshot::compile(&s3).unwrap(), Snapshot::compile(&served).unwrap());
     for i in 0..2000 {
