@@ -879,6 +879,13 @@ fn compile_condition(
             let re = regress::Regex::from_unicode(units, regress::Flags::default()).map_err(|e| {
                 CompatError::invalid(format!("{path}.values[{i}]"), format!("not a JavaScript regular expression: {e}"))
             })?;
+            if nested_quantifier(v) {
+                return Err(CompatError::invalid(
+                    format!("{path}.values[{i}]"),
+                    "a repeated group that itself repeats (like `(a+)+`) can take exponential time on a \
+                     near-miss; allot refuses it (JavaScript would hang): write it without the nesting",
+                ));
+            }
             regexes.push(re);
         }
     }
@@ -895,6 +902,91 @@ fn compile_condition(
         values: c.values.clone(),
         by_variant: None,
     })
+}
+
+/// Whether a JavaScript pattern repeats a group that itself contains a repetition (`(a+)+`,
+/// `(?:a*b)*`, `(a{2,})+`): backtracking engines (V8's and `regress`, which has no step budget)
+/// take exponential time on a near-miss. Escapes and character classes are skipped; `?` and
+/// `{0,1}`-like bounds do not repeat; Annex B's literal braces (`a{,2}`) are not quantifiers.
+fn nested_quantifier(pattern: &str) -> bool {
+    let c: Vec<char> = pattern.chars().collect();
+    // Per open group: whether it contains a repetition.
+    let mut stack: Vec<bool> = vec![false];
+    // Whether the atom just closed was a group containing a repetition.
+    let mut last_group_repeats = false;
+    let mut i = 0;
+    while i < c.len() {
+        let mut repeats_here = None;
+        match c[i] {
+            '\\' => i += 1,
+            '[' => {
+                i += 1;
+                while i < c.len() && c[i] != ']' {
+                    if c[i] == '\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            '(' => {
+                stack.push(false);
+                last_group_repeats = false;
+                i += 1;
+                continue;
+            }
+            ')' => {
+                let inner = if stack.len() > 1 { stack.pop().unwrap_or(false) } else { false };
+                i += 1;
+                last_group_repeats = inner;
+                if let Some(top) = stack.last_mut() {
+                    *top |= inner;
+                }
+                continue;
+            }
+            '*' | '+' => repeats_here = Some(true),
+            '{' => repeats_here = braces(&c[i..]).map(|(_, unbounded_or_many)| unbounded_or_many),
+            _ => {}
+        }
+        if let Some(many) = repeats_here {
+            if many {
+                if last_group_repeats {
+                    return true;
+                }
+                if let Some(top) = stack.last_mut() {
+                    *top = true;
+                }
+            }
+            if c[i] == '{' {
+                i += braces(&c[i..]).map_or(1, |(len, _)| len);
+                last_group_repeats = false;
+                continue;
+            }
+        }
+        last_group_repeats = false;
+        i += 1;
+    }
+    false
+}
+
+/// A `{n}`, `{n,}` or `{n,m}` quantifier at the start of `c`: its length and whether it can
+/// repeat more than once.
+fn braces(c: &[char]) -> Option<(usize, bool)> {
+    let close = c.iter().position(|&x| x == '}')?;
+    let body: String = c[1..close].iter().collect();
+    let (lo, hi) = match body.split_once(',') {
+        Some((lo, hi)) => (lo, Some(hi)),
+        None => (body.as_str(), None),
+    };
+    let digits = |s: &str| !s.is_empty() && s.chars().all(|d| d.is_ascii_digit());
+    if !digits(lo) || hi.is_some_and(|h| !h.is_empty() && !digits(h)) {
+        return None;
+    }
+    let many = match hi {
+        None => lo.parse::<u64>().map_or(true, |n| n > 1),
+        Some("") => true,
+        Some(h) => h.parse::<u64>().map_or(true, |n| n > 1),
+    };
+    Some((close + 1, many))
 }
 
 /// The engine's `topologicalSort`: flags in configuration order, each after its dependencies;
@@ -957,6 +1049,34 @@ fn visit<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_groups_that_repeat_are_found() {
+        for p in ["^(a+)+$", "(a*)*", "(?:ab+)*c", "(a{2,})+", "((a+))+", "(x|y+){3,}", "([0-9]+)*"] {
+            assert!(nested_quantifier(p), "{p}");
+        }
+        for p in [
+            "^S",
+            "[0-9]+",
+            "^\\d{2}$",
+            "^(gold|plus)",
+            "(?:x)?y",
+            "o{2,}",
+            "[\\s\\S]{3}",
+            "(?<n>[a-z])\\k<n>",
+            "(a)+",
+            "((a)+)",
+            "(a+)?",
+            "(a+){1}",
+            "(a+){0,1}",
+            "a{,2}",
+            "[(a+)+]",
+            "\\(a+\\)+",
+            "^\\[.*\\]$",
+        ] {
+            assert!(!nested_quantifier(p), "{p}");
+        }
+    }
 
     #[test]
     fn versions_parse_like_the_engine() {

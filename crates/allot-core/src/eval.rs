@@ -26,7 +26,7 @@ use crate::bucketset::BucketSet;
 use crate::config::{dependency_order, Config, ExpState};
 use crate::error::FieldError;
 use crate::hash;
-use crate::salt::{classes_of, Layer};
+use crate::salt::{classes_of, Layer, NO_HINT};
 use crate::split::Split;
 use crate::state::{OwnerKind, State};
 use crate::targeting::{Compiled, Compiler};
@@ -168,14 +168,19 @@ impl CompiledSpace {
     pub fn bucket_after(&self, unit: &str, resalts: usize) -> u32 {
         let (h1, h2) = hash::unit_hash(&self.salt, unit);
         let mut b = hash::bucket_of_hash(h1, self.buckets);
+        // The class of `b` in the next re-salt, when the previous one knew it (`Layer::link`).
+        let mut hint = NO_HINT;
         for r in self.resalts.iter().take(resalts) {
-            b = match r {
-                ResaltEval::Classes(layer) => layer.step(b, h2),
+            (b, hint) = match r {
+                ResaltEval::Classes(layer) => {
+                    let c = if hint == NO_HINT { layer.class_of(b) } else { hint };
+                    layer.step_from(c, h2)
+                }
                 ResaltEval::Frozen { salt, frozen, free } => {
                     if free.is_empty() || frozen.contains(b) {
-                        b
+                        (b, NO_HINT)
                     } else {
-                        free[hash::bucket(salt, unit, free.len() as u32) as usize]
+                        (free[hash::bucket(salt, unit, free.len() as u32) as usize], NO_HINT)
                     }
                 }
             };
@@ -245,7 +250,7 @@ impl Snapshot {
                 Some(s) => (s.buckets, s.salt.clone(), s.resalts.clone()),
                 None => (u.buckets, u.salt.clone(), vec![]),
             };
-            let resalts = resalts
+            let mut resalts: Vec<ResaltEval> = resalts
                 .into_iter()
                 .map(|r| match (classes_of(state, &r, buckets), r.frozen) {
                     (Some(class), _) => ResaltEval::Classes(Layer::new(&r.salt, &class)),
@@ -258,6 +263,12 @@ impl Snapshot {
                     }
                 })
                 .collect();
+            for k in 1..resalts.len() {
+                let (before, after) = resalts.split_at_mut(k);
+                if let (ResaltEval::Classes(a), ResaltEval::Classes(b)) = (&mut before[k - 1], &after[0]) {
+                    a.link(b);
+                }
+            }
             spaces.push(CompiledSpace { name: name.clone(), attribute: u.attribute.clone(), buckets, salt, resalts });
         }
         let by_id: HashMap<String, usize> = cfg.experiments.keys().enumerate().map(|(i, k)| (k.clone(), i)).collect();

@@ -107,7 +107,14 @@ pub struct Layer {
     /// Buckets of mixed shards of each class, by class then bucket order.
     loose: Vec<u32>,
     tables: Tables,
+    /// Beside each entry of the whole-shard table, that shard's class in the next re-salt when
+    /// the whole shard is one class there (else [`NO_HINT`]); empty when not linked. Read in
+    /// parallel with the shard itself, it spares the next re-salt its dependent shard lookup.
+    next: Vec<u16>,
 }
+
+/// A class hint that says nothing: look the class up.
+pub const NO_HINT: u32 = u32::MAX;
 
 /// The shard-indexed tables, in 16 bits when the space and its classes allow (a space of up to
 /// 8,388,608 buckets with fewer than 32,768 classes and mixed shards: every default space), which
@@ -133,6 +140,17 @@ struct Shards<T> {
 impl<T: Copy + Into<u32>> Shards<T> {
     fn bytes(&self) -> usize {
         std::mem::size_of::<T>() * (self.shard.capacity() + self.mixed.capacity() + self.whole.capacity())
+    }
+}
+
+/// The class of bucket `b` in tables `t`.
+#[inline(always)]
+fn class_in<T: Copy + Into<u32>>(t: &Shards<T>, b: u32) -> u32 {
+    let e: u32 = t.shard[(b / SHARD) as usize].into();
+    if e & t.flag == 0 {
+        e
+    } else {
+        t.mixed[((e & !t.flag) * SHARD + b % SHARD) as usize].into()
     }
 }
 
@@ -204,32 +222,66 @@ impl Layer {
         } else {
             Tables::Wide(Shards { shard, mixed, whole, flag: MIXED })
         };
-        Layer { key: rng::seed_from(salt), classes, loose, tables }
+        Layer { key: rng::seed_from(salt), classes, loose, tables, next: vec![] }
     }
 
     /// The bucket a unit in bucket `b` with hash high half `h2` moves to (possibly `b` itself).
     #[inline]
     pub fn step(&self, b: u32, h2: u64) -> u32 {
+        self.step_from(self.class_of(b), h2).0
+    }
+
+    /// The class of bucket `b`.
+    #[inline]
+    pub fn class_of(&self, b: u32) -> u32 {
         match &self.tables {
-            Tables::Narrow(t) => self.step_in(t, b, h2),
-            Tables::Wide(t) => self.step_in(t, b, h2),
+            Tables::Narrow(t) => class_in(t, b),
+            Tables::Wide(t) => class_in(t, b),
+        }
+    }
+
+    /// [`Layer::step`] for a unit whose bucket is known to be in class `c`; also returns the
+    /// class of the new bucket in the linked next re-salt, or [`NO_HINT`].
+    #[inline]
+    pub fn step_from(&self, c: u32, h2: u64) -> (u32, u32) {
+        match &self.tables {
+            Tables::Narrow(t) => self.move_in(t, c, h2),
+            Tables::Wide(t) => self.move_in(t, c, h2),
         }
     }
 
     #[inline(always)]
-    fn step_in<T: Copy + Into<u32>>(&self, t: &Shards<T>, b: u32, h2: u64) -> u32 {
-        let e: u32 = t.shard[(b / SHARD) as usize].into();
-        let c: u32 = if e & t.flag == 0 { e } else { t.mixed[((e & !t.flag) * SHARD + b % SHARD) as usize].into() };
+    fn move_in<T: Copy + Into<u32>>(&self, t: &Shards<T>, c: u32, h2: u64) -> (u32, u32) {
         let cl = self.classes[c as usize];
         let whole = u64::from(cl.whole_len) * u64::from(SHARD);
         let n = whole + u64::from(cl.loose_len);
         let i = ((u128::from(rng::mix(h2 ^ self.key)) * u128::from(n)) >> 64) as u64;
         if i < whole {
-            let s: u32 = t.whole[cl.whole_start as usize + (i / u64::from(SHARD)) as usize].into();
-            s * SHARD + (i % u64::from(SHARD)) as u32
+            let at = cl.whole_start as usize + (i / u64::from(SHARD)) as usize;
+            let s: u32 = t.whole[at].into();
+            let hint = self.next.get(at).map_or(NO_HINT, |&h| if h == u16::MAX { NO_HINT } else { u32::from(h) });
+            (s * SHARD + (i % u64::from(SHARD)) as u32, hint)
         } else {
-            self.loose[cl.loose_start as usize + (i - whole) as usize]
+            (self.loose[cl.loose_start as usize + (i - whole) as usize], NO_HINT)
         }
+    }
+
+    /// Links this re-salt to the one after it: records, beside each whole shard, its class there.
+    /// Only for 16-bit tables on both sides (class ids below 32,768 fit the hint).
+    pub fn link(&mut self, next: &Layer) {
+        let (Tables::Narrow(mine), Tables::Narrow(theirs)) = (&self.tables, &next.tables) else { return };
+        self.next = mine
+            .whole
+            .iter()
+            .map(|&s| {
+                let e = u32::from(theirs.shard[s as usize]);
+                if e & theirs.flag == 0 {
+                    e as u16
+                } else {
+                    u16::MAX
+                }
+            })
+            .collect();
     }
 
     /// The number of classes.
@@ -243,7 +295,10 @@ impl Layer {
             Tables::Narrow(t) => t.bytes(),
             Tables::Wide(t) => t.bytes(),
         };
-        tables + 4 * self.loose.capacity() + std::mem::size_of::<Class>() * self.classes.capacity()
+        tables
+            + 4 * self.loose.capacity()
+            + 2 * self.next.capacity()
+            + std::mem::size_of::<Class>() * self.classes.capacity()
     }
 }
 

@@ -82,6 +82,12 @@ fn truncated_and_mistyped_amplitude_flags() {
     v[2]["segments"][0]["conditions"][0][0]["values"] = serde_json::json!(["^ok", "(unclosed"]);
     let e = Flags::parse(&v.to_string()).unwrap_err();
     assert_eq!(e.path(), "[2].segments[0].conditions[0][0].values[1]", "{e}");
+    // A repeated group that repeats: exponential on a near-miss (found by fuzzing: minutes for
+    // `"a" × 30 + "!"`), refused when read.
+    v[2]["segments"][0]["conditions"][0][0]["values"] = serde_json::json!(["^ok", "^(a+)+$"]);
+    let e = Flags::parse(&v.to_string()).unwrap_err();
+    assert_eq!(e.path(), "[2].segments[0].conditions[0][0].values[1]", "{e}");
+    assert!(e.to_string().contains("exponential"), "{e}");
     let e = Flags::parse(r#"{"key": "x"}"#).unwrap_err();
     assert_eq!(e.path(), ".", "{e}");
 }

@@ -555,3 +555,33 @@ fn eval_audit_history_and_salt_do_not_depend_on_plan() {
         assert!(!text.contains("crate::plan") && !text.contains("plan::"), "{path} depends on plan");
     }
 }
+
+/// Compiled re-salts are linked (each knows the next one's class of its whole shards): the linked
+/// evaluation gives exactly the buckets of the re-salts applied one by one, unlinked.
+#[test]
+fn linked_resalts_give_the_buckets_of_each_resalt_in_turn() {
+    use allot_core::eval::Snapshot;
+    use allot_core::salt::{classes_of, resalt, Layer};
+    let yamls = quarter();
+    let mut st = State::default();
+    for (k, y) in yamls.iter().enumerate() {
+        st = ok(&st, y);
+        if k % 3 == 2 {
+            st = resalt(&st, "user", "2026-01-01T00:00:00Z", None, None).unwrap().0;
+        }
+    }
+    let space = &st.spaces["user"];
+    assert!(space.resalts.len() >= 4);
+    let layers: Vec<Layer> =
+        space.resalts.iter().map(|r| Layer::new(&r.salt, &classes_of(&st, r, space.buckets).unwrap())).collect();
+    let snap = Snapshot::compile(&st).unwrap();
+    for u in 0..20_000 {
+        let unit = format!("u{u}");
+        let (h1, h2) = allot_core::hash::unit_hash(&space.salt, &unit);
+        let mut b = allot_core::hash::bucket_of_hash(h1, space.buckets);
+        for l in &layers {
+            b = l.step(b, h2);
+        }
+        assert_eq!(snap.spaces[0].bucket(&unit), b, "{unit}");
+    }
+}
