@@ -285,11 +285,6 @@ impl Layer {
             .collect();
     }
 
-    /// The number of classes.
-    pub fn class_count(&self) -> usize {
-        self.classes.len()
-    }
-
     /// Heap bytes held (the memory a compiled re-salt costs).
     pub fn heap_bytes(&self) -> usize {
         let tables = match &self.tables {

@@ -190,6 +190,15 @@ pub(crate) fn sticky_variant_row(r: &impl Columns) -> Result<(String, String)> {
     Ok((r.text("experiment")?, r.text("variant")?))
 }
 
+/// [`crate::Store::sticky_counts`] in SQL, the same on both backends.
+pub(crate) const STICKY_COUNTS: &str =
+    "SELECT experiment, COUNT(*) AS n FROM sticky_assignments GROUP BY experiment ORDER BY experiment";
+
+/// A row of [`STICKY_COUNTS`]: `experiment, n`.
+pub(crate) fn sticky_count_row(r: &impl Columns) -> Result<(String, u64)> {
+    Ok((r.text("experiment")?, to_u64(r.int("n")?)?))
+}
+
 /// The bound of [`crate::Store::audit`]'s `after_version < before` (no bound: `i64::MAX`).
 pub(crate) fn audit_before(before: Option<u64>) -> Result<i64> {
     match before {

@@ -621,17 +621,8 @@ impl Store for PgStore {
     }
 
     async fn sticky_counts(&self) -> Result<Vec<(String, u64)>> {
-        let rows = sqlx::query(
-            "SELECT experiment, COUNT(*) AS n FROM sticky_assignments GROUP BY experiment ORDER BY experiment",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let n: i64 = r.try_get("n")?;
-                Ok((r.try_get("experiment")?, u64::try_from(n).unwrap_or(0)))
-            })
-            .collect()
+        let rows = sqlx::query(common::STICKY_COUNTS).fetch_all(&self.pool).await?;
+        rows.iter().map(common::sticky_count_row).collect()
     }
 
     async fn sticky_page(&self, after: Option<&StickyRow>, limit: u32) -> Result<Vec<StickyRow>> {
