@@ -26,7 +26,7 @@ use crate::bucketset::BucketSet;
 use crate::config::{dependency_order, Config, ExpState};
 use crate::error::FieldError;
 use crate::hash;
-use crate::salt::{classes_of, Layer, NO_HINT};
+use crate::salt::{classes_of, Landing, Layer, NO_HINT};
 use crate::split::Split;
 use crate::state::{OwnerKind, State};
 use crate::targeting::{Compiled, Compiler};
@@ -168,24 +168,40 @@ impl CompiledSpace {
     pub fn bucket_after(&self, unit: &str, resalts: usize) -> u32 {
         let (h1, h2) = hash::unit_hash(&self.salt, unit);
         let mut b = hash::bucket_of_hash(h1, self.buckets);
-        // The class of `b` in the next re-salt, when the previous one knew it (`Layer::link`).
+        // The class of the unit's bucket in the next re-salt, when the previous one knew it
+        // (`Layer::link`); then the bucket itself is not needed, and is read only at the end.
         let mut hint = NO_HINT;
+        let mut landed: Option<(&Layer, Landing)> = None;
         for r in self.resalts.iter().take(resalts) {
-            (b, hint) = match r {
+            match r {
                 ResaltEval::Classes(layer) => {
-                    let c = if hint == NO_HINT { layer.class_of(b) } else { hint };
-                    layer.step_from(c, h2)
+                    let c = if hint != NO_HINT {
+                        hint
+                    } else {
+                        if let Some((l, at)) = landed.take() {
+                            b = l.bucket_of(at);
+                        }
+                        layer.class_of(b)
+                    };
+                    let (at, next) = layer.land(c, h2);
+                    landed = Some((layer, at));
+                    hint = next;
                 }
                 ResaltEval::Frozen { salt, frozen, free } => {
-                    if free.is_empty() || frozen.contains(b) {
-                        (b, NO_HINT)
-                    } else {
-                        (free[hash::bucket(salt, unit, free.len() as u32) as usize], NO_HINT)
+                    if let Some((l, at)) = landed.take() {
+                        b = l.bucket_of(at);
+                    }
+                    hint = NO_HINT;
+                    if !free.is_empty() && !frozen.contains(b) {
+                        b = free[hash::bucket(salt, unit, free.len() as u32) as usize];
                     }
                 }
-            };
+            }
         }
-        b
+        match landed {
+            Some((l, at)) => l.bucket_of(at),
+            None => b,
+        }
     }
 
     /// Heap bytes held by its compiled re-salts.

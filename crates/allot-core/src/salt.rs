@@ -89,10 +89,12 @@ fn renumber(class: &mut [u32]) -> u32 {
 
 #[derive(Debug, Clone, Copy)]
 struct Class {
+    /// Buckets of its whole shards (`128 ×` their count): picks below this land in a whole shard.
+    whole: u64,
+    /// All its buckets.
+    n: u64,
     whole_start: u32,
-    whole_len: u32,
     loose_start: u32,
-    loose_len: u32,
 }
 
 /// One compiled re-salt: where each bucket's class is, and the class's buckets in order.
@@ -101,6 +103,10 @@ struct Class {
 /// unions of whole shards, as the allocator draws whole shards) with per-bucket entries only
 /// for the few shards that several classes split, so a re-salt costs tens of kilobytes rather
 /// than a 4 MB table per bucket.
+///
+/// Class ids here are the layer's own (the largest classes first, so the one-byte hints of
+/// [`Layer::link`] cover them); they are not part of the frozen rule, which speaks of members
+/// only.
 #[derive(Debug, Clone)]
 pub struct Layer {
     key: u64,
@@ -109,13 +115,28 @@ pub struct Layer {
     loose: Vec<u32>,
     tables: Tables,
     /// Beside each entry of the whole-shard table, that shard's class in the next re-salt when
-    /// the whole shard is one class there (else [`NO_HINT`]); empty when not linked. Read in
-    /// parallel with the shard itself, it spares the next re-salt its dependent shard lookup.
-    next: Vec<u16>,
+    /// the whole shard is one class there with an id below 255 (else 255); empty when not
+    /// linked. A chain of linked re-salts reads only these bytes and the small class table, so
+    /// it stays in the first-level cache; the bucket itself is read once, at the end.
+    next: Vec<u8>,
 }
 
 /// A class hint that says nothing: look the class up.
 pub const NO_HINT: u32 = u32::MAX;
+/// A one-byte hint that says nothing.
+const NO_HINT8: u8 = u8::MAX;
+
+/// Where a move lands, resolved to a bucket only when something needs the bucket
+/// ([`Layer::bucket_of`]): `at` indexes the whole-shard table and `low` is the bucket within
+/// that shard, or `at` is [`LOOSE`] and `low` is the bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Landing {
+    at: u32,
+    low: u32,
+}
+
+/// A [`Landing`] in a shard several classes split: `low` is the bucket.
+const LOOSE: u32 = u32::MAX;
 
 /// The shard-indexed tables, in 16 bits when the space and its classes allow (a space of up to
 /// 8,388,608 buckets with fewer than 32,768 classes and mixed shards: every default space), which
@@ -142,16 +163,22 @@ impl<T: Copy + Into<u32>> Shards<T> {
     fn bytes(&self) -> usize {
         std::mem::size_of::<T>() * (self.shard.capacity() + self.mixed.capacity() + self.whole.capacity())
     }
-}
 
-/// The class of bucket `b` in tables `t`.
-#[inline(always)]
-fn class_in<T: Copy + Into<u32>>(t: &Shards<T>, b: u32) -> u32 {
-    let e: u32 = t.shard[(b / SHARD) as usize].into();
-    if e & t.flag == 0 {
-        e
-    } else {
-        t.mixed[((e & !t.flag) * SHARD + b % SHARD) as usize].into()
+    /// The class of bucket `b`.
+    #[inline(always)]
+    fn class_of(&self, b: u32) -> u32 {
+        let e: u32 = self.shard[(b / SHARD) as usize].into();
+        if e & self.flag == 0 {
+            e
+        } else {
+            self.mixed[((e & !self.flag) * SHARD + b % SHARD) as usize].into()
+        }
+    }
+
+    /// The class of shard `s` when the whole shard is one class.
+    fn whole_class(&self, s: u32) -> Option<u32> {
+        let e: u32 = self.shard[s as usize].into();
+        (e & self.flag == 0).then_some(e)
     }
 }
 
@@ -166,49 +193,59 @@ impl Layer {
         let buckets = class.len() as u32;
         let shards = buckets.div_ceil(SHARD);
         let n = class.iter().max().map_or(0, |&m| m as usize + 1);
-        let mut classes = vec![Class { whole_start: 0, whole_len: 0, loose_start: 0, loose_len: 0 }; n];
-        let mut shard = Vec::with_capacity(shards as usize);
-        let mut mixed = vec![];
         let range = |s: u32| (s * SHARD) as usize..((s + 1) * SHARD).min(buckets) as usize;
-        for s in 0..shards {
+        let whole_class = |s: u32| {
             let ids = &class[range(s)];
-            if ids.len() == SHARD as usize && ids.iter().all(|&c| c == ids[0]) {
-                classes[ids[0] as usize].whole_len += 1;
-                shard.push(ids[0]);
-            } else {
-                for &c in ids {
-                    classes[c as usize].loose_len += 1;
-                }
-                shard.push(MIXED | (mixed.len() / SHARD as usize) as u32);
-                mixed.extend_from_slice(ids);
-                // A short last shard is padded; its padding is never looked up.
-                mixed.resize(mixed.len().next_multiple_of(SHARD as usize), 0);
+            (ids.len() == SHARD as usize && ids.iter().all(|&c| c == ids[0])).then_some(ids[0])
+        };
+        // The layer's ids: classes by their count of whole shards, largest first (ties in order).
+        let mut whole_len = vec![0u32; n];
+        let mut loose_len = vec![0u32; n];
+        for s in 0..shards {
+            match whole_class(s) {
+                Some(c) => whole_len[c as usize] += 1,
+                None => class[range(s)].iter().for_each(|&c| loose_len[c as usize] += 1),
             }
         }
-        let (mut w, mut l) = (0, 0);
-        for c in &mut classes {
-            c.whole_start = w;
-            c.loose_start = l;
-            w += c.whole_len;
-            l += c.loose_len;
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        order.sort_by_key(|&c| std::cmp::Reverse(whole_len[c as usize]));
+        let mut id = vec![0u32; n];
+        for (k, &c) in order.iter().enumerate() {
+            id[c as usize] = k as u32;
         }
+        let (mut w, mut l) = (0, 0);
+        let mut classes = Vec::with_capacity(n);
+        for &c in &order {
+            let (wl, ll) = (whole_len[c as usize], loose_len[c as usize]);
+            let whole = u64::from(wl) * u64::from(SHARD);
+            classes.push(Class { whole, n: whole + u64::from(ll), whole_start: w, loose_start: l });
+            w += wl;
+            l += ll;
+        }
+        let mut shard = Vec::with_capacity(shards as usize);
+        let mut mixed = vec![];
         let mut whole = vec![0; w as usize];
         let mut loose = vec![0; l as usize];
         let mut fill_w = vec![0u32; n];
         let mut fill_l = vec![0u32; n];
         for s in 0..shards {
-            match shard[s as usize] {
-                e if e & MIXED == 0 => {
-                    let c = e as usize;
+            match whole_class(s) {
+                Some(c) => {
+                    let c = id[c as usize] as usize;
+                    shard.push(c as u32);
                     whole[(classes[c].whole_start + fill_w[c]) as usize] = s;
                     fill_w[c] += 1;
                 }
-                _ => {
+                None => {
+                    shard.push(MIXED | (mixed.len() / SHARD as usize) as u32);
                     for b in range(s) {
-                        let c = class[b] as usize;
+                        let c = id[class[b] as usize] as usize;
+                        mixed.push(c as u32);
                         loose[(classes[c].loose_start + fill_l[c]) as usize] = b as u32;
                         fill_l[c] += 1;
                     }
+                    // A short last shard is padded; its padding is never looked up.
+                    mixed.resize(mixed.len().next_multiple_of(SHARD as usize), 0);
                 }
             }
         }
@@ -229,60 +266,63 @@ impl Layer {
     /// The bucket a unit in bucket `b` with hash high half `h2` moves to (possibly `b` itself).
     #[inline]
     pub fn step(&self, b: u32, h2: u64) -> u32 {
-        self.step_from(self.class_of(b), h2).0
+        self.bucket_of(self.land(self.class_of(b), h2).0)
     }
 
     /// The class of bucket `b`.
     #[inline]
     pub fn class_of(&self, b: u32) -> u32 {
         match &self.tables {
-            Tables::Narrow(t) => class_in(t, b),
-            Tables::Wide(t) => class_in(t, b),
+            Tables::Narrow(t) => t.class_of(b),
+            Tables::Wide(t) => t.class_of(b),
         }
     }
 
-    /// [`Layer::step`] for a unit whose bucket is known to be in class `c`; also returns the
-    /// class of the new bucket in the linked next re-salt, or [`NO_HINT`].
+    /// Where a unit whose bucket is in class `c` lands, and the class of that bucket in the
+    /// linked next re-salt, or [`NO_HINT`]. Reads the class table and one hint byte only.
     #[inline]
-    pub fn step_from(&self, c: u32, h2: u64) -> (u32, u32) {
-        match &self.tables {
-            Tables::Narrow(t) => self.move_in(t, c, h2),
-            Tables::Wide(t) => self.move_in(t, c, h2),
-        }
-    }
-
-    #[inline(always)]
-    fn move_in<T: Copy + Into<u32>>(&self, t: &Shards<T>, c: u32, h2: u64) -> (u32, u32) {
+    pub fn land(&self, c: u32, h2: u64) -> (Landing, u32) {
         let cl = self.classes[c as usize];
-        let whole = u64::from(cl.whole_len) * u64::from(SHARD);
-        let n = whole + u64::from(cl.loose_len);
-        let i = ((u128::from(rng::mix(h2 ^ self.key)) * u128::from(n)) >> 64) as u64;
-        if i < whole {
-            let at = cl.whole_start as usize + (i / u64::from(SHARD)) as usize;
-            let s: u32 = t.whole[at].into();
-            let hint = self.next.get(at).map_or(NO_HINT, |&h| if h == u16::MAX { NO_HINT } else { u32::from(h) });
-            (s * SHARD + (i % u64::from(SHARD)) as u32, hint)
+        let i = ((u128::from(rng::mix(h2 ^ self.key)) * u128::from(cl.n)) >> 64) as u64;
+        if i < cl.whole {
+            let at = cl.whole_start + (i / u64::from(SHARD)) as u32;
+            let hint = match self.next.get(at as usize) {
+                Some(&h) if h != NO_HINT8 => u32::from(h),
+                _ => NO_HINT,
+            };
+            (Landing { at, low: (i % u64::from(SHARD)) as u32 }, hint)
         } else {
-            (self.loose[cl.loose_start as usize + (i - whole) as usize], NO_HINT)
+            (Landing { at: LOOSE, low: self.loose[cl.loose_start as usize + (i - cl.whole) as usize] }, NO_HINT)
         }
     }
 
-    /// Links this re-salt to the one after it: records, beside each whole shard, its class there.
-    /// Only for 16-bit tables on both sides (class ids below 32,768 fit the hint).
+    /// The bucket of a landing of this re-salt.
+    #[inline]
+    pub fn bucket_of(&self, l: Landing) -> u32 {
+        if l.at == LOOSE {
+            return l.low;
+        }
+        let s: u32 = match &self.tables {
+            Tables::Narrow(t) => t.whole[l.at as usize].into(),
+            Tables::Wide(t) => t.whole[l.at as usize],
+        };
+        s * SHARD + l.low
+    }
+
+    /// Links this re-salt to the one after it: records, beside each whole shard, its class there
+    /// when that fits a byte (the next re-salt's 255 largest classes).
     pub fn link(&mut self, next: &Layer) {
-        let (Tables::Narrow(mine), Tables::Narrow(theirs)) = (&self.tables, &next.tables) else { return };
-        self.next = mine
-            .whole
-            .iter()
-            .map(|&s| {
-                let e = u32::from(theirs.shard[s as usize]);
-                if e & theirs.flag == 0 {
-                    e as u16
-                } else {
-                    u16::MAX
-                }
-            })
-            .collect();
+        let hint = |s: u32| {
+            let c = match &next.tables {
+                Tables::Narrow(t) => t.whole_class(s),
+                Tables::Wide(t) => t.whole_class(s),
+            };
+            c.filter(|&c| c < u32::from(NO_HINT8)).map_or(NO_HINT8, |c| c as u8)
+        };
+        self.next = match &self.tables {
+            Tables::Narrow(t) => t.whole.iter().map(|&s| hint(u32::from(s))).collect(),
+            Tables::Wide(t) => t.whole.iter().map(|&s| hint(s)).collect(),
+        };
     }
 
     /// Heap bytes held (the memory a compiled re-salt costs).
@@ -293,7 +333,7 @@ impl Layer {
         };
         tables
             + 4 * self.loose.capacity()
-            + 2 * self.next.capacity()
+            + self.next.capacity()
             + std::mem::size_of::<Class>() * self.classes.capacity()
     }
 }

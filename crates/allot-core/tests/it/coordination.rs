@@ -585,3 +585,113 @@ fn linked_resalts_give_the_buckets_of_each_resalt_in_turn() {
         assert_eq!(snap.spaces[0].bucket(&unit), b, "{unit}");
     }
 }
+
+/// A chain of linked layers lands every unit where the layers applied one by one put it, for
+/// any classes: more than the 255 a one-byte hint names (the rest are looked up), classes split
+/// inside shards, and spaces whose tables need 32 bits (32,768 classes or more).
+mod linked_layers {
+    use allot_core::salt::{Layer, NO_HINT};
+    use proptest::prelude::*;
+
+    /// Classes over `shards` shards of 128 buckets: `whole` distinct whole-shard classes dealt
+    /// over the shards, and `split` shards cut into `pieces` runs of their own classes.
+    fn classes(shards: u32, whole: u32, split: u32, pieces: u32, seed: u64) -> Vec<u32> {
+        let mut g = seed;
+        let mut next = || {
+            g = g.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = g;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let mut class = Vec::with_capacity((shards * 128) as usize);
+        let mut fresh = whole;
+        for s in 0..shards {
+            if s < split {
+                for b in 0..128 {
+                    class.push(fresh + b * pieces / 128);
+                }
+                fresh += pieces;
+            } else {
+                let c = (next() % u64::from(whole)) as u32;
+                class.extend(std::iter::repeat_n(c, 128));
+            }
+        }
+        // Dense ids in order of first bucket, as `salt::classes` gives them.
+        let mut ids = std::collections::HashMap::new();
+        class
+            .iter()
+            .map(|c| {
+                let n = ids.len() as u32;
+                *ids.entry(*c).or_insert(n)
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+        #[test]
+        fn they_land_where_the_layers_one_by_one_do(
+            shards in 2u32..400,
+            whole in 1u32..400,
+            split in 0u32..300,
+            pieces in prop_oneof![Just(1u32), 2u32..8, Just(128u32)],
+            layers in 2usize..5,
+            seed in any::<u64>(),
+        ) {
+            let split = split.min(shards);
+            let built: Vec<Vec<u32>> =
+                (0..layers).map(|k| classes(shards, whole, split, pieces, seed ^ k as u64)).collect();
+            let plain: Vec<Layer> =
+                built.iter().enumerate().map(|(k, c)| Layer::new(&format!("s{k}"), c)).collect();
+            let mut linked = plain.clone();
+            for k in 1..layers {
+                let (a, b) = linked.split_at_mut(k);
+                a[k - 1].link(&b[0]);
+            }
+            let buckets = shards * 128;
+            for u in 0..2_000u64 {
+                let h2 = u.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ seed;
+                let b0 = ((u * 7919) % u64::from(buckets)) as u32;
+                let mut want = b0;
+                for l in &plain {
+                    want = l.step(want, h2);
+                }
+                let (mut b, mut hint, mut landed) = (b0, NO_HINT, None);
+                for l in &linked {
+                    let c = if hint != NO_HINT {
+                        prop_assert_eq!(hint, l.class_of(landed.map_or(b, |(p, at): (&Layer, _)| p.bucket_of(at))));
+                        hint
+                    } else {
+                        if let Some((p, at)) = landed.take() { b = p.bucket_of(at); }
+                        l.class_of(b)
+                    };
+                    let (at, h) = l.land(c, h2);
+                    landed = Some((l, at));
+                    hint = h;
+                }
+                let got = landed.map_or(b, |(p, at)| p.bucket_of(at));
+                prop_assert_eq!(got, want);
+            }
+        }
+    }
+
+    /// 40,000 classes: 32-bit tables, linked.
+    #[test]
+    fn wide_tables_link_too() {
+        let class: Vec<u32> = (0..40_960u32).map(|b| if b < 5_120 { b / 128 } else { b }).collect();
+        let mut a = Layer::new("a", &class);
+        let b = Layer::new("b", &class);
+        a.link(&b);
+        for u in 0..5_000u64 {
+            let h2 = u.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let start = (u * 31 % 40_960) as u32;
+            let (at, hint) = a.land(a.class_of(start), h2);
+            let mid = a.bucket_of(at);
+            assert_eq!(mid, a.step(start, h2));
+            if hint != NO_HINT {
+                assert_eq!(hint, b.class_of(mid));
+            }
+        }
+    }
+}
