@@ -73,6 +73,18 @@ pub struct ServeArgs {
     /// past the budget the request answers 503 PLAN_TIMEOUT (or PLAN_BUSY) and nothing is written.
     #[arg(long = "plan-budget-ms", env = "ALLOT_PLAN_BUDGET_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub plan_budget_ms: u64,
+    /// OFREP's answer for a unit an experiment does not assign (not allocated, held out, targeting
+    /// miss, not running): `code-default` (no value: the application's code default, as the
+    /// protocol's ADR 0006 says) or `first-variant` (the experiment's first variant and its value,
+    /// for providers that need a value, such as @openfeature/ofrep-provider 0.1.3). A request
+    /// chooses for itself with the header `X-Allot-Ofrep-Unassigned`.
+    #[arg(long = "ofrep-unassigned", env = "ALLOT_OFREP_UNASSIGNED", default_value = "code-default")]
+    pub ofrep_unassigned: allot_server::Unassigned,
+    /// Requests allowed to each API key on this node: `N` or `N/s` per second, `N/min` per
+    /// minute (bursts of as many); past it, 429 with Retry-After. `/metrics` is not counted. Off
+    /// by default.
+    #[arg(long = "rate-limit", env = "ALLOT_RATE_LIMIT")]
+    pub rate_limit: Option<allot_server::RateLimit>,
     /// Log format.
     #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -181,6 +193,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
         actor: cli.actor.clone(),
         plan_budget: Duration::from_millis(args.plan_budget_ms),
         poll: Duration::from_millis(args.version_poll_ms),
+        policy: allot_server::Policy { ofrep_unassigned: args.ofrep_unassigned, rate_limit: args.rate_limit },
         show_generated_key,
     };
     // The lifecycle (first admin key, --state, --config, final flush) is the server crate's, so

@@ -6,7 +6,7 @@
 use crate::buffered::stored;
 use crate::clock::now;
 use crate::error::summary;
-use crate::{http, keys, metrics, planner, served, writer};
+use crate::{http, keys, metrics, ofrep_events, planner, ratelimit, served, writer};
 use crate::{sticky::StickyKnown, ApiError};
 use crate::{EXPOSURE_BUFFER, STICKY_BUFFER, STICKY_CACHE_UNITS};
 use allot_core::config;
@@ -34,6 +34,8 @@ pub struct Live {
     pub config: serde_json::Value,
     /// Whether any running experiment is sticky (only then does evaluation read the store).
     pub any_sticky: bool,
+    /// The OFREP metadata of each experiment, in the snapshot's order.
+    pub(crate) ofrep_meta: Vec<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Live {
@@ -44,7 +46,9 @@ impl Live {
         let state_json =
             Bytes::from(serde_json::to_vec(&served).map_err(|e| ApiError::Internal(format!("state to JSON: {e}")))?);
         let any_sticky = snapshot.experiments.iter().any(|e| e.sticky && e.running);
+        let ofrep_meta = crate::ofrep::flag_metadata(state, &snapshot);
         Ok(Live {
+            ofrep_meta,
             version: state.version,
             snapshot,
             state_json,
@@ -116,6 +120,21 @@ pub struct App {
     pub(crate) connections: Arc<http::Connections>,
     /// Where plans, previews and compiles run: off the evaluation path, bounded (see [`planner`]).
     pub(crate) planner: planner::Planner,
+    /// OFREP's change events: the versions announced to event streams ([`ofrep_events`]).
+    pub(crate) ofrep_events: ofrep_events::Events,
+    /// OFREP's answer for units the experiment does not assign, and the per-key request rate.
+    pub(crate) policy: ArcSwap<Policy>,
+    /// Per-key rate limiting, when [`Policy::rate_limit`] is set.
+    pub(crate) rate: ratelimit::PerKey,
+}
+
+/// How this node answers: what `allot serve`'s flags set ([`App::set_policy`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Policy {
+    /// OFREP's answer for a unit the experiment does not assign (`--ofrep-unassigned`).
+    pub ofrep_unassigned: crate::Unassigned,
+    /// Requests allowed to each key (`--rate-limit`); `None`: no limit (the default).
+    pub rate_limit: Option<crate::RateLimit>,
 }
 
 impl std::fmt::Debug for App {
@@ -148,8 +167,12 @@ impl App {
             metrics: metrics::Metrics::default(),
             connections: Arc::default(),
             planner: planner::Planner::default(),
+            ofrep_events: ofrep_events::Events::default(),
+            policy: ArcSwap::from_pointee(Policy::default()),
+            rate: ratelimit::PerKey::default(),
         });
         app.keys.replace(known_keys);
+        app.ofrep_events.announce(app.live().version, crate::clock::now_unix());
         Ok(app)
     }
 
@@ -196,7 +219,9 @@ impl App {
         let _g = self.publish.lock().map_err(|_| ApiError::Internal("publish lock poisoned".into()))?;
         if live.version > self.live.load().version {
             self.metrics.set_version(live.version);
+            let version = live.version;
             self.live.store(Arc::new(live));
+            self.ofrep_events.announce(version, crate::clock::now_unix());
         }
         Ok(())
     }
@@ -318,6 +343,18 @@ impl App {
     /// planner) and the work, if started, finishes in the background with its result discarded.
     pub fn set_plan_budget(&self, budget: Duration) {
         self.planner.set_budget(budget);
+    }
+
+    /// Sets how this node answers (OFREP's unassigned answer, the per-key rate limit).
+    pub fn set_policy(&self, policy: Policy) {
+        self.rate.configure(policy.rate_limit);
+        self.policy.store(Arc::new(policy));
+    }
+
+    /// Ends OFREP's event streams: called when the server begins to shut down, so that they do
+    /// not hold up the drain.
+    pub fn close_event_streams(&self) {
+        self.ofrep_events.close();
     }
 
     /// Holds planning: until the guard is dropped, every plan, preview and compile started on

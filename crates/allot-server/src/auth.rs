@@ -8,6 +8,7 @@
 //! | write: other `POST`/`PUT`/`DELETE`s under `/api/v1` | admin, editor |
 //! | keys: `/api/v1/keys` | admin |
 //! | any key: `/metrics`, `/api/v1/openapi.json` | every role |
+//! | its own token (from the bulk answer): `GET /ofrep/v1/events` | admin, editor, evaluator |
 //!
 //! No key, or an unknown or revoked one → 401 `UNAUTHENTICATED`; a valid key whose role may not
 //! do this → 403 `FORBIDDEN`, naming the roles that may.
@@ -65,6 +66,8 @@ pub(crate) fn need(method: &Method, path: &str) -> Need {
     let get = method == Method::GET || method == Method::HEAD;
     match path {
         "/healthz" | "/readyz" => Need::Nothing,
+        // OFREP's event stream authenticates its own token (browsers' EventSource sends no header).
+        crate::ofrep_events::PATH if get => Need::Nothing,
         "/metrics" | "/api/v1/openapi.json" => Need::AnyKey,
         "/api/v1/evaluate" => Need::Evaluate,
         "/api/v1/snapshot" if get => Need::Evaluate,
@@ -126,6 +129,12 @@ pub(crate) async fn authenticate(
             need.verb(),
             names.join(", ")
         )));
+    }
+    if need != Need::AnyKey {
+        if let Err(wait) = app.rate.check(&key.id) {
+            let limit = app.policy.load().rate_limit.map(|l| l.to_string()).unwrap_or_default();
+            return Err(ApiError::RateLimited { limit, retry_after: crate::ratelimit::retry_after(wait) });
+        }
     }
     req.extensions_mut().insert(Caller(key));
     Ok(next.run(req).await)

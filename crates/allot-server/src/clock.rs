@@ -17,6 +17,11 @@ pub fn now_seconds() -> String {
     rfc3339(t.replace_nanosecond(0).unwrap_or(t))
 }
 
+/// The current time in whole seconds since the Unix epoch (what OFREP's change events carry).
+pub(crate) fn now_unix() -> u64 {
+    u64::try_from(OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0)
+}
+
 /// `t` as RFC 3339. Cannot fail for a UTC time of this era; if it does, logged, counted
 /// (`allot_internal_errors_total{site="clock"}`) and empty.
 fn rfc3339(t: OffsetDateTime) -> String {

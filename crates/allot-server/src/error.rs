@@ -86,6 +86,15 @@ pub enum ApiError {
         /// The budget (`allot serve --plan-budget-ms`).
         budget_ms: u64,
     },
+    /// The key made more requests than `allot serve --rate-limit` allows: retry after the seconds
+    /// given (also in `Retry-After`).
+    #[error("this key made more requests than the limit of {limit}; retry after {retry_after} s")]
+    RateLimited {
+        /// The limit (`100/s`).
+        limit: String,
+        /// Whole seconds to wait.
+        retry_after: u64,
+    },
     /// A bug or a failure of the store: logged, not shown.
     #[error("internal error")]
     Internal(String),
@@ -128,6 +137,7 @@ impl ApiError {
             ApiError::StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "STORE_UNAVAILABLE"),
             ApiError::PlanBusy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "PLAN_BUSY"),
             ApiError::PlanTimeout { .. } => (StatusCode::SERVICE_UNAVAILABLE, "PLAN_TIMEOUT"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
         }
     }
@@ -209,6 +219,13 @@ impl IntoResponse for ApiError {
             }
             ApiError::PlanBusy { budget_ms } | ApiError::PlanTimeout { budget_ms } => {
                 json!({"code": code, "message": message, "budget_ms": budget_ms})
+            }
+            ApiError::RateLimited { retry_after, .. } => {
+                // OFREP's fields beside the API's, so that every client reads it in its own terms.
+                let body = json!({"code": code, "message": message, "retry_after": retry_after,
+                    "errorCode": "GENERAL", "errorDetails": message});
+                let header = [(axum::http::header::RETRY_AFTER, retry_after.to_string())];
+                return (status, header, axum::Json(body)).into_response();
             }
             _ => json!({"code": code, "message": message}),
         };

@@ -56,6 +56,12 @@ impl KeyCache {
         }
     }
 
+    /// The live key with public id `id`, if this node knows it live.
+    pub(crate) fn live_by_id(&self, id: &str) -> Option<Arc<KeyInfo>> {
+        let t = self.table.read().ok()?;
+        t.live.values().find(|k| k.id == id).cloned()
+    }
+
     /// Records that the key `id` was revoked (on this node): refused from now on, also while the
     /// database cannot be reached.
     pub(crate) fn revoked(&self, id: &str) {

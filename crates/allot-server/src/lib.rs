@@ -23,6 +23,8 @@
 //! | [`lifecycle`] | `allot serve` in-process: [`lifecycle::start`], [`lifecycle::Started::serve`] |
 //! | `router` | [`router`], [`with_cors`], `/healthz`, `/readyz` |
 //! | `admin`, `evaluate`, `ofrep`, [`openapi`] | the HTTP handlers of each API |
+//! | `ofrep_events` | OFREP's change events (server-sent events announcing each version) |
+//! | `ratelimit` | the per-key rate limit (`429` with `Retry-After`) |
 //! | `auth` | authentication and roles |
 //! | [`body`], `headers`, [`http`], `tls` | request bodies, entity tags, the transport (timeouts, TLS, drain) |
 //! | [`error`] | the one table of API errors (and of OFREP errors) |
@@ -45,8 +47,10 @@ mod keys;
 pub mod lifecycle;
 pub mod metrics;
 mod ofrep;
+mod ofrep_events;
 pub mod openapi;
 pub mod planner;
+mod ratelimit;
 mod refresh;
 mod router;
 pub mod served;
@@ -55,12 +59,14 @@ mod tls;
 mod writer;
 mod yaml;
 
-pub use app::{App, ChangeRequest, Changed, IfMatch, Live};
+pub use app::{App, ChangeRequest, Changed, IfMatch, Live, Policy};
 pub use buffered::{BUFFERED_HEADER, EXPOSURE_BUFFER};
 pub use clock::{now, now_seconds};
 pub use error::{summary, ApiError};
 pub(crate) use keys::{new_key_id, new_secret};
 pub use keys::{Bootstrap, MIN_BOOTSTRAP_KEY_CHARS};
+pub use ofrep::{Unassigned, UNASSIGNED_HEADER};
+pub use ratelimit::RateLimit;
 pub use router::{router, with_cors};
 pub(crate) use sticky::StickyKnown;
 pub use sticky::{STICKY_BUFFER, STICKY_CACHE_UNITS};

@@ -39,6 +39,8 @@ pub struct Options {
     pub plan_budget: Duration,
     /// `--version-poll-ms`.
     pub poll: Duration,
+    /// `--ofrep-unassigned`, `--rate-limit`.
+    pub policy: crate::Policy,
     /// Shows a generated first admin key, once (the CLI prints it to stderr); called before the
     /// import and the apply.
     pub show_generated_key: fn(&str),
@@ -128,6 +130,7 @@ pub const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn start(listener: TcpListener, store: Arc<dyn Store>, opts: Options) -> Result<Started, StartError> {
     let app = App::new(store).await.map_err(StartError::Load)?;
     app.set_plan_budget(opts.plan_budget);
+    app.set_policy(opts.policy.clone());
     let bootstrap = match app.bootstrap(opts.bootstrap_key.as_deref()).await {
         Ok(b) => b,
         Err(ApiError::Invalid(es)) => return Err(StartError::BootstrapKey(summary(&es))),
@@ -172,6 +175,12 @@ impl Started {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Flushed {
         let Started { app, listener, refresh, .. } = self;
+        // Event streams end as the shutdown begins, so that they do not hold up the drain.
+        let closing = app.clone();
+        let shutdown = async move {
+            shutdown.await;
+            closing.close_event_streams();
+        };
         if let Ok(addr) = listener.local_addr() {
             let scheme = if tls.is_some() { "https" } else { "http" };
             tracing::info!(%addr, version = app.live().version, "allot serving on {scheme}://{addr}");

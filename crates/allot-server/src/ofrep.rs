@@ -5,11 +5,23 @@
 //! `targetingKey` is the unit id for every unit type whose attribute the context does not carry
 //! itself. Reasons: `ASSIGNED` → `SPLIT`; `INCLUDED` → `TARGETING_MATCH`; `STICKY` → `STATIC` (a
 //! stored assignment, no longer computed); `NOT_RUNNING` → `DISABLED`; `HOLDOUT`,
-//! `NOT_ALLOCATED`, `TARGETING_MISS`, `PREREQUISITE_FAILED` → `DEFAULT`. `DISABLED` and `DEFAULT`
-//! carry the experiment's first variant and its value (the default; by convention the control):
-//! the published providers need both. `metadata.allotReason` tells them from an assignment. `metadata` carries `allotReason` and `configVersion`. Errors:
-//! malformed JSON → 400 `PARSE_ERROR`; a context that is not an object, a `targetingKey` that is
-//! not a string, an oversized context → 400 `INVALID_CONTEXT`; no unit id → 400
+//! `NOT_ALLOCATED`, `TARGETING_MISS`, `PREREQUISITE_FAILED` → `DEFAULT`.
+//!
+//! **A unit the experiment does not assign** (`DISABLED`, `DEFAULT`) gets the protocol's code
+//! default (its ADR 0006): no `value` and no `variant`, the reason kept, so the application serves
+//! the default it wrote in code and an exposure logger that sees every evaluation cannot mistake
+//! the unit for one of the control group. The published providers take it (the web provider and
+//! the Python provider serve the code default with the reason) except `@openfeature/ofrep-provider`
+//! 0.1.3 for Node servers, which reports `TYPE_MISMATCH` for an answer without a value: for it,
+//! `allot serve --ofrep-unassigned first-variant` or the request header
+//! `X-Allot-Ofrep-Unassigned: first-variant` (set with the provider's `headers` option) keeps the
+//! earlier answer, the experiment's first variant and its value ([`Unassigned`]).
+//!
+//! Every answer carries `metadata` ([`flag_metadata`]): `allotReason`, `experiment`, `unitType`,
+//! `variant` (when assigned), `scopes`, `group` and `slots`, `holdouts`, `configVersion`.
+//!
+//! Errors: malformed JSON → 400 `PARSE_ERROR`; a context that is not an object, a `targetingKey`
+//! that is not a string, an oversized context → 400 `INVALID_CONTEXT`; no unit id → 400
 //! `TARGETING_KEY_MISSING`; unknown key → 404 `FLAG_NOT_FOUND`; store failure → 500 `GENERAL`;
 //! a sticky experiment whose stored assignments cannot be read (`STICKY_UNAVAILABLE`: the database
 //! is unreachable and this node does not hold the unit's assignments) → `GENERAL` (500 for one
@@ -17,13 +29,16 @@
 //!
 //! The bulk endpoint answers with `ETag: "<version>-<hash of the context>"` and 304 when
 //! `If-None-Match` matches: the flags can only change with the configuration or the context.
-//! A degraded answer (any `STICKY_UNAVAILABLE`) carries no `ETag`.
+//! A degraded answer (any `STICKY_UNAVAILABLE`) carries no `ETag`. It advertises the change
+//! events of [`crate::ofrep_events`] in `eventStreams`.
 
+use crate::auth::Caller;
 use crate::body::ApiPath;
 use crate::error::OfrepCode;
 use crate::evaluate::{assign, check_context, unit_id_problem, value_of, MAX_ATTRIBUTES};
 use crate::{App, Live};
-use allot_core::eval::{Assignment, Reason};
+use allot_core::eval::{Assignment, Reason, Snapshot};
+
 use allot_core::Context;
 use axum::extract::{Request, State};
 use axum::http::header::{ETAG, IF_NONE_MATCH};
@@ -38,6 +53,7 @@ pub(crate) fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/ofrep/v1/evaluate/flags/{key}", post(evaluate_flag))
         .route("/ofrep/v1/evaluate/flags", post(evaluate_flags))
+        .route(crate::ofrep_events::PATH, axum::routing::get(crate::ofrep_events::stream))
 }
 
 /// An OFREP error: status, code and details.
@@ -100,6 +116,87 @@ fn context(body: &[u8], live: &Live) -> Result<Context, Failure> {
     Ok(ctx)
 }
 
+/// OFREP's answer for a unit the experiment does not assign (`allot serve --ofrep-unassigned`;
+/// per request, the header [`UNASSIGNED_HEADER`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Unassigned {
+    /// No `value`, no `variant`, the reason kept: the application's code default (ADR 0006).
+    #[default]
+    CodeDefault,
+    /// The experiment's first variant and its value, the reason kept (for providers that need a
+    /// value in every success, such as `@openfeature/ofrep-provider` 0.1.3).
+    FirstVariant,
+}
+
+/// The request header that chooses [`Unassigned`] for one request.
+pub const UNASSIGNED_HEADER: &str = "x-allot-ofrep-unassigned";
+
+impl std::str::FromStr for Unassigned {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Unassigned, String> {
+        match s.trim() {
+            "code-default" => Ok(Unassigned::CodeDefault),
+            "first-variant" => Ok(Unassigned::FirstVariant),
+            other => Err(format!("`{other}`: expected code-default or first-variant")),
+        }
+    }
+}
+
+/// The answer for unassigned units that a request asks for: its header, else the node's policy.
+fn unassigned(app: &App, headers: &HeaderMap) -> Result<Unassigned, Failure> {
+    match headers.get(UNASSIGNED_HEADER) {
+        None => Ok(app.policy.load().ofrep_unassigned),
+        Some(v) => v
+            .to_str()
+            .map_err(|_| "not text".to_string())
+            .and_then(str::parse)
+            .map_err(|e| Failure::of(OfrepCode::InvalidContext, format!("header {UNASSIGNED_HEADER}: {e}"))),
+    }
+}
+
+/// The metadata every answer for each experiment carries, beside the reason and the variant: in
+/// the snapshot's experiment order. OFREP's metadata values are strings, numbers or booleans, so
+/// lists are joined with `,` (and the slots of several groups with `;`, in the order of `group`).
+pub(crate) fn flag_metadata(state: &allot_core::state::State, snapshot: &Snapshot) -> Vec<Map<String, Value>> {
+    let cfg = allot_core::state::applied_config(state).ok().flatten().unwrap_or_default();
+    snapshot
+        .experiments
+        .iter()
+        .map(|ce| {
+            let mut m = Map::new();
+            m.insert("experiment".into(), json!(ce.id));
+            m.insert("unitType".into(), json!(snapshot.spaces[ce.space].name));
+            m.insert("configVersion".into(), json!(snapshot.version));
+            let Some(e) = cfg.experiments.get(&ce.id) else { return m };
+            let mut scopes = cfg.tags_of(e);
+            scopes.dedup();
+            if !scopes.is_empty() {
+                m.insert("scopes".into(), json!(scopes.join(",")));
+            }
+            if !e.groups.is_empty() {
+                let groups: Vec<&str> = e.groups.iter().map(|g| g.group.as_str()).collect();
+                let slots: Vec<String> = e
+                    .groups
+                    .iter()
+                    .map(|g| g.slots.iter().map(|s| (s + 1).to_string()).collect::<Vec<_>>().join(","))
+                    .collect();
+                m.insert("group".into(), json!(groups.join(",")));
+                m.insert("slots".into(), json!(slots.join(";")));
+            }
+            let holdouts: Vec<&str> = cfg
+                .holdouts
+                .iter()
+                .filter(|(_, h)| cfg.holdout_applies(h, &ce.id))
+                .map(|(id, _)| id.as_str())
+                .collect();
+            if !holdouts.is_empty() {
+                m.insert("holdouts".into(), json!(holdouts.join(",")));
+            }
+            m
+        })
+        .collect()
+}
+
 fn reason(r: Reason) -> &'static str {
     match r {
         Reason::Assigned => "SPLIT",
@@ -112,14 +209,18 @@ fn reason(r: Reason) -> &'static str {
 }
 
 /// One flag's OFREP result: `Ok` a success object, `Err` a failure object.
-fn flag(live: &Live, i: usize, a: &Assignment) -> Result<Value, Value> {
+fn flag(live: &Live, i: usize, a: &Assignment, unassigned: Unassigned) -> Result<Value, Value> {
     let e = &live.snapshot.experiments[i];
+    let mut metadata = live.ofrep_meta.get(i).cloned().unwrap_or_default();
+    metadata.insert("allotReason".into(), json!(a.reason.as_str()));
+    metadata.insert("configVersion".into(), json!(live.version));
     if a.reason == Reason::MissingUnit {
         let attr = &live.snapshot.spaces[e.space].attribute;
         return Err(json!({
             "key": e.id,
             "errorCode": OfrepCode::TargetingKeyMissing.as_str(),
             "errorDetails": format!("the context has no targetingKey (nor `{attr}`) to identify the unit"),
+            "metadata": metadata,
         }));
     }
     if a.reason == Reason::StickyUnavailable {
@@ -127,22 +228,30 @@ fn flag(live: &Live, i: usize, a: &Assignment) -> Result<Value, Value> {
             "key": e.id,
             "errorCode": OfrepCode::General.as_str(),
             "errorDetails": "the unit's sticky assignments cannot be read (the store is unreachable): use the default",
-            "metadata": {"allotReason": a.reason.as_str(), "configVersion": live.version},
+            "metadata": metadata,
         }));
     }
     let mut out = Map::new();
     out.insert("key".into(), json!(e.id));
     out.insert("reason".into(), json!(reason(a.reason)));
-    // An unassigned unit gets the default: the first variant (by convention the control).
-    // Published providers need a variant and a value of the flag's type.
-    let shown = if a.variant.is_some() { *a } else { Assignment { variant: Some(0), reason: a.reason } };
-    if let Some(v) = live.snapshot.variant_name(i, &shown) {
-        out.insert("variant".into(), json!(v));
+    if let Some(v) = live.snapshot.variant_name(i, a) {
+        metadata.insert("variant".into(), json!(v));
     }
-    if let Some(v) = value_of(live, i, &shown) {
-        out.insert("value".into(), v);
+    let shown = match (a.variant, unassigned) {
+        (Some(_), _) => Some(*a),
+        (None, Unassigned::CodeDefault) => None,
+        // The earlier answer: the first variant (by convention the control) and its value.
+        (None, Unassigned::FirstVariant) => Some(Assignment { variant: Some(0), reason: a.reason }),
+    };
+    if let Some(shown) = shown {
+        if let Some(v) = live.snapshot.variant_name(i, &shown) {
+            out.insert("variant".into(), json!(v));
+        }
+        if let Some(v) = value_of(live, i, &shown) {
+            out.insert("value".into(), v);
+        }
     }
-    out.insert("metadata".into(), json!({"allotReason": a.reason.as_str(), "configVersion": live.version}));
+    out.insert("metadata".into(), Value::Object(metadata));
     Ok(Value::Object(out))
 }
 
@@ -156,6 +265,7 @@ pub(crate) async fn evaluate_flag(
     ApiPath(key): ApiPath<String>,
     req: Request,
 ) -> Response {
+    let headers: HeaderMap = req.headers().clone();
     let body = match crate::body::bytes(req, &app).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
@@ -164,6 +274,10 @@ pub(crate) async fn evaluate_flag(
     let fail = |Failure(status, code, details): Failure| {
         app.metrics.evaluation_error();
         (status, Json(json!({"key": key, "errorCode": code, "errorDetails": details}))).into_response()
+    };
+    let unassigned = match unassigned(&app, &headers) {
+        Ok(u) => u,
+        Err(f) => return fail(f),
     };
     let ctx = match context(&body, &live) {
         Ok(c) => c,
@@ -176,16 +290,14 @@ pub(crate) async fn evaluate_flag(
         Ok((o, _)) => o,
         Err(e) => {
             tracing::error!(error = %e, "OFREP evaluation failed");
-            app.metrics.evaluation_error();
-            return (OfrepCode::General.status_code().0, Json(json!({"errorDetails": "an internal error occurred"})))
-                .into_response();
+            return fail(Failure::of(OfrepCode::General, "an internal error occurred".into()));
         }
     };
     let Some((_, a)) = out.first() else {
         crate::metrics::internal_error(crate::metrics::Site::Evaluation, &format_args!("no result for flag `{key}`"));
-        return (OfrepCode::General.status_code().0, Json(json!({"errorDetails": "no result"}))).into_response();
+        return fail(Failure::of(OfrepCode::General, "no result".into()));
     };
-    match flag(&live, i, a) {
+    match flag(&live, i, a, unassigned) {
         Ok(v) => Json(v).into_response(),
         Err(v) => {
             app.metrics.evaluation_error();
@@ -219,16 +331,30 @@ pub(crate) fn bulk_etag(version: u64, ctx: &Context) -> String {
         (status = 400, description = "{errorCode, errorDetails}"), (status = 500, description = "GENERAL")))]
 pub(crate) async fn evaluate_flags(State(app): State<Arc<App>>, req: Request) -> Response {
     let headers: HeaderMap = req.headers().clone();
+    let caller = req.extensions().get::<Caller>().cloned();
+    let announced = crate::ofrep_events::announced_version(req.uri().query());
     let body = match crate::body::bytes(req, &app).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
+    let fail = |Failure(status, code, details): Failure| {
+        (status, Json(json!({"errorCode": code, "errorDetails": details}))).into_response()
+    };
+    let unassigned = match unassigned(&app, &headers) {
+        Ok(u) => u,
+        Err(f) => return fail(f),
+    };
+    if announced.is_some_and(|v| v > app.live().version) {
+        // An event announced a version this node does not serve yet: read the store first, so
+        // that the answer to the event is not older than the event.
+        if let Err(e) = app.refresh().await {
+            tracing::warn!(error = %e, "OFREP: the announced version could not be read; answering with the current one");
+        }
+    }
     let live = app.live();
     let ctx = match context(&body, &live) {
         Ok(c) => c,
-        Err(Failure(status, code, details)) => {
-            return (status, Json(json!({"errorCode": code, "errorDetails": details}))).into_response()
-        }
+        Err(f) => return fail(f),
     };
     let tag = bulk_etag(live.version, &ctx);
     let tag_value = crate::headers::tag_value(&tag);
@@ -243,23 +369,23 @@ pub(crate) async fn evaluate_flags(State(app): State<Arc<App>>, req: Request) ->
         Ok((o, _)) => o,
         Err(e) => {
             tracing::error!(error = %e, "OFREP bulk evaluation failed");
-            return (
-                OfrepCode::General.status_code().0,
-                Json(json!({"errorCode": OfrepCode::General.as_str(), "errorDetails": "an internal error occurred"})),
-            )
-                .into_response();
+            return fail(Failure::of(OfrepCode::General, "an internal error occurred".into()));
         }
     };
     let flags: Vec<Value> = out
         .iter()
         .map(|(i, a)| {
-            flag(&live, *i, a).unwrap_or_else(|v| {
+            flag(&live, *i, a, unassigned).unwrap_or_else(|v| {
                 app.metrics.evaluation_error();
                 v
             })
         })
         .collect();
-    let body = Json(json!({"flags": flags, "metadata": {"configVersion": live.version}}));
+    let mut answer = json!({"flags": flags, "metadata": {"configVersion": live.version}});
+    if let Some(caller) = &caller {
+        answer["eventStreams"] = crate::ofrep_events::stream_for(&app, caller);
+    }
+    let body = Json(answer);
     if out.iter().any(|(_, a)| a.reason == Reason::StickyUnavailable) {
         // A degraded answer must not be cached by the client as if it were the version's.
         return (StatusCode::OK, body).into_response();

@@ -225,7 +225,18 @@ experiments:
 
 /// The answers the published OFREP clients must give for `FLAGS` (`color` and `shape` checked
 /// against the server's own evaluation).
-fn check_client_output(lang: &str, out: &str, addr: &str) {
+/// What a provider answers for a unit the experiment does not assign (`later` is not running).
+#[derive(Clone, Copy)]
+enum Unassigned {
+    /// The code default as an error (`GENERAL`): `@openfeature/ofrep-provider` 0.1.3 does not take
+    /// an answer without a `value`, `openfeature-provider-ofrep` 0.3.0 one without a `variant`
+    /// (pinned here so that a release that takes it is noticed).
+    CodeDefaultRefused,
+    /// `X-Allot-Ofrep-Unassigned: first-variant`: the first variant and its value.
+    FirstVariant,
+}
+
+fn check_client_output(lang: &str, out: &str, addr: &str, unassigned: Unassigned) {
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{lang}: {e}: {out}"));
     let (h, k) = auth();
     let (_, body) = http(addr, "POST", "/api/v1/evaluate", &[(h, &k)], r#"{"context": {"user_id": "u1"}}"#);
@@ -240,11 +251,17 @@ fn check_client_output(lang: &str, out: &str, addr: &str) {
     assert_eq!(v["color_u1"]["variant"], a["color"]["variant"], "{lang}");
     assert_eq!(v["color_u1"]["reason"], "SPLIT", "{lang}");
     assert_eq!(v["shape_u1"]["value"], a["shape"]["value"], "{lang}");
-    assert_eq!(
-        (v["later_u1"]["value"].as_str(), v["later_u1"]["reason"].as_str()),
-        (Some("a"), Some("DISABLED")),
-        "{lang}"
-    );
+    let later = &v["later_u1"];
+    let got =
+        (later["value"].as_str(), later["variant"].as_str(), later["reason"].as_str(), later["errorCode"].as_str());
+    match unassigned {
+        Unassigned::CodeDefaultRefused => {
+            assert!(got.0 == Some("none") && got.2 == Some("ERROR") && got.3.is_some(), "{lang}: {later}")
+        }
+        Unassigned::FirstVariant => {
+            assert_eq!(got, (Some("a"), Some("a"), Some("DISABLED"), None), "{lang}: {later}")
+        }
+    }
     assert_eq!(
         (v["nope_u1"]["value"].as_str(), v["nope_u1"]["errorCode"].as_str()),
         (Some("fallback"), Some("FLAG_NOT_FOUND")),
@@ -252,6 +269,32 @@ fn check_client_output(lang: &str, out: &str, addr: &str) {
     );
     assert_eq!(v["color_nokey"]["value"], "fallback", "{lang}");
     assert_eq!(v["color_nokey"]["errorCode"], "TARGETING_KEY_MISSING", "{lang}");
+}
+
+/// The 429 answers a server gave, from `/metrics` (which the rate limit does not count).
+fn too_many(addr: &str) -> u64 {
+    let (h, k) = auth();
+    let (status, text) = http(addr, "GET", "/metrics", &[(h, &k)], "");
+    assert_eq!(status, 200, "{text}");
+    text.lines()
+        .filter(|l| l.starts_with("allot_http_requests_total") && l.contains("status=\"429\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// A provider's three evaluations against `--rate-limit 1/min`: the first is answered, the
+/// second gets 429 with `Retry-After` and the provider serves the code default, and the third is
+/// not even sent (the provider honours `Retry-After`): the server saw exactly one 429.
+fn check_burst(lang: &str, out: &str, addr: &str) {
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{lang}: {e}: {out}"));
+    let r = v.as_array().unwrap_or_else(|| panic!("{lang}: {v}"));
+    assert_eq!(r.len(), 3, "{lang}: {v}");
+    assert_eq!((r[0]["reason"].as_str(), r[0]["errorCode"].as_str()), (Some("SPLIT"), None), "{lang}: {v}");
+    for x in &r[1..] {
+        assert_eq!(x["value"], "none", "{lang}: the code default while limited: {v}");
+        assert!(x["errorCode"].is_string(), "{lang}: {v}");
+    }
+    assert_eq!(too_many(addr), 1, "{lang}: the provider must wait for Retry-After: {v}");
 }
 
 /// End to end over a real socket with the published OpenFeature OFREP providers: npm
@@ -280,27 +323,52 @@ fn published_ofrep_clients_evaluate_against_serve() {
     let mut s = start(dir.path(), &["--config", "allot.yaml"]);
     let base = format!("http://{}", s.addr);
     let scripts = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ofrep");
-    if let Some(modules) = node {
-        let out = Command::new("node")
-            .arg(format!("{scripts}/client.cjs"))
-            .args([&base, KEY])
-            .env("NODE_PATH", &modules)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "node: {}", String::from_utf8_lossy(&out.stderr));
-        check_client_output("node", &String::from_utf8_lossy(&out.stdout), &s.addr);
+    let run = |program: &str, script: &str, base: &str, mode: &str| {
+        let mut c = Command::new(program);
+        c.arg(format!("{scripts}/{script}")).args([base, KEY, mode]);
+        if let Some(modules) = &node {
+            c.env("NODE_PATH", modules);
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{script} {mode}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    if node.is_some() {
+        check_client_output(
+            "node",
+            &run("node", "client.cjs", &base, "flags"),
+            &s.addr,
+            Unassigned::CodeDefaultRefused,
+        );
+        let out = run("node", "client.cjs", &base, "first-variant");
+        check_client_output("node first-variant", &out, &s.addr, Unassigned::FirstVariant);
     } else {
         skip("the npm client: ALLOT_OFREP_NODE_MODULES is not set");
     }
-    if let Some(py) = python {
-        let out = Command::new(py).arg(format!("{scripts}/client.py")).args([&base, KEY]).output().unwrap();
-        assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
-        check_client_output("python", &String::from_utf8_lossy(&out.stdout), &s.addr);
+    if let Some(py) = &python {
+        check_client_output("python", &run(py, "client.py", &base, "flags"), &s.addr, Unassigned::CodeDefaultRefused);
+        let out = run(py, "client.py", &base, "first-variant");
+        check_client_output("python first-variant", &out, &s.addr, Unassigned::FirstVariant);
     } else {
         skip("the PyPI client: ALLOT_OFREP_PYTHON is not set");
     }
     s.child.kill().unwrap();
     s.child.wait().unwrap();
+    // The rate limit, honoured: one server per client, so that each starts with a full allowance.
+    for (lang, program, script) in [("node", "node", "client.cjs"), ("python", "python", "client.py")] {
+        let program = match (lang, &python) {
+            ("node", _) if node.is_some() => program.to_string(),
+            ("python", Some(py)) => py.clone(),
+            _ => continue,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("allot.yaml"), FLAGS).unwrap();
+        let mut s = start(dir.path(), &["--config", "allot.yaml", "--rate-limit", "1/min"]);
+        let base = format!("http://{}", s.addr);
+        check_burst(lang, &run(&program, script, &base, "burst"), &s.addr);
+        s.child.kill().unwrap();
+        s.child.wait().unwrap();
+    }
 }
 
 /// Waits (bounded) for the server to exit; its status.

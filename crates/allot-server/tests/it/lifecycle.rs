@@ -22,6 +22,7 @@ fn options() -> Options {
         reason: None,
         actor: None,
         plan_budget: allot_server::planner::DEFAULT_BUDGET,
+        policy: allot_server::Policy::default(),
         poll: Duration::from_millis(50),
         show_generated_key: |_| {},
     }

@@ -20,20 +20,73 @@ async fn single_flags_map_reasons_and_values() {
         (b["reason"].as_str(), b["variant"].as_str(), &b["value"]),
         (Some("TARGETING_MATCH"), Some("treatment"), &json!(true))
     );
-    assert_eq!(b["metadata"], json!({"allotReason": "INCLUDED", "configVersion": 1}));
+    assert_eq!(
+        b["metadata"],
+        json!({"allotReason": "INCLUDED", "configVersion": 1, "experiment": "banner", "variant": "treatment",
+            "unitType": "user", "scopes": "home", "holdouts": "hold"})
+    );
     let (_, b) = flag(&s, "color", r#"{"context": {"targetingKey": "u1"}}"#).await;
     assert_eq!(b["reason"], "SPLIT");
     assert_eq!(b["value"], b["variant"]);
-    let (_, b) = flag(&s, "later", r#"{"context": {"targetingKey": "u1"}}"#).await;
+    assert_eq!(b["metadata"]["variant"], b["variant"]);
+    // Not running: the code default (no value, no variant), the reason kept.
+    let (st, b) = flag(&s, "later", r#"{"context": {"targetingKey": "u1"}}"#).await;
+    assert_eq!(st, StatusCode::OK);
     assert_eq!(b["reason"], "DISABLED");
-    assert_eq!((b["variant"].as_str(), &b["value"]), (Some("a"), &json!("a")), "the first variant is the default");
-    // someone outside banner's 50%: DEFAULT with the first variant and its value
+    assert!(b.get("value").is_none() && b.get("variant").is_none(), "{b}");
+    assert_eq!(b["metadata"]["allotReason"], "NOT_RUNNING");
+    assert!(b["metadata"].get("variant").is_none(), "{b}");
+    // The earlier answer, asked for by the request: the first variant and its value.
+    let r = s
+        .call(
+            "POST",
+            "/ofrep/v1/evaluate/flags/later",
+            Some(ADMIN),
+            &[("x-allot-ofrep-unassigned", "first-variant")],
+            r#"{"context": {"targetingKey": "u1"}}"#,
+        )
+        .await;
+    let b = r.json();
+    assert_eq!((b["reason"].as_str(), b["variant"].as_str(), &b["value"]), (Some("DISABLED"), Some("a"), &json!("a")));
+    assert!(b["metadata"].get("variant").is_none(), "the unit has no variant: {b}");
+    let r = s
+        .call(
+            "POST",
+            "/ofrep/v1/evaluate/flags/later",
+            Some(ADMIN),
+            &[("x-allot-ofrep-unassigned", "control")],
+            r#"{"context": {"targetingKey": "u1"}}"#,
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["errorCode"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_CONTEXT")),
+        "{}",
+        r.text
+    );
+    assert!(r.json()["errorDetails"].as_str().unwrap().contains("x-allot-ofrep-unassigned"), "{}", r.text);
+    // someone outside banner's 50%: DEFAULT with the code default; with the switch, the first variant
     let mut seen_default = false;
     for u in 0..50 {
-        let (_, b) = flag(&s, "banner", &json!({"context": {"targetingKey": format!("u{u}")}}).to_string()).await;
+        let body = json!({"context": {"targetingKey": format!("u{u}")}}).to_string();
+        let (_, b) = flag(&s, "banner", &body).await;
         if b["reason"] == "DEFAULT" {
-            assert_eq!((b["variant"].as_str(), &b["value"]), (Some("control"), &json!(false)));
+            assert!(b.get("value").is_none() && b.get("variant").is_none(), "{b}");
             assert!(["NOT_ALLOCATED", "HOLDOUT"].contains(&b["metadata"]["allotReason"].as_str().unwrap()), "{b}");
+            let r = s
+                .call(
+                    "POST",
+                    "/ofrep/v1/evaluate/flags/banner",
+                    Some(ADMIN),
+                    &[("x-allot-ofrep-unassigned", "first-variant")],
+                    &body,
+                )
+                .await;
+            let b = r.json();
+            assert_eq!(
+                (b["reason"].as_str(), b["variant"].as_str(), &b["value"]),
+                (Some("DEFAULT"), Some("control"), &json!(false))
+            );
             seen_default = true;
         } else {
             assert_eq!(b["reason"], "SPLIT");
