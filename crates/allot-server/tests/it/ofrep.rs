@@ -168,3 +168,175 @@ async fn the_bulk_etag_is_frozen_and_ignores_attribute_order() {
 
 /// MurmurHash3 x64_128 (seed 0) of `[["country","SE"],["user_id","alice"]]` at version 1.
 const GOLDEN_ETAG: &str = "\"1-7b9029e5d794de604ad63c85752f5eb3\"";
+
+/// The next server-sent event of `body` (`id` and parsed `data`), skipping comments; `None` when
+/// the stream ended. Bounded: a stream that says nothing for 30 s fails the test.
+async fn next_event(body: &mut axum::body::Body) -> Option<(String, serde_json::Value)> {
+    use http_body_util::BodyExt;
+    let mut text = String::new();
+    loop {
+        let frame =
+            tokio::time::timeout(std::time::Duration::from_secs(30), body.frame()).await.expect("no event within 30 s");
+        let Some(frame) = frame else { return None };
+        let Ok(data) = frame.unwrap().into_data() else { continue };
+        text.push_str(std::str::from_utf8(&data).unwrap());
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let (mut id, mut data) = (None, None);
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = Some(v.trim().to_string());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data = Some(serde_json::from_str(v.trim()).unwrap());
+                }
+            }
+            if let (Some(id), Some(data)) = (id, data) {
+                return Some((id, data));
+            }
+        }
+    }
+}
+
+/// Opens the event stream at `uri` (no Authorization header, as a browser's EventSource).
+async fn open_stream(s: &Server, uri: &str, last: Option<&str>) -> (StatusCode, axum::body::Body) {
+    use tower::ServiceExt;
+    let mut b = axum::http::Request::builder().method("GET").uri(uri);
+    if let Some(l) = last {
+        b = b.header("last-event-id", l);
+    }
+    let res = allot_server::router(s.app.clone()).oneshot(b.body(axum::body::Body::empty()).unwrap()).await.unwrap();
+    let ct = res.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
+    let status = res.status();
+    if status == StatusCode::OK {
+        assert_eq!(ct.as_deref(), Some("text/event-stream"));
+    }
+    (status, res.into_body())
+}
+
+async fn stream_uri(s: &Server, key: &str) -> String {
+    let r = s.call("POST", "/ofrep/v1/evaluate/flags", Some(key), &[], r#"{"context": {"targetingKey": "u1"}}"#).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let streams = r.json()["eventStreams"].clone();
+    assert_eq!(streams[0]["type"], "sse", "{streams}");
+    assert_eq!(streams[0]["inactivityDelaySec"], 120, "{streams}");
+    streams[0]["endpoint"]["requestUri"].as_str().unwrap().to_string()
+}
+
+/// ADR 0008: the bulk answer advertises a stream that announces each new version with
+/// `refetchEvaluation` and its ETag; a reconnect with `Last-Event-ID` gets what it missed.
+#[tokio::test]
+async fn change_events_announce_each_version() {
+    let s = configured().await;
+    let uri = stream_uri(&s, ADMIN).await;
+    assert!(uri.starts_with("/ofrep/v1/events?key="), "{uri}");
+    let (st, mut body) = open_stream(&s, &uri, None).await;
+    assert_eq!(st, StatusCode::OK);
+    let v2 = edit(CONFIG, "variants: {a: 1}", "variants: {a: 1, b: 1}");
+    assert_eq!(s.put_config(&v2, "\"1\"", "").await.status, StatusCode::OK);
+    let (id, data) = next_event(&mut body).await.expect("an event for version 2");
+    assert_eq!(id, "2");
+    assert_eq!(data["type"], "refetchEvaluation");
+    assert_eq!(data["etag"], "\"2\"");
+    assert!(data["lastModified"].as_u64().unwrap() > 1_700_000_000, "{data}");
+    // A client that saw version 1 reconnects: version 2 is announced at once.
+    let (_, mut again) = open_stream(&s, &uri, Some("1")).await;
+    assert_eq!(next_event(&mut again).await.unwrap().0, "2");
+    // One that saw version 2 gets nothing until version 3.
+    let (_, mut current) = open_stream(&s, &uri, Some("2")).await;
+    let v3 = edit(&v2, "variants: {a: 1, b: 1}", "variants: {a: 1, b: 2}");
+    assert_eq!(s.put_config(&v3, "\"2\"", "").await.status, StatusCode::OK);
+    assert_eq!(next_event(&mut current).await.unwrap().0, "3");
+    assert_eq!(next_event(&mut body).await.unwrap().0, "3");
+    // Shutting down ends every stream.
+    s.app.close_event_streams();
+    assert!(next_event(&mut body).await.is_none());
+}
+
+/// The stream's credential: a token bound to the key; a wrong token, no token, a revoked key or a
+/// reader's key cannot listen, and revoking a key ends its open streams.
+#[tokio::test]
+async fn change_events_need_a_live_key_token() {
+    let s = configured().await;
+    let evaluator = s.key("evaluator").await;
+    let uri = stream_uri(&s, &evaluator).await;
+    let (st, mut body) = open_stream(&s, &uri, None).await;
+    assert_eq!(st, StatusCode::OK);
+    let tampered = format!("{}0", &uri[..uri.len() - 1]);
+    assert_eq!(open_stream(&s, &tampered, None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(open_stream(&s, "/ofrep/v1/events", None).await.0, StatusCode::UNAUTHORIZED);
+    let admin_uri = stream_uri(&s, ADMIN).await;
+    let (key_id, token) = admin_uri.split_once("&token=").unwrap();
+    let other = s.key("evaluator").await;
+    let other_uri = stream_uri(&s, &other).await;
+    let (other_id, _) = other_uri.split_once("&token=").unwrap();
+    assert_ne!(key_id, other_id);
+    assert_eq!(open_stream(&s, &format!("{other_id}&token={token}"), None).await.0, StatusCode::UNAUTHORIZED);
+    // Revoke the evaluator: its open stream ends at the next event, and it cannot reconnect.
+    let id = uri.split("key=").nth(1).unwrap().split('&').next().unwrap().to_string();
+    let r = s.call("DELETE", &format!("/api/v1/keys/{id}"), Some(ADMIN), &[], "").await;
+    assert!(r.status.is_success(), "{}", r.text);
+    let v2 = edit(CONFIG, "variants: {a: 1}", "variants: {a: 1, b: 1}");
+    assert_eq!(s.put_config(&v2, "\"1\"", "").await.status, StatusCode::OK);
+    assert!(next_event(&mut body).await.is_none(), "a revoked key's stream must end");
+    assert_eq!(open_stream(&s, &uri, None).await.0, StatusCode::UNAUTHORIZED);
+}
+
+/// After an event, a node that has not caught up reads the store before answering
+/// (`flagConfigEtag`): the answer is never older than the event that asked for it.
+#[tokio::test]
+async fn a_refetch_after_an_event_is_not_older_than_the_event() {
+    let s = configured().await;
+    let store = s.app.store().clone();
+    let other = allot_server::App::new(store).await.unwrap();
+    let v2 = edit(CONFIG, "variants: {a: 1}", "variants: {a: 1, b: 1}");
+    assert_eq!(s.put_config(&v2, "\"1\"", "").await.status, StatusCode::OK);
+    assert_eq!(other.live().version, 1, "the second node has not refreshed");
+    let body = r#"{"context": {"targetingKey": "u1"}}"#;
+    let call = |q: &'static str| {
+        let other = other.clone();
+        async move {
+            use http_body_util::BodyExt;
+            use tower::ServiceExt;
+            let req = axum::http::Request::builder()
+                .method("POST")
+                .uri(format!("/ofrep/v1/evaluate/flags{q}"))
+                .header("authorization", format!("Bearer {ADMIN}"))
+                .body(axum::body::Body::from(body))
+                .unwrap();
+            let res = allot_server::router(other).oneshot(req).await.unwrap();
+            let bytes = res.into_body().collect().await.unwrap().to_bytes();
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()
+        }
+    };
+    assert_eq!(call("").await["metadata"]["configVersion"], 1, "without the event's version: what it serves");
+    assert_eq!(call("?flagConfigEtag=%222%22&flagConfigLastModified=1").await["metadata"]["configVersion"], 2);
+}
+
+/// `--rate-limit`: past the allowance a key gets 429 with `Retry-After`, in both vocabularies;
+/// other keys and `/metrics` are not held back.
+#[tokio::test]
+async fn the_rate_limit_answers_429_with_retry_after() {
+    let s = configured().await;
+    s.app.set_policy(allot_server::Policy {
+        rate_limit: Some("2/min".parse().unwrap()),
+        ..allot_server::Policy::default()
+    });
+    let evaluator = s.key("evaluator").await;
+    let body = r#"{"context": {"targetingKey": "u1"}}"#;
+    for _ in 0..2 {
+        let r = s.call("POST", "/ofrep/v1/evaluate/flags/color", Some(&evaluator), &[], body).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+    let r = s.call("POST", "/ofrep/v1/evaluate/flags/color", Some(&evaluator), &[], body).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
+    let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    assert_eq!((r.json()["code"].as_str(), r.json()["errorCode"].as_str()), (Some("RATE_LIMITED"), Some("GENERAL")));
+    assert_eq!(s.call("GET", "/metrics", Some(&evaluator), &[], "").await.status, StatusCode::OK);
+    let other = s.key("evaluator").await;
+    let r = s.call("POST", "/ofrep/v1/evaluate/flags/color", Some(&other), &[], body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    for bad in ["0", "x/s", "5/h", "-1"] {
+        assert!(bad.parse::<allot_server::RateLimit>().is_err(), "{bad}");
+    }
+}
