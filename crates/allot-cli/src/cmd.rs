@@ -4,7 +4,7 @@ use crate::files::{now, read_config, read_state, state_path, write_state};
 use crate::{Cli, Command, Format};
 use allot_core::audit::audit;
 use allot_core::config::{self, fmt_num, Config};
-use allot_core::history::{bucket_history, unit_history};
+use allot_core::history::{bucket_report, unit_report};
 use allot_core::plan::{self, ApplyError, Options, Plan};
 use allot_core::salt::resalt;
 use allot_core::state::State;
@@ -483,42 +483,29 @@ fn history(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let space = match unit_type {
-        Some(u) => u.to_string(),
-        None if state.spaces.len() == 1 => state.spaces.keys().next().cloned().unwrap_or_default(),
-        None => anyhow::bail!("several unit types: choose one with --unit-type"),
-    };
-    let Some(sp) = state.spaces.get(&space) else { anyhow::bail!("no unit type `{space}` in the applied state") };
-    let b = match (unit, bucket) {
-        (Some(u), _) => {
-            let snap = allot_core::eval::Snapshot::compile(state)
-                .map_err(|es| anyhow::anyhow!("{}", allot_core::Errors(es)))?;
-            let s = snap
-                .spaces
-                .iter()
-                .find(|s| s.name == space)
-                .ok_or_else(|| anyhow::anyhow!("no unit type `{space}`"))?;
-            s.bucket(u)
-        }
-        (None, Some(b)) if b < sp.buckets => b,
-        (None, Some(b)) => anyhow::bail!("bucket {b} is outside the space of {} buckets", sp.buckets),
-        (None, None) => anyhow::bail!("give --unit or --bucket"),
-    };
     let kind = |k: allot_core::state::OwnerKind| {
         serde_json::to_value(k).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
     };
     let until = |v: Option<u64>| v.map_or("now".to_string(), |v| v.to_string());
+    // One home for the JSON shape: allot-core's reports (also what the service answers).
+    let flags = |e: FieldError| match e.path.as_str() {
+        "unit_type" => anyhow::anyhow!("--unit-type: {}", e.message),
+        "bucket" => anyhow::anyhow!("--bucket: {}", e.message),
+        _ => anyhow::anyhow!("{e}"),
+    };
     if let Some(u) = unit {
         // A unit's bucket changes with each re-salt: the history is per stretch of versions.
-        let spans = unit_history(state, &space, u).map_err(|es| anyhow::anyhow!("{}", allot_core::Errors(es)))?;
+        let snap =
+            allot_core::eval::Snapshot::compile(state).map_err(|es| anyhow::anyhow!("{}", allot_core::Errors(es)))?;
+        let r = unit_report(state, &snap, unit_type, u).map_err(flags)?;
         match format {
-            Format::Json => println!("{}", json!({"unit_type": space, "unit": u, "bucket": b, "history": spans})),
+            Format::Json => println!("{}", serde_json::to_string(&r)?),
             Format::Text => {
-                println!("unit {u} of {space} (bucket {b} now):");
-                if spans.is_empty() {
+                println!("unit {u} of {} (bucket {} now):", r.unit_type, r.bucket);
+                if r.history.is_empty() {
                     println!("  never in a bucket held by anything");
                 }
-                for s in spans {
+                for s in r.history {
                     println!(
                         "  version {} → {}: bucket {}, {} {} (allocation {})",
                         s.span.from_version,
@@ -533,9 +520,11 @@ fn history(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let spans = bucket_history(state, &space, b);
+    let Some(b) = bucket else { anyhow::bail!("give --unit or --bucket") };
+    let r = bucket_report(state, unit_type, b).map_err(flags)?;
+    let (space, spans) = (r.unit_type.clone(), r.history.clone());
     match format {
-        Format::Json => println!("{}", json!({"unit_type": space, "bucket": b, "history": spans})),
+        Format::Json => println!("{}", serde_json::to_string(&r)?),
         Format::Text => {
             println!("bucket {b} of {space}:");
             if spans.is_empty() {

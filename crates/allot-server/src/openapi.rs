@@ -95,11 +95,13 @@ impl Modify for CommonResponses {
         crate::admin::list_entities, crate::admin::get_entity, crate::admin::put_entity, crate::admin::delete_entity, crate::admin::lifecycle,
         crate::evaluate::evaluate, crate::evaluate::snapshot, crate::evaluate::post_exposures, crate::admin::list_exposures,
         crate::ofrep::evaluate_flag, crate::ofrep::evaluate_flags,
+        crate::reports::traffic, crate::reports::history, crate::reports::capacity, crate::resalt::resalt,
         openapi_json,
     ),
     tags(
         (name = "config", description = "the configuration as a whole, previews, audit log, versions"),
         (name = "entities", description = "unit types, surfaces, segments, holdouts, groups, experiments and their lifecycle"),
+        (name = "reports", description = "what the CLI reports: the traffic audit, history, capacity, evaluation traces"),
         (name = "keys", description = "API keys (admin only)"),
         (name = "evaluation", description = "assignments, snapshots, exposures"),
         (name = "ofrep", description = "OpenFeature Remote Evaluation Protocol"),
