@@ -95,7 +95,7 @@ impl Modify for CommonResponses {
         crate::admin::list_entities, crate::admin::get_entity, crate::admin::put_entity, crate::admin::delete_entity, crate::admin::lifecycle,
         crate::evaluate::evaluate, crate::evaluate::snapshot, crate::evaluate::post_exposures, crate::admin::list_exposures,
         crate::ofrep::evaluate_flag, crate::ofrep::evaluate_flags,
-        crate::reports::traffic, crate::reports::history, crate::reports::capacity, crate::resalt::resalt,
+        crate::reports::traffic, crate::reports::history, crate::reports::capacity, crate::resalt::resalt, crate::reports::trace,
         openapi_json,
     ),
     tags(

@@ -23,6 +23,7 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/api/v1/traffic", get(traffic))
         .route("/api/v1/history", get(history))
         .route("/api/v1/capacity", post(capacity).layer(DefaultBodyLimit::max(body::CONFIG_BODY_LIMIT)))
+        .route("/api/v1/evaluate/trace", post(trace))
 }
 
 type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
@@ -181,4 +182,106 @@ pub(crate) async fn capacity(
         })
         .await?;
     Ok(([(ETAG, etag(live.version))], Json(report)).into_response())
+}
+
+/// `POST /api/v1/evaluate/trace`: `/api/v1/evaluate`'s body without `log_exposures` (a trace
+/// records nothing).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TraceRequest {
+    /// The attributes of the unit: `{"user_id": "u1", "country": "SE"}`.
+    #[schema(value_type = Object)]
+    context: allot_core::Context,
+    /// Only these experiments (default: every experiment).
+    experiments: Option<Vec<String>>,
+}
+
+/// The stored sticky assignments a trace reads (and never writes): as evaluation reads them, from
+/// the store, else, while it cannot be reached, from this node's cache of the version served.
+#[derive(Debug, Default)]
+struct StickyRead {
+    known: Vec<((String, String), Vec<(String, String)>)>,
+    unknown: Vec<(String, String)>,
+}
+
+impl allot_core::eval::StickyStore for StickyRead {
+    fn get(&self, unit_type: &str, unit: &str, experiment: &str) -> Option<String> {
+        let (_, rows) = self.known.iter().find(|((t, u), _)| t == unit_type && u == unit)?;
+        rows.iter().find(|(e, _)| e == experiment).map(|(_, v)| v.clone())
+    }
+
+    fn knows(&self, unit_type: &str, unit: &str) -> bool {
+        !self.unknown.iter().any(|(t, u)| t == unit_type && u == unit)
+    }
+}
+
+/// The evaluation trace of one context: per experiment, the steps evaluation took in its order
+/// of operations — running?, the unit id and its bucket (with every live allocation holding it),
+/// inclusion, holdouts, allocation (with the group slots holding the bucket), the stored sticky
+/// assignment, each prerequisite, targeting with each condition's result, the split — and the
+/// final variant and reason, which are exactly what `POST /api/v1/evaluate` answers. Records no
+/// exposure and no sticky assignment. Readers may trace; evaluator keys may not (a trace shows
+/// the configuration).
+#[utoipa::path(post, path = "/api/v1/evaluate/trace", tag = "reports", request_body = TraceRequest,
+    responses((status = 200, description = "allot-core's `Trace`: `{\"version\", \"experiments\": {\"<id>\": {\"steps\": [{\"step\": \"running\" | \"unit\" | \"inclusion\" | \"holdout\" | \"allocation\" | \"sticky\" | \"prerequisite\" | \"targeting\" | \"split\", ...}], \"variant\", \"reason\"}}}`"),
+        (status = 422, description = "unknown experiment, wrong type, unknown field, oversized context, a unit id over 256 bytes or with control characters", body = crate::error::ErrorBody),
+        (status = 503, description = "STORE_UNAVAILABLE: the database cannot be reached; PLAN_BUSY or PLAN_TIMEOUT: the trace waited for, or ran past, the plan budget", body = crate::error::ErrorBody)))]
+pub(crate) async fn trace(
+    AxState(app): AxState<Arc<App>>,
+    ApiJson(req): ApiJson<TraceRequest>,
+) -> Result<Response, ApiError> {
+    crate::evaluate::check_context(&req.context, "context")?;
+    let live = app.live();
+    crate::evaluate::check_units(&live, &req.context, "context")?;
+    let snap = &live.snapshot;
+    let which = match &req.experiments {
+        None => None,
+        Some(ids) => {
+            let mut idx = Vec::with_capacity(ids.len());
+            let mut errors = vec![];
+            for (k, id) in ids.iter().enumerate() {
+                match snap.index_of(id) {
+                    Some(i) => idx.push(i),
+                    None => errors.push(allot_core::FieldError::new(
+                        format!("experiments[{k}]"),
+                        format!("unknown experiment `{id}`"),
+                    )),
+                }
+            }
+            if !errors.is_empty() {
+                return Err(ApiError::Invalid(errors));
+            }
+            Some(idx)
+        }
+    };
+    let mut sticky = StickyRead::default();
+    if live.any_sticky {
+        let mut spaces: Vec<usize> =
+            snap.experiments.iter().filter(|e| e.sticky && e.running).map(|e| e.space).collect();
+        spaces.sort_unstable();
+        spaces.dedup();
+        for s in spaces {
+            let Some(unit) = snap.unit_id(s, &req.context) else { continue };
+            let key = (snap.spaces[s].name.clone(), unit.to_string());
+            match app.sticky_for_unit(&key.0, &key.1).await {
+                Ok(rows) => sticky.known.push((key, rows)),
+                Err(ApiError::StoreUnavailable) => match app.sticky_cache.get(&key) {
+                    Some(k) if k.version == live.version => sticky.known.push((key, k.rows.clone())),
+                    _ => sticky.unknown.push(key),
+                },
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let state = live_state(&app, live.version).await?;
+    let traced = live.clone();
+    let t = app
+        .planner
+        .run(move || {
+            let cfg = applied(&state)?;
+            let ctx = &req.context;
+            Ok(allot_core::trace::trace(&traced.snapshot, &state, &cfg, ctx, &sticky, which.as_deref()))
+        })
+        .await?;
+    Ok(([(ETAG, etag(live.version))], Json(t)).into_response())
 }
