@@ -271,12 +271,9 @@ fn one(
         let known = stored.is_some() || sticky.knows(&space.name, unit);
         steps.push(Step::Sticky { stored: stored.clone(), known });
         match stored {
+            Some(v) if e.split.names.contains(&v) => return end(steps, Some(v), Reason::Sticky),
             // A stored variant the experiment no longer has is passed over, as evaluation does.
-            Some(v) => {
-                if e.split.names.contains(&v) {
-                    return end(steps, Some(v), Reason::Sticky);
-                }
-            }
+            Some(_) => {}
             None if !known => return end(steps, None, Reason::StickyUnavailable),
             None => {}
         }

@@ -200,9 +200,13 @@ pub(crate) struct TraceRequest {
 /// the store, else, while it cannot be reached, from this node's cache of the version served.
 #[derive(Debug, Default)]
 struct StickyRead {
-    known: Vec<((String, String), Vec<(String, String)>)>,
-    unknown: Vec<(String, String)>,
+    /// Per `(unit type, unit)`: its `(experiment, variant)` rows.
+    known: Vec<(UnitKey, Vec<(String, String)>)>,
+    unknown: Vec<UnitKey>,
 }
+
+/// `(unit type, unit)`.
+type UnitKey = (String, String);
 
 impl allot_core::eval::StickyStore for StickyRead {
     fn get(&self, unit_type: &str, unit: &str, experiment: &str) -> Option<String> {

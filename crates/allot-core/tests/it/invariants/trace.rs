@@ -71,18 +71,18 @@ proptest! {
                     prop_assert_eq!(got.assignment(&snap, i), out[i], "{} for {:?}: {:?}", &e.id, &ctx, got);
                     prop_assert_eq!(got.assignment(&snap, i), snap.evaluate_one(i, &ctx, store));
                     let last = got.steps.last().cloned();
-                    let decided = match (out[i].reason, &last) {
-                        (Reason::NotRunning, Some(Step::Running { running: false })) => true,
-                        (Reason::MissingUnit, Some(Step::Unit { unit: None, .. })) => true,
-                        (Reason::Included, Some(Step::Inclusion { included: true, .. })) => true,
-                        (Reason::Holdout, Some(Step::Holdout { held_out: true, .. })) => true,
-                        (Reason::NotAllocated, Some(Step::Allocation { allocated: false, .. })) => true,
-                        (Reason::Sticky | Reason::StickyUnavailable, Some(Step::Sticky { .. })) => true,
-                        (Reason::PrerequisiteFailed, Some(Step::Prerequisite { ok: false, .. })) => true,
-                        (Reason::TargetingMiss, Some(Step::Targeting { matched: false, .. })) => true,
-                        (Reason::Assigned, Some(Step::Split { .. })) => true,
-                        _ => false,
-                    };
+                    let decided = matches!(
+                        (out[i].reason, &last),
+                        (Reason::NotRunning, Some(Step::Running { running: false }))
+                            | (Reason::MissingUnit, Some(Step::Unit { unit: None, .. }))
+                            | (Reason::Included, Some(Step::Inclusion { included: true, .. }))
+                            | (Reason::Holdout, Some(Step::Holdout { held_out: true, .. }))
+                            | (Reason::NotAllocated, Some(Step::Allocation { allocated: false, .. }))
+                            | (Reason::Sticky | Reason::StickyUnavailable, Some(Step::Sticky { .. }))
+                            | (Reason::PrerequisiteFailed, Some(Step::Prerequisite { ok: false, .. }))
+                            | (Reason::TargetingMiss, Some(Step::Targeting { matched: false, .. }))
+                            | (Reason::Assigned, Some(Step::Split { .. }))
+                    );
                     prop_assert!(decided, "{}: {:?} ends with {:?}", &e.id, out[i], last);
                     compared += 1;
                 }
