@@ -23,6 +23,8 @@
 //! | [`lifecycle`] | `allot serve` in-process: [`lifecycle::start`], [`lifecycle::Started::serve`] |
 //! | `router` | [`router`], [`with_cors`], `/healthz`, `/readyz` |
 //! | `admin`, `evaluate`, `ofrep`, [`openapi`] | the HTTP handlers of each API |
+//! | `reports`, `resalt` | what the CLI does, over HTTP: the traffic audit, history, capacity, traces; [`App::resalt`] |
+//! | [`capacity`] | capacity planning, shared with `allot capacity` |
 //! | `auth` | authentication and roles |
 //! | [`body`], `headers`, [`http`], `tls` | request bodies, entity tags, the transport (timeouts, TLS, drain) |
 //! | [`error`] | the one table of API errors (and of OFREP errors) |
