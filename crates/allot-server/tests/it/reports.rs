@@ -330,3 +330,23 @@ async fn trace_answers_as_evaluation_step_by_step() {
         "context.user_id"
     );
 }
+
+/// Every unit type at once: one version each, in one commit, all kept by the store.
+#[tokio::test]
+async fn resalt_of_every_unit_type_is_one_commit() {
+    let s = server().await;
+    let two = "units: {user: {attribute: user_id}, device: {attribute: device_id}}\nsurfaces: [home]\n";
+    assert_eq!(s.put_config(two, "*", "").await.status, StatusCode::OK);
+    let r = s.call("POST", "/api/v1/resalt", Some(ADMIN), &[("if-match", "\"1\"")], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json()["reports"].as_array().unwrap().len(), 2);
+    assert_eq!(r.json()["version"], 3);
+    let state = current(&s).await;
+    assert_eq!(state.log.iter().filter(|e| e.changes.iter().any(|c| c.starts_with("resalt"))).count(), 2);
+    assert!(state.spaces.values().all(|sp| sp.resalts.len() == 1));
+    assert_eq!(s.get("/api/v1/audit?limit=1").await.json()["entries"][0]["changes"].as_array().unwrap().len(), 2);
+    // A new node on the same store serves the re-salted version.
+    let again = allot_server::App::new(s.app.store().clone()).await.unwrap();
+    assert_eq!(again.live().version, 3);
+    assert_eq!(again.live().snapshot.spaces[0].bucket("u1"), s.app.live().snapshot.spaces[0].bucket("u1"));
+}
