@@ -184,12 +184,6 @@ pub fn trace(
             None => vec![],
         })
         .collect();
-    let mut done: Vec<Option<ExperimentTrace>> = vec![None; snap.experiments.len()];
-    // Prerequisites first, as evaluation takes them.
-    for &i in &snap.order {
-        let t = one(snap, cfg, ctx, sticky, &units, &holders, i, &done);
-        done[i] = Some(t);
-    }
     let all: Vec<usize>;
     let which = match which {
         Some(w) => w,
@@ -198,6 +192,20 @@ pub fn trace(
             &all
         }
     };
+    // The experiments asked and, transitively, their prerequisites.
+    let mut needed = vec![false; snap.experiments.len()];
+    let mut todo: Vec<usize> = which.iter().copied().filter(|&i| i < needed.len()).collect();
+    while let Some(i) = todo.pop() {
+        if !std::mem::replace(&mut needed[i], true) {
+            todo.extend(snap.experiments[i].requires.iter().map(|(j, _)| *j));
+        }
+    }
+    let mut done: Vec<Option<ExperimentTrace>> = vec![None; snap.experiments.len()];
+    // Prerequisites first, as evaluation takes them.
+    for &i in snap.order.iter().filter(|&&i| needed[i]) {
+        let t = one(snap, cfg, ctx, sticky, &units, &holders, i, &done);
+        done[i] = Some(t);
+    }
     let experiments =
         which.iter().filter_map(|&i| Some((snap.experiments.get(i)?.id.clone(), done.get(i)?.clone()?))).collect();
     Trace { version: snap.version, experiments }
