@@ -4,7 +4,7 @@ use crate::files::{now, read_config, read_state, state_path, write_state};
 use crate::{Cli, Command, Format};
 use allot_core::audit::audit;
 use allot_core::config::{self, fmt_num, Config};
-use allot_core::history::{bucket_history, unit_history};
+use allot_core::history::{bucket_report, unit_report};
 use allot_core::plan::{self, ApplyError, Options, Plan};
 use allot_core::salt::resalt;
 use allot_core::state::State;
@@ -22,6 +22,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
         | Command::Plan { format, .. }
         | Command::Apply { format, .. }
         | Command::Audit { format }
+        | Command::Trace { format, .. }
         | Command::Resalt { format, .. } => *format,
         _ => Format::Text,
     };
@@ -111,6 +112,11 @@ fn run_command(cli: &Cli) -> Result<ExitCode> {
         Command::History { unit, bucket, unit_type, format } => {
             let state = read_state(&state_file)?;
             history(&state, unit.as_deref(), *bucket, unit_type.as_deref(), *format)
+        }
+        Command::Trace { context, experiments, format } => {
+            let state = read_state(&state_file)?;
+            note_unapplied(cli, &state);
+            trace(&state, context, experiments, *format)
         }
         Command::Serve(args) => crate::serve::run(cli, args),
         Command::MigrateStore(args) => crate::serve::migrate_store(args),
@@ -483,42 +489,29 @@ fn history(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let space = match unit_type {
-        Some(u) => u.to_string(),
-        None if state.spaces.len() == 1 => state.spaces.keys().next().cloned().unwrap_or_default(),
-        None => anyhow::bail!("several unit types: choose one with --unit-type"),
-    };
-    let Some(sp) = state.spaces.get(&space) else { anyhow::bail!("no unit type `{space}` in the applied state") };
-    let b = match (unit, bucket) {
-        (Some(u), _) => {
-            let snap = allot_core::eval::Snapshot::compile(state)
-                .map_err(|es| anyhow::anyhow!("{}", allot_core::Errors(es)))?;
-            let s = snap
-                .spaces
-                .iter()
-                .find(|s| s.name == space)
-                .ok_or_else(|| anyhow::anyhow!("no unit type `{space}`"))?;
-            s.bucket(u)
-        }
-        (None, Some(b)) if b < sp.buckets => b,
-        (None, Some(b)) => anyhow::bail!("bucket {b} is outside the space of {} buckets", sp.buckets),
-        (None, None) => anyhow::bail!("give --unit or --bucket"),
-    };
     let kind = |k: allot_core::state::OwnerKind| {
         serde_json::to_value(k).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
     };
     let until = |v: Option<u64>| v.map_or("now".to_string(), |v| v.to_string());
+    // One home for the JSON shape: allot-core's reports (also what the service answers).
+    let flags = |e: FieldError| match e.path.as_str() {
+        "unit_type" => anyhow::anyhow!("--unit-type: {}", e.message),
+        "bucket" => anyhow::anyhow!("--bucket: {}", e.message),
+        _ => anyhow::anyhow!("{e}"),
+    };
     if let Some(u) = unit {
         // A unit's bucket changes with each re-salt: the history is per stretch of versions.
-        let spans = unit_history(state, &space, u).map_err(|es| anyhow::anyhow!("{}", allot_core::Errors(es)))?;
+        let snap =
+            allot_core::eval::Snapshot::compile(state).map_err(|es| anyhow::anyhow!("{}", allot_core::Errors(es)))?;
+        let r = unit_report(state, &snap, unit_type, u).map_err(flags)?;
         match format {
-            Format::Json => println!("{}", json!({"unit_type": space, "unit": u, "bucket": b, "history": spans})),
+            Format::Json => println!("{}", serde_json::to_string(&r)?),
             Format::Text => {
-                println!("unit {u} of {space} (bucket {b} now):");
-                if spans.is_empty() {
+                println!("unit {u} of {} (bucket {} now):", r.unit_type, r.bucket);
+                if r.history.is_empty() {
                     println!("  never in a bucket held by anything");
                 }
-                for s in spans {
+                for s in r.history {
                     println!(
                         "  version {} → {}: bucket {}, {} {} (allocation {})",
                         s.span.from_version,
@@ -533,9 +526,11 @@ fn history(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let spans = bucket_history(state, &space, b);
+    let Some(b) = bucket else { anyhow::bail!("give --unit or --bucket") };
+    let r = bucket_report(state, unit_type, b).map_err(flags)?;
+    let (space, spans) = (r.unit_type.clone(), r.history.clone());
     match format {
-        Format::Json => println!("{}", json!({"unit_type": space, "bucket": b, "history": spans})),
+        Format::Json => println!("{}", serde_json::to_string(&r)?),
         Format::Text => {
             println!("bucket {b} of {space}:");
             if spans.is_empty() {
@@ -554,4 +549,99 @@ fn history(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn trace(state: &State, context: &str, experiments: &[String], format: Format) -> Result<ExitCode> {
+    let ctx: allot_core::Context = serde_json::from_str(context)
+        .with_context(|| "--context: expected one JSON object of context attributes".to_string())?;
+    let cfg = applied(state)?;
+    let snap = allot_core::eval::Snapshot::compile_with(state, &cfg);
+    let which = if experiments.is_empty() {
+        None
+    } else {
+        let mut idx = vec![];
+        for id in experiments {
+            idx.push(snap.index_of(id).ok_or_else(|| anyhow::anyhow!("--experiments: unknown experiment `{id}`"))?);
+        }
+        Some(idx)
+    };
+    let t = allot_core::trace::trace(&snap, state, &cfg, &ctx, &allot_core::eval::NoSticky, which.as_deref());
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&t)?),
+        Format::Text => print!("{}", trace_text(&t)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn trace_text(t: &allot_core::trace::Trace) -> String {
+    use allot_core::trace::Step;
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let names = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
+    let _ = writeln!(s, "version {}", t.version);
+    for (id, e) in &t.experiments {
+        let _ = writeln!(s, "{id}: {} ({})", e.variant.as_deref().unwrap_or("no variant"), e.reason.as_str());
+        for step in &e.steps {
+            let line = match step {
+                Step::Running { running } => format!("running: {}", if *running { "yes" } else { "no" }),
+                Step::Unit { unit_type, attribute, unit, bucket, held_by } => match (unit, bucket) {
+                    (Some(u), Some(b)) => {
+                        let held: Vec<String> = held_by
+                            .iter()
+                            .map(|h| {
+                                let kind = serde_json::to_value(h.kind).ok();
+                                format!("{} {}", kind.as_ref().and_then(|k| k.as_str()).unwrap_or(""), h.owner)
+                            })
+                            .collect();
+                        format!("unit: {attribute} = {u} ({unit_type}), bucket {b}, held by {}", names(&held))
+                    }
+                    _ => format!("unit: no {attribute} in the context ({unit_type})"),
+                },
+                Step::Inclusion { included, variant } => match (included, variant) {
+                    (true, Some(v)) => format!("inclusion: included in {v}"),
+                    _ => "inclusion: not included".to_string(),
+                },
+                Step::Holdout { held_out, holdouts } => {
+                    format!(
+                        "holdout: {}",
+                        if *held_out { format!("held out by {}", names(holdouts)) } else { "not held out".into() }
+                    )
+                }
+                Step::Allocation { bucket, allocated, slots } => format!(
+                    "allocation: bucket {bucket} {}{}",
+                    if *allocated { "is allocated" } else { "is not allocated" },
+                    if slots.is_empty() { String::new() } else { format!(" (in slots {})", slots.join(", ")) }
+                ),
+                Step::Sticky { stored, known } => match (stored, known) {
+                    (Some(v), _) => format!("sticky: stored {v}"),
+                    (None, true) => "sticky: nothing stored".to_string(),
+                    (None, false) => "sticky: the store cannot tell".to_string(),
+                },
+                Step::Prerequisite { experiment, variants, variant, reason, ok } => format!(
+                    "prerequisite {experiment} in [{}]: got {} ({}): {}",
+                    variants.join(", "),
+                    variant.as_deref().unwrap_or("no variant"),
+                    reason.as_str(),
+                    if *ok { "ok" } else { "failed" }
+                ),
+                Step::Targeting { matched, conditions } => {
+                    let mut l = format!("targeting: {}", if *matched { "matches" } else { "does not match" });
+                    for c in conditions {
+                        let _ = write!(
+                            l,
+                            "\n      {} {}{}: value {}",
+                            if c.matched { "✓" } else { "✗" },
+                            c.criterion,
+                            c.segment.as_ref().map(|g| format!(" (segment {g})")).unwrap_or_default(),
+                            c.value
+                        );
+                    }
+                    l
+                }
+                Step::Split { split_bucket, variant } => format!("split: split bucket {split_bucket} → {variant}"),
+            };
+            let _ = writeln!(s, "    {line}");
+        }
+    }
+    s
 }

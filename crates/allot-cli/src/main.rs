@@ -1,6 +1,6 @@
 //! `allot`: configuration as code for mutually exclusive experiments.
 //!
-//! `check`, `plan`, `apply`, `assign`, `audit`, `history` and `resalt` over a YAML file and the
+//! `check`, `plan`, `apply`, `assign`, `audit`, `history`, `trace` and `resalt` over a YAML file and the
 //! recorded state beside it, and `serve` (the service, `allot-server`). All decisions are made by
 //! `allot-core`; this binary reads and writes files, reads the clock, and prints.
 
@@ -126,6 +126,20 @@ pub enum Command {
         /// Unit type [default: the only one, if there is one].
         #[arg(long = "unit-type")]
         unit_type: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Explain one context's evaluation: per experiment, the steps evaluation took (unit and
+    /// bucket, inclusion, holdouts, allocation and slots, prerequisites, each targeting
+    /// condition, the split) and the final variant and reason, as `POST /api/v1/evaluate/trace`.
+    Trace {
+        /// The context: one JSON object of attributes (`{"user_id": "u1", "country": "SE"}`).
+        #[arg(long)]
+        context: String,
+        /// Only these experiments (comma-separated) [default: every experiment].
+        #[arg(long, value_delimiter = ',')]
+        experiments: Vec<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,

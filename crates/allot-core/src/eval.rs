@@ -227,11 +227,11 @@ pub struct CompiledExperiment {
     pub running: bool,
     /// Sticky?
     pub sticky: bool,
-    includes: HashMap<String, u16>,
-    holdout: Option<BucketSet>,
-    alloc: BucketSet,
-    targeting: Option<Compiled>,
-    requires: Vec<(usize, Vec<u16>)>,
+    pub(crate) includes: HashMap<String, u16>,
+    pub(crate) holdout: Option<BucketSet>,
+    pub(crate) alloc: BucketSet,
+    pub(crate) targeting: Option<Compiled>,
+    pub(crate) requires: Vec<(usize, Vec<u16>)>,
     /// The variant split.
     pub split: Split,
     /// Variant values.
@@ -247,7 +247,7 @@ pub struct Snapshot {
     pub spaces: Vec<CompiledSpace>,
     /// Experiments, in configuration order.
     pub experiments: Vec<CompiledExperiment>,
-    order: Vec<usize>,
+    pub(crate) order: Vec<usize>,
     by_id: HashMap<String, usize>,
 }
 

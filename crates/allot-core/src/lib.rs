@@ -50,6 +50,7 @@ pub mod state;
 pub mod targeting;
 #[doc(hidden)]
 pub mod testing;
+pub mod trace;
 
 /// The attributes of one evaluation: a JSON object (`{"user_id": "u1", "country": "SE"}`).
 pub type Context = serde_json::Map<String, serde_json::Value>;

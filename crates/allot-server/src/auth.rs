@@ -4,7 +4,7 @@
 //! | need | roles |
 //! |---|---|
 //! | evaluate: `/api/v1/evaluate`, `/ofrep/*`, `GET /api/v1/snapshot`, `POST /api/v1/exposures` | admin, editor, evaluator |
-//! | read: other `GET`s under `/api/v1`, `POST /api/v1/changes/preview` | admin, editor, reader |
+//! | read: other `GET`s under `/api/v1`, `POST /api/v1/changes/preview`, `POST /api/v1/capacity`, `POST /api/v1/evaluate/trace` | admin, editor, reader |
 //! | write: other `POST`/`PUT`/`DELETE`s under `/api/v1` | admin, editor |
 //! | keys: `/api/v1/keys` | admin |
 //! | any key: `/metrics`, `/api/v1/openapi.json` | every role |
@@ -72,7 +72,7 @@ pub(crate) fn need(method: &Method, path: &str) -> Need {
         "/api/v1/evaluate" => Need::Evaluate,
         "/api/v1/snapshot" if get => Need::Evaluate,
         "/api/v1/exposures" if !get => Need::Evaluate,
-        "/api/v1/changes/preview" => Need::Read,
+        "/api/v1/changes/preview" | "/api/v1/capacity" | "/api/v1/evaluate/trace" => Need::Read,
         p if p.starts_with("/ofrep/") => Need::Evaluate,
         p if p == "/api/v1/keys" || p.starts_with("/api/v1/keys/") => Need::Keys,
         _ if get => Need::Read,

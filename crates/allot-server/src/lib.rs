@@ -25,6 +25,8 @@
 //! | `admin`, `evaluate`, `ofrep`, [`openapi`] | the HTTP handlers of each API |
 //! | `ofrep_events` | OFREP's change events (server-sent events announcing each version) |
 //! | `ratelimit` | the per-key rate limit (`429` with `Retry-After`) |
+//! | `reports`, `resalt` | what the CLI does, over HTTP: the traffic audit, history, capacity, traces; [`App::resalt`] |
+//! | [`capacity`] | capacity planning, shared with `allot capacity` |
 //! | `auth` | authentication and roles |
 //! | [`body`], `headers`, [`http`], `tls` | request bodies, entity tags, the transport (timeouts, TLS, drain) |
 //! | [`error`] | the one table of API errors (and of OFREP errors) |
@@ -38,6 +40,7 @@ mod app;
 mod auth;
 pub mod body;
 mod buffered;
+pub mod capacity;
 mod clock;
 pub mod error;
 mod evaluate;
@@ -52,6 +55,8 @@ pub mod openapi;
 pub mod planner;
 mod ratelimit;
 mod refresh;
+mod reports;
+mod resalt;
 mod router;
 pub mod served;
 mod sticky;
@@ -67,6 +72,7 @@ pub(crate) use keys::{new_key_id, new_secret};
 pub use keys::{Bootstrap, MIN_BOOTSTRAP_KEY_CHARS};
 pub use ofrep::{Unassigned, UNASSIGNED_HEADER};
 pub use ratelimit::RateLimit;
+pub use resalt::{ResaltRequest, Resalted};
 pub use router::{router, with_cors};
 pub(crate) use sticky::StickyKnown;
 pub use sticky::{STICKY_BUFFER, STICKY_CACHE_UNITS};

@@ -22,7 +22,7 @@ impl Modify for Security {
 
 /// Adds to every operation the answers that do not depend on its handler, from the same rules
 /// the service applies: 401/403 from the roles table ([`crate::auth::need`]), 400/408/413 where a
-/// body is read, 422 where a parameter or body can be invalid, 503 (`STORE_UNAVAILABLE`: also
+/// body is read, 429 where the per-key rate limit counts, 422 where a parameter or body can be invalid, 503 (`STORE_UNAVAILABLE`: also
 /// authentication of a key this node has never seen, while the database cannot be reached) and
 /// 500 everywhere a key is needed. A handler's own description of a status is kept.
 struct CommonResponses;
@@ -49,6 +49,12 @@ impl Modify for CommonResponses {
                         add.push(("403", "FORBIDDEN: the key's role may not do this"));
                     }
                     add.push(("500", "INTERNAL: logged, not shown"));
+                    if n != Need::AnyKey {
+                        add.push((
+                            "429",
+                            "RATE_LIMITED: past `allot serve --rate-limit`; `Retry-After` says when to retry",
+                        ));
+                    }
                     add.push(("503", "STORE_UNAVAILABLE: the database cannot be reached"));
                 }
                 if op.request_body.is_some() {
@@ -94,12 +100,14 @@ impl Modify for CommonResponses {
         crate::admin::list_keys, crate::admin::create_key, crate::admin::revoke_key,
         crate::admin::list_entities, crate::admin::get_entity, crate::admin::put_entity, crate::admin::delete_entity, crate::admin::lifecycle,
         crate::evaluate::evaluate, crate::evaluate::snapshot, crate::evaluate::post_exposures, crate::admin::list_exposures,
-        crate::ofrep::evaluate_flag, crate::ofrep::evaluate_flags,
+        crate::ofrep::evaluate_flag, crate::ofrep::evaluate_flags, crate::ofrep_events::stream,
+        crate::reports::traffic, crate::reports::history, crate::reports::capacity, crate::resalt::resalt, crate::reports::trace,
         openapi_json,
     ),
     tags(
         (name = "config", description = "the configuration as a whole, previews, audit log, versions"),
         (name = "entities", description = "unit types, surfaces, segments, holdouts, groups, experiments and their lifecycle"),
+        (name = "reports", description = "what the CLI reports: the traffic audit, history, capacity, evaluation traces"),
         (name = "keys", description = "API keys (admin only)"),
         (name = "evaluation", description = "assignments, snapshots, exposures"),
         (name = "ofrep", description = "OpenFeature Remote Evaluation Protocol"),

@@ -4,7 +4,7 @@
 //! [`with_cors`] adds CORS. The transport (timeouts, TLS, drain) is [`crate::http`].
 
 use crate::error::ApiError;
-use crate::{admin, auth, body, evaluate, metrics, ofrep, openapi, App};
+use crate::{admin, auth, body, evaluate, metrics, ofrep, openapi, reports, resalt, App};
 use axum::Router;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +13,8 @@ use std::time::Duration;
 pub fn router(app: Arc<App>) -> Router {
     let api = Router::new()
         .merge(admin::routes())
+        .merge(reports::routes())
+        .merge(resalt::routes())
         .merge(evaluate::routes())
         // Reading exposures is admin, recording them is evaluation: one route, two modules.
         .route(

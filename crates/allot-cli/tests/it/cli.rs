@@ -416,3 +416,35 @@ fn plan_sample_measures_a_narrowed_targeting() {
         String::from_utf8(d.allot(&["plan", "--sample", "bad.jsonl"]).failure().get_output().stderr.clone()).unwrap();
     assert!(err.contains("bad.jsonl:2"), "{err}");
 }
+
+/// `allot trace` ends where `allot assign` does, for every experiment, and says how.
+#[test]
+fn trace_ends_where_assign_does() {
+    let d = Dir::new(EXAMPLE);
+    d.allot(&["apply"]).success();
+    let contexts = [
+        r#"{"user_id": "alice", "country": "US"}"#,
+        r#"{"user_id": "u2", "country": "NO"}"#,
+        r#"{"user_id": "u3", "country": "SE"}"#,
+        r#"{"user_id": "u4"}"#,
+        r#"{"country": "SE"}"#,
+    ];
+    let units = d.write("units.jsonl", &contexts.join("\n"));
+    let out = stdout(&d.allot(&["assign", "--units", units.to_str().unwrap()]).success());
+    for (ctx, line) in contexts.iter().zip(out.lines()) {
+        let assigned: Value = serde_json::from_str(line).unwrap();
+        let t = d.json(&["trace", "--context", ctx, "--format", "json"]);
+        let exps = t["experiments"].as_object().unwrap();
+        assert_eq!(exps.len(), assigned["assignments"].as_object().unwrap().len());
+        for (id, a) in assigned["assignments"].as_object().unwrap() {
+            assert_eq!(exps[id]["variant"], a["variant"], "{ctx} {id}: {}", exps[id]);
+            assert_eq!(exps[id]["reason"], a["reason"], "{ctx} {id}: {}", exps[id]);
+        }
+    }
+    let text = stdout(&d.allot(&["trace", "--context", contexts[0], "--experiments", "ranking-v2"]).success());
+    assert!(text.contains("ranking-v2:") && text.contains("unit: user_id = alice"), "{text}");
+    let e = stderr(&d.allot(&["trace", "--context", "{}", "--experiments", "nope"]).code(2));
+    assert!(e.contains("--experiments: unknown experiment `nope`"), "{e}");
+    let e = stderr(&d.allot(&["trace", "--context", "[1]"]).code(2));
+    assert!(e.contains("--context"), "{e}");
+}

@@ -592,3 +592,58 @@ fn serve_state_serves_exactly_what_assign_gives() {
     let s = start(dir.path(), &["--database-url", "sqlite://imported.db?mode=rwc"]);
     assert_eq!(version(&s.addr), 5);
 }
+
+/// The service reports what the CLI prints on the same state (`serve --state`): the audit, a
+/// unit's and a bucket's history, traces, capacity and a re-salt's report, compared as JSON.
+#[test]
+fn serve_reports_what_the_cli_prints() {
+    let config = "units:\n  user: {attribute: user_id}\nsurfaces: [home, search]\nsegments:\n  nordic: {attribute: country, in: [SE, NO]}\nholdouts:\n  hold: {unit: user, share: 5%, applies_to: [home]}\ngroups:\n  g: {unit: user, share: 40%, slots: [50%, 50%], surfaces: [search]}\nexperiments:\n  banner: {unit: user, surfaces: [home], share: 40%, variants: {a: 1, b: 1}, targeting: {segment: nordic}, include: {u7: b}, state: running}\n  color: {unit: user, group: g, slots: [1], variants: {x: 1, y: 2}, state: running}\n  gone: {unit: user, surfaces: [home], share: 30%, variants: {p: 1}, state: running}\n  later: {unit: user, surfaces: [home], share: 20%, variants: {p: 1}}\n";
+    let dir = tempfile::tempdir().unwrap();
+    let allot = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_allot")).current_dir(dir.path()).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    std::fs::write(dir.path().join("allot.yaml"), config).unwrap();
+    allot(&["apply", "--format", "json"]);
+    let stopped = edit(config, "variants: {p: 1}, state: running}", "variants: {p: 1}, state: stopped}");
+    std::fs::write(dir.path().join("allot.yaml"), &stopped).unwrap();
+    allot(&["apply", "--format", "json"]);
+    let traffic = r#"{"daily_units": {"user": 40000}, "experiments": {"later": {"metric": {"rate": 0.1}, "mde": 0.05}, "banner": {"metric": {"mean": 3.0, "sd": 5.0}, "mde_absolute": 0.2, "rho": 0.5}}}"#;
+    std::fs::write(dir.path().join("traffic.json"), traffic).unwrap();
+
+    let s = start(dir.path(), &["--state", "allot.state.json", "--database-url", "sqlite://served.db?mode=rwc"]);
+    let (h, v) = auth();
+    let get = |path: &str| {
+        let (status, body) = http(&s.addr, "GET", path, &[(h, &v)], "");
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    let post = |path: &str, headers: &[(&str, &str)], body: &str| {
+        let mut hs = vec![(h, v.as_str()), ("content-type", "application/json")];
+        hs.extend_from_slice(headers);
+        let (status, body) = http(&s.addr, "POST", path, &hs, body);
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    assert_eq!(get("/api/v1/traffic"), allot(&["audit", "--format", "json"]));
+    for unit in ["u1", "u7", "u42"] {
+        assert_eq!(
+            get(&format!("/api/v1/history?unit={unit}")),
+            allot(&["history", "--unit", unit, "--format", "json"])
+        );
+    }
+    assert_eq!(get("/api/v1/history?bucket=12345"), allot(&["history", "--bucket", "12345", "--format", "json"]));
+    for ctx in
+        [r#"{"user_id": "u1", "country": "SE"}"#, r#"{"user_id": "u7", "country": "US"}"#, r#"{"country": "NO"}"#]
+    {
+        let served = post("/api/v1/evaluate/trace", &[], &format!("{{\"context\": {ctx}}}"));
+        assert_eq!(served, allot(&["trace", "--context", ctx, "--format", "json"]), "{ctx}");
+    }
+    let planned = post("/api/v1/capacity", &[], traffic);
+    // The CLI reads YAML: JSON is YAML.
+    assert_eq!(planned, allot(&["capacity", "--traffic", "traffic.json", "--format", "json"]));
+    let dry = post("/api/v1/resalt?dry_run=true", &[], r#"{"reason": "quarterly"}"#);
+    assert_eq!(dry["reports"], allot(&["resalt", "--reason", "quarterly", "--format", "json"]));
+    assert!(dry["reports"][0]["resalted_buckets"].as_u64().unwrap() > 0);
+}

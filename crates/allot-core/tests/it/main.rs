@@ -9,3 +9,4 @@ mod hash;
 mod invariants;
 mod split_ranges;
 mod targeting;
+mod trace;

@@ -11,6 +11,7 @@ mod ofrep;
 mod ops;
 mod planning;
 mod postgres;
+mod reports;
 mod start;
 mod support;
 mod tls;

@@ -54,6 +54,7 @@ mod properties;
 mod reproductions;
 mod scenario;
 mod sticky;
+mod trace;
 
 #[allow(unused_imports)]
 use bad_input::*;
