@@ -177,7 +177,7 @@ async fn next_event(body: &mut axum::body::Body) -> Option<(String, serde_json::
     loop {
         let frame =
             tokio::time::timeout(std::time::Duration::from_secs(30), body.frame()).await.expect("no event within 30 s");
-        let Some(frame) = frame else { return None };
+        let frame = frame?;
         let Ok(data) = frame.unwrap().into_data() else { continue };
         text.push_str(std::str::from_utf8(&data).unwrap());
         while let Some(end) = text.find("\n\n") {
