@@ -647,3 +647,66 @@ fn serve_reports_what_the_cli_prints() {
     assert_eq!(dry["reports"], allot(&["resalt", "--reason", "quarterly", "--format", "json"]));
     assert!(dry["reports"][0]["resalted_buckets"].as_u64().unwrap() > 0);
 }
+
+/// The published static-context web provider (`@openfeature/ofrep-web-provider` with
+/// `@openfeature/web-sdk`, in `ALLOT_OFREP_NODE_MODULES` with esbuild) from a page in real Chromium
+/// (`/usr/bin/chromium` through playwright-core in `ALLOT_PLAYWRIGHT_NODE_MODULES`), on another
+/// origin allowed by `--cors-origin`: bulk evaluation with the code default for an unassigned
+/// unit, then a configuration change reaches the page through the change events (polling off).
+/// Skipped outside CI without them; `ALLOT_REQUIRE_BROWSER=1` (as `.ci/run` sets) fails instead.
+#[cfg(unix)]
+#[test]
+fn the_ofrep_web_provider_works_from_a_page_in_chromium() {
+    let required = std::env::var("ALLOT_REQUIRE_BROWSER").is_ok_and(|v| v == "1");
+    let modules = std::env::var("ALLOT_OFREP_NODE_MODULES").ok().filter(|p| {
+        Path::new(p).join("@openfeature/ofrep-web-provider").exists() && Path::new(p).join("esbuild").exists()
+    });
+    let playwright =
+        std::env::var("ALLOT_PLAYWRIGHT_NODE_MODULES").ok().filter(|p| Path::new(p).join("playwright-core").exists());
+    let chromium = std::env::var("ALLOT_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let (Some(modules), Some(playwright), true) = (modules, playwright, Path::new(&chromium).exists()) else {
+        assert!(
+            !required,
+            "ALLOT_REQUIRE_BROWSER=1 but the web provider, esbuild, playwright-core or chromium is missing"
+        );
+        eprintln!("skipped: set ALLOT_OFREP_NODE_MODULES (web provider, esbuild), ALLOT_PLAYWRIGHT_NODE_MODULES and install chromium (see .ci/run)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("allot.yaml"), FLAGS).unwrap();
+    let started =
+        edit(FLAGS, "    variants: {a: 1}\n", "    variants: {a: 1}\n    include: {u1: a}\n    state: running\n");
+    std::fs::write(dir.path().join("started.yaml"), &started).unwrap();
+    // Any origin: the page's port is only known once its server runs.
+    let mut s = start(dir.path(), &["--config", "allot.yaml", "--cors-origin", "*"]);
+    let out = Command::new("node")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ofrep/web.cjs"))
+        .args([&format!("http://{}", s.addr), KEY, &dir.path().join("started.yaml").display().to_string()])
+        .env("NODE_PATH", format!("{modules}:{playwright}"))
+        .env("ALLOT_CHROMIUM", &chromium)
+        .output()
+        .unwrap();
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    assert!(out.status.success(), "web.cjs: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (before, after) = (&v["before"], &v["after"]);
+    assert_eq!(before["banner"]["value"], serde_json::json!(true), "{v}");
+    assert!(["SPLIT", "DEFAULT"].contains(&before["color"]["reason"].as_str().unwrap()), "{v}");
+    assert!(["blue", "green"].contains(&before["color"]["value"].as_str().unwrap()), "{v}");
+    // Not running: the code default with the reason kept, no error: the provider takes it.
+    assert_eq!(
+        (before["later"]["value"].as_str(), before["later"]["reason"].as_str(), &before["later"]["errorCode"]),
+        (Some("none"), Some("DISABLED"), &serde_json::Value::Null),
+        "{v}"
+    );
+    assert_eq!(before["later"]["allotReason"], "NOT_RUNNING", "{v}");
+    // After the change, announced by the event stream: u1 is included in `later`.
+    // (Every flag counts as changed: each carries the configuration version in its metadata.)
+    assert!(v["changed"].as_array().unwrap().contains(&serde_json::json!("later")), "{v}");
+    assert_eq!((after["later"]["value"].as_str(), after["later"]["variant"].as_str()), (Some("a"), Some("a")), "{v}");
+    assert_eq!(after["color"]["value"], before["color"]["value"], "{v}");
+    let requests: Vec<&str> = v["requests"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+    assert!(requests.contains(&"GET /ofrep/v1/events"), "{requests:?}");
+    assert!(requests.iter().filter(|r| **r == "POST /ofrep/v1/evaluate/flags").count() >= 2, "{requests:?}");
+}
