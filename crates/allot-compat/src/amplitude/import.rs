@@ -586,6 +586,11 @@ impl Importer<'_> {
         }
         let name_of = |v: usize| -> Result<String, Why> {
             let key = &flag.variants[v].key;
+            if flag.variants[v].object.get("key").is_none() {
+                return Err(format!(
+                    "variant `{key}` has no `key`: the engine gives it without one, allot's variants have names"
+                ));
+            }
             if !allot_core::config::is_ident(key) || key.starts_with('_') {
                 return Err(format!("variant key `{key}` is not a valid allot variant name"));
             }

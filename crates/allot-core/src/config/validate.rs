@@ -408,10 +408,8 @@ pub fn validate(raw: &Value) -> Result<Config, Vec<FieldError>> {
         // the variant would be a function of the bucket (invariant 5).
         // Amplitude hashes one `<salt>/<unit>` for both (`% 100` places, `/ 100` splits): an
         // imported experiment reproduces that on its own Amplitude-hashed unit type.
-        let amplitude_pair = |u: &UnitType, name: &str| {
-            e.split_hash == BucketHash::Amplitude && u.hash == BucketHash::Amplitude && e.unit == name
-        };
-        if let Some((name, _)) = cfg.units.iter().find(|(n, u)| u.salt == e.salt && !amplitude_pair(u, n)) {
+        let amplitude_pair = |u: &UnitType| e.split_hash == BucketHash::Amplitude && u.hash == BucketHash::Amplitude;
+        if let Some((name, _)) = cfg.units.iter().find(|(_, u)| u.salt == e.salt && !amplitude_pair(u)) {
             v.err(
                 join(&path, "salt"),
                 format!(
