@@ -384,7 +384,7 @@ enum DepForm {
     /// Units with a bucketing id in attribute `attribute` get the variant of the one experiment
     /// holding their bucket (its variants: allot name and Amplitude variant index, `None` for
     /// [`PASS`]); units without one get `missing`.
-    Bucketed { attribute: String, groups: Vec<(String, Vec<(String, Option<usize>)>)>, missing: Option<usize> },
+    Bucketed { attribute: String, groups: Vec<FormGroup>, missing: Option<usize> },
 }
 
 /// One alternative of a condition: targeting and/or a prerequisite.
@@ -423,6 +423,14 @@ struct Importer<'f> {
 
 /// The outcome of a split bucket: a variant index, or none (the next segment).
 type Outcome = Option<usize>;
+/// A function of the split bucket: ranges tiling `0..AMPLITUDE_SPLIT_BUCKETS` and their outcomes.
+type SplitFn = Vec<(u32, u32, Outcome)>;
+/// A native variant: its name, its ranges (none: the only variant) and its Amplitude outcome.
+type NativeVariant = (String, Vec<(u32, u32)>, Outcome);
+/// An experiment of a segment before its clauses: unit type, buckets, variants.
+type Group = (String, BucketBitmap, Vec<NativeVariant>);
+/// A dependency's experiment and its variants (allot name, Amplitude variant index).
+type FormGroup = (String, Vec<(String, Option<usize>)>);
 
 impl Importer<'_> {
     fn unit_for(&mut self, attribute: &str, salt: &str, new: &mut Vec<(String, Value)>) -> String {
@@ -534,7 +542,7 @@ impl Importer<'_> {
     }
 
     /// Per bucket of `0..100`: the split function (tiling of `0..AMPLITUDE_SPLIT_BUCKETS`).
-    fn functions(b: &Bucket, fallback: Outcome) -> Vec<Vec<(u32, u32, Outcome)>> {
+    fn functions(b: &Bucket, fallback: Outcome) -> Vec<SplitFn> {
         let full = AMPLITUDE_SPLIT_BUCKETS;
         let clamp = |x: f64| -> u32 {
             if x.is_nan() {
@@ -559,7 +567,7 @@ impl Importer<'_> {
                 }
                 cuts.sort_unstable();
                 cuts.dedup();
-                let mut pieces: Vec<(u32, u32, Outcome)> = vec![];
+                let mut pieces: SplitFn = vec![];
                 for w in cuts.windows(2) {
                     let d = f64::from(w[0]);
                     let found = holding
@@ -624,7 +632,7 @@ impl Importer<'_> {
             };
             let reads_first = si == 0 && seg.conditions.is_none() && self.read.contains(&fi);
             // (unit type, buckets, variants as (name, ranges or none, amplitude index)).
-            let mut groups: Vec<(String, BucketBitmap, Vec<(String, Vec<(u32, u32)>, Outcome)>)> = vec![];
+            let mut groups: Vec<Group> = vec![];
             let mut form_groups = vec![];
             let missing_outcome = seg.variant;
             match &bucket {
@@ -643,7 +651,7 @@ impl Importer<'_> {
                 Some((a, b)) => {
                     let unit = self.unit_for(a, &b.salt, &mut out.units);
                     let fns = Self::functions(b, seg.variant);
-                    let mut by_fn: Vec<(Vec<(u32, u32, Outcome)>, BucketBitmap)> = vec![];
+                    let mut by_fn: Vec<(SplitFn, BucketBitmap)> = vec![];
                     for (bucket, f) in fns.into_iter().enumerate() {
                         match by_fn.iter_mut().find(|(g, _)| *g == f) {
                             Some((_, bits)) => bits.insert(bucket as u32),
@@ -661,7 +669,7 @@ impl Importer<'_> {
                             continue;
                         }
                         // Variants by allot name, their ranges merged.
-                        let mut vs: Vec<(String, Vec<(u32, u32)>, Outcome)> = vec![];
+                        let mut vs: Vec<NativeVariant> = vec![];
                         for (lo, hi, o) in &f {
                             let name = match o {
                                 Some(v) => name_of(*v).map_err(fail)?,
