@@ -49,6 +49,13 @@ pub const NUMBER_SUFFIX: &str = "#number";
 /// Suffix of the attribute holding a value's lower-case text (`contains`, `does not contain`).
 pub const LOWER_SUFFIX: &str = "#lower";
 
+/// Suffix of the attribute holding each value as an orderable SemVer key for the `version`
+/// operators: its Amplitude version when it parses as one, else its text ([`TEXT_SUFFIX`]'s key).
+pub const VERSION_SUFFIX: &str = "#version";
+/// Suffix of the attribute holding each value's text as a SemVer key whose precedence is
+/// JavaScript's string order (the `version` operators' fallback).
+pub const TEXT_SUFFIX: &str = "#text";
+
 /// Most experiments one segment clause may expand into (dependencies multiply).
 const MAX_COMBINATIONS: usize = 64;
 
@@ -136,8 +143,9 @@ pub fn answer<'a>(variants: impl IntoIterator<Item = Option<&'a str>>) -> Option
 /// holding `.` or `#` left out) as Amplitude's conditions read it — a string (numbers and booleans
 /// as JavaScript prints them, objects as `JSON.stringify` writes them), or a list of strings for
 /// an array or a string that parses as a JSON array (nulls and empty strings left out); beside
-/// it `p#lower` (lower case) and `p#number` (`Number()` of each, when one is a number; infinities
-/// as ±`f64::MAX`, others null); `null` values are left out. Plus `amplitude_context: "1"`.
+/// it `p#lower` (lower case), `p#number` (`Number()` of each, when one is a number; infinities
+/// as ±`f64::MAX`, others null), `p#version` and `p#text` (SemVer keys that order as Amplitude's
+/// `version` operators compare); `null` values are left out. Plus `amplitude_context: "1"`.
 pub fn flatten_context(ctx: &Value) -> Map<String, Value> {
     let mut out = Map::new();
     if let Some(Value::Object(user)) = ctx.get("user") {
@@ -155,6 +163,28 @@ fn js_number(s: &str) -> Value {
         let n = if n.is_infinite() { f64::MAX.copysign(n) } else { n };
         serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number)
     }
+}
+
+/// Text as a SemVer key whose precedence is JavaScript's string order (UTF-16 code units): one
+/// pre-release identifier of 4 hex digits per unit, below `0.0.0`.
+fn text_key(s: &str) -> String {
+    let hex: String = s.encode_utf16().map(|u| format!("{u:04x}")).collect();
+    format!("0.0.0-s{hex}")
+}
+
+/// An Amplitude version as a SemVer key whose precedence is Amplitude's order: above `0.0.0`,
+/// each part as the bits of its (non-negative) double, which order as the doubles do, and the
+/// pre-release's text after (`y…`) sorting before none (`z`).
+fn version_key(v: &super::Version) -> String {
+    let pre = match &v.pre {
+        None => "z".to_string(),
+        Some(p) => format!("y{}", p.encode_utf16().map(|u| format!("{u:04x}")).collect::<String>()),
+    };
+    format!("1.0.0-v.{}.{}.{}.{pre}", v.major.to_bits(), v.minor.to_bits(), v.patch.to_bits())
+}
+
+fn version_or_text(s: &str) -> String {
+    super::Version::parse(s).map_or_else(|| text_key(s), |v| version_key(&v))
 }
 
 fn flatten_into(out: &mut Map<String, Value>, prefix: &str, obj: &Map<String, Value>) {
@@ -176,6 +206,8 @@ fn flatten_into(out: &mut Map<String, Value>, prefix: &str, obj: &Map<String, Va
         match texts {
             Ok(s) => {
                 out.insert(format!("{path}{LOWER_SUFFIX}"), json!(s.to_lowercase()));
+                out.insert(format!("{path}{VERSION_SUFFIX}"), json!(version_or_text(&s)));
+                out.insert(format!("{path}{TEXT_SUFFIX}"), json!(text_key(&s)));
                 let n = js_number(&s);
                 if !n.is_null() {
                     out.insert(format!("{path}{NUMBER_SUFFIX}"), n);
@@ -187,6 +219,9 @@ fn flatten_into(out: &mut Map<String, Value>, prefix: &str, obj: &Map<String, Va
                     format!("{path}{LOWER_SUFFIX}"),
                     json!(list.iter().map(|s| s.to_lowercase()).collect::<Vec<_>>()),
                 );
+                let versions: Vec<String> = list.iter().map(|s| version_or_text(s)).collect();
+                out.insert(format!("{path}{VERSION_SUFFIX}"), json!(versions));
+                out.insert(format!("{path}{TEXT_SUFFIX}"), json!(list.iter().map(|s| text_key(s)).collect::<Vec<_>>()));
                 let nums: Vec<Value> = list.iter().map(|s| js_number(s)).collect();
                 if nums.iter().any(|n| !n.is_null()) {
                     out.insert(format!("{path}{NUMBER_SUFFIX}"), Value::Array(nums));
@@ -324,7 +359,38 @@ fn present(a: &str, c: &Condition) -> Result<Value, Why> {
             json!({"any": alts})
         }
         Op::VersionLess | Op::VersionLessOrEqual | Op::VersionGreater | Op::VersionGreaterOrEqual => {
-            return Err("version operators: Amplitude's version order (and its fallback to text order) is not allot's SemVer".into())
+            let (key, below) = match c.op {
+                Op::VersionLess => ("semver_lt", true),
+                Op::VersionLessOrEqual => ("semver_lte", true),
+                Op::VersionGreater => ("semver_gt", false),
+                _ => ("semver_gte", false),
+            };
+            let (version, text) = (format!("{a}{VERSION_SUFFIX}"), format!("{a}{TEXT_SUFFIX}"));
+            if c.versions.is_empty() {
+                // No value is a version: the engine compares every value as text.
+                json!({"any": vals.iter().map(|f| json!({"attribute": text, "any": {key: text_key(f)}})).collect::<Vec<_>>()})
+            } else {
+                // A value that is a version is compared with the values that are (versions sort
+                // above `0.0.0`), one that is not with every value as text (texts sort below it).
+                let mut alts = vec![];
+                for v in &c.versions {
+                    let mut ops = Map::new();
+                    ops.insert(key.into(), json!(version_key(v)));
+                    if below {
+                        ops.insert("semver_gt".into(), json!("0.0.0"));
+                    }
+                    alts.push(json!({"attribute": version, "any": ops}));
+                }
+                for f in vals {
+                    let mut ops = Map::new();
+                    ops.insert(key.into(), json!(text_key(f)));
+                    if !below {
+                        ops.insert("semver_lt".into(), json!("0.0.0"));
+                    }
+                    alts.push(json!({"attribute": version, "any": ops}));
+                }
+                json!({"any": alts})
+            }
         }
         Op::RegexMatch | Op::RegexDoesNotMatch => {
             return Err("regular expressions: allot's targeting has no regular-expression operator".into())
