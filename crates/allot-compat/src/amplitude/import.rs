@@ -471,7 +471,6 @@ struct Out {
 /// What a flag's segments gave.
 struct FlagOut {
     experiments: Vec<Out>,
-    units: Vec<(String, Value)>,
     form: Option<DepForm>,
 }
 
@@ -485,6 +484,8 @@ struct Importer<'f> {
     /// Unit types by (attribute, salt).
     units: HashMap<(String, String), String>,
     unit_names: BTreeSet<String>,
+    /// Unit types in the order first needed.
+    declared: Vec<(String, Value)>,
 }
 
 /// The outcome of a split bucket: a variant index, or none (the next segment).
@@ -499,7 +500,9 @@ type Group = (String, BucketBitmap, Vec<NativeVariant>);
 type FormGroup = (String, Vec<(String, Option<usize>)>);
 
 impl Importer<'_> {
-    fn unit_for(&mut self, attribute: &str, salt: &str, new: &mut Vec<(String, Value)>) -> String {
+    /// The unit type of (attribute, salt), declared in `self.declared` the first time (also for a
+    /// flag that then does not map: only the unit types experiments use are written).
+    fn unit_for(&mut self, attribute: &str, salt: &str) -> String {
         if let Some(n) = self.units.get(&(attribute.to_string(), salt.to_string())) {
             return n.clone();
         }
@@ -516,7 +519,7 @@ impl Importer<'_> {
         }
         self.unit_names.insert(name.clone());
         self.units.insert((attribute.to_string(), salt.to_string()), name.clone());
-        new.push((name.clone(), json!({"attribute": attribute, "salt": salt, "hash": "amplitude"})));
+        self.declared.push((name.clone(), json!({"attribute": attribute, "salt": salt, "hash": "amplitude"})));
         name
     }
 
@@ -671,7 +674,7 @@ impl Importer<'_> {
             Ok(key.clone())
         };
         let value_of = |v: usize| flag.variants[v].object.get("value").cloned();
-        let mut out = FlagOut { experiments: vec![], units: vec![], form: None };
+        let mut out = FlagOut { experiments: vec![], form: None };
         let mut n = 0usize;
         let mut next_id = |si: usize| {
             n += 1;
@@ -715,7 +718,7 @@ impl Importer<'_> {
                     }
                 }
                 Some((a, b)) => {
-                    let unit = self.unit_for(a, &b.salt, &mut out.units);
+                    let unit = self.unit_for(a, &b.salt);
                     let fns = Self::functions(b, seg.variant);
                     let mut by_fn: Vec<(SplitFn, BucketBitmap)> = vec![];
                     for (bucket, f) in fns.into_iter().enumerate() {
@@ -868,6 +871,7 @@ impl Flags {
             read,
             units: HashMap::new(),
             unit_names: BTreeSet::new(),
+            declared: vec![],
         };
         let mut report = Report {
             source: "amplitude",
@@ -880,7 +884,6 @@ impl Flags {
                 "variant payloads and metadata are not imported (the variant's `value` is)".into(),
             ],
         };
-        let mut units: Vec<(String, Value)> = vec![];
         let mut experiments = Map::new();
         let mut buckets: Vec<(String, BucketBitmap)> = vec![];
         let mut by_flag: Vec<Option<FlagReport>> = vec![None; self.flags.len()];
@@ -892,7 +895,6 @@ impl Flags {
                     if let Some(form) = out.form {
                         im.forms.insert(fi, form);
                     }
-                    units.extend(out.units);
                     let mut ids = vec![];
                     for e in out.experiments {
                         any_everyone |= e.experiment["unit"] == EVERYONE;
@@ -935,7 +937,7 @@ impl Flags {
                 json!({"attribute": EVERYONE_ATTRIBUTE, "buckets": 1, "salt": "amplitude-everyone"}),
             );
         }
-        for (name, u) in units {
+        for (name, u) in std::mem::take(&mut im.declared) {
             if used.contains(name.as_str()) {
                 umap.insert(name, u);
             }

@@ -232,3 +232,67 @@ fn random() {
     ));
     assert!(t.imported * 4 > t.flags, "most random flags should map: {t:?}");
 }
+
+#[test]
+fn flattening_follows_the_documented_convention() {
+    let ctx = serde_json::json!({"user": {
+        "user_id": "u1",
+        "device_id": null,
+        "user_properties": {"plan": "Gold", "age": 31, "tags": ["a", null, "", 2], "json": "[\"x\"]", "a.b": 1},
+        "on": true
+    }});
+    let flat = flatten_context(&ctx);
+    assert_eq!(flat["user_id"], "u1");
+    assert!(!flat.contains_key("device_id"), "null is left out");
+    assert_eq!(flat["user_properties.plan"], "Gold");
+    assert_eq!(flat["user_properties.plan#lower"], "gold");
+    assert_eq!(flat["user_properties.age"], "31");
+    assert_eq!(flat["user_properties.age#number"], 31.0);
+    assert_eq!(flat["user_properties.tags"], serde_json::json!(["a", "2"]));
+    assert_eq!(flat["user_properties.tags#number"], serde_json::json!([null, 2.0]));
+    assert_eq!(flat["user_properties.json"], serde_json::json!(["x"]), "a string holding a JSON array is a list");
+    assert!(!flat.contains_key("user_properties.a.b"), "keys holding `.` are left out");
+    assert_eq!(flat["on"], "true");
+    assert!(flat["user_properties"].as_str().unwrap().starts_with("{\""), "objects as JSON.stringify writes them");
+    assert_eq!(flat["amplitude_context"], "1");
+    // Versions order as Amplitude compares them: by number, a pre-release first; texts below.
+    let key =
+        |v: &str| flatten_context(&serde_json::json!({"user": {"v": v}}))["v#version"].as_str().unwrap().to_string();
+    let order = ["", "abc", "1.2.3-rc.1", "1.2.3", "1.10"];
+    let keys: Vec<semver::Version> = order.iter().map(|v| semver::Version::parse(&key(v)).unwrap()).collect();
+    for w in keys.windows(2) {
+        assert_eq!(w[0].cmp_precedence(&w[1]), std::cmp::Ordering::Less, "{w:?}");
+    }
+}
+
+/// Configuration 0 of the conformance data: experiments read their mutual exclusion group's
+/// slot, which becomes prerequisites on the group flag's experiments.
+#[test]
+fn group_slots_become_prerequisites_and_unmapped_flags_are_named() {
+    let data: Value = serde_json::from_str(&spec("amplitude/generated-cases.json")).unwrap();
+    let mut flags = data["cases"][0]["flags"].clone();
+    // One flag that does not map, and one that reads it.
+    flags.as_array_mut().unwrap().push(serde_json::json!({"key": "pattern", "variants": {"on": {"key": "on"}},
+        "segments": [{"conditions": [[{"selector": ["context", "user", "user_id"], "op": "regex match", "values": ["^u"]}]], "variant": "on"}]}));
+    flags.as_array_mut().unwrap().push(serde_json::json!({"key": "reader", "variants": {"on": {"key": "on"}}, "dependencies": ["pattern"],
+        "segments": [{"conditions": [[{"selector": ["result", "pattern", "key"], "op": "is", "values": ["on"]}]], "variant": "on"}]}));
+    let compiled = Flags::from_json(flags).unwrap();
+    let imported = compiled.import(&ImportOptions { time: "2026-01-01T00:00:00Z".into() }).unwrap();
+    let exps = imported.config["experiments"].as_object().unwrap();
+    let requires: Vec<&Value> = exps
+        .iter()
+        .filter(|(id, _)| id.starts_with("exp-56zc4pz0."))
+        .filter_map(|(_, e)| e.get("requires"))
+        .flat_map(|r| r.as_array().unwrap())
+        .collect();
+    assert!(
+        requires.iter().any(|r| r["experiment"].as_str().unwrap().starts_with("mutex-1b7o259o.s0.")),
+        "{requires:?}"
+    );
+    let units = imported.config["units"].as_object().unwrap();
+    assert!(units.values().any(|u| u["hash"] == "amplitude" && u["attribute"] == "device_id"), "{units:?}");
+    let unmapped: Vec<&str> = imported.report.unmapped.iter().map(|e| e.name.as_str()).collect();
+    assert!(unmapped.contains(&"pattern") && unmapped.contains(&"reader"), "{unmapped:?}");
+    assert!(!exps.keys().any(|id| id.starts_with("pattern.") || id.starts_with("reader.")));
+    assert!(!imported.report.complete());
+}
