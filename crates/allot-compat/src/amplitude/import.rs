@@ -690,9 +690,6 @@ impl Importer<'_> {
                     Selector::Nothing => None,
                     Selector::Context(id) => {
                         let a = attribute_of(&flags.paths[*id]).map_err(fail)?;
-                        if b.salt.is_empty() {
-                            return Err(fail("an empty bucketing salt (allot's unit types need one)".into()));
-                        }
                         Some((a, b))
                     }
                     _ => return Err(fail("it buckets by another flag's result".into())),

@@ -281,8 +281,11 @@ pub fn validate(raw: &Value) -> Result<Config, Vec<FieldError>> {
                 }
             },
         };
+        // Amplitude's salts may be empty (it hashes `"/<id>"`); allot's may not.
+        let amplitude = m.get("hash").and_then(Value::as_str) == Some("amplitude");
         let salt = match m.get("salt") {
             None => Some(name.clone()),
+            Some(Value::String(s)) if s.is_empty() && amplitude => Some(String::new()),
             s => v.string(s, &join(&path, "salt")),
         };
         let hash = v.bucket_hash(m.get("hash"), &join(&path, "hash"));
@@ -759,10 +762,6 @@ pub(super) fn experiment(v: &mut Validator, cfg: &Config, e: &Value, path: &str,
             }
         },
     };
-    let salt = match m.get("salt") {
-        None => Some(id.to_string()),
-        s => v.string(s, &join(path, "salt")),
-    };
 
     let split_hash = v.bucket_hash(m.get("split_hash"), &join(path, "split_hash"));
     if split_hash == Some(BucketHash::Amplitude) {
@@ -776,6 +775,12 @@ pub(super) fn experiment(v: &mut Validator, cfg: &Config, e: &Value, path: &str,
             );
         }
     }
+
+    let salt = match m.get("salt") {
+        None => Some(id.to_string()),
+        Some(Value::String(s)) if s.is_empty() && split_hash == Some(BucketHash::Amplitude) => Some(String::new()),
+        s => v.string(s, &join(path, "salt")),
+    };
 
     let mut requires = vec![];
     let rpath = join(path, "requires");

@@ -149,3 +149,22 @@ fn an_amplitude_space_is_never_resalted_and_the_state_names_its_hash() {
     let back: State = serde_json::from_str(&text).unwrap();
     assert_eq!(back, state);
 }
+
+#[test]
+fn an_empty_salt_is_amplitude_s_only() {
+    let empty =
+        edit(&edit(BASE, "salt: ctzkk6oam89o, hash", "salt: \"\", hash"), "salt: ctzkk6oam89o\n", "salt: \"\"\n");
+    assert!(errors(&empty).is_empty(), "{:?}", errors(&empty));
+    let native = edit(&empty, ", hash: amplitude}", "}");
+    assert!(
+        errors(&native).iter().any(|e| e.starts_with("units.amp.salt: must not be empty")),
+        "{:?}",
+        errors(&native)
+    );
+    let weights = edit(&empty, "    split_hash: amplitude\n", "");
+    assert!(
+        errors(&weights).iter().any(|e| e.starts_with("experiments.a.salt: must not be empty")),
+        "{:?}",
+        errors(&weights)
+    );
+}
