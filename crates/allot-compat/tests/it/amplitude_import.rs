@@ -31,6 +31,9 @@ fn import(flags: &Flags) -> Native {
     let imported =
         flags.import(&ImportOptions { time: "2026-01-01T00:00:00Z".into() }).unwrap_or_else(|e| panic!("{e}"));
     let cfg = allot_core::config::validate(&imported.config).unwrap();
+    // Written as YAML, it reads back as the very configuration the state records (as the CLI checks).
+    let yaml = serde_yaml_ng::to_string(&imported.config).unwrap();
+    assert_eq!(allot_core::config::parse_yaml(&yaml).unwrap(), imported.config, "{yaml}");
     let ids = cfg.units.values().filter(|u| !u.hash.is_allot()).map(|u| u.attribute.clone()).collect();
     let snap = Snapshot::compile(&imported.state).unwrap();
     Native { snap, report: imported.report, ids }
