@@ -13,8 +13,8 @@
 mod import;
 
 pub use import::{
-    answer, flatten_context, FlagReport, ImportOptions, Imported, Report, EVERYONE, EVERYONE_ATTRIBUTE, LOWER_SUFFIX,
-    NUMBER_SUFFIX, PASS, TEXT_SUFFIX, VERSION_SUFFIX,
+    answer, flatten_context, FlagReport, ImportOptions, Imported, Report, EVERYONE, EVERYONE_ATTRIBUTE, ID_SUFFIX,
+    LOWER_SUFFIX, NUMBER_SUFFIX, PASS, TEXT_SUFFIX, VERSION_SUFFIX,
 };
 
 use crate::js::{array_index, coerce_string, is_array_index, parse_number};

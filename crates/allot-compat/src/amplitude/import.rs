@@ -44,6 +44,9 @@ pub const PASS: &str = "_none";
 pub const EVERYONE: &str = "everyone";
 /// The attribute [`flatten_context`] sets on every context, the id of its [`EVERYONE`] unit.
 pub const EVERYONE_ATTRIBUTE: &str = "amplitude_context";
+/// Suffix of the attribute holding the text Amplitude buckets a value by (`String()` of it; an
+/// array as `JSON.stringify` writes it): the unit id of the Amplitude-hashed unit types.
+pub const ID_SUFFIX: &str = "#id";
 /// Suffix of the attribute holding JavaScript's `Number()` of a value (the numeric operators).
 pub const NUMBER_SUFFIX: &str = "#number";
 /// Suffix of the attribute holding a value's lower-case text (`contains`, `does not contain`).
@@ -144,7 +147,7 @@ pub fn answer<'a>(variants: impl IntoIterator<Item = Option<&'a str>>) -> Option
 /// as JavaScript prints them, objects as `JSON.stringify` writes them), or a list of strings for
 /// an array or a string that parses as a JSON array (nulls and empty strings left out); beside
 /// it `p#lower` (lower case), `p#number` (`Number()` of each, when one is a number; infinities
-/// as ±`f64::MAX`, others null), `p#version` and `p#text` (SemVer keys that order as Amplitude's
+/// as ±`f64::MAX`, others null), `p#id` (the text Amplitude buckets it by), `p#version` and `p#text` (SemVer keys that order as Amplitude's
 /// `version` operators compare); `null` values are left out. Plus `amplitude_context: "1"`.
 pub fn flatten_context(ctx: &Value) -> Map<String, Value> {
     let mut out = Map::new();
@@ -196,6 +199,11 @@ fn flatten_into(out: &mut Map<String, Value>, prefix: &str, obj: &Map<String, Va
         if v.is_null() {
             continue;
         }
+        let id = match v {
+            Value::String(s) => s.clone(),
+            other => coerce_string(other),
+        };
+        out.insert(format!("{path}{ID_SUFFIX}"), json!(id));
         let texts: Result<String, Vec<String>> = match coerce_string_array(v) {
             Some(list) => Err(list),
             None => Ok(match v {
@@ -435,7 +443,8 @@ fn context_condition(a: &str, c: &Condition) -> Result<Value, Why> {
 
 /// A unit without a bucketing id: the attribute missing, or empty text.
 fn without_id(a: &str) -> Value {
-    json!({"any": [{"attribute": a, "exists": false}, {"attribute": a, "eq": ""}]})
+    let id = format!("{a}{ID_SUFFIX}");
+    json!({"any": [{"attribute": id, "exists": false}, {"attribute": id, "eq": ""}]})
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -500,7 +509,7 @@ type Group = (String, BucketBitmap, Vec<NativeVariant>);
 type FormGroup = (String, Vec<(String, Option<usize>)>);
 
 impl Importer<'_> {
-    /// The unit type of (attribute, salt), declared in `self.declared` the first time (also for a
+    /// The unit type of (attribute, salt) — its ids read from `<attribute>#id` — declared in `self.declared` the first time (also for a
     /// flag that then does not map: only the unit types experiments use are written).
     fn unit_for(&mut self, attribute: &str, salt: &str) -> String {
         if let Some(n) = self.units.get(&(attribute.to_string(), salt.to_string())) {
@@ -519,7 +528,8 @@ impl Importer<'_> {
         }
         self.unit_names.insert(name.clone());
         self.units.insert((attribute.to_string(), salt.to_string()), name.clone());
-        self.declared.push((name.clone(), json!({"attribute": attribute, "salt": salt, "hash": "amplitude"})));
+        let id = format!("{attribute}{ID_SUFFIX}");
+        self.declared.push((name.clone(), json!({"attribute": id, "salt": salt, "hash": "amplitude"})));
         name
     }
 
@@ -876,8 +886,7 @@ impl Flags {
             dropped: vec![],
             unmapped: vec![],
             caveats: vec![
-                "contexts must be flattened as `allot compat amplitude flatten` does (docs/compat.md): attributes under `user` joined by `.`, with `#lower` and `#number` beside each and `amplitude_context: \"1\"`".into(),
-                "a bucketing id that is a list (an array, or a string holding a JSON array) reads as missing to allot; Amplitude buckets its JSON text".into(),
+                "contexts must be flattened as `allot compat amplitude flatten` does (docs/compat.md): attributes under `user` joined by `.`, with `#id`, `#lower`, `#number`, `#version` and `#text` beside each, and `amplitude_context: \"1\"`".into(),
                 "variant payloads and metadata are not imported (the variant's `value` is)".into(),
             ],
         };

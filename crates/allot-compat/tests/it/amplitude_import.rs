@@ -6,8 +6,7 @@
 //! `spec/amplitude/generated-cases.json`), on the conformance data and on the differential
 //! test's random configurations and hostile contexts (`PROPTEST_CASES`, `ALLOT_DIFF_SEED`).
 //!
-//! Inside the import's domain (no bucketing id is a list, see the report's caveats) every
-//! comparison must agree; outside it the agreement is counted and printed.
+//! Every comparison must agree; they are counted and printed.
 
 use crate::amplitude_differential::case;
 use crate::amplitude_oracle::{Oracle, Outcome};
@@ -23,8 +22,6 @@ use std::collections::BTreeMap;
 struct Native {
     snap: Snapshot,
     report: Report,
-    /// Attributes of the Amplitude-hashed unit types (bucketing ids).
-    ids: Vec<String>,
 }
 
 fn import(flags: &Flags) -> Native {
@@ -34,9 +31,9 @@ fn import(flags: &Flags) -> Native {
     // Written as YAML, it reads back as the very configuration the state records (as the CLI checks).
     let yaml = serde_yaml_ng::to_string(&imported.config).unwrap();
     assert_eq!(allot_core::config::parse_yaml(&yaml).unwrap(), imported.config, "{yaml}");
-    let ids = cfg.units.values().filter(|u| !u.hash.is_allot()).map(|u| u.attribute.clone()).collect();
+    assert!(cfg.units.values().all(|u| u.hash.is_allot() || u.attribute.ends_with("#id")), "{:?}", cfg.units);
     let snap = Snapshot::compile(&imported.state).unwrap();
-    Native { snap, report: imported.report, ids }
+    Native { snap, report: imported.report }
 }
 
 impl Native {
@@ -57,12 +54,6 @@ impl Native {
             })
             .collect()
     }
-
-    /// Whether the context is inside the import's domain: no bucketing id is a list.
-    fn in_domain(&self, ctx: &Value) -> bool {
-        let flat = flatten_context(ctx);
-        self.ids.iter().all(|a| !flat.get(a).is_some_and(Value::is_array))
-    }
 }
 
 #[derive(Default, Debug)]
@@ -76,8 +67,6 @@ struct Tally {
     agree_adapter: usize,
     agree_engine: usize,
     engine_compared: usize,
-    outside: usize,
-    outside_agree: usize,
     disagreements: Vec<String>,
     /// Why flags did not map (the start of each reason), and how often.
     reasons: BTreeMap<String, usize>,
@@ -102,30 +91,20 @@ impl Tally {
         for (k, ctx) in contexts.iter().enumerate() {
             let ours = native.answers(ctx);
             let adapter = flags.evaluate_json(ctx);
-            let inside = native.in_domain(ctx);
             for (flag, got) in &ours {
                 let want = adapter[flag].as_str().map(str::to_string);
                 self.comparisons += 1;
                 self.with_variant += usize::from(got.is_some());
-                let mut agree = *got == want;
                 if let Some(e) = engine {
                     self.engine_compared += 1;
                     let by_engine = e[k].get(flag).cloned().flatten();
                     if by_engine == *got {
-                        self.agree_engine += usize::from(inside);
+                        self.agree_engine += 1;
                     } else {
-                        agree = false;
-                    }
-                    if inside && by_engine != *got {
                         self.disagreements.push(format!(
                             "flag {flag}, context {ctx}: engine {by_engine:?}, allot import {got:?}\n  flags {flags_json}"
                         ));
                     }
-                }
-                if !inside {
-                    self.outside += 1;
-                    self.outside_agree += usize::from(agree);
-                    continue;
                 }
                 if *got == want {
                     self.agree_adapter += 1;
@@ -141,19 +120,16 @@ impl Tally {
     fn finish(&self, what: &str) {
         eprintln!(
             "amplitude import, {what}: {} configurations ({} refused by the adapter), {} of {} flags imported; \
-             {} comparisons inside the domain ({} with a variant): {} agree with the adapter, {} of {} with the engine; \
-             outside the domain {} of {} agree",
+             {} comparisons ({} with a variant): {} agree with the adapter, {} of {} with the engine",
             self.configurations,
             self.refused,
             self.imported,
             self.flags,
-            self.comparisons - self.outside,
+            self.comparisons,
             self.with_variant,
             self.agree_adapter,
             self.agree_engine,
-            self.engine_compared.saturating_sub(self.outside),
-            self.outside_agree,
-            self.outside,
+            self.engine_compared,
         );
         for (why, n) in &self.reasons {
             eprintln!("  not mapped {n}×: {why}");
@@ -293,7 +269,7 @@ fn group_slots_become_prerequisites_and_unmapped_flags_are_named() {
         "{requires:?}"
     );
     let units = imported.config["units"].as_object().unwrap();
-    assert!(units.values().any(|u| u["hash"] == "amplitude" && u["attribute"] == "device_id"), "{units:?}");
+    assert!(units.values().any(|u| u["hash"] == "amplitude" && u["attribute"] == "device_id#id"), "{units:?}");
     let unmapped: Vec<&str> = imported.report.unmapped.iter().map(|e| e.name.as_str()).collect();
     assert!(unmapped.contains(&"pattern") && unmapped.contains(&"reader"), "{unmapped:?}");
     assert!(!exps.keys().any(|id| id.starts_with("pattern.") || id.starts_with("reader.")));
