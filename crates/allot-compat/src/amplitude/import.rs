@@ -906,7 +906,12 @@ impl Flags {
                         any_everyone |= e.experiment["unit"] == EVERYONE;
                         ids.push(e.id.clone());
                         buckets.push((e.id.clone(), e.buckets));
-                        experiments.insert(e.id, e.experiment);
+                        if experiments.insert(e.id.clone(), e.experiment).is_some() {
+                            return Err(CompatError::invalid(
+                                "import",
+                                format!("internal error, please report: experiment id {} twice", e.id),
+                            ));
+                        }
                     }
                     let defaults = flag.variants.iter().filter(|v| v.default).map(|v| v.key.clone()).collect();
                     by_flag[fi] = Some(FlagReport {
