@@ -2,7 +2,7 @@
 //! configurations with the assignments those systems give. The adapters live in `allot-compat`;
 //! this module reads the files and prints.
 
-use allot_compat::amplitude::Flags;
+use allot_compat::amplitude::{self, Flags};
 use allot_compat::confidence::{response_json, ImportOptions, Request, State};
 use anyhow::{anyhow, Context as _, Result};
 use clap::Subcommand;
@@ -97,6 +97,58 @@ pub enum AmplitudeCommand {
         #[arg(long)]
         contexts: String,
     },
+    /// Import a flag configuration as a native allot.yaml and recorded state: each segment becomes
+    /// running experiments over Amplitude-hashed unit types whose allocations are Amplitude's
+    /// buckets and whose splits are its distributions; conditions become targeting, conditions on
+    /// group and holdout flags prerequisites.
+    ///
+    /// `allot assign` then gives every imported flag Amplitude's variant on contexts flattened as
+    /// `allot compat amplitude flatten` does. What does not map is reported on stderr (and with
+    /// --report as JSON) and its flag is not written. Exit 1 with --strict when anything does not
+    /// map (then nothing is written). See docs/compat.md.
+    Import {
+        /// The flag configuration (a JSON array of flags, as served to local-evaluation SDKs).
+        #[arg(value_name = "FLAGS.json", required_unless_present = "flags", conflicts_with = "flags")]
+        file: Option<PathBuf>,
+        /// The flag configuration, as a flag (the same as the positional FLAGS.json).
+        #[arg(long)]
+        flags: Option<PathBuf>,
+        #[command(flatten)]
+        out: ImportOut,
+    },
+    /// Flatten Amplitude contexts (one per line) into the attributes an imported configuration
+    /// reads, one JSON object per line: the input of `allot assign`.
+    Flatten {
+        /// One context per line, or - for standard input.
+        #[arg(long)]
+        contexts: String,
+    },
+}
+
+/// Runs `f` on each non-blank JSON line of `contexts` (a file or `-`), writing what it returns.
+fn each_context(contexts: &str, mut f: impl FnMut(&serde_json::Value) -> Result<String>) -> Result<ExitCode> {
+    let input: Box<dyn BufRead> = if contexts == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let file = std::fs::File::open(contexts).with_context(|| format!("cannot read {contexts}"))?;
+        Box::new(std::io::BufReader::new(file))
+    };
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    for (i, line) in input.lines().enumerate() {
+        let line = line.with_context(|| format!("cannot read {contexts}"))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let ctx: serde_json::Value = serde_json::from_str(&line).map_err(|e| anyhow!("{contexts}:{}: {e}", i + 1))?;
+        let mut text = f(&ctx)?;
+        text.push('\n');
+        if quiet_on_closed_pipe(out.write_all(text.as_bytes()))? {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    quiet_on_closed_pipe(out.flush())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A reader that went away (`allot ... | head`) ends the output quietly: `Ok(true)`.
@@ -227,29 +279,26 @@ pub fn run(system: &System, state: Option<&PathBuf>) -> Result<ExitCode> {
         }
         System::Amplitude { command: AmplitudeCommand::Evaluate { flags, contexts } } => {
             let compiled = Flags::parse(&read(flags)?).map_err(|e| anyhow!("{}: {e}", flags.display()))?;
-            let input: Box<dyn BufRead> = if contexts == "-" {
-                Box::new(std::io::stdin().lock())
-            } else {
-                let f = std::fs::File::open(contexts).with_context(|| format!("cannot read {contexts}"))?;
-                Box::new(std::io::BufReader::new(f))
-            };
-            let stdout = std::io::stdout();
-            let mut out = BufWriter::new(stdout.lock());
-            for (i, line) in input.lines().enumerate() {
-                let line = line.with_context(|| format!("cannot read {contexts}"))?;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let ctx: serde_json::Value =
-                    serde_json::from_str(&line).map_err(|e| anyhow!("{contexts}:{}: {e}", i + 1))?;
-                let mut text = serde_json::to_string(&compiled.evaluate_json(&ctx))?;
-                text.push('\n');
-                if quiet_on_closed_pipe(out.write_all(text.as_bytes()))? {
-                    return Ok(ExitCode::SUCCESS);
-                }
-            }
-            quiet_on_closed_pipe(out.flush())?;
-            Ok(ExitCode::SUCCESS)
+            each_context(contexts, |ctx| Ok(serde_json::to_string(&compiled.evaluate_json(ctx))?))
+        }
+        System::Amplitude { command: AmplitudeCommand::Flatten { contexts } } => {
+            each_context(contexts, |ctx| Ok(serde_json::to_string(&amplitude::flatten_context(ctx))?))
+        }
+        System::Amplitude { command: AmplitudeCommand::Import { file, flags, out } } => {
+            let path = file.as_ref().or(flags.as_ref()).ok_or_else(|| anyhow!("FLAGS.json is required"))?;
+            let compiled = Flags::parse(&read(path)?).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            let opts = amplitude::ImportOptions { time: crate::files::now() };
+            let imported = compiled.import(&opts).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            let header = format!(
+                "# Imported by `allot compat amplitude import` from {}.\n\
+                 # A flag's variant is the first of its experiments' variants (report: flags[].experiments)\n\
+                 # that is not {}; contexts are flattened as `allot compat amplitude flatten` does.\n",
+                path.display(),
+                amplitude::PASS
+            );
+            let complete = imported.report.complete();
+            let report = serde_json::to_value(&imported.report)?;
+            write_import(out, &header, &imported.config, &imported.state, report, complete)
         }
     }
 }

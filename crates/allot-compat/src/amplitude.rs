@@ -10,6 +10,13 @@
 //! (everything compared as strings, `(none)` for missing values, case-insensitive `contains`,
 //! `Number()` parsing), which differ from allot's typed targeting; they live here.
 
+mod import;
+
+pub use import::{
+    answer, flatten_context, FlagReport, ImportOptions, Imported, Report, EVERYONE, EVERYONE_ATTRIBUTE, ID_SUFFIX,
+    LOWER_SUFFIX, NUMBER_SUFFIX, PASS, TEXT_SUFFIX, VERSION_SUFFIX,
+};
+
 use crate::js::{array_index, coerce_string, is_array_index, parse_number};
 use crate::{parse_json, CompatError};
 use allot_core::hash::murmur3_x86_32;

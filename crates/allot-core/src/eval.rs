@@ -23,7 +23,7 @@
 //! keeps that meaning.)
 
 use crate::bucketset::BucketSet;
-use crate::config::{dependency_order, Config, ExpState};
+use crate::config::{dependency_order, BucketHash, Config, ExpState};
 use crate::error::FieldError;
 use crate::hash;
 use crate::salt::{classes_of, Landing, Layer, NO_HINT};
@@ -152,6 +152,8 @@ pub struct CompiledSpace {
     /// Buckets.
     pub buckets: u32,
     salt: String,
+    /// allot's hash, or Amplitude's (`hash % 100`; such a space is never re-salted).
+    hash: BucketHash,
     resalts: Vec<ResaltEval>,
 }
 
@@ -166,8 +168,14 @@ impl CompiledSpace {
     /// before the next re-salt (bucket history uses it).
     #[inline]
     pub fn bucket_after(&self, unit: &str, resalts: usize) -> u32 {
-        let (h1, h2) = hash::unit_hash(&self.salt, unit);
-        let mut b = hash::bucket_of_hash(h1, self.buckets);
+        let (mut b, h2) = match self.hash {
+            BucketHash::Allot => {
+                let (h1, h2) = hash::unit_hash(&self.salt, unit);
+                (hash::bucket_of_hash(h1, self.buckets), h2)
+            }
+            // `allot resalt` refuses such a space, so no re-salt below reads `h2`.
+            BucketHash::Amplitude => (hash::amplitude_hash(&self.salt, unit) % self.buckets.max(1), 0),
+        };
         // The class of the unit's bucket in the next re-salt, when the previous one knew it
         // (`Layer::link`); then the bucket itself is not needed, and is read only at the end.
         let mut hint = NO_HINT;
@@ -262,9 +270,9 @@ impl Snapshot {
     pub fn compile_with(state: &State, cfg: &Config) -> Snapshot {
         let mut spaces = vec![];
         for (name, u) in &cfg.units {
-            let (buckets, salt, resalts) = match state.spaces.get(name) {
-                Some(s) => (s.buckets, s.salt.clone(), s.resalts.clone()),
-                None => (u.buckets, u.salt.clone(), vec![]),
+            let (buckets, salt, hash, resalts) = match state.spaces.get(name) {
+                Some(s) => (s.buckets, s.salt.clone(), s.hash, s.resalts.clone()),
+                None => (u.buckets, u.salt.clone(), u.hash, vec![]),
             };
             let mut resalts: Vec<ResaltEval> = resalts
                 .into_iter()
@@ -285,7 +293,14 @@ impl Snapshot {
                     a.link(b);
                 }
             }
-            spaces.push(CompiledSpace { name: name.clone(), attribute: u.attribute.clone(), buckets, salt, resalts });
+            spaces.push(CompiledSpace {
+                name: name.clone(),
+                attribute: u.attribute.clone(),
+                buckets,
+                salt,
+                hash,
+                resalts,
+            });
         }
         let by_id: HashMap<String, usize> = cfg.experiments.keys().enumerate().map(|(i, k)| (k.clone(), i)).collect();
         let mut experiments = vec![];
@@ -322,7 +337,7 @@ impl Snapshot {
                         Some((j, ok))
                     })
                     .collect(),
-                split: Split::new(&e.salt, &e.variants),
+                split: Split::of(e),
                 values: e.variants.values().map(|v| v.value.clone()).collect(),
             });
         }

@@ -267,6 +267,33 @@ pub fn bucket(salt: &str, unit: &str, buckets: u32) -> u32 {
     bucket_of_hash(unit_hash(salt, unit).0, buckets)
 }
 
+/// Amplitude Experiment's bucketing hash: MurmurHash3 x86_32, seed 0, over the UTF-8 bytes of
+/// `"<salt>/<unit>"`. Amplitude allocates by `hash % 100` and splits by `hash / 100` (over
+/// [`AMPLITUDE_SPLIT_BUCKETS`]); a unit type or a split with `hash: amplitude` uses it
+/// (docs/config.md). Allocates only for keys over 192 bytes.
+#[inline]
+pub fn amplitude_hash(salt: &str, unit: &str) -> u32 {
+    let n = salt.len() + 1 + unit.len();
+    let mut stack = [0u8; 192];
+    let mut heap = Vec::new();
+    let buf: &mut [u8] = if n <= stack.len() {
+        &mut stack[..n]
+    } else {
+        heap.resize(n, 0);
+        &mut heap
+    };
+    buf[..salt.len()].copy_from_slice(salt.as_bytes());
+    buf[salt.len()] = b'/';
+    buf[salt.len() + 1..].copy_from_slice(unit.as_bytes());
+    murmur3_x86_32(buf, 0)
+}
+
+/// Buckets of a unit type with `hash: amplitude`: Amplitude allocates by `hash % 100`.
+pub const AMPLITUDE_BUCKETS: u32 = 100;
+
+/// Split buckets of a split with `split_hash: amplitude`: `hash / 100` lies in `0..42,949,673`.
+pub const AMPLITUDE_SPLIT_BUCKETS: u32 = u32::MAX / 100 + 1;
+
 /// Both halves of [`murmur3_x64_128`] with seed 0 over `"<salt>|<unit>"`: `h1` places the unit
 /// in its bucket ([`bucket_of_hash`]); `h2` drives its moves in the salt machine
 /// ([`crate::salt`]), so one hash per unit and space serves every re-salt. Never allocates.

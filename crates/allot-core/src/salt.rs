@@ -410,6 +410,15 @@ pub fn resalt(
             format!("no bucket space `{space}` in the applied state; known: [{}]", known.join(", ")),
         ));
     };
+    if s.hash != crate::config::BucketHash::Allot {
+        return Err(FieldError::new(
+            "space",
+            format!(
+                "bucket space `{space}` uses {} hashing (`hash:`), which reproduces a foreign engine's buckets exactly; it cannot be re-salted",
+                s.hash.as_str()
+            ),
+        ));
+    }
     let version = state.version.checked_add(1).ok_or_else(|| {
         FieldError::new("state.version", "the recorded version cannot grow any further; the state file is corrupt")
     })?;

@@ -7,7 +7,7 @@
 //! `allot compat … import`): the split is then `bucket(salt, unit, N)` over the `N` split
 //! buckets the ranges tile, looked up in them, which is exactly Confidence's rule split.
 
-use crate::config::Variant;
+use crate::config::{BucketHash, Experiment, Variant};
 use crate::hash;
 use indexmap::IndexMap;
 
@@ -28,6 +28,8 @@ pub struct Split {
     pub of: Vec<u16>,
     /// Split buckets: [`SPLIT_BUCKETS`], or the `N` explicit ranges tile.
     pub buckets: u32,
+    /// The hash: allot's `bucket(salt, unit, N)`, or Amplitude's `amplitude_hash(salt, unit) / 100`.
+    pub hash: BucketHash,
 }
 
 impl Split {
@@ -49,6 +51,7 @@ impl Split {
                 bounds: ranges.iter().map(|r| r.1).collect(),
                 of: ranges.iter().map(|r| r.2).collect(),
                 buckets,
+                hash: BucketHash::Allot,
             };
         }
         let total: u64 = variants.values().map(|v| u64::from(v.weight)).sum::<u64>().max(1);
@@ -58,7 +61,12 @@ impl Split {
             cum += u64::from(v.weight);
             bounds.push((cum * u64::from(SPLIT_BUCKETS) / total) as u32);
         }
-        Split { salt: salt.to_string(), names, bounds, of: vec![], buckets: SPLIT_BUCKETS }
+        Split { salt: salt.to_string(), names, bounds, of: vec![], buckets: SPLIT_BUCKETS, hash: BucketHash::Allot }
+    }
+
+    /// The split of an experiment: its salt, its variants and its `split_hash`.
+    pub fn of(e: &Experiment) -> Split {
+        Split { hash: e.split_hash, ..Split::new(&e.salt, &e.variants) }
     }
 
     /// The variant index for a split bucket.
@@ -79,7 +87,12 @@ impl Split {
     /// The variant index for a unit.
     #[inline]
     pub fn variant(&self, unit: &str) -> usize {
-        self.variant_of_bucket(hash::bucket(&self.salt, unit, self.buckets))
+        let b = match self.hash {
+            BucketHash::Allot => hash::bucket(&self.salt, unit, self.buckets),
+            // Validation makes the ranges tile exactly 0..AMPLITUDE_SPLIT_BUCKETS.
+            BucketHash::Amplitude => hash::amplitude_hash(&self.salt, unit) / 100,
+        };
+        self.variant_of_bucket(b)
     }
 
     /// Share of the split space in variant `i`.
@@ -99,7 +112,7 @@ impl Split {
     /// ranges when the salt and the split buckets are the same, and `1 − Σ p_old(v)·p_new(v)`
     /// (independent hashes) when either changed.
     pub fn moved_share(&self, new: &Split) -> f64 {
-        if self.salt != new.salt || self.buckets != new.buckets {
+        if self.salt != new.salt || self.buckets != new.buckets || self.hash != new.hash {
             let same: f64 = self
                 .names
                 .iter()

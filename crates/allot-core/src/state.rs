@@ -3,7 +3,7 @@
 //! each bucket space, and the change log.
 
 use crate::bucketset::{BucketBitmap, BucketSet};
-use crate::config::{Config, ExpState};
+use crate::config::{BucketHash, Config, ExpState};
 use crate::error::FieldError;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
@@ -43,6 +43,9 @@ pub struct SpaceState {
     pub buckets: u32,
     /// Salt of the unit → bucket hash.
     pub salt: String,
+    /// The unit → bucket hash (left out when allot's own, so existing states read and write as before).
+    #[serde(default, skip_serializing_if = "BucketHash::is_allot")]
+    pub hash: BucketHash,
     /// Re-salts in order (see [`crate::eval`] for how a unit's bucket is found through them).
     #[serde(default)]
     pub resalts: Vec<Resalt>,

@@ -148,6 +148,11 @@ fn strip_free_text(m: &mut Map<String, Value>) {
 
 /// A non-running prerequisite: what validation needs and evaluation reads (its variant names).
 fn skeleton(e: &mut Map<String, Value>) {
+    // An Amplitude split shares its unit type's salt; as weights (below) it may not, and a
+    // skeleton is never split: its salt goes with its `split_hash` and its ranges.
+    if e.contains_key("split_hash") {
+        e.shift_remove("salt");
+    }
     e.retain(|k, _| SKELETON.contains(&k.as_str()) || k == "variants");
     if let Some(Value::Object(vs)) = e.get_mut("variants") {
         for v in vs.values_mut() {

@@ -254,3 +254,92 @@ fn confidence_import_strict_writes_nothing_when_something_does_not_map() {
     let again = import().assert().code(2);
     assert!(String::from_utf8_lossy(&again.get_output().stderr).contains("--overwrite"));
 }
+
+/// `allot compat amplitude import` end to end: import a configuration of the conformance data,
+/// `check`, `plan` (no changes), `audit`, then `assign` on the flattened contexts gives every
+/// imported flag what `compat amplitude evaluate` gives (Amplitude's engine's answers).
+#[test]
+fn amplitude_import_then_assign_gives_what_evaluate_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let allot = || {
+        let mut c = Command::cargo_bin("allot").unwrap();
+        c.current_dir(d);
+        c
+    };
+    let data = read_json("amplitude/generated-cases.json");
+    let case = &data["cases"][0];
+    // The case's flags, and one more that does not map: allot's targeting has no regular expressions.
+    let mut flags = case["flags"].clone();
+    flags.as_array_mut().unwrap().push(serde_json::json!({
+        "key": "by-pattern",
+        "variants": {"on": {"key": "on"}},
+        "segments": [{"conditions": [[{"selector": ["context", "user", "user_id"], "op": "regex match", "values": ["^user-1"]}]], "variant": "on"}]
+    }));
+    std::fs::write(d.join("flags.json"), flags.to_string()).unwrap();
+    let contexts: String = case["contexts"].as_array().unwrap().iter().map(|c| format!("{c}\n")).collect();
+    std::fs::write(d.join("contexts.jsonl"), &contexts).unwrap();
+
+    // --strict: something does not map, so nothing is written.
+    let strict = allot().args(["compat", "amplitude", "import", "flags.json", "--strict"]).assert().code(1);
+    let stderr = String::from_utf8_lossy(&strict.get_output().stderr).into_owned();
+    assert!(stderr.contains("NOT MAPPED segment by-pattern.segments[0]: regular expressions"), "{stderr}");
+    assert!(!d.join("allot.yaml").exists() && !d.join("allot.state.json").exists());
+
+    allot()
+        .args([
+            "compat",
+            "amplitude",
+            "import",
+            "flags.json",
+            "--out-config",
+            "allot.yaml",
+            "--out-state",
+            "allot.state.json",
+            "--report",
+            "report.json",
+        ])
+        .assert()
+        .success();
+    // An import never overwrites a recorded state unless told to.
+    let again = allot().args(["compat", "amplitude", "import", "--flags", "flags.json"]).assert().failure();
+    assert!(String::from_utf8_lossy(&again.get_output().stderr).contains("exists"));
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(d.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["source"], "amplitude");
+    assert!(report["unmapped"].as_array().unwrap().iter().any(|e| e["name"] == "by-pattern"), "{report}");
+    assert_eq!(report["flags"].as_array().unwrap().len(), case["flags"].as_array().unwrap().len(), "{report}");
+    allot().arg("check").assert().success();
+    let plan = allot().args(["plan", "--format", "json"]).assert().success();
+    let plan: Value = serde_json::from_slice(&plan.get_output().stdout).unwrap();
+    assert_eq!(plan["changes"], serde_json::json!([]), "{plan}");
+    allot().arg("audit").assert().success();
+
+    let flat = allot().args(["compat", "amplitude", "flatten", "--contexts", "contexts.jsonl"]).assert().success();
+    let assigned =
+        allot().args(["assign", "--units", "-"]).write_stdin(flat.get_output().stdout.clone()).assert().success();
+    let evaluated = allot()
+        .args(["compat", "amplitude", "evaluate", "--flags", "flags.json", "--contexts", "contexts.jsonl"])
+        .assert()
+        .success();
+    let lines = |out: &[u8]| -> Vec<Value> {
+        String::from_utf8_lossy(out).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let (assigned, evaluated) = (lines(&assigned.get_output().stdout), lines(&evaluated.get_output().stdout));
+    assert_eq!(assigned.len(), 200);
+    let (mut compared, mut with_variant) = (0, 0);
+    for (a, e) in assigned.iter().zip(&evaluated) {
+        for f in report["flags"].as_array().unwrap() {
+            let key = f["flag"].as_str().unwrap();
+            let got = f["experiments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|id| a["assignments"][id.as_str().unwrap()]["variant"].as_str())
+                .find(|v| *v != "_none");
+            assert_eq!(got, e[key].as_str(), "{key}: {a} vs {e}");
+            compared += 1;
+            with_variant += usize::from(got.is_some());
+        }
+    }
+    assert!(compared >= 200 * 5 && with_variant > 0, "{compared} / {with_variant}");
+}

@@ -436,7 +436,7 @@ pub struct Case {
     pub contexts: Vec<Value>,
 }
 
-fn case() -> impl Strategy<Value = Case> {
+pub(crate) fn case() -> impl Strategy<Value = Case> {
     (1usize..7)
         .prop_flat_map(|n| (vec(flag_spec(n), n..=n), vec(context(), CONTEXTS_PER_CASE..=CONTEXTS_PER_CASE)))
         .prop_map(|(specs, contexts)| Case { flags: build(&specs), contexts })

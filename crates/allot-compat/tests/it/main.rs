@@ -4,6 +4,7 @@
 
 mod amplitude;
 mod amplitude_differential;
+mod amplitude_import;
 mod amplitude_oracle;
 mod confidence;
 mod confidence_differential;

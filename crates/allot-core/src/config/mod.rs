@@ -4,6 +4,7 @@
 //! See `docs/config.md` for the reference. Parsing never panics on any input.
 
 use crate::error::{index, join, FieldError};
+use crate::hash::{AMPLITUDE_BUCKETS, AMPLITUDE_SPLIT_BUCKETS};
 use crate::targeting::{check_segments, Targeting};
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
@@ -129,6 +130,37 @@ pub(super) fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// Which hash places units in buckets (`hash:` on a unit type) or in split buckets
+/// (`split_hash:` on an experiment). Written by `allot compat amplitude import` to reproduce
+/// Amplitude's bucketing exactly; allot's own is the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BucketHash {
+    /// allot's frozen bucketing ([`crate::hash::bucket`]): `(h1 >> 4) mod B` of MurmurHash3
+    /// x64_128 over `"<salt>|<unit>"`.
+    #[default]
+    Allot,
+    /// Amplitude's ([`crate::hash::amplitude_hash`]): MurmurHash3 x86_32 over `"<salt>/<unit>"`;
+    /// the bucket is `hash % 100` (a space of exactly 100 buckets), the split bucket `hash / 100`
+    /// (explicit ranges tiling exactly `0..42,949,673`).
+    Amplitude,
+}
+
+impl BucketHash {
+    /// Its name in the configuration.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            BucketHash::Allot => "allot",
+            BucketHash::Amplitude => "amplitude",
+        }
+    }
+
+    /// Whether it is allot's own (the default, left out of recorded states).
+    pub fn is_allot(&self) -> bool {
+        *self == BucketHash::Allot
+    }
+}
+
 /// A unit type: what is randomised, and the context attribute carrying its id.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UnitType {
@@ -138,6 +170,8 @@ pub struct UnitType {
     pub buckets: u32,
     /// Salt of the unit → bucket hash.
     pub salt: String,
+    /// The unit → bucket hash (`hash:`; allot's by default).
+    pub hash: BucketHash,
     /// Context attributes a unit of this type never changes (country of registration, not
     /// plan). Only these may prove two exclusive experiments' targeting disjoint and let them
     /// share buckets. None by default.
@@ -263,6 +297,9 @@ pub struct Experiment {
     pub state: ExpState,
     /// Salt of the variant split (default: the experiment id).
     pub salt: String,
+    /// The split's hash (`split_hash:`; allot's by default). With Amplitude's, the split bucket
+    /// is `amplitude_hash(salt, unit) / 100` and the variants carry explicit `ranges`.
+    pub split_hash: BucketHash,
     /// Prerequisites.
     pub requires: Vec<Requirement>,
     /// Whether assignments are kept in the sticky store.

@@ -206,6 +206,19 @@ impl Validator {
         }
     }
 
+    /// `hash:` / `split_hash:`: `allot` (the default) or `amplitude`.
+    fn bucket_hash(&mut self, v: Option<&Value>, path: &str) -> Option<BucketHash> {
+        match v {
+            None => Some(BucketHash::Allot),
+            Some(Value::String(s)) if s == "allot" => Some(BucketHash::Allot),
+            Some(Value::String(s)) if s == "amplitude" => Some(BucketHash::Amplitude),
+            Some(other) => {
+                self.err(path, format!("expected `allot` or `amplitude`, found {}", kind(other)));
+                None
+            }
+        }
+    }
+
     fn unit_ref(&mut self, v: Option<&Value>, path: &str, units: &IndexMap<String, UnitType>) -> Option<String> {
         let u = self.string(v, path)?;
         if !units.contains_key(&u) {
@@ -241,6 +254,7 @@ pub(super) const EXP_KEYS: &[&str] = &[
     "sticky",
     "description",
     "owner",
+    "split_hash",
 ];
 
 /// Validates a raw tree into a [`Config`], reporting every error.
@@ -254,7 +268,7 @@ pub fn validate(raw: &Value) -> Result<Config, Vec<FieldError>> {
     // Unit types.
     for (name, u) in v.map(top.get("units"), "units") {
         let path = join("units", name);
-        let Some(m) = v.obj(u, &path, &["attribute", "buckets", "salt", "stable"]) else { continue };
+        let Some(m) = v.obj(u, &path, &["attribute", "buckets", "salt", "stable", "hash"]) else { continue };
         let stable = v.strings(m.get("stable"), &join(&path, "stable"));
         let attribute = v.string(m.get("attribute"), &join(&path, "attribute"));
         let buckets = match m.get("buckets") {
@@ -267,12 +281,27 @@ pub fn validate(raw: &Value) -> Result<Config, Vec<FieldError>> {
                 }
             },
         };
+        // Amplitude's salts may be empty (it hashes `"/<id>"`); allot's may not.
+        let amplitude = m.get("hash").and_then(Value::as_str) == Some("amplitude");
         let salt = match m.get("salt") {
             None => Some(name.clone()),
+            Some(Value::String(s)) if s.is_empty() && amplitude => Some(String::new()),
             s => v.string(s, &join(&path, "salt")),
         };
-        if let (Some(attribute), Some(buckets), Some(salt)) = (attribute, buckets, salt) {
-            cfg.units.insert(name.clone(), UnitType { attribute, buckets, salt, stable });
+        let hash = v.bucket_hash(m.get("hash"), &join(&path, "hash"));
+        if hash == Some(BucketHash::Amplitude) && m.get("buckets").is_some() && buckets != Some(AMPLITUDE_BUCKETS) {
+            v.err(
+                join(&path, "buckets"),
+                format!("with `hash: amplitude` the space has {AMPLITUDE_BUCKETS} buckets (Amplitude allocates by hash % 100)"),
+            );
+        }
+        let buckets = if hash == Some(BucketHash::Amplitude) && m.get("buckets").is_none() {
+            Some(AMPLITUDE_BUCKETS)
+        } else {
+            buckets
+        };
+        if let (Some(attribute), Some(buckets), Some(salt), Some(hash)) = (attribute, buckets, salt, hash) {
+            cfg.units.insert(name.clone(), UnitType { attribute, buckets, salt, hash, stable });
         }
     }
     if top.get("units").is_none() && top.get("experiments").is_some() {
@@ -380,7 +409,10 @@ pub fn validate(raw: &Value) -> Result<Config, Vec<FieldError>> {
         let path = join("experiments", id);
         // The split hashes `<salt>|<unit>` exactly as the bucket does: with the space's salt,
         // the variant would be a function of the bucket (invariant 5).
-        if let Some((name, _)) = cfg.units.iter().find(|(_, u)| u.salt == e.salt) {
+        // Amplitude hashes one `<salt>/<unit>` for both (`% 100` places, `/ 100` splits): an
+        // imported experiment reproduces that on its own Amplitude-hashed unit type.
+        let amplitude_pair = |u: &UnitType| e.split_hash == BucketHash::Amplitude && u.hash == BucketHash::Amplitude;
+        if let Some((name, _)) = cfg.units.iter().find(|(_, u)| u.salt == e.salt && !amplitude_pair(u)) {
             v.err(
                 join(&path, "salt"),
                 format!(
@@ -730,8 +762,23 @@ pub(super) fn experiment(v: &mut Validator, cfg: &Config, e: &Value, path: &str,
             }
         },
     };
+
+    let split_hash = v.bucket_hash(m.get("split_hash"), &join(path, "split_hash"));
+    if split_hash == Some(BucketHash::Amplitude) {
+        let end = variants.values().flat_map(|x| x.ranges.iter().flatten()).map(|r| r.1).max();
+        if variants.values().any(|x| x.ranges.is_none()) || end != Some(AMPLITUDE_SPLIT_BUCKETS) {
+            v.err(
+                join(path, "split_hash"),
+                format!(
+                    "with `split_hash: amplitude` every variant has `ranges` and together they tile 0..{AMPLITUDE_SPLIT_BUCKETS} (Amplitude splits by hash / 100)"
+                ),
+            );
+        }
+    }
+
     let salt = match m.get("salt") {
         None => Some(id.to_string()),
+        Some(Value::String(s)) if s.is_empty() && split_hash == Some(BucketHash::Amplitude) => Some(String::new()),
         s => v.string(s, &join(path, "salt")),
     };
 
@@ -787,6 +834,7 @@ pub(super) fn experiment(v: &mut Validator, cfg: &Config, e: &Value, path: &str,
         include,
         state,
         salt: salt?,
+        split_hash: split_hash?,
         requires,
         sticky,
     })

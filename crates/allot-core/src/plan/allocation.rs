@@ -10,9 +10,10 @@ impl<'a> Planner<'a> {
         for (name, u) in &self.cfg.units {
             match self.st.spaces.get(name) {
                 None => {
-                    self.st
-                        .spaces
-                        .insert(name.clone(), SpaceState { buckets: u.buckets, salt: u.salt.clone(), resalts: vec![] });
+                    self.st.spaces.insert(
+                        name.clone(),
+                        SpaceState { buckets: u.buckets, salt: u.salt.clone(), hash: u.hash, resalts: vec![] },
+                    );
                     self.change(
                         "unit",
                         name,
@@ -20,7 +21,7 @@ impl<'a> Planner<'a> {
                         format!("{} buckets on attribute `{}`", u.buckets, u.attribute),
                     );
                 }
-                Some(s) if s.buckets != u.buckets || s.salt != u.salt => {
+                Some(s) if s.buckets != u.buckets || s.salt != u.salt || s.hash != u.hash => {
                     // Live allocations are released first when nothing runs; otherwise the space is frozen.
                     let running =
                         self.old.experiments.values().any(|e| e.unit == *name && e.state == ExpState::Running);
@@ -30,7 +31,7 @@ impl<'a> Planner<'a> {
                     {
                         self.errors.push(FieldError::new(
                             join("units", name),
-                            "buckets and salt cannot change while the space holds allocations (it would move every unit); create a new unit type instead",
+                            "buckets, salt and hash cannot change while the space holds allocations (it would move every unit); create a new unit type instead",
                         ));
                     } else {
                         for a in self.st.allocations.iter_mut().filter(|a| a.is_live() && a.space == *name) {
@@ -39,9 +40,14 @@ impl<'a> Planner<'a> {
                         self.index = live_index(&self.st);
                         self.st.spaces.insert(
                             name.clone(),
-                            SpaceState { buckets: u.buckets, salt: u.salt.clone(), resalts: vec![] },
+                            SpaceState { buckets: u.buckets, salt: u.salt.clone(), hash: u.hash, resalts: vec![] },
                         );
-                        self.change("unit", name, "update", format!("{} buckets, salt `{}`", u.buckets, u.salt));
+                        self.change(
+                            "unit",
+                            name,
+                            "update",
+                            format!("{} buckets, salt `{}`, hash {}", u.buckets, u.salt, u.hash.as_str()),
+                        );
                     }
                 }
                 Some(_) => {
@@ -937,6 +943,12 @@ const FIELD_CHECKS: &[FieldCheck] = &[
         field: "salt",
         differs: |o, n| o.salt != n.salt,
         describe: |_, _| "salt".into(),
+        refuse_while_running: None,
+    },
+    FieldCheck {
+        field: "split_hash",
+        differs: |o, n| o.split_hash != n.split_hash,
+        describe: |o, n| format!("split hash {} → {}", o.split_hash.as_str(), n.split_hash.as_str()),
         refuse_while_running: None,
     },
     FieldCheck {

@@ -121,10 +121,10 @@ impl<'a> Planner<'a> {
                 self.old.units.get(&o.unit).map(|u| &u.attribute) != self.cfg.units.get(&n.unit).map(|u| &u.attribute);
             let by_split = if o.unit != n.unit || attribute_changed {
                 1.0
-            } else if o.salt == n.salt && same_variants(&o.variants, &n.variants) {
+            } else if o.salt == n.salt && o.split_hash == n.split_hash && same_variants(&o.variants, &n.variants) {
                 0.0
             } else {
-                Split::new(&o.salt, &o.variants).moved_share(&Split::new(&n.salt, &n.variants))
+                Split::of(o).moved_share(&Split::of(n))
             };
             let moved =
                 if o.unit != n.unit || attribute_changed { 1.0 } else { by_buckets + (1.0 - by_buckets) * by_split };

@@ -415,3 +415,40 @@ fn the_served_state_keeps_what_a_resalt_needs() {
         assert_eq!(a.spaces[0].bucket(&u), b.spaces[0].bucket(&u), "{u}");
     }
 }
+
+/// An imported Amplitude experiment that stopped but is still a prerequisite is served as a
+/// skeleton: without its Amplitude split (its salt, shared with its unit type, goes with it), so
+/// the served state validates and answers as the full one.
+#[test]
+fn a_stopped_amplitude_prerequisite_is_served_as_a_skeleton_that_validates() {
+    use allot_core::plan::{self, Options};
+    let yaml = r#"
+units:
+  amp: {attribute: user_id, salt: s1, hash: amplitude}
+experiments:
+  g:
+    unit: amp
+    share: 100%
+    salt: s1
+    split_hash: amplitude
+    state: STATE
+    variants:
+      slot-1: {ranges: [[0, 21474836]]}
+      slot-2: {ranges: [[21474836, 42949673]]}
+  e:
+    unit: amp
+    share: 50%
+    requires: [{experiment: g, variants: [slot-1]}]
+    state: running
+    variants: {on: 1}
+"#;
+    let step = |st: &State, state: &str| {
+        let raw = allot_core::config::parse_yaml(&yaml.replace("STATE", state)).unwrap();
+        let cfg = allot_core::config::validate(&raw).unwrap();
+        plan::apply(st, &cfg, &raw, &Options::default()).unwrap().state
+    };
+    let running = step(&State::default(), "running");
+    same_answers(&running).unwrap();
+    let stopped = step(&running, "stopped");
+    same_answers(&stopped).unwrap();
+}
