@@ -85,6 +85,10 @@ pub struct ServeArgs {
     /// by default.
     #[arg(long = "rate-limit", env = "ALLOT_RATE_LIMIT")]
     pub rate_limit: Option<allot_server::RateLimit>,
+    /// OFREP change-event streams (server-sent events) open at once on this node; past it a new
+    /// stream gets 503 with Retry-After. Each holds a connection (see --max-connections).
+    #[arg(long = "max-event-streams", env = "ALLOT_MAX_EVENT_STREAMS", default_value_t = allot_server::DEFAULT_MAX_EVENT_STREAMS)]
+    pub max_event_streams: usize,
     /// Log format.
     #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -193,7 +197,11 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
         actor: cli.actor.clone(),
         plan_budget: Duration::from_millis(args.plan_budget_ms),
         poll: Duration::from_millis(args.version_poll_ms),
-        policy: allot_server::Policy { ofrep_unassigned: args.ofrep_unassigned, rate_limit: args.rate_limit },
+        policy: allot_server::Policy {
+            ofrep_unassigned: args.ofrep_unassigned,
+            rate_limit: args.rate_limit,
+            max_event_streams: args.max_event_streams,
+        },
         show_generated_key,
     };
     // The lifecycle (first admin key, --state, --config, final flush) is the server crate's, so

@@ -129,12 +129,24 @@ pub struct App {
 }
 
 /// How this node answers: what `allot serve`'s flags set ([`App::set_policy`]).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     /// OFREP's answer for a unit the experiment does not assign (`--ofrep-unassigned`).
     pub ofrep_unassigned: crate::Unassigned,
     /// Requests allowed to each key (`--rate-limit`); `None`: no limit (the default).
     pub rate_limit: Option<crate::RateLimit>,
+    /// OFREP event streams open at once on this node (`--max-event-streams`).
+    pub max_event_streams: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            ofrep_unassigned: crate::Unassigned::default(),
+            rate_limit: None,
+            max_event_streams: ofrep_events::DEFAULT_MAX_STREAMS,
+        }
+    }
 }
 
 impl std::fmt::Debug for App {
@@ -348,6 +360,9 @@ impl App {
     /// Sets how this node answers (OFREP's unassigned answer, the per-key rate limit).
     pub fn set_policy(&self, policy: Policy) {
         self.rate.configure(policy.rate_limit);
+        if policy.max_event_streams != self.policy.load().max_event_streams {
+            self.ofrep_events.set_max_streams(policy.max_event_streams);
+        }
         self.policy.store(Arc::new(policy));
     }
 

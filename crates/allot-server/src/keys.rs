@@ -28,6 +28,8 @@ pub(crate) enum Known {
 #[derive(Debug, Default)]
 struct Table {
     live: HashMap<String, Arc<KeyInfo>>,
+    /// `live` by key id (event streams look keys up by id).
+    by_id: HashMap<String, Arc<KeyInfo>>,
     revoked: HashSet<String>,
 }
 
@@ -51,6 +53,7 @@ impl KeyCache {
     pub(crate) fn live(&self, hash: String, info: Arc<KeyInfo>) {
         if let Ok(mut t) = self.table.write() {
             if !t.revoked.contains(&hash) {
+                t.by_id.insert(info.id.clone(), info.clone());
                 t.live.insert(hash, info);
             }
         }
@@ -58,8 +61,7 @@ impl KeyCache {
 
     /// The live key with public id `id`, if this node knows it live.
     pub(crate) fn live_by_id(&self, id: &str) -> Option<Arc<KeyInfo>> {
-        let t = self.table.read().ok()?;
-        t.live.values().find(|k| k.id == id).cloned()
+        self.table.read().ok()?.by_id.get(id).cloned()
     }
 
     /// Records that the key `id` was revoked (on this node): refused from now on, also while the
@@ -71,6 +73,7 @@ impl KeyCache {
                 t.live.remove(&h);
                 t.revoked.insert(h);
             }
+            t.by_id.remove(id);
         }
     }
 
@@ -87,6 +90,7 @@ impl KeyCache {
                 live.insert(hash, Arc::new(info));
             }
         }
+        t.by_id = live.values().map(|k: &Arc<KeyInfo>| (k.id.clone(), k.clone())).collect();
         t.live = live;
     }
 }

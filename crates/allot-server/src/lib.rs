@@ -71,6 +71,7 @@ pub use error::{summary, ApiError};
 pub(crate) use keys::{new_key_id, new_secret};
 pub use keys::{Bootstrap, MIN_BOOTSTRAP_KEY_CHARS};
 pub use ofrep::{Unassigned, UNASSIGNED_HEADER};
+pub use ofrep_events::DEFAULT_MAX_STREAMS as DEFAULT_MAX_EVENT_STREAMS;
 pub use ratelimit::RateLimit;
 pub use resalt::{ResaltRequest, Resalted};
 pub use router::{router, with_cors};

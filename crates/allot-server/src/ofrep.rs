@@ -27,7 +27,8 @@
 //! is unreachable and this node does not hold the unit's assignments) → `GENERAL` (500 for one
 //! flag, a failure item in bulk), so that the client serves its code default.
 //!
-//! The bulk endpoint answers with `ETag: "<version>-<hash of the context>"` and 304 when
+//! The bulk endpoint answers with `ETag: "<version>-<hash of the context>"` (`…-fv"` for the
+//! `first-variant` answer, whose shape differs) and 304 when
 //! `If-None-Match` matches: the flags can only change with the configuration or the context.
 //! A degraded answer (any `STICKY_UNAVAILABLE`) carries no `ETag`. It advertises the change
 //! events of [`crate::ofrep_events`] in `eventStreams`.
@@ -54,6 +55,41 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/ofrep/v1/evaluate/flags/{key}", post(evaluate_flag))
         .route("/ofrep/v1/evaluate/flags", post(evaluate_flags))
         .route(crate::ofrep_events::PATH, axum::routing::get(crate::ofrep_events::stream))
+}
+
+/// Gives every error answered under `/ofrep/` OFREP's fields as well: errors made before an OFREP
+/// handler runs (authentication, roles, the rate limit, body limits and timeouts) come from the
+/// API's one error table ([`crate::error`]) as `{code, message}`; this adds `errorCode`
+/// (`PARSE_ERROR` for a malformed body, else `GENERAL`), `errorDetails` and, for one flag, `key`.
+pub(crate) async fn errors_in_ofrep_terms(req: Request, next: axum::middleware::Next) -> Response {
+    let path = req.uri().path().to_string();
+    let res = next.run(req).await;
+    if !path.starts_with("/ofrep/") || res.status().is_success() || res.status() == StatusCode::NOT_MODIFIED {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    // Error bodies are small (the error table's); anything else is passed on as it came.
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return (parts.status, Json(json!({"errorCode": "GENERAL", "errorDetails": "an error occurred"})))
+            .into_response();
+    };
+    let Ok(Value::Object(mut m)) = serde_json::from_slice::<Value>(&bytes) else {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    };
+    if !m.contains_key("errorCode") {
+        let code = match m.get("code").and_then(Value::as_str) {
+            Some("MALFORMED") => OfrepCode::ParseError,
+            _ => OfrepCode::General,
+        };
+        let details = m.get("message").cloned().unwrap_or_else(|| json!("an error occurred"));
+        m.insert("errorCode".into(), json!(code.as_str()));
+        m.insert("errorDetails".into(), details);
+        if let Some(key) = path.strip_prefix("/ofrep/v1/evaluate/flags/") {
+            m.entry("key").or_insert_with(|| json!(key));
+        }
+    }
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(serde_json::to_vec(&m).unwrap_or_default()))
 }
 
 /// An OFREP error: status, code and details.
@@ -169,6 +205,7 @@ pub(crate) fn flag_metadata(state: &allot_core::state::State, snapshot: &Snapsho
             m.insert("configVersion".into(), json!(snapshot.version));
             let Some(e) = cfg.experiments.get(&ce.id) else { return m };
             let mut scopes = cfg.tags_of(e);
+            scopes.sort();
             scopes.dedup();
             if !scopes.is_empty() {
                 m.insert("scopes".into(), json!(scopes.join(",")));
@@ -256,9 +293,10 @@ fn flag(live: &Live, i: usize, a: &Assignment, unassigned: Unassigned) -> Result
 }
 
 /// Evaluates one flag (experiment) for a context.
-#[utoipa::path(post, path = "/ofrep/v1/evaluate/flags/{key}", tag = "ofrep", params(("key" = String, Path, description = "the experiment id")),
+#[utoipa::path(post, path = "/ofrep/v1/evaluate/flags/{key}", tag = "ofrep", params(("key" = String, Path, description = "the experiment id"),
+        ("X-Allot-Ofrep-Unassigned" = Option<String>, Header, description = "code-default (the default) or first-variant: the answer for units an experiment does not assign")),
     request_body(content = Object, description = "{\"context\": {\"targetingKey\": \"user-1\", ...}}"),
-    responses((status = 200, description = "{key, reason, variant, value, metadata}"), (status = 400, description = "{key, errorCode, errorDetails}"),
+    responses((status = 200, description = "{key, reason, variant, value, metadata}; no value and no variant for a unit the experiment does not assign (the code default)"), (status = 400, description = "{key, errorCode, errorDetails}"),
         (status = 404, description = "FLAG_NOT_FOUND"), (status = 500, description = "GENERAL")))]
 pub(crate) async fn evaluate_flag(
     State(app): State<Arc<App>>,
@@ -325,9 +363,12 @@ pub(crate) fn bulk_etag(version: u64, ctx: &Context) -> String {
 }
 
 /// Evaluates every flag for a context (`ETag`; 304 on a matching `If-None-Match`).
-#[utoipa::path(post, path = "/ofrep/v1/evaluate/flags", tag = "ofrep", params(("If-None-Match" = Option<String>, Header)),
+#[utoipa::path(post, path = "/ofrep/v1/evaluate/flags", tag = "ofrep", params(("If-None-Match" = Option<String>, Header),
+        ("X-Allot-Ofrep-Unassigned" = Option<String>, Header, description = "code-default (the default) or first-variant: the answer for units an experiment does not assign"),
+        ("flagConfigEtag" = Option<String>, Query, description = "the etag of the change event that asked for this refetch (ADR 0008): a node that does not serve that version yet reads the store first"),
+        ("flagConfigLastModified" = Option<String>, Query, description = "the lastModified of that event (accepted, not used)")),
     request_body(content = Object, description = "{\"context\": {\"targetingKey\": \"user-1\", ...}}"),
-    responses((status = 200, description = "{flags: [...], metadata}"), (status = 304, description = "not modified"),
+    responses((status = 200, description = "{flags: [...], metadata, eventStreams: [{type: sse, endpoint: {requestUri: /ofrep/v1/events?key=…&token=…}, inactivityDelaySec}]}"), (status = 304, description = "not modified"),
         (status = 400, description = "{errorCode, errorDetails}"), (status = 500, description = "GENERAL")))]
 pub(crate) async fn evaluate_flags(State(app): State<Arc<App>>, req: Request) -> Response {
     let headers: HeaderMap = req.headers().clone();
@@ -344,19 +385,21 @@ pub(crate) async fn evaluate_flags(State(app): State<Arc<App>>, req: Request) ->
         Ok(u) => u,
         Err(f) => return fail(f),
     };
-    if announced.is_some_and(|v| v > app.live().version) {
-        // An event announced a version this node does not serve yet: read the store first, so
+    if let Some(v) = announced {
+        // An event announced a version this node may not serve yet: read the store first, so
         // that the answer to the event is not older than the event.
-        if let Err(e) = app.refresh().await {
-            tracing::warn!(error = %e, "OFREP: the announced version could not be read; answering with the current one");
-        }
+        crate::ofrep_events::catch_up(&app, v).await;
     }
     let live = app.live();
     let ctx = match context(&body, &live) {
         Ok(c) => c,
         Err(f) => return fail(f),
     };
-    let tag = bulk_etag(live.version, &ctx);
+    let mut tag = bulk_etag(live.version, &ctx);
+    if unassigned == Unassigned::FirstVariant {
+        // The answer's shape differs: a client revalidating across the switch must not keep the other.
+        tag.insert_str(tag.len() - 1, "-fv");
+    }
     let tag_value = crate::headers::tag_value(&tag);
     let fresh = headers
         .get(IF_NONE_MATCH)

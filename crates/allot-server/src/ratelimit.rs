@@ -32,9 +32,11 @@ impl std::str::FromStr for RateLimit {
     fn from_str(s: &str) -> Result<RateLimit, String> {
         let (n, per_minute) = match s.trim().split_once('/') {
             None => (s.trim(), false),
-            Some((n, "s")) => (n, false),
-            Some((n, "min")) => (n, true),
-            Some((_, p)) => return Err(format!("`{p}`: the period is s or min (e.g. 100/s, 6000/min)")),
+            Some((n, p)) => match p.trim() {
+                "s" => (n, false),
+                "min" => (n, true),
+                p => return Err(format!("`{p}`: the period is s or min (e.g. 100/s, 6000/min)")),
+            },
         };
         let requests = n.trim().parse().map_err(|_| format!("`{n}`: expected a whole number of requests above 0"))?;
         Ok(RateLimit { requests, per_minute })

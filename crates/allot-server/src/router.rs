@@ -31,6 +31,7 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(app.clone(), auth::authenticate))
+        .layer(axum::middleware::from_fn(ofrep::errors_in_ofrep_terms))
         .layer(axum::extract::DefaultBodyLimit::max(body::BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(app.clone(), metrics::track));
     metrics::with_request_ids(api).with_state(app)
@@ -71,11 +72,14 @@ pub fn with_cors(router: Router, origins: &[String]) -> Result<Router, String> {
             header::IF_NONE_MATCH,
             HeaderName::from_static("x-api-key"),
             HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("x-allot-ofrep-unassigned"),
+            HeaderName::from_static("last-event-id"),
         ])
         .expose_headers([
             header::ETAG,
             HeaderName::from_static("x-request-id"),
             HeaderName::from_static("x-allot-buffered"),
+            header::RETRY_AFTER,
         ])
         .max_age(Duration::from_secs(600));
     Ok(router.layer(layer))

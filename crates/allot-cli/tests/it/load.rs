@@ -270,11 +270,12 @@ fn run(name: &'static str, url: Option<&str>, traffic: Duration) {
                     let v: Value = serde_json::from_slice(&a.body).unwrap();
                     let record = |version: u64, flag: &Value, f: &mut Figures| {
                         let key = flag["key"].as_str().unwrap().to_string();
-                        let variant = flag["variant"].as_str().unwrap().to_string();
-                        // Only an assignment counts: DEFAULT and DISABLED carry the control.
+                        // Only an assignment counts: DEFAULT and DISABLED carry the code default.
                         if flag["reason"] != "SPLIT" {
+                            assert!(flag.get("value").is_none(), "an unassigned unit has no value: {flag}");
                             return;
                         }
+                        let variant = flag["variant"].as_str().unwrap().to_string();
                         let held = f.seen.entry((version, unit.clone())).or_default();
                         if let Some(before) = held.insert(key.clone(), variant.clone()) {
                             if before != variant {

@@ -231,6 +231,8 @@ async fn change_events_announce_each_version() {
     assert!(uri.starts_with("/ofrep/v1/events?key="), "{uri}");
     let (st, mut body) = open_stream(&s, &uri, None).await;
     assert_eq!(st, StatusCode::OK);
+    // A new stream opens with the current version: a change just before the connect is not missed.
+    assert_eq!(next_event(&mut body).await.unwrap().0, "1");
     let v2 = edit(CONFIG, "variants: {a: 1}", "variants: {a: 1, b: 1}");
     assert_eq!(s.put_config(&v2, "\"1\"", "").await.status, StatusCode::OK);
     let (id, data) = next_event(&mut body).await.expect("an event for version 2");
@@ -261,6 +263,7 @@ async fn change_events_need_a_live_key_token() {
     let uri = stream_uri(&s, &evaluator).await;
     let (st, mut body) = open_stream(&s, &uri, None).await;
     assert_eq!(st, StatusCode::OK);
+    assert_eq!(next_event(&mut body).await.unwrap().0, "1");
     let tampered = format!("{}0", &uri[..uri.len() - 1]);
     assert_eq!(open_stream(&s, &tampered, None).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(open_stream(&s, "/ofrep/v1/events", None).await.0, StatusCode::UNAUTHORIZED);
@@ -339,4 +342,67 @@ async fn the_rate_limit_answers_429_with_retry_after() {
     for bad in ["0", "x/s", "5/h", "-1"] {
         assert!(bad.parse::<allot_server::RateLimit>().is_err(), "{bad}");
     }
+}
+
+/// Streams are bounded per node: past `max_event_streams`, 503 with `Retry-After`; a closed
+/// stream gives its slot back.
+#[tokio::test]
+async fn event_streams_are_bounded_per_node() {
+    let s = configured().await;
+    s.app.set_policy(allot_server::Policy { max_event_streams: 2, ..allot_server::Policy::default() });
+    let uri = stream_uri(&s, ADMIN).await;
+    let (a, _first) = open_stream(&s, &uri, None).await;
+    let (b, second) = open_stream(&s, &uri, None).await;
+    assert_eq!((a, b), (StatusCode::OK, StatusCode::OK));
+    use tower::ServiceExt;
+    let req = axum::http::Request::builder().uri(&uri).body(axum::body::Body::empty()).unwrap();
+    let res = allot_server::router(s.app.clone()).oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers()["retry-after"], "5");
+    drop(second);
+    assert_eq!(open_stream(&s, &uri, None).await.0, StatusCode::OK, "the dropped stream's slot is free again");
+}
+
+/// Errors made before an OFREP handler runs (no key, a reader's key, a body over the limit)
+/// carry OFREP's fields too; the `first-variant` answer has an ETag of its own.
+#[tokio::test]
+async fn ofrep_errors_and_tags_are_in_ofrep_terms() {
+    let s = configured().await;
+    let body = r#"{"context": {"targetingKey": "u1"}}"#;
+    let r = s.call("POST", "/ofrep/v1/evaluate/flags/color", None, &[], body).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        (r.json()["errorCode"].as_str(), r.json()["key"].as_str()),
+        (Some("GENERAL"), Some("color")),
+        "{}",
+        r.text
+    );
+    assert!(r.json()["errorDetails"].is_string());
+    let reader = s.key("reader").await;
+    let r = s.call("POST", "/ofrep/v1/evaluate/flags", Some(&reader), &[], body).await;
+    assert_eq!((r.status, r.json()["errorCode"].as_str()), (StatusCode::FORBIDDEN, Some("GENERAL")), "{}", r.text);
+    let big = format!(r#"{{"context": {{"targetingKey": "u1", "x": "{}"}}}}"#, "y".repeat(200_000));
+    let r = s.call("POST", "/ofrep/v1/evaluate/flags/color", Some(ADMIN), &[], &big).await;
+    assert_eq!(
+        (r.status, r.json()["errorCode"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("GENERAL")),
+        "{}",
+        r.text
+    );
+    let plain = s.call("POST", "/ofrep/v1/evaluate/flags", Some(ADMIN), &[], body).await.etag();
+    let fv = s
+        .call("POST", "/ofrep/v1/evaluate/flags", Some(ADMIN), &[("x-allot-ofrep-unassigned", "first-variant")], body)
+        .await
+        .etag();
+    assert_eq!(fv, format!("{}-fv\"", &plain[..plain.len() - 1]));
+    let r = s
+        .call(
+            "POST",
+            "/ofrep/v1/evaluate/flags",
+            Some(ADMIN),
+            &[("if-none-match", &plain), ("x-allot-ofrep-unassigned", "first-variant")],
+            body,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "a tag of the other answer is not fresh");
 }
