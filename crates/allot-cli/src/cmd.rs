@@ -6,7 +6,7 @@ use allot_core::audit::audit;
 use allot_core::config::{self, fmt_num, Config};
 use allot_core::history::{bucket_report, unit_report};
 use allot_core::plan::{self, ApplyError, Options, Plan};
-use allot_core::salt::resalt;
+use allot_core::salt::resalt_all;
 use allot_core::state::State;
 use allot_core::FieldError;
 use anyhow::{Context as _, Result};
@@ -123,23 +123,13 @@ fn run_command(cli: &Cli) -> Result<ExitCode> {
         Command::Resalt { unit_type, reason, format } => {
             let _lock = lock_state(&state_file)?;
             let mut state = read_state(&state_file)?;
-            if state.version == 0 {
-                anyhow::bail!("nothing applied yet: run `allot apply` first");
-            }
-            let spaces: Vec<String> = match unit_type {
-                Some(u) => vec![u.clone()],
-                None => state.spaces.keys().cloned().collect(),
-            };
-            let mut reports = vec![];
-            for s in spaces {
-                match resalt(&state, &s, &now(), reason.clone(), actor(cli)) {
-                    Ok((st, r)) => {
-                        state = st;
-                        reports.push(r);
-                    }
-                    Err(e) => return Ok(report_errors(&[e], *format)),
+            let reports = match resalt_all(&state, unit_type.as_deref(), &now(), reason.clone(), actor(cli)) {
+                Ok((st, reports)) => {
+                    state = st;
+                    reports
                 }
-            }
+                Err(e) => return Ok(report_errors(&[e], *format)),
+            };
             write_state(&state_file, &state)?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&reports)?),

@@ -390,6 +390,46 @@ pub struct ResaltReport {
     pub scopes: Vec<ScopeResalt>,
 }
 
+/// Re-salts `unit_type`, or every bucket space that allot hashes (spaces that reproduce a foreign
+/// engine's buckets, `hash: amplitude`, are left alone) one after another, each its own version:
+/// what `allot resalt` and `POST /api/v1/resalt` do. Errors name `unit_type` (and nothing
+/// applied yet is one).
+pub fn resalt_all(
+    state: &State,
+    unit_type: Option<&str>,
+    time: &str,
+    reason: Option<String>,
+    actor: Option<String>,
+) -> Result<(State, Vec<ResaltReport>), FieldError> {
+    if state.version == 0 {
+        return Err(FieldError::new("unit_type", "nothing applied yet: there is no bucket space to re-salt"));
+    }
+    let spaces: Vec<String> = match unit_type {
+        Some(u) => vec![u.to_string()],
+        None => state
+            .spaces
+            .iter()
+            .filter(|(_, s)| s.hash == crate::config::BucketHash::Allot)
+            .map(|(name, _)| name.clone())
+            .collect(),
+    };
+    let mut st = state.clone();
+    let mut reports = Vec::with_capacity(spaces.len());
+    for s in spaces {
+        let (next, r) = resalt(&st, &s, time, reason.clone(), actor.clone()).map_err(|e| {
+            // `resalt` names the space `space`; its callers call it the unit type.
+            if e.path == "space" {
+                FieldError::new("unit_type", e.message)
+            } else {
+                e
+            }
+        })?;
+        st = next;
+        reports.push(r);
+    }
+    Ok((st, reports))
+}
+
 /// Re-salts `space`, recording `reason` and `actor` in the log. The new salt is derived from the
 /// space and the version, so the same state re-salts the same way. Returns the new state and a
 /// report.

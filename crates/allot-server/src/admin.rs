@@ -10,11 +10,11 @@
 use crate::auth::Caller;
 use crate::body::{self, ApiJson, ApiPath, CONFIG_BODY_LIMIT};
 use crate::error::ApiError;
-use crate::headers::{etag, parse_tag};
+use crate::headers::etag;
 use crate::{App, ChangeRequest, Changed, IfMatch};
 use allot_store::{KeyInfo, Revoke, Role};
 use axum::extract::{DefaultBodyLimit, Extension, Path, Query, Request, State};
-use axum::http::header::{CONTENT_TYPE, ETAG, IF_MATCH};
+use axum::http::header::{CONTENT_TYPE, ETAG};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -39,15 +39,7 @@ pub(crate) fn routes() -> Router<Arc<App>> {
 }
 
 fn if_match(headers: &HeaderMap) -> Result<IfMatch, ApiError> {
-    let Some(v) = headers.get(IF_MATCH) else { return Err(ApiError::IfMatchRequired) };
-    let v = v.to_str().map_err(|_| ApiError::field("If-Match", "not ASCII"))?.trim();
-    if v == "*" {
-        return Ok(IfMatch::Any);
-    }
-    let version = parse_tag(v).ok_or_else(|| {
-        ApiError::field("If-Match", format!("expected \"<version>\" (the ETag of a read) or *, got {v}"))
-    })?;
-    body::integer(version, "If-Match").map(IfMatch::Version)
+    crate::headers::if_match(headers)?.ok_or(ApiError::IfMatchRequired)
 }
 
 /// `?force=true&reason=...` of a change.

@@ -7,12 +7,12 @@ use crate::auth::Caller;
 use crate::body;
 use crate::clock::now;
 use crate::error::ApiError;
-use crate::headers::{etag, parse_tag};
+use crate::headers::etag;
 use crate::{planner, App, IfMatch};
 use allot_core::salt::ResaltReport;
 use allot_store::AuditEntry;
 use axum::extract::{Extension, Query, Request, State};
-use axum::http::header::{ETAG, IF_MATCH};
+use axum::http::header::ETAG;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -78,35 +78,20 @@ impl App {
         let (after, reports, changes) = self
             .planner
             .run(move || {
-                if state.version == 0 {
-                    return Err(ApiError::field(
-                        "unit_type",
-                        "nothing applied yet: there is no bucket space to re-salt",
-                    ));
-                }
-                let spaces: Vec<String> = match unit_type {
-                    Some(u) => vec![u],
-                    None => state.spaces.keys().cloned().collect(),
-                };
-                let mut st = state;
-                let (mut reports, mut changes) = (vec![], vec![]);
-                for s in spaces {
-                    let (next, r) = allot_core::salt::resalt(&st, &s, &t, reason.clone(), Some(actor.clone()))
-                        .map_err(|e| {
-                            // The core names the space `space`; the request calls it `unit_type`.
-                            let path = if e.path == "space" { "unit_type".to_string() } else { e.path };
-                            ApiError::field(path, e.message)
-                        })?;
-                    st = next;
-                    for line in st.log.last().map(|e| e.changes.clone()).unwrap_or_default() {
+                let (st, reports) = allot_core::salt::resalt_all(&state, unit_type.as_deref(), &t, reason, Some(actor))
+                    .map_err(|e| ApiError::field(e.path, e.message))?;
+                // One log entry per re-salt, the last ones.
+                let mut changes = vec![];
+                let entries = &st.log[st.log.len().saturating_sub(reports.len())..];
+                for (r, e) in reports.iter().zip(entries) {
+                    for line in &e.changes {
                         changes.push(allot_core::plan::Change {
                             entity: "unit".into(),
-                            id: s.clone(),
+                            id: r.space.clone(),
                             action: "resalt".into(),
-                            detail: line,
+                            detail: line.clone(),
                         });
                     }
-                    reports.push(r);
                 }
                 Ok((st, reports, changes))
             })
@@ -177,20 +162,7 @@ pub(crate) async fn resalt(
     req: Request,
 ) -> Result<Response, ApiError> {
     let q = q.map(|Query(q)| q).map_err(|e| ApiError::field("query", e.body_text()))?;
-    let if_match = match req.headers().get(IF_MATCH) {
-        None => None,
-        Some(v) => {
-            let v = v.to_str().map_err(|_| ApiError::field("If-Match", "not ASCII"))?.trim();
-            if v == "*" {
-                Some(IfMatch::Any)
-            } else {
-                let version = parse_tag(v).ok_or_else(|| {
-                    ApiError::field("If-Match", format!("expected \"<version>\" (the ETag of a read) or *, got {v}"))
-                })?;
-                Some(IfMatch::Version(body::integer(version, "If-Match")?))
-            }
-        }
-    };
+    let if_match = crate::headers::if_match(req.headers())?;
     let bytes = body::bytes(req, &app).await?;
     let b: ResaltBody =
         if bytes.iter().all(u8::is_ascii_whitespace) { ResaltBody::default() } else { body::parse(&bytes)? };
