@@ -116,6 +116,8 @@ pub struct App {
     pub(crate) connections: Arc<http::Connections>,
     /// Where plans, previews and compiles run: off the evaluation path, bounded (see [`planner`]).
     pub(crate) planner: planner::Planner,
+    /// The console's view of the current version, computed once per version.
+    pub(crate) views: crate::console::Views,
 }
 
 impl std::fmt::Debug for App {
@@ -148,6 +150,7 @@ impl App {
             metrics: metrics::Metrics::default(),
             connections: Arc::default(),
             planner: planner::Planner::default(),
+            views: Default::default(),
         });
         app.keys.replace(known_keys);
         Ok(app)

@@ -29,6 +29,8 @@ pub(crate) enum Known {
 struct Table {
     live: HashMap<String, Arc<KeyInfo>>,
     revoked: HashSet<String>,
+    /// The ids of the revoked keys (the console's sessions name their key by id).
+    revoked_ids: HashSet<String>,
 }
 
 /// The key cache.
@@ -43,6 +45,19 @@ impl KeyCache {
         match t.live.get(hash) {
             Some(k) => Known::Live(k.clone()),
             None if t.revoked.contains(hash) => Known::Revoked,
+            None => Known::Unknown,
+        }
+    }
+
+    /// What the cache says of the key with this id (the console checks its sessions' keys so,
+    /// on every request).
+    pub(crate) fn by_id(&self, id: &str) -> Known {
+        let Ok(t) = self.table.read() else { return Known::Unknown };
+        if t.revoked_ids.contains(id) {
+            return Known::Revoked;
+        }
+        match t.live.values().find(|k| k.id == id) {
+            Some(k) => Known::Live(k.clone()),
             None => Known::Unknown,
         }
     }
@@ -65,6 +80,7 @@ impl KeyCache {
                 t.live.remove(&h);
                 t.revoked.insert(h);
             }
+            t.revoked_ids.insert(id.to_string());
         }
     }
 
@@ -77,6 +93,7 @@ impl KeyCache {
         for (info, hash) in keys {
             if info.revoked_at.is_some() {
                 t.revoked.insert(hash);
+                t.revoked_ids.insert(info.id.clone());
             } else if !t.revoked.contains(&hash) {
                 live.insert(hash, Arc::new(info));
             }
@@ -191,6 +208,22 @@ impl App {
         self.observe(&all);
         self.keys.replace(all?);
         Ok(())
+    }
+
+    /// The live key with this id, from what this node knows of the key table; a key it has not
+    /// seen (created on another node since the last read) makes it read the table again.
+    /// `None` for a key revoked or unknown.
+    pub(crate) async fn key_by_id(&self, id: &str) -> Result<Option<Arc<KeyInfo>>, ApiError> {
+        match self.keys.by_id(id) {
+            Known::Live(k) => return Ok(Some(k)),
+            Known::Revoked => return Ok(None),
+            Known::Unknown => {}
+        }
+        self.refresh_keys().await?;
+        Ok(match self.keys.by_id(id) {
+            Known::Live(k) => Some(k),
+            Known::Revoked | Known::Unknown => None,
+        })
     }
 
     /// Records a key created on this node: known live from now on, also while the database cannot

@@ -22,6 +22,7 @@
 //! | `buffered` | rows kept in memory while the database cannot be reached, [`App::flush_pending`] |
 //! | [`lifecycle`] | `allot serve` in-process: [`lifecycle::start`], [`lifecycle::Started::serve`] |
 //! | `router` | [`router`], [`with_cors`], `/healthz`, `/readyz` |
+//! | `console` | the web console (`/console`): sessions, pages, embedded assets; docs/console.md |
 //! | `admin`, `evaluate`, `ofrep`, [`openapi`] | the HTTP handlers of each API |
 //! | `auth` | authentication and roles |
 //! | [`body`], `headers`, [`http`], `tls` | request bodies, entity tags, the transport (timeouts, TLS, drain) |
@@ -37,6 +38,7 @@ mod auth;
 pub mod body;
 mod buffered;
 mod clock;
+mod console;
 pub mod error;
 mod evaluate;
 mod headers;

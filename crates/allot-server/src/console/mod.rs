@@ -1,0 +1,109 @@
+//! The console: the service's web interface for people, served by `allot serve` itself
+//! (`/console`; `/` redirects there). Server-rendered HTML from askama templates
+//! (`templates/`), a stylesheet and a little progressive script embedded in the binary
+//! (`assets/`); nothing is loaded from elsewhere and every page works without script.
+//!
+//! Askama rather than maud: the pages are HTML files a reader can open beside the code, checked
+//! and compiled into the binary like maud's, and escaped by default (every `{{ }}` in an `.html`
+//! template is HTML-escaped unless marked `|safe`, which no template here uses).
+//!
+//! # Modules
+//!
+//! | module | owns |
+//! |---|---|
+//! | `session` | sign-in with an API key, the session cookie, CSRF and same-origin checks |
+//! | `page` | the shared chrome, error pages, the security headers (CSP, nosniff, ...) |
+//! | `assets` | the embedded stylesheet and script, served under content-hashed paths |
+//! | `space` | the bucket space per unit type and scope, drawn exactly from the bucket sets |
+//! | `pages` | the handlers: sign-in, overview, experiment, the change preview of start/stop |
+//!
+//! Every page reads one [`View`] of the current version (its state, configuration, audit and
+//! space), computed once per version and shared.
+
+mod assets;
+mod page;
+mod pages;
+mod session;
+mod space;
+
+use crate::error::ApiError;
+use crate::App;
+use allot_core::audit::Audit;
+use allot_core::config::Config;
+use allot_core::state::State;
+use axum::routing::{get, post};
+use axum::Router;
+use std::sync::{Arc, Mutex};
+
+/// The console's routes (merged into [`crate::router`]; the API key middleware lets them
+/// through, see [`crate::auth::Need::Console`]).
+pub(crate) fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/", get(|| async { axum::response::Redirect::to("/console") }))
+        .route("/console", get(pages::overview::get))
+        .route("/console/", get(|| async { axum::response::Redirect::to("/console") }))
+        .route("/console/sign-in", get(pages::sign_in::form).post(pages::sign_in::post))
+        .route("/console/sign-out", post(pages::sign_in::sign_out))
+        .route("/console/experiments/{id}", get(pages::experiment::get))
+        .route("/console/experiments/{id}/{action}", post(pages::change::preview))
+        .route("/console/experiments/{id}/{action}/confirm", post(pages::change::confirm))
+        .route("/console/assets/{name}", get(assets::serve))
+        .route("/console/{*rest}", get(pages::not_found).post(pages::not_found))
+        .layer(axum::middleware::from_fn(page::secure))
+}
+
+/// One configuration version as the console shows it.
+#[derive(Debug)]
+pub(crate) struct View {
+    pub(crate) version: u64,
+    pub(crate) state: State,
+    pub(crate) cfg: Config,
+    pub(crate) audit: Audit,
+    pub(crate) spaces: Vec<space::UnitView>,
+}
+
+impl View {
+    /// Computes the view of `state` (its applied configuration, the audit, the spaces).
+    pub(crate) fn of(state: State) -> Result<View, ApiError> {
+        let cfg = allot_core::state::applied_config(&state)
+            .map_err(|es| {
+                ApiError::Internal(format!("the stored configuration does not validate: {}", crate::summary(&es)))
+            })?
+            .unwrap_or_default();
+        let audit = allot_core::audit::audit(&state, &cfg);
+        let spaces = space::spaces(&state, &cfg, &audit);
+        Ok(View { version: state.version, state, cfg, audit, spaces })
+    }
+}
+
+/// The last [`View`] computed on this node.
+#[derive(Debug, Default)]
+pub(crate) struct Views {
+    last: Mutex<Option<Arc<View>>>,
+}
+
+impl App {
+    /// The view of the current version: the one computed last if it is still current, else
+    /// computed now (off the runtime: the audit is CPU work).
+    pub(crate) async fn console_view(&self) -> Result<Arc<View>, ApiError> {
+        let current = self.live().version;
+        if let Some(v) = self.views.last.lock().ok().and_then(|l| l.clone()) {
+            if v.version == current {
+                return Ok(v);
+            }
+        }
+        let loaded = self.store.load_current().await;
+        self.observe(&loaded);
+        let (_, state) = loaded?;
+        let view = tokio::task::spawn_blocking(move || View::of(state))
+            .await
+            .map_err(|e| ApiError::Internal(format!("console view: {e}")))??;
+        let view = Arc::new(view);
+        if let Ok(mut l) = self.views.last.lock() {
+            if l.as_ref().is_none_or(|old| old.version <= view.version) {
+                *l = Some(view.clone());
+            }
+        }
+        Ok(view)
+    }
+}
