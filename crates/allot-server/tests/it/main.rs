@@ -4,6 +4,7 @@
 mod admin;
 mod auth;
 mod conn;
+mod console;
 mod evaluate;
 mod lifecycle;
 mod limits;
