@@ -1,4 +1,4 @@
-//! The console's static assets, embedded in the binary: one stylesheet and one small script.
+//! The console's static assets, embedded in the binary: one stylesheet, one small script, an icon.
 //! Each is served at a path that carries a hash of its content
 //! (`/console/assets/console.<hash>.css`), with a year-long immutable cache and that hash as its
 //! ETag: a new build changes the path, so a browser never keeps a stale asset.
@@ -11,6 +11,7 @@ use std::sync::LazyLock;
 
 const CSS: &str = include_str!("assets/console.css");
 const JS: &str = include_str!("assets/console.js");
+const ICON: &str = include_str!("assets/icon.svg");
 
 struct Asset {
     path: String,
@@ -25,10 +26,11 @@ fn asset(stem: &str, ext: &str, body: &'static str, content_type: &'static str) 
     Asset { path: format!("/console/assets/{stem}.{hash}.{ext}"), etag: format!("\"{hash}\""), body, content_type }
 }
 
-static ASSETS: LazyLock<[Asset; 2]> = LazyLock::new(|| {
+static ASSETS: LazyLock<[Asset; 3]> = LazyLock::new(|| {
     [
         asset("console", "css", CSS, "text/css; charset=utf-8"),
         asset("console", "js", JS, "text/javascript; charset=utf-8"),
+        asset("icon", "svg", ICON, "image/svg+xml"),
     ]
 });
 
@@ -40,6 +42,11 @@ pub(crate) fn css_path() -> &'static str {
 /// Where the script is served.
 pub(crate) fn js_path() -> &'static str {
     &ASSETS[1].path
+}
+
+/// Where the icon is served.
+pub(crate) fn icon_path() -> &'static str {
+    &ASSETS[2].path
 }
 
 /// `GET /console/assets/{name}`.

@@ -15,6 +15,7 @@ pub(crate) struct Chrome {
     pub(crate) title: String,
     pub(crate) css: &'static str,
     pub(crate) js: &'static str,
+    pub(crate) icon: &'static str,
     /// The signed-in key's name and role, if any.
     pub(crate) who: Option<(String, &'static str)>,
     /// The session's CSRF token (sign-out form).
@@ -29,6 +30,7 @@ impl Chrome {
             title: title.into(),
             css: assets::css_path(),
             js: assets::js_path(),
+            icon: assets::icon_path(),
             who: signed.map(|s| (s.key.name.clone(), s.key.role.as_str())),
             csrf: signed.map(|s| s.csrf.clone()).unwrap_or_default(),
             version: None,

@@ -70,6 +70,8 @@ pub(crate) struct Segment {
     pub(crate) owner: String,
     /// Exact buckets of this segment.
     pub(crate) buckets: u64,
+    /// Buckets of its owner drawn in an earlier segment (shared with it).
+    pub(crate) overlap: u64,
     /// Share of the space, as text (`12.5%`).
     pub(crate) share: String,
     /// More, for the tooltip and the table (`share 50% (500000 buckets), reach 45%`).
@@ -197,24 +199,30 @@ impl Painter {
         Painter { taken: BucketBitmap::empty(space), segments: vec![], buckets: u64::from(space) }
     }
 
-    /// Paints what of `set` is not painted yet; returns how many buckets that was.
-    fn paint(&mut self, set: &BucketBitmap, kind: Kind, owner: &str, detail: String, colour: usize) -> u64 {
+    /// Paints what of `set` is not painted yet; returns how many buckets that was. What of `set`
+    /// an earlier part holds is its segment's `overlap` (so `buckets + overlap = |set|`).
+    fn paint(&mut self, set: &BucketBitmap, kind: Kind, owner: &str, mut detail: String, colour: usize) -> u64 {
         let mut x = set.clone();
         x.subtract(&self.taken);
         let n = x.len();
+        let overlap = set.len() - n;
         self.taken.union_with(&x);
+        if overlap > 0 {
+            detail.push_str(&format!("; {overlap} more of its buckets are drawn in a part before it (shared)"));
+        }
         if n > 0 {
-            self.push(kind, owner, n, detail, colour);
+            self.push(kind, owner, n, overlap, detail, colour);
         }
         n
     }
 
-    fn push(&mut self, kind: Kind, owner: &str, n: u64, detail: String, colour: usize) {
+    fn push(&mut self, kind: Kind, owner: &str, n: u64, overlap: u64, detail: String, colour: usize) {
         self.segments.push(Segment {
             n: self.segments.len() + 1,
             kind,
             owner: owner.to_string(),
             buckets: n,
+            overlap,
             share: share_of(n, self.buckets),
             detail,
             colour,
@@ -227,7 +235,7 @@ impl Painter {
     fn finish(mut self, rest: Kind) -> Vec<Segment> {
         let n = self.buckets - self.taken.len();
         if n > 0 {
-            self.push(rest, "", n, String::new(), 0);
+            self.push(rest, "", n, 0, String::new(), 0);
         }
         let mut x = 0.0;
         let b = self.buckets.max(1) as f64;
@@ -338,24 +346,14 @@ fn scope(
         union.union_with(&held);
         let mut reach = held;
         reach.subtract(&holdout_union(state, cfg, id, b));
-        let wanted = reach.len();
         let ea = &audit.experiments[id.as_str()];
-        let mut detail = format!(
+        let detail = format!(
             "; share {} ({} buckets), reach {} ({} buckets)",
             pct(ea.share),
             ea.buckets,
             pct(ea.reach),
             ea.reach_buckets
         );
-        let mut x = reach.clone();
-        x.subtract(&p.taken);
-        let drawn = x.len();
-        if drawn < wanted {
-            detail.push_str(&format!(
-                "; {} of its buckets are drawn with an experiment before it (shared)",
-                wanted - drawn
-            ));
-        }
         p.paint(&reach, Kind::Experiment, id, detail, i % 6);
     }
     for (h, ho) in cfg.holdouts.iter().filter(|(_, h)| h.unit == unit) {

@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+mod browser;
 mod conn;
 mod console;
 mod evaluate;
