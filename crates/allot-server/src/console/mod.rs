@@ -83,6 +83,15 @@ pub(crate) struct Views {
 }
 
 impl App {
+    /// Forgets the console's view, so that the next page computes it again. For the benchmark
+    /// of a page's first request after a change; not for production use.
+    #[doc(hidden)]
+    pub fn forget_console_view(&self) {
+        if let Ok(mut l) = self.views.last.lock() {
+            *l = None;
+        }
+    }
+
     /// The view of the current version: the one computed last if it is still current, else
     /// computed now (off the runtime: the audit is CPU work).
     pub(crate) async fn console_view(&self) -> Result<Arc<View>, ApiError> {

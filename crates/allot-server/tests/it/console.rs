@@ -493,3 +493,38 @@ async fn assets_are_embedded_content_addressed_and_cached() {
     }
     assert_eq!(b.get("/console/assets/console.0000.css").await.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_refused_change_shows_its_rule_and_can_be_forced_only_with_a_reason() {
+    let s = configured().await;
+    let mut b = Browser::new(&s);
+    b.sign_in(ADMIN).await;
+    let csrf = b.csrf("/console/experiments/banner").await;
+    let v = s.app.live().version;
+    let r = b.post("/console/experiments/banner/stop/confirm", &format!("csrf={csrf}&version={v}")).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let v = v + 1;
+    // Starting it again would move units: the preview shows the refusal and its rule.
+    let preview = b.post("/console/experiments/banner/start", &format!("csrf={csrf}&version={v}")).await;
+    assert_eq!(preview.status, StatusCode::OK, "{}", preview.text);
+    assert!(preview.text.contains("<table class=\"numbers\" id=\"refusals\">"), "{}", preview.text);
+    let rule = attr_after(&preview.text, "<tbody><tr><td><code>").map(|r| r.split('<').next().unwrap().to_string());
+    assert!(rule.as_deref().is_some_and(|r| !r.is_empty()), "{}", preview.text);
+    assert!(preview.text.contains("name=\"force\""));
+    // Confirming without forcing: refused, nothing written.
+    let r = b.post("/console/experiments/banner/start/confirm", &format!("csrf={csrf}&version={v}")).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert!(r.text.contains("the change was refused: nothing was written"));
+    // Forcing without a reason: asked for one, nothing written.
+    let r = b.post("/console/experiments/banner/start/confirm", &format!("csrf={csrf}&version={v}&force=on&reason=+")).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains("a forced change needs a reason"));
+    assert_eq!(s.app.live().version, v);
+    // With a reason: made, and the history says it was forced and why.
+    let r = b
+        .post("/console/experiments/banner/start/confirm", &format!("csrf={csrf}&version={v}&force=on&reason=restart+after+the+incident"))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let page = b.get("/console/experiments/banner").await;
+    assert!(page.text.contains("<strong>forced</strong>: <bdi>restart after the incident</bdi>"), "{}", page.text);
+}
