@@ -516,13 +516,18 @@ async fn a_refused_change_shows_its_rule_and_can_be_forced_only_with_a_reason() 
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
     assert!(r.text.contains("the change was refused: nothing was written"));
     // Forcing without a reason: asked for one, nothing written.
-    let r = b.post("/console/experiments/banner/start/confirm", &format!("csrf={csrf}&version={v}&force=on&reason=+")).await;
+    let r = b
+        .post("/console/experiments/banner/start/confirm", &format!("csrf={csrf}&version={v}&force=on&reason=+"))
+        .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     assert!(r.text.contains("a forced change needs a reason"));
     assert_eq!(s.app.live().version, v);
     // With a reason: made, and the history says it was forced and why.
     let r = b
-        .post("/console/experiments/banner/start/confirm", &format!("csrf={csrf}&version={v}&force=on&reason=restart+after+the+incident"))
+        .post(
+            "/console/experiments/banner/start/confirm",
+            &format!("csrf={csrf}&version={v}&force=on&reason=restart+after+the+incident"),
+        )
         .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
     let page = b.get("/console/experiments/banner").await;
