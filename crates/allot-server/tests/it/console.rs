@@ -2,7 +2,7 @@
 //! their key, CSRF, roles, hostile text, the overview's numbers against the audit, the lifecycle
 //! through the preview, assets and security headers.
 
-use crate::support::{configured, server, Reply, Server, ADMIN, CONFIG};
+use crate::support::{configured, postgres_server, server, Reply, Server, ADMIN, CONFIG};
 use allot_server::{router, App};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -532,4 +532,34 @@ async fn a_refused_change_shows_its_rule_and_can_be_forced_only_with_a_reason() 
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
     let page = b.get("/console/experiments/banner").await;
     assert!(page.text.contains("<strong>forced</strong>: <bdi>restart after the incident</bdi>"), "{}", page.text);
+}
+
+/// Two nodes on one PostgreSQL: a session made on one is a session on the other, and signing
+/// out or revoking the key on one ends it on both.
+#[tokio::test]
+async fn sessions_work_across_nodes_on_postgres() {
+    let Some((s, url, schema)) = postgres_server().await else { return };
+    let other = App::new(std::sync::Arc::new(
+        allot_store::postgres::PgStore::open_in_schema(&url, Some(&schema)).await.unwrap(),
+    ))
+    .await
+    .unwrap();
+    let (id, editor) = key(&s, "eddie", "editor").await;
+    let mut a = Browser::new(&s);
+    a.sign_in(&editor).await;
+    let mut b = Browser::new(&s);
+    b.app = other.clone();
+    b.cookie = a.cookie.clone();
+    assert_eq!(b.get("/console").await.status, StatusCode::OK, "the other node knows the session");
+    let csrf = b.csrf("/console").await;
+    assert_eq!(b.post("/console/sign-out", &format!("csrf={csrf}")).await.status, StatusCode::SEE_OTHER);
+    assert_eq!(a.get("/console").await.status, StatusCode::SEE_OTHER, "signed out on both");
+    a.sign_in(&editor).await;
+    b.cookie = a.cookie.clone();
+    assert_eq!(b.get("/console").await.status, StatusCode::OK);
+    let r = s.call("DELETE", &format!("/api/v1/keys/{id}"), Some(ADMIN), &[], "").await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(b.get("/console").await.status, StatusCode::SEE_OTHER, "revoked on the other node: ended here");
+    drop((s, other));
+    allot_store::postgres::PgStore::drop_schema(&url, &schema).await.unwrap();
 }
