@@ -80,6 +80,15 @@ impl View {
 #[derive(Debug, Default)]
 pub(crate) struct Views {
     last: Mutex<Option<Arc<View>>>,
+    /// Held while a view is computed: requests that arrive meanwhile wait for it instead of
+    /// computing the same view again.
+    computing: tokio::sync::Mutex<()>,
+}
+
+impl Views {
+    fn at_least(&self, version: u64) -> Option<Arc<View>> {
+        self.last.lock().ok().and_then(|l| l.clone()).filter(|v| v.version >= version)
+    }
 }
 
 impl App {
@@ -96,10 +105,12 @@ impl App {
     /// computed now (off the runtime: the audit is CPU work).
     pub(crate) async fn console_view(&self) -> Result<Arc<View>, ApiError> {
         let current = self.live().version;
-        if let Some(v) = self.views.last.lock().ok().and_then(|l| l.clone()) {
-            if v.version == current {
-                return Ok(v);
-            }
+        if let Some(v) = self.views.at_least(current) {
+            return Ok(v);
+        }
+        let _computing = self.views.computing.lock().await;
+        if let Some(v) = self.views.at_least(current) {
+            return Ok(v);
         }
         let loaded = self.store.load_current().await;
         self.observe(&loaded);
