@@ -65,13 +65,23 @@ pub(crate) struct View {
 impl View {
     /// Computes the view of `state` (its applied configuration, the audit, the spaces).
     pub(crate) fn of(state: State) -> Result<View, ApiError> {
+        let t0 = std::time::Instant::now();
         let cfg = allot_core::state::applied_config(&state)
             .map_err(|es| {
                 ApiError::Internal(format!("the stored configuration does not validate: {}", crate::summary(&es)))
             })?
             .unwrap_or_default();
+        let t1 = std::time::Instant::now();
         let audit = allot_core::audit::audit(&state, &cfg);
+        let t2 = std::time::Instant::now();
         let spaces = space::spaces(&state, &cfg, &audit);
+        tracing::debug!(
+            version = state.version,
+            config_ms = (t1 - t0).as_millis(),
+            audit_ms = (t2 - t1).as_millis(),
+            spaces_ms = t2.elapsed().as_millis(),
+            "console view computed"
+        );
         Ok(View { version: state.version, state, cfg, audit, spaces })
     }
 }

@@ -248,6 +248,22 @@ impl Painter {
     }
 }
 
+/// The union of the holdouts that apply to an experiment ([`holdout_union`]), computed once
+/// per distinct set of holdouts: experiments of one scope nearly always share theirs.
+#[derive(Default)]
+struct Holdouts {
+    unions: std::collections::HashMap<(String, Vec<String>), BucketBitmap>,
+}
+
+impl Holdouts {
+    fn of(&mut self, state: &State, cfg: &Config, id: &str, b: u32) -> &BucketBitmap {
+        let unit = cfg.experiments.get(id).map(|e| e.unit.clone()).unwrap_or_default();
+        let names: Vec<String> =
+            cfg.holdouts.iter().filter(|(_, h)| cfg.holdout_applies(h, id)).map(|(n, _)| n.clone()).collect();
+        self.unions.entry((unit, names)).or_insert_with(|| holdout_union(state, cfg, id, b))
+    }
+}
+
 enum Which<'a> {
     Tag(&'a str),
     Group(&'a str),
@@ -264,6 +280,7 @@ fn member(cfg: &Config, e: &Experiment, unit: &str, which: &Which) -> bool {
 /// Every unit type's scopes, drawn from `state` under `cfg` with the numbers of `audit`.
 pub(crate) fn spaces(state: &State, cfg: &Config, audit: &Audit) -> Vec<UnitView> {
     let mut out = vec![];
+    let mut holdouts = Holdouts::default();
     for unit in cfg.units.keys() {
         let Some(space) = state.spaces.get(unit) else { continue };
         let b = space.buckets;
@@ -288,12 +305,14 @@ pub(crate) fn spaces(state: &State, cfg: &Config, audit: &Audit) -> Vec<UnitView
         let mut scopes = vec![];
         let mut unions: Vec<(String, Vec<String>, BucketBitmap)> = vec![];
         for (i, (kind, t)) in tags.iter().enumerate() {
-            let (view, union) = scope(state, cfg, audit, unit, b, kind, t, &Which::Tag(t), format!("{i}"));
+            let (view, union) =
+                scope(state, cfg, audit, &mut holdouts, unit, b, kind, t, &Which::Tag(t), format!("{i}"));
             unions.push((format!("{kind} {t}"), view.running.clone(), union));
             scopes.push(view);
         }
         for (i, (g, _)) in cfg.groups.iter().enumerate().filter(|(_, (_, g))| &g.unit == unit) {
-            let (view, union) = scope(state, cfg, audit, unit, b, "group", g, &Which::Group(g), format!("g{i}"));
+            let (view, union) =
+                scope(state, cfg, audit, &mut holdouts, unit, b, "group", g, &Which::Group(g), format!("g{i}"));
             unions.push((format!("group {g}"), view.running.clone(), union));
             scopes.push(view);
         }
@@ -327,6 +346,7 @@ fn scope(
     state: &State,
     cfg: &Config,
     audit: &Audit,
+    holdouts: &mut Holdouts,
     unit: &str,
     b: u32,
     kind: &'static str,
@@ -345,7 +365,7 @@ fn scope(
         let held = a.current();
         union.union_with(&held);
         let mut reach = held;
-        reach.subtract(&holdout_union(state, cfg, id, b));
+        reach.subtract(holdouts.of(state, cfg, id, b));
         let ea = &audit.experiments[id.as_str()];
         let detail = format!(
             "; share {} ({} buckets), reach {} ({} buckets)",
