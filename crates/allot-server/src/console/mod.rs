@@ -93,6 +93,31 @@ pub(crate) struct Views {
     /// Held while a view is computed: requests that arrive meanwhile wait for it instead of
     /// computing the same view again.
     computing: tokio::sync::Mutex<()>,
+    /// When a page last asked for a view: only a console in use is kept computed ahead.
+    asked: Mutex<Option<std::time::Instant>>,
+}
+
+/// How long after its last page the console's view is still computed ahead of requests.
+const KEEP_AHEAD: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Keeps the console's view of the current version computed ahead of its pages while the
+/// console is in use (a page in the last [`KEEP_AHEAD`]): checked every `every`, so that the
+/// first page after a change rarely pays for the audit. Runs until the app is dropped.
+pub(crate) fn spawn_ahead(app: &Arc<App>, every: std::time::Duration) {
+    let weak = Arc::downgrade(app);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every.max(std::time::Duration::from_millis(50)));
+        loop {
+            tick.tick().await;
+            let Some(app) = weak.upgrade() else { return };
+            let in_use = app.views.asked.lock().ok().and_then(|a| *a).is_some_and(|t| t.elapsed() < KEEP_AHEAD);
+            if in_use && app.views.at_least(app.live().version).is_none() {
+                if let Err(e) = app.compute_view().await {
+                    tracing::debug!(error = %e, "computing the console's view ahead failed");
+                }
+            }
+        }
+    });
 }
 
 impl Views {
@@ -111,9 +136,23 @@ impl App {
         }
     }
 
+    /// The version of the console's view computed last on this node, if any. For tests.
+    #[doc(hidden)]
+    pub fn console_view_version(&self) -> Option<u64> {
+        self.views.last.lock().ok().and_then(|l| l.as_ref().map(|v| v.version))
+    }
+
     /// The view of the current version: the one computed last if it is still current, else
     /// computed now (off the runtime: the audit is CPU work).
     pub(crate) async fn console_view(&self) -> Result<Arc<View>, ApiError> {
+        if let Ok(mut a) = self.views.asked.lock() {
+            *a = Some(std::time::Instant::now());
+        }
+        self.compute_view().await
+    }
+
+    /// [`App::console_view`] without counting as a page's request.
+    async fn compute_view(&self) -> Result<Arc<View>, ApiError> {
         let current = self.live().version;
         if let Some(v) = self.views.at_least(current) {
             return Ok(v);

@@ -563,3 +563,29 @@ async fn sessions_work_across_nodes_on_postgres() {
     drop((s, other));
     allot_store::postgres::PgStore::drop_schema(&url, &schema).await.unwrap();
 }
+
+/// While the console is in use, the view of a new version is computed before a page asks for it
+/// (by the refresh loop `allot serve` runs); an unused console computes nothing.
+#[tokio::test]
+async fn the_view_of_a_new_version_is_computed_ahead_while_the_console_is_in_use() {
+    let s = configured().await;
+    let _refresh = s.app.spawn_refresh(std::time::Duration::from_millis(20));
+    let r = s.call("POST", "/api/v1/experiments/color/stop", Some(ADMIN), &[("if-match", "*")], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(s.app.console_view_version(), None, "nobody asked: nothing computed");
+    let mut b = Browser::new(&s);
+    b.sign_in(ADMIN).await;
+    assert_eq!(b.get("/console").await.status, StatusCode::OK);
+    let v = s.app.live().version;
+    assert_eq!(s.app.console_view_version(), Some(v));
+    let r = s.call("POST", "/api/v1/experiments/banner/stop", Some(ADMIN), &[("if-match", "*")], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // Bounded wait (not a timing assertion): the refresh loop gets to it within a few ticks.
+    for _ in 0..3000 {
+        if s.app.console_view_version() == Some(v + 1) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the view of version {} was not computed ahead", v + 1);
+}
