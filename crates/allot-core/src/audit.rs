@@ -4,6 +4,7 @@
 
 use crate::bucketset::{BucketBitmap, BucketSet};
 use crate::config::{Config, ExpState};
+use crate::scope::Scope;
 use crate::state::{OwnerKind, State};
 use crate::targeting::provably_disjoint;
 use indexmap::IndexMap;
@@ -189,14 +190,18 @@ pub fn audit(state: &State, cfg: &Config) -> Audit {
             },
         );
     }
+    // Each running experiment's scope once, not once per pair: the pairs are quadratic
+    // (`Config::exclusive` is the same rule, `Scope::excludes`, on scopes it builds each time).
+    let exps: Vec<&crate::config::Experiment> = running.iter().map(|(id, _)| &cfg.experiments[*id]).collect();
+    let scopes: Vec<Scope> = exps.iter().map(|e| Scope::of(cfg, e)).collect();
     for (i, (a, sa)) in running.iter().enumerate() {
-        let ea = &cfg.experiments[*a];
-        for (b, sb) in &running[i + 1..] {
-            let eb = &cfg.experiments[*b];
+        let ea = exps[i];
+        for (j, (b, sb)) in running.iter().enumerate().skip(i + 1) {
+            let eb = exps[j];
             if ea.unit != eb.unit {
                 continue;
             }
-            let exclusive = cfg.exclusive(a, b);
+            let exclusive = scopes[i].excludes(&scopes[j]);
             let shared = sa.intersection_len(sb);
             let sharing = if exclusive { cfg.sharing(ea, eb) } else { None };
             let disjoint = sharing.is_some();

@@ -126,6 +126,8 @@ pub struct App {
     pub(crate) policy: ArcSwap<Policy>,
     /// Per-key rate limiting, when [`Policy::rate_limit`] is set.
     pub(crate) rate: ratelimit::PerKey,
+    /// The console's view of the current version, computed once per version.
+    pub(crate) views: crate::console::Views,
 }
 
 /// How this node answers: what `allot serve`'s flags set ([`App::set_policy`]).
@@ -182,6 +184,7 @@ impl App {
             ofrep_events: ofrep_events::Events::default(),
             policy: ArcSwap::from_pointee(Policy::default()),
             rate: ratelimit::PerKey::default(),
+            views: Default::default(),
         });
         app.keys.replace(known_keys);
         app.ofrep_events.announce(app.live().version, crate::clock::now_unix());

@@ -9,6 +9,7 @@
 //! | keys: `/api/v1/keys` | admin |
 //! | any key: `/metrics`, `/api/v1/openapi.json` | every role |
 //! | its own token (from the bulk answer): `GET /ofrep/v1/events` | admin, editor, evaluator |
+//! | the console: `/`, `/console/...` | its own sessions (module `console`): admin, editor and reader sign in; only admin and editor act |
 //!
 //! No key, or an unknown or revoked one → 401 `UNAUTHENTICATED`; a valid key whose role may not
 //! do this → 403 `FORBIDDEN`, naming the roles that may.
@@ -27,6 +28,9 @@ use std::sync::Arc;
 pub(crate) enum Need {
     /// Nothing (health).
     Nothing,
+    /// The console (`/`, `/console/...`): it authenticates with its own sessions
+    /// (`crate::console::session`), not with keys in headers.
+    Console,
     /// Any valid key.
     AnyKey,
     /// Evaluate and send exposures.
@@ -40,9 +44,9 @@ pub(crate) enum Need {
 }
 
 impl Need {
-    fn roles(self) -> &'static [Role] {
+    pub(crate) fn roles(self) -> &'static [Role] {
         match self {
-            Need::Nothing | Need::AnyKey => &[Role::Admin, Role::Editor, Role::Reader, Role::Evaluator],
+            Need::Nothing | Need::Console | Need::AnyKey => &[Role::Admin, Role::Editor, Role::Reader, Role::Evaluator],
             Need::Evaluate => &[Role::Admin, Role::Editor, Role::Evaluator],
             Need::Read => &[Role::Admin, Role::Editor, Role::Reader],
             Need::Write => &[Role::Admin, Role::Editor],
@@ -50,9 +54,14 @@ impl Need {
         }
     }
 
-    fn verb(self) -> &'static str {
+    /// Whether a key of `role` may do what this needs (the console asks this too).
+    pub(crate) fn allows(self, role: Role) -> bool {
+        self.roles().contains(&role)
+    }
+
+    pub(crate) fn verb(self) -> &'static str {
         match self {
-            Need::Nothing | Need::AnyKey => "call this endpoint",
+            Need::Nothing | Need::Console | Need::AnyKey => "call this endpoint",
             Need::Evaluate => "evaluate or send exposures",
             Need::Read => "read the configuration",
             Need::Write => "change the configuration",
@@ -68,6 +77,8 @@ pub(crate) fn need(method: &Method, path: &str) -> Need {
         "/healthz" | "/readyz" => Need::Nothing,
         // OFREP's event stream authenticates its own token (browsers' EventSource sends no header).
         crate::ofrep_events::PATH if get => Need::Nothing,
+        "/" | "/console" => Need::Console,
+        p if p.starts_with("/console/") => Need::Console,
         "/metrics" | "/api/v1/openapi.json" => Need::AnyKey,
         "/api/v1/evaluate" => Need::Evaluate,
         "/api/v1/snapshot" if get => Need::Evaluate,
@@ -101,7 +112,7 @@ pub(crate) async fn authenticate(
     next: Next,
 ) -> Result<Response, ApiError> {
     let need = need(req.method(), req.uri().path());
-    if need == Need::Nothing {
+    if need == Need::Nothing || need == Need::Console {
         return Ok(next.run(req).await);
     }
     let has_header =

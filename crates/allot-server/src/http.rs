@@ -89,6 +89,11 @@ pub struct Connections {
 #[derive(Debug, Clone, Copy)]
 pub struct BodyDeadline(pub Instant);
 
+/// Marks a request that arrived over TLS: set by [`serve_tls`] on every request (the console
+/// marks its session cookie `Secure` then).
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
+
 /// Serves `router` on `listener` under `limits` until `shutdown` resolves, then shuts down within
 /// [`Limits::shutdown_timeout`], counting connections in `stats`. Returns how many connections
 /// were still open at the bound and were dropped.
@@ -169,9 +174,13 @@ async fn run(
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let body_timeout = limits.body_timeout;
+        let over_tls = tls.is_some();
         let service = hyper::service::service_fn(move |req: axum::http::Request<Incoming>| {
             let mut req = req.map(axum::body::Body::new);
             req.extensions_mut().insert(BodyDeadline(Instant::now() + body_timeout));
+            if over_tls {
+                req.extensions_mut().insert(OverTls);
+            }
             let router = router.clone();
             async move { Ok::<_, Infallible>(router.oneshot(req).await.unwrap_or_else(|e| match e {})) }
         });

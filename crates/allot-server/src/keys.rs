@@ -31,6 +31,8 @@ struct Table {
     /// `live` by key id (event streams look keys up by id).
     by_id: HashMap<String, Arc<KeyInfo>>,
     revoked: HashSet<String>,
+    /// The ids of the revoked keys (the console's sessions name their key by id).
+    revoked_ids: HashSet<String>,
 }
 
 /// The key cache.
@@ -49,6 +51,19 @@ impl KeyCache {
         }
     }
 
+    /// What the cache says of the key with this id (the console checks its sessions' keys so,
+    /// on every request).
+    pub(crate) fn by_id(&self, id: &str) -> Known {
+        let Ok(t) = self.table.read() else { return Known::Unknown };
+        if t.revoked_ids.contains(id) {
+            return Known::Revoked;
+        }
+        match t.by_id.get(id) {
+            Some(k) => Known::Live(k.clone()),
+            None => Known::Unknown,
+        }
+    }
+
     /// Records a live key found in (or written to) the store.
     pub(crate) fn live(&self, hash: String, info: Arc<KeyInfo>) {
         if let Ok(mut t) = self.table.write() {
@@ -61,7 +76,10 @@ impl KeyCache {
 
     /// The live key with public id `id`, if this node knows it live.
     pub(crate) fn live_by_id(&self, id: &str) -> Option<Arc<KeyInfo>> {
-        self.table.read().ok()?.by_id.get(id).cloned()
+        match self.by_id(id) {
+            Known::Live(k) => Some(k),
+            Known::Revoked | Known::Unknown => None,
+        }
     }
 
     /// Records that the key `id` was revoked (on this node): refused from now on, also while the
@@ -74,6 +92,7 @@ impl KeyCache {
                 t.revoked.insert(h);
             }
             t.by_id.remove(id);
+            t.revoked_ids.insert(id.to_string());
         }
     }
 
@@ -86,6 +105,7 @@ impl KeyCache {
         for (info, hash) in keys {
             if info.revoked_at.is_some() {
                 t.revoked.insert(hash);
+                t.revoked_ids.insert(info.id.clone());
             } else if !t.revoked.contains(&hash) {
                 live.insert(hash, Arc::new(info));
             }
@@ -201,6 +221,22 @@ impl App {
         self.observe(&all);
         self.keys.replace(all?);
         Ok(())
+    }
+
+    /// The live key with this id, from what this node knows of the key table; a key it has not
+    /// seen (created on another node since the last read) makes it read the table again.
+    /// `None` for a key revoked or unknown.
+    pub(crate) async fn key_by_id(&self, id: &str) -> Result<Option<Arc<KeyInfo>>, ApiError> {
+        match self.keys.by_id(id) {
+            Known::Live(k) => return Ok(Some(k)),
+            Known::Revoked => return Ok(None),
+            Known::Unknown => {}
+        }
+        self.refresh_keys().await?;
+        Ok(match self.keys.by_id(id) {
+            Known::Live(k) => Some(k),
+            Known::Revoked | Known::Unknown => None,
+        })
     }
 
     /// Records a key created on this node: known live from now on, also while the database cannot

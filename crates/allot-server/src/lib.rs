@@ -22,6 +22,7 @@
 //! | `buffered` | rows kept in memory while the database cannot be reached, [`App::flush_pending`] |
 //! | [`lifecycle`] | `allot serve` in-process: [`lifecycle::start`], [`lifecycle::Started::serve`] |
 //! | `router` | [`router`], [`with_cors`], `/healthz`, `/readyz` |
+//! | `console` | the web console (`/console`): sessions, pages, embedded assets; docs/console.md |
 //! | `admin`, `evaluate`, `ofrep`, [`openapi`] | the HTTP handlers of each API |
 //! | `ofrep_events` | OFREP's change events (server-sent events announcing each version) |
 //! | `ratelimit` | the per-key rate limit (`429` with `Retry-After`) |
@@ -42,6 +43,7 @@ pub mod body;
 mod buffered;
 pub mod capacity;
 mod clock;
+mod console;
 pub mod error;
 mod evaluate;
 mod headers;

@@ -183,7 +183,13 @@ impl Started {
         };
         if let Ok(addr) = listener.local_addr() {
             let scheme = if tls.is_some() { "https" } else { "http" };
-            tracing::info!(%addr, version = app.live().version, "allot serving on {scheme}://{addr}");
+            // A wildcard address is not one a browser can open: the console's URL names loopback.
+            let mut local = addr;
+            if local.ip().is_unspecified() {
+                local.set_ip(if addr.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+            }
+            let console = format!("{scheme}://{local}/console");
+            tracing::info!(%addr, version = app.live().version, %console, "allot serving on {scheme}://{addr}; open the console at {console}");
         }
         match tls {
             Some(tls) => crate::http::serve_tls(listener, tls, router, limits, app.connections(), shutdown).await,

@@ -46,11 +46,14 @@ pub enum Site {
     State,
     /// An evaluation answered no result for a flag it was asked for.
     Evaluation,
+    /// A console page could not be rendered from its template.
+    Console,
 }
 
 impl Site {
     /// Every site, in label order.
-    pub const ALL: [Site; 6] = [Site::Clock, Site::Etag, Site::Json, Site::Lock, Site::State, Site::Evaluation];
+    pub const ALL: [Site; 7] =
+        [Site::Clock, Site::Etag, Site::Json, Site::Lock, Site::State, Site::Evaluation, Site::Console];
 
     /// The `site` label.
     pub fn as_str(self) -> &'static str {
@@ -61,6 +64,7 @@ impl Site {
             Site::Lock => "lock",
             Site::State => "state",
             Site::Evaluation => "evaluation",
+            Site::Console => "console",
         }
     }
 }

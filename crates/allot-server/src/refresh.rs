@@ -24,8 +24,8 @@ impl App {
     }
 
     /// Polls the store every `every` for versions committed elsewhere, and reads the key table
-    /// again every 64 polls (so that a revocation on another node takes effect). Runs until the
-    /// app is dropped.
+    /// again every 64 polls (so that a revocation on another node takes effect); keeps the
+    /// console's view computed ahead while the console is in use. Runs until the app is dropped.
     ///
     /// When the store announces commits ([`Store::changes`](allot_store::Store::changes): PostgreSQL's `LISTEN`/`NOTIFY`), each
     /// announcement also triggers a refresh at once; the poll stays as the fallback for a missed
@@ -44,6 +44,7 @@ impl App {
                 }
             });
         }
+        crate::console::spawn_ahead(self, every);
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);

@@ -1,10 +1,10 @@
 //! The whole HTTP interface: [`router`] merges the routes of [`crate::admin`],
-//! [`crate::evaluate`], [`crate::ofrep`] and [`crate::openapi`] with health, readiness and
+//! [`crate::evaluate`], [`crate::ofrep`], [`crate::openapi`] and the console with health, readiness and
 //! metrics, behind authentication ([`crate::auth`]), the body limit and request metrics;
 //! [`with_cors`] adds CORS. The transport (timeouts, TLS, drain) is [`crate::http`].
 
 use crate::error::ApiError;
-use crate::{admin, auth, body, evaluate, metrics, ofrep, openapi, reports, resalt, App};
+use crate::{admin, auth, body, console, evaluate, metrics, ofrep, openapi, reports, resalt, App};
 use axum::Router;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +25,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .merge(ofrep::routes())
         .merge(openapi::routes())
+        .merge(console::routes())
         .route("/healthz", axum::routing::get(health))
         .route("/readyz", axum::routing::get(ready))
         .route("/metrics", axum::routing::get(metrics::render))

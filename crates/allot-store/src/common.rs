@@ -5,7 +5,7 @@
 //! Only what differs between the backends stays in `sqlite.rs` and `postgres.rs`: the SQL text
 //! (placeholders `?` or `$1`), transactions and locking, batching, `NOTIFY` and schemas.
 
-use crate::{AuditEntry, AuditRecord, Exposure, KeyInfo, Result, Role, StickyRow, StoreError};
+use crate::{AuditEntry, AuditRecord, Exposure, KeyInfo, Result, Role, Session, StickyRow, StoreError};
 use allot_core::state::{LogEntry, State};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 use std::future::Future;
@@ -136,6 +136,16 @@ pub(crate) fn key_row(r: &impl Columns) -> Result<KeyInfo> {
         role: Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("unknown role {role}")))?,
         created_at: r.text("created_at")?,
         revoked_at: r.opt_text("revoked_at")?,
+    })
+}
+
+/// A `sessions` row of `token_hash, key_id, created_at, expires_at`.
+pub(crate) fn session_row(r: &impl Columns) -> Result<Session> {
+    Ok(Session {
+        token_hash: r.text("token_hash")?,
+        key_id: r.text("key_id")?,
+        created_at: r.text("created_at")?,
+        expires_at: r.int("expires_at")?,
     })
 }
 

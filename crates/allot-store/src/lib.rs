@@ -225,6 +225,21 @@ pub enum Revoke {
 pub(crate) const REVOCABLE: &str = "revoked_at IS NULL AND (role <> 'admin' OR \
      (SELECT COUNT(*) FROM api_keys WHERE role = 'admin' AND revoked_at IS NULL) > 1)";
 
+/// A console session (`allot serve`'s web console): who signed in, until when. The token itself
+/// is never stored, only its SHA-256 ([`sha256_hex`]): a copy of the table cannot be replayed as
+/// a cookie.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// SHA-256 (hex) of the session token the browser holds in its cookie.
+    pub token_hash: String,
+    /// The API key that signed in: the session lives only while the key does.
+    pub key_id: String,
+    /// When created (RFC 3339).
+    pub created_at: String,
+    /// When it ends whatever happens (Unix seconds): the expiry is absolute, not sliding.
+    pub expires_at: i64,
+}
+
 /// One exposure: a unit saw a variant of an experiment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exposure {
@@ -291,7 +306,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Revokes a key, unless it is the last live admin key: checked and done in one transaction,
     /// so that concurrent revocations (on any node) can never leave the store without an admin.
+    /// A revoked key's console sessions are deleted.
     async fn revoke_key(&self, id: &str, at: &str) -> Result<Revoke>;
+
+    /// Stores a new console session, and deletes the sessions that expired by `now` (Unix
+    /// seconds).
+    async fn create_session(&self, session: &Session, now: i64) -> Result<()>;
+
+    /// The session whose token has this hash, unless it expired by `now` (Unix seconds).
+    async fn find_session(&self, token_hash: &str, now: i64) -> Result<Option<Session>>;
+
+    /// Deletes the session whose token has this hash (sign-out); nothing when there is none.
+    async fn delete_session(&self, token_hash: &str) -> Result<()>;
 
     /// The stored sticky variant of a unit in an experiment.
     async fn sticky_get(&self, unit_type: &str, unit: &str, experiment: &str) -> Result<Option<String>>;

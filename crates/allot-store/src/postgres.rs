@@ -16,7 +16,9 @@
 
 use crate::common::{self, to_i64, to_u64, Columns, Commit, Migration};
 use crate::pg_tls;
-use crate::{AuditEntry, AuditRecord, BoxFuture, Exposure, KeyInfo, Result, Revoke, StickyRow, Store, StoreError};
+use crate::{
+    AuditEntry, AuditRecord, BoxFuture, Exposure, KeyInfo, Result, Revoke, Session, StickyRow, Store, StoreError,
+};
 use allot_core::state::State;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
@@ -28,6 +30,7 @@ const MIGRATIONS: &[Migration] = &[
     (1, "init", include_str!("../migrations/postgres/0001_init.sql")),
     (2, "keyed_key_hashes", include_str!("../migrations/postgres/0002_keyed_key_hashes.sql")),
     (3, "log_once", include_str!("../migrations/postgres/0003_log_once.sql")),
+    (4, "sessions", include_str!("../migrations/postgres/0004_sessions.sql")),
 ];
 
 /// The channel on which each commit announces its version. Notifications are database-wide, so the
@@ -468,6 +471,7 @@ impl Store for PgStore {
                 .execute(&mut *tx)
                 .await?;
             let outcome = if r.rows_affected() == 1 {
+                sqlx::query("DELETE FROM sessions WHERE key_id = $1").bind(&id).execute(&mut *tx).await?;
                 Revoke::Revoked
             } else {
                 let live = sqlx::query("SELECT role FROM api_keys WHERE id = $1 AND revoked_at IS NULL")
@@ -484,6 +488,34 @@ impl Store for PgStore {
             Ok(outcome)
         })
         .await
+    }
+
+    async fn create_session(&self, session: &Session, now: i64) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE expires_at <= $1").bind(now).execute(&self.pool).await?;
+        sqlx::query("INSERT INTO sessions (token_hash, key_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(&session.token_hash)
+            .bind(&session.key_id)
+            .bind(&session.created_at)
+            .bind(session.expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn find_session(&self, token_hash: &str, now: i64) -> Result<Option<Session>> {
+        let row = sqlx::query(
+            "SELECT token_hash, key_id, created_at, expires_at FROM sessions WHERE token_hash = $1 AND expires_at > $2",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(common::session_row).transpose()
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(token_hash).execute(&self.pool).await?;
+        Ok(())
     }
 
     async fn sticky_get(&self, unit_type: &str, unit: &str, experiment: &str) -> Result<Option<String>> {

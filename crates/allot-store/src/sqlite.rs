@@ -6,7 +6,9 @@
 //! key), so two writers planning from the same version cannot both win, even across processes.
 
 use crate::common::{self, to_i64, to_u64, Columns, Commit, Migration};
-use crate::{AuditEntry, AuditRecord, BoxFuture, Exposure, KeyInfo, Result, Revoke, StickyRow, Store, StoreError};
+use crate::{
+    AuditEntry, AuditRecord, BoxFuture, Exposure, KeyInfo, Result, Revoke, Session, StickyRow, Store, StoreError,
+};
 use allot_core::state::State;
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -19,6 +21,7 @@ const MIGRATIONS: &[Migration] = &[
     (1, "init", include_str!("../migrations/sqlite/0001_init.sql")),
     (2, "keyed_key_hashes", include_str!("../migrations/sqlite/0002_keyed_key_hashes.sql")),
     (3, "log_once", include_str!("../migrations/sqlite/0003_log_once.sql")),
+    (4, "sessions", include_str!("../migrations/sqlite/0004_sessions.sql")),
 ];
 
 /// A store in one SQLite file.
@@ -372,6 +375,9 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         if r.rows_affected() == 1 {
+            // After the revocation: a session of a revoked key is refused anyway (the console
+            // checks the key on every request), so this needs no transaction with it.
+            sqlx::query("DELETE FROM sessions WHERE key_id = ?").bind(id).execute(&self.pool).await?;
             return Ok(Revoke::Revoked);
         }
         let live: Option<String> = sqlx::query("SELECT role FROM api_keys WHERE id = ? AND revoked_at IS NULL")
@@ -381,6 +387,34 @@ impl Store for SqliteStore {
             .map(|r| r.try_get(0))
             .transpose()?;
         Ok(if live.is_some() { Revoke::LastAdmin } else { Revoke::NotFound })
+    }
+
+    async fn create_session(&self, session: &Session, now: i64) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE expires_at <= ?").bind(now).execute(&self.pool).await?;
+        sqlx::query("INSERT INTO sessions (token_hash, key_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
+            .bind(&session.token_hash)
+            .bind(&session.key_id)
+            .bind(&session.created_at)
+            .bind(session.expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn find_session(&self, token_hash: &str, now: i64) -> Result<Option<Session>> {
+        let row = sqlx::query(
+            "SELECT token_hash, key_id, created_at, expires_at FROM sessions WHERE token_hash = ? AND expires_at > ?",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(common::session_row).transpose()
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = ?").bind(token_hash).execute(&self.pool).await?;
+        Ok(())
     }
 
     async fn sticky_get(&self, unit_type: &str, unit: &str, experiment: &str) -> Result<Option<String>> {

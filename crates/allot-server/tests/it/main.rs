@@ -3,7 +3,9 @@
 
 mod admin;
 mod auth;
+mod browser;
 mod conn;
+mod console;
 mod evaluate;
 mod lifecycle;
 mod limits;

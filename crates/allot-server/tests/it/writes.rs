@@ -76,6 +76,18 @@ impl Store for Faulty {
         self.check()?;
         self.inner.bootstrap_key(info, secret).await
     }
+    async fn create_session(&self, session: &allot_store::Session, now: i64) -> Result<()> {
+        self.check()?;
+        self.inner.create_session(session, now).await
+    }
+    async fn find_session(&self, token_hash: &str, now: i64) -> Result<Option<allot_store::Session>> {
+        self.check()?;
+        self.inner.find_session(token_hash, now).await
+    }
+    async fn delete_session(&self, token_hash: &str) -> Result<()> {
+        self.check()?;
+        self.inner.delete_session(token_hash).await
+    }
     async fn find_key(&self, secret: &str) -> Result<Option<KeyInfo>> {
         self.check()?;
         self.inner.find_key(secret).await

@@ -2,7 +2,7 @@
 
 use crate::backend::Ctx;
 use allot_core::state::State;
-use allot_store::{AuditEntry, Exposure, KeyInfo, Revoke, Role, StoreError};
+use allot_store::{AuditEntry, Exposure, KeyInfo, Revoke, Role, Session, StoreError};
 
 on_every_backend!(
     empty_store_is_version_zero,
@@ -18,6 +18,7 @@ on_every_backend!(
     exposures_are_deduplicated_per_unit_experiment_variant_and_day,
     large_batches_are_written_whole,
     commits_are_announced_where_the_backend_can,
+    sessions_are_found_until_they_expire_and_end_with_their_key,
 );
 
 fn state(version: u64) -> State {
@@ -383,4 +384,35 @@ async fn keys_stored_as_bare_sha256_keep_working_after_the_migration() {
     // Opening again converts nothing twice.
     let s = allot_store::open(&url).await.unwrap();
     assert_eq!(s.find_key("old-secret-1").await.unwrap().unwrap().id, "k1");
+}
+
+/// Console sessions: found by the hash of their token until their absolute expiry, on another
+/// handle too (another node, a restart); sign-out deletes one; revoking the key deletes all of
+/// its sessions; an expired one is gone for good once the next session is created.
+async fn sessions_are_found_until_they_expire_and_end_with_their_key(ctx: Ctx) {
+    let s = ctx.store();
+    s.create_key(&key("k1", Role::Admin), "s1").await.unwrap();
+    s.create_key(&key("k2", Role::Editor), "s2").await.unwrap();
+    let session = |hash: &str, key_id: &str, expires_at: i64| Session {
+        token_hash: hash.into(),
+        key_id: key_id.into(),
+        created_at: "2026-01-01T00:00:00Z".into(),
+        expires_at,
+    };
+    s.create_session(&session("h1", "k2", 1000), 100).await.unwrap();
+    s.create_session(&session("h2", "k2", 1000), 100).await.unwrap();
+    s.create_session(&session("h3", "k1", 200), 100).await.unwrap();
+    let other = ctx.reopen().await;
+    assert_eq!(other.find_session("h1", 999).await.unwrap(), Some(session("h1", "k2", 1000)));
+    assert_eq!(other.find_session("h1", 1000).await.unwrap(), None, "expired at its expiry");
+    assert_eq!(s.find_session("nope", 100).await.unwrap(), None);
+    s.delete_session("h2").await.unwrap();
+    assert_eq!(s.find_session("h2", 100).await.unwrap(), None);
+    s.delete_session("h2").await.unwrap();
+    assert_eq!(s.revoke_key("k2", "2026-01-02T00:00:00Z").await.unwrap(), Revoke::Revoked);
+    assert_eq!(other.find_session("h1", 100).await.unwrap(), None, "the revoked key's session is gone");
+    // Creating a session deletes the expired ones: h3 is gone even for a `now` before its expiry.
+    s.create_session(&session("h4", "k1", 5000), 300).await.unwrap();
+    assert_eq!(s.find_session("h3", 150).await.unwrap(), None);
+    assert_eq!(s.find_session("h4", 300).await.unwrap(), Some(session("h4", "k1", 5000)));
 }

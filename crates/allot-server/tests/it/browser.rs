@@ -1,0 +1,84 @@
+//! The console in a real browser: `tests/browser/console.cjs` (npm `playwright-core`, node_modules
+//! in `ALLOT_PLAYWRIGHT_NODE_MODULES`) drives Debian's chromium (`/usr/bin/chromium`, or
+//! `ALLOT_CHROMIUM`) against a server started here over a real socket, on the configuration of
+//! `examples/advanced.yaml` with one experiment stopped. `.ci/run` installs both; without them
+//! the test says it skipped, unless `ALLOT_REQUIRE_BROWSER=1` (as `.ci/run` sets): then it fails.
+//!
+//! With `ALLOT_CONSOLE_SCREENSHOTS=DIR` the script also writes screenshots of the main pages
+//! there (`docs/console.md` says how to regenerate `docs/console/*.png`).
+
+use crate::support::{server, ADMIN};
+use axum::http::StatusCode;
+use std::path::Path;
+
+fn skip(why: &str) {
+    if std::env::var("ALLOT_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
+        panic!("ALLOT_REQUIRE_BROWSER=1 but {why}");
+    }
+    eprintln!("skipped: {why}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_works_in_a_real_browser() {
+    let Some(modules) =
+        std::env::var("ALLOT_PLAYWRIGHT_NODE_MODULES").ok().filter(|p| Path::new(p).join("playwright-core").exists())
+    else {
+        return skip("the browser test needs playwright-core: set ALLOT_PLAYWRIGHT_NODE_MODULES (see .ci/run)");
+    };
+    let chromium = std::env::var("ALLOT_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !Path::new(&chromium).exists() {
+        return skip(&format!("the browser test needs chromium at {chromium} (apt-get install chromium)"));
+    }
+    if std::process::Command::new("node").arg("--version").output().is_err() {
+        return skip("the browser test needs node");
+    }
+    let s = server().await;
+    let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/advanced.yaml")).unwrap();
+    let r = s.put_config(&yaml, "*", "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let stopped = "search-suggest";
+    let r = s.call("POST", &format!("/api/v1/experiments/{stopped}/stop"), Some(ADMIN), &[("if-match", "*")], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let (editor, reader, evaluator) = (s.key("editor").await, s.key("reader").await, s.key("evaluator").await);
+    let (_, state) = s.app.store().load_current().await.unwrap();
+    let cfg = allot_core::state::applied_config(&state).unwrap().unwrap();
+    let audit = allot_core::audit::audit(&state, &cfg);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(allot_server::http::serve(
+        listener,
+        allot_server::router(s.app.clone()),
+        allot_server::http::Limits::default(),
+        s.app.connections(),
+        async move {
+            let _ = stopped_rx.await;
+        },
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let expected = dir.path().join("expected.json");
+    let spec = serde_json::json!({
+        "base": base,
+        "chromium": chromium,
+        "keys": {"admin": ADMIN, "editor": editor, "reader": reader, "evaluator": evaluator},
+        "audit": audit,
+        "experiments_all": cfg.experiments.keys().map(|k| (k.clone(), serde_json::json!(true))).collect::<serde_json::Map<_, _>>(),
+        "space": state.spaces.iter().map(|(u, sp)| (u.clone(), serde_json::json!(sp.buckets))).collect::<serde_json::Map<_, _>>(),
+        "stopped": stopped,
+        "stop": "search-ranking",
+        "screenshots": std::env::var("ALLOT_CONSOLE_SCREENSHOTS").ok(),
+    });
+    std::fs::write(&expected, spec.to_string()).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/console.cjs");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node").arg(script).arg(&expected).env("NODE_PATH", &modules).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let _ = stop.send(());
+    let _ = server.await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}");
+    assert!(out.status.success(), "the browser test failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+}
