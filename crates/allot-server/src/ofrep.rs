@@ -15,19 +15,27 @@
 //! is unreachable and this node does not hold the unit's assignments) → `GENERAL` (500 for one
 //! flag, a failure item in bulk), so that the client serves its code default.
 //!
+//! Every error answer carries OFREP's error body, `{"key", "errorCode", "errorDetails"}` for one
+//! flag and `{"errorCode", "errorDetails"}` in bulk, including those produced outside these
+//! handlers (authentication 401/403, the body limit 413, the body timeout 408, an unknown method
+//! 405, the store 503, a bug 500): [`error_bodies`] rewrites any [`ApiError`] answer on an OFREP
+//! path with the code [`OfrepCode::of_api_error`] gives and the API error's status.
+//!
 //! The bulk endpoint answers with `ETag: "<version>-<hash of the context>"` and 304 when
 //! `If-None-Match` matches: the flags can only change with the configuration or the context.
 //! A degraded answer (any `STICKY_UNAVAILABLE`) carries no `ETag`.
 
 use crate::body::ApiPath;
-use crate::error::OfrepCode;
+use crate::error::{ApiError, OfrepCode, OfrepFallback};
 use crate::evaluate::{assign, check_context, unit_id_problem, value_of, MAX_ATTRIBUTES};
 use crate::{App, Live};
 use allot_core::eval::{Assignment, Reason};
 use allot_core::Context;
+use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::header::{ETAG, IF_NONE_MATCH};
+use axum::http::header::{CONTENT_LENGTH, ETAG, IF_NONE_MATCH};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -40,14 +48,63 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/ofrep/v1/evaluate/flags", post(evaluate_flags))
 }
 
-/// An OFREP error: status, code and details.
-struct Failure(StatusCode, &'static str, String);
+/// An OFREP error: its code (the status is the code's in the table, [`OfrepCode`]) and details.
+struct Failure(OfrepCode, String);
 
 impl Failure {
-    /// A failure with the status and code of `code` in the table ([`OfrepCode`]).
     fn of(code: OfrepCode, details: String) -> Failure {
-        let (status, code) = code.status_code();
-        Failure(status, code, details)
+        Failure(code, details)
+    }
+}
+
+/// The OFREP error body: with the flag's `key` for one flag, without for bulk.
+fn error_body(key: Option<&str>, code: OfrepCode, details: &str) -> Value {
+    let mut m = Map::new();
+    if let Some(key) = key {
+        m.insert("key".into(), json!(key));
+    }
+    m.insert("errorCode".into(), json!(code.as_str()));
+    m.insert("errorDetails".into(), json!(details));
+    Value::Object(m)
+}
+
+/// An OFREP error answer with the status of its code in the table.
+fn failure(key: Option<&str>, Failure(code, details): Failure) -> Response {
+    (code.status_code().0, Json(error_body(key, code, &details))).into_response()
+}
+
+/// An OFREP error answer for an [`ApiError`]: its status, the code the table gives it.
+fn api_failure(key: Option<&str>, e: &ApiError) -> Response {
+    (e.status_code().0, Json(error_body(key, OfrepCode::of_api_error(e), &e.to_string()))).into_response()
+}
+
+/// The flag key of an OFREP path (`/ofrep/v1/evaluate/flags/{key}`, percent-decoded), `None` for
+/// the bulk path and anything else.
+fn path_key(path: &str) -> Option<String> {
+    let raw = path.strip_prefix("/ofrep/v1/evaluate/flags/")?;
+    (!raw.is_empty() && !raw.contains('/'))
+        .then(|| percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned())
+}
+
+/// Middleware over the whole router: an answer on an OFREP path that an [`ApiError`] produced
+/// (it carries [`OfrepFallback`]) gets OFREP's error body, keeping its status and headers.
+pub(crate) async fn error_bodies(req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if !path.starts_with("/ofrep/") {
+        return next.run(req).await;
+    }
+    let key = path_key(path);
+    let response = next.run(req).await;
+    let Some(fallback) = response.extensions().get::<OfrepFallback>().cloned() else { return response };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(CONTENT_LENGTH);
+    let body = error_body(key.as_deref(), fallback.code, &fallback.details);
+    match serde_json::to_vec(&body) {
+        Ok(bytes) => Response::from_parts(parts, Body::from(bytes)),
+        Err(e) => {
+            crate::metrics::internal_error(crate::metrics::Site::Json, &e);
+            Response::from_parts(parts, Body::empty())
+        }
     }
 }
 
@@ -161,9 +218,9 @@ pub(crate) async fn evaluate_flag(
         Err(e) => return e.into_response(),
     };
     let live = app.live();
-    let fail = |Failure(status, code, details): Failure| {
+    let fail = |f: Failure| {
         app.metrics.evaluation_error();
-        (status, Json(json!({"key": key, "errorCode": code, "errorDetails": details}))).into_response()
+        failure(Some(&key), f)
     };
     let ctx = match context(&body, &live) {
         Ok(c) => c,
@@ -177,13 +234,12 @@ pub(crate) async fn evaluate_flag(
         Err(e) => {
             tracing::error!(error = %e, "OFREP evaluation failed");
             app.metrics.evaluation_error();
-            return (OfrepCode::General.status_code().0, Json(json!({"errorDetails": "an internal error occurred"})))
-                .into_response();
+            return api_failure(Some(&key), &e);
         }
     };
     let Some((_, a)) = out.first() else {
         crate::metrics::internal_error(crate::metrics::Site::Evaluation, &format_args!("no result for flag `{key}`"));
-        return (OfrepCode::General.status_code().0, Json(json!({"errorDetails": "no result"}))).into_response();
+        return fail(Failure::of(OfrepCode::General, "no result".into()));
     };
     match flag(&live, i, a) {
         Ok(v) => Json(v).into_response(),
@@ -226,9 +282,7 @@ pub(crate) async fn evaluate_flags(State(app): State<Arc<App>>, req: Request) ->
     let live = app.live();
     let ctx = match context(&body, &live) {
         Ok(c) => c,
-        Err(Failure(status, code, details)) => {
-            return (status, Json(json!({"errorCode": code, "errorDetails": details}))).into_response()
-        }
+        Err(f) => return failure(None, f),
     };
     let tag = bulk_etag(live.version, &ctx);
     let tag_value = crate::headers::tag_value(&tag);
@@ -243,11 +297,8 @@ pub(crate) async fn evaluate_flags(State(app): State<Arc<App>>, req: Request) ->
         Ok((o, _)) => o,
         Err(e) => {
             tracing::error!(error = %e, "OFREP bulk evaluation failed");
-            return (
-                OfrepCode::General.status_code().0,
-                Json(json!({"errorCode": OfrepCode::General.as_str(), "errorDetails": "an internal error occurred"})),
-            )
-                .into_response();
+            app.metrics.evaluation_error();
+            return api_failure(None, &e);
         }
     };
     let flags: Vec<Value> = out

@@ -29,6 +29,8 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(app.clone(), auth::authenticate))
+        // Outside authentication: its refusals on OFREP paths get OFREP's error body too.
+        .layer(axum::middleware::from_fn(ofrep::error_bodies))
         .layer(axum::extract::DefaultBodyLimit::max(body::BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(app.clone(), metrics::track));
     metrics::with_request_ids(api).with_state(app)
