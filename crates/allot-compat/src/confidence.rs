@@ -47,8 +47,8 @@ mod version;
 
 use bits::{Bits, Bloom};
 use compile::expected_of;
-use raw::RawMatMode;
 pub use import::{answer, Answer, ImportOptions, Imported};
+use raw::RawMatMode;
 pub use request::{response_json, MaterializationEntry, Reason, Request, ResolveError, Resolved};
 
 /// The bucket space of segment allocations.
