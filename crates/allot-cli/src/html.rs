@@ -1,7 +1,7 @@
 //! The HTML report of `allot analyze`: one self-contained page, inline CSS and SVG, no scripts and
 //! no external references, so that it opens in a browser without a network.
 
-use serde_json::Value;
+use allot_stats::analysis::{Comparison, CupedReport, Report};
 use std::fmt::Write as _;
 
 fn esc(s: &str) -> String {
@@ -18,17 +18,21 @@ fn fmt(x: f64) -> String {
 
 /// A forest plot of one metric: per comparison, the raw and the CUPED interval of the absolute
 /// difference, with a line at zero.
-fn forest(metric: &str, comps: &[Value]) -> String {
-    // (label, estimate, lo, hi, cuped?)
+fn forest(metric: &str, comps: &[Comparison]) -> String {
+    // (label, estimate, lo, hi, cuped?): only intervals whose three numbers are finite.
+    let finite = |d: f64, ci: [f64; 2]| [d, ci[0], ci[1]].iter().all(|x| x.is_finite());
     let mut rows: Vec<(String, f64, f64, f64, bool)> = vec![];
     for c in comps {
-        let v = c["variant"].as_str().unwrap_or("");
-        if let (Some(d), Some(lo), Some(hi)) = (c["diff"].as_f64(), c["ci"][0].as_f64(), c["ci"][1].as_f64()) {
-            rows.push((format!("{v} (raw)"), d, lo, hi, false));
+        let v = &c.variant;
+        if let (Some(d), Some(ci)) = (c.diff, c.ci) {
+            if finite(d, ci) {
+                rows.push((format!("{v} (raw)"), d, ci[0], ci[1], false));
+            }
         }
-        let cu = &c["cuped"];
-        if let (Some(d), Some(lo), Some(hi)) = (cu["diff"].as_f64(), cu["ci"][0].as_f64(), cu["ci"][1].as_f64()) {
-            rows.push((format!("{v} (CUPED)"), d, lo, hi, true));
+        if let Some(CupedReport::Estimate { diff, ci, .. }) = &c.cuped {
+            if finite(*diff, *ci) {
+                rows.push((format!("{v} (CUPED)"), *diff, ci[0], ci[1], true));
+            }
         }
     }
     if rows.is_empty() {
@@ -82,19 +86,16 @@ fn forest(metric: &str, comps: &[Value]) -> String {
 }
 
 /// The whole report as one HTML document.
-pub fn report(r: &Value) -> String {
+pub fn report(r: &Report) -> String {
     let mut s = String::from(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>allot analysis</title><style>\
 body{font-family:sans-serif;max-width:900px;margin:2em auto;color:#222}table{border-collapse:collapse}\
 td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}.bad{color:#b00020;font-weight:bold}\
 .ok{color:#1b7f5b}</style></head><body><h1>allot analysis</h1>\n",
     );
-    let empty = serde_json::Map::new();
-    for (id, e) in r["experiments"].as_object().unwrap_or(&empty) {
+    for (id, e) in &r.experiments {
         let _ = write!(s, "<h2>{}</h2>", esc(id));
-        let srm = &e["srm"];
-        let p = srm["p_value"].as_f64();
-        let verdict = match p {
+        let verdict = match e.srm.p_value().filter(|p| p.is_finite()) {
             Some(p) if p < allot_stats::srm::SRM_THRESHOLD => {
                 format!("<p class=\"bad\">Sample ratio mismatch: p = {p:.2e}. Do not trust these results.</p>")
             }
@@ -102,30 +103,22 @@ td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}.bad{color:#
             None => "<p>SRM test not computable.</p>".to_string(),
         };
         s.push_str(&verdict);
-        let counts: Vec<String> =
-            srm["counts"].as_object().unwrap_or(&empty).iter().map(|(k, v)| format!("{} {}", esc(k), v)).collect();
+        let counts: Vec<String> = e.srm.counts().iter().map(|(k, v)| format!("{} {}", esc(k), v)).collect();
         let _ = write!(s, "<p>Units: {}</p>", counts.join(", "));
-        for (m, mv) in e["metrics"].as_object().unwrap_or(&empty) {
+        for (m, mv) in &e.metrics {
             let _ = write!(s, "<h3>{}</h3><table><tr><th>variant</th><th>n</th><th>mean</th></tr>", esc(m));
-            for (v, x) in mv["variants"].as_object().unwrap_or(&empty) {
-                let _ = write!(
-                    s,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    esc(v),
-                    x["n"],
-                    x["mean"].as_f64().map_or("-".into(), fmt)
-                );
+            for (v, x) in &mv.variants {
+                let mean = if x.mean.is_finite() { fmt(x.mean) } else { "-".into() };
+                let _ = write!(s, "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", esc(v), x.n, mean);
             }
             s.push_str("</table>");
-            s.push_str(&forest(m, mv["comparisons"].as_array().map_or(&[][..], |a| a)));
+            s.push_str(&forest(m, &mv.comparisons));
         }
     }
-    let inter = r["interactions"].as_array().map_or(&[][..], |a| a);
-    let skipped = r["interactions_skipped"].as_array().map_or(&[][..], |a| a);
-    if !inter.is_empty() || !skipped.is_empty() {
+    if !r.interactions.is_empty() || !r.interactions_skipped.is_empty() {
         s.push_str("<h2>Interactions</h2><ul>");
-        for i in inter {
-            let flag = if i["should_be_exclusive"] == Value::Bool(true) {
+        for i in &r.interactions {
+            let flag = if i.should_be_exclusive == Some(true) {
                 " <span class=\"bad\">should have been exclusive</span>"
             } else {
                 ""
@@ -133,19 +126,19 @@ td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}.bad{color:#
             let _ = write!(
                 s,
                 "<li>{} × {}: {} shared units{flag}</li>",
-                esc(i["experiments"][0].as_str().unwrap_or("")),
-                esc(i["experiments"][1].as_str().unwrap_or("")),
-                i["units"]
+                esc(&i.experiments[0]),
+                esc(&i.experiments[1]),
+                i.units
             );
         }
-        for i in skipped {
+        for i in &r.interactions_skipped {
             let _ = write!(
                 s,
                 "<li>{} × {}: {} shared units, no interaction test: {}</li>",
-                esc(i["experiments"][0].as_str().unwrap_or("")),
-                esc(i["experiments"][1].as_str().unwrap_or("")),
-                i["units"],
-                esc(i["reason"].as_str().unwrap_or(""))
+                esc(&i.experiments[0]),
+                esc(&i.experiments[1]),
+                i.units,
+                esc(&i.reason)
             );
         }
         s.push_str("</ul>");

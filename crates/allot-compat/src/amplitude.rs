@@ -893,6 +893,15 @@ fn compile_condition(
                      near-miss; allot refuses it (JavaScript would hang): write it without the nesting",
                 ));
             }
+            if ambiguous_repetition(v) {
+                return Err(CompatError::invalid(
+                    format!("{path}.values[{i}]"),
+                    "a repeated group with alternatives that can start with the same character (like \
+                     `(a|ab)*`) can take exponential time on a near-miss; allot refuses it (JavaScript \
+                     would hang): make the alternatives start differently, or factor out their common \
+                     start (`a(b)?` for `a|ab`)",
+                ));
+            }
             regexes.push(re);
         }
     }
@@ -971,6 +980,175 @@ fn nested_quantifier(pattern: &str) -> bool {
         }
         last_group_repeats = false;
         i += 1;
+    }
+    false
+}
+
+/// The characters a branch of a pattern can start with: some literal characters, or possibly
+/// anything (a class, an escape like `\d`, a group, an anchor, an empty branch, an optional first
+/// atom: not worked out, so assumed to overlap with everything).
+#[derive(Debug, Clone, PartialEq)]
+enum First {
+    Chars(Vec<char>),
+    Any,
+}
+
+impl First {
+    fn overlaps(&self, other: &First) -> bool {
+        match (self, other) {
+            (First::Chars(a), First::Chars(b)) => a.iter().any(|x| b.contains(x)),
+            _ => true,
+        }
+    }
+}
+
+/// Whether a JavaScript pattern repeats a group in which two alternatives can start with the same
+/// character (`(a|a)*`, `^(a|ab)*c$`, `(\d|1)+`, `((a|a)b)*`): the backtracking engine may then
+/// split one input into iterations in exponentially many ways and try them all on a near-miss.
+/// Conservative: alternatives whose first character is not a plain literal (a class, an escape
+/// such as `\d`, a group, an anchor, an optional atom, an empty alternative) count as starting with
+/// anything, so `(a|[b-z])+` is refused too; disjoint literal starts (`(gold|plus)+`) are not.
+fn ambiguous_repetition(pattern: &str) -> bool {
+    struct Group {
+        /// First characters of the alternatives closed so far.
+        firsts: Vec<First>,
+        /// Of the alternative being read, once its first atom is seen.
+        current: Option<First>,
+        /// Whether this group, or a group inside it, has overlapping alternatives.
+        ambiguous: bool,
+    }
+    impl Group {
+        fn new() -> Group {
+            Group { firsts: vec![], current: None, ambiguous: false }
+        }
+        /// Closes the alternative being read.
+        fn close_alternative(&mut self) {
+            let first = self.current.take().unwrap_or(First::Any);
+            if self.firsts.iter().any(|f| f.overlaps(&first)) {
+                self.ambiguous = true;
+            }
+            self.firsts.push(first);
+        }
+    }
+    let c: Vec<char> = pattern.chars().collect();
+    // Whether the atom ending at `end` (exclusive) may match nothing: `?`, `*` or `{0,…}` follows.
+    let optional = |end: usize| match c.get(end) {
+        Some('?' | '*') => true,
+        Some('{') => c.get(end + 1) == Some(&'0') && braces(&c[end..]).is_some(),
+        _ => false,
+    };
+    let mut stack: Vec<Group> = vec![Group::new()];
+    // Whether the atom just closed was a group with overlapping alternatives.
+    let mut last_group_ambiguous = false;
+    let mut i = 0;
+    while i < c.len() {
+        // The first characters of the atom at `i`, when it is one (not a quantifier, `|`, `)`).
+        let mut atom: Option<First> = None;
+        match c[i] {
+            '\\' => {
+                i += 1;
+                atom = Some(match c.get(i) {
+                    Some(n) if !n.is_ascii_alphanumeric() => First::Chars(vec![*n]),
+                    _ => First::Any,
+                });
+                i += 1;
+            }
+            '[' => {
+                i += 1;
+                while i < c.len() && c[i] != ']' {
+                    if c[i] == '\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                i += 1;
+                atom = Some(First::Any);
+            }
+            '(' => {
+                if let Some(top) = stack.last_mut() {
+                    top.current.get_or_insert(First::Any);
+                }
+                stack.push(Group::new());
+                i += 1;
+                // `(?:`, `(?=`, `(?!`, `(?<=`, `(?<!`, `(?<name>`: not atoms of the group.
+                if c.get(i) == Some(&'?') {
+                    match c.get(i + 1) {
+                        Some(':' | '=' | '!') => i += 2,
+                        Some('<') if matches!(c.get(i + 2), Some('=' | '!')) => i += 3,
+                        Some('<') => {
+                            while i < c.len() && c[i] != '>' {
+                                i += 1;
+                            }
+                            i += 1;
+                        }
+                        _ => {}
+                    }
+                }
+                last_group_ambiguous = false;
+                continue;
+            }
+            ')' => {
+                i += 1;
+                if stack.len() > 1 {
+                    if let Some(mut g) = stack.pop() {
+                        g.close_alternative();
+                        let ambiguous = g.ambiguous;
+                        last_group_ambiguous = ambiguous;
+                        if let Some(top) = stack.last_mut() {
+                            top.ambiguous |= ambiguous;
+                        }
+                    }
+                }
+                continue;
+            }
+            '|' => {
+                if let Some(top) = stack.last_mut() {
+                    top.close_alternative();
+                }
+                i += 1;
+                last_group_ambiguous = false;
+                continue;
+            }
+            '*' | '+' => {
+                if last_group_ambiguous {
+                    return true;
+                }
+                last_group_ambiguous = false;
+                i += 1;
+            }
+            '{' => match braces(&c[i..]) {
+                Some((len, many)) => {
+                    if many && last_group_ambiguous {
+                        return true;
+                    }
+                    last_group_ambiguous = false;
+                    i += len;
+                }
+                None => {
+                    atom = Some(First::Chars(vec!['{']));
+                    i += 1;
+                }
+            },
+            '?' => {
+                last_group_ambiguous = false;
+                i += 1;
+            }
+            '.' | '^' | '$' => {
+                atom = Some(First::Any);
+                i += 1;
+            }
+            ch => {
+                atom = Some(First::Chars(vec![ch]));
+                i += 1;
+            }
+        }
+        if let Some(first) = atom {
+            let first = if optional(i) { First::Any } else { first };
+            if let Some(top) = stack.last_mut() {
+                top.current.get_or_insert(first);
+            }
+            last_group_ambiguous = false;
+        }
     }
     false
 }
@@ -1082,6 +1260,47 @@ mod tests {
             "^\\[.*\\]$",
         ] {
             assert!(!nested_quantifier(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn overlapping_alternatives_under_a_repetition_are_found() {
+        for p in [
+            "^(a|a)*$",
+            "^(a|ab)*c$",
+            "(ab|a)+",
+            "(?:x|xy){2,}",
+            "((a|a)b)*",
+            "(\\d|1)+",
+            "([a-c]|b)*",
+            "(.|a)+",
+            "(a|)*",
+            "(|a)+",
+            "(a?b|b)*",
+            "(?<n>a|a)+",
+            "(\\.|\\.x)*",
+        ] {
+            assert!(ambiguous_repetition(p), "{p}");
+        }
+        for p in [
+            "^(gold|plus)",
+            "^(gold|plus)+$",
+            "(a|b)*",
+            "(?:ab|cd){2,}",
+            "^1\\.(2|10)",
+            "(a|a)",
+            "(a|a){1}",
+            "(a|a)?",
+            "a|a",
+            "[(a|a)*]",
+            "\\((a|a)\\)*",
+            "(a|a)(a|b)*x",
+            "(?=a|a)b+",
+            "(\\.|x)*",
+            "^S",
+            "(?<n>[a-z])\\k<n>",
+        ] {
+            assert!(!ambiguous_repetition(p), "{p}");
         }
     }
 

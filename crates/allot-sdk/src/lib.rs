@@ -21,6 +21,10 @@
 //! no variant wherever the unit would be assigned (its dependants see no variant either): ask
 //! the server's `/api/v1/evaluate` for those, or pass the application's own copy of the stored
 //! assignments to [`Client::evaluate_with`] (any [`StickyStore`]).
+//!
+//! Exposure times come from a [`Clock`]: the system clock ([`SystemClock`]) unless the
+//! application gives its own to [`Client::connect_with_clock`] (tests pin time with it; an app
+//! with its own time source, or one that logs exposures with a request's own time, uses it too).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub use allot_core::eval::StickyStore;
@@ -80,6 +84,29 @@ impl StickyStore for NotLocal {
     }
 }
 
+/// Where the client's exposure times come from. Any `Fn() -> OffsetDateTime` is one:
+/// `Arc::new(|| time::macros::datetime!(2026-01-01 0:00 UTC))`.
+pub trait Clock: Send + Sync {
+    /// The current time.
+    fn now(&self) -> time::OffsetDateTime;
+}
+
+/// The system clock (UTC): the default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc()
+    }
+}
+
+impl<F: Fn() -> time::OffsetDateTime + Send + Sync> Clock for F {
+    fn now(&self) -> time::OffsetDateTime {
+        self()
+    }
+}
+
 /// Exposures per request.
 const CHUNK: usize = 500;
 
@@ -105,6 +132,7 @@ struct Inner {
     current: ArcSwapOption<Compiled>,
     queue: Mutex<Vec<Exposure>>,
     batch: usize,
+    clock: Arc<dyn Clock>,
 }
 
 /// A client of one `allot serve`. Cheap to clone; share one per process.
@@ -123,6 +151,11 @@ impl Client {
     /// A client of the server at `base_url` (`http://host:port`) with an `evaluator` key; fetches
     /// the first snapshot before returning.
     pub async fn connect(base_url: &str, key: &str) -> Result<Client, Error> {
+        Client::connect_with_clock(base_url, key, Arc::new(SystemClock)).await
+    }
+
+    /// [`Client::connect`] with the clock exposure times are read from.
+    pub async fn connect_with_clock(base_url: &str, key: &str, clock: Arc<dyn Clock>) -> Result<Client, Error> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
         let c = Client {
             inner: Arc::new(Inner {
@@ -132,6 +165,7 @@ impl Client {
                 current: ArcSwapOption::empty(),
                 queue: Mutex::new(vec![]),
                 batch: 500,
+                clock,
             }),
         };
         c.refresh().await?;
@@ -192,11 +226,11 @@ impl Client {
         Evaluation { variant, value, reason: Some(a.reason), version: c.version }
     }
 
-    /// Queues an exposure (the unit saw `variant` of `experiment`); sent by [`Client::flush`],
-    /// which the poller calls, and in the background once 500 are queued.
+    /// Queues an exposure (the unit saw `variant` of `experiment`) at the client's clock's time;
+    /// sent by [`Client::flush`], which the poller calls, and in the background once 500 are
+    /// queued.
     pub fn expose(&self, unit: &str, experiment: &str, variant: &str) {
-        let time =
-            time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        let time = self.inner.clock.now().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
         let x = Exposure {
             unit: unit.into(),
             experiment: experiment.into(),

@@ -3,7 +3,8 @@
 //! are logged and answered with a generic message: nothing internal leaks.
 //!
 //! OFREP answers in its own vocabulary (`errorCode`, `errorDetails`): [`OfrepCode`] is the one
-//! table of those codes and their statuses.
+//! table of those codes and their statuses, including the code of an [`ApiError`] answered on an
+//! OFREP path ([`OfrepCode::of_api_error`]).
 
 use allot_core::plan::Plan;
 use allot_core::FieldError;
@@ -175,6 +176,29 @@ impl OfrepCode {
     pub fn as_str(self) -> &'static str {
         self.status_code().1
     }
+
+    /// The code of an [`ApiError`] met on an OFREP path (authentication, the body, the store, a
+    /// bug): a body that is not JSON is `PARSE_ERROR`, one past the limit `INVALID_CONTEXT` (the
+    /// context is too large), anything else `GENERAL`. The HTTP status stays the API error's
+    /// (401, 403, 405, 408, 413, 503, 500...).
+    pub fn of_api_error(e: &ApiError) -> OfrepCode {
+        match e {
+            ApiError::Malformed { .. } => OfrepCode::ParseError,
+            ApiError::TooLarge => OfrepCode::InvalidContext,
+            _ => OfrepCode::General,
+        }
+    }
+}
+
+/// Carried by every [`ApiError`] response, so that an answer on an OFREP path can be given in
+/// OFREP's vocabulary (`crate::ofrep::error_bodies`) whatever layer produced it.
+#[derive(Debug, Clone)]
+pub(crate) struct OfrepFallback {
+    /// The OFREP code ([`OfrepCode::of_api_error`]).
+    pub(crate) code: OfrepCode,
+    /// The API error's message (never internal details: [`ApiError::Internal`] says only
+    /// "internal error").
+    pub(crate) details: String,
 }
 
 impl From<allot_store::StoreError> for ApiError {
@@ -197,6 +221,7 @@ impl IntoResponse for ApiError {
             tracing::error!(%detail, "internal error");
         }
         let message = self.to_string();
+        let ofrep = OfrepFallback { code: OfrepCode::of_api_error(&self), details: message.clone() };
         let body = match self {
             ApiError::Malformed { path, message: m } => {
                 json!({"code": code, "message": format!("{path}: {m}"), "errors": [{"path": path, "message": m}]})
@@ -229,7 +254,9 @@ impl IntoResponse for ApiError {
             }
             _ => json!({"code": code, "message": message}),
         };
-        (status, axum::Json(body)).into_response()
+        let mut response = (status, axum::Json(body)).into_response();
+        response.extensions_mut().insert(ofrep);
+        response
     }
 }
 

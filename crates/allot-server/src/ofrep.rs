@@ -27,6 +27,12 @@
 //! is unreachable and this node does not hold the unit's assignments) → `GENERAL` (500 for one
 //! flag, a failure item in bulk), so that the client serves its code default.
 //!
+//! Every error answer carries OFREP's error body, `{"key", "errorCode", "errorDetails"}` for one
+//! flag and `{"errorCode", "errorDetails"}` in bulk, including those produced outside these
+//! handlers (authentication 401/403, the body limit 413, the body timeout 408, an unknown method
+//! 405, the store 503, a bug 500): [`error_bodies`] rewrites any [`ApiError`] answer on an OFREP
+//! path with the code [`OfrepCode::of_api_error`] gives and the API error's status.
+//!
 //! The bulk endpoint answers with `ETag: "<version>-<hash of the context>"` (`…-fv"` for the
 //! `first-variant` answer, whose shape differs) and 304 when
 //! `If-None-Match` matches: the flags can only change with the configuration or the context.
@@ -35,15 +41,17 @@
 
 use crate::auth::Caller;
 use crate::body::ApiPath;
-use crate::error::OfrepCode;
+use crate::error::{ApiError, OfrepCode, OfrepFallback};
 use crate::evaluate::{assign, check_context, unit_id_problem, value_of, MAX_ATTRIBUTES};
 use crate::{App, Live};
 use allot_core::eval::{Assignment, Reason, Snapshot};
 
 use allot_core::Context;
+use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::header::{ETAG, IF_NONE_MATCH};
+use axum::http::header::{CONTENT_LENGTH, ETAG, IF_NONE_MATCH};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -57,49 +65,72 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route(crate::ofrep_events::PATH, axum::routing::get(crate::ofrep_events::stream))
 }
 
-/// Gives every error answered under `/ofrep/` OFREP's fields as well: errors made before an OFREP
-/// handler runs (authentication, roles, the rate limit, body limits and timeouts) come from the
-/// API's one error table ([`crate::error`]) as `{code, message}`; this adds `errorCode`
-/// (`PARSE_ERROR` for a malformed body, else `GENERAL`), `errorDetails` and, for one flag, `key`.
-pub(crate) async fn errors_in_ofrep_terms(req: Request, next: axum::middleware::Next) -> Response {
-    let path = req.uri().path().to_string();
-    let res = next.run(req).await;
-    if !path.starts_with("/ofrep/") || res.status().is_success() || res.status() == StatusCode::NOT_MODIFIED {
-        return res;
-    }
-    let (mut parts, body) = res.into_parts();
-    // Error bodies are small (the error table's); anything else is passed on as it came.
-    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
-        return (parts.status, Json(json!({"errorCode": "GENERAL", "errorDetails": "an error occurred"})))
-            .into_response();
-    };
-    let Ok(Value::Object(mut m)) = serde_json::from_slice::<Value>(&bytes) else {
-        return Response::from_parts(parts, axum::body::Body::from(bytes));
-    };
-    if !m.contains_key("errorCode") {
-        let code = match m.get("code").and_then(Value::as_str) {
-            Some("MALFORMED") => OfrepCode::ParseError,
-            _ => OfrepCode::General,
-        };
-        let details = m.get("message").cloned().unwrap_or_else(|| json!("an error occurred"));
-        m.insert("errorCode".into(), json!(code.as_str()));
-        m.insert("errorDetails".into(), details);
-        if let Some(key) = path.strip_prefix("/ofrep/v1/evaluate/flags/") {
-            m.entry("key").or_insert_with(|| json!(key));
-        }
-    }
-    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
-    Response::from_parts(parts, axum::body::Body::from(serde_json::to_vec(&m).unwrap_or_default()))
-}
-
-/// An OFREP error: status, code and details.
-struct Failure(StatusCode, &'static str, String);
+/// An OFREP error: its code (the status is the code's in the table, [`OfrepCode`]) and details.
+struct Failure(OfrepCode, String);
 
 impl Failure {
-    /// A failure with the status and code of `code` in the table ([`OfrepCode`]).
     fn of(code: OfrepCode, details: String) -> Failure {
-        let (status, code) = code.status_code();
-        Failure(status, code, details)
+        Failure(code, details)
+    }
+}
+
+/// The OFREP error body: with the flag's `key` for one flag, without for bulk.
+fn error_body(key: Option<&str>, code: OfrepCode, details: &str) -> Value {
+    let mut m = Map::new();
+    if let Some(key) = key {
+        m.insert("key".into(), json!(key));
+    }
+    m.insert("errorCode".into(), json!(code.as_str()));
+    m.insert("errorDetails".into(), json!(details));
+    Value::Object(m)
+}
+
+/// An OFREP error answer with the status of its code in the table.
+fn failure(key: Option<&str>, Failure(code, details): Failure) -> Response {
+    (code.status_code().0, Json(error_body(key, code, &details))).into_response()
+}
+
+/// An OFREP error answer for an [`ApiError`]: its status, the code the table gives it.
+fn api_failure(key: Option<&str>, e: &ApiError) -> Response {
+    (e.status_code().0, Json(error_body(key, OfrepCode::of_api_error(e), &e.to_string()))).into_response()
+}
+
+/// The flag key of an OFREP path (`/ofrep/v1/evaluate/flags/{key}`, percent-decoded), `None` for
+/// the bulk path and anything else.
+fn path_key(path: &str) -> Option<String> {
+    let raw = path.strip_prefix("/ofrep/v1/evaluate/flags/")?;
+    (!raw.is_empty() && !raw.contains('/'))
+        .then(|| percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned())
+}
+
+/// Middleware over the whole router: an answer on an OFREP path that an [`ApiError`] produced
+/// (it carries [`OfrepFallback`]) gets OFREP's error body, keeping its status and headers.
+pub(crate) async fn error_bodies(req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if !path.starts_with("/ofrep/") {
+        return next.run(req).await;
+    }
+    let key = path_key(path);
+    let response = next.run(req).await;
+    let Some(fallback) = response.extensions().get::<OfrepFallback>().cloned() else { return response };
+    let (mut parts, body) = response.into_parts();
+    parts.headers.remove(CONTENT_LENGTH);
+    // The API's own fields (`code`, `message`, ...) stay beside OFREP's: the body is the error
+    // table's, small; should it not read as an object, OFREP's fields alone.
+    let original = axum::body::to_bytes(body, 64 * 1024).await.ok();
+    let mut m = match original.as_deref().map(serde_json::from_slice::<Value>) {
+        Some(Ok(Value::Object(m))) => m,
+        _ => Map::new(),
+    };
+    if let Value::Object(ofrep) = error_body(key.as_deref(), fallback.code, &fallback.details) {
+        m.extend(ofrep);
+    }
+    match serde_json::to_vec(&m) {
+        Ok(bytes) => Response::from_parts(parts, Body::from(bytes)),
+        Err(e) => {
+            crate::metrics::internal_error(crate::metrics::Site::Json, &e);
+            Response::from_parts(parts, Body::empty())
+        }
     }
 }
 
@@ -309,9 +340,9 @@ pub(crate) async fn evaluate_flag(
         Err(e) => return e.into_response(),
     };
     let live = app.live();
-    let fail = |Failure(status, code, details): Failure| {
+    let fail = |f: Failure| {
         app.metrics.evaluation_error();
-        (status, Json(json!({"key": key, "errorCode": code, "errorDetails": details}))).into_response()
+        failure(Some(&key), f)
     };
     let unassigned = match unassigned(&app, &headers) {
         Ok(u) => u,
@@ -328,7 +359,8 @@ pub(crate) async fn evaluate_flag(
         Ok((o, _)) => o,
         Err(e) => {
             tracing::error!(error = %e, "OFREP evaluation failed");
-            return fail(Failure::of(OfrepCode::General, "an internal error occurred".into()));
+            app.metrics.evaluation_error();
+            return api_failure(Some(&key), &e);
         }
     };
     let Some((_, a)) = out.first() else {
@@ -378,9 +410,7 @@ pub(crate) async fn evaluate_flags(State(app): State<Arc<App>>, req: Request) ->
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    let fail = |Failure(status, code, details): Failure| {
-        (status, Json(json!({"errorCode": code, "errorDetails": details}))).into_response()
-    };
+    let fail = |f: Failure| failure(None, f);
     let unassigned = match unassigned(&app, &headers) {
         Ok(u) => u,
         Err(f) => return fail(f),
@@ -393,7 +423,7 @@ pub(crate) async fn evaluate_flags(State(app): State<Arc<App>>, req: Request) ->
     let live = app.live();
     let ctx = match context(&body, &live) {
         Ok(c) => c,
-        Err(f) => return fail(f),
+        Err(f) => return failure(None, f),
     };
     let mut tag = bulk_etag(live.version, &ctx);
     if unassigned == Unassigned::FirstVariant {
@@ -412,7 +442,8 @@ pub(crate) async fn evaluate_flags(State(app): State<Arc<App>>, req: Request) ->
         Ok((o, _)) => o,
         Err(e) => {
             tracing::error!(error = %e, "OFREP bulk evaluation failed");
-            return fail(Failure::of(OfrepCode::General, "an internal error occurred".into()));
+            app.metrics.evaluation_error();
+            return api_failure(None, &e);
         }
     };
     let flags: Vec<Value> = out

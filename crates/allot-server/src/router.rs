@@ -32,7 +32,8 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(app.clone(), auth::authenticate))
-        .layer(axum::middleware::from_fn(ofrep::errors_in_ofrep_terms))
+        // Outside authentication: its refusals on OFREP paths get OFREP's error body too.
+        .layer(axum::middleware::from_fn(ofrep::error_bodies))
         .layer(axum::extract::DefaultBodyLimit::max(body::BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(app.clone(), metrics::track));
     metrics::with_request_ids(api).with_state(app)

@@ -1,7 +1,8 @@
 //! The pure statistics of allot: planning (power, sample size, minimum detectable effect) and
 //! analysis (Welch and delta-method estimates, CUPED, sample-ratio mismatch, multiple-comparison
 //! corrections, interaction contrasts) over streaming sufficient statistics, when experiments
-//! ran at the same time ([`timeline`]), and the capacity schedule ([`schedule`]).
+//! ran at the same time ([`timeline`]), the capacity schedule ([`schedule`]) and the whole
+//! analysis of exposures and metrics with its typed report ([`analysis`]).
 //!
 //! Nothing here does I/O. Distributions (normal, Student's t, chi-square CDFs and quantiles) come
 //! from `statrs`; the statistics themselves are written here by hand, each with its formula and a
@@ -9,6 +10,7 @@
 //! `spec/stats/`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod analysis;
 pub mod correct;
 pub mod dist;
 pub mod estimate;

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `allot` binary, run as a user would: files in a scratch directory.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod analyze_golden;
 mod analyze_time;
 mod cli;
 mod compat;

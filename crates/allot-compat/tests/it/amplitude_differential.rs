@@ -267,7 +267,7 @@ const VALUES: [&str; 30] = [
 ];
 
 /// Patterns Amplitude accepts: JavaScript syntax, no flags.
-const PATTERNS: [&str; 28] = [
+const PATTERNS: [&str; 30] = [
     "^S",
     "E$",
     "[0-9]+",
@@ -296,6 +296,9 @@ const PATTERNS: [&str; 28] = [
     "\\.",
     "^1\\.(2|10)",
     "[😀]",
+    // Alternation under a repetition with alternatives that start differently (allowed).
+    "^(gold|plus)+$",
+    "(?:u|x)+\\d",
 ];
 
 #[derive(Debug, Clone)]

@@ -88,6 +88,17 @@ fn truncated_and_mistyped_amplitude_flags() {
     let e = Flags::parse(&v.to_string()).unwrap_err();
     assert_eq!(e.path(), "[2].segments[0].conditions[0][0].values[1]", "{e}");
     assert!(e.to_string().contains("exponential"), "{e}");
+    // Overlapping alternatives under a repetition: as exponential (`"a" × 30 + "!"` against
+    // `^(a|a)*$` is 2^30 ways to split), refused when read too.
+    for pattern in ["^(a|a)*$", "^(a|ab)*c$"] {
+        v[2]["segments"][0]["conditions"][0][0]["values"] = serde_json::json!(["^ok", pattern]);
+        let e = Flags::parse(&v.to_string()).unwrap_err();
+        assert_eq!(e.path(), "[2].segments[0].conditions[0][0].values[1]", "{pattern}: {e}");
+        assert!(e.to_string().contains("alternatives"), "{e}");
+    }
+    // Alternatives that start differently stay allowed.
+    v[2]["segments"][0]["conditions"][0][0]["values"] = serde_json::json!(["^ok", "^(gold|plus)+$"]);
+    Flags::parse(&v.to_string()).unwrap();
     let e = Flags::parse(r#"{"key": "x"}"#).unwrap_err();
     assert_eq!(e.path(), ".", "{e}");
 }

@@ -208,3 +208,28 @@ async fn sticky_experiments_never_contradict_the_server() {
     }
     assert!(would_differ > 0, "the reweight must move some units without a stored assignment");
 }
+
+/// Exposure times come from the clock the application gives (the system clock by default): a
+/// fixed clock pins them, and the server stores them as sent.
+#[tokio::test]
+async fn exposure_times_come_from_the_clock_the_app_gives() {
+    let (_d, app, base) = serve().await;
+    let at = time::OffsetDateTime::from_unix_timestamp(1_767_225_600).unwrap(); // 2026-01-01
+    let sdk = allot_sdk::Client::connect_with_clock(&base, KEY, Arc::new(move || at)).await.unwrap();
+    sdk.expose("u1", "banner", "treatment");
+    sdk.expose("u2", "banner", "control");
+    assert_eq!(sdk.flush().await.unwrap(), 2);
+    let stored = app.store().exposures(Some("banner"), 0, 10).await.unwrap();
+    let times: Vec<(&str, &str, &str)> =
+        stored.iter().map(|(_, x)| (x.unit.as_str(), x.time.as_str(), x.day.as_str())).collect();
+    assert_eq!(times, [("u1", "2026-01-01T00:00:00Z", "2026-01-01"), ("u2", "2026-01-01T00:00:00Z", "2026-01-01")]);
+    // The default clock is the system's: today, not 2026-01-01 (unless the test runs that day).
+    let sdk = allot_sdk::Client::connect(&base, KEY).await.unwrap();
+    sdk.expose("u3", "banner", "treatment");
+    sdk.flush().await.unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let stored = app.store().exposures(Some("banner"), 0, 10).await.unwrap();
+    let u3 = stored.iter().find(|(_, x)| x.unit == "u3").unwrap();
+    let t = time::OffsetDateTime::parse(&u3.1.time, &time::format_description::well_known::Rfc3339).unwrap();
+    assert!((t.unix_timestamp() - now).abs() < 3600, "{}", u3.1.time);
+}

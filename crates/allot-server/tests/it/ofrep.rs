@@ -334,7 +334,15 @@ async fn the_rate_limit_answers_429_with_retry_after() {
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
     let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&wait), "{wait}");
-    assert_eq!((r.json()["code"].as_str(), r.json()["errorCode"].as_str()), (Some("RATE_LIMITED"), Some("GENERAL")));
+    assert_eq!(r.json()["errorCode"].as_str(), Some("GENERAL"), "OFREP's body on an OFREP path: {}", r.text);
+    assert_eq!(r.json()["code"].as_str(), Some("RATE_LIMITED"), "the API's fields stay: {}", r.text);
+    let r = s.call("POST", "/api/v1/evaluate", Some(&evaluator), &[], body).await;
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("RATE_LIMITED")),
+        "{}",
+        r.text
+    );
     assert_eq!(s.call("GET", "/metrics", Some(&evaluator), &[], "").await.status, StatusCode::OK);
     let other = s.key("evaluator").await;
     let r = s.call("POST", "/ofrep/v1/evaluate/flags/color", Some(&other), &[], body).await;
@@ -385,7 +393,7 @@ async fn ofrep_errors_and_tags_are_in_ofrep_terms() {
     let r = s.call("POST", "/ofrep/v1/evaluate/flags/color", Some(ADMIN), &[], &big).await;
     assert_eq!(
         (r.status, r.json()["errorCode"].as_str()),
-        (StatusCode::PAYLOAD_TOO_LARGE, Some("GENERAL")),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("INVALID_CONTEXT")),
         "{}",
         r.text
     );
@@ -405,4 +413,74 @@ async fn ofrep_errors_and_tags_are_in_ofrep_terms() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "a tag of the other answer is not fresh");
+}
+
+/// Every OFREP error answer carries OFREP's error body (`key` for one flag, `errorCode`,
+/// `errorDetails`) with the status of the error, also those made outside the handlers: refused
+/// keys (401), a body past the limit (413), an unknown method (405), a failing write (500) and an
+/// unreachable store (503).
+#[tokio::test]
+async fn every_error_answer_carries_the_ofrep_error_body() {
+    use crate::writes::{faulty_server, POISON};
+    use std::sync::atomic::Ordering;
+    let (s, faulty) = faulty_server().await;
+    let ok = r#"{"context": {"targetingKey": "u1"}}"#.to_string();
+    let poisoned = json!({"context": {"targetingKey": POISON}}).to_string();
+    let big = json!({"context": {"targetingKey": "u1", "x": "a".repeat(70 * 1024)}}).to_string();
+    let json_type = [("content-type", "application/json")];
+    let never_seen = "never-seen-key-000000000000000000000";
+    // (what, path, key, method, body, status, errorCode)
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a str, &'a str, StatusCode, &'a str);
+    let mut cases: Vec<Case> = vec![];
+    for path in ["/ofrep/v1/evaluate/flags/st1", "/ofrep/v1/evaluate/flags"] {
+        cases.extend([
+            ("no key", path, None, "POST", ok.as_str(), StatusCode::UNAUTHORIZED, "GENERAL"),
+            ("an unknown key", path, Some(never_seen), "POST", ok.as_str(), StatusCode::UNAUTHORIZED, "GENERAL"),
+            ("too large", path, Some(ADMIN), "POST", big.as_str(), StatusCode::PAYLOAD_TOO_LARGE, "INVALID_CONTEXT"),
+            ("GET", path, Some(ADMIN), "GET", "", StatusCode::METHOD_NOT_ALLOWED, "GENERAL"),
+            (
+                "a write that fails",
+                path,
+                Some(ADMIN),
+                "POST",
+                poisoned.as_str(),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "GENERAL",
+            ),
+            ("not JSON", path, Some(ADMIN), "POST", "{", StatusCode::BAD_REQUEST, "PARSE_ERROR"),
+        ]);
+    }
+    let mut failures = vec![];
+    let mut check = |what: &str, path: &str, r: &crate::support::Reply, status: StatusCode, code: &str| {
+        let b: serde_json::Value = serde_json::from_str(&r.text).unwrap_or_default();
+        let single = path.ends_with("/st1");
+        let ok = r.status == status
+            && b["errorCode"] == code
+            && b["errorDetails"].as_str().is_some_and(|d| !d.is_empty())
+            && (if single { b["key"] == "st1" } else { b.get("key").is_none() });
+        if !ok {
+            failures.push(format!("{what} on {path}: {} {}", r.status, r.text));
+        }
+    };
+    for &(what, path, key, method, body, status, code) in &cases {
+        let r = s.call(method, path, key, &json_type, body).await;
+        check(what, path, &r, status, code);
+    }
+    // The store down: a key this node never saw cannot be checked.
+    faulty.down.store(true, Ordering::SeqCst);
+    for path in ["/ofrep/v1/evaluate/flags/st1", "/ofrep/v1/evaluate/flags"] {
+        let r = s.call("POST", path, Some(never_seen), &json_type, &ok).await;
+        check("the store down", path, &r, StatusCode::SERVICE_UNAVAILABLE, "GENERAL");
+    }
+    faulty.down.store(false, Ordering::SeqCst);
+    assert!(
+        failures.is_empty(),
+        "{} of {} answers lack OFREP's error body:\n{}",
+        failures.len(),
+        cases.len() + 2,
+        failures.join("\n")
+    );
+    // A key with escapes is named decoded.
+    let r = s.call("POST", "/ofrep/v1/evaluate/flags/st%201", None, &json_type, &ok).await;
+    assert_eq!((r.status, r.json()["key"].as_str()), (StatusCode::UNAUTHORIZED, Some("st 1")), "{}", r.text);
 }

@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 
 /// A unit id that passes the edge's checks but that [`Faulty`] refuses to write (as PostgreSQL
 /// refuses some rows): the whole multi-row insert it is in fails.
-const POISON: &str = "poison-unit";
+pub(crate) const POISON: &str = "poison-unit";
 
 /// A store that fails with `Unavailable` while `down`, counts the batches of sticky assignments
 /// and exposures it is asked to write, and holds each exposure write until `gate` gives a permit

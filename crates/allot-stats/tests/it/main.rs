@@ -3,5 +3,6 @@
 //! overlap-in-time logic of `timeline`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod analysis;
 mod golden;
 mod timeline;
