@@ -19,9 +19,9 @@
 //! class's buckets as the compiled tables hold them: first the buckets of the shards (128
 //! buckets) that lie wholly in the class, shard by shard in increasing order, then the class's
 //! buckets in shards it shares with other classes, in increasing order. One hash per unit serves every re-salt, so a re-salt costs
-//! an evaluation a mix and three table reads (see `bench/`), and a compiled re-salt a few tables
-//! over the space's shards of 128 buckets (about 45 KB for 1,000,000 buckets, in 16 bits,
-//! linked to the next re-salt).
+//! an evaluation a mix, its class's bounds and a one-byte hint when it is linked to the next
+//! (see `bench/`), and a compiled re-salt a few tables over the space's shards of 128 buckets
+//! (about 40 KB for 1,000,000 buckets, in 16 bits).
 //!
 //! A re-salt records the ids of the allocations that defined its classes (`classes_by`); the
 //! classes are rebuilt from their bucket sets as they stood before the re-salt's version, so the
