@@ -34,6 +34,7 @@ use allot_core::Context;
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
 use serde_json::Value;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -133,6 +134,55 @@ struct Inner {
     queue: Mutex<Vec<Exposure>>,
     batch: usize,
     clock: Arc<dyn Clock>,
+    /// At most this many exposures wait to be sent; past it new ones are dropped and counted.
+    queue_limit: usize,
+    dropped: AtomicU64,
+    /// A background flush is under way (at most one at a time).
+    flushing: AtomicBool,
+}
+
+/// How a [`Client`] connects and queues: [`Client::connect_with`].
+#[derive(Clone)]
+pub struct Options {
+    /// Where exposure times come from (default [`SystemClock`]).
+    pub clock: Arc<dyn Clock>,
+    /// Exposures waiting to be sent at most (default [`DEFAULT_QUEUE_LIMIT`]): while the server
+    /// cannot be reached the queue stops growing there; newer exposures are dropped and counted
+    /// ([`Client::dropped_exposures`]).
+    pub queue_limit: usize,
+    /// PEM certificates to trust for `https://` servers, beside the Mozilla roots (for a private
+    /// CA).
+    pub root_certificates: Vec<Vec<u8>>,
+    /// Only the certificates in `root_certificates` (not the Mozilla roots).
+    pub only_these_roots: bool,
+    /// Timeout of each request (default 10 s).
+    pub timeout: Duration,
+}
+
+/// Default of [`Options::queue_limit`].
+pub const DEFAULT_QUEUE_LIMIT: usize = 100_000;
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            clock: Arc::new(SystemClock),
+            queue_limit: DEFAULT_QUEUE_LIMIT,
+            root_certificates: vec![],
+            only_these_roots: false,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("queue_limit", &self.queue_limit)
+            .field("root_certificates", &self.root_certificates.len())
+            .field("only_these_roots", &self.only_these_roots)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A client of one `allot serve`. Cheap to clone; share one per process.
@@ -156,7 +206,18 @@ impl Client {
 
     /// [`Client::connect`] with the clock exposure times are read from.
     pub async fn connect_with_clock(base_url: &str, key: &str, clock: Arc<dyn Clock>) -> Result<Client, Error> {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        Client::connect_with(base_url, key, Options { clock, ..Options::default() }).await
+    }
+
+    /// [`Client::connect`] with [`Options`]: `https://` servers (rustls; a private CA through
+    /// `root_certificates`), the exposure queue's bound, the clock.
+    pub async fn connect_with(base_url: &str, key: &str, options: Options) -> Result<Client, Error> {
+        let mut b =
+            reqwest::Client::builder().timeout(options.timeout).tls_built_in_root_certs(!options.only_these_roots);
+        for pem in &options.root_certificates {
+            b = b.add_root_certificate(reqwest::Certificate::from_pem(pem)?);
+        }
+        let http = b.build()?;
         let c = Client {
             inner: Arc::new(Inner {
                 base: base_url.trim_end_matches('/').to_string(),
@@ -165,7 +226,10 @@ impl Client {
                 current: ArcSwapOption::empty(),
                 queue: Mutex::new(vec![]),
                 batch: 500,
-                clock,
+                clock: options.clock,
+                queue_limit: options.queue_limit,
+                dropped: AtomicU64::new(0),
+                flushing: AtomicBool::new(false),
             }),
         };
         c.refresh().await?;
@@ -239,21 +303,54 @@ impl Client {
             version: self.version(),
         };
         let full = match self.inner.queue.lock() {
+            Ok(q) if q.len() >= self.inner.queue_limit => {
+                drop(q);
+                self.dropped(1);
+                false
+            }
             Ok(mut q) => {
                 q.push(x);
                 q.len() >= self.inner.batch
             }
             Err(_) => false,
         };
-        if full {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                let c = self.clone();
-                rt.spawn(async move {
-                    if let Err(e) = c.flush().await {
-                        tracing::warn!(error = %e, "sending exposures failed");
-                    }
-                });
+        // One background flush at a time: a burst of exposures past the batch size does not start
+        // a flush per call.
+        if full && !self.inner.flushing.swap(true, Ordering::AcqRel) {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    let c = self.clone();
+                    rt.spawn(async move {
+                        if let Err(e) = c.flush().await {
+                            tracing::warn!(error = %e, "sending exposures failed");
+                        }
+                        c.inner.flushing.store(false, Ordering::Release);
+                    });
+                }
+                Err(_) => self.inner.flushing.store(false, Ordering::Release),
             }
+        }
+    }
+
+    /// Exposures dropped because the queue was full ([`Options::queue_limit`]), since the start.
+    pub fn dropped_exposures(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Exposures waiting to be sent.
+    pub fn queued_exposures(&self) -> usize {
+        self.inner.queue.lock().map_or(0, |q| q.len())
+    }
+
+    fn dropped(&self, n: u64) {
+        let before = self.inner.dropped.fetch_add(n, Ordering::Relaxed);
+        // Said once per power of two, not per exposure.
+        if (before + n).next_power_of_two() != before.next_power_of_two() || before == 0 {
+            tracing::warn!(
+                dropped = before + n,
+                limit = self.inner.queue_limit,
+                "the exposure queue is full: exposures dropped"
+            );
         }
     }
 
@@ -283,6 +380,13 @@ impl Client {
                 if let Ok(mut q) = self.inner.queue.lock() {
                     let rest = pending[k * CHUNK..].to_vec();
                     q.splice(0..0, rest);
+                    // The oldest are kept (they were first); what no longer fits is dropped.
+                    let over = q.len().saturating_sub(self.inner.queue_limit);
+                    if over > 0 {
+                        q.truncate(self.inner.queue_limit);
+                        drop(q);
+                        self.dropped(over as u64);
+                    }
                 }
                 return Err(e);
             }

@@ -233,3 +233,65 @@ async fn exposure_times_come_from_the_clock_the_app_gives() {
     let t = time::OffsetDateTime::parse(&u3.1.time, &time::format_description::well_known::Rfc3339).unwrap();
     assert!((t.unix_timestamp() - now).abs() < 3600, "{}", u3.1.time);
 }
+
+/// The exposure queue is bounded: it stops at `queue_limit`, drops (and counts) what does not
+/// fit, and sends what it kept.
+#[tokio::test]
+async fn the_exposure_queue_is_bounded_and_counts_what_it_drops() {
+    let (_dir, _app, base) = serve().await;
+    let options = allot_sdk::Options { queue_limit: 100, ..allot_sdk::Options::default() };
+    let c = allot_sdk::Client::connect_with(&base, KEY, options).await.unwrap();
+    for u in 0..150 {
+        c.expose(&format!("u{u}"), "banner", "control");
+    }
+    assert_eq!((c.queued_exposures(), c.dropped_exposures()), (100, 50));
+    assert_eq!(c.flush().await.unwrap(), 100);
+    assert_eq!((c.queued_exposures(), c.dropped_exposures()), (0, 50));
+}
+
+/// `https://` servers: the SDK trusts a private CA given in `root_certificates` (and nothing
+/// else with `only_these_roots`), and evaluates as over plain HTTP.
+#[tokio::test]
+async fn the_sdk_connects_over_https_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&key, &ca).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+    let tls =
+        allot_server::http::Tls::from_pem_files(&dir.path().join("cert.pem"), &dir.path().join("key.pem")).unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("allot.db").display());
+    let app = App::new(allot_store::open(&db).await.unwrap()).await.unwrap();
+    app.bootstrap(Some(KEY)).await.unwrap();
+    change(&app, CONFIG).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let router = allot_server::router(app.clone());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let limits = allot_server::http::Limits::default();
+    let task =
+        tokio::spawn(allot_server::http::serve_tls(listener, tls, router, limits, app.connections(), async move {
+            let _ = stopped.await;
+        }));
+    let base = format!("https://localhost:{port}");
+    // Without the CA the certificate is refused.
+    let strict = allot_sdk::Options { only_these_roots: true, ..allot_sdk::Options::default() };
+    assert!(allot_sdk::Client::connect_with(&base, KEY, strict).await.is_err());
+    let options = allot_sdk::Options {
+        root_certificates: vec![ca.pem().into_bytes()],
+        only_these_roots: true,
+        ..allot_sdk::Options::default()
+    };
+    let c = allot_sdk::Client::connect_with(&base, KEY, options).await.unwrap();
+    let ctx = serde_json::json!({"user_id": "alice", "country": "SE"});
+    let e = c.evaluate("banner", ctx.as_object().unwrap());
+    assert_eq!((e.variant.as_deref(), e.reason), (Some("treatment"), Some(Reason::Included)));
+    c.expose("alice", "banner", "treatment");
+    assert_eq!(c.flush().await.unwrap(), 1);
+    let _ = stop.send(());
+    task.await.unwrap();
+}
