@@ -181,7 +181,8 @@ async fn every_error_answer_carries_the_ofrep_error_body() {
         cases.len() + 2,
         failures.join("\n")
     );
-    // A key with escapes is named decoded.
+    // A key with escapes is named decoded; allot's own fields stay beside OFREP's.
     let r = s.call("POST", "/ofrep/v1/evaluate/flags/st%201", None, &json_type, &ok).await;
     assert_eq!((r.status, r.json()["key"].as_str()), (StatusCode::UNAUTHORIZED, Some("st 1")), "{}", r.text);
+    assert_eq!(r.json()["code"], "UNAUTHENTICATED", "{}", r.text);
 }
