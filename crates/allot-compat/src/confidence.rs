@@ -6,7 +6,7 @@
 //! service publishes to local resolvers (`flags`, `segmentsNoBitsets`, gzipped `bitsets`,
 //! `clients`, `clientCredentials`; the account id is given separately).
 //!
-//! What reuses allot's core: a segment's allocation is a [`BucketSet`] over 1,000,000 buckets and
+//! What reuses allot's core: a segment's allocation is a [`BucketSet`](allot_core::bucketset::BucketSet) over 1,000,000 buckets and
 //! a unit's bucket is [`allot_core::hash::bucket`]`("MegaSalt-<account>", unit, 1_000_000)`, the very
 //! function allot allocates with; a rule's variant bucket is the same function with the segment id
 //! as salt. The targeting, sticky assignments ("materializations") and the reasons are Confidence's
@@ -22,16 +22,9 @@
 //! comparisons), and `import` (a client's flags into a native configuration); `timestamp`,
 //! `version` and `managed` are Confidence's value types and managed context.
 
-use crate::{from_value, parse_json, CompatError};
-use allot_core::bucketset::{BucketBitmap, BucketSet};
-use allot_core::hash;
-use base64::Engine as _;
-use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io::Read as _;
 use timestamp::Ts;
 
 mod bits;

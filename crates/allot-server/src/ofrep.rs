@@ -104,7 +104,8 @@ fn path_key(path: &str) -> Option<String> {
 }
 
 /// Middleware over the whole router: an answer on an OFREP path that an [`ApiError`] produced
-/// (it carries [`OfrepFallback`]) gets OFREP's error body, keeping its status and headers.
+/// (it carries [`OfrepFallback`]) gets OFREP's error fields, keeping its status, its headers and
+/// the API error's own fields.
 pub(crate) async fn error_bodies(req: Request, next: Next) -> Response {
     let path = req.uri().path();
     if !path.starts_with("/ofrep/") {
@@ -115,17 +116,18 @@ pub(crate) async fn error_bodies(req: Request, next: Next) -> Response {
     let Some(fallback) = response.extensions().get::<OfrepFallback>().cloned() else { return response };
     let (mut parts, body) = response.into_parts();
     parts.headers.remove(CONTENT_LENGTH);
-    // The API's own fields (`code`, `message`, ...) stay beside OFREP's: the body is the error
-    // table's, small; should it not read as an object, OFREP's fields alone.
-    let original = axum::body::to_bytes(body, 64 * 1024).await.ok();
-    let mut m = match original.as_deref().map(serde_json::from_slice::<Value>) {
-        Some(Ok(Value::Object(m))) => m,
-        _ => Map::new(),
+    // allot's own fields (`code`, `message`, ...) stay beside OFREP's: clients of either read theirs.
+    let own = match axum::body::to_bytes(body, 1024 * 1024).await {
+        Ok(bytes) => serde_json::from_slice::<Map<String, Value>>(&bytes).unwrap_or_default(),
+        Err(_) => Map::new(),
     };
-    if let Value::Object(ofrep) = error_body(key.as_deref(), fallback.code, &fallback.details) {
-        m.extend(ofrep);
+    let mut body = error_body(key.as_deref(), fallback.code, &fallback.details);
+    if let Value::Object(m) = &mut body {
+        for (k, v) in own {
+            m.entry(k).or_insert(v);
+        }
     }
-    match serde_json::to_vec(&m) {
+    match serde_json::to_vec(&body) {
         Ok(bytes) => Response::from_parts(parts, Body::from(bytes)),
         Err(e) => {
             crate::metrics::internal_error(crate::metrics::Site::Json, &e);

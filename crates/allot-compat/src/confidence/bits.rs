@@ -1,7 +1,10 @@
 //! A segment's allocation ([`Bits`]) and Confidence's bloom-filter segments ([`Bloom`]).
 
 use super::raw::RawBloom;
-use super::*;
+use crate::CompatError;
+use allot_core::bucketset::{BucketBitmap, BucketSet};
+use allot_core::hash;
+use base64::Engine as _;
 
 /// A segment's allocation. allot's compact [`BucketSet`] suits sets drawn shard by shard; a
 /// Confidence bitset is a bucket-by-bucket random sample, where nearly every 128-bucket shard is

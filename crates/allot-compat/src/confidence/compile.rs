@@ -2,7 +2,17 @@
 //! error naming its JSON path.
 
 use super::raw::*;
-use super::*;
+use super::{
+    managed, timestamp, Assignment, AttrRule, Attribute, Bits, Bloom, Bound, Client, Criterion, Expected, Expr, Flag,
+    Kind, MatSpec, Op, Rule, Segment, Spec, State, Targeting, TypedValue, BUCKETS, TARGETING_KEY,
+};
+use crate::{from_value, parse_json, CompatError};
+use allot_core::bucketset::BucketBitmap;
+use base64::Engine as _;
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::io::Read as _;
 
 impl State {
     /// Parses and compiles a state in either form. `account` is the account id (`confidence-demo-june`)

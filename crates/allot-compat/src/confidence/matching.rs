@@ -2,7 +2,9 @@
 //! values to a rule's type, ranges, and the comparisons.
 
 use super::resolve::FlagError;
-use super::*;
+use super::{timestamp, version, Bound, Expected, Op, TypedValue};
+use serde_json::Value;
+use std::borrow::Cow;
 
 pub(super) fn inner(op: &Op, v: &TypedValue<'_>) -> Result<bool, FlagError> {
     match op {

@@ -2,7 +2,9 @@
 //! the proto3-JSON `ResolverState`), as serde reads them; [`super::compile`] turns them into
 //! the compiled forms.
 
-use super::*;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
 
 /// A proto `int32` (a number or a string holding one), as proto3-JSON parsers read it.
 pub(super) fn de_i32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {

@@ -1,7 +1,11 @@
 //! Requests and responses: what a client sends ([`Request`]) and what it gets back
 //! ([`Resolved`], [`response_json`], [`ResolveError`]).
 
-use super::*;
+use super::MAX_FLAGS_PER_RESOLVE;
+use crate::{parse_json, CompatError};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
 
 /// A resolve request: the case's `resolveRequest`, optionally with its `materializations`.
 #[derive(Debug, Clone, Deserialize)]

@@ -3,7 +3,15 @@
 //! unknown.
 
 use super::matching::*;
-use super::*;
+use super::{
+    managed, Assignment, AttrRule, Attribute, Client, Criterion, Expr, Flag, Kind, MaterializationEntry, Op, Reason,
+    Request, ResolveError, Resolved, Rule, Spec, State, Targeting, TypedValue, BUCKETS, MAX_FLAGS_PER_RESOLVE,
+};
+use allot_core::hash;
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 pub(super) enum FlagError {
     Unrecognized,

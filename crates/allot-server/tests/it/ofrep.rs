@@ -264,7 +264,8 @@ async fn change_events_need_a_live_key_token() {
     let (st, mut body) = open_stream(&s, &uri, None).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(next_event(&mut body).await.unwrap().0, "1");
-    let tampered = format!("{}0", &uri[..uri.len() - 1]);
+    let flipped = if uri.ends_with('0') { '1' } else { '0' };
+    let tampered = format!("{}{flipped}", &uri[..uri.len() - 1]);
     assert_eq!(open_stream(&s, &tampered, None).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(open_stream(&s, "/ofrep/v1/events", None).await.0, StatusCode::UNAUTHORIZED);
     let admin_uri = stream_uri(&s, ADMIN).await;
@@ -480,7 +481,8 @@ async fn every_error_answer_carries_the_ofrep_error_body() {
         cases.len() + 2,
         failures.join("\n")
     );
-    // A key with escapes is named decoded.
+    // A key with escapes is named decoded; allot's own fields stay beside OFREP's.
     let r = s.call("POST", "/ofrep/v1/evaluate/flags/st%201", None, &json_type, &ok).await;
     assert_eq!((r.status, r.json()["key"].as_str()), (StatusCode::UNAUTHORIZED, Some("st 1")), "{}", r.text);
+    assert_eq!(r.json()["code"], "UNAUTHENTICATED", "{}", r.text);
 }
