@@ -19,7 +19,6 @@ pub use import::{
 
 use crate::js::{array_index, coerce_string, is_array_index, parse_number};
 use crate::{parse_json, CompatError};
-use allot_core::hash::murmur3_x86_32;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::cmp::Ordering;
@@ -520,7 +519,7 @@ impl Flags {
         if value.is_empty() {
             return seg.variant;
         }
-        let hash = hash_key(&b.salt, &value);
+        let hash = allot_core::hash::amplitude_hash(&b.salt, &value);
         let allocation = f64::from(hash % 100);
         let distribution = f64::from(hash / 100);
         for a in &b.allocations {
@@ -619,23 +618,6 @@ fn merged_results(flag: &Flag, segments: &[RawSegment]) -> Vec<Vec<Value>> {
                 .collect()
         })
         .collect()
-}
-
-/// MurmurHash3 x86_32 (seed 0) of `"<salt>/<value>"`, without allocating for short keys.
-fn hash_key(salt: &str, value: &str) -> u32 {
-    let n = salt.len() + 1 + value.len();
-    let mut stack = [0u8; 192];
-    let mut heap = Vec::new();
-    let buf: &mut [u8] = if n <= stack.len() {
-        &mut stack[..n]
-    } else {
-        heap.resize(n, 0);
-        &mut heap
-    };
-    buf[..salt.len()].copy_from_slice(salt.as_bytes());
-    buf[salt.len()] = b'/';
-    buf[salt.len() + 1..].copy_from_slice(value.as_bytes());
-    murmur3_x86_32(buf, 0)
 }
 
 /// Whether a (present, not null) property value satisfies a condition: the engine's

@@ -193,6 +193,25 @@ pub(crate) fn value_of(live: &Live, i: usize, a: &Assignment) -> Option<Value> {
     live.snapshot.variant_value(i, a)
 }
 
+/// The snapshot's indices of the experiments a request names (`experiments`): every unknown id is
+/// a field error naming its place (`experiments[2]`).
+pub(crate) fn experiment_indices(snap: &allot_core::eval::Snapshot, ids: &[String]) -> Result<Vec<usize>, ApiError> {
+    let mut idx = Vec::with_capacity(ids.len());
+    let mut errors = vec![];
+    for (k, id) in ids.iter().enumerate() {
+        match snap.index_of(id) {
+            Some(i) => idx.push(i),
+            None => errors
+                .push(allot_core::FieldError::new(format!("experiments[{k}]"), format!("unknown experiment `{id}`"))),
+        }
+    }
+    if errors.is_empty() {
+        Ok(idx)
+    } else {
+        Err(ApiError::Invalid(errors))
+    }
+}
+
 /// `POST /api/v1/evaluate`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -243,26 +262,7 @@ pub(crate) async fn evaluate(
     let live = app.live();
     check_units(&live, &req.context, "context")?;
     let snap = &live.snapshot;
-    let which = match &req.experiments {
-        None => None,
-        Some(ids) => {
-            let mut idx = Vec::with_capacity(ids.len());
-            let mut errors = vec![];
-            for (k, id) in ids.iter().enumerate() {
-                match snap.index_of(id) {
-                    Some(i) => idx.push(i),
-                    None => errors.push(allot_core::FieldError::new(
-                        format!("experiments[{k}]"),
-                        format!("unknown experiment `{id}`"),
-                    )),
-                }
-            }
-            if !errors.is_empty() {
-                return Err(ApiError::Invalid(errors));
-            }
-            Some(idx)
-        }
-    };
+    let which = req.experiments.as_deref().map(|ids| experiment_indices(snap, ids)).transpose()?;
     let (out, sticky_stored) = assign(&app, &live, &req.context, which.as_deref()).await?;
     let mut assignments = IndexMap::with_capacity(out.len());
     let mut exposures = vec![];

@@ -238,26 +238,7 @@ pub(crate) async fn trace(
     let live = app.live();
     crate::evaluate::check_units(&live, &req.context, "context")?;
     let snap = &live.snapshot;
-    let which = match &req.experiments {
-        None => None,
-        Some(ids) => {
-            let mut idx = Vec::with_capacity(ids.len());
-            let mut errors = vec![];
-            for (k, id) in ids.iter().enumerate() {
-                match snap.index_of(id) {
-                    Some(i) => idx.push(i),
-                    None => errors.push(allot_core::FieldError::new(
-                        format!("experiments[{k}]"),
-                        format!("unknown experiment `{id}`"),
-                    )),
-                }
-            }
-            if !errors.is_empty() {
-                return Err(ApiError::Invalid(errors));
-            }
-            Some(idx)
-        }
-    };
+    let which = req.experiments.as_deref().map(|ids| crate::evaluate::experiment_indices(snap, ids)).transpose()?;
     let mut sticky = StickyRead::default();
     if live.any_sticky {
         let mut spaces: Vec<usize> =
