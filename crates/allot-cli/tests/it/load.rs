@@ -121,19 +121,25 @@ impl Conn {
 #[derive(Clone)]
 struct Model {
     experiments: Vec<(String, &'static str, u32)>,
+    /// Once the surfaces are full, each change rewrites the first experiment's description, so
+    /// that changes never run out however fast the build (a change that moves no unit).
+    note: u64,
 }
 
 impl Model {
     fn new() -> Model {
-        Model { experiments: vec![("home-a".into(), "home", 10), ("search-a".into(), "search", 10)] }
+        Model { experiments: vec![("home-a".into(), "home", 10), ("search-a".into(), "search", 10)], note: 0 }
     }
 
     fn yaml(&self) -> String {
         let mut y = String::from("units:\n  user: {attribute: user_id}\nsurfaces: [home, search]\nexperiments:\n");
-        for (id, surface, share) in &self.experiments {
+        for (k, (id, surface, share)) in self.experiments.iter().enumerate() {
             y.push_str(&format!(
                 "  {id}:\n    unit: user\n    surfaces: [{surface}]\n    share: {share}%\n    variants: {{control: 1, treatment: 1}}\n    state: running\n"
             ));
+            if k == 0 && self.note > 0 {
+                y.push_str(&format!("    description: change {}\n", self.note));
+            }
         }
         y
     }
@@ -143,7 +149,7 @@ impl Model {
     }
 
     /// Change `k` of the sequence (all accepted by change control: growths and new experiments
-    /// in the free space of a surface), or `None` when the surfaces are full.
+    /// in the free space of a surface; once both are full, a new description).
     fn next(&self, k: u64) -> Option<Model> {
         let mut m = self.clone();
         match k % 4 {
@@ -153,7 +159,7 @@ impl Model {
             3 if m.total("search") < 100 => m.experiments[1].2 += 1,
             _ if m.total("home") < 100 => m.experiments[0].2 += 1,
             _ if m.total("search") < 100 => m.experiments[1].2 += 1,
-            _ => return None,
+            _ => m.note = k,
         }
         Some(m)
     }
