@@ -128,7 +128,7 @@ const NO_HINT8: u8 = u8::MAX;
 
 /// Where a move lands, resolved to a bucket only when something needs the bucket
 /// ([`Layer::bucket_of`]): `at` indexes the whole-shard table and `low` is the bucket within
-/// that shard, or `at` is [`LOOSE`] and `low` is the bucket.
+/// that shard, or, in a shard several classes split, `low` is the bucket itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Landing {
     at: u32,
