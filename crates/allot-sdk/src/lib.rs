@@ -34,6 +34,7 @@ use allot_core::Context;
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
 use serde_json::Value;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -55,6 +56,9 @@ pub enum Error {
     /// The snapshot could not be read or compiled.
     #[error("bad snapshot: {0}")]
     Snapshot(String),
+    /// An offline client ([`Client::offline`]) has no server to fetch from or send to.
+    #[error("this client is offline (built from a state file): it has no server to fetch from or send exposures to")]
+    Offline,
 }
 
 /// The result of evaluating one experiment.
@@ -139,6 +143,21 @@ struct Inner {
     dropped: AtomicU64,
     /// A background flush is under way (at most one at a time).
     flushing: AtomicBool,
+    /// Keys of the exposures queued or sent lately ([`exposure_key`]): the same (unit,
+    /// experiment, variant, day) is queued once.
+    seen: Mutex<HashSet<Box<str>>>,
+    /// At most this many keys are kept; past it the set starts over (the server keeps one per
+    /// day anyway: a repeat costs a row in a batch, never a second exposure).
+    seen_limit: usize,
+    deduplicated: AtomicU64,
+    /// Built from a state file: never fetches, never sends.
+    offline: bool,
+}
+
+/// The deduplication key of an exposure: the day first, then the unit and experiment with their
+/// lengths, so that no two distinct (unit, experiment, variant, day) give the same key.
+fn exposure_key(day: &str, unit: &str, experiment: &str, variant: &str) -> Box<str> {
+    format!("{day}|{}:{unit}{}:{experiment}{variant}", unit.len(), experiment.len()).into_boxed_str()
 }
 
 /// How a [`Client`] connects and queues: [`Client::connect_with`].
@@ -157,7 +176,13 @@ pub struct Options {
     pub only_these_roots: bool,
     /// Timeout of each request (default 10 s).
     pub timeout: Duration,
+    /// Exposure keys (unit, experiment, variant, day) remembered for deduplication at most
+    /// (default [`DEFAULT_DEDUP_LIMIT`]); 0 turns client-side deduplication off.
+    pub dedup_limit: usize,
 }
+
+/// Default of [`Options::dedup_limit`].
+pub const DEFAULT_DEDUP_LIMIT: usize = 100_000;
 
 /// Default of [`Options::queue_limit`].
 pub const DEFAULT_QUEUE_LIMIT: usize = 100_000;
@@ -170,6 +195,7 @@ impl Default for Options {
             root_certificates: vec![],
             only_these_roots: false,
             timeout: Duration::from_secs(10),
+            dedup_limit: DEFAULT_DEDUP_LIMIT,
         }
     }
 }
@@ -181,6 +207,7 @@ impl std::fmt::Debug for Options {
             .field("root_certificates", &self.root_certificates.len())
             .field("only_these_roots", &self.only_these_roots)
             .field("timeout", &self.timeout)
+            .field("dedup_limit", &self.dedup_limit)
             .finish_non_exhaustive()
     }
 }
@@ -212,13 +239,29 @@ impl Client {
     /// [`Client::connect`] with [`Options`]: `https://` servers (rustls; a private CA through
     /// `root_certificates`), the exposure queue's bound, the clock.
     pub async fn connect_with(base_url: &str, key: &str, options: Options) -> Result<Client, Error> {
+        let c = Client::build(base_url, key, options, false)?;
+        c.refresh().await?;
+        Ok(c)
+    }
+
+    /// A client that never connects: it evaluates the state in `state_json` (what
+    /// `GET /api/v1/snapshot` or `allot apply` gives) and queues exposures without sending them
+    /// (their count is [`Client::queued_exposures`]). For tests, golden files and tools that
+    /// evaluate offline; [`Client::refresh`] and [`Client::flush`] answer [`Error::Offline`].
+    pub fn offline(state_json: &str, options: Options) -> Result<Client, Error> {
+        let c = Client::build("", "", options, true)?;
+        c.load(state_json, None)?;
+        Ok(c)
+    }
+
+    fn build(base_url: &str, key: &str, options: Options, offline: bool) -> Result<Client, Error> {
         let mut b =
             reqwest::Client::builder().timeout(options.timeout).tls_built_in_root_certs(!options.only_these_roots);
         for pem in &options.root_certificates {
             b = b.add_root_certificate(reqwest::Certificate::from_pem(pem)?);
         }
         let http = b.build()?;
-        let c = Client {
+        Ok(Client {
             inner: Arc::new(Inner {
                 base: base_url.trim_end_matches('/').to_string(),
                 key: key.to_string(),
@@ -230,10 +273,24 @@ impl Client {
                 queue_limit: options.queue_limit,
                 dropped: AtomicU64::new(0),
                 flushing: AtomicBool::new(false),
+                seen: Mutex::new(HashSet::new()),
+                seen_limit: options.dedup_limit,
+                deduplicated: AtomicU64::new(0),
+                offline,
             }),
-        };
-        c.refresh().await?;
-        Ok(c)
+        })
+    }
+
+    /// Compiles a state and makes it current unless the current one is as new. True when loaded.
+    fn load(&self, text: &str, etag: Option<String>) -> Result<bool, Error> {
+        let state = State::from_json(text).map_err(Error::Snapshot)?;
+        let current = self.inner.current.load();
+        if current.as_ref().is_some_and(|c| c.version >= state.version) {
+            return Ok(false);
+        }
+        let snapshot = Snapshot::compile(&state).map_err(|es| Error::Snapshot(allot_core::Errors(es).to_string()))?;
+        self.inner.current.store(Some(Arc::new(Compiled { version: state.version, etag, snapshot })));
+        Ok(true)
     }
 
     /// The configuration version in use (0 before the first snapshot).
@@ -243,6 +300,9 @@ impl Client {
 
     /// Fetches the snapshot if it changed. True when a new version was loaded.
     pub async fn refresh(&self) -> Result<bool, Error> {
+        if self.inner.offline {
+            return Err(Error::Offline);
+        }
         let current = self.inner.current.load_full();
         let mut req = self.inner.http.get(format!("{}/api/v1/snapshot", self.inner.base)).bearer_auth(&self.inner.key);
         if let Some(tag) = current.as_ref().and_then(|c| c.etag.clone()) {
@@ -257,13 +317,7 @@ impl Client {
         }
         let etag = res.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_string);
         let text = res.text().await?;
-        let state = State::from_json(&text).map_err(Error::Snapshot)?;
-        if current.as_ref().is_some_and(|c| c.version >= state.version) {
-            return Ok(false);
-        }
-        let snapshot = Snapshot::compile(&state).map_err(|es| Error::Snapshot(allot_core::Errors(es).to_string()))?;
-        self.inner.current.store(Some(Arc::new(Compiled { version: state.version, etag, snapshot })));
-        Ok(true)
+        self.load(&text, etag)
     }
 
     /// Evaluates one experiment for a context, in process (and its prerequisites). A sticky
@@ -290,11 +344,39 @@ impl Client {
         Evaluation { variant, value, reason: Some(a.reason), version: c.version }
     }
 
+    /// The unit's bucket in each bucket space whose unit attribute the context carries (space
+    /// name → bucket), under the current snapshot: what the golden suites of every SDK compare.
+    pub fn buckets(&self, ctx: &Context) -> std::collections::BTreeMap<String, u32> {
+        let cur = self.inner.current.load();
+        let Some(c) = cur.as_ref() else { return Default::default() };
+        c.snapshot
+            .spaces
+            .iter()
+            .filter_map(|s| ctx.get(&s.attribute).and_then(Value::as_str).map(|id| (s.name.clone(), s.bucket(id))))
+            .collect()
+    }
+
     /// Queues an exposure (the unit saw `variant` of `experiment`) at the client's clock's time;
     /// sent by [`Client::flush`], which the poller calls, and in the background once 500 are
-    /// queued.
+    /// queued. The same (unit, experiment, variant, UTC day) is queued once
+    /// ([`Client::deduplicated_exposures`] counts the repeats; [`Options::dedup_limit`]).
     pub fn expose(&self, unit: &str, experiment: &str, variant: &str) {
-        let time = self.inner.clock.now().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        let now = self.inner.clock.now().to_offset(time::UtcOffset::UTC);
+        if self.inner.seen_limit > 0 {
+            let key = exposure_key(&now.date().to_string(), unit, experiment, variant);
+            if let Ok(mut seen) = self.inner.seen.lock() {
+                if seen.contains(&key) {
+                    drop(seen);
+                    self.inner.deduplicated.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                if seen.len() >= self.inner.seen_limit {
+                    seen.clear();
+                }
+                seen.insert(key);
+            }
+        }
+        let time = now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
         let x = Exposure {
             unit: unit.into(),
             experiment: experiment.into(),
@@ -337,6 +419,12 @@ impl Client {
         self.inner.dropped.load(Ordering::Relaxed)
     }
 
+    /// Exposures not queued because the same (unit, experiment, variant, day) was, since the
+    /// start.
+    pub fn deduplicated_exposures(&self) -> u64 {
+        self.inner.deduplicated.load(Ordering::Relaxed)
+    }
+
     /// Exposures waiting to be sent.
     pub fn queued_exposures(&self) -> usize {
         self.inner.queue.lock().map_or(0, |q| q.len())
@@ -357,6 +445,9 @@ impl Client {
     /// Sends queued exposures in batches; returns how many were sent. On failure the unsent
     /// ones are queued again.
     pub async fn flush(&self) -> Result<usize, Error> {
+        if self.inner.offline {
+            return Err(Error::Offline);
+        }
         let pending: Vec<Exposure> = match self.inner.queue.lock() {
             Ok(mut q) => std::mem::take(&mut *q),
             Err(_) => return Ok(0),
@@ -397,6 +488,9 @@ impl Client {
 
     /// Polls the snapshot and flushes exposures every `every`, until the client is dropped.
     pub fn spawn_polling(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        if self.inner.offline {
+            return tokio::spawn(async {});
+        }
         let weak = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);

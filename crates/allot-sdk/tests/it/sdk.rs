@@ -295,3 +295,65 @@ async fn the_sdk_connects_over_https_with_a_private_ca() {
     let _ = stop.send(());
     task.await.unwrap();
 }
+
+/// The same (unit, experiment, variant, UTC day) is queued once; another day, variant or unit is
+/// another exposure; `dedup_limit: 0` turns it off.
+#[test]
+fn exposures_are_deduplicated_per_unit_experiment_variant_and_day() {
+    let state =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../spec/assign/allot.state.json")).unwrap();
+    let day = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let d = day.clone();
+    let clock = Arc::new(move || {
+        time::OffsetDateTime::from_unix_timestamp(1_767_310_200).unwrap()
+            + time::Duration::days(d.load(std::sync::atomic::Ordering::SeqCst))
+    });
+    let c = allot_sdk::Client::offline(&state, allot_sdk::Options { clock, ..allot_sdk::Options::default() }).unwrap();
+    for _ in 0..3 {
+        c.expose("u1", "banner", "control");
+    }
+    c.expose("u1", "banner", "treatment");
+    c.expose("u2", "banner", "control");
+    // Lengths are in the key: ("u1", "xbanner") is not ("u1x", "banner").
+    c.expose("u1x", "banner", "control");
+    c.expose("u1", "xbanner", "control");
+    day.store(1, std::sync::atomic::Ordering::SeqCst);
+    c.expose("u1", "banner", "control");
+    assert_eq!((c.queued_exposures(), c.deduplicated_exposures()), (6, 2));
+    let off = allot_sdk::Options { dedup_limit: 0, ..allot_sdk::Options::default() };
+    let c = allot_sdk::Client::offline(&state, off).unwrap();
+    c.expose("u1", "banner", "control");
+    c.expose("u1", "banner", "control");
+    assert_eq!((c.queued_exposures(), c.deduplicated_exposures()), (2, 0));
+}
+
+/// A client built from a state file evaluates as the core does (the golden assignments and
+/// buckets of `spec/assign/`), and says it is offline instead of trying a server.
+#[tokio::test]
+async fn an_offline_client_gives_the_golden_assignments_and_buckets() {
+    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/../../spec/assign/");
+    let read = |f: &str| std::fs::read_to_string(format!("{spec}{f}")).unwrap();
+    for state in ["allot.state.json", "resalted.state.json"] {
+        let c = allot_sdk::Client::offline(&read(state), allot_sdk::Options::default()).unwrap();
+        let units = read("units.jsonl");
+        let (expected, buckets) = (read("expected.jsonl"), read("buckets-resalted.jsonl"));
+        let mut n = 0;
+        for ((line, want), bucket) in units.lines().zip(expected.lines()).zip(buckets.lines()) {
+            let ctx: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line).unwrap();
+            let want: serde_json::Value = serde_json::from_str(want).unwrap();
+            for (id, w) in want["assignments"].as_object().unwrap() {
+                let e = c.evaluate(id, &ctx);
+                let got = serde_json::json!({"variant": e.variant, "reason": e.reason.map(|r| r.as_str())});
+                assert_eq!(&got, w, "{state} line {}: {id}", n + 1);
+            }
+            if state == "resalted.state.json" {
+                let want: std::collections::BTreeMap<String, u32> = serde_json::from_str(bucket).unwrap();
+                assert_eq!(c.buckets(&ctx), want, "{state} line {}", n + 1);
+            }
+            n += 1;
+        }
+        assert_eq!(n, 2000);
+        assert!(matches!(c.refresh().await, Err(allot_sdk::Error::Offline)));
+        assert!(matches!(c.flush().await, Err(allot_sdk::Error::Offline)));
+    }
+}
