@@ -194,6 +194,7 @@ pub fn audit(state: &State, cfg: &Config) -> Audit {
     // (`Config::exclusive` is the same rule, `Scope::excludes`, on scopes it builds each time).
     let exps: Vec<&crate::config::Experiment> = running.iter().map(|(id, _)| &cfg.experiments[*id]).collect();
     let scopes: Vec<Scope> = exps.iter().map(|e| Scope::of(cfg, e)).collect();
+    let lens: Vec<u64> = running.iter().map(|(_, set)| set.len()).collect();
     for (i, (a, sa)) in running.iter().enumerate() {
         let ea = exps[i];
         for (j, (b, sb)) in running.iter().enumerate().skip(i + 1) {
@@ -220,7 +221,7 @@ pub fn audit(state: &State, cfg: &Config) -> Audit {
                 b: (*b).clone(),
                 exclusive,
                 shared_buckets: shared,
-                expected_shared_buckets: sa.len() as f64 * sb.len() as f64 / f64::from(size(&ea.unit)),
+                expected_shared_buckets: lens[i] as f64 * lens[j] as f64 / f64::from(size(&ea.unit)),
                 targeting_disjoint: disjoint,
                 disjoint_on: sharing.unwrap_or_default(),
                 ok,

@@ -248,16 +248,22 @@ impl BucketSet {
 
     /// Number of buckets in the set.
     pub fn len(&self) -> u64 {
-        let mut n = 0u64;
-        for (w, &word) in self.full.iter().enumerate() {
-            n += u64::from(word.count_ones()) * u64::from(SHARD);
-            // The last shard may be short.
-            let last = shards_for(self.buckets) - 1;
-            if last / 64 == w && (word >> (last % 64)) & 1 == 1 {
-                n -= u64::from(SHARD) - u64::from(valid_mask(self.buckets, last).count_ones());
-            }
+        let whole: u64 = self.full.iter().map(|w| u64::from(w.count_ones())).sum();
+        let mut n = whole * u64::from(SHARD);
+        if self.is_full_shard(self.last_shard()) {
+            n -= self.last_shard_short();
         }
         n + self.partial.iter().map(|p| u64::from(p.1.count_ones())).sum::<u64>()
+    }
+
+    /// The last shard of the space (it may be short).
+    fn last_shard(&self) -> u32 {
+        self.buckets.div_ceil(SHARD).saturating_sub(1)
+    }
+
+    /// How many buckets the last shard lacks of a whole [`SHARD`].
+    fn last_shard_short(&self) -> u64 {
+        u64::from(SHARD) - u64::from(valid_mask(self.buckets, self.last_shard() as usize).count_ones())
     }
 
     /// True when the set holds no bucket.
@@ -267,15 +273,13 @@ impl BucketSet {
 
     /// Number of buckets in both sets, without expanding either (used by the exact audit).
     pub fn intersection_len(&self, other: &BucketSet) -> u64 {
-        let last = shards_for(self.buckets) - 1;
-        let short = u64::from(SHARD) - u64::from(valid_mask(self.buckets, last).count_ones());
-        let mut n = 0u64;
-        for (w, (a, b)) in self.full.iter().zip(&other.full).enumerate() {
-            let both = a & b;
-            n += u64::from(both.count_ones()) * u64::from(SHARD);
-            if last / 64 == w && (both >> (last % 64)) & 1 == 1 {
-                n -= short;
-            }
+        // Whole shards of both: one AND and popcount per 64 shards (the audit does this for
+        // every pair of running experiments), then the short last shard once.
+        let whole: u64 = self.full.iter().zip(&other.full).map(|(a, b)| u64::from((a & b).count_ones())).sum();
+        let mut n = whole * u64::from(SHARD);
+        let last = self.last_shard();
+        if self.is_full_shard(last) && other.is_full_shard(last) {
+            n -= self.last_shard_short();
         }
         // Partial shards of one side against anything of the other.
         for &(s, m) in &self.partial {
@@ -540,6 +544,36 @@ mod tests {
             assert!(c.contains(x));
         }
         assert_eq!(c.intersection_len(&c), c.len());
+    }
+
+    /// A bitmap of `buckets` from a seed: whole shards, partial shards and empty ones, the short
+    /// last shard included.
+    fn random_bitmap(buckets: u32, seed: u64) -> BucketBitmap {
+        let mut g = crate::rng::SplitMix64::new(seed);
+        let mut d = BucketBitmap::empty(buckets);
+        for s in 0..buckets.div_ceil(SHARD) {
+            let lo = s * SHARD;
+            let hi = (lo + SHARD).min(buckets);
+            match g.next_u64() % 4 {
+                0 => {}
+                1 => (lo..hi).for_each(|b| d.insert(b)),
+                _ => (lo..hi).filter(|_| g.next_u64() % 3 == 0).for_each(|b| d.insert(b)),
+            }
+        }
+        d
+    }
+
+    proptest::proptest! {
+        /// The compact form counts exactly as the dense one: `len` and `intersection_len`.
+        #[test]
+        fn compact_counts_equal_dense_counts(buckets in 1u32..20_000, a in 0u64..1000, b in 0u64..1000) {
+            let (da, db) = (random_bitmap(buckets, a), random_bitmap(buckets, b ^ 0x5555));
+            let (ca, cb) = (da.compact(), db.compact());
+            proptest::prop_assert_eq!(ca.len(), da.len());
+            proptest::prop_assert_eq!(cb.len(), db.len());
+            proptest::prop_assert_eq!(ca.intersection_len(&cb), da.intersection_len(&db));
+            proptest::prop_assert_eq!(cb.intersection_len(&ca), da.intersection_len(&db));
+        }
     }
 
     #[test]
