@@ -15,9 +15,11 @@ pub mod correct;
 pub mod dist;
 pub mod estimate;
 pub mod interaction;
+pub mod looks;
 pub mod moments;
 pub mod power;
 pub mod schedule;
+pub mod sequential;
 pub mod srm;
 pub mod timeline;
 
