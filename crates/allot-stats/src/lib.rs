@@ -18,6 +18,7 @@ pub mod interaction;
 pub mod looks;
 pub mod moments;
 pub mod power;
+pub mod reuse;
 pub mod schedule;
 pub mod sequential;
 pub mod srm;

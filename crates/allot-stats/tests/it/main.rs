@@ -5,5 +5,6 @@
 
 mod analysis;
 mod golden;
+mod reuse;
 mod sequential;
 mod timeline;
