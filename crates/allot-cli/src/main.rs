@@ -11,6 +11,8 @@ mod cmd;
 mod compat;
 mod files;
 mod html;
+mod reuse;
+mod sequential;
 mod serve;
 
 use clap::{Parser, Subcommand, ValueEnum};

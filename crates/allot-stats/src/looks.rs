@@ -31,6 +31,15 @@ pub enum Method {
 }
 
 impl Method {
+    /// Its name, as `--sequential` and the JSON spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Obf => "obf",
+            Method::Pocock => "pocock",
+            Method::Msprt => "msprt",
+        }
+    }
+
     /// Its spending function, for the group-sequential methods.
     pub fn spending(self) -> Option<Spending> {
         match self {
@@ -158,13 +167,19 @@ pub fn update(
     let sides = if plan.method == Method::Msprt { Sides::Two } else { plan.sides };
     if let Some(r) = recorded {
         if r.method != plan.method {
-            return invalid("method", format!("the recorded looks use {:?}, not {:?}", r.method, plan.method));
+            return invalid(
+                "method",
+                format!("the recorded looks use {}, not {}", r.method.name(), plan.method.name()),
+            );
         }
         if r.alpha != plan.alpha {
             return invalid("alpha", format!("the recorded looks use α = {}, not {}", r.alpha, plan.alpha));
         }
         if r.sides != sides {
-            return invalid("sides", format!("the recorded looks are {:?}-sided", r.sides));
+            return invalid(
+                "sides",
+                format!("the recorded looks are {}-sided", if r.sides == Sides::One { "one" } else { "two" }),
+            );
         }
     }
     let mut series = vec![];

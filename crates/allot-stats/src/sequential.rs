@@ -368,3 +368,51 @@ pub fn msprt(looks: &[(f64, f64)], tau: f64, alpha: f64) -> Result<Vec<Msprt>, S
     }
     Ok(out)
 }
+
+/// The inflation factor of a group-sequential design (Jennison, Turnbull 2000, ch. 7): how many
+/// times the fixed-horizon sample its planned maximum must be to keep the fixed-horizon test's
+/// power `power` at the same α, with looks at `fractions` (the last at 1). The fixed-horizon
+/// sample sized for `power` (`crate::power::sample_size`, `allot capacity`'s `units_needed`)
+/// gives the drift `η = z_{1−α/tails} + z_{power}` at the full sample; the factor `R` is the one
+/// at which the sequential test with drift `√R·η` has the fixed test's exact power at `η`
+/// (bisection to 1e-10; `R ≥ 1`, and 1 for one look).
+pub fn inflation(
+    spending: Spending,
+    alpha: f64,
+    sides: Sides,
+    fractions: &[f64],
+    power: f64,
+) -> Result<f64, StatsError> {
+    if !(power > 0.0 && power < 1.0) {
+        return invalid("power", format!("{power} is not in (0, 1)"));
+    }
+    if fractions.last() != Some(&1.0) {
+        return invalid("fractions", "the last planned look must be at the planned maximum (1)");
+    }
+    let b: Vec<f64> = boundaries(spending, alpha, sides, fractions)?.iter().map(|b| b.z).collect();
+    let fixed_z = norm_ppf(1.0 - alpha / tails(sides));
+    let eta = fixed_z + norm_ppf(power);
+    let target: f64 = exit_probabilities(&[1.0], &[fixed_z], sides, eta)?.iter().sum();
+    let power_at = |r: f64| -> Result<f64, StatsError> {
+        Ok(exit_probabilities(fractions, &b, sides, r.sqrt() * eta)?.iter().sum::<f64>())
+    };
+    let (mut lo, mut hi) = (1.0_f64, 2.0_f64);
+    while power_at(hi)? < target {
+        hi *= 2.0;
+        if hi > 1e6 {
+            return invalid("power", "cannot be reached by this design");
+        }
+    }
+    if power_at(lo)? >= target {
+        return Ok(1.0);
+    }
+    while hi - lo > 1e-10 {
+        let mid = 0.5 * (lo + hi);
+        if power_at(mid)? < target {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(0.5 * (lo + hi))
+}

@@ -245,3 +245,24 @@ fn msprt_by_hand() {
     assert!(msprt(&[(0.3, 0.0)], 0.2, 0.05).unwrap_err().to_string().starts_with("looks:"));
     assert!(msprt(&[(0.3, 0.1)], 0.0, 0.05).unwrap_err().to_string().starts_with("tau:"));
 }
+
+/// The maximum sample of a group-sequential design against the fixed-horizon one: about 1.03 for
+/// O'Brien-Fleming-type and 1.2 for Pocock-type spending with five looks, two-sided α = 0.05 and
+/// power 0.8 (Jennison, Turnbull 2000, tables 2.4 and 7.6 give 1.028 and 1.207 for the original
+/// O'Brien-Fleming and Pocock tests, which these spending functions approximate).
+#[test]
+fn inflation_factors() {
+    use allot_stats::sequential::inflation;
+    let t = [0.2, 0.4, 0.6, 0.8, 1.0];
+    let obf = inflation(Spending::ObrienFleming, 0.05, Sides::Two, &t, 0.8).unwrap();
+    let poc = inflation(Spending::Pocock, 0.05, Sides::Two, &t, 0.8).unwrap();
+    assert!((obf - 1.028).abs() < 0.01, "O'Brien-Fleming {obf}");
+    assert!((poc - 1.207).abs() < 0.03, "Pocock {poc}");
+    for s in [Spending::ObrienFleming, Spending::Pocock] {
+        assert!((inflation(s, 0.05, Sides::Two, &[1.0], 0.8).unwrap() - 1.0).abs() < 1e-9);
+    }
+    assert!(inflation(Spending::Pocock, 0.05, Sides::Two, &[0.5], 0.8)
+        .unwrap_err()
+        .to_string()
+        .starts_with("fractions:"));
+}
