@@ -9,7 +9,55 @@ use allot_core::state::{OwnerKind, State};
 use allot_stats::reuse::{ReuseAcc, ReuseHealth};
 use anyhow::{bail, Context as _, Result};
 use indexmap::{IndexMap, IndexSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Arguments of `allot reuse-health`.
+#[derive(Debug, clap::Args)]
+pub struct ReuseArgs {
+    /// The population's pre-period values: CSV `unit,metric,value` (every unit, exposed or not).
+    #[arg(long)]
+    pub covariates: PathBuf,
+    /// An experiment to measure (repeatable) [default: every experiment with an allocation of its
+    /// own that is live in the recorded state].
+    #[arg(long = "experiment")]
+    pub experiments: Vec<String>,
+    /// Significance level of the intervals and tests.
+    #[arg(long, default_value_t = 0.05)]
+    pub alpha: f64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = crate::Format::Text)]
+    pub format: crate::Format,
+}
+
+/// Runs `allot reuse-health`.
+pub fn run(state_file: &Path, args: &ReuseArgs) -> Result<ExitCode> {
+    if !(args.alpha > 0.0 && args.alpha < 1.0) {
+        bail!("--alpha {} is not in (0, 1)", args.alpha);
+    }
+    if !state_file.exists() {
+        bail!("state file {} does not exist: apply the configuration first", state_file.display());
+    }
+    let state = crate::files::read_state(state_file)?;
+    let names: Vec<&str> = if args.experiments.is_empty() {
+        let mut v: Vec<&str> = state
+            .allocations
+            .iter()
+            .filter(|a| a.kind == OwnerKind::Experiment && a.is_live())
+            .map(|a| a.owner.as_str())
+            .collect();
+        v.dedup();
+        v
+    } else {
+        args.experiments.iter().map(String::as_str).collect()
+    };
+    let list = health(&state, &args.covariates, &names, args.alpha)?;
+    match args.format {
+        crate::Format::Json => println!("{}", serde_json::to_string_pretty(&list)?),
+        crate::Format::Text => print!("{}", text(&list)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
 
 /// The population: every unit of the covariates file (exposed or not) with its summed value of
 /// each metric (0 where it has no row).

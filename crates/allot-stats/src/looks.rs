@@ -80,7 +80,7 @@ pub struct Look {
     pub se: f64,
     /// `diff / se`.
     pub z: f64,
-    /// The bound on `z` (group-sequential; `−bound` too when two-sided); `null` when nothing is
+    /// The bound on `z` (group-sequential; `−bound` too when two-sided); absent when nothing is
     /// left to spend at this look.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bound: Option<f64>,

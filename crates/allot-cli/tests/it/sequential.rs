@@ -252,6 +252,13 @@ fn reuse_health_measures_past_treatment() {
     assert!((si - 1.0 / 6.0).abs() < 0.05 && so > 0.95, "{p}");
     assert!(h["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().starts_with("past treatment old")));
     assert_eq!(h["pre_period"][0]["metric"], "spend");
+    // At the start, before any exposure: `allot reuse-health` says the same.
+    let start = json(d.path(), &["reuse-health", "--covariates", "cov.csv", "--format", "json"]);
+    assert_eq!(start.as_array().unwrap().len(), 1, "only `new` is live: {start}");
+    assert_eq!(&start[0], h);
+    let named =
+        json(d.path(), &["reuse-health", "--covariates", "cov.csv", "--experiment", "nope", "--format", "json"]);
+    assert!(named[0]["error"].as_str().unwrap().contains("no allocation of its own"));
     // Text and HTML carry it.
     let mut text_args = args.to_vec();
     text_args.truncate(text_args.len() - 2);
