@@ -205,7 +205,7 @@ pub fn text(s: &SequentialReport) -> String {
                     let _ = write!(out, "  bound {pm}{b:.3}");
                 }
                 (None, Some(_)) => {
-                    let _ = write!(out, "  bound none (nothing left to spend)");
+                    let _ = write!(out, "  no bound (the α to spend underflows: cannot reject this early)");
                 }
                 _ => {}
             }

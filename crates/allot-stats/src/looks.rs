@@ -80,8 +80,8 @@ pub struct Look {
     pub se: f64,
     /// `diff / se`.
     pub z: f64,
-    /// The bound on `z` (group-sequential; `−bound` too when two-sided); absent when nothing is
-    /// left to spend at this look.
+    /// The bound on `z` (group-sequential; `−bound` too when two-sided); absent when the α to
+    /// spend at this look underflows to 0 (it cannot reject).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bound: Option<f64>,
     /// α spent up to this look (group-sequential).

@@ -96,7 +96,7 @@ pub struct Bound {
     /// α spent at this look, `α(t_k) − α(t_{k−1})`.
     pub increment: f64,
     /// The bound on `z` (upper; the lower is `−z` when two-sided). Infinite (JSON `null`) when
-    /// nothing is left to spend at this look.
+    /// the α to spend at this look is 0 in floating point (it cannot reject).
     pub z: f64,
     /// The nominal p-value threshold of the look: `P(|Z| ≥ z)` two-sided, `P(Z ≥ z)` one-sided.
     pub nominal_alpha: f64,
@@ -289,11 +289,14 @@ pub fn boundaries(spending: Spending, alpha: f64, sides: Sides, fractions: &[f64
     for &t in fractions {
         let spent = spending.spent(alpha, sides, t);
         let increment = (spent - prev_spent).max(0.0);
-        let c = if increment <= 1e-15 {
+        // Only an increment that underflows (O'Brien-Fleming spends ≈ 1e-365 at t = 0.003) or a
+        // spending function that stopped rising leaves no bound; the tail quantile keeps tiny
+        // increments exact (a bound of 25 at t = 0.008).
+        let c = if increment <= 0.0 {
             f64::INFINITY
         } else {
             match &carried {
-                None => norm_ppf(1.0 - increment / tails),
+                None => -norm_ppf(increment / tails),
                 Some(k) => {
                     // The exit probability falls as the bound rises: bisection on [0, 40].
                     let f = |c: f64| k.exit(t, c, lower_of(c, sides), 0.0) - increment;

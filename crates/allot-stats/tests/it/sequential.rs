@@ -266,3 +266,20 @@ fn inflation_factors() {
         .to_string()
         .starts_with("fractions:"));
 }
+
+/// Very early looks: O'Brien-Fleming spends almost nothing, and the bounds are large but exact
+/// (the tail quantile), until the α to spend underflows to 0.
+#[test]
+fn very_early_looks() {
+    let b = boundaries(Spending::ObrienFleming, 0.05, Sides::Two, &[0.008, 0.02, 1.0]).unwrap();
+    // α(0.008) per tail = 2Φ̄(z_{0.9875}/√0.008) ≈ 2Φ̄(25.06) ≈ 1e-138; the first bound is its
+    // tail quantile, ≈ 25.03.
+    let per_tail = 2.0 * allot_stats::dist::norm_sf(norm_ppf(1.0 - 0.0125) / 0.008f64.sqrt());
+    assert!(per_tail > 0.0 && per_tail < 1e-130);
+    let want = -norm_ppf(per_tail);
+    assert!((b[0].z - want).abs() < 1e-9 && (b[0].z - 25.032).abs() < 1e-3, "{} vs {want}", b[0].z);
+    assert!(b[1].z.is_finite() && b[1].z < b[0].z && b[2].z >= norm_ppf(0.975), "{b:?}");
+    let tiny = boundaries(Spending::ObrienFleming, 0.05, Sides::Two, &[0.003, 1.0]).unwrap();
+    assert!(tiny[0].z.is_infinite() && tiny[0].increment == 0.0);
+    assert!((tiny[1].z - norm_ppf(0.975)).abs() < 1e-6, "{}", tiny[1].z);
+}
