@@ -130,6 +130,13 @@ fn group_chart(x: &Series, sides: Sides) -> String {
     }
     let zs: Vec<(f64, f64)> = x.looks.iter().filter_map(|l| Some((xs.x(l.fraction?), ys.y(l.z)))).collect();
     polyline(&mut s, &zs, "#2957a4", false);
+    let _ = write!(
+        s,
+        r##"<text x="{lx}" y="{}" font-size="11" fill="#2957a4" text-anchor="end">— z at each look</text><text x="{lx}" y="{}" font-size="11" fill="#b00020" text-anchor="end">- - bounds (reject beyond)</text>"##,
+        T + 10.0,
+        T + 24.0,
+        lx = L + W - 4.0
+    );
     for l in &x.looks {
         if let Some(t) = l.fraction {
             let b = l.bound.map_or_else(|| "none".to_string(), fmt);
@@ -168,6 +175,12 @@ fn msprt_chart(x: &Series) -> String {
         }
         dot(&mut s, px, ys.y(l.diff), "#1b7f5b", &format!("look {}: {} units, diff {}", l.look, l.units, fmt(l.diff)));
     }
+    let _ = write!(
+        s,
+        r##"<text x="{}" y="{}" font-size="11" fill="#1b7f5b" text-anchor="end">difference and its confidence sequence (reject when it excludes 0)</text>"##,
+        L + W - 4.0,
+        T + 10.0
+    );
     s.push_str("</svg>");
     s
 }
