@@ -37,10 +37,10 @@ a="$root/examples/analysis"
 head -n 801 "$a/exposures.csv" > "$work/early.csv"
 for e in "$work/early.csv" "$a/exposures.csv"; do
   "$allot" -c "$a/allot.yaml" analyze --exposures "$e" --metrics "$a/metrics.csv" \
-    --sequential obf --traffic "$a/traffic.yaml" --planned-looks 4 --looks "$work/looks.json" > /dev/null
+    --sequential pocock --traffic "$a/traffic.yaml" --planned-looks 4 --looks "$work/looks.json" > /dev/null
 done
 "$allot" -c "$a/allot.yaml" analyze --exposures "$a/exposures.csv" --metrics "$a/metrics.csv" \
-  --sequential obf --traffic "$a/traffic.yaml" --planned-looks 4 --looks "$work/looks.json" | sed -n '/^Sequential/,$p'
+  --sequential pocock --traffic "$a/traffic.yaml" --planned-looks 4 --looks "$work/looks.json" | sed -n '/^Sequential/,$p'
 # Keep the report where it can be opened.
 mkdir -p "$target/examples"
 cp "$work/report.html" "$target/examples/report.html"
