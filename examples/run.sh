@@ -33,6 +33,14 @@ a="$root/examples/analysis"
 "$allot" -c "$a/allot.yaml" capacity --traffic "$a/traffic.yaml"
 "$allot" -c "$a/allot.yaml" analyze --exposures "$a/exposures.csv" --metrics "$a/metrics.csv" \
   --covariates "$a/covariates.csv" --identities "$a/identities.csv" --html "$work/report.html"
+# Two sequential looks (the first on the first 800 exposures), bounds from the capacity plan.
+head -n 801 "$a/exposures.csv" > "$work/early.csv"
+for e in "$work/early.csv" "$a/exposures.csv"; do
+  "$allot" -c "$a/allot.yaml" analyze --exposures "$e" --metrics "$a/metrics.csv" \
+    --sequential pocock --traffic "$a/traffic.yaml" --planned-looks 4 --looks "$work/looks.json" > /dev/null
+done
+"$allot" -c "$a/allot.yaml" analyze --exposures "$a/exposures.csv" --metrics "$a/metrics.csv" \
+  --sequential pocock --traffic "$a/traffic.yaml" --planned-looks 4 --looks "$work/looks.json" | sed -n '/^Sequential/,$p'
 # Keep the report where it can be opened.
 mkdir -p "$target/examples"
 cp "$work/report.html" "$target/examples/report.html"

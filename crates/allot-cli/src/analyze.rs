@@ -61,10 +61,22 @@ pub struct AnalyzeArgs {
     /// Also write a self-contained HTML report (inline SVG, no network) to this file.
     #[arg(long)]
     pub html: Option<PathBuf>,
+    /// Sequential looks (`--sequential`, `--looks`, ...).
+    #[command(flatten)]
+    pub sequential: crate::sequential::SequentialArgs,
+    /// Bucket-reuse health: each experiment's drawn buckets against the rest of the population
+    /// (every unit of --covariates) on the pre-period metrics and on past treatment (the earlier
+    /// experiments whose buckets it reused), from the recorded state's bucket history.
+    #[arg(long, requires = "covariates")]
+    pub reuse_health: bool,
 }
 
 /// Opens a CSV file and finds the named columns (`None` for an optional column that is absent).
-fn open_csv(path: &Path, what: &str, columns: &[(&str, bool)]) -> Result<(csv::Reader<File>, Vec<Option<usize>>)> {
+pub(crate) fn open_csv(
+    path: &Path,
+    what: &str,
+    columns: &[(&str, bool)],
+) -> Result<(csv::Reader<File>, Vec<Option<usize>>)> {
     let file = File::open(path).with_context(|| format!("cannot read {what} file {}", path.display()))?;
     let mut rdr = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(file);
     let header = rdr.headers().with_context(|| format!("{}: cannot read the header", path.display()))?.clone();
@@ -84,7 +96,7 @@ fn open_csv(path: &Path, what: &str, columns: &[(&str, bool)]) -> Result<(csv::R
     Ok((rdr, idx))
 }
 
-fn field<'a>(rec: &'a csv::ByteRecord, i: usize, name: &str, path: &Path) -> Result<&'a str> {
+pub(crate) fn field<'a>(rec: &'a csv::ByteRecord, i: usize, name: &str, path: &Path) -> Result<&'a str> {
     let line = rec.position().map_or(0, csv::Position::line);
     let raw = rec.get(i).unwrap_or_default();
     let s =
@@ -96,7 +108,7 @@ fn field<'a>(rec: &'a csv::ByteRecord, i: usize, name: &str, path: &Path) -> Res
     Ok(s)
 }
 
-fn number(s: &str, name: &str, rec: &csv::ByteRecord, path: &Path) -> Result<f64> {
+pub(crate) fn number(s: &str, name: &str, rec: &csv::ByteRecord, path: &Path) -> Result<f64> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(v),
         _ => {
@@ -123,7 +135,7 @@ fn timestamp(s: &str, rec: &csv::ByteRecord, path: &Path) -> Result<f64> {
 }
 
 /// A progress bar over a file's bytes, drawn only on a terminal.
-fn progress(path: &Path, what: &str) -> ProgressBar {
+pub(crate) fn progress(path: &Path, what: &str) -> ProgressBar {
     let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let pb = ProgressBar::with_draw_target(Some(len), indicatif::ProgressDrawTarget::stderr());
     if let Ok(style) = ProgressStyle::with_template("{msg:>12} [{bar:40}] {bytes}/{total_bytes} {elapsed}") {
@@ -269,7 +281,7 @@ fn recorded(st: &State) -> Recorded {
 }
 
 /// Loads the configuration when the file exists or was named explicitly.
-fn optional_config(path: &Path) -> Result<Option<Config>> {
+pub(crate) fn optional_config(path: &Path) -> Result<Option<Config>> {
     if !path.exists() {
         if path == Path::new("allot.yaml") {
             return Ok(None);
@@ -302,7 +314,15 @@ pub fn run(cli: &Cli, args: &AnalyzeArgs) -> Result<ExitCode> {
     } else {
         None
     };
-    let report = analyze(args, cfg.as_ref(), state.as_ref())?;
+    let mut report = analyze(args, cfg.as_ref(), state.as_ref())?;
+    crate::sequential::run(&args.sequential, cfg.as_ref(), args.alpha, &mut report)?;
+    if args.reuse_health {
+        let (Some(st), Some(cov)) = (state.as_ref(), args.covariates.as_ref()) else {
+            bail!("--reuse-health needs the recorded state (allot.state.json beside the configuration, or --state)");
+        };
+        let names: Vec<&str> = report.experiments.keys().map(String::as_str).collect();
+        report.reuse_health = Some(crate::reuse::health(st, cov, &names, args.alpha)?);
+    }
     match args.format {
         Format::Json => {
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -481,6 +501,12 @@ pub fn text(r: &Report) -> String {
     }
     if !d.config {
         let _ = writeln!(s, "  (no configuration: exclusivity not checked, SRM against an even split)");
+    }
+    if let Some(q) = &r.sequential {
+        s.push_str(&crate::sequential::text(q));
+    }
+    if let Some(h) = &r.reuse_health {
+        s.push_str(&crate::reuse::text(h));
     }
     s
 }

@@ -11,7 +11,7 @@ use allot_server::capacity::{plan, CapacityReport, Traffic};
 use allot_stats::schedule::finite;
 use anyhow::{bail, Context as _, Result};
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Arguments of `allot capacity`.
@@ -26,6 +26,14 @@ pub struct CapacityArgs {
     pub format: Format,
 }
 
+/// Reads a traffic file (YAML), naming the path of a bad field.
+pub(crate) fn read_traffic(path: &Path) -> Result<Traffic> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read traffic file {}", path.display()))?;
+    let de = serde_yaml_ng::Deserializer::from_str(&text);
+    serde_path_to_error::deserialize(de)
+        .map_err(|e| anyhow::anyhow!("traffic file {}: {}: {}", path.display(), e.path(), e.inner()))
+}
+
 /// Runs `allot capacity`.
 pub fn run(cli: &Cli, args: &CapacityArgs) -> Result<ExitCode> {
     let text = crate::files::read_config(&cli.config)?;
@@ -36,11 +44,7 @@ pub fn run(cli: &Cli, args: &CapacityArgs) -> Result<ExitCode> {
             bail!("configuration {} is invalid:\n  {}", cli.config.display(), list.join("\n  "))
         }
     };
-    let ttext = std::fs::read_to_string(&args.traffic)
-        .with_context(|| format!("cannot read traffic file {}", args.traffic.display()))?;
-    let de = serde_yaml_ng::Deserializer::from_str(&ttext);
-    let traffic: Traffic = serde_path_to_error::deserialize(de)
-        .map_err(|e| anyhow::anyhow!("traffic file {}: {}: {}", args.traffic.display(), e.path(), e.inner()))?;
+    let traffic = read_traffic(&args.traffic)?;
     let report = match plan(&cfg, &traffic) {
         Ok(r) => r,
         Err(errs) => {

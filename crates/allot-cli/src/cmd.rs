@@ -40,6 +40,7 @@ fn run_command(cli: &Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Capacity(args) => crate::capacity::run(cli, args),
         Command::Analyze(args) => crate::analyze::run(cli, args),
+        Command::ReuseHealth(args) => crate::reuse::run(&state_file, args),
         Command::Check { format } => check(cli, &state_file, *format),
         Command::Compat { system } => crate::compat::run(system, cli.state.as_ref()),
         Command::Plan { format, exit_code, sample } => {

@@ -4,6 +4,8 @@
 use allot_stats::analysis::{Comparison, CupedReport, Report};
 use std::fmt::Write as _;
 
+mod looks;
+
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
@@ -143,6 +145,7 @@ td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}.bad{color:#
         }
         s.push_str("</ul>");
     }
+    s.push_str(&looks::sections(r));
     s.push_str("</body></html>\n");
     s
 }

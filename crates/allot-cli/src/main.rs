@@ -11,6 +11,8 @@ mod cmd;
 mod compat;
 mod files;
 mod html;
+mod reuse;
+mod sequential;
 mod serve;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -163,6 +165,11 @@ pub enum Command {
     /// Analyse experiments from exposure and metric files: SRM, Welch and CUPED estimates,
     /// corrections, interaction tests and exposure diagnostics.
     Analyze(analyze::AnalyzeArgs),
+    /// Bucket-reuse health of experiments from the recorded state, before any exposure (at their
+    /// start): each one's drawn buckets against the rest of the population (the units of
+    /// --covariates) on pre-period metrics and past treatment. `analyze --reuse-health` reports
+    /// the same in an analysis.
+    ReuseHealth(reuse::ReuseArgs),
     /// Run Spotify Confidence resolver states and Amplitude Experiment flag configurations,
     /// with the assignments those systems give.
     Compat {

@@ -15,9 +15,12 @@ pub mod correct;
 pub mod dist;
 pub mod estimate;
 pub mod interaction;
+pub mod looks;
 pub mod moments;
 pub mod power;
+pub mod reuse;
 pub mod schedule;
+pub mod sequential;
 pub mod srm;
 pub mod timeline;
 

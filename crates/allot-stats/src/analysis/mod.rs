@@ -348,6 +348,8 @@ pub fn analyze(inputs: Inputs<'_>) -> Report {
             exposure_issues: issues.classes,
             alpha,
         },
+        sequential: None,
+        reuse_health: None,
     }
 }
 

@@ -17,6 +17,12 @@ pub struct Report {
     pub interactions_skipped: Vec<SkippedInteraction>,
     /// Counts, what decided time, and the exposure issues.
     pub diagnostics: Diagnostics,
+    /// The sequential looks of every comparison (`--sequential`), when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequential: Option<crate::looks::SequentialReport>,
+    /// Bucket-reuse health per experiment (`--reuse-health`), when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reuse_health: Option<Vec<crate::reuse::ReuseHealth>>,
 }
 
 /// One experiment's results.

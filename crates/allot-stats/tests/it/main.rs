@@ -5,4 +5,6 @@
 
 mod analysis;
 mod golden;
+mod reuse;
+mod sequential;
 mod timeline;
