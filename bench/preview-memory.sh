@@ -32,7 +32,7 @@ echo "== a configuration of $N experiments: $bytes bytes (the body limit is 4,19
 hwm() { awk '/VmHWM/ {print int($2 / 1024)}' "/proc/$1/status"; }
 rss() { awk '/VmRSS/ {print int($2 / 1024)}' "/proc/$1/status"; }
 preview() { # PORT: status and seconds of one preview of big.yaml
-  curl -s -o "$WORK/preview.json" -w '%{http_code} %{time_total}' -X POST \
+  curl -s -o "$WORK/preview.json" -w '%{http_code} %{time_total}\n' -X POST \
     -H "authorization: Bearer $KEY" -H 'content-type: application/yaml' \
     --data-binary @"$WORK/big.yaml" "http://127.0.0.1:$1/api/v1/changes/preview"
 }
