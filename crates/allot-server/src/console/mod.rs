@@ -15,7 +15,7 @@
 //! | `page` | the shared chrome, error pages, the security headers (CSP, nosniff, ...) |
 //! | `assets` | the embedded stylesheet and script, served under content-hashed paths |
 //! | `space` | the bucket space per unit type and scope, drawn exactly from the bucket sets |
-//! | `pages` | the handlers: sign-in, overview, experiment, the change preview of start/stop |
+//! | `pages` | the handlers: sign-in, overview, experiment, every change through its preview (lifecycle, grow, entity forms, import, re-salt), the configuration and its YAML export |
 //!
 //! Every page reads one [`View`] of the current version (its state, configuration, audit and
 //! space), computed once per version and shared.
@@ -47,6 +47,21 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/console/experiments/{id}", get(pages::experiment::get))
         .route("/console/experiments/{id}/{action}", post(pages::change::preview))
         .route("/console/experiments/{id}/{action}/confirm", post(pages::change::confirm))
+        .route("/console/config", get(pages::editor::config))
+        .route("/console/keys", get(pages::keys::list).post(pages::keys::create))
+        .route("/console/keys/{id}/revoke", post(pages::keys::revoke))
+        .route("/console/audit", get(pages::audit::log))
+        .route("/console/audit/{version}", get(pages::audit::entry))
+        .route("/console/versions/{version}", get(pages::audit::version))
+        .route("/console/new/{collection}", get(pages::editor::new_form).post(pages::editor::new_preview))
+        .route("/console/new/{collection}/confirm", post(pages::editor::new_confirm))
+        .route("/console/edit/{collection}/{id}", get(pages::editor::edit_form).post(pages::editor::edit_preview))
+        .route("/console/edit/{collection}/{id}/confirm", post(pages::editor::edit_confirm))
+        .route("/console/import", get(pages::editor::import_form).post(pages::editor::import_preview))
+        .route("/console/import/confirm", post(pages::editor::import_confirm))
+        .route("/console/export.yaml", get(pages::editor::export))
+        .route("/console/resalt", get(pages::resalt::form).post(pages::resalt::preview))
+        .route("/console/resalt/confirm", post(pages::resalt::confirm))
         .route("/console/assets/{name}", get(assets::serve))
         .route("/console/{*rest}", get(pages::not_found).post(pages::not_found))
         .layer(axum::middleware::from_fn(page::secure))

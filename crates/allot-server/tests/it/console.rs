@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 /// A browser: its session cookie, and what it sends with every request.
-struct Browser<'a> {
+pub(crate) struct Browser<'a> {
     _s: &'a Server,
     app: std::sync::Arc<App>,
     cookie: Option<String>,
@@ -18,11 +18,11 @@ struct Browser<'a> {
 }
 
 impl<'a> Browser<'a> {
-    fn new(s: &'a Server) -> Browser<'a> {
+    pub(crate) fn new(s: &'a Server) -> Browser<'a> {
         Browser { _s: s, app: s.app.clone(), cookie: None, tls: false }
     }
 
-    async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    pub(crate) async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
         let mut b = Request::builder().method(method).uri(path).header("host", "console.test");
         if let Some(c) = &self.cookie {
             b = b.header("cookie", format!("other=1; allot_session={c}"));
@@ -43,17 +43,17 @@ impl<'a> Browser<'a> {
         Reply { status, headers, text: String::from_utf8_lossy(&bytes).into_owned() }
     }
 
-    async fn get(&self, path: &str) -> Reply {
+    pub(crate) async fn get(&self, path: &str) -> Reply {
         self.send("GET", path, &[], "").await
     }
 
     /// A same-origin form POST, as a browser sends it.
-    async fn post(&self, path: &str, form: &str) -> Reply {
+    pub(crate) async fn post(&self, path: &str, form: &str) -> Reply {
         self.send("POST", path, &[("origin", "http://console.test"), ("sec-fetch-site", "same-origin")], form).await
     }
 
     /// Signs in with `key`: the reply, and the cookie kept when one was set.
-    async fn sign_in(&mut self, key: &str) -> Reply {
+    pub(crate) async fn sign_in(&mut self, key: &str) -> Reply {
         let r = self.post("/console/sign-in", &format!("key={}", enc(key))).await;
         if let Some(c) = r.headers.get("set-cookie") {
             let c = c.to_str().unwrap();
@@ -64,14 +64,14 @@ impl<'a> Browser<'a> {
     }
 
     /// The CSRF token of the page at `path`.
-    async fn csrf(&self, path: &str) -> String {
+    pub(crate) async fn csrf(&self, path: &str) -> String {
         let r = self.get(path).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
         attr_after(&r.text, "name=\"csrf\" value=\"").expect("a CSRF field")
     }
 }
 
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -84,12 +84,12 @@ fn enc(s: &str) -> String {
 }
 
 /// The text from after `marker` to the next `"`.
-fn attr_after(html: &str, marker: &str) -> Option<String> {
+pub(crate) fn attr_after(html: &str, marker: &str) -> Option<String> {
     let i = html.find(marker)? + marker.len();
     Some(html[i..].split('"').next()?.to_string())
 }
 
-fn location(r: &Reply) -> &str {
+pub(crate) fn location(r: &Reply) -> &str {
     r.headers.get("location").map(|v| v.to_str().unwrap()).unwrap_or("")
 }
 
@@ -98,7 +98,7 @@ fn header<'r>(r: &'r Reply, name: &str) -> &'r str {
 }
 
 /// A new key of `role` named `name`: (id, secret).
-async fn key(s: &Server, name: &str, role: &str) -> (String, String) {
+pub(crate) async fn key(s: &Server, name: &str, role: &str) -> (String, String) {
     let body = serde_json::json!({"name": name, "role": role});
     let r = s.post("/api/v1/keys", &body.to_string()).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
@@ -451,7 +451,7 @@ async fn a_stop_goes_through_the_preview_and_a_conflict_writes_nothing() {
     let preview = b.post("/console/experiments/banner/stop", &format!("csrf={csrf}&version={v}")).await;
     assert_eq!(preview.status, StatusCode::OK, "{}", preview.text);
     assert!(preview.text.contains("stop experiment banner"), "{}", preview.text);
-    assert!(preview.text.contains("Confirm: stop"));
+    assert!(preview.text.contains("Confirm: <bdi>stop experiment banner</bdi>"));
     assert_eq!(s.app.live().version, v, "a preview writes nothing");
     // Someone else changes the configuration first: the confirmation is a conflict.
     let r = s.call("POST", "/api/v1/experiments/color/stop", Some(ADMIN), &[("if-match", "*")], "").await;

@@ -56,6 +56,8 @@ struct Page {
     history: Vec<(u64, String, String, bool, String, Vec<String>)>,
     overlaps: Vec<OverlapRow>,
     actions: Vec<Action>,
+    /// The share a grow form starts from (a running experiment with a share, for roles that act).
+    grow: Option<String>,
     done: Option<String>,
 }
 
@@ -178,6 +180,7 @@ pub(crate) async fn get(
         history,
         overlaps,
         actions,
+        grow: (signed.can_act() && e.state == ExpState::Running).then(|| e.share.map(|s| s.percent())).flatten(),
         done: done.ok().and_then(|Query(d)| d.done).map(|v| format!("Committed as version {v}.")),
     };
     Ok(html(StatusCode::OK, &page))

@@ -1,8 +1,12 @@
 //! The console's pages, one module each.
 
+pub(crate) mod audit;
 pub(crate) mod change;
+pub(crate) mod editor;
 pub(crate) mod experiment;
+pub(crate) mod keys;
 pub(crate) mod overview;
+pub(crate) mod resalt;
 pub(crate) mod sign_in;
 
 use super::page::Problem;
