@@ -15,6 +15,7 @@
 //! | `page` | the shared chrome, error pages, the security headers (CSP, nosniff, ...) |
 //! | `assets` | the embedded stylesheet and script, served under content-hashed paths |
 //! | `space` | the bucket space per unit type and scope, drawn exactly from the bucket sets |
+//! | `timeline` | each scope's Gantt chart: allocations over versions, re-salts, planned drafts |
 //! | `pages` | the handlers: sign-in, overview, experiment, every change through its preview (lifecycle, grow, entity forms, import, re-salt), the configuration and its YAML export |
 //!
 //! Every page reads one [`View`] of the current version (its state, configuration, audit and
@@ -25,6 +26,7 @@ mod page;
 mod pages;
 mod session;
 mod space;
+mod timeline;
 
 use crate::error::ApiError;
 use crate::App;
@@ -48,6 +50,7 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/console/experiments/{id}/{action}", post(pages::change::preview))
         .route("/console/experiments/{id}/{action}/confirm", post(pages::change::confirm))
         .route("/console/config", get(pages::editor::config))
+        .route("/console/timeline", get(pages::timeline::get))
         .route("/console/keys", get(pages::keys::list).post(pages::keys::create))
         .route("/console/keys/{id}/revoke", post(pages::keys::revoke))
         .route("/console/audit", get(pages::audit::log))

@@ -295,6 +295,18 @@ async function shot(page, name, fullPage = true) {
       await Promise.all([page.waitForNavigation(), page.click("#confirm button[type=submit]")]);
       check("re-salted: on its audit entry", page.url() === `${base}/console/audit/${v0 + 1}`, page.url());
 
+      // The timeline: every scope's bars and table rows agree; re-salts are marked; drafts planned.
+      await visit(page, "/console/timeline?daily_user=50000&daily_device=20000&rate=0.1&mde=0.05");
+      const tl = await page.$$eval("section.timeline", (ss) => ss.map((s) => [
+        s.querySelectorAll("g.tl-bar").length, s.querySelectorAll("table tr[data-owner]").length]));
+      check("there are timelines", tl.length >= 5, tl.length);
+      for (const [bars, rows] of tl) check(`a timeline's bars and rows agree (${bars})`, bars === rows, [bars, rows]);
+      check("the re-salt is marked", (await page.$$("g.tl-resalt")).length > 0);
+      check("the drafts are planned", (await page.$$("g.tl-planned")).length > 0);
+      check("the lifecycle experiment's bar ends at its stop", (await page.$$("g.tl-bar[data-owner=console-lifecycle][data-to]")).length > 0);
+      await page.focus("g.tl-bar");
+      await shot(page, "timeline");
+
       await visit(page, "/console/import");
       await Promise.all([page.waitForNavigation(), page.click("button[data-action=preview]")]);
       check("importing the current configuration changes nothing", (await page.textContent("main")).includes("None: the configuration would stay as it is."));

@@ -281,3 +281,46 @@ async fn a_reader_gets_no_form_and_no_change() {
     assert_eq!(s.app.live().version, v);
     assert!(!page.text.contains("href=\"/console/keys\""));
 }
+
+#[tokio::test]
+async fn the_timeline_shows_each_scope_over_versions_with_resalts_and_planned_drafts() {
+    let s = configured().await;
+    let mut b = Browser::new(&s);
+    b.sign_in(crate::support::ADMIN).await;
+    let csrf = b.csrf("/console/timeline").await;
+    let v = s.app.live().version;
+    let r = b.post("/console/experiments/banner/stop/confirm", &form(&csrf, v, &[])).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let r = b.post("/console/resalt/confirm", &form(&csrf, v + 1, &[("unit", "user")])).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let page = b.get("/console/timeline").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    // banner held buckets from the first version until it stopped; color still holds them.
+    assert!(
+        page.text.contains(&format!(
+            "data-owner=\"banner\" data-kind=\"experiment\" data-from=\"{v}\" data-to=\"{}\"",
+            v + 1
+        )),
+        "{}",
+        page.text
+    );
+    assert!(
+        page.text.contains(&format!("data-owner=\"color\" data-kind=\"experiment\" data-from=\"{v}\">")),
+        "{}",
+        page.text
+    );
+    assert!(page.text.contains("data-owner=\"hold\" data-kind=\"holdout\""), "{}", page.text);
+    assert!(
+        page.text.contains(&format!("class=\"tl-resalt\" tabindex=\"0\" data-version=\"{}\"", v + 2)),
+        "{}",
+        page.text
+    );
+    assert!(page.text.contains("Drafts not planned (give the traffic above)"), "{}", page.text);
+    // With the traffic, the draft gets its plan from the capacity planner.
+    let planned = b.get("/console/timeline?daily_user=50000&rate=0.1&mde=0.05").await;
+    assert_eq!(planned.status, StatusCode::OK, "{}", planned.text);
+    assert!(planned.text.contains("data-owner=\"later\" data-kind=\"planned\""), "{}", planned.text);
+    let bad = b.get("/console/timeline?daily_user=lots").await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.text.contains("daily_user: new units per day is a positive number"), "{}", bad.text);
+}

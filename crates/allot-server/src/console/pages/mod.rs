@@ -8,6 +8,7 @@ pub(crate) mod keys;
 pub(crate) mod overview;
 pub(crate) mod resalt;
 pub(crate) mod sign_in;
+pub(crate) mod timeline;
 
 use super::page::Problem;
 use super::session::{self, Signed};
