@@ -324,3 +324,46 @@ async fn the_timeline_shows_each_scope_over_versions_with_resalts_and_planned_dr
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(bad.text.contains("daily_user: new units per day is a positive number"), "{}", bad.text);
 }
+
+#[tokio::test]
+async fn the_experiment_page_counts_exposures_with_an_srm_check_and_traces_a_unit() {
+    let s = configured().await;
+    let mut b = Browser::new(&s);
+    b.sign_in(crate::support::ADMIN).await;
+    let none = b.get("/console/experiments/banner").await;
+    assert!(none.text.contains("id=\"exposures-none\""), "{}", none.text);
+    // 600 units in control and 400 in treatment of a 1:1 split: a mismatch; alice is included.
+    let x = |unit: String, variant: &str| allot_store::Exposure {
+        unit,
+        experiment: "banner".into(),
+        variant: variant.into(),
+        day: "2026-12-01".into(),
+        time: "2026-12-01T10:00:00Z".into(),
+        version: 1,
+    };
+    let mut rows: Vec<_> = (0..600).map(|i| x(format!("u{i}"), "control")).collect();
+    rows.extend((600..1000).map(|i| x(format!("u{i}"), "treatment")));
+    rows.push(x("alice".into(), "treatment"));
+    s.app.store().record_exposures(&rows).await.unwrap();
+    let page = b.get("/console/experiments/banner").await;
+    assert!(
+        page.text.contains("data-variant=\"control\"><td><bdi>control</bdi></td><td class=\"num\" data-units=\"600\">"),
+        "{}",
+        page.text
+    );
+    assert!(page.text.contains("data-units=\"400\""), "alice is left out: {}", page.text);
+    assert!(page.text.contains("SAMPLE RATIO MISMATCH"), "{}", page.text);
+    assert!(page.text.contains("<td class=\"num\">500.0</td>"), "expected counts: {}", page.text);
+    // Why is alice in it: the inclusion decides.
+    let why = b.get("/console/experiments/banner/why?unit=alice").await;
+    assert_eq!(why.status, StatusCode::OK, "{}", why.text);
+    assert!(why.text.contains("variant treatment (INCLUDED)"), "{}", why.text);
+    assert!(why.text.contains("data-step=\"inclusion\""));
+    // Someone else: the steps down to the split or the reason it stopped.
+    let why = b.get("/console/experiments/banner/why?unit=u7&context=country%3DSE").await;
+    assert_eq!(why.status, StatusCode::OK, "{}", why.text);
+    assert!(why.text.contains("id=\"trace\"") && why.text.contains("data-step=\"allocation\""), "{}", why.text);
+    let bad = b.get("/console/experiments/banner/why?unit=u7&context=country").await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.text.contains("is not attribute=value"));
+}

@@ -9,6 +9,7 @@ pub(crate) mod overview;
 pub(crate) mod resalt;
 pub(crate) mod sign_in;
 pub(crate) mod timeline;
+pub(crate) mod why;
 
 use super::page::Problem;
 use super::session::{self, Signed};
