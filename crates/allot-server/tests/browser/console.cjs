@@ -295,6 +295,16 @@ async function shot(page, name, fullPage = true) {
       await Promise.all([page.waitForNavigation(), page.click("#confirm button[type=submit]")]);
       check("re-salted: on its audit entry", page.url() === `${base}/console/audit/${v0 + 1}`, page.url());
 
+      // Why is a unit in an experiment: the trace, step by step; the exposures section.
+      await visit(page, "/console/experiments/home-feed-nordics");
+      check("the experiment page has its exposures section", (await page.$$("#exposures, #exposures-none")).length === 1);
+      await page.fill("#why-form input[name=unit]", "user-42");
+      await page.fill("#why-form input[name=context]", "country=SE, age=30, app_version=9.0.0");
+      await Promise.all([page.waitForNavigation(), page.click("#why-form button")]);
+      check("the trace answers with an outcome", (await page.textContent("#outcome")).includes("gets"));
+      check("the trace shows its steps", (await page.$$("#trace tr[data-step]")).length >= 3);
+      await shot(page, "why");
+
       // The timeline: every scope's bars and table rows agree; re-salts are marked; drafts planned.
       await visit(page, "/console/timeline?daily_user=50000&daily_device=20000&rate=0.1&mde=0.05");
       const tl = await page.$$eval("section.timeline", (ss) => ss.map((s) => [

@@ -325,10 +325,20 @@ async fn hostile_names_and_values_render_inert() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let mut b = Browser::new(&s);
     b.sign_in(&editor).await;
-    for path in ["/console", "/console/experiments/banner"] {
+    for path in [
+        "/console",
+        "/console/experiments/banner",
+        "/console/config",
+        "/console/audit",
+        "/console/audit/1",
+        "/console/versions/1",
+        "/console/timeline",
+        "/console/edit/experiments/banner",
+        "/console/experiments/banner/why?unit=%3Cscript%3Ealert(3)",
+    ] {
         let page = b.get(path).await;
         assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.text);
-        for raw in ["<script>alert", "<img src=x", "<b>bob", "<script>x"] {
+        for raw in ["<script>alert", "<img src=x", "<b>bob", "<script>x", "<script>alert(2)", "<script>alert(3)"] {
             assert!(!page.text.contains(raw), "{path}: {raw} is not escaped");
         }
         assert!(
@@ -337,6 +347,12 @@ async fn hostile_names_and_values_render_inert() {
             page.text.split("signed in as").nth(1).unwrap_or("").chars().take(200).collect::<String>()
         );
     }
+    let mut admin = Browser::new(&s);
+    admin.sign_in(ADMIN).await;
+    let keys = admin.get("/console/keys").await;
+    assert_eq!(keys.status, StatusCode::OK);
+    assert!(!keys.text.contains("<script>alert"), "the keys page escapes names");
+    assert!(keys.text.contains("<bdi>&#60;script&#62;alert(&#34;k&#34;)&#60;/script&#62;"));
     let page = b.get("/console/experiments/banner").await;
     assert!(page.text.contains("&#60;img src=x onerror=alert(1)&#62;"), "{}", page.text);
     assert!(page.text.contains("&#60;b&#62;bob&#60;/b&#62;&#34;"), "{}", page.text);
