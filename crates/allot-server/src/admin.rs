@@ -218,8 +218,6 @@ pub(crate) async fn version(
     Ok(([(ETAG, etag(v))], Json(json!({"version": v, "config": state.config}))).into_response())
 }
 
-/// Longest key name, in characters.
-
 /// A new key.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

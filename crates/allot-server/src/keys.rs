@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-/// Most characters in a key's name.
+/// Longest key name, in characters.
 pub(crate) const MAX_KEY_NAME_CHARS: usize = 100;
 
 /// What the cache says of a secret's hash.
