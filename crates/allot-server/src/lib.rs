@@ -37,6 +37,7 @@
 #![warn(unreachable_pub)]
 
 mod admin;
+pub mod analysis;
 mod app;
 mod auth;
 pub mod body;

@@ -367,3 +367,59 @@ async fn the_experiment_page_counts_exposures_with_an_srm_check_and_traces_a_uni
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(bad.text.contains("is not attribute=value"));
 }
+
+#[tokio::test]
+async fn diagnostics_show_the_exclusivity_proof_and_exposures_to_two_exclusive_experiments_by_cause() {
+    let s = crate::support::server().await;
+    let yaml = CONFIG.replace(
+        "  color:",
+        "  hero:\n    unit: user\n    surfaces: [home]\n    share: 30%\n    variants: {a: 1, b: 1}\n    state: running\n  color:",
+    );
+    let r = s.put_config(&yaml, "*", "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let v = s.app.live().version;
+    let x = |unit: &str, experiment: &str, variant: &str| allot_store::Exposure {
+        unit: unit.into(),
+        experiment: experiment.into(),
+        variant: variant.into(),
+        day: "2026-12-01".into(),
+        time: allot_server::now(),
+        version: v,
+    };
+    s.app
+        .store()
+        .record_exposures(&[
+            x("u1", "banner", "control"),
+            x("u1", "hero", "a"),
+            x("alice", "banner", "treatment"),
+            x("alice", "hero", "b"),
+            x("u2", "banner", "control"),
+        ])
+        .await
+        .unwrap();
+    let mut b = Browser::new(&s);
+    b.sign_in(crate::support::ADMIN).await;
+    let page = b.get("/console/diagnostics").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert!(page.text.contains("Every exclusivity invariant holds"), "{}", page.text);
+    assert!(
+        page.text.contains("<bdi>banner</bdi></a></td><td><a href=\"/console/experiments/hero\"><bdi>hero</bdi>")
+            || page
+                .text
+                .contains("<bdi>hero</bdi></a></td><td><a href=\"/console/experiments/banner\"><bdi>banner</bdi>"),
+        "{}",
+        page.text
+    );
+    let count = |cause: &str| -> u64 {
+        let row = page.text.split(&format!("data-cause=\"{cause}\"")).nth(1).unwrap();
+        attr_after(row, "data-count=\"").unwrap().parse().unwrap()
+    };
+    assert_eq!(count("unexplained"), 1, "u1: {}", page.text);
+    assert_eq!(count("inclusion"), 1, "alice is included in banner");
+    assert_eq!(count("identity_merge"), 0);
+    assert!(
+        page.text.contains("u1 in banner and hero") || page.text.contains("u1 in hero and banner"),
+        "{}",
+        page.text
+    );
+}

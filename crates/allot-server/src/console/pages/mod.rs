@@ -2,6 +2,7 @@
 
 pub(crate) mod audit;
 pub(crate) mod change;
+pub(crate) mod diagnostics;
 pub(crate) mod editor;
 pub(crate) mod experiment;
 pub(crate) mod keys;
