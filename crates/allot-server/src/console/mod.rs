@@ -53,6 +53,7 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/console/config", get(pages::editor::config))
         .route("/console/timeline", get(pages::timeline::get))
         .route("/console/diagnostics", get(pages::diagnostics::get))
+        .route("/console/bandwidth", get(pages::bandwidth::get))
         .route("/console/keys", get(pages::keys::list).post(pages::keys::create))
         .route("/console/keys/{id}/revoke", post(pages::keys::revoke))
         .route("/console/audit", get(pages::audit::log))

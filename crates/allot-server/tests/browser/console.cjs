@@ -305,6 +305,14 @@ async function shot(page, name, fullPage = true) {
       check("the trace shows its steps", (await page.$$("#trace tr[data-step]")).length >= 3);
       await shot(page, "why");
 
+      // Diagnostics: the exclusivity proof, pair by pair, and exposures by cause.
+      await visit(page, "/console/diagnostics");
+      check("the proof holds", (await page.textContent("#proof")).includes("Every exclusivity invariant holds"));
+      const verdicts = await page.$$eval("#pairs tbody tr td:last-child", (tds) => tds.map((t) => t.textContent));
+      check("the exclusive pairs are listed, none a violation", verdicts.length > 0 && verdicts.every((v) => !v.includes("VIOLATION")), verdicts);
+      check("the causes are listed", (await page.$$("#causes tr[data-cause]")).length === 5);
+      await shot(page, "diagnostics");
+
       // The timeline: every scope's bars and table rows agree; re-salts are marked; drafts planned.
       await visit(page, "/console/timeline?daily_user=50000&daily_device=20000&rate=0.1&mde=0.05");
       const tl = await page.$$eval("section.timeline", (ss) => ss.map((s) => [
@@ -316,6 +324,12 @@ async function shot(page, name, fullPage = true) {
       check("the lifecycle experiment's bar ends at its stop", (await page.$$("g.tl-bar[data-owner=console-lifecycle][data-to]")).length > 0);
       await page.focus("g.tl-bar");
       await shot(page, "timeline");
+
+      // Bandwidth: the planner on the live state.
+      await visit(page, "/console/bandwidth?daily_user=50000&daily_device=20000&rate=0.1&mde=0.05&rho=0.5");
+      check("bandwidth plans the draft", (await page.$$("#drafts tr[data-draft=checkout-redesign]")).length === 1);
+      check("bandwidth has a schedule per scope", (await page.$$("#scopes tbody tr")).length > 0);
+      await shot(page, "bandwidth");
 
       await visit(page, "/console/import");
       await Promise.all([page.waitForNavigation(), page.click("button[data-action=preview]")]);

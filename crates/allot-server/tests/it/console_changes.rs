@@ -423,3 +423,27 @@ async fn diagnostics_show_the_exclusivity_proof_and_exposures_to_two_exclusive_e
         page.text
     );
 }
+
+#[tokio::test]
+async fn bandwidth_plans_the_drafts_on_the_live_state_with_what_cuped_buys() {
+    let s = configured().await;
+    let mut b = Browser::new(&s);
+    b.sign_in(crate::support::ADMIN).await;
+    let empty = b.get("/console/bandwidth").await;
+    assert_eq!(empty.status, StatusCode::OK, "{}", empty.text);
+    assert!(empty.text.contains("Give the new units per day"), "{}", empty.text);
+    let page = b.get("/console/bandwidth?daily_user=50000&rate=0.1&mde=0.05&rho=0.5").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert!(page.text.contains("data-draft=\"later\""), "{}", page.text);
+    assert!(page.text.contains("id=\"scopes\""), "{}", page.text);
+    assert!(page.text.contains("Running, keeping their share"), "{}", page.text);
+    // The numbers are the planner's, as POST /api/v1/capacity gives them.
+    let body = serde_json::json!({"daily_units": {"user": 50000}, "experiments": {"later": {"metric": {"rate": 0.1}, "mde": 0.05, "rho": 0.5}}});
+    let api = s.post("/api/v1/capacity", &body.to_string()).await;
+    assert_eq!(api.status, StatusCode::OK, "{}", api.text);
+    let needed = api.json()["experiments"]["later"]["units_needed"].as_f64().unwrap();
+    assert!(page.text.contains(&format!("<td class=\"num\">{needed:.0}</td>")), "{needed}: {}", page.text);
+    let bad = b.get("/console/bandwidth?daily_user=5&rho=2").await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.text.contains("rho: a correlation"), "{}", bad.text);
+}

@@ -1,6 +1,7 @@
 //! The console's pages, one module each.
 
 pub(crate) mod audit;
+pub(crate) mod bandwidth;
 pub(crate) mod change;
 pub(crate) mod diagnostics;
 pub(crate) mod editor;

@@ -31,8 +31,11 @@ struct Page {
 }
 
 /// The traffic the form gives, if any: what [`capacity::plan`] takes, with every draft of a unit
-/// type whose daily units are given.
-fn traffic(q: &HashMap<String, String>, cfg: &allot_core::config::Config) -> Result<Option<Traffic>, Vec<String>> {
+/// type whose daily units are given (and the bandwidth page's CUPED correlation `rho`).
+pub(crate) fn traffic(
+    q: &HashMap<String, String>,
+    cfg: &allot_core::config::Config,
+) -> Result<Option<Traffic>, Vec<String>> {
     let mut daily = Map::new();
     let mut errors = vec![];
     for u in cfg.units.keys() {
@@ -58,6 +61,16 @@ fn traffic(q: &HashMap<String, String>, cfg: &allot_core::config::Config) -> Res
     };
     let rate = number("rate", 0.1, &mut errors);
     let mde = number("mde", 0.05, &mut errors);
+    let rho = match q.get("rho").map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        None => 0.0,
+        Some(v) => match v.parse::<f64>() {
+            Ok(n) if (0.0..1.0).contains(&n) => n,
+            _ => {
+                errors.push("rho: a correlation from 0 up to 1 (not 1), e.g. 0.5".into());
+                0.0
+            }
+        },
+    };
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -68,7 +81,7 @@ fn traffic(q: &HashMap<String, String>, cfg: &allot_core::config::Config) -> Res
         .experiments
         .iter()
         .filter(|(_, e)| e.state == ExpState::Draft && daily.contains_key(&e.unit))
-        .map(|(id, _)| (id.clone(), json!({"metric": {"rate": rate}, "mde": mde})))
+        .map(|(id, _)| (id.clone(), json!({"metric": {"rate": rate}, "mde": mde, "rho": rho})))
         .collect();
     serde_json::from_value(json!({"daily_units": daily, "experiments": drafts}))
         .map(Some)
