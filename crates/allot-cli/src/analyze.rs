@@ -3,13 +3,13 @@
 //! The analysis itself is `allot_stats::analysis` (pure, with a typed report); this module reads
 //! the files into it row by row (one pass over each, with a progress bar on a terminal), tells it
 //! what the configuration ([`Design`] over allot-core's `Config`) and the recorded state
-//! ([`Recorded`]) say, and renders the report as text or JSON (HTML: `crate::html`).
+//! ([`allot_stats::analysis::Recorded`]) say, and renders the report as text or JSON (HTML: `crate::html`).
 
 use crate::{Cli, Format};
-use allot_core::config::{self, Config, ExpState};
-use allot_core::state::{OwnerKind, State};
-use allot_stats::analysis::{self, Design, Exposures, Identities, Inputs, Recorded, Report, Srm, UnitValues};
-use allot_stats::timeline::Interval;
+use allot_core::config::{self, Config};
+use allot_core::state::State;
+use allot_server::analysis::{recorded, rfc3339_seconds, ConfigDesign};
+use allot_stats::analysis::{self, Design, Exposures, Identities, Inputs, Report, Srm, UnitValues};
 use anyhow::{bail, Context as _, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fs::File;
@@ -125,7 +125,7 @@ fn timestamp(s: &str, rec: &csv::ByteRecord, path: &Path) -> Result<f64> {
             return Ok(v);
         }
     }
-    match rfc3339(s) {
+    match rfc3339_seconds(s) {
         Some(t) => Ok(t),
         None => {
             let line = rec.position().map_or(0, csv::Position::line);
@@ -223,63 +223,6 @@ fn read_identities(path: &Path, ex: &Exposures) -> Result<Identities> {
     Ok(out)
 }
 
-/// What the configuration says, for the analysis.
-struct ConfigDesign<'a>(&'a Config);
-
-impl Design for ConfigDesign<'_> {
-    fn experiments(&self) -> Vec<&str> {
-        self.0.experiments.keys().map(String::as_str).collect()
-    }
-
-    fn variants(&self, experiment: &str) -> Option<Vec<(&str, f64)>> {
-        let e = self.0.experiments.get(experiment)?;
-        Some(e.variants.iter().map(|(k, v)| (k.as_str(), f64::from(v.weight))).collect())
-    }
-
-    fn running(&self, experiment: &str) -> bool {
-        self.0.experiments.get(experiment).is_some_and(|x| x.state == ExpState::Running)
-    }
-
-    fn included(&self, experiment: &str, unit: &str) -> bool {
-        self.0.experiments.get(experiment).is_some_and(|e| e.include.contains_key(unit))
-    }
-
-    fn exclusive(&self, a: &str, b: &str) -> bool {
-        self.0.exclusive(a, b)
-    }
-
-    /// A common group, or a tag one is exclusive to.
-    fn scope(&self, a: &str, b: &str) -> String {
-        let cfg = self.0;
-        let (Some(ea), Some(eb)) = (cfg.experiments.get(a), cfg.experiments.get(b)) else { return String::new() };
-        if let Some(g) = ea.groups.iter().find(|g| eb.groups.iter().any(|h| h.group == g.group)) {
-            return format!("group {}", g.group);
-        }
-        let (ta, tb) = (cfg.tags_of(ea), cfg.tags_of(eb));
-        cfg.exclusive_to_of(ea)
-            .into_iter()
-            .find(|x| tb.contains(x))
-            .or_else(|| cfg.exclusive_to_of(eb).into_iter().find(|x| ta.contains(x)))
-            .unwrap_or_default()
-    }
-}
-
-/// What the recorded state says about time: the change log's times, and when each experiment's
-/// allocations were drawn and released.
-fn recorded(st: &State) -> Recorded {
-    let mut runs = std::collections::BTreeMap::<String, Vec<Interval<u64>>>::new();
-    for a in st.allocations.iter().filter(|a| a.kind == OwnerKind::Experiment) {
-        if let Some(d) = a.draws.first() {
-            runs.entry(a.owner.clone()).or_default().push(Interval::recorded(d.version, a.released));
-        }
-    }
-    Recorded {
-        changes: st.log.iter().filter_map(|l| Some((l.version, rfc3339(&l.time)?))).collect(),
-        runs,
-        any_allocations: !st.allocations.is_empty(),
-    }
-}
-
 /// Loads the configuration when the file exists or was named explicitly.
 pub(crate) fn optional_config(path: &Path) -> Result<Option<Config>> {
     if !path.exists() {
@@ -340,13 +283,6 @@ pub fn run(cli: &Cli, args: &AnalyzeArgs) -> Result<ExitCode> {
             .with_context(|| format!("cannot write HTML report {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Seconds since the epoch of an RFC 3339 time.
-fn rfc3339(s: &str) -> Option<f64> {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .map(|t| t.unix_timestamp_nanos() as f64 / 1e9)
 }
 
 /// Reads the files and analyses them. `state` is the recorded state, if known: its change log

@@ -12,7 +12,7 @@ use crate::body::{self, ApiJson, ApiPath, CONFIG_BODY_LIMIT};
 use crate::error::ApiError;
 use crate::headers::etag;
 use crate::{App, ChangeRequest, Changed, IfMatch};
-use allot_store::{KeyInfo, Revoke, Role};
+use allot_store::Role;
 use axum::extract::{DefaultBodyLimit, Extension, Path, Query, Request, State};
 use axum::http::header::{CONTENT_TYPE, ETAG};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -218,9 +218,6 @@ pub(crate) async fn version(
     Ok(([(ETAG, etag(v))], Json(json!({"version": v, "config": state.config}))).into_response())
 }
 
-/// Longest key name, in characters.
-pub(crate) const MAX_KEY_NAME_CHARS: usize = 100;
-
 /// A new key.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -242,25 +239,7 @@ pub(crate) async fn list_keys(State(app): State<Arc<App>>) -> Result<Response, A
 #[utoipa::path(post, path = "/api/v1/keys", tag = "keys", request_body = NewKey,
     responses((status = 201, description = "{\"key\": {...}, \"secret\": \"allot_...\"}"), (status = 422, body = crate::error::ErrorBody)))]
 pub(crate) async fn create_key(State(app): State<Arc<App>>, ApiJson(k): ApiJson<NewKey>) -> Result<Response, ApiError> {
-    let name = k.name.trim();
-    if name.is_empty() || name.chars().count() > MAX_KEY_NAME_CHARS {
-        return Err(ApiError::field("name", format!("a name of 1 to {MAX_KEY_NAME_CHARS} characters is required")));
-    }
-    if name.chars().any(char::is_control) {
-        // The name is the actor of audit entries and log lines: no newlines, no escapes.
-        return Err(ApiError::field("name", "a name cannot contain control characters (newlines, tabs, escapes)"));
-    }
-    let secret = crate::new_secret()?;
-    let info = KeyInfo {
-        id: crate::new_key_id()?,
-        name: name.into(),
-        role: k.role,
-        created_at: crate::now(),
-        revoked_at: None,
-    };
-    app.store().create_key(&info, &secret).await?;
-    app.key_created(&secret, info.clone());
-    tracing::info!(key = %info.id, role = info.role.as_str(), "key created");
+    let (info, secret) = app.create_key(&k.name, k.role).await?;
     Ok((StatusCode::CREATED, Json(json!({"key": info, "secret": secret}))).into_response())
 }
 
@@ -271,18 +250,7 @@ pub(crate) async fn revoke_key(
     State(app): State<Arc<App>>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    match app.store().revoke_key(&id, &crate::now()).await? {
-        Revoke::Revoked => {}
-        Revoke::NotFound => return Err(ApiError::NotFound(format!("key {id} does not exist or is already revoked"))),
-        Revoke::LastAdmin => {
-            return Err(ApiError::field(
-                "id",
-                "the last live admin key cannot be revoked; create another admin key first",
-            ))
-        }
-    }
-    app.key_revoked(&id);
-    tracing::info!(key = %id, "key revoked");
+    app.revoke_key(&id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

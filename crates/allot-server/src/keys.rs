@@ -10,9 +10,13 @@
 use crate::clock::now;
 use crate::error::ApiError;
 use crate::App;
-use allot_store::{KeyInfo, Role};
+use allot_store::{KeyInfo, Revoke, Role};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+
+/// Longest key name, in characters.
+pub(crate) const MAX_KEY_NAME_CHARS: usize = 100;
 
 /// What the cache says of a secret's hash.
 #[derive(Debug, Clone)]
@@ -39,9 +43,32 @@ struct Table {
 #[derive(Debug, Default)]
 pub(crate) struct KeyCache {
     table: RwLock<Table>,
+    /// When this node last authenticated each key (unix seconds, by key id): what the keys page
+    /// shows as "last use on this node". Kept in memory only (a write per request to the store
+    /// would cost the evaluation path a database round trip).
+    used: RwLock<HashMap<String, Arc<AtomicU64>>>,
 }
 
 impl KeyCache {
+    /// Records that key `id` was used now.
+    pub(crate) fn touch(&self, id: &str) {
+        let now = crate::clock::now_unix();
+        if let Ok(u) = self.used.read() {
+            if let Some(t) = u.get(id) {
+                t.store(now, Ordering::Relaxed);
+                return;
+            }
+        }
+        if let Ok(mut u) = self.used.write() {
+            u.entry(id.to_string()).or_default().store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// When this node last authenticated key `id` (unix seconds), if it has since it started.
+    pub(crate) fn last_used(&self, id: &str) -> Option<u64> {
+        self.used.read().ok()?.get(id).map(|t| t.load(Ordering::Relaxed))
+    }
+
     pub(crate) fn get(&self, hash: &str) -> Known {
         let Ok(t) = self.table.read() else { return Known::Unknown };
         match t.live.get(hash) {
@@ -200,7 +227,10 @@ impl App {
     pub async fn key(&self, secret: &str) -> Result<Option<Arc<KeyInfo>>, ApiError> {
         let hash = self.store.hash_secret(secret);
         match self.keys.get(&hash) {
-            Known::Live(k) => return Ok(Some(k)),
+            Known::Live(k) => {
+                self.keys.touch(&k.id);
+                return Ok(Some(k));
+            }
             Known::Revoked => return Ok(None),
             Known::Unknown => {}
         }
@@ -208,6 +238,7 @@ impl App {
         self.observe(&found);
         let found = found?.map(Arc::new);
         if let Some(k) = &found {
+            self.keys.touch(&k.id);
             self.keys.live(hash, k.clone());
         }
         Ok(found)
@@ -228,15 +259,60 @@ impl App {
     /// `None` for a key revoked or unknown.
     pub(crate) async fn key_by_id(&self, id: &str) -> Result<Option<Arc<KeyInfo>>, ApiError> {
         match self.keys.by_id(id) {
-            Known::Live(k) => return Ok(Some(k)),
+            Known::Live(k) => {
+                self.keys.touch(id);
+                return Ok(Some(k));
+            }
             Known::Revoked => return Ok(None),
             Known::Unknown => {}
         }
         self.refresh_keys().await?;
         Ok(match self.keys.by_id(id) {
-            Known::Live(k) => Some(k),
+            Known::Live(k) => {
+                self.keys.touch(id);
+                Some(k)
+            }
             Known::Revoked | Known::Unknown => None,
         })
+    }
+
+    /// Creates a key with `name` and `role` (as `POST /api/v1/keys` and the console's keys page
+    /// do): its public information and its secret, shown once.
+    pub(crate) async fn create_key(&self, name: &str, role: Role) -> Result<(KeyInfo, String), ApiError> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > MAX_KEY_NAME_CHARS {
+            return Err(ApiError::field("name", format!("a name of 1 to {MAX_KEY_NAME_CHARS} characters is required")));
+        }
+        if name.chars().any(char::is_control) {
+            // The name is the actor of audit entries and log lines: no newlines, no escapes.
+            return Err(ApiError::field("name", "a name cannot contain control characters (newlines, tabs, escapes)"));
+        }
+        let secret = new_secret()?;
+        let info = KeyInfo { id: new_key_id()?, name: name.into(), role, created_at: now(), revoked_at: None };
+        self.store.create_key(&info, &secret).await?;
+        self.key_created(&secret, info.clone());
+        tracing::info!(key = %info.id, role = info.role.as_str(), "key created");
+        Ok((info, secret))
+    }
+
+    /// Revokes key `id` (the last live admin key cannot be revoked): refused from now on, and its
+    /// console sessions end (the store deletes them; this node refuses them at once).
+    pub(crate) async fn revoke_key(&self, id: &str) -> Result<(), ApiError> {
+        match self.store.revoke_key(id, &now()).await? {
+            Revoke::Revoked => {}
+            Revoke::NotFound => {
+                return Err(ApiError::NotFound(format!("key {id} does not exist or is already revoked")))
+            }
+            Revoke::LastAdmin => {
+                return Err(ApiError::field(
+                    "id",
+                    "the last live admin key cannot be revoked; create another admin key first",
+                ))
+            }
+        }
+        self.key_revoked(id);
+        tracing::info!(key = %id, "key revoked");
+        Ok(())
     }
 
     /// Records a key created on this node: known live from now on, also while the database cannot

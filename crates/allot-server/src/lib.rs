@@ -37,6 +37,7 @@
 #![warn(unreachable_pub)]
 
 mod admin;
+pub mod analysis;
 mod app;
 mod auth;
 pub mod body;
@@ -70,7 +71,6 @@ pub use app::{App, ChangeRequest, Changed, IfMatch, Live, Policy};
 pub use buffered::{BUFFERED_HEADER, EXPOSURE_BUFFER};
 pub use clock::{now, now_seconds};
 pub use error::{summary, ApiError};
-pub(crate) use keys::{new_key_id, new_secret};
 pub use keys::{Bootstrap, MIN_BOOTSTRAP_KEY_CHARS};
 pub use ofrep::{Unassigned, UNASSIGNED_HEADER};
 pub use ofrep_events::DEFAULT_MAX_STREAMS as DEFAULT_MAX_EVENT_STREAMS;

@@ -234,39 +234,55 @@ pub(crate) async fn trace(
     AxState(app): AxState<Arc<App>>,
     ApiJson(req): ApiJson<TraceRequest>,
 ) -> Result<Response, ApiError> {
-    crate::evaluate::check_context(&req.context, "context")?;
-    let live = app.live();
-    crate::evaluate::check_units(&live, &req.context, "context")?;
-    let snap = &live.snapshot;
-    let which = req.experiments.as_deref().map(|ids| crate::evaluate::experiment_indices(snap, ids)).transpose()?;
-    let mut sticky = StickyRead::default();
-    if live.any_sticky {
-        let mut spaces: Vec<usize> =
-            snap.experiments.iter().filter(|e| e.sticky && e.running).map(|e| e.space).collect();
-        spaces.sort_unstable();
-        spaces.dedup();
-        for s in spaces {
-            let Some(unit) = snap.unit_id(s, &req.context) else { continue };
-            let key = (snap.spaces[s].name.clone(), unit.to_string());
-            match app.sticky_for_unit(&key.0, &key.1).await {
-                Ok(rows) => sticky.known.push((key, rows)),
-                Err(ApiError::StoreUnavailable) => match app.sticky_cache.get(&key) {
-                    Some(k) if k.version == live.version => sticky.known.push((key, k.rows.clone())),
-                    _ => sticky.unknown.push(key),
-                },
-                Err(e) => return Err(e),
+    let (version, t) = app.trace(req.context, req.experiments).await?;
+    Ok(([(ETAG, etag(version))], Json(t)).into_response())
+}
+
+impl App {
+    /// The evaluation trace of `context` over the live version (experiments `experiments`, or
+    /// every one), as `POST /api/v1/evaluate/trace` and the console's "why is this unit in it"
+    /// answer it: the version and the trace.
+    pub(crate) async fn trace(
+        &self,
+        context: allot_core::Context,
+        experiments: Option<Vec<String>>,
+    ) -> Result<(u64, allot_core::trace::Trace), ApiError> {
+        let app = self;
+        let req = TraceRequest { context, experiments };
+        crate::evaluate::check_context(&req.context, "context")?;
+        let live = app.live();
+        crate::evaluate::check_units(&live, &req.context, "context")?;
+        let snap = &live.snapshot;
+        let which = req.experiments.as_deref().map(|ids| crate::evaluate::experiment_indices(snap, ids)).transpose()?;
+        let mut sticky = StickyRead::default();
+        if live.any_sticky {
+            let mut spaces: Vec<usize> =
+                snap.experiments.iter().filter(|e| e.sticky && e.running).map(|e| e.space).collect();
+            spaces.sort_unstable();
+            spaces.dedup();
+            for s in spaces {
+                let Some(unit) = snap.unit_id(s, &req.context) else { continue };
+                let key = (snap.spaces[s].name.clone(), unit.to_string());
+                match app.sticky_for_unit(&key.0, &key.1).await {
+                    Ok(rows) => sticky.known.push((key, rows)),
+                    Err(ApiError::StoreUnavailable) => match app.sticky_cache.get(&key) {
+                        Some(k) if k.version == live.version => sticky.known.push((key, k.rows.clone())),
+                        _ => sticky.unknown.push(key),
+                    },
+                    Err(e) => return Err(e),
+                }
             }
         }
+        let state = live_state(app, live.version).await?;
+        let traced = live.clone();
+        let t = app
+            .planner
+            .run(move || {
+                let cfg = applied(&state)?;
+                let ctx = &req.context;
+                Ok(allot_core::trace::trace(&traced.snapshot, &state, &cfg, ctx, &sticky, which.as_deref()))
+            })
+            .await?;
+        Ok((live.version, t))
     }
-    let state = live_state(&app, live.version).await?;
-    let traced = live.clone();
-    let t = app
-        .planner
-        .run(move || {
-            let cfg = applied(&state)?;
-            let ctx = &req.context;
-            Ok(allot_core::trace::trace(&traced.snapshot, &state, &cfg, ctx, &sticky, which.as_deref()))
-        })
-        .await?;
-    Ok(([(ETAG, etag(live.version))], Json(t)).into_response())
 }

@@ -15,7 +15,8 @@
 //! | `page` | the shared chrome, error pages, the security headers (CSP, nosniff, ...) |
 //! | `assets` | the embedded stylesheet and script, served under content-hashed paths |
 //! | `space` | the bucket space per unit type and scope, drawn exactly from the bucket sets |
-//! | `pages` | the handlers: sign-in, overview, experiment, the change preview of start/stop |
+//! | `timeline` | each scope's Gantt chart: allocations over versions, re-salts, planned drafts |
+//! | `pages` | the handlers: sign-in, overview, experiment, every change through its preview (lifecycle, grow, entity forms, import, re-salt), the configuration and its YAML export |
 //!
 //! Every page reads one [`View`] of the current version (its state, configuration, audit and
 //! space), computed once per version and shared.
@@ -25,6 +26,7 @@ mod page;
 mod pages;
 mod session;
 mod space;
+mod timeline;
 
 use crate::error::ApiError;
 use crate::App;
@@ -45,8 +47,27 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/console/sign-in", get(pages::sign_in::form).post(pages::sign_in::post))
         .route("/console/sign-out", post(pages::sign_in::sign_out))
         .route("/console/experiments/{id}", get(pages::experiment::get))
+        .route("/console/experiments/{id}/why", get(pages::why::get))
         .route("/console/experiments/{id}/{action}", post(pages::change::preview))
         .route("/console/experiments/{id}/{action}/confirm", post(pages::change::confirm))
+        .route("/console/config", get(pages::editor::config))
+        .route("/console/timeline", get(pages::timeline::get))
+        .route("/console/diagnostics", get(pages::diagnostics::get))
+        .route("/console/bandwidth", get(pages::bandwidth::get))
+        .route("/console/keys", get(pages::keys::list).post(pages::keys::create))
+        .route("/console/keys/{id}/revoke", post(pages::keys::revoke))
+        .route("/console/audit", get(pages::audit::log))
+        .route("/console/audit/{version}", get(pages::audit::entry))
+        .route("/console/versions/{version}", get(pages::audit::version))
+        .route("/console/new/{collection}", get(pages::editor::new_form).post(pages::editor::new_preview))
+        .route("/console/new/{collection}/confirm", post(pages::editor::new_confirm))
+        .route("/console/edit/{collection}/{id}", get(pages::editor::edit_form).post(pages::editor::edit_preview))
+        .route("/console/edit/{collection}/{id}/confirm", post(pages::editor::edit_confirm))
+        .route("/console/import", get(pages::editor::import_form).post(pages::editor::import_preview))
+        .route("/console/import/confirm", post(pages::editor::import_confirm))
+        .route("/console/export.yaml", get(pages::editor::export))
+        .route("/console/resalt", get(pages::resalt::form).post(pages::resalt::preview))
+        .route("/console/resalt/confirm", post(pages::resalt::confirm))
         .route("/console/assets/{name}", get(assets::serve))
         .route("/console/{*rest}", get(pages::not_found).post(pages::not_found))
         .layer(axum::middleware::from_fn(page::secure))

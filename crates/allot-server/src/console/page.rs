@@ -22,6 +22,8 @@ pub(crate) struct Chrome {
     pub(crate) csrf: String,
     /// The configuration version shown.
     pub(crate) version: Option<u64>,
+    /// Whether the signed-in key may manage keys (the navigation shows the keys page).
+    pub(crate) admin: bool,
 }
 
 impl Chrome {
@@ -34,6 +36,7 @@ impl Chrome {
             who: signed.map(|s| (s.key.name.clone(), s.key.role.as_str())),
             csrf: signed.map(|s| s.csrf.clone()).unwrap_or_default(),
             version: None,
+            admin: signed.is_some_and(|s| crate::auth::Need::Keys.allows(s.key.role)),
         }
     }
 }

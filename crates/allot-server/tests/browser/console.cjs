@@ -156,6 +156,193 @@ async function shot(page, name, fullPage = true) {
       await context.close();
     }
 
+    // The whole lifecycle of a new experiment through the preview, as an editor: create →
+    // preview → confirm → start → grow → a refused shrink (its rule) → forced with a reason →
+    // stop → archive. Then an ETag conflict between two browser contexts.
+    {
+      const { context, page } = await open(browser);
+      await signIn(page, cfg.keys.editor);
+      const readyVersion = async () => Number((await page.request.get(base + "/readyz").then((r) => r.json())).version);
+      const submit = async (selector, status = 200) => {
+        page.problems.length = 0;
+        const [res] = await Promise.all([page.waitForNavigation(), page.click(selector)]);
+        check(`${selector} answers ${status}`, res.status() === status, `${res.status()} at ${page.url()}`);
+        // (A page answered with an error status is itself logged as a failed load.)
+        if (status === 200) check(`${selector}: no console error`, page.problems.length === 0, page.problems.join("; "));
+        return res;
+      };
+      const id = "console-lifecycle";
+      await visit(page, "/console/config");
+      await shot(page, "config");
+      await submit("a[data-action=new-experiments]");
+      await page.fill("#id", id);
+      await page.fill("#yaml", "unit: user\nsurfaces: [checkout]\nshare: 5%\nvariants: {control: 1, treatment: 1}\nstate: draft\n");
+      await shot(page, "form");
+      let version = await readyVersion();
+      await submit("button[data-action=preview]");
+      check("the preview of a create names it", (await page.textContent("#changes")).includes(`experiment ${id}`));
+      check("the preview of a create wrote nothing", (await readyVersion()) === version);
+      await shot(page, "preview-create");
+      await submit("#confirm button[type=submit]");
+      check("created: a draft", (await page.textContent("h1 .state")).trim() === "draft");
+      version = await readyVersion();
+
+      await submit("button[data-action=start]");
+      check("the preview of a start shows its changes", (await page.textContent("#changes")).includes(`experiment ${id}`));
+      await submit("#confirm button[type=submit]");
+      check("started: running", (await page.textContent("h1 .state")).trim() === "running");
+
+      await page.fill("#grow-share", "8%");
+      await submit("button[data-action=grow]");
+      check("the preview of a grow shows the buckets before and after", (await page.$$("#impact")).length === 1);
+      check("a grow is not refused", (await page.$$("#refusals")).length === 0);
+      await submit("#confirm button[type=submit]");
+      check("grown: the share held is 8%", (await page.textContent("#share")).includes("8%"), await page.textContent("#share"));
+
+      // Shrinking moves running units: refused, with its rule; forcing needs a reason.
+      await page.fill("#grow-share", "3%");
+      await submit("button[data-action=grow]");
+      const rule = (await page.textContent("#refusals tbody tr td code")).trim();
+      check("a shrink is refused with its rule", rule.length > 0, rule);
+      await shot(page, "preview-refused");
+      const before = await readyVersion();
+      await submit("#confirm button[type=submit]", 409);
+      check("confirming a refused change writes nothing", (await readyVersion()) === before);
+      await page.check("input[name=force]");
+      await submit("#confirm button[type=submit]", 422);
+      check("forcing without a reason is asked for one", (await page.textContent("main")).includes("a forced change needs a reason"));
+      await page.check("input[name=force]");
+      await page.fill("#reason", "shrink for the browser test");
+      await submit("#confirm button[type=submit]");
+      check("forced: the history says so and why",
+        (await page.textContent("main")).includes("forced: shrink for the browser test"));
+
+      await submit("button[data-action=stop]");
+      await submit("#confirm button[type=submit]");
+      check("stopped", (await page.textContent("h1 .state")).trim() === "stopped");
+      await submit("button[data-action=archive]");
+      await submit("#confirm button[type=submit]");
+      check("archived", (await page.textContent("h1 .state")).trim() === "archived");
+
+      // An ETag conflict: this context previews a change, another commits one first.
+      await visit(page, "/console/experiments/price-test");
+      await submit("button[data-action=stop]");
+      const other = await open(browser);
+      await signIn(other.page, cfg.keys.admin);
+      await other.page.goto(base + "/console/experiments/device-onboarding");
+      await Promise.all([other.page.waitForNavigation(), other.page.click("button[data-action=start]")]);
+      await Promise.all([other.page.waitForNavigation(), other.page.click("#confirm button[type=submit]")]);
+      check("the other context started device-onboarding", (await other.page.textContent("h1 .state")).trim() === "running");
+      await other.context.close();
+      const stale = await readyVersion();
+      await submit("#confirm button[type=submit]", 409);
+      check("the conflict says someone changed it first", (await page.textContent("#conflict")).includes("Someone else changed the configuration first"));
+      check("and shows what changed meanwhile", (await page.textContent("#since")).includes("device-onboarding"));
+      check("a conflict writes nothing", (await readyVersion()) === stale);
+      await shot(page, "conflict");
+      await context.close();
+    }
+
+    // An admin: the keys page, the audit log and a diff, a version, the re-salt, import, forms.
+    {
+      const { context, page } = await open(browser);
+      await signIn(page, cfg.keys.admin);
+      await visit(page, "/console/keys");
+      await page.fill("#name", "browser-pat");
+      await page.selectOption("#role", "reader");
+      await Promise.all([page.waitForNavigation(), page.click("button[data-action=create-key]")]);
+      const secret = (await page.textContent("#secret")).trim();
+      check("a new key's secret is shown once", secret.startsWith("allot_"), secret);
+      const pat = await open(browser);
+      await signIn(pat.page, secret);
+      check("the new key signs in", pat.page.url() === base + "/console", pat.page.url());
+      await page.goto(base + "/console/keys");
+      const row = page.locator("#keys-table tr", { hasText: "browser-pat" });
+      const used = (await row.locator("td[data-last-used]").textContent()).trim();
+      check("its last use shows", /^\d{4}-\d\d-\d\dT/.test(used), used);
+      await shot(page, "keys");
+      await Promise.all([page.waitForNavigation(), row.locator("button[data-action=revoke]").click()]);
+      check("revoked", (await page.textContent("main")).includes("revoked"));
+      await pat.page.goto(base + "/console");
+      check("revoking a key ends its session", pat.page.url() === base + "/console/sign-in", pat.page.url());
+      await pat.context.close();
+
+      await visit(page, "/console/audit");
+      await page.fill("input[name=entity]", "console-lifecycle");
+      await Promise.all([page.waitForNavigation(), page.click("#audit-filter button")]);
+      const versions = await page.$$eval("#audit-table tr[data-version]", (trs) => trs.map((t) => t.dataset.version));
+      check("the audit log filtered by entity: create, start, grow, shrink, stop, archive", versions.length === 6, versions);
+      check("the forced change is marked", (await page.$$("#audit-table tr[data-forced]")).length === 1);
+      await page.fill("input[name=actor]", "nobody-at-all");
+      await Promise.all([page.waitForNavigation(), page.click("#audit-filter button")]);
+      check("filtered by an unknown actor: nothing", (await page.$$("#no-entries")).length === 1);
+      await visit(page, "/console/audit?entity=console-lifecycle");
+      await shot(page, "audit");
+      await Promise.all([page.waitForNavigation(), page.click(`#audit-table a[href="/console/audit/${versions[versions.length - 1]}"]`)]);
+      check("an entry shows the diff", (await page.$$("#diff tr.ins")).length > 0);
+      await shot(page, "audit-entry");
+      await Promise.all([page.waitForNavigation(), page.click("a[href^='/console/versions/']:last-of-type")]);
+      check("a version shows its configuration", (await page.textContent("#version-yaml")).includes("experiments:"));
+
+      await visit(page, "/console/resalt");
+      await page.selectOption("#unit", "user");
+      await page.fill("#reason", "browser test");
+      const v0 = Number((await page.request.get(base + "/readyz").then((r) => r.json())).version);
+      await Promise.all([page.waitForNavigation(), page.click("button[data-action=preview]")]);
+      check("the re-salt preview shows its scopes", (await page.$$("table.resalt")).length === 1);
+      check("and wrote nothing", Number((await page.request.get(base + "/readyz").then((r) => r.json())).version) === v0);
+      await shot(page, "resalt");
+      await Promise.all([page.waitForNavigation(), page.click("#confirm button[type=submit]")]);
+      check("re-salted: on its audit entry", page.url() === `${base}/console/audit/${v0 + 1}`, page.url());
+
+      // Why is a unit in an experiment: the trace, step by step; the exposures section.
+      await visit(page, "/console/experiments/home-feed-nordics");
+      check("the experiment page has its exposures section", (await page.$$("#exposures, #exposures-none")).length === 1);
+      await page.fill("#why-form input[name=unit]", "user-42");
+      await page.fill("#why-form input[name=context]", "country=SE, age=30, app_version=9.0.0");
+      await Promise.all([page.waitForNavigation(), page.click("#why-form button")]);
+      check("the trace answers with an outcome", (await page.textContent("#outcome")).includes("gets"));
+      check("the trace shows its steps", (await page.$$("#trace tr[data-step]")).length >= 3);
+      await shot(page, "why");
+
+      // Diagnostics: the exclusivity proof, pair by pair, and exposures by cause.
+      await visit(page, "/console/diagnostics");
+      check("the proof holds", (await page.textContent("#proof")).includes("Every exclusivity invariant holds"));
+      const verdicts = await page.$$eval("#pairs tbody tr td:last-child", (tds) => tds.map((t) => t.textContent));
+      check("the exclusive pairs are listed, none a violation", verdicts.length > 0 && verdicts.every((v) => !v.includes("VIOLATION")), verdicts);
+      check("the causes are listed", (await page.$$("#causes tr[data-cause]")).length === 5);
+      await shot(page, "diagnostics");
+
+      // The timeline: every scope's bars and table rows agree; re-salts are marked; drafts planned.
+      await visit(page, "/console/timeline?daily_user=50000&daily_device=20000&rate=0.1&mde=0.05");
+      const tl = await page.$$eval("section.timeline", (ss) => ss.map((s) => [
+        s.querySelectorAll("g.tl-bar").length, s.querySelectorAll("table tr[data-owner]").length]));
+      check("there are timelines", tl.length >= 5, tl.length);
+      for (const [bars, rows] of tl) check(`a timeline's bars and rows agree (${bars})`, bars === rows, [bars, rows]);
+      check("the re-salt is marked", (await page.$$("g.tl-resalt")).length > 0);
+      check("the drafts are planned", (await page.$$("g.tl-planned")).length > 0);
+      check("the lifecycle experiment's bar ends at its stop", (await page.$$("g.tl-bar[data-owner=console-lifecycle][data-to]")).length > 0);
+      await page.focus("g.tl-bar");
+      await shot(page, "timeline");
+
+      // Bandwidth: the planner on the live state.
+      await visit(page, "/console/bandwidth?daily_user=50000&daily_device=20000&rate=0.1&mde=0.05&rho=0.5");
+      check("bandwidth plans the draft", (await page.$$("#drafts tr[data-draft=checkout-redesign]")).length === 1);
+      check("bandwidth has a schedule per scope", (await page.$$("#scopes tbody tr")).length > 0);
+      await shot(page, "bandwidth");
+
+      await visit(page, "/console/import");
+      await Promise.all([page.waitForNavigation(), page.click("button[data-action=preview]")]);
+      check("importing the current configuration changes nothing", (await page.textContent("main")).includes("None: the configuration would stay as it is."));
+      await visit(page, "/console/edit/groups/pricing");
+      check("a group's form says its slots are fixed", (await page.textContent("#form-note")).includes("fixed once it is created"));
+      // Keyboard: the form's fields are reached with Tab and show their focus.
+      await page.focus("#yaml");
+      const outline = await page.$eval("#yaml", (e) => getComputedStyle(e).outlineStyle);
+      check("a focused field shows its focus", outline !== "none", outline);
+      await context.close();
+    }
+
     // A reader sees no action, and an action POST is refused.
     {
       const { context, page } = await open(browser);
@@ -166,6 +353,10 @@ async function shot(page, name, fullPage = true) {
       }
       await visit(page, "/console");
       check("a reader sees no action on the overview", (await page.$$("button[data-action]")).length === 0);
+      for (const url of ["/console/config", "/console/audit"]) {
+        await visit(page, url);
+        check(`a reader sees no action on ${url}`, (await page.$$("[data-action]")).length === 0);
+      }
       const csrf = await page.$eval("input[name=csrf]", (i) => i.value);
       const status = await page.evaluate(async ([csrf, id]) => {
         const r = await fetch(`/console/experiments/${id}/stop`, {
@@ -175,6 +366,10 @@ async function shot(page, name, fullPage = true) {
         return r.status;
       }, [csrf, Object.keys(cfg.audit.experiments)[0]]);
       check("a reader's action POST (with a valid token) gets 403", status === 403, status);
+      for (const url of ["/console/keys", "/console/new/experiments", "/console/resalt"]) {
+        const res = await page.goto(base + url);
+        check(`a reader gets 403 from ${url}`, res.status() === 403, res.status());
+      }
       await context.close();
     }
   } finally {

@@ -39,6 +39,18 @@ async fn the_console_works_in_a_real_browser() {
     let stopped = "search-suggest";
     let r = s.call("POST", &format!("/api/v1/experiments/{stopped}/stop"), Some(ADMIN), &[("if-match", "*")], "").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // A draft, for the timeline's plan.
+    let draft = r#"{"unit": "user", "surfaces": ["checkout"], "share": "20%", "variants": {"a": 1, "b": 1}}"#;
+    let r = s
+        .call(
+            "PUT",
+            "/api/v1/experiments/checkout-redesign",
+            Some(ADMIN),
+            &[("if-match", "*"), ("content-type", "application/json")],
+            draft,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let (editor, reader, evaluator) = (s.key("editor").await, s.key("reader").await, s.key("evaluator").await);
     let (_, state) = s.app.store().load_current().await.unwrap();
     let cfg = allot_core::state::applied_config(&state).unwrap().unwrap();

@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 /// A browser: its session cookie, and what it sends with every request.
-struct Browser<'a> {
+pub(crate) struct Browser<'a> {
     _s: &'a Server,
     app: std::sync::Arc<App>,
     cookie: Option<String>,
@@ -18,11 +18,11 @@ struct Browser<'a> {
 }
 
 impl<'a> Browser<'a> {
-    fn new(s: &'a Server) -> Browser<'a> {
+    pub(crate) fn new(s: &'a Server) -> Browser<'a> {
         Browser { _s: s, app: s.app.clone(), cookie: None, tls: false }
     }
 
-    async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    pub(crate) async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
         let mut b = Request::builder().method(method).uri(path).header("host", "console.test");
         if let Some(c) = &self.cookie {
             b = b.header("cookie", format!("other=1; allot_session={c}"));
@@ -43,17 +43,17 @@ impl<'a> Browser<'a> {
         Reply { status, headers, text: String::from_utf8_lossy(&bytes).into_owned() }
     }
 
-    async fn get(&self, path: &str) -> Reply {
+    pub(crate) async fn get(&self, path: &str) -> Reply {
         self.send("GET", path, &[], "").await
     }
 
     /// A same-origin form POST, as a browser sends it.
-    async fn post(&self, path: &str, form: &str) -> Reply {
+    pub(crate) async fn post(&self, path: &str, form: &str) -> Reply {
         self.send("POST", path, &[("origin", "http://console.test"), ("sec-fetch-site", "same-origin")], form).await
     }
 
     /// Signs in with `key`: the reply, and the cookie kept when one was set.
-    async fn sign_in(&mut self, key: &str) -> Reply {
+    pub(crate) async fn sign_in(&mut self, key: &str) -> Reply {
         let r = self.post("/console/sign-in", &format!("key={}", enc(key))).await;
         if let Some(c) = r.headers.get("set-cookie") {
             let c = c.to_str().unwrap();
@@ -64,14 +64,14 @@ impl<'a> Browser<'a> {
     }
 
     /// The CSRF token of the page at `path`.
-    async fn csrf(&self, path: &str) -> String {
+    pub(crate) async fn csrf(&self, path: &str) -> String {
         let r = self.get(path).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
         attr_after(&r.text, "name=\"csrf\" value=\"").expect("a CSRF field")
     }
 }
 
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -84,12 +84,12 @@ fn enc(s: &str) -> String {
 }
 
 /// The text from after `marker` to the next `"`.
-fn attr_after(html: &str, marker: &str) -> Option<String> {
+pub(crate) fn attr_after(html: &str, marker: &str) -> Option<String> {
     let i = html.find(marker)? + marker.len();
     Some(html[i..].split('"').next()?.to_string())
 }
 
-fn location(r: &Reply) -> &str {
+pub(crate) fn location(r: &Reply) -> &str {
     r.headers.get("location").map(|v| v.to_str().unwrap()).unwrap_or("")
 }
 
@@ -98,7 +98,7 @@ fn header<'r>(r: &'r Reply, name: &str) -> &'r str {
 }
 
 /// A new key of `role` named `name`: (id, secret).
-async fn key(s: &Server, name: &str, role: &str) -> (String, String) {
+pub(crate) async fn key(s: &Server, name: &str, role: &str) -> (String, String) {
     let body = serde_json::json!({"name": name, "role": role});
     let r = s.post("/api/v1/keys", &body.to_string()).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
@@ -325,10 +325,20 @@ async fn hostile_names_and_values_render_inert() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let mut b = Browser::new(&s);
     b.sign_in(&editor).await;
-    for path in ["/console", "/console/experiments/banner"] {
+    for path in [
+        "/console",
+        "/console/experiments/banner",
+        "/console/config",
+        "/console/audit",
+        "/console/audit/1",
+        "/console/versions/1",
+        "/console/timeline",
+        "/console/edit/experiments/banner",
+        "/console/experiments/banner/why?unit=%3Cscript%3Ealert(3)",
+    ] {
         let page = b.get(path).await;
         assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.text);
-        for raw in ["<script>alert", "<img src=x", "<b>bob", "<script>x"] {
+        for raw in ["<script>alert", "<img src=x", "<b>bob", "<script>x", "<script>alert(2)", "<script>alert(3)"] {
             assert!(!page.text.contains(raw), "{path}: {raw} is not escaped");
         }
         assert!(
@@ -337,6 +347,12 @@ async fn hostile_names_and_values_render_inert() {
             page.text.split("signed in as").nth(1).unwrap_or("").chars().take(200).collect::<String>()
         );
     }
+    let mut admin = Browser::new(&s);
+    admin.sign_in(ADMIN).await;
+    let keys = admin.get("/console/keys").await;
+    assert_eq!(keys.status, StatusCode::OK);
+    assert!(!keys.text.contains("<script>alert"), "the keys page escapes names");
+    assert!(keys.text.contains("<bdi>&#60;script&#62;alert(&#34;k&#34;)&#60;/script&#62;"));
     let page = b.get("/console/experiments/banner").await;
     assert!(page.text.contains("&#60;img src=x onerror=alert(1)&#62;"), "{}", page.text);
     assert!(page.text.contains("&#60;b&#62;bob&#60;/b&#62;&#34;"), "{}", page.text);
@@ -451,7 +467,7 @@ async fn a_stop_goes_through_the_preview_and_a_conflict_writes_nothing() {
     let preview = b.post("/console/experiments/banner/stop", &format!("csrf={csrf}&version={v}")).await;
     assert_eq!(preview.status, StatusCode::OK, "{}", preview.text);
     assert!(preview.text.contains("stop experiment banner"), "{}", preview.text);
-    assert!(preview.text.contains("Confirm: stop"));
+    assert!(preview.text.contains("Confirm: <bdi>stop experiment banner</bdi>"));
     assert_eq!(s.app.live().version, v, "a preview writes nothing");
     // Someone else changes the configuration first: the confirmation is a conflict.
     let r = s.call("POST", "/api/v1/experiments/color/stop", Some(ADMIN), &[("if-match", "*")], "").await;

@@ -6,6 +6,7 @@ mod auth;
 mod browser;
 mod conn;
 mod console;
+mod console_changes;
 mod evaluate;
 mod lifecycle;
 mod limits;

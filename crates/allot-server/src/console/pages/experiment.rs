@@ -28,6 +28,78 @@ struct OverlapRow {
     verdict: String,
 }
 
+/// Exposures per variant so far, and the SRM check.
+struct Exposures {
+    rows: Vec<(String, u64, String, String)>,
+    total: u64,
+    scanned: u64,
+    capped: bool,
+    /// Units exposed to a variant the configuration no longer has.
+    other: u64,
+    srm: Option<String>,
+    mismatch: bool,
+}
+
+/// Most exposure rows one page reads.
+const EXPOSURE_SCAN: u64 = 1_000_000;
+
+/// Distinct units exposed per variant (included units left out: the split did not choose their
+/// variant), from the stored exposures, and Pearson's chi-square test of them against the split
+/// (allot-stats' `srm`, the check `allot analyze` runs).
+async fn exposures(app: &App, id: &str, e: &Experiment) -> Result<Exposures, Problem> {
+    let mut units: std::collections::HashMap<String, std::collections::HashSet<String>> = Default::default();
+    let (mut after, mut scanned, mut capped) = (0, 0u64, false);
+    loop {
+        let rows = app.store.exposures(Some(id), after, 10_000).await?;
+        let n = rows.len();
+        for (rid, x) in rows {
+            after = rid;
+            scanned += 1;
+            if !e.include.contains_key(&x.unit) {
+                units.entry(x.variant).or_default().insert(x.unit);
+            }
+        }
+        if n < 10_000 {
+            break;
+        }
+        if scanned >= EXPOSURE_SCAN {
+            capped = true;
+            break;
+        }
+    }
+    let counts: Vec<u64> = e.variants.keys().map(|v| units.get(v).map_or(0, |u| u.len() as u64)).collect();
+    let weights: Vec<f64> = e.variants.values().map(|v| f64::from(v.weight)).collect();
+    let total: u64 = counts.iter().sum();
+    let other = units.iter().filter(|(v, _)| !e.variants.contains_key(*v)).map(|(_, u)| u.len() as u64).sum();
+    let test = allot_stats::srm::srm(&counts, &weights).ok();
+    let rows = e
+        .variants
+        .keys()
+        .zip(&counts)
+        .enumerate()
+        .map(|(i, (v, c))| {
+            let expected =
+                test.as_ref().and_then(|t| t.expected.get(i)).map(|x| format!("{x:.1}")).unwrap_or_else(|| "–".into());
+            (v.clone(), *c, expected, pct(*c as f64 / total.max(1) as f64))
+        })
+        .collect();
+    let mismatch = test.as_ref().is_some_and(|t| t.p_value < allot_stats::srm::SRM_THRESHOLD);
+    let srm = test.map(|t| {
+        format!(
+            "χ² = {:.2} with {} degrees of freedom, p = {:.4}: {}",
+            t.chi2,
+            t.df,
+            t.p_value,
+            if mismatch {
+                format!("SAMPLE RATIO MISMATCH (p < {}): the exposures do not follow the split; do not trust the results until the cause is found", allot_stats::srm::SRM_THRESHOLD)
+            } else {
+                format!("no sample ratio mismatch (p ≥ {})", allot_stats::srm::SRM_THRESHOLD)
+            }
+        )
+    });
+    Ok(Exposures { rows, total, scanned, capped, other, srm, mismatch })
+}
+
 struct Action {
     action: &'static str,
     label: &'static str,
@@ -56,6 +128,10 @@ struct Page {
     history: Vec<(u64, String, String, bool, String, Vec<String>)>,
     overlaps: Vec<OverlapRow>,
     actions: Vec<Action>,
+    /// The share a grow form starts from (a running experiment with a share, for roles that act).
+    grow: Option<String>,
+    exposures: Exposures,
+    attribute: String,
     done: Option<String>,
 }
 
@@ -146,6 +222,8 @@ pub(crate) async fn get(
         })
         .collect();
     let actions = if signed.can_act() { actions(e) } else { vec![] };
+    let exposures = exposures(&app, &id, e).await?;
+    let attribute = view.cfg.units.get(&e.unit).map(|u| u.attribute.clone()).unwrap_or_else(|| e.unit.clone());
     let page = Page {
         chrome,
         id: id.clone(),
@@ -178,6 +256,9 @@ pub(crate) async fn get(
         history,
         overlaps,
         actions,
+        exposures,
+        attribute,
+        grow: (signed.can_act() && e.state == ExpState::Running).then(|| e.share.map(|s| s.percent())).flatten(),
         done: done.ok().and_then(|Query(d)| d.done).map(|v| format!("Committed as version {v}.")),
     };
     Ok(html(StatusCode::OK, &page))

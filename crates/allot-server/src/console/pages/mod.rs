@@ -1,9 +1,17 @@
 //! The console's pages, one module each.
 
+pub(crate) mod audit;
+pub(crate) mod bandwidth;
 pub(crate) mod change;
+pub(crate) mod diagnostics;
+pub(crate) mod editor;
 pub(crate) mod experiment;
+pub(crate) mod keys;
 pub(crate) mod overview;
+pub(crate) mod resalt;
 pub(crate) mod sign_in;
+pub(crate) mod timeline;
+pub(crate) mod why;
 
 use super::page::Problem;
 use super::session::{self, Signed};
