@@ -1,14 +1,15 @@
-// The console in a real browser: Playwright (npm playwright-core) driving Debian's chromium.
+// The console in a real browser: Playwright (npm playwright-core) driving Debian's chromium, or
+// Debian's Firefox ESR over WebDriver BiDi (EXPECTED.json's browser: chromium | firefox, executable).
 // Run by crates/allot-server/tests/it/browser.rs against a server it started:
 //   node console.cjs EXPECTED.json
-// EXPECTED.json: {base, keys: {admin, editor, reader, evaluator}, audit: {experiments, holdouts},
+// EXPECTED.json: {base, browser, executable, keys: {admin, editor, reader, evaluator}, audit: {experiments, holdouts},
 //                 space, stop, screenshots?}. Exits non-zero on the first failed check; prints
 // "N passed, 0 failed" at the end.
 "use strict";
 const fs = require("node:fs");
 const path = require("node:path");
 const assert = require("node:assert/strict");
-const { chromium } = require("playwright-core");
+const playwright = require("playwright-core");
 
 const cfg = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
 const base = cfg.base;
@@ -29,7 +30,8 @@ async function open(browser) {
   // A request the next navigation cancels (the icon, say) is not a failure.
   page.on("requestfailed", (r) => {
     const why = r.failure() ? r.failure().errorText : "";
-    if (why !== "net::ERR_ABORTED") page.problems.push(`request failed: ${r.url()} (${why})`);
+    // A navigation that replaces a pending request aborts it (Chromium and Firefox name it so).
+    if (why !== "net::ERR_ABORTED" && why !== "NS_BINDING_ABORTED") page.problems.push(`request failed: ${r.url()} (${why})`);
   });
   return { context, page };
 }
@@ -58,7 +60,10 @@ async function shot(page, name, fullPage = true) {
 }
 
 (async () => {
-  const browser = await chromium.launch({ executablePath: cfg.chromium, args: ["--no-sandbox"] });
+  // Chromium directly; Firefox (Debian's ESR) over WebDriver BiDi through the moz-firefox channel.
+  const browser = cfg.browser === "firefox"
+    ? await playwright.firefox.launch({ channel: "moz-firefox", executablePath: cfg.executable })
+    : await playwright.chromium.launch({ executablePath: cfg.executable, args: ["--no-sandbox"] });
   try {
     // An evaluator key cannot sign in, and says why.
     {

@@ -1,7 +1,9 @@
 //! The console in a real browser: `tests/browser/console.cjs` (npm `playwright-core`, node_modules
 //! in `ALLOT_PLAYWRIGHT_NODE_MODULES`) drives Debian's chromium (`/usr/bin/chromium`, or
 //! `ALLOT_CHROMIUM`) against a server started here over a real socket, on the configuration of
-//! `examples/advanced.yaml` with one experiment stopped. `.ci/run` installs both; without them
+//! `examples/advanced.yaml` with one experiment stopped; then the same script in Debian's Firefox
+//! ESR (`/usr/bin/firefox-esr`, or `ALLOT_FIREFOX`; playwright-core in
+//! `ALLOT_PLAYWRIGHT_FIREFOX_NODE_MODULES`) against a second server. `.ci/run` installs them; without them
 //! the test says it skipped, unless `ALLOT_REQUIRE_BROWSER=1` (as `.ci/run` sets): then it fails.
 //!
 //! With `ALLOT_CONSOLE_SCREENSHOTS=DIR` the script also writes screenshots of the main pages
@@ -29,6 +31,32 @@ async fn the_console_works_in_a_real_browser() {
     if !Path::new(&chromium).exists() {
         return skip(&format!("the browser test needs chromium at {chromium} (apt-get install chromium)"));
     }
+    run_console_script(modules, "chromium", chromium, std::env::var("ALLOT_CONSOLE_SCREENSHOTS").ok()).await;
+}
+
+/// The same script in Firefox (Debian's `firefox-esr`, driven over WebDriver BiDi by
+/// playwright-core's `moz-firefox` channel; that needs a playwright-core that speaks the ESR's
+/// BiDi, pinned in `.ci/run` apart from the Chromium one: `ALLOT_PLAYWRIGHT_FIREFOX_NODE_MODULES`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_works_in_firefox() {
+    let Some(modules) = std::env::var("ALLOT_PLAYWRIGHT_FIREFOX_NODE_MODULES")
+        .ok()
+        .filter(|p| Path::new(p).join("playwright-core").exists())
+    else {
+        return skip(
+            "the Firefox browser test needs playwright-core: set ALLOT_PLAYWRIGHT_FIREFOX_NODE_MODULES (see .ci/run)",
+        );
+    };
+    let firefox = std::env::var("ALLOT_FIREFOX").unwrap_or_else(|_| "/usr/bin/firefox-esr".into());
+    if !Path::new(&firefox).exists() {
+        return skip(&format!("the Firefox browser test needs firefox at {firefox} (apt-get install firefox-esr)"));
+    }
+    run_console_script(modules, "firefox", firefox, None).await;
+}
+
+/// Runs `tests/browser/console.cjs` in `browser` (its executable at `executable`) against a
+/// server of its own (the script changes the configuration as it goes).
+async fn run_console_script(modules: String, browser: &str, executable: String, screenshots: Option<String>) {
     if std::process::Command::new("node").arg("--version").output().is_err() {
         return skip("the browser test needs node");
     }
@@ -71,14 +99,15 @@ async fn the_console_works_in_a_real_browser() {
     let expected = dir.path().join("expected.json");
     let spec = serde_json::json!({
         "base": base,
-        "chromium": chromium,
+        "browser": browser,
+        "executable": executable,
         "keys": {"admin": ADMIN, "editor": editor, "reader": reader, "evaluator": evaluator},
         "audit": audit,
         "experiments_all": cfg.experiments.keys().map(|k| (k.clone(), serde_json::json!(true))).collect::<serde_json::Map<_, _>>(),
         "space": state.spaces.iter().map(|(u, sp)| (u.clone(), serde_json::json!(sp.buckets))).collect::<serde_json::Map<_, _>>(),
         "stopped": stopped,
         "stop": "search-ranking",
-        "screenshots": std::env::var("ALLOT_CONSOLE_SCREENSHOTS").ok(),
+        "screenshots": screenshots,
     });
     std::fs::write(&expected, spec.to_string()).unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/console.cjs");
@@ -91,6 +120,6 @@ async fn the_console_works_in_a_real_browser() {
     let _ = server.await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     eprintln!("{stdout}");
-    assert!(out.status.success(), "the browser test failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the browser test failed in {browser}:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
 }
