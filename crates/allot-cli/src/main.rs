@@ -12,6 +12,7 @@ mod compat;
 mod files;
 mod html;
 mod serve;
+mod warehouse;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;

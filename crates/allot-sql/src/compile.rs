@@ -48,12 +48,12 @@ fn metric_ctes(d: Dialect, i: usize, m: &Metric, out: &mut String) {
         }
     };
     let _ = writeln!(out, "metric_{i}_events AS (");
-    let _ = write!(
-        out,
-        "  SELECT {} AS u_id, {} AS t, {v} AS v",
-        d.cast(&col(d, "e", &m.unit), txt),
-        d.epoch(&col(d, "e", &m.time), m.time_type)
-    );
+    let _ = write!(out, "  SELECT {} AS u_id", d.cast(&col(d, "e", &m.unit), txt));
+    // The time only when a window or the pre-period reads it.
+    if m.window != Window::All || m.cuped_days.is_some() {
+        let _ = write!(out, ", {} AS t", d.epoch(&col(d, "e", &m.time), m.time_type));
+    }
+    let _ = write!(out, ", {v} AS v");
     if let Some(den) = &den {
         let _ = write!(out, ", {den} AS w");
     }

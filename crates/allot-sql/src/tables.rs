@@ -43,7 +43,7 @@ pub enum Until {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTables {
-    exposures: RawExposures,
+    exposures: Option<RawExposures>,
     #[serde(default)]
     experiments: IndexMap<String, RawExperiment>,
     metrics: IndexMap<String, RawMetric>,
@@ -297,27 +297,58 @@ impl Errors {
     }
 }
 
-/// Parses and validates `tables.yaml`: every error at once.
-pub fn parse(text: &str) -> Result<Tables, Vec<TablesError>> {
+fn raw(text: &str) -> Result<RawTables, Vec<TablesError>> {
     let de = serde_yaml_ng::Deserializer::from_str(text);
-    let raw: RawTables = serde_path_to_error::deserialize(de).map_err(|e| {
+    serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { "tables.yaml".to_string() } else { path };
         vec![TablesError { path, message: e.into_inner().to_string() }]
-    })?;
-    validate(raw)
+    })
 }
 
-fn validate(raw: RawTables) -> Result<Tables, Vec<TablesError>> {
+/// Parses and validates `tables.yaml`: every error at once.
+pub fn parse(text: &str) -> Result<Tables, Vec<TablesError>> {
+    validate(raw(text)?, None)
+}
+
+/// Parses and validates a `tables.yaml` of metrics only, for exposures that are known already
+/// (allot's store): an `exposures` section is an error.
+pub fn parse_metrics(text: &str, exposures: ExposureTable) -> Result<Tables, Vec<TablesError>> {
+    validate(raw(text)?, Some(exposures))
+}
+
+/// Whether `name` can name a metric's output columns: an identifier without `$` or `__`.
+pub fn is_metric_name(name: &str) -> bool {
+    is_ident(name) && !name.contains('$') && !name.contains("__")
+}
+
+fn validate(raw: RawTables, known: Option<ExposureTable>) -> Result<Tables, Vec<TablesError>> {
     let mut errs = Errors(vec![]);
-    let x = &raw.exposures;
-    let exposures = ExposureTable {
-        table: errs.table("exposures.table".into(), &x.table),
-        unit: errs.ident("exposures.unit".into(), &x.unit),
-        experiment: errs.ident("exposures.experiment".into(), &x.experiment),
-        variant: errs.ident("exposures.variant".into(), &x.variant),
-        time: errs.ident("exposures.time".into(), &x.time),
-        time_type: x.time_type,
+    let exposures = match (&raw.exposures, known) {
+        (Some(x), None) => ExposureTable {
+            table: errs.table("exposures.table".into(), &x.table),
+            unit: errs.ident("exposures.unit".into(), &x.unit),
+            experiment: errs.ident("exposures.experiment".into(), &x.experiment),
+            variant: errs.ident("exposures.variant".into(), &x.variant),
+            time: errs.ident("exposures.time".into(), &x.time),
+            time_type: x.time_type,
+        },
+        (None, Some(k)) => k,
+        (Some(_), Some(k)) => {
+            errs.add("exposures", "not used here: the exposures are the store's own table");
+            k
+        }
+        (None, None) => {
+            errs.add("exposures", "missing: the table of exposures and its columns");
+            ExposureTable {
+                table: TableName(vec![]),
+                unit: String::new(),
+                experiment: String::new(),
+                variant: String::new(),
+                time: String::new(),
+                time_type: TimeType::Timestamp,
+            }
+        }
     };
     let mut experiments = IndexMap::new();
     for (id, e) in &raw.experiments {
@@ -336,7 +367,7 @@ fn validate(raw: RawTables) -> Result<Tables, Vec<TablesError>> {
     let mut metrics = vec![];
     for (name, m) in &raw.metrics {
         let p = |f: &str| format!("metrics.{name}.{f}");
-        if !is_ident(name) || name.contains('$') || name.contains("__") {
+        if !is_metric_name(name) {
             errs.add(
                 format!("metrics.{name}"),
                 "a metric name must be an identifier [A-Za-z_][A-Za-z0-9_]* without `__` (it names output columns)",

@@ -10,3 +10,4 @@ mod postgres;
 mod serve;
 mod stats;
 mod tls;
+mod warehouse;
