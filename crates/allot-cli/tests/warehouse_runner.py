@@ -39,6 +39,10 @@ def spark_rows(data, sql, schema):
         .config("spark.sql.shuffle.partitions", "1")
         .config("spark.driver.memory", "512m")
         .config("spark.sql.session.timeZone", "UTC")
+        # Small data: interpreted plans and the JIT's first tier start faster than code generation.
+        .config("spark.sql.codegen.wholeStage", "false")
+        .config("spark.driver.extraJavaOptions", "-XX:+UseSerialGC -XX:TieredStopAtLevel=1")
+        .config("spark.ui.showConsoleProgress", "false")
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("ERROR")

@@ -5,4 +5,5 @@
 
 mod analysis;
 mod golden;
+mod rows;
 mod timeline;
