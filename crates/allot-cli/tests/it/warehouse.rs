@@ -387,3 +387,55 @@ fn every_engine_gives_the_file_paths_numbers() {
     }
     eprintln!("engines compared with the file path: {engines:?}");
 }
+
+/// `--store` on allot's own SQLite store: its exposure table through the same SQL (metrics from
+/// a CSV loaded into a temporary table) gives the file path's report on the same exposures.
+#[test]
+fn the_stores_exposures_give_the_file_paths_numbers() {
+    use allot_store::Store as _;
+    let g = golden();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("allot.db");
+    let url = format!("sqlite://{}?mode=rwc", db.display());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // The golden exposures as the service records them: RFC 3339 times, one row per unit,
+    // experiment, variant and day.
+    let rows: Vec<allot_store::Exposure> = g
+        .exposures
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let c: Vec<&str> = l.split(',').collect();
+            let t =
+                time::OffsetDateTime::from_unix_timestamp_nanos((c[3].parse::<f64>().unwrap() * 1e9) as i128).unwrap();
+            allot_store::Exposure {
+                unit: c[0].into(),
+                experiment: c[1].into(),
+                variant: c[2].into(),
+                day: "2026-01-01".into(),
+                time: t.format(&time::format_description::well_known::Rfc3339).unwrap(),
+                version: 1,
+            }
+        })
+        .collect();
+    let stored = rt
+        .block_on(async {
+            let s = allot_store::sqlite::SqliteStore::open(&url).await?;
+            s.record_exposures(&rows).await
+        })
+        .unwrap();
+    let mut csv = String::from("unit,experiment,variant,timestamp\n");
+    let mut seen = std::collections::HashSet::new();
+    for x in &rows {
+        if seen.insert((x.unit.clone(), x.experiment.clone(), x.variant.clone())) {
+            let _ = writeln!(csv, "{},{},{},{}", x.unit, x.experiment, x.variant, x.time);
+        }
+    }
+    assert_eq!(stored as usize, seen.len());
+    std::fs::write(d.join("exposures.csv"), csv).unwrap();
+    std::fs::write(d.join("metrics.csv"), &g.metrics).unwrap();
+    let files = report(d, &["--exposures", "exposures.csv", "--metrics", "metrics.csv"]);
+    let store = report(d, &["--store", &format!("sqlite://{}", db.display()), "--metrics", "metrics.csv"]);
+    assert_same("--store sqlite vs files", &store, &files);
+}
