@@ -2,7 +2,7 @@
 //! it never connects) that turns the mapping of exposure and metric tables ([`tables`],
 //! `tables.yaml`) into one query per dialect ([`Dialect`]: PostgreSQL, DuckDB, Spark SQL,
 //! BigQuery, Snowflake, SQLite) returning one row of sufficient statistics per experiment ×
-//! variant ([`compile`]), and the decoder of those rows ([`rows`]) into what
+//! variant ([`compile()`]), and the decoder of those rows ([`rows`]) into what
 //! `allot_stats::analysis::rows` analyses.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 

@@ -2,7 +2,7 @@
 //! computes them (allot-sql's SQL), instead of unit-level rows. Each row carries the variant's
 //! units (by the variant of their first exposure), those seen in several variants, and per
 //! metric the raw sums a `GROUP BY` gives; they become the same [`Moments`] the file path
-//! accumulates, and the same per-experiment code ([`super::experiment`]) computes the report.
+//! accumulates, and the same per-experiment code (`analysis::experiment`) computes the report.
 //!
 //! What needs units across experiments (overlaps of exclusive experiments, interaction tests,
 //! identity merges, bucket reuse) cannot come from per-experiment rows: the report has none of
