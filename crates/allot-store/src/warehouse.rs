@@ -40,12 +40,21 @@ pub struct TempTable {
 /// Rows per `INSERT` when loading a temporary table.
 const BATCH: usize = 1000;
 
-/// Runs `sql` on the database `url` names (`postgres://…` or `sqlite://…`), after loading
+/// Runs `sql` on the database `url` names (`postgres://…`, with the store's `schema=NAME` if
+/// given, or `sqlite://…`), after loading
 /// `temp` if given, and returns its rows as text. On PostgreSQL the query runs in a `READ ONLY`
 /// transaction; a SQLite database is opened read-only.
 pub async fn query(url: &str, sql: &str, temp: Option<&TempTable>) -> Result<TextRows> {
     if is_postgres(url) {
-        let options = pg_tls::connect_options(url)?;
+        // The store's own `schema=NAME` (and `pool=N`) are allot's parameters, not libpq's.
+        let (url, params) = crate::postgres::split_params(url)?;
+        let mut options = pg_tls::connect_options(&url)?;
+        if let Some(schema) = params.schema.as_deref() {
+            if !crate::postgres::valid_schema(schema) {
+                return Err(StoreError::Invalid(format!("schema name {schema:?}")));
+            }
+            options = options.options([("search_path", schema)]);
+        }
         let mut conn =
             sqlx::PgConnection::connect_with(&options).await.map_err(|e| pg_tls::connect_error(e, &options))?;
         if let Some(t) = temp {

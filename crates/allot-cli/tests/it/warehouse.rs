@@ -439,3 +439,53 @@ fn the_stores_exposures_give_the_file_paths_numbers() {
     let store = report(d, &["--store", &format!("sqlite://{}", db.display()), "--metrics", "metrics.csv"]);
     assert_same("--store sqlite vs files", &store, &files);
 }
+
+/// `--store` on a PostgreSQL store in its own schema (`?schema=`): the store's exposures through
+/// the same SQL, metrics from tables of the same database named in tables.yaml (no `exposures`).
+#[test]
+fn a_postgres_stores_exposures_with_metric_tables_beside_them() {
+    use allot_store::Store as _;
+    let g = golden();
+    let Some((url, schema, rt)) = postgres(&g) else { return };
+    let rows: Vec<allot_store::Exposure> = g
+        .exposures
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let c: Vec<&str> = l.split(',').collect();
+            let t =
+                time::OffsetDateTime::from_unix_timestamp_nanos((c[3].parse::<f64>().unwrap() * 1e9) as i128).unwrap();
+            allot_store::Exposure {
+                unit: c[0].into(),
+                experiment: c[1].into(),
+                variant: c[2].into(),
+                day: "2026-01-01".into(),
+                time: t.format(&time::format_description::well_known::Rfc3339).unwrap(),
+                version: 1,
+            }
+        })
+        .collect();
+    // The store in a schema of its own, beside the golden tables' (which have an `exposures` too).
+    let store_schema = format!("{schema}_store");
+    let stored = rt.block_on(async {
+        let s = allot_store::postgres::PgStore::open_in_schema(&url, Some(&store_schema)).await?;
+        s.record_exposures(&rows).await
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // tables.yaml of the warehouse test without its `exposures` section.
+    let metrics_only: String = tables(&schema, false).lines().skip(1).map(|l| format!("{l}\n")).collect();
+    std::fs::write(d.join("metrics.yaml"), metrics_only).unwrap();
+    std::fs::write(d.join("exposures.csv"), &g.exposures).unwrap();
+    std::fs::write(d.join("metrics.csv"), &g.metrics).unwrap();
+    std::fs::write(d.join("covariates.csv"), &g.covariates).unwrap();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let store_url = format!("{url}{sep}schema={store_schema}");
+    let result = stored.map(|_| report(d, &["--store", &store_url, "--tables", "metrics.yaml"]));
+    drop_schema(&url, &schema, &rt);
+    drop_schema(&url, &store_schema, &rt);
+    let store = result.unwrap();
+    let files =
+        report(d, &["--exposures", "exposures.csv", "--metrics", "metrics.csv", "--covariates", "covariates.csv"]);
+    assert_same("--store postgres vs files", &store, &files);
+}
