@@ -1,4 +1,5 @@
-//! `allot analyze`: results of experiments from exposure and metric files.
+//! `allot analyze`: results of experiments from exposure and metric files (the warehouse, the
+//! store's exposures and rows of sufficient statistics: `crate::warehouse`).
 //!
 //! The analysis itself is `allot_stats::analysis` (pure, with a typed report); this module reads
 //! the files into it row by row (one pass over each, with a progress bar on a terminal), tells it
@@ -42,10 +43,11 @@ pub struct AnalyzeArgs {
     /// `version` optional: RFC 3339 or epoch seconds; the configuration version evaluated, as
     /// the service's `GET /api/v1/exposures` gives it).
     #[arg(long)]
-    pub exposures: PathBuf,
+    pub exposures: Option<PathBuf>,
     /// Metrics CSV with header `unit,metric,value` (post-exposure; rows of a unit are summed).
+    /// With `--store`: the metrics of the store's exposures (loaded into a temporary table).
     #[arg(long)]
-    pub metrics: PathBuf,
+    pub metrics: Option<PathBuf>,
     /// Pre-period covariates CSV with header `unit,metric,value`, for CUPED.
     #[arg(long)]
     pub covariates: Option<PathBuf>,
@@ -69,6 +71,24 @@ pub struct AnalyzeArgs {
     /// experiments whose buckets it reused), from the recorded state's bucket history.
     #[arg(long, requires = "covariates")]
     pub reuse_health: bool,
+    /// The mapping of exposure and metric tables (docs/stats.md, "The warehouse path"), for
+    /// `--warehouse`, `--emit-sql` and `--store`.
+    #[arg(long)]
+    pub tables: Option<PathBuf>,
+    /// Run the analysis in this PostgreSQL database (`postgres://user@host:5432/db`; TLS
+    /// parameters as for `serve --store`): only one row per experiment × variant comes back.
+    #[arg(long, value_name = "URL")]
+    pub warehouse: Option<String>,
+    /// Print the analysis query of `--tables` in this dialect and exit.
+    #[arg(long, value_name = "DIALECT", value_parser = ["spark", "duckdb", "postgres", "bigquery", "snowflake", "sqlite"])]
+    pub emit_sql: Option<String>,
+    /// Analyse rows of sufficient statistics, as the query of `--emit-sql` returns them (CSV).
+    #[arg(long, value_name = "ROWS_CSV")]
+    pub from_stats: Option<PathBuf>,
+    /// Analyse the exposures of allot's own store (`sqlite://PATH` or `postgres://…`) through the
+    /// same query; metrics from `--tables` (tables in the same database) or `--metrics`.
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
 }
 
 /// Opens a CSV file and finds the named columns (`None` for an optional column that is absent).
@@ -257,7 +277,19 @@ pub fn run(cli: &Cli, args: &AnalyzeArgs) -> Result<ExitCode> {
     } else {
         None
     };
-    let mut report = analyze(args, cfg.as_ref(), state.as_ref())?;
+    let source = crate::warehouse::Source::of(args)?;
+    if let crate::warehouse::Source::EmitSql { dialect, tables } = &source {
+        print!("{}", crate::warehouse::emit_sql(dialect, tables)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut report = match source {
+        crate::warehouse::Source::Files { exposures, metrics } => {
+            analyze(&exposures, &metrics, args, cfg.as_ref(), state.as_ref())?
+        }
+        other => {
+            crate::warehouse::analyze(&other, args, cfg.as_ref().map(ConfigDesign).as_ref().map(|d| d as &dyn Design))?
+        }
+    };
     crate::sequential::run(&args.sequential, cfg.as_ref(), args.alpha, &mut report)?;
     if args.reuse_health {
         let (Some(st), Some(cov)) = (state.as_ref(), args.covariates.as_ref()) else {
@@ -287,10 +319,16 @@ pub fn run(cli: &Cli, args: &AnalyzeArgs) -> Result<ExitCode> {
 
 /// Reads the files and analyses them. `state` is the recorded state, if known: its change log
 /// gives the times of configuration changes, its allocations when each experiment ran.
-pub fn analyze(args: &AnalyzeArgs, cfg: Option<&Config>, state: Option<&State>) -> Result<Report> {
+pub fn analyze(
+    exposures: &Path,
+    metrics: &Path,
+    args: &AnalyzeArgs,
+    cfg: Option<&Config>,
+    state: Option<&State>,
+) -> Result<Report> {
     let recorded = state.map(recorded);
-    let ex = read_exposures(&args.exposures)?;
-    let metrics = read_values(&args.metrics, "metrics", &ex)?;
+    let ex = read_exposures(exposures)?;
+    let metrics = read_values(metrics, "metrics", &ex)?;
     let covariates = match &args.covariates {
         Some(p) => Some(read_values(p, "covariates", &ex)?),
         None => None,

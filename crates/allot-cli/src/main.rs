@@ -14,6 +14,7 @@ mod html;
 mod reuse;
 mod sequential;
 mod serve;
+mod warehouse;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;

@@ -293,6 +293,76 @@ pub(crate) async fn list_exposures(
     Ok(Json(json!({"exposures": items, "next": next})).into_response())
 }
 
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ExposureCsvQuery {
+    /// Only this experiment.
+    experiment: Option<String>,
+}
+
+/// Rows per store read while streaming `exposures.csv`.
+const CSV_PAGE: u32 = 10_000;
+
+/// One CSV field: quoted when it holds a comma, a quote or a line break (RFC 4180).
+fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\"")).into()
+    } else {
+        s.into()
+    }
+}
+
+/// A page of exposures as CSV lines.
+fn csv_lines(rows: &[(u64, allot_store::Exposure)]) -> String {
+    let mut out = String::with_capacity(rows.len() * 64);
+    for (_, x) in rows {
+        let line = [csv_field(&x.unit), csv_field(&x.experiment), csv_field(&x.variant), csv_field(&x.time)].join(",");
+        out.push_str(&line);
+        out.push(',');
+        out.push_str(&x.version.to_string());
+        out.push('\n');
+    }
+    out
+}
+
+/// Every stored exposure as the CSV `allot analyze --exposures` reads
+/// (`unit,experiment,variant,timestamp,version`), oldest first, streamed page by page from the
+/// store: memory stays one page whatever the table's size. The first page is read before the
+/// answer starts, so that a store failure is an error status; a failure later ends the stream
+/// early (the client sees a truncated chunked body, never a silently short file).
+#[utoipa::path(get, path = "/api/v1/exposures.csv", tag = "evaluation", params(ExposureCsvQuery),
+    responses((status = 200, description = "text/csv: `unit,experiment,variant,timestamp,version`, one row per stored exposure", content_type = "text/csv"),
+        (status = 503, body = crate::error::ErrorBody)))]
+pub(crate) async fn exposures_csv(
+    State(app): State<Arc<App>>,
+    q: Result<Query<ExposureCsvQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let first = app.store().exposures(q.experiment.as_deref(), 0, CSV_PAGE).await?;
+    let head = format!("unit,experiment,variant,timestamp,version\n{}", csv_lines(&first));
+    let after = (first.len() == CSV_PAGE as usize).then(|| first.last().map_or(0, |r| r.0));
+    let state = (app, q.experiment, after);
+    let rest = futures_util::stream::unfold(state, |(app, experiment, after)| async move {
+        let after = after?;
+        match app.store().exposures(experiment.as_deref(), after, CSV_PAGE).await {
+            Ok(rows) if rows.is_empty() => None,
+            Ok(rows) => {
+                let next = (rows.len() == CSV_PAGE as usize).then(|| rows.last().map_or(after, |r| r.0));
+                Some((Ok::<_, allot_store::StoreError>(csv_lines(&rows)), (app, experiment, next)))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "exposures.csv: the store failed mid-stream; the answer is cut short");
+                Some((Err(e), (app, experiment, None)))
+            }
+        }
+    });
+    let body = futures_util::StreamExt::chain(futures_util::stream::once(async move { Ok(head) }), rest);
+    let mut res = axum::body::Body::from_stream(body).into_response();
+    res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    Ok(res)
+}
+
 /// The entity collections of the configuration.
 const COLLECTIONS: [&str; 6] = ["units", "surfaces", "segments", "holdouts", "groups", "experiments"];
 

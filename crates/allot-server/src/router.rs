@@ -23,6 +23,7 @@ pub fn router(app: Arc<App>) -> Router {
                 .post(evaluate::post_exposures)
                 .layer(axum::extract::DefaultBodyLimit::max(body::EXPOSURES_BODY_LIMIT)),
         )
+        .route("/api/v1/exposures.csv", axum::routing::get(admin::exposures_csv))
         .merge(ofrep::routes())
         .merge(openapi::routes())
         .merge(console::routes())

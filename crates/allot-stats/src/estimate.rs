@@ -38,6 +38,16 @@ impl Summary {
     }
 }
 
+/// The summary of a ratio metric `Σy/Σx` of one arm (per-unit numerators `y`, denominators `x`):
+/// mean `R = ȳ/x̄` and the delta-method (linearised) variance per unit
+/// `(s_y² − 2R·s_xy + R²·s_x²)/x̄²`, so that `var/n` is `Var(R)` and [`welch`] and [`relative`]
+/// apply to it unchanged (Deng, Knoblich, Lu 2018, §3). NaN when `x̄` is 0.
+pub fn ratio(m: &Moments) -> Summary {
+    let r = m.mean_y / m.mean_x;
+    let var = (m.var_y() - 2.0 * r * m.cov_xy() + r * r * m.var_x()) / (m.mean_x * m.mean_x);
+    Summary { n: m.n, mean: r, var: var.max(0.0) }
+}
+
 /// A difference of means with Welch's interval and test.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Welch {

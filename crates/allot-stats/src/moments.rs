@@ -44,6 +44,25 @@ impl Moments {
         m
     }
 
+    /// The moments of `n` units from their raw sums Σy, Σx, Σy², Σx², Σxy, as a database computes
+    /// them (`SUM(y)`, `SUM(y * y)`, …): the centred sums are `Σy² − (Σy)²/n` and so on, clamped
+    /// at 0 against rounding. Less stable than [`Moments::push`] when the mean is many standard
+    /// deviations from 0 (the cancellation costs about `ȳ²/s²` ulps), which metrics are not.
+    pub fn from_sums(n: u64, sum_y: f64, sum_x: f64, sum_yy: f64, sum_xx: f64, sum_xy: f64) -> Moments {
+        if n == 0 {
+            return Moments::default();
+        }
+        let nf = n as f64;
+        Moments {
+            n,
+            mean_y: sum_y / nf,
+            mean_x: sum_x / nf,
+            m2_y: (sum_yy - sum_y * sum_y / nf).max(0.0),
+            m2_x: (sum_xx - sum_x * sum_x / nf).max(0.0),
+            c_xy: sum_xy - sum_y * sum_x / nf,
+        }
+    }
+
     /// Merges another set of moments into this one (Chan et al.'s parallel formula).
     pub fn merge(&mut self, o: &Moments) {
         if o.n == 0 {

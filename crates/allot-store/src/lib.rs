@@ -17,6 +17,7 @@ pub mod import;
 mod pg_tls;
 pub mod postgres;
 pub mod sqlite;
+pub mod warehouse;
 
 use allot_core::state::State;
 use async_trait::async_trait;

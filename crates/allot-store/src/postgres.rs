@@ -67,7 +67,7 @@ impl std::fmt::Debug for PgStore {
 
 /// Whether `name` is safe to use as a schema name unquoted: ASCII letters, digits and `_`, not
 /// starting with a digit.
-fn valid_schema(name: &str) -> bool {
+pub(crate) fn valid_schema(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -79,15 +79,15 @@ pub const DEFAULT_POOL: u32 = 16;
 
 /// allot's own parameters of a PostgreSQL URL, which PostgreSQL does not know.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Params {
+pub(crate) struct Params {
     /// `schema=NAME`: the schema of the store's tables.
-    schema: Option<String>,
+    pub(crate) schema: Option<String>,
     /// `pool=N`: connections the pool opens at most.
     pool: u32,
 }
 
 /// Takes allot's parameters (`schema=NAME`, `pool=N`) out of a URL: `(URL without them, them)`.
-fn split_params(url: &str) -> Result<(String, Params)> {
+pub(crate) fn split_params(url: &str) -> Result<(String, Params)> {
     let mut params = Params { schema: None, pool: DEFAULT_POOL };
     let Some((base, query)) = url.split_once('?') else { return Ok((url.to_string(), params)) };
     let mut rest = vec![];

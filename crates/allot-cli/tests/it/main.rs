@@ -11,3 +11,4 @@ mod sequential;
 mod serve;
 mod stats;
 mod tls;
+mod warehouse;

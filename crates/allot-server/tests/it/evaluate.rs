@@ -229,3 +229,38 @@ async fn exposures_are_deduplicated_and_read_back() {
         "nothing half-written"
     );
 }
+
+#[tokio::test]
+async fn exposures_stream_as_the_csv_analyze_reads() {
+    let s = configured().await;
+    // More than one page of the stream (10,000 rows), and a unit id that needs quoting.
+    let mut rows: Vec<allot_store::Exposure> = (0..10_050)
+        .map(|i| allot_store::Exposure {
+            unit: format!("u{i}"),
+            experiment: "color".into(),
+            variant: "blue".into(),
+            day: "2026-01-01".into(),
+            time: "2026-01-01T10:00:00Z".into(),
+            version: 1,
+        })
+        .collect();
+    rows[3].unit = "a,\"b\"".into();
+    s.app.store().record_exposures(&rows).await.unwrap();
+    let reader = s.key("reader").await;
+    let r = s.call("GET", "/api/v1/exposures.csv?experiment=color", Some(&reader), &[], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.headers["content-type"], "text/csv; charset=utf-8");
+    let lines: Vec<&str> = r.text.lines().collect();
+    assert_eq!(lines[0], "unit,experiment,variant,timestamp,version");
+    assert_eq!(lines.len(), 10_051, "every row, across pages, once");
+    assert_eq!(lines[1], "u0,color,blue,2026-01-01T10:00:00Z,1");
+    assert_eq!(lines[4], "\"a,\"\"b\"\"\",color,blue,2026-01-01T10:00:00Z,1");
+    assert_eq!(lines[10_050], "u10049,color,blue,2026-01-01T10:00:00Z,1");
+    let evaluator = s.key("evaluator").await;
+    let r = s.call("GET", "/api/v1/exposures.csv", Some(&evaluator), &[], "").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = s.call("GET", "/api/v1/exposures.csv?colour=x", Some(&reader), &[], "").await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    let spec = s.get("/api/v1/openapi.json").await.json();
+    assert!(spec["paths"]["/api/v1/exposures.csv"]["get"].is_object());
+}

@@ -19,12 +19,13 @@
 
 mod data;
 mod report;
+pub mod rows;
 
 pub use data::{Exposures, Identities, UnitValues};
 pub use report::*;
 
 use crate::correct::{adjust, Method};
-use crate::estimate::{cuped, cuped_theta, relative, welch, Summary};
+use crate::estimate::{cuped, cuped_theta, ratio, relative, welch, Summary};
 use crate::interaction::contrasts;
 use crate::srm::{srm, SRM_THRESHOLD};
 use crate::timeline::{self, Basis, Interval, Runs, Together};
@@ -48,6 +49,19 @@ pub trait Design {
     fn exclusive(&self, a: &str, b: &str) -> bool;
     /// The exclusion scope `a` and `b` share (a group as `group <name>`, or a tag); empty if none.
     fn scope(&self, a: &str, b: &str) -> String;
+}
+
+/// How the moments of a metric are read: `y` a per-unit value (with its pre-period value `x`
+/// for CUPED when `cuped`), or a ratio metric `Σy/Σx` of per-unit numerators and denominators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// A per-unit value; `cuped` when `x` is its pre-period covariate.
+    Mean {
+        /// Whether `x` is the covariate.
+        cuped: bool,
+    },
+    /// `y` the numerator, `x` the denominator (delta method, [`crate::estimate::ratio`]).
+    Ratio,
 }
 
 /// What the recorded state says about time.
@@ -204,6 +218,7 @@ pub fn analyze(inputs: Inputs<'_>) -> Report {
     // Covariate of each metric, by name.
     let cov_of: Vec<Option<&Vec<f64>>> =
         metrics.names.iter().map(|m| covs.and_then(|c| c.names.get_index_of(m).map(|i| &c.values[i]))).collect();
+    let kinds: Vec<MetricKind> = cov_of.iter().map(|c| MetricKind::Mean { cuped: c.is_some() }).collect();
     let nm = metrics.names.len();
     let ne = ex.experiments.len();
     let names: Vec<&str> = ex.experiments.iter().map(|s| &**s).collect();
@@ -292,7 +307,10 @@ pub fn analyze(inputs: Inputs<'_>) -> Report {
     let experiments: IndexMap<String, ExperimentReport> = order
         .into_iter()
         .map(|e| {
-            (names[e].to_string(), experiment(names[e], &ex.variants[e], &accs[e], metrics, &cov_of, design, alpha))
+            (
+                names[e].to_string(),
+                experiment(names[e], &ex.variants[e], &accs[e], &metrics.names, &kinds, design, alpha),
+            )
         })
         .collect();
     let should_be_exclusive = |a: u32, b: u32| design.is_some().then(|| excl[a as usize][b as usize]);
@@ -347,6 +365,7 @@ pub fn analyze(inputs: Inputs<'_>) -> Report {
             identities: persons,
             exposure_issues: issues.classes,
             alpha,
+            source: None,
         },
         sequential: None,
         reuse_health: None,
@@ -457,12 +476,15 @@ fn variant_order(
     (order, weights)
 }
 
+/// One experiment's report from its accumulators: `acc.cells[variant][metric]` holds the
+/// moments of each metric, read as `kinds` says. The file path and the sufficient-statistics
+/// path ([`rows`]) both end here.
 fn experiment(
     name: &str,
     seen: &IndexSet<Box<str>>,
     acc: &ExpAcc,
-    metrics: &UnitValues,
-    cov_of: &[Option<&Vec<f64>>],
+    metric_names: &IndexSet<Box<str>>,
+    kinds: &[MetricKind],
     design: Option<&dyn Design>,
     alpha: f64,
 ) -> ExperimentReport {
@@ -491,21 +513,29 @@ fn experiment(
     // (metric, comparison index) of every raw and CUPED p-value, for the corrections.
     let mut raw_p: Vec<(usize, usize, f64)> = vec![];
     let mut cuped_p: Vec<(usize, usize, f64)> = vec![];
-    for (m, mname) in metrics.names.iter().enumerate() {
+    for (m, mname) in metric_names.iter().enumerate() {
+        let kind = kinds.get(m).copied().unwrap_or(MetricKind::Mean { cuped: false });
         let cell = |v: &str| idx_of(v).map_or_else(Moments::default, |i| acc.cells[i][m]);
+        let summary = |c: &Moments| match kind {
+            MetricKind::Mean { .. } => Summary::of_y(c),
+            MetricKind::Ratio => ratio(c),
+        };
         let variants: IndexMap<String, VariantSummary> = order
             .iter()
             .map(|v| {
-                let c = cell(v);
-                (v.clone(), VariantSummary { n: c.n, mean: c.mean_y, sd: c.var_y().sqrt() })
+                let s = summary(&cell(v));
+                (v.clone(), VariantSummary { n: s.n, mean: s.mean, sd: s.var.sqrt() })
             })
             .collect();
-        let theta = cov_of[m].map(|_| cuped_theta(acc.cells.iter().map(|r| &r[m])));
+        let theta = match kind {
+            MetricKind::Mean { cuped: true } => Some(cuped_theta(acc.cells.iter().map(|r| &r[m]))),
+            _ => None,
+        };
         let c0 = cell(&control);
         let mut comps: Vec<Comparison> = vec![];
         for v in order.iter().skip(1) {
             let c1 = cell(v);
-            let (s1, s0) = (Summary::of_y(&c1), Summary::of_y(&c0));
+            let (s1, s0) = (summary(&c1), summary(&c0));
             let mut o = Comparison {
                 variant: v.clone(),
                 control: control.clone(),

@@ -418,4 +418,8 @@ pub struct Diagnostics {
     pub exposure_issues: IndexMap<IssueClass, Examples<Issue>>,
     /// The significance level.
     pub alpha: f64,
+    /// Where the statistics came from, when not from unit-level rows (the warehouse path:
+    /// [`super::rows::SOURCE`]); absent for files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }

@@ -6,5 +6,6 @@
 mod analysis;
 mod golden;
 mod reuse;
+mod rows;
 mod sequential;
 mod timeline;
