@@ -132,6 +132,8 @@ pub fn analyze_rows(rows: &[VariantStats], design: Option<&dyn Design>, alpha: f
         .collect();
     Ok(Report {
         experiments,
+        sequential: None,
+        reuse_health: None,
         interactions: vec![],
         interactions_skipped: vec![],
         diagnostics: Diagnostics {
