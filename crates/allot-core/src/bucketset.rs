@@ -557,7 +557,7 @@ mod tests {
             match g.next_u64() % 4 {
                 0 => {}
                 1 => (lo..hi).for_each(|b| d.insert(b)),
-                _ => (lo..hi).filter(|_| g.next_u64() % 3 == 0).for_each(|b| d.insert(b)),
+                _ => (lo..hi).filter(|_| g.next_u64().is_multiple_of(3)).for_each(|b| d.insert(b)),
             }
         }
         d
