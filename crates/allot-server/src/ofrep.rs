@@ -508,22 +508,22 @@ fn invalid_flags(errors: Vec<allot_core::FieldError>) -> Response {
     (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
 }
 
-/// The `flags` of an exposure request: `(key, variant)` in request order, or the 422 naming each
-/// bad field (`flags`, `flags[3].variant`).
-fn exposed_flags(flags: Option<Value>) -> Result<Vec<(String, String)>, Response> {
+/// The `flags` of an exposure request: `(key, variant)` in request order, or each bad field
+/// (`flags`, `flags[3].variant`) for the 422.
+fn exposed_flags(flags: Option<Value>) -> Result<Vec<(String, String)>, Vec<allot_core::FieldError>> {
     use allot_core::FieldError;
     let list = match flags {
         Some(Value::Array(list)) => list,
         None | Some(Value::Null) => {
-            return Err(invalid_flags(vec![FieldError::new("flags", "required: [{\"key\": ..., \"variant\": ...}]")]))
+            return Err(vec![FieldError::new("flags", "required: [{\"key\": ..., \"variant\": ...}]")])
         }
-        Some(_) => return Err(invalid_flags(vec![FieldError::new("flags", "expected a list")])),
+        Some(_) => return Err(vec![FieldError::new("flags", "expected a list")]),
     };
     if list.len() > MAX_EXPOSED_FLAGS {
-        return Err(invalid_flags(vec![FieldError::new(
+        return Err(vec![FieldError::new(
             "flags",
             format!("{} flags; at most {MAX_EXPOSED_FLAGS} per request", list.len()),
-        )]));
+        )]);
     }
     let mut out = Vec::with_capacity(list.len());
     let mut errors = vec![];
@@ -550,7 +550,7 @@ fn exposed_flags(flags: Option<Value>) -> Result<Vec<(String, String)>, Response
     if errors.is_empty() {
         Ok(out)
     } else {
-        Err(invalid_flags(errors))
+        Err(errors)
     }
 }
 
@@ -581,7 +581,7 @@ pub(crate) async fn record_exposures(State(app): State<Arc<App>>, req: Request) 
     };
     let flags = match exposed_flags(flags) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(errors) => return invalid_flags(errors),
     };
     let snap = &live.snapshot;
     let mut which: Vec<usize> = flags.iter().filter_map(|(key, _)| snap.index_of(key)).collect();

@@ -285,7 +285,7 @@ impl Client {
         }
         let every = match poll_interval {
             None => None,
-            Some(s) if s == 0.0 => None,
+            Some(0.0) => None,
             Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
             Some(s) => {
                 return Err(PyValueError::new_err(format!("poll_interval: {s} is not a positive number of seconds")))
