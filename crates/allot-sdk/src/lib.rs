@@ -344,6 +344,24 @@ impl Client {
         Evaluation { variant, value, reason: Some(a.reason), version: c.version }
     }
 
+    /// The unit `experiment` reads from `ctx` (the value of its unit type's attribute), under the
+    /// current snapshot: the unit of its exposures. `None` for an unknown experiment or a context
+    /// without that attribute.
+    pub fn unit_of(&self, experiment: &str, ctx: &Context) -> Option<String> {
+        let cur = self.inner.current.load();
+        let c = cur.as_ref()?;
+        let i = c.snapshot.index_of(experiment)?;
+        c.snapshot.unit_id(c.snapshot.experiments[i].space, ctx).map(|u| u.into_owned())
+    }
+
+    /// OpenFeature's `targetingKey` as OFREP maps it ([`Snapshot::fill_targeting_key`]): `key`
+    /// becomes the unit id of every unit type whose attribute `ctx` lacks.
+    pub fn fill_targeting_key(&self, ctx: &mut Context, key: &str) {
+        if let Some(c) = self.inner.current.load().as_ref() {
+            c.snapshot.fill_targeting_key(ctx, key);
+        }
+    }
+
     /// The unit's bucket in each bucket space whose unit attribute the context carries (space
     /// name → bucket), under the current snapshot: what the golden suites of every SDK compare.
     pub fn buckets(&self, ctx: &Context) -> std::collections::BTreeMap<String, u32> {

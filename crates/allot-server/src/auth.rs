@@ -3,7 +3,7 @@
 //!
 //! | need | roles |
 //! |---|---|
-//! | evaluate: `/api/v1/evaluate`, `/ofrep/*`, `GET /api/v1/snapshot`, `POST /api/v1/exposures` | admin, editor, evaluator |
+//! | evaluate: `/api/v1/evaluate`, `/ofrep/*` (`POST /ofrep/v1/exposures` too), `GET /api/v1/snapshot`, `POST /api/v1/exposures` | admin, editor, evaluator |
 //! | read: other `GET`s under `/api/v1` (`GET /api/v1/exposures.csv` included), `POST /api/v1/changes/preview`, `POST /api/v1/capacity`, `POST /api/v1/evaluate/trace` | admin, editor, reader |
 //! | write: other `POST`/`PUT`/`DELETE`s under `/api/v1` | admin, editor |
 //! | keys: `/api/v1/keys` | admin |

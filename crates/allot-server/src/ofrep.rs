@@ -3,9 +3,12 @@
 //! declares none).
 //!
 //! `targetingKey` is the unit id for every unit type whose attribute the context does not carry
-//! itself. Reasons: `ASSIGNED` → `SPLIT`; `INCLUDED` → `TARGETING_MATCH`; `STICKY` → `STATIC` (a
-//! stored assignment, no longer computed); `NOT_RUNNING` → `DISABLED`; `HOLDOUT`,
-//! `NOT_ALLOCATED`, `TARGETING_MISS`, `PREREQUISITE_FAILED` → `DEFAULT`.
+//! itself. Reasons: [`Reason::openfeature`] (`ASSIGNED` → `SPLIT`; `INCLUDED` → `TARGETING_MATCH`;
+//! `STICKY` → `STATIC`; `NOT_RUNNING` → `DISABLED`; `HOLDOUT`, `NOT_ALLOCATED`, `TARGETING_MISS`,
+//! `PREREQUISITE_FAILED` → `DEFAULT`), shared with the SDKs' OpenFeature providers.
+//!
+//! `POST /ofrep/v1/exposures` ([`record_exposures`]) records the exposures of the flags an
+//! application used (issue 12's contract): evaluation never records any by itself.
 //!
 //! **A unit the experiment does not assign** (`DISABLED`, `DEFAULT`) gets the protocol's code
 //! default (its ADR 0006): no `value` and no `variant`, the reason kept, so the application serves
@@ -62,6 +65,7 @@ pub(crate) fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/ofrep/v1/evaluate/flags/{key}", post(evaluate_flag))
         .route("/ofrep/v1/evaluate/flags", post(evaluate_flags))
+        .route(EXPOSURES_PATH, post(record_exposures))
         .route(crate::ofrep_events::PATH, axum::routing::get(crate::ofrep_events::stream))
 }
 
@@ -138,11 +142,21 @@ pub(crate) async fn error_bodies(req: Request, next: Next) -> Response {
 
 /// Parses `{"context": {...}}` into an allot context with `targetingKey` mapped to the units.
 fn context(body: &[u8], live: &Live) -> Result<Context, Failure> {
+    context_of(body_object(body)?, live)
+}
+
+/// The request body as a JSON object (`PARSE_ERROR` when it is not JSON).
+fn body_object(body: &[u8]) -> Result<Map<String, Value>, Failure> {
     let v: Value =
         serde_json::from_slice(body).map_err(|e| Failure::of(OfrepCode::ParseError, format!("malformed JSON: {e}")))?;
-    let Value::Object(mut top) = v else {
+    let Value::Object(top) = v else {
         return Err(Failure::of(OfrepCode::InvalidContext, "the body must be an object {\"context\": {...}}".into()));
     };
+    Ok(top)
+}
+
+/// The `context` of a request body object, with `targetingKey` mapped to the units.
+fn context_of(mut top: Map<String, Value>, live: &Live) -> Result<Context, Failure> {
     let mut ctx = match top.remove("context") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(c)) => c,
@@ -159,12 +173,8 @@ fn context(body: &[u8], live: &Live) -> Result<Context, Failure> {
     match ctx.remove("targetingKey") {
         None | Some(Value::Null) => {}
         Some(Value::String(k)) => {
-            given = Some(k.clone());
-            for s in &live.snapshot.spaces {
-                if !ctx.contains_key(&s.attribute) {
-                    ctx.insert(s.attribute.clone(), Value::String(k.clone()));
-                }
-            }
+            live.snapshot.fill_targeting_key(&mut ctx, &k);
+            given = Some(k);
         }
         Some(_) => {
             return Err(Failure::of(OfrepCode::InvalidContext, "context.targetingKey: expected a string".into()))
@@ -267,17 +277,6 @@ pub(crate) fn flag_metadata(state: &allot_core::state::State, snapshot: &Snapsho
         .collect()
 }
 
-fn reason(r: Reason) -> &'static str {
-    match r {
-        Reason::Assigned => "SPLIT",
-        Reason::Included => "TARGETING_MATCH",
-        Reason::Sticky => "STATIC",
-        Reason::NotRunning => "DISABLED",
-        Reason::Holdout | Reason::NotAllocated | Reason::TargetingMiss | Reason::PrerequisiteFailed => "DEFAULT",
-        Reason::MissingUnit | Reason::StickyUnavailable => "ERROR",
-    }
-}
-
 /// One flag's OFREP result: `Ok` a success object, `Err` a failure object.
 fn flag(live: &Live, i: usize, a: &Assignment, unassigned: Unassigned) -> Result<Value, Value> {
     let e = &live.snapshot.experiments[i];
@@ -303,7 +302,7 @@ fn flag(live: &Live, i: usize, a: &Assignment, unassigned: Unassigned) -> Result
     }
     let mut out = Map::new();
     out.insert("key".into(), json!(e.id));
-    out.insert("reason".into(), json!(reason(a.reason)));
+    out.insert("reason".into(), json!(a.reason.openfeature()));
     if let Some(v) = live.snapshot.variant_name(i, a) {
         metadata.insert("variant".into(), json!(v));
     }
@@ -467,4 +466,186 @@ pub(crate) async fn evaluate_flags(State(app): State<Arc<App>>, req: Request) ->
         return (StatusCode::OK, body).into_response();
     }
     (StatusCode::OK, [(ETAG, tag_value)], body).into_response()
+}
+
+/// Where OFREP clients record exposures (the flags an application used).
+pub(crate) const EXPOSURES_PATH: &str = "/ofrep/v1/exposures";
+
+/// Most flags in one `POST /ofrep/v1/exposures`.
+pub(crate) const MAX_EXPOSED_FLAGS: usize = 100;
+
+/// Why a flag of `POST /ofrep/v1/exposures` recorded nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NotRecorded {
+    /// No experiment has that key.
+    FlagNotFound,
+    /// The experiment assigns the unit no variant (the unit gets the code default).
+    NotAssigned,
+    /// The experiment assigns the unit another variant.
+    VariantMismatch,
+}
+
+impl NotRecorded {
+    fn as_str(self) -> &'static str {
+        match self {
+            NotRecorded::FlagNotFound => "FLAG_NOT_FOUND",
+            NotRecorded::NotAssigned => "NOT_ASSIGNED",
+            NotRecorded::VariantMismatch => "VARIANT_MISMATCH",
+        }
+    }
+}
+
+/// The 422 of a bad `flags` list: OFREP's error fields (`INVALID_CONTEXT`, the closest code the
+/// protocol has) beside allot's own (`INVALID`, every field with its path).
+fn invalid_flags(errors: Vec<allot_core::FieldError>) -> Response {
+    let details = crate::error::summary(&errors);
+    let mut body = error_body(None, OfrepCode::InvalidContext, &details);
+    if let Value::Object(m) = &mut body {
+        m.insert("code".into(), json!("INVALID"));
+        m.insert("message".into(), json!(details));
+        m.insert("errors".into(), json!(errors));
+    }
+    (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+}
+
+/// The `flags` of an exposure request: `(key, variant)` in request order, or each bad field
+/// (`flags`, `flags[3].variant`) for the 422.
+fn exposed_flags(flags: Option<Value>) -> Result<Vec<(String, String)>, Vec<allot_core::FieldError>> {
+    use allot_core::FieldError;
+    let list = match flags {
+        Some(Value::Array(list)) => list,
+        None | Some(Value::Null) => {
+            return Err(vec![FieldError::new("flags", "required: [{\"key\": ..., \"variant\": ...}]")])
+        }
+        Some(_) => return Err(vec![FieldError::new("flags", "expected a list")]),
+    };
+    if list.len() > MAX_EXPOSED_FLAGS {
+        return Err(vec![FieldError::new(
+            "flags",
+            format!("{} flags; at most {MAX_EXPOSED_FLAGS} per request", list.len()),
+        )]);
+    }
+    let mut out = Vec::with_capacity(list.len());
+    let mut errors = vec![];
+    for (k, item) in list.into_iter().enumerate() {
+        let Value::Object(mut item) = item else {
+            errors.push(FieldError::new(format!("flags[{k}]"), "expected an object {\"key\": ..., \"variant\": ...}"));
+            continue;
+        };
+        let mut text = |field: &str| match item.remove(field) {
+            Some(Value::String(v)) if !v.is_empty() => Some(v),
+            _ => {
+                errors.push(FieldError::new(format!("flags[{k}].{field}"), "required: a non-empty string"));
+                None
+            }
+        };
+        let (key, variant) = (text("key"), text("variant"));
+        if let Some(extra) = item.keys().next() {
+            errors.push(FieldError::new(format!("flags[{k}].{extra}"), "unknown field (expected key and variant)"));
+        }
+        if let (Some(key), Some(variant)) = (key, variant) {
+            out.push((key, variant));
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Records an exposure for each flag the application used, when the server's own evaluation of
+/// the flag for the context gives exactly that variant (one per unit, experiment, variant and
+/// UTC day; written with evaluation's group commit, buffered like it while the database cannot
+/// be reached: `X-Allot-Buffered: exposures`). Evaluation never records by itself.
+#[utoipa::path(post, path = "/ofrep/v1/exposures", tag = "ofrep",
+    request_body(content = Object, description = "{\"context\": {\"targetingKey\": \"u1\", ...}, \"flags\": [{\"key\": \"ranking-v2\", \"variant\": \"treatment\"}]} (at most 100 flags)"),
+    responses((status = 200, description = "{flags: [{key, recorded: true} | {key, recorded: false, reason: FLAG_NOT_FOUND | NOT_ASSIGNED | VARIANT_MISMATCH}]}, in request order"),
+        (status = 400, description = "{errorCode, errorDetails}: PARSE_ERROR, INVALID_CONTEXT, TARGETING_KEY_MISSING"),
+        (status = 422, description = "{errorCode: INVALID_CONTEXT, errorDetails, errors: [{path, message}]}: `flags` missing, over 100, or an item without a key or variant"),
+        (status = 500, description = "GENERAL")))]
+pub(crate) async fn record_exposures(State(app): State<Arc<App>>, req: Request) -> Response {
+    let body = match crate::body::bytes(req, &app).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let live = app.live();
+    let mut top = match body_object(&body) {
+        Ok(t) => t,
+        Err(f) => return failure(None, f),
+    };
+    let flags = top.remove("flags");
+    let ctx = match context_of(top, &live) {
+        Ok(c) => c,
+        Err(f) => return failure(None, f),
+    };
+    let flags = match exposed_flags(flags) {
+        Ok(f) => f,
+        Err(errors) => return invalid_flags(errors),
+    };
+    let snap = &live.snapshot;
+    let mut which: Vec<usize> = flags.iter().filter_map(|(key, _)| snap.index_of(key)).collect();
+    which.sort_unstable();
+    which.dedup();
+    let out = match assign(&app, &live, &ctx, Some(&which)).await {
+        Ok((o, _)) => o,
+        Err(e) => {
+            tracing::error!(error = %e, "OFREP exposure evaluation failed");
+            return api_failure(None, &e);
+        }
+    };
+    let (time, day) = crate::clock::now_and_day();
+    let mut rows = vec![];
+    let mut answers = Vec::with_capacity(flags.len());
+    for (k, (key, variant)) in flags.iter().enumerate() {
+        let found = snap.index_of(key).and_then(|i| out.iter().find(|(j, _)| *j == i).map(|(_, a)| (i, a)));
+        let outcome = match found {
+            None => Err(NotRecorded::FlagNotFound),
+            Some((i, a)) => {
+                let e = &snap.experiments[i];
+                let Some(unit) = snap.unit_id(e.space, &ctx) else {
+                    let attr = &snap.spaces[e.space].attribute;
+                    return failure(
+                        None,
+                        Failure::of(
+                            OfrepCode::TargetingKeyMissing,
+                            format!("flags[{k}] ({key}): the context has no targetingKey (nor `{attr}`) to identify the unit"),
+                        ),
+                    );
+                };
+                match snap.variant_name(i, a) {
+                    None => Err(NotRecorded::NotAssigned),
+                    Some(v) if v != variant => Err(NotRecorded::VariantMismatch),
+                    Some(v) => {
+                        rows.push(allot_store::Exposure {
+                            unit: unit.to_string(),
+                            experiment: e.id.clone(),
+                            variant: v.to_string(),
+                            day: day.clone(),
+                            time: time.clone(),
+                            version: live.version,
+                        });
+                        Ok(())
+                    }
+                }
+            }
+        };
+        answers.push(match outcome {
+            Ok(()) => json!({"key": key, "recorded": true}),
+            Err(r) => json!({"key": key, "recorded": false, "reason": r.as_str()}),
+        });
+    }
+    let stored = match app.log_exposures(rows).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "recording OFREP exposures failed");
+            return api_failure(None, &e);
+        }
+    };
+    let body = Json(json!({"flags": answers}));
+    if stored == crate::writer::Stored::Buffered {
+        return (StatusCode::OK, [(crate::BUFFERED_HEADER, axum::http::HeaderValue::from_static("exposures"))], body)
+            .into_response();
+    }
+    body.into_response()
 }

@@ -100,7 +100,7 @@ impl Modify for CommonResponses {
         crate::admin::list_keys, crate::admin::create_key, crate::admin::revoke_key,
         crate::admin::list_entities, crate::admin::get_entity, crate::admin::put_entity, crate::admin::delete_entity, crate::admin::lifecycle,
         crate::evaluate::evaluate, crate::evaluate::snapshot, crate::evaluate::post_exposures, crate::admin::list_exposures, crate::admin::exposures_csv,
-        crate::ofrep::evaluate_flag, crate::ofrep::evaluate_flags, crate::ofrep_events::stream,
+        crate::ofrep::evaluate_flag, crate::ofrep::evaluate_flags, crate::ofrep::record_exposures, crate::ofrep_events::stream,
         crate::reports::traffic, crate::reports::history, crate::reports::capacity, crate::resalt::resalt, crate::reports::trace,
         openapi_json,
     ),

@@ -7,6 +7,7 @@ mod cli;
 mod compat;
 mod load;
 mod postgres;
+mod python_sdk;
 mod sequential;
 mod serve;
 mod stats;

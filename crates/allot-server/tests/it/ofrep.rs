@@ -486,3 +486,178 @@ async fn every_error_answer_carries_the_ofrep_error_body() {
     assert_eq!((r.status, r.json()["key"].as_str()), (StatusCode::UNAUTHORIZED, Some("st 1")), "{}", r.text);
     assert_eq!(r.json()["code"], "UNAUTHENTICATED", "{}", r.text);
 }
+
+async fn expose(s: &Server, key: &str, body: &serde_json::Value) -> (StatusCode, serde_json::Value) {
+    let r = s
+        .call("POST", "/ofrep/v1/exposures", Some(key), &[("content-type", "application/json")], &body.to_string())
+        .await;
+    (r.status, r.json())
+}
+
+async fn recorded_exposures(s: &Server) -> Vec<(String, String, String)> {
+    let back = s.get("/api/v1/exposures").await.json();
+    back["exposures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            let f = |k: &str| x[k].as_str().unwrap().to_string();
+            (f("unit"), f("experiment"), f("variant"))
+        })
+        .collect()
+}
+
+/// The variant OFREP serves `unit` for `flag`, if any.
+async fn served(s: &Server, flag_key: &str, unit: &str) -> Option<String> {
+    let (_, b) = flag(s, flag_key, &json!({"context": {"targetingKey": unit}}).to_string()).await;
+    b["variant"].as_str().map(str::to_string)
+}
+
+#[tokio::test]
+async fn ofrep_exposures_record_only_the_variant_the_unit_is_assigned() {
+    let s = configured().await;
+    // A unit banner does not assign (outside its 50%, or held out): the code default.
+    let mut unassigned = None;
+    for u in 0..100 {
+        let unit = format!("u{u}");
+        if served(&s, "banner", &unit).await.is_none() {
+            unassigned = Some(unit);
+            break;
+        }
+    }
+    let unassigned = unassigned.expect("some unit outside banner's 50%");
+    let color = served(&s, "color", "bob").await.unwrap();
+    let other = if color == "blue" { "green" } else { "blue" };
+    let body = json!({"context": {"targetingKey": "alice"}, "flags": [
+        {"key": "banner", "variant": "treatment"},
+        {"key": "banner", "variant": "control"},
+        {"key": "nope", "variant": "x"},
+        {"key": "later", "variant": "a"},
+    ]});
+    let (st, b) = expose(&s, ADMIN, &body).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(
+        b,
+        json!({"flags": [
+            {"key": "banner", "recorded": true},
+            {"key": "banner", "recorded": false, "reason": "VARIANT_MISMATCH"},
+            {"key": "nope", "recorded": false, "reason": "FLAG_NOT_FOUND"},
+            {"key": "later", "recorded": false, "reason": "NOT_ASSIGNED"},
+        ]})
+    );
+    // The unit outside banner: its first variant ("control", what a provider that invents a
+    // value would report) is not an exposure.
+    let body = json!({"context": {"targetingKey": unassigned}, "flags": [{"key": "banner", "variant": "control"}]});
+    let (_, b) = expose(&s, ADMIN, &body).await;
+    assert_eq!(b["flags"][0], json!({"key": "banner", "recorded": false, "reason": "NOT_ASSIGNED"}));
+    // The context's own unit attribute wins over targetingKey, as in evaluation.
+    let body = json!({"context": {"targetingKey": "x", "user_id": "bob"}, "flags": [
+        {"key": "color", "variant": color}, {"key": "color", "variant": other}]});
+    let (_, b) = expose(&s, ADMIN, &body).await;
+    assert_eq!(b["flags"][0]["recorded"], true, "{b}");
+    assert_eq!(b["flags"][1]["reason"], "VARIANT_MISMATCH", "{b}");
+    let mut got = recorded_exposures(&s).await;
+    got.sort();
+    assert_eq!(
+        got,
+        [("alice".into(), "banner".into(), "treatment".into()), ("bob".into(), "color".into(), color.clone())]
+    );
+    // The same use again the same day: answered recorded, kept once.
+    let body = json!({"context": {"targetingKey": "alice"}, "flags": [{"key": "banner", "variant": "treatment"}]});
+    for _ in 0..3 {
+        let (st, b) = expose(&s, ADMIN, &body).await;
+        assert_eq!((st, &b["flags"][0]["recorded"]), (StatusCode::OK, &json!(true)), "{b}");
+    }
+    assert_eq!(recorded_exposures(&s).await.len(), 2);
+}
+
+#[tokio::test]
+async fn ofrep_evaluation_alone_records_no_exposure() {
+    let s = configured().await;
+    for u in ["alice", "bob", "u1", "u2", "u3"] {
+        let body = json!({"context": {"targetingKey": u}}).to_string();
+        let r = s.post("/ofrep/v1/evaluate/flags", &body).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        for key in ["banner", "color", "later"] {
+            flag(&s, key, &body).await;
+        }
+    }
+    assert_eq!(recorded_exposures(&s).await, []);
+}
+
+#[tokio::test]
+async fn ofrep_exposures_need_an_evaluating_key() {
+    let s = configured().await;
+    let body = json!({"context": {"targetingKey": "alice"}, "flags": [{"key": "banner", "variant": "treatment"}]});
+    let reader = s.key("reader").await;
+    let (st, b) = expose(&s, &reader, &body).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{b}");
+    assert!(b["errorCode"].is_string() && b["errorDetails"].is_string(), "{b}");
+    let (st, _) = expose(&s, "not-a-key", &body).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    assert_eq!(recorded_exposures(&s).await, []);
+    for role in ["evaluator", "editor"] {
+        let key = s.key(role).await;
+        let (st, b) = expose(&s, &key, &body).await;
+        assert_eq!((st, &b["flags"][0]["recorded"]), (StatusCode::OK, &json!(true)), "{role}: {b}");
+    }
+    assert_eq!(recorded_exposures(&s).await.len(), 1);
+}
+
+#[tokio::test]
+async fn ofrep_exposures_are_bounded_and_errors_are_ofrep_shaped() {
+    let s = configured().await;
+    let many: Vec<_> = (0..101).map(|_| json!({"key": "banner", "variant": "treatment"})).collect();
+    let (st, b) = expose(&s, ADMIN, &json!({"context": {"targetingKey": "alice"}, "flags": many})).await;
+    assert_eq!((st, b["errorCode"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("INVALID_CONTEXT")), "{b}");
+    assert_eq!(b["errors"][0]["path"], "flags", "{b}");
+    assert!(b["errorDetails"].as_str().unwrap().contains("at most 100"), "{b}");
+    // 100 is fine.
+    let hundred: Vec<_> = (0..100).map(|_| json!({"key": "banner", "variant": "treatment"})).collect();
+    let (st, b) = expose(&s, ADMIN, &json!({"context": {"targetingKey": "alice"}, "flags": hundred})).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(b["flags"].as_array().unwrap().len(), 100);
+    let cases = [
+        ("{", StatusCode::BAD_REQUEST, "PARSE_ERROR", None),
+        (r#"{"context": [], "flags": []}"#, StatusCode::BAD_REQUEST, "INVALID_CONTEXT", None),
+        (r#"{"context": {"targetingKey": 7}, "flags": []}"#, StatusCode::BAD_REQUEST, "INVALID_CONTEXT", None),
+        (
+            r#"{"context": {}, "flags": [{"key": "banner", "variant": "control"}]}"#,
+            StatusCode::BAD_REQUEST,
+            "TARGETING_KEY_MISSING",
+            None,
+        ),
+        (r#"{"context": {"targetingKey": "u1"}}"#, StatusCode::UNPROCESSABLE_ENTITY, "INVALID_CONTEXT", Some("flags")),
+        (
+            r#"{"context": {"targetingKey": "u1"}, "flags": {}}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_CONTEXT",
+            Some("flags"),
+        ),
+        (
+            r#"{"context": {"targetingKey": "u1"}, "flags": [{"key": "banner"}]}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_CONTEXT",
+            Some("flags[0].variant"),
+        ),
+        (
+            r#"{"context": {"targetingKey": "u1"}, "flags": [{"key": "banner", "variant": "a"}, 3]}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_CONTEXT",
+            Some("flags[1]"),
+        ),
+    ];
+    for (body, status, code, path) in cases {
+        let r = s.call("POST", "/ofrep/v1/exposures", Some(ADMIN), &[], body).await;
+        let b = r.json();
+        assert_eq!((r.status, b["errorCode"].as_str()), (status, Some(code)), "{body}: {b}");
+        assert!(b["errorDetails"].is_string(), "{body}: {b}");
+        if let Some(path) = path {
+            assert_eq!(b["errors"][0]["path"], path, "{body}: {b}");
+        }
+    }
+    // An empty list records nothing and is no error.
+    let (st, b) = expose(&s, ADMIN, &json!({"context": {"targetingKey": "u1"}, "flags": []})).await;
+    assert_eq!((st, b), (StatusCode::OK, json!({"flags": []})));
+    assert_eq!(recorded_exposures(&s).await.len(), 1, "only alice's banner from the 100");
+}
