@@ -74,6 +74,21 @@ pub struct Evaluation {
     pub version: u64,
 }
 
+/// OpenFeature's resolution reason for allot's, as `allot serve`'s OFREP answers it: `ASSIGNED` →
+/// `SPLIT`, `INCLUDED` → `TARGETING_MATCH`, `STICKY` → `STATIC`, `NOT_RUNNING` → `DISABLED`, a
+/// unit the experiment does not assign → `DEFAULT`, `MISSING_UNIT`/`STICKY_UNAVAILABLE` → `ERROR`
+/// (the providers of the in-process SDKs use it).
+pub fn openfeature_reason(r: Reason) -> &'static str {
+    match r {
+        Reason::Assigned => "SPLIT",
+        Reason::Included => "TARGETING_MATCH",
+        Reason::Sticky => "STATIC",
+        Reason::NotRunning => "DISABLED",
+        Reason::Holdout | Reason::NotAllocated | Reason::TargetingMiss | Reason::PrerequisiteFailed => "DEFAULT",
+        Reason::MissingUnit | Reason::StickyUnavailable => "ERROR",
+    }
+}
+
 /// The stored sticky assignments live in the server: this process knows none of them, so
 /// sticky experiments answer `STICKY_UNAVAILABLE` rather than a variant that could contradict
 /// the stored one.
@@ -342,6 +357,49 @@ impl Client {
         let variant = c.snapshot.variant_name(i, &a).map(str::to_string);
         let value = c.snapshot.variant_value(i, &a);
         Evaluation { variant, value, reason: Some(a.reason), version: c.version }
+    }
+
+    /// The ids of the experiments the current snapshot serves, in its order (none before the
+    /// first snapshot).
+    pub fn experiments(&self) -> Vec<String> {
+        let cur = self.inner.current.load();
+        cur.as_ref().map_or_else(Vec::new, |c| c.snapshot.experiments.iter().map(|e| e.id.clone()).collect())
+    }
+
+    /// The unit type (bucket space name) of `experiment`, if the snapshot serves it.
+    pub fn unit_type_of(&self, experiment: &str) -> Option<String> {
+        let cur = self.inner.current.load();
+        let c = cur.as_ref()?;
+        let i = c.snapshot.index_of(experiment)?;
+        Some(c.snapshot.spaces[c.snapshot.experiments[i].space].name.clone())
+    }
+
+    /// The unit id that `experiment`'s unit type reads from the context (what an exposure of it
+    /// names), if the context carries one.
+    pub fn unit_of(&self, experiment: &str, ctx: &Context) -> Option<String> {
+        let cur = self.inner.current.load();
+        let c = cur.as_ref()?;
+        let i = c.snapshot.index_of(experiment)?;
+        c.snapshot.unit_id(c.snapshot.experiments[i].space, ctx).map(|u| u.into_owned())
+    }
+
+    /// An OpenFeature evaluation context as an allot context, as `allot serve`'s OFREP reads it:
+    /// `targetingKey` (removed) becomes the unit id of every unit type whose attribute the
+    /// context does not carry itself. Errors when `targetingKey` is not a string.
+    pub fn openfeature_context(&self, mut ctx: Context) -> Result<Context, String> {
+        match ctx.remove("targetingKey") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(k)) => {
+                let cur = self.inner.current.load();
+                for s in cur.as_ref().map_or(&[][..], |c| &c.snapshot.spaces[..]) {
+                    if !ctx.contains_key(&s.attribute) {
+                        ctx.insert(s.attribute.clone(), Value::String(k.clone()));
+                    }
+                }
+            }
+            Some(_) => return Err("targetingKey: expected a string".into()),
+        }
+        Ok(ctx)
     }
 
     /// The unit's bucket in each bucket space whose unit attribute the context carries (space
