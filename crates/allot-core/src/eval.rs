@@ -93,6 +93,22 @@ impl Reason {
             Reason::StickyUnavailable => "STICKY_UNAVAILABLE",
         }
     }
+
+    /// The OpenFeature reason of this one (what OFREP answers and every SDK's OpenFeature
+    /// provider reports): `ASSIGNED` → `SPLIT`; `INCLUDED` → `TARGETING_MATCH`; `STICKY` →
+    /// `STATIC` (a stored assignment, no longer computed); `NOT_RUNNING` → `DISABLED`;
+    /// `HOLDOUT`, `NOT_ALLOCATED`, `TARGETING_MISS`, `PREREQUISITE_FAILED` → `DEFAULT` (the code
+    /// default); `MISSING_UNIT`, `STICKY_UNAVAILABLE` → `ERROR`.
+    pub fn openfeature(&self) -> &'static str {
+        match self {
+            Reason::Assigned => "SPLIT",
+            Reason::Included => "TARGETING_MATCH",
+            Reason::Sticky => "STATIC",
+            Reason::NotRunning => "DISABLED",
+            Reason::Holdout | Reason::NotAllocated | Reason::TargetingMiss | Reason::PrerequisiteFailed => "DEFAULT",
+            Reason::MissingUnit | Reason::StickyUnavailable => "ERROR",
+        }
+    }
 }
 
 /// The result of one experiment for one unit.
@@ -371,6 +387,17 @@ impl Snapshot {
             Value::String(s) if !s.is_empty() => Some(Cow::Borrowed(s)),
             Value::Number(n) => Some(Cow::Owned(n.to_string())),
             _ => None,
+        }
+    }
+
+    /// OpenFeature's `targetingKey`: `key` becomes the unit id of every unit type whose attribute
+    /// `ctx` does not carry itself (the context's own attribute wins). OFREP and the SDKs'
+    /// OpenFeature providers map it so.
+    pub fn fill_targeting_key(&self, ctx: &mut Context, key: &str) {
+        for s in &self.spaces {
+            if !ctx.contains_key(&s.attribute) {
+                ctx.insert(s.attribute.clone(), Value::String(key.to_string()));
+            }
         }
     }
 
