@@ -74,21 +74,6 @@ pub struct Evaluation {
     pub version: u64,
 }
 
-/// OpenFeature's resolution reason for allot's, as `allot serve`'s OFREP answers it: `ASSIGNED` →
-/// `SPLIT`, `INCLUDED` → `TARGETING_MATCH`, `STICKY` → `STATIC`, `NOT_RUNNING` → `DISABLED`, a
-/// unit the experiment does not assign → `DEFAULT`, `MISSING_UNIT`/`STICKY_UNAVAILABLE` → `ERROR`
-/// (the providers of the in-process SDKs use it).
-pub fn openfeature_reason(r: Reason) -> &'static str {
-    match r {
-        Reason::Assigned => "SPLIT",
-        Reason::Included => "TARGETING_MATCH",
-        Reason::Sticky => "STATIC",
-        Reason::NotRunning => "DISABLED",
-        Reason::Holdout | Reason::NotAllocated | Reason::TargetingMiss | Reason::PrerequisiteFailed => "DEFAULT",
-        Reason::MissingUnit | Reason::StickyUnavailable => "ERROR",
-    }
-}
-
 /// The stored sticky assignments live in the server: this process knows none of them, so
 /// sticky experiments answer `STICKY_UNAVAILABLE` rather than a variant that could contradict
 /// the stored one.
@@ -313,6 +298,21 @@ impl Client {
         self.inner.current.load().as_ref().map_or(0, |c| c.version)
     }
 
+    /// The ids of the experiments the current snapshot serves, in its order (none before the
+    /// first snapshot).
+    pub fn experiments(&self) -> Vec<String> {
+        let cur = self.inner.current.load();
+        cur.as_ref().map_or_else(Vec::new, |c| c.snapshot.experiments.iter().map(|e| e.id.clone()).collect())
+    }
+
+    /// The unit type (bucket space name) of `experiment`, if the snapshot serves it.
+    pub fn unit_type_of(&self, experiment: &str) -> Option<String> {
+        let cur = self.inner.current.load();
+        let c = cur.as_ref()?;
+        let i = c.snapshot.index_of(experiment)?;
+        Some(c.snapshot.spaces[c.snapshot.experiments[i].space].name.clone())
+    }
+
     /// Fetches the snapshot if it changed. True when a new version was loaded.
     pub async fn refresh(&self) -> Result<bool, Error> {
         if self.inner.offline {
@@ -359,23 +359,9 @@ impl Client {
         Evaluation { variant, value, reason: Some(a.reason), version: c.version }
     }
 
-    /// The ids of the experiments the current snapshot serves, in its order (none before the
-    /// first snapshot).
-    pub fn experiments(&self) -> Vec<String> {
-        let cur = self.inner.current.load();
-        cur.as_ref().map_or_else(Vec::new, |c| c.snapshot.experiments.iter().map(|e| e.id.clone()).collect())
-    }
-
-    /// The unit type (bucket space name) of `experiment`, if the snapshot serves it.
-    pub fn unit_type_of(&self, experiment: &str) -> Option<String> {
-        let cur = self.inner.current.load();
-        let c = cur.as_ref()?;
-        let i = c.snapshot.index_of(experiment)?;
-        Some(c.snapshot.spaces[c.snapshot.experiments[i].space].name.clone())
-    }
-
-    /// The unit id that `experiment`'s unit type reads from the context (what an exposure of it
-    /// names), if the context carries one.
+    /// The unit `experiment` reads from `ctx` (the value of its unit type's attribute), under the
+    /// current snapshot: the unit of its exposures. `None` for an unknown experiment or a context
+    /// without that attribute.
     pub fn unit_of(&self, experiment: &str, ctx: &Context) -> Option<String> {
         let cur = self.inner.current.load();
         let c = cur.as_ref()?;
@@ -383,23 +369,12 @@ impl Client {
         c.snapshot.unit_id(c.snapshot.experiments[i].space, ctx).map(|u| u.into_owned())
     }
 
-    /// An OpenFeature evaluation context as an allot context, as `allot serve`'s OFREP reads it:
-    /// `targetingKey` (removed) becomes the unit id of every unit type whose attribute the
-    /// context does not carry itself. Errors when `targetingKey` is not a string.
-    pub fn openfeature_context(&self, mut ctx: Context) -> Result<Context, String> {
-        match ctx.remove("targetingKey") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(k)) => {
-                let cur = self.inner.current.load();
-                for s in cur.as_ref().map_or(&[][..], |c| &c.snapshot.spaces[..]) {
-                    if !ctx.contains_key(&s.attribute) {
-                        ctx.insert(s.attribute.clone(), Value::String(k.clone()));
-                    }
-                }
-            }
-            Some(_) => return Err("targetingKey: expected a string".into()),
+    /// OpenFeature's `targetingKey` as OFREP maps it ([`Snapshot::fill_targeting_key`]): `key`
+    /// becomes the unit id of every unit type whose attribute `ctx` lacks.
+    pub fn fill_targeting_key(&self, ctx: &mut Context, key: &str) {
+        if let Some(c) = self.inner.current.load().as_ref() {
+            c.snapshot.fill_targeting_key(ctx, key);
         }
-        Ok(ctx)
     }
 
     /// The unit's bucket in each bucket space whose unit attribute the context carries (space

@@ -86,7 +86,7 @@ pub struct NativeFlag {
     pub value: Option<Value>,
     /// allot's reason; absent for an unknown experiment (`FLAG_NOT_FOUND`).
     pub reason: Option<String>,
-    /// OpenFeature's reason for it ([`allot_sdk::openfeature_reason`]).
+    /// OpenFeature's reason for it (`Reason::openfeature`).
     pub openfeature_reason: Option<String>,
     /// The configuration version used.
     pub version: i64,
@@ -155,6 +155,18 @@ fn context(json: &str) -> Result<Map<String, Value>> {
         Value::Object(m) => Ok(m),
         _ => Err(bad_context("expected an object")),
     }
+}
+
+/// An OpenFeature evaluation context (JSON) as allot reads it (OFREP's rule): `targetingKey`
+/// (removed) is the unit id of every unit type whose attribute the context does not carry.
+fn openfeature_context(client: &Client, json: &str) -> Result<Map<String, Value>> {
+    let mut ctx = context(json)?;
+    match ctx.remove("targetingKey") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(k)) => client.fill_targeting_key(&mut ctx, &k),
+        Some(_) => return Err(bad_context("targetingKey: expected a string")),
+    }
+    Ok(ctx)
 }
 
 fn sdk_error(e: allot_sdk::Error) -> Error {
@@ -256,10 +268,10 @@ impl NativeClient {
         sticky_get: Option<GetFn<'_>>,
         sticky_knows: Option<KnowsFn<'_>>,
     ) -> Result<NativeFlag> {
-        let ctx = self.client.openfeature_context(context(&context_json)?).map_err(bad_context)?;
+        let ctx = openfeature_context(&self.client, &context_json)?;
         let e = with_sticky(sticky_get, sticky_knows, |s| self.eval(&flag_key, &ctx, s))?;
         Ok(NativeFlag {
-            openfeature_reason: e.reason.map(|r| allot_sdk::openfeature_reason(r).to_string()),
+            openfeature_reason: e.reason.map(|r| r.openfeature().to_string()),
             reason: e.reason.map(|r| r.as_str().to_string()),
             unit_type: e.reason.and_then(|_| self.client.unit_type_of(&flag_key)),
             variant: e.variant,
@@ -278,7 +290,7 @@ impl NativeClient {
     /// unit id of every unit type whose attribute the context does not carry itself.
     #[napi]
     pub fn openfeature_context(&self, context_json: String) -> Result<String> {
-        let ctx = self.client.openfeature_context(context(&context_json)?).map_err(bad_context)?;
+        let ctx = openfeature_context(&self.client, &context_json)?;
         serde_json::to_string(&ctx).map_err(bad_context)
     }
 

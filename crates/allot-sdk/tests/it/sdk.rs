@@ -131,6 +131,33 @@ async fn a_wrong_key_is_an_error() {
     assert!(matches!(e, allot_sdk::Error::Status { status: 401, .. }), "{e}");
 }
 
+/// What the OpenFeature providers of the in-process SDKs read: the experiments served, each one's
+/// unit type and the unit id it reads, `targetingKey` as the unit of every unit type whose
+/// attribute the context lacks, and OpenFeature's reasons.
+#[test]
+fn experiments_unit_types_units_and_targeting_keys() {
+    let state =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../spec/assign/allot.state.json")).unwrap();
+    let c = allot_sdk::Client::offline(&state, allot_sdk::Options::default()).unwrap();
+    let ids = c.experiments();
+    assert_eq!(ids.len(), 8, "{ids:?}");
+    assert!(ids.iter().any(|e| e == "device-onboarding"));
+    assert_eq!(c.unit_type_of("device-onboarding").as_deref(), Some("device"));
+    assert_eq!(c.unit_type_of("nope"), None);
+    let of = serde_json::json!({"device_id": "d9", "country": "SE"});
+    let mut ctx = of.as_object().unwrap().clone();
+    c.fill_targeting_key(&mut ctx, "k1");
+    assert_eq!(
+        serde_json::Value::Object(ctx.clone()),
+        serde_json::json!({"device_id": "d9", "country": "SE", "user_id": "k1"})
+    );
+    assert_eq!(c.unit_of("home-feed-us", &ctx).as_deref(), Some("k1"));
+    assert_eq!(c.unit_of("device-onboarding", &ctx).as_deref(), Some("d9"));
+    assert_eq!(c.unit_of("home-feed-us", &serde_json::Map::new()), None);
+    assert_eq!(Reason::Assigned.openfeature(), "SPLIT");
+    assert_eq!(Reason::NotAllocated.openfeature(), "DEFAULT");
+}
+
 /// [`CONFIG`] and a sticky experiment.
 fn with_sticky() -> String {
     format!("{CONFIG}  onboarding:\n    unit: user\n    share: 100%\n    variants: {{control: 1, treatment: 1}}\n    sticky: true\n    state: running\n")
@@ -356,35 +383,4 @@ async fn an_offline_client_gives_the_golden_assignments_and_buckets() {
         assert!(matches!(c.refresh().await, Err(allot_sdk::Error::Offline)));
         assert!(matches!(c.flush().await, Err(allot_sdk::Error::Offline)));
     }
-}
-
-/// What the OpenFeature providers of the in-process SDKs read: the experiments served, each one's
-/// unit type and the unit id it reads, `targetingKey` as the unit of every unit type whose
-/// attribute the context lacks, and OpenFeature's reasons.
-#[test]
-fn openfeature_contexts_units_and_reasons() {
-    let state =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../spec/assign/allot.state.json")).unwrap();
-    let c = allot_sdk::Client::offline(&state, allot_sdk::Options::default()).unwrap();
-    let ids = c.experiments();
-    assert_eq!(ids.len(), 8, "{ids:?}");
-    assert!(ids.iter().any(|e| e == "device-onboarding"));
-    assert_eq!(c.unit_type_of("device-onboarding").as_deref(), Some("device"));
-    assert_eq!(c.unit_type_of("nope"), None);
-    let of = serde_json::json!({"targetingKey": "k1", "device_id": "d9", "country": "SE"});
-    let ctx = c.openfeature_context(of.as_object().unwrap().clone()).unwrap();
-    assert_eq!(
-        serde_json::Value::Object(ctx.clone()),
-        serde_json::json!({"device_id": "d9", "country": "SE", "user_id": "k1"})
-    );
-    assert_eq!(c.unit_of("home-feed-us", &ctx).as_deref(), Some("k1"));
-    assert_eq!(c.unit_of("device-onboarding", &ctx).as_deref(), Some("d9"));
-    assert_eq!(c.unit_of("home-feed-us", &serde_json::Map::new()), None);
-    let bad = serde_json::json!({"targetingKey": 7});
-    assert_eq!(c.openfeature_context(bad.as_object().unwrap().clone()).unwrap_err(), "targetingKey: expected a string");
-    assert_eq!(allot_sdk::openfeature_reason(Reason::Assigned), "SPLIT");
-    assert_eq!(allot_sdk::openfeature_reason(Reason::Included), "TARGETING_MATCH");
-    assert_eq!(allot_sdk::openfeature_reason(Reason::NotAllocated), "DEFAULT");
-    assert_eq!(allot_sdk::openfeature_reason(Reason::NotRunning), "DISABLED");
-    assert_eq!(allot_sdk::openfeature_reason(Reason::StickyUnavailable), "ERROR");
 }
