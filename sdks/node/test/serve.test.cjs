@@ -209,12 +209,15 @@ test('the OpenFeature provider evaluates in process and the hook logs exposures 
   assert.deepEqual([dark.value, dark.variant, dark.reason], [true, 'on', 'SPLIT']);
   // A unit the experiment does not assign: the code default, no variant, the reason kept.
   let out;
+  const assigned = [];
   for (let u = 0; u < 50 && !out; u++) {
     const d = await of.getStringDetails('half', 'code-default', { targetingKey: `of-n${u}` });
-    if (d.flagMetadata.allotReason === 'NOT_ALLOCATED') out = d;
+    if (d.flagMetadata.allotReason === 'NOT_ALLOCATED') out = [`of-n${u}`, d];
+    else assigned.push([`of-n${u}`, d.variant]);
   }
   assert.ok(out, 'some unit is outside `half`');
-  assert.deepEqual([out.value, out.variant, out.reason, out.errorCode], ['code-default', undefined, 'DEFAULT', undefined]);
+  const [outside, d] = out;
+  assert.deepEqual([d.value, d.variant, d.reason, d.errorCode], ['code-default', undefined, 'DEFAULT', undefined]);
   const mismatch = await of.getNumberDetails('banner', 7, { targetingKey: 'alice' });
   assert.deepEqual([mismatch.value, mismatch.errorCode], [7, 'TYPE_MISMATCH']);
   const missing = await of.getStringDetails('nope', 'fallback', { targetingKey: 'alice' });
@@ -226,11 +229,13 @@ test('the OpenFeature provider evaluates in process and the hook logs exposures 
   assert.ok(badkey.errorCode, 'an invalid targetingKey is an error');
   // Used twice today: one exposure. Unassigned and errors: none.
   await of.getStringDetails('banner', 'none', { targetingKey: 'alice' });
-  assert.equal(await c.flush(), 2);
+  assert.equal(await c.flush(), 2 + assigned.length);
   const rows = (await exposures('banner')).filter((x) => x.unit === 'alice');
   assert.deepEqual(rows.map((x) => [x.unit, x.variant]), [['alice', 'treatment']]);
   assert.deepEqual((await exposures('dark-mode')).map((x) => [x.unit, x.variant]), [['of1', 'on']]);
-  assert.deepEqual((await exposures('half')).filter((x) => x.unit.startsWith('of-n')), []);
+  const half = (await exposures('half')).filter((x) => x.unit.startsWith('of-n')).map((x) => [x.unit, x.variant]);
+  assert.deepEqual(half.sort(), assigned.sort(), 'the assigned units, and not the one outside');
+  assert.ok(!half.some(([u]) => u === outside));
   assert.ok(hook.deduplicatedExposures >= 1);
   await OpenFeature.close();
 });
