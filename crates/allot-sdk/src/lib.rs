@@ -298,6 +298,21 @@ impl Client {
         self.inner.current.load().as_ref().map_or(0, |c| c.version)
     }
 
+    /// The ids of the experiments the current snapshot serves, in its order (none before the
+    /// first snapshot).
+    pub fn experiments(&self) -> Vec<String> {
+        let cur = self.inner.current.load();
+        cur.as_ref().map_or_else(Vec::new, |c| c.snapshot.experiments.iter().map(|e| e.id.clone()).collect())
+    }
+
+    /// The unit type (bucket space name) of `experiment`, if the snapshot serves it.
+    pub fn unit_type_of(&self, experiment: &str) -> Option<String> {
+        let cur = self.inner.current.load();
+        let c = cur.as_ref()?;
+        let i = c.snapshot.index_of(experiment)?;
+        Some(c.snapshot.spaces[c.snapshot.experiments[i].space].name.clone())
+    }
+
     /// Fetches the snapshot if it changed. True when a new version was loaded.
     pub async fn refresh(&self) -> Result<bool, Error> {
         if self.inner.offline {

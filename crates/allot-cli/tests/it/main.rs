@@ -6,6 +6,7 @@ mod analyze_time;
 mod cli;
 mod compat;
 mod load;
+mod node_sdk;
 mod postgres;
 mod python_sdk;
 mod sequential;

@@ -131,6 +131,33 @@ async fn a_wrong_key_is_an_error() {
     assert!(matches!(e, allot_sdk::Error::Status { status: 401, .. }), "{e}");
 }
 
+/// What the OpenFeature providers of the in-process SDKs read: the experiments served, each one's
+/// unit type and the unit id it reads, `targetingKey` as the unit of every unit type whose
+/// attribute the context lacks, and OpenFeature's reasons.
+#[test]
+fn experiments_unit_types_units_and_targeting_keys() {
+    let state =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../spec/assign/allot.state.json")).unwrap();
+    let c = allot_sdk::Client::offline(&state, allot_sdk::Options::default()).unwrap();
+    let ids = c.experiments();
+    assert_eq!(ids.len(), 8, "{ids:?}");
+    assert!(ids.iter().any(|e| e == "device-onboarding"));
+    assert_eq!(c.unit_type_of("device-onboarding").as_deref(), Some("device"));
+    assert_eq!(c.unit_type_of("nope"), None);
+    let of = serde_json::json!({"device_id": "d9", "country": "SE"});
+    let mut ctx = of.as_object().unwrap().clone();
+    c.fill_targeting_key(&mut ctx, "k1");
+    assert_eq!(
+        serde_json::Value::Object(ctx.clone()),
+        serde_json::json!({"device_id": "d9", "country": "SE", "user_id": "k1"})
+    );
+    assert_eq!(c.unit_of("home-feed-us", &ctx).as_deref(), Some("k1"));
+    assert_eq!(c.unit_of("device-onboarding", &ctx).as_deref(), Some("d9"));
+    assert_eq!(c.unit_of("home-feed-us", &serde_json::Map::new()), None);
+    assert_eq!(Reason::Assigned.openfeature(), "SPLIT");
+    assert_eq!(Reason::NotAllocated.openfeature(), "DEFAULT");
+}
+
 /// [`CONFIG`] and a sticky experiment.
 fn with_sticky() -> String {
     format!("{CONFIG}  onboarding:\n    unit: user\n    share: 100%\n    variants: {{control: 1, treatment: 1}}\n    sticky: true\n    state: running\n")
