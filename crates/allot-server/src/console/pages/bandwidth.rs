@@ -4,7 +4,7 @@
 //! pre-period correlation): for each draft, the units and days it needs and when it can start; for
 //! each scope, how many run at once and the schedule; what CUPED buys (units and days saved).
 
-use crate::capacity::{self, CapacityReport};
+use crate::capacity::CapacityReport;
 use crate::console::page::{html, Chrome, Problem};
 use crate::console::space::pct;
 use crate::App;
@@ -115,21 +115,7 @@ pub(crate) async fn get(
     let signed = super::signed(&app, &headers).await?;
     let view = app.console_view().await?;
     let q = q.map(|Query(q)| q).unwrap_or_default();
-    let mut errors = vec![];
-    let report = match super::timeline::traffic(&q, &view.cfg) {
-        Ok(Some(t)) => match capacity::plan(&view.cfg, &t) {
-            Ok(r) => Some(r),
-            Err(es) => {
-                errors.extend(es.iter().map(|e| format!("{}: {}", e.path, e.message)));
-                None
-            }
-        },
-        Ok(None) => None,
-        Err(es) => {
-            errors = es;
-            None
-        }
-    };
+    let (report, errors) = super::timeline::planned(&q, &view.cfg);
     let (drafts, scopes) = report.as_ref().map(rows).unwrap_or_default();
     let mut chrome = Chrome::new("Bandwidth", Some(&signed));
     chrome.version = Some(view.version);

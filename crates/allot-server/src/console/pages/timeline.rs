@@ -30,6 +30,22 @@ struct Page {
     planned: bool,
 }
 
+/// The capacity plan of the traffic a form gives (`None` when it gives none), with the form's
+/// errors and the planner's, as the timeline and the bandwidth page show them.
+pub(crate) fn planned(
+    q: &HashMap<String, String>,
+    cfg: &allot_core::config::Config,
+) -> (Option<capacity::CapacityReport>, Vec<String>) {
+    match traffic(q, cfg) {
+        Ok(Some(t)) => match capacity::plan(cfg, &t) {
+            Ok(r) => (Some(r), vec![]),
+            Err(es) => (None, es.iter().map(|e| format!("{}: {}", e.path, e.message)).collect()),
+        },
+        Ok(None) => (None, vec![]),
+        Err(es) => (None, es),
+    }
+}
+
 /// The traffic the form gives, if any: what [`capacity::plan`] takes, with every draft of a unit
 /// type whose daily units are given (and the bandwidth page's CUPED correlation `rho`).
 pub(crate) fn traffic(
@@ -97,21 +113,7 @@ pub(crate) async fn get(
     let signed = super::signed(&app, &headers).await?;
     let view = app.console_view().await?;
     let q = q.map(|Query(q)| q).unwrap_or_default();
-    let mut errors = vec![];
-    let report = match traffic(&q, &view.cfg) {
-        Ok(Some(t)) => match capacity::plan(&view.cfg, &t) {
-            Ok(r) => Some(r),
-            Err(es) => {
-                errors.extend(es.iter().map(|e| format!("{}: {}", e.path, e.message)));
-                None
-            }
-        },
-        Ok(None) => None,
-        Err(es) => {
-            errors = es;
-            None
-        }
-    };
+    let (report, errors) = planned(&q, &view.cfg);
     let scopes = timeline::timelines(&view.state, &view.cfg, &view.spaces, report.as_ref());
     let mut chrome = Chrome::new("Timeline", Some(&signed));
     chrome.version = Some(view.version);
