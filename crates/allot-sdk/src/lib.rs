@@ -150,6 +150,9 @@ struct Inner {
     /// day anyway: a repeat costs a row in a batch, never a second exposure).
     seen_limit: usize,
     deduplicated: AtomicU64,
+    /// Exposures never sent: an experiment or variant the snapshot does not have, or a batch the
+    /// server refused for good (a 4xx other than 408 and 429).
+    rejected: AtomicU64,
     /// Built from a state file: never fetches, never sends.
     offline: bool,
 }
@@ -276,6 +279,7 @@ impl Client {
                 seen: Mutex::new(HashSet::new()),
                 seen_limit: options.dedup_limit,
                 deduplicated: AtomicU64::new(0),
+                rejected: AtomicU64::new(0),
                 offline,
             }),
         })
@@ -394,19 +398,29 @@ impl Client {
     /// queued. The same (unit, experiment, variant, UTC day) is queued once
     /// ([`Client::deduplicated_exposures`] counts the repeats; [`Options::dedup_limit`]).
     pub fn expose(&self, unit: &str, experiment: &str, variant: &str) {
+        // An experiment or variant the current snapshot does not have would make the server
+        // refuse the whole batch it travels in: it is counted and never queued.
+        if let Some(c) = self.inner.current.load().as_ref() {
+            let known = c
+                .snapshot
+                .index_of(experiment)
+                .is_some_and(|i| c.snapshot.experiments[i].split.names.iter().any(|n| n == variant));
+            if !known {
+                self.inner.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    experiment,
+                    variant,
+                    "exposure of an experiment or variant the snapshot does not have: not sent"
+                );
+                return;
+            }
+        }
         let now = self.inner.clock.now().to_offset(time::UtcOffset::UTC);
-        if self.inner.seen_limit > 0 {
-            let key = exposure_key(&now.date().to_string(), unit, experiment, variant);
-            if let Ok(mut seen) = self.inner.seen.lock() {
-                if seen.contains(&key) {
-                    drop(seen);
-                    self.inner.deduplicated.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-                if seen.len() >= self.inner.seen_limit {
-                    seen.clear();
-                }
-                seen.insert(key);
+        let key = (self.inner.seen_limit > 0).then(|| exposure_key(&now.date().to_string(), unit, experiment, variant));
+        if let Some(key) = &key {
+            if self.inner.seen.lock().is_ok_and(|seen| seen.contains(key)) {
+                self.inner.deduplicated.fetch_add(1, Ordering::Relaxed);
+                return;
             }
         }
         let time = now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
@@ -425,6 +439,13 @@ impl Client {
             }
             Ok(mut q) => {
                 q.push(x);
+                // Seen only once queued: a dropped exposure is not suppressed for the day.
+                if let (Some(key), Ok(mut seen)) = (key, self.inner.seen.lock()) {
+                    if seen.len() >= self.inner.seen_limit {
+                        seen.clear();
+                    }
+                    seen.insert(key);
+                }
                 q.len() >= self.inner.batch
             }
             Err(_) => false,
@@ -458,6 +479,13 @@ impl Client {
         self.inner.deduplicated.load(Ordering::Relaxed)
     }
 
+    /// Exposures never sent because they could not be valid, since the start: an experiment or
+    /// variant the snapshot does not have (not queued), or a batch the server refused for good
+    /// (a 4xx other than 408 and 429; dropped instead of blocking every later batch).
+    pub fn rejected_exposures(&self) -> u64 {
+        self.inner.rejected.load(Ordering::Relaxed)
+    }
+
     /// Exposures waiting to be sent.
     pub fn queued_exposures(&self) -> usize {
         self.inner.queue.lock().map_or(0, |q| q.len())
@@ -475,8 +503,10 @@ impl Client {
         }
     }
 
-    /// Sends queued exposures in batches; returns how many were sent. On failure the unsent
-    /// ones are queued again.
+    /// Sends queued exposures in batches; returns how many were sent. A batch the server
+    /// refuses for good (a 4xx other than 408 and 429) is dropped and counted
+    /// ([`Client::rejected_exposures`]) and the rest are still sent (the first such refusal is
+    /// the error returned); on any other failure the unsent ones are queued again.
     pub async fn flush(&self) -> Result<usize, Error> {
         if self.inner.offline {
             return Err(Error::Offline);
@@ -486,6 +516,7 @@ impl Client {
             Err(_) => return Ok(0),
         };
         let mut sent = 0;
+        let mut refused = None;
         for (k, chunk) in pending.chunks(CHUNK).enumerate() {
             let res = self
                 .inner
@@ -497,18 +528,32 @@ impl Client {
                 .await;
             let failed = match res {
                 Ok(r) if r.status().is_success() => None,
-                Ok(r) => Some(Error::Status { status: r.status().as_u16(), body: r.text().await.unwrap_or_default() }),
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    let e = Error::Status { status, body: r.text().await.unwrap_or_default() };
+                    if (400..500).contains(&status) && status != 408 && status != 429 {
+                        // Refused for good: sending it again would fail again and hold back
+                        // every batch behind it. Dropped and counted.
+                        self.inner.rejected.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                        tracing::warn!(error = %e, exposures = chunk.len(), "the server refused a batch of exposures: dropped");
+                        refused.get_or_insert(e);
+                        continue;
+                    }
+                    Some(e)
+                }
                 Err(e) => Some(Error::Http(e)),
             };
             if let Some(e) = failed {
                 if let Ok(mut q) = self.inner.queue.lock() {
                     let rest = pending[k * CHUNK..].to_vec();
                     q.splice(0..0, rest);
-                    // The oldest are kept (they were first); what no longer fits is dropped.
+                    // The oldest are kept (they were first); what no longer fits is dropped,
+                    // and forgotten by the deduplication (so the unit's next one is queued).
                     let over = q.len().saturating_sub(self.inner.queue_limit);
                     if over > 0 {
-                        q.truncate(self.inner.queue_limit);
+                        let lost: Vec<Exposure> = q.drain(self.inner.queue_limit..).collect();
                         drop(q);
+                        self.forget(&lost);
                         self.dropped(over as u64);
                     }
                 }
@@ -516,7 +561,20 @@ impl Client {
             }
             sent += chunk.len();
         }
-        Ok(sent)
+        match refused {
+            Some(e) => Err(e),
+            None => Ok(sent),
+        }
+    }
+
+    /// Removes dropped exposures' keys from the deduplication set.
+    fn forget(&self, lost: &[Exposure]) {
+        if let Ok(mut seen) = self.inner.seen.lock() {
+            for x in lost {
+                let day = x.time.get(..10).unwrap_or_default();
+                seen.remove(&exposure_key(day, &x.unit, &x.experiment, &x.variant));
+            }
+        }
     }
 
     /// Polls the snapshot and flushes exposures every `every`, until the client is dropped.

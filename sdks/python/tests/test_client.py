@@ -173,7 +173,7 @@ def test_an_offline_client_evaluates_a_state_file(spec) -> None:
         c.flush()
     with pytest.raises(allot.AllotError, match="offline"):
         c.refresh()
-    c.expose("u1", "price-test", "a")
+    c.expose("u1", "price-test", "control")
     assert c.queued_exposures == 1
     with pytest.raises(allot.AllotError, match="bad snapshot"):
         allot.Client.offline("{}")

@@ -336,22 +336,34 @@ fn exposures_are_deduplicated_per_unit_experiment_variant_and_day() {
             + time::Duration::days(d.load(std::sync::atomic::Ordering::SeqCst))
     });
     let c = allot_sdk::Client::offline(&state, allot_sdk::Options { clock, ..allot_sdk::Options::default() }).unwrap();
+    let e = "home-feed-us";
     for _ in 0..3 {
-        c.expose("u1", "banner", "control");
+        c.expose("u1", e, "control");
     }
-    c.expose("u1", "banner", "treatment");
-    c.expose("u2", "banner", "control");
-    // Lengths are in the key: ("u1", "xbanner") is not ("u1x", "banner").
-    c.expose("u1x", "banner", "control");
-    c.expose("u1", "xbanner", "control");
+    c.expose("u1", e, "treatment");
+    c.expose("u2", e, "control");
+    c.expose("u1x", e, "control");
     day.store(1, std::sync::atomic::Ordering::SeqCst);
-    c.expose("u1", "banner", "control");
-    assert_eq!((c.queued_exposures(), c.deduplicated_exposures()), (6, 2));
+    c.expose("u1", e, "control");
+    assert_eq!((c.queued_exposures(), c.deduplicated_exposures()), (5, 2));
+    // An experiment or variant the snapshot does not have is never queued (the server would
+    // refuse the whole batch it travels in).
+    c.expose("u1", "no-such-experiment", "control");
+    c.expose("u1", e, "no-such-variant");
+    assert_eq!((c.queued_exposures(), c.rejected_exposures()), (5, 2));
     let off = allot_sdk::Options { dedup_limit: 0, ..allot_sdk::Options::default() };
     let c = allot_sdk::Client::offline(&state, off).unwrap();
-    c.expose("u1", "banner", "control");
-    c.expose("u1", "banner", "control");
+    c.expose("u1", e, "control");
+    c.expose("u1", e, "control");
     assert_eq!((c.queued_exposures(), c.deduplicated_exposures()), (2, 0));
+    // An exposure dropped because the queue was full is not marked seen: once there is room,
+    // the same exposure is queued.
+    let one = allot_sdk::Options { queue_limit: 1, ..allot_sdk::Options::default() };
+    let c = allot_sdk::Client::offline(&state, one).unwrap();
+    c.expose("u1", e, "control");
+    c.expose("u2", e, "control");
+    c.expose("u2", e, "control");
+    assert_eq!((c.queued_exposures(), c.dropped_exposures(), c.deduplicated_exposures()), (1, 2, 0));
 }
 
 /// A client built from a state file evaluates as the core does (the golden assignments and
