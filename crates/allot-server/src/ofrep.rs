@@ -483,6 +483,9 @@ enum NotRecorded {
     NotAssigned,
     /// The experiment assigns the unit another variant.
     VariantMismatch,
+    /// The unit's stored sticky assignment could not be read (the store is down and it is not
+    /// cached): not recorded now, worth sending again later.
+    StickyUnavailable,
 }
 
 impl NotRecorded {
@@ -491,6 +494,7 @@ impl NotRecorded {
             NotRecorded::FlagNotFound => "FLAG_NOT_FOUND",
             NotRecorded::NotAssigned => "NOT_ASSIGNED",
             NotRecorded::VariantMismatch => "VARIANT_MISMATCH",
+            NotRecorded::StickyUnavailable => "STICKY_UNAVAILABLE",
         }
     }
 }
@@ -560,7 +564,7 @@ fn exposed_flags(flags: Option<Value>) -> Result<Vec<(String, String)>, Vec<allo
 /// be reached: `X-Allot-Buffered: exposures`). Evaluation never records by itself.
 #[utoipa::path(post, path = "/ofrep/v1/exposures", tag = "ofrep",
     request_body(content = Object, description = "{\"context\": {\"targetingKey\": \"u1\", ...}, \"flags\": [{\"key\": \"ranking-v2\", \"variant\": \"treatment\"}]} (at most 100 flags)"),
-    responses((status = 200, description = "{flags: [{key, recorded: true} | {key, recorded: false, reason: FLAG_NOT_FOUND | NOT_ASSIGNED | VARIANT_MISMATCH}]}, in request order"),
+    responses((status = 200, description = "{flags: [{key, recorded: true} | {key, recorded: false, reason: FLAG_NOT_FOUND | NOT_ASSIGNED | VARIANT_MISMATCH | STICKY_UNAVAILABLE}]}, in request order"),
         (status = 400, description = "{errorCode, errorDetails}: PARSE_ERROR, INVALID_CONTEXT, TARGETING_KEY_MISSING"),
         (status = 422, description = "{errorCode: INVALID_CONTEXT, errorDetails, errors: [{path, message}]}: `flags` missing, over 100, or an item without a key or variant"),
         (status = 500, description = "GENERAL")))]
@@ -614,6 +618,9 @@ pub(crate) async fn record_exposures(State(app): State<Arc<App>>, req: Request) 
                     );
                 };
                 match snap.variant_name(i, a) {
+                    None if a.reason == allot_core::eval::Reason::StickyUnavailable => {
+                        Err(NotRecorded::StickyUnavailable)
+                    }
                     None => Err(NotRecorded::NotAssigned),
                     Some(v) if v != variant => Err(NotRecorded::VariantMismatch),
                     Some(v) => {
