@@ -255,7 +255,12 @@ fn is_ident(s: &str) -> bool {
         && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '$')
 }
 
-/// Seconds of a duration `<number><unit>`, unit one of `s m h d w` (`0` alone is 0).
+/// The longest duration accepted: 100 years (so that sums of durations stay finite numbers in
+/// the SQL text).
+pub const MAX_DURATION_SECONDS: f64 = 100.0 * 365.25 * 86400.0;
+
+/// Seconds of a duration `<number><unit>`, unit one of `s m h d w` (`0` alone is 0), at most
+/// [`MAX_DURATION_SECONDS`].
 pub fn duration(s: &str) -> Option<f64> {
     let s = s.trim();
     if s == "0" {
@@ -271,7 +276,8 @@ pub fn duration(s: &str) -> Option<f64> {
         _ => return None,
     };
     let n: f64 = s[..s.len() - 1].trim().parse().ok()?;
-    (n.is_finite() && n >= 0.0).then_some(n * per)
+    let secs = n * per;
+    (n.is_finite() && n >= 0.0 && secs <= MAX_DURATION_SECONDS).then_some(secs)
 }
 
 struct Errors(Vec<TablesError>);
@@ -424,7 +430,10 @@ fn validate(raw: RawTables, known: Option<ExposureTable>) -> Result<Tables, Vec<
             let v = v.as_ref()?;
             let d = duration(v);
             if d.is_none() {
-                errs.add(p(f), format!("{v:?} is not a duration (a number and s, m, h, d or w: `7d`)"));
+                errs.add(
+                    p(f),
+                    format!("{v:?} is not a duration (a number and s, m, h, d or w: `7d`; at most 100 years)"),
+                );
             }
             d
         };

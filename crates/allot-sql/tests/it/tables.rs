@@ -67,4 +67,8 @@ fn durations() {
     assert_eq!(duration("-1d"), None);
     assert_eq!(duration("d"), None);
     assert_eq!(duration("3y"), None);
+    // Past 100 years (a sum of two would no longer be a finite number in the SQL).
+    assert_eq!(duration("1e308w"), None);
+    assert_eq!(duration("5300w"), None);
+    assert_eq!(duration("5200w"), Some(5200.0 * 604800.0));
 }
