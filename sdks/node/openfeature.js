@@ -169,21 +169,32 @@ class AllotExposureHook {
       if (unit !== null) this.#client.expose(unit, details.flagKey, details.variant);
       return;
     }
-    const who = typeof context.targetingKey === 'string' ? context.targetingKey : JSON.stringify(context);
+    // The whole context is the unit's identity here (an experiment may read another attribute
+    // than targetingKey); one that cannot be serialised is dropped and counted, never queued.
+    let text;
+    try {
+      text = JSON.stringify(context);
+    } catch {
+      this.#dropped++;
+      return;
+    }
     if (this.#dedupLimit > 0) {
-      const key = `${utcDay(this.#now())}|${who.length}:${who}${details.flagKey.length}:${details.flagKey}${details.variant}`;
+      const key = `${utcDay(this.#now())}|${text.length}:${text}${details.flagKey.length}:${details.flagKey}${details.variant}`;
       if (this.#seen.has(key)) {
         this.#deduplicated++;
         return;
       }
+      if (this.#queue.length >= this.#queueLimit) {
+        this.#dropped++;
+        return;
+      }
       if (this.#seen.size >= this.#dedupLimit) this.#seen.clear();
       this.#seen.add(key);
-    }
-    if (this.#queue.length >= this.#queueLimit) {
+    } else if (this.#queue.length >= this.#queueLimit) {
       this.#dropped++;
       return;
     }
-    this.#queue.push({ context, key: details.flagKey, variant: details.variant });
+    this.#queue.push({ context, text, key: details.flagKey, variant: details.variant });
   }
 
   /**
@@ -198,9 +209,8 @@ class AllotExposureHook {
       this.#queue = [];
       const byContext = new Map();
       for (const x of pending) {
-        const c = JSON.stringify(x.context);
-        let list = byContext.get(c);
-        if (list === undefined) byContext.set(c, (list = []));
+        let list = byContext.get(x.text);
+        if (list === undefined) byContext.set(x.text, (list = []));
         list.push(x);
       }
       const batches = [];
@@ -217,6 +227,12 @@ class AllotExposureHook {
           if (res.ok) {
             const answer = await res.json();
             recorded += (answer.flags ?? []).filter((f) => f.recorded === true).length;
+          } else if (res.status === 400 || res.status === 413 || res.status === 422) {
+            // The request itself is refused (bad context, too large, bad flags): sending it again
+            // would fail again and hold back every batch behind it. Dropped and counted. (A 401,
+            // 403 or 404 is the deployment's problem, not the batch's: kept for the next try.)
+            this.#dropped += batch.length;
+            await res.text();
           } else {
             failure = new Error(`POST ${this.#url} answered ${res.status}: ${await res.text()}`);
           }

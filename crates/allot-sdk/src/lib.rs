@@ -151,7 +151,7 @@ struct Inner {
     seen_limit: usize,
     deduplicated: AtomicU64,
     /// Exposures never sent: an experiment or variant the snapshot does not have, or a batch the
-    /// server refused for good (a 4xx other than 408 and 429).
+    /// server refused for good (a 400, 413 or 422).
     rejected: AtomicU64,
     /// Built from a state file: never fetches, never sends.
     offline: bool,
@@ -481,7 +481,7 @@ impl Client {
 
     /// Exposures never sent because they could not be valid, since the start: an experiment or
     /// variant the snapshot does not have (not queued), or a batch the server refused for good
-    /// (a 4xx other than 408 and 429; dropped instead of blocking every later batch).
+    /// (a 400, 413 or 422; dropped instead of blocking every later batch).
     pub fn rejected_exposures(&self) -> u64 {
         self.inner.rejected.load(Ordering::Relaxed)
     }
@@ -504,7 +504,7 @@ impl Client {
     }
 
     /// Sends queued exposures in batches; returns how many were sent. A batch the server
-    /// refuses for good (a 4xx other than 408 and 429) is dropped and counted
+    /// refuses for good (a 400, 413 or 422) is dropped and counted
     /// ([`Client::rejected_exposures`]) and the rest are still sent (the first such refusal is
     /// the error returned); on any other failure the unsent ones are queued again.
     pub async fn flush(&self) -> Result<usize, Error> {
@@ -531,9 +531,11 @@ impl Client {
                 Ok(r) => {
                     let status = r.status().as_u16();
                     let e = Error::Status { status, body: r.text().await.unwrap_or_default() };
-                    if (400..500).contains(&status) && status != 408 && status != 429 {
-                        // Refused for good: sending it again would fail again and hold back
-                        // every batch behind it. Dropped and counted.
+                    if matches!(status, 400 | 413 | 422) {
+                        // The batch itself is refused (an unknown experiment or variant, too
+                        // large): sending it again would fail again and hold back every batch
+                        // behind it. Dropped and counted. (A 401, 403 or 404 is the deployment's
+                        // problem, not the batch's: kept for the next try.)
                         self.inner.rejected.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                         tracing::warn!(error = %e, exposures = chunk.len(), "the server refused a batch of exposures: dropped");
                         refused.get_or_insert(e);

@@ -114,3 +114,26 @@ test('evaluation is never blocked: after() only queues', () => {
   assert.equal(hook.queuedExposures, 1);
   assert.throws(() => new AllotExposureHook({}), /pass \{client\}/);
 });
+
+test('a request the server refuses for good (422) is dropped and counted, not retried forever', async () => {
+  const s = await stub(422);
+  const hook = new AllotExposureHook({ url: s.url, apiKey: 'k', flushIntervalMs: 0 });
+  use(hook, { targetingKey: 'u1' }, 'banner', 'red');
+  assert.equal(await hook.flush(), 0);
+  assert.equal(hook.queuedExposures, 0);
+  assert.equal(hook.droppedExposures, 1);
+  await s.close();
+});
+
+test('a context that cannot be serialised is dropped and counted; dedup is per whole context', () => {
+  const hook = new AllotExposureHook({ url: 'http://127.0.0.1:9', apiKey: 'k', flushIntervalMs: 0 });
+  use(hook, { targetingKey: 'u1', n: 1n }, 'banner', 'red');
+  assert.equal(hook.queuedExposures, 0);
+  assert.equal(hook.droppedExposures, 1);
+  // Two devices of one user: two units for a device experiment, two exposures.
+  use(hook, { targetingKey: 'u1', device_id: 'd1' }, 'banner', 'red');
+  use(hook, { targetingKey: 'u1', device_id: 'd2' }, 'banner', 'red');
+  use(hook, { targetingKey: 'u1', device_id: 'd2' }, 'banner', 'red');
+  assert.equal(hook.queuedExposures, 2);
+  assert.equal(hook.deduplicatedExposures, 1);
+});
