@@ -217,7 +217,9 @@ class ExposureHook(Hook):
         flag = hook_context.flag_key
         ctx = hook_context.evaluation_context
         if self._client is not None:
-            unit = (details.flag_metadata or {}).get("unit") or ctx.targeting_key
+            # Only answers of allot's provider name their unit; anything else (another
+            # provider's flags) is not an exposure of this client's experiments.
+            unit = (details.flag_metadata or {}).get("unit")
             if isinstance(unit, str) and unit:
                 self._client.expose(unit, flag, variant)
             return
@@ -225,7 +227,9 @@ class ExposureHook(Hook):
         if ctx.targeting_key is not None:
             context["targetingKey"] = ctx.targeting_key
         text = json.dumps(context, sort_keys=True, default=str)
-        who = ctx.targeting_key if ctx.targeting_key is not None else text
+        # The whole context is the unit's identity here (an experiment may read another
+        # attribute than targetingKey).
+        who = text
         day = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
         seen = (day, who, flag, variant)
         with self._lock:
@@ -268,6 +272,16 @@ class ExposureHook(Hook):
             answer: Dict[str, Any] = json.loads(res.read())
             return answer
 
+    def _requeue(self, requests: List[Tuple[str, List[Tuple[str, str]]]]) -> None:
+        """Puts unsent requests back at the head of the queue, within its bound."""
+        rest = [(c, f, v) for c, fs in requests for f, v in fs]
+        with self._lock:
+            self._queue[0:0] = rest
+            over = len(self._queue) - self._queue_limit
+            if over > 0:
+                del self._queue[self._queue_limit :]
+                self._dropped += over
+
     def flush(self) -> int:
         """Sends what is queued now; returns how many flags were sent. With an ``allot.Client``,
         that client's ``flush``. On failure the unsent ones are queued again (within the bound)
@@ -289,14 +303,17 @@ class ExposureHook(Hook):
         for n, (context, flags) in enumerate(requests):
             try:
                 answer = self._post(context, flags)
-            except (urllib.error.URLError, OSError, ValueError):
-                rest = [(c, f, v) for c, fs in requests[n:] for f, v in fs]
+            except urllib.error.HTTPError as e:
+                if e.code not in (400, 413, 422):
+                    self._requeue(requests[n:])
+                    raise
+                # The request itself is refused (bad context, too large, bad flags): sending it
+                # again would fail again and hold back every request behind it. Dropped, counted.
                 with self._lock:
-                    self._queue[0:0] = rest
-                    over = len(self._queue) - self._queue_limit
-                    if over > 0:
-                        del self._queue[self._queue_limit :]
-                        self._dropped += over
+                    self._dropped += len(flags)
+                continue
+            except (urllib.error.URLError, OSError, ValueError):
+                self._requeue(requests[n:])
                 raise
             sent += len(flags)
             not_recorded = sum(1 for f in answer.get("flags", []) if not f.get("recorded"))
