@@ -383,7 +383,7 @@ impl Snapshot {
     /// their JSON text; absent, null, empty or other types → none.
     #[inline]
     pub fn unit_id<'c>(&self, space: usize, ctx: &'c Context) -> Option<Cow<'c, str>> {
-        match ctx.get(&self.spaces[space].attribute)? {
+        match crate::targeting::lookup(ctx, &self.spaces[space].attribute)? {
             Value::String(s) if !s.is_empty() => Some(Cow::Borrowed(s)),
             Value::Number(n) => Some(Cow::Owned(n.to_string())),
             _ => None,
@@ -413,30 +413,18 @@ impl Snapshot {
             }));
         }
         for &i in &self.order {
-            let a = self.eval_at(i, ctx, sticky, &units, &|j| out[j]);
+            let at = units[self.experiments[i].space].as_ref().map(|(u, b)| (u.as_ref(), *b));
+            let a = self.eval_at(i, ctx, sticky, at, &|j| out[j]);
             out[i] = a;
         }
     }
 
-    /// Evaluates one experiment (and, first, its prerequisites).
+    /// Evaluates one experiment (and, first, its prerequisites, each with its own unit).
     pub fn evaluate_one(&self, i: usize, ctx: &Context, sticky: &dyn StickyStore) -> Assignment {
         let e = &self.experiments[i];
         let unit = self.unit_id(e.space, ctx);
-        let units: Vec<Option<(Cow<'_, str>, u32)>> = (0..self.spaces.len())
-            .map(|s| {
-                if s == e.space {
-                    unit.as_ref().map(|u| (Cow::Borrowed(u.as_ref()), self.spaces[s].bucket(u)))
-                } else if e.requires.is_empty() {
-                    None
-                } else {
-                    self.unit_id(s, ctx).map(|u| {
-                        let b = self.spaces[s].bucket(&u);
-                        (u, b)
-                    })
-                }
-            })
-            .collect();
-        self.eval_at(i, ctx, sticky, &units, &|j| self.evaluate_one(j, ctx, sticky))
+        let at = unit.as_deref().map(|u| (u, self.spaces[e.space].bucket(u)));
+        self.eval_at(i, ctx, sticky, at, &|j| self.evaluate_one(j, ctx, sticky))
     }
 
     #[inline]
@@ -445,7 +433,7 @@ impl Snapshot {
         i: usize,
         ctx: &Context,
         sticky: &dyn StickyStore,
-        units: &[Option<(Cow<'_, str>, u32)>],
+        unit: Option<(&str, u32)>,
         prior: &dyn Fn(usize) -> Assignment,
     ) -> Assignment {
         let e = &self.experiments[i];
@@ -453,18 +441,18 @@ impl Snapshot {
         if !e.running {
             return none(Reason::NotRunning);
         }
-        let Some((unit, b)) = &units[e.space] else {
+        let Some((unit, b)) = unit else {
             return none(Reason::MissingUnit);
         };
         if !e.includes.is_empty() {
-            if let Some(&v) = e.includes.get(unit.as_ref()) {
+            if let Some(&v) = e.includes.get(unit) {
                 return Assignment { variant: Some(v), reason: Reason::Included };
             }
         }
-        if e.holdout.as_ref().is_some_and(|h| h.contains(*b)) {
+        if e.holdout.as_ref().is_some_and(|h| h.contains(b)) {
             return none(Reason::Holdout);
         }
-        if !e.alloc.contains(*b) {
+        if !e.alloc.contains(b) {
             return none(Reason::NotAllocated);
         }
         if e.sticky {

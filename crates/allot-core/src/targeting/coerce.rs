@@ -2,9 +2,10 @@
 
 use super::*;
 
-/// The attribute's value, or `None` when it is missing (absent or null).
+/// The attribute's value, or `None` when it is missing (absent or null). Every read of a context
+/// attribute in evaluation goes through here (targeting and the unit id).
 #[inline]
-pub(super) fn lookup<'a>(ctx: &'a Context, key: &str) -> Option<&'a Value> {
+pub(crate) fn lookup<'a>(ctx: &'a Context, key: &str) -> Option<&'a Value> {
     // Contexts are small: a scan comparing lengths first beats hashing the key.
     let found = if ctx.len() <= LINEAR_LOOKUP {
         ctx.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)

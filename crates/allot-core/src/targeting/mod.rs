@@ -75,6 +75,7 @@ use crate::error::{index, join, FieldError};
 use crate::Context;
 
 mod coerce;
+pub(crate) use coerce::lookup;
 mod compile;
 mod parse;
 mod prove;
