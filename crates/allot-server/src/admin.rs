@@ -299,25 +299,35 @@ pub(crate) async fn list_exposures(
 pub(crate) struct ExposureCsvQuery {
     /// Only this experiment.
     experiment: Option<String>,
+    /// For a spreadsheet: every cell that a spreadsheet would read as a formula (it begins with
+    /// `=`, `+`, `-`, `@`, a tab or a carriage return) is prefixed with `'` (OWASP's advice on CSV
+    /// injection), so a unit id such as `=HYPERLINK(…)` stays text. Off by default: the exact
+    /// file is what `allot analyze --exposures` and warehouses read, and ids such as `-17` are data.
+    #[serde(default)]
+    spreadsheet: bool,
 }
 
 /// Rows per store read while streaming `exposures.csv`.
 const CSV_PAGE: u32 = 10_000;
 
-/// One CSV field: quoted when it holds a comma, a quote or a line break (RFC 4180).
-fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
+/// One CSV field: quoted when it holds a comma, a quote or a line break (RFC 4180); with
+/// `spreadsheet`, a leading formula character is neutralised first (`ExposureCsvQuery`).
+fn csv_field(s: &str, spreadsheet: bool) -> std::borrow::Cow<'_, str> {
+    let s: std::borrow::Cow<'_, str> =
+        if spreadsheet && s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}").into() } else { s.into() };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\"")).into()
     } else {
-        s.into()
+        s
     }
 }
 
 /// A page of exposures as CSV lines.
-fn csv_lines(rows: &[(u64, allot_store::Exposure)]) -> String {
+fn csv_lines(rows: &[(u64, allot_store::Exposure)], spreadsheet: bool) -> String {
     let mut out = String::with_capacity(rows.len() * 64);
+    let f = |s| csv_field(s, spreadsheet);
     for (_, x) in rows {
-        let line = [csv_field(&x.unit), csv_field(&x.experiment), csv_field(&x.variant), csv_field(&x.time)].join(",");
+        let line = [f(&x.unit), f(&x.experiment), f(&x.variant), f(&x.time)].join(",");
         out.push_str(&line);
         out.push(',');
         out.push_str(&x.version.to_string());
@@ -340,16 +350,17 @@ pub(crate) async fn exposures_csv(
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
     let first = app.store().exposures(q.experiment.as_deref(), 0, CSV_PAGE).await?;
-    let head = format!("unit,experiment,variant,timestamp,version\n{}", csv_lines(&first));
+    let sheet = q.spreadsheet;
+    let head = format!("unit,experiment,variant,timestamp,version\n{}", csv_lines(&first, sheet));
     let after = (first.len() == CSV_PAGE as usize).then(|| first.last().map_or(0, |r| r.0));
     let state = (app, q.experiment, after);
-    let rest = futures_util::stream::unfold(state, |(app, experiment, after)| async move {
+    let rest = futures_util::stream::unfold(state, move |(app, experiment, after)| async move {
         let after = after?;
         match app.store().exposures(experiment.as_deref(), after, CSV_PAGE).await {
             Ok(rows) if rows.is_empty() => None,
             Ok(rows) => {
                 let next = (rows.len() == CSV_PAGE as usize).then(|| rows.last().map_or(after, |r| r.0));
-                Some((Ok::<_, allot_store::StoreError>(csv_lines(&rows)), (app, experiment, next)))
+                Some((Ok::<_, allot_store::StoreError>(csv_lines(&rows, sheet)), (app, experiment, next)))
             }
             Err(e) => {
                 tracing::warn!(error = %e, "exposures.csv: the store failed mid-stream; the answer is cut short");
@@ -360,6 +371,11 @@ pub(crate) async fn exposures_csv(
     let body = futures_util::StreamExt::chain(futures_util::stream::once(async move { Ok(head) }), rest);
     let mut res = axum::body::Body::from_stream(body).into_response();
     res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    // A browser saves it as a file instead of rendering it in a tab of the service's origin.
+    res.headers_mut().insert(
+        axum::http::header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"exposures.csv\""),
+    );
     Ok(res)
 }
 

@@ -245,6 +245,8 @@ async fn exposures_stream_as_the_csv_analyze_reads() {
         })
         .collect();
     rows[3].unit = "a,\"b\"".into();
+    rows[5].unit = "=HYPERLINK(\"http://evil\",\"x\")".into();
+    rows[6].unit = "-17".into();
     s.app.store().record_exposures(&rows).await.unwrap();
     let reader = s.key("reader").await;
     let r = s.call("GET", "/api/v1/exposures.csv?experiment=color", Some(&reader), &[], "").await;
@@ -256,6 +258,18 @@ async fn exposures_stream_as_the_csv_analyze_reads() {
     assert_eq!(lines[1], "u0,color,blue,2026-01-01T10:00:00Z,1");
     assert_eq!(lines[4], "\"a,\"\"b\"\"\",color,blue,2026-01-01T10:00:00Z,1");
     assert_eq!(lines[10_050], "u10049,color,blue,2026-01-01T10:00:00Z,1");
+    assert_eq!(r.headers["content-disposition"], "attachment; filename=\"exposures.csv\"");
+    // Exact by default (the file `allot analyze` reads: ids are data) ...
+    assert_eq!(lines[6], "\"=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\",color,blue,2026-01-01T10:00:00Z,1");
+    assert_eq!(lines[7], "-17,color,blue,2026-01-01T10:00:00Z,1");
+    // ... and safe for a spreadsheet on request: a formula's first character is neutralised.
+    let r = s.call("GET", "/api/v1/exposures.csv?experiment=color&spreadsheet=true", Some(&reader), &[], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let lines: Vec<&str> = r.text.lines().collect();
+    assert_eq!(lines.len(), 10_051);
+    assert_eq!(lines[6], "\"'=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\",color,blue,2026-01-01T10:00:00Z,1");
+    assert_eq!(lines[7], "'-17,color,blue,2026-01-01T10:00:00Z,1");
+    assert_eq!(lines[1], "u0,color,blue,2026-01-01T10:00:00Z,1");
     let evaluator = s.key("evaluator").await;
     let r = s.call("GET", "/api/v1/exposures.csv", Some(&evaluator), &[], "").await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
