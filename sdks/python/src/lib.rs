@@ -15,7 +15,7 @@ use pyo3::IntoPyObjectExt;
 use serde_json::{Map, Value};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 pyo3::create_exception!(
@@ -215,9 +215,12 @@ impl Evaluation {
 #[pyclass(module = "allot._allot", frozen)]
 struct Client {
     sdk: allot_sdk::Client,
-    /// The runtime of the SDK's requests and poller (`None` offline).
-    rt: Mutex<Option<tokio::runtime::Runtime>>,
-    handle: Option<tokio::runtime::Handle>,
+    /// The runtime of the SDK's requests and poller (`None` offline, and once closed). A call
+    /// that uses it holds the read lock for as long as it does, so `close` (the write lock) waits
+    /// for calls in flight on other threads instead of shutting the runtime down under them.
+    rt: RwLock<Option<tokio::runtime::Runtime>>,
+    /// Made with a server (else [`Client::offline`]).
+    online: bool,
     poller: Mutex<Option<tokio::task::JoinHandle<()>>>,
     closed: AtomicBool,
 }
@@ -240,13 +243,16 @@ impl Client {
         py: Python<'_>,
         f: impl std::future::Future<Output = Result<T, allot_sdk::Error>> + Send,
     ) -> PyResult<T> {
-        let Some(handle) = &self.handle else {
+        if !self.online {
             return Err(allot_error(allot_sdk::Error::Offline));
-        };
-        if self.closed.load(Ordering::Acquire) {
-            return Err(AllotError::new_err("this client is closed"));
         }
-        py.detach(|| handle.block_on(f)).map_err(allot_error)
+        py.detach(|| {
+            let rt = self.rt.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match rt.as_ref() {
+                Some(rt) if !self.closed.load(Ordering::Acquire) => rt.block_on(f).map_err(allot_error),
+                _ => Err(AllotError::new_err("this client is closed")),
+            }
+        })
     }
 }
 
@@ -306,8 +312,8 @@ impl Client {
         });
         Ok(Client {
             sdk,
-            rt: Mutex::new(Some(rt)),
-            handle: Some(handle),
+            rt: RwLock::new(Some(rt)),
+            online: true,
             poller: Mutex::new(poller),
             closed: AtomicBool::new(false),
         })
@@ -320,7 +326,13 @@ impl Client {
     #[pyo3(signature = (state, *, queue_limit=allot_sdk::DEFAULT_QUEUE_LIMIT, dedup_limit=allot_sdk::DEFAULT_DEDUP_LIMIT))]
     fn offline(state: &str, queue_limit: usize, dedup_limit: usize) -> PyResult<Client> {
         let sdk = allot_sdk::Client::offline(state, options(queue_limit, dedup_limit, 10.0)?).map_err(allot_error)?;
-        Ok(Client { sdk, rt: Mutex::new(None), handle: None, poller: Mutex::new(None), closed: AtomicBool::new(false) })
+        Ok(Client {
+            sdk,
+            rt: RwLock::new(None),
+            online: false,
+            poller: Mutex::new(None),
+            closed: AtomicBool::new(false),
+        })
     }
 
     /// Evaluates `experiment` for `context` (a dict of attributes) in process. `sticky`: the
@@ -377,7 +389,9 @@ impl Client {
     /// `dropped_exposures`). Sent by the poller, by `flush`, and in the background once 500 wait.
     fn expose(&self, unit: &str, experiment: &str, variant: &str) {
         // The SDK starts its background flush on the runtime it runs in.
-        let _in = self.handle.as_ref().filter(|_| !self.closed.load(Ordering::Acquire)).map(|h| h.enter());
+        // The read lock: `close` cannot shut the runtime down while this spawns on it.
+        let rt = self.rt.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _in = rt.as_ref().filter(|_| !self.closed.load(Ordering::Acquire)).map(|rt| rt.enter());
         self.sdk.expose(unit, experiment, variant);
     }
 
@@ -401,14 +415,15 @@ impl Client {
                 p.abort();
             }
         }
-        if self.handle.is_some() && !self.closed.load(Ordering::Acquire) {
+        if self.online && !self.closed.load(Ordering::Acquire) {
             let _ = self.run(py, self.sdk.flush());
         }
         self.closed.store(true, Ordering::Release);
-        if let Ok(mut rt) = self.rt.lock() {
-            if let Some(rt) = rt.take() {
-                rt.shutdown_background();
-            }
+        // Without the GIL: a call in flight on another thread holds the read lock and needs the
+        // GIL back to return; this waits for it, then no call can reach the runtime any more.
+        let rt = py.detach(|| self.rt.write().unwrap_or_else(std::sync::PoisonError::into_inner).take());
+        if let Some(rt) = rt {
+            rt.shutdown_background();
         }
     }
 

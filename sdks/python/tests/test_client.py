@@ -149,6 +149,45 @@ def test_exposures_reach_the_server_deduplicated(serve: Serve, evaluator: str) -
     assert ("u3", "half", "a") in serve.exposures()
 
 
+def test_close_while_other_threads_call_the_client(serve: Serve, evaluator: str) -> None:
+    """close() racing refresh/flush/expose/evaluate on other threads: each call succeeds or raises
+    AllotError ("closed"), never a PanicException from a runtime shut down under it."""
+    import threading
+
+    for _ in range(5):
+        c = allot.Client(serve.url, evaluator, poll_interval=0.01)
+        errors: list[BaseException] = []
+        stop = threading.Event()
+
+        def hammer(i: int) -> None:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                try:
+                    c.expose(f"t{i}-{n}", "banner", "control")
+                    c.evaluate("banner", {"user_id": f"t{i}"})
+                    c.refresh() if n % 2 else c.flush()
+                except allot.AllotError:
+                    pass
+                except BaseException as e:  # PanicException derives from BaseException
+                    errors.append(e)
+                    return
+
+        threads = [threading.Thread(target=hammer, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.1)
+        c.close()
+        time.sleep(0.05)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert not errors, errors
+        with pytest.raises(allot.AllotError, match="closed"):
+            c.refresh()
+        assert c.evaluate("banner", {"user_id": "u1"}).reason == "ASSIGNED"
+
+
 def test_the_queue_is_bounded_and_counts_what_it_drops() -> None:
     s = Serve()
     key = s.key("evaluator")

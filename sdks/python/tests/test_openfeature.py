@@ -113,6 +113,26 @@ def test_the_hook_with_the_published_ofrep_provider(serve: Serve, evaluator: str
     hook.close()
 
 
+def test_the_ofrep_hook_drops_a_request_the_server_refuses_for_good(serve: Serve, evaluator: str) -> None:
+    # The in-process provider evaluates any context; the server refuses, with 400, an exposure
+    # whose context has more than 256 attributes. Sending it again would fail again and hold
+    # back what is queued behind it: it is dropped and counted, the other context is recorded.
+    c = allot.Client(serve.url, evaluator, poll_interval=None)
+    hook = ExposureHook(serve.url, evaluator, flush_interval=3600)
+    of = of_client(AllotProvider(c))
+    of.add_hooks([hook])
+    wide = EvaluationContext(targeting_key="u1", attributes={f"a{i}": i for i in range(300)})
+    assert of.get_boolean_details("banner", False, wide).variant is not None
+    ok = of.get_boolean_details("banner", False, EvaluationContext(targeting_key="u2"))
+    assert hook.queued_exposures == 2
+    assert hook.flush() == 1
+    assert (hook.queued_exposures, hook.dropped_exposures) == (0, 1)
+    assert serve.exposures() == [("u2", "banner", ok.variant)]
+    assert hook.flush() == 0, "not sent again"
+    hook.close()
+    c.close()
+
+
 def test_the_ofrep_hook_is_bounded_when_the_server_is_down() -> None:
     s = Serve()
     key = s.key("evaluator")

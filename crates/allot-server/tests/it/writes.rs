@@ -266,6 +266,16 @@ async fn sticky_experiments_serve_what_the_node_knows_while_the_store_is_down() 
     assert_eq!(st1["errorCode"], "GENERAL");
     let plain = flags.as_array().unwrap().iter().find(|f| f["key"] == "plain").unwrap();
     assert_eq!(plain["reason"], "SPLIT");
+    // An exposure of such a flag is not recorded, and says why: send it again later (not
+    // NOT_ASSIGNED, which would be final); the other flags of the same request are recorded.
+    let plain_variant = plain["variant"].as_str().unwrap();
+    let body = json!({"context": {"targetingKey": "u2"},
+        "flags": [{"key": "st1", "variant": "a"}, {"key": "plain", "variant": plain_variant}]});
+    let r = s.post("/ofrep/v1/exposures", &body.to_string()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json()["flags"][0], json!({"key": "st1", "recorded": false, "reason": "STICKY_UNAVAILABLE"}));
+    assert_eq!(r.json()["flags"][1], json!({"key": "plain", "recorded": true}));
+    assert_eq!(r.headers.get("x-allot-buffered").map(|v| v.to_str().unwrap()), Some("exposures"), "the store is down");
 
     faulty.down.store(false, Ordering::SeqCst);
     s.app.refresh().await.unwrap();
