@@ -89,6 +89,12 @@ pub struct ServeArgs {
     /// stream gets 503 with Retry-After. Each holds a connection (see --max-connections).
     #[arg(long = "max-event-streams", env = "ALLOT_MAX_EVENT_STREAMS", default_value_t = allot_server::DEFAULT_MAX_EVENT_STREAMS)]
     pub max_event_streams: usize,
+    /// The metric tables of experiment results (`GET /api/v1/experiments/{id}/results`): a
+    /// tables.yaml with `metrics` only (as `allot analyze --store` reads; docs/stats.md), whose
+    /// tables live in the store's database; the exposures are the store's own. Without it, results
+    /// need a metrics CSV (`POST` of the same path).
+    #[arg(long = "analysis-tables", env = "ALLOT_ANALYSIS_TABLES", value_name = "FILE")]
+    pub analysis_tables: Option<std::path::PathBuf>,
     /// Log format.
     #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -175,6 +181,18 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
 async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
     // A malformed --cors-origin is an error before anything is created.
     let _checked = allot_server::with_cors(axum::Router::new(), &args.cors_origins).map_err(|e| anyhow::anyhow!(e))?;
+    // Before the port is bound: a bad mapping is an error now, not at the first request.
+    let tables = match &args.analysis_tables {
+        None => None,
+        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("--analysis-tables {}", p.display()))?),
+    };
+    let results = allot_server::results::ResultsSource::new(&args.database_url, tables.as_deref());
+    let results = match (results, &args.analysis_tables) {
+        (Ok(r), _) => Some(r),
+        (Err(e), Some(p)) => anyhow::bail!("--analysis-tables {}: {e}", p.display()),
+        // A store without SQL (none today) has no results; the endpoint then says so.
+        (Err(_), None) => None,
+    };
     // A bad certificate or key is an error before anything is created.
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(allot_server::http::Tls::from_pem_files(cert, key)?),
@@ -213,6 +231,9 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
         shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
     };
+    if let Some(r) = results {
+        started.app.set_results_source(r);
+    }
     let router = allot_server::with_cors(allot_server::router(started.app.clone()), &args.cors_origins)
         .map_err(|e| anyhow::anyhow!(e))?;
     started.serve(router, tls, limits, shutdown()).await;

@@ -128,6 +128,10 @@ pub struct App {
     pub(crate) rate: ratelimit::PerKey,
     /// The console's view of the current version, computed once per version.
     pub(crate) views: crate::console::Views,
+    /// Where experiment results are read ([`crate::results`]); unset: 409 `NO_METRICS`.
+    pub(crate) results_source: arc_swap::ArcSwapOption<crate::results::ResultsSource>,
+    /// Analyses running at once ([`crate::results::MAX_ANALYSES`]).
+    pub(crate) analyses: tokio::sync::Semaphore,
 }
 
 /// How this node answers: what `allot serve`'s flags set ([`App::set_policy`]).
@@ -185,6 +189,8 @@ impl App {
             policy: ArcSwap::from_pointee(Policy::default()),
             rate: ratelimit::PerKey::default(),
             views: Default::default(),
+            results_source: arc_swap::ArcSwapOption::empty(),
+            analyses: tokio::sync::Semaphore::new(crate::results::MAX_ANALYSES),
         });
         app.keys.replace(known_keys);
         app.ofrep_events.announce(app.live().version, crate::clock::now_unix());

@@ -4,7 +4,7 @@
 //! | need | roles |
 //! |---|---|
 //! | evaluate: `/api/v1/evaluate`, `/ofrep/*` (`POST /ofrep/v1/exposures` too), `GET /api/v1/snapshot`, `POST /api/v1/exposures` | admin, editor, evaluator |
-//! | read: other `GET`s under `/api/v1` (`GET /api/v1/exposures.csv` included), `POST /api/v1/changes/preview`, `POST /api/v1/capacity`, `POST /api/v1/evaluate/trace` | admin, editor, reader |
+//! | read: other `GET`s under `/api/v1` (`GET /api/v1/exposures.csv` included), `POST /api/v1/changes/preview`, `POST /api/v1/capacity`, `POST /api/v1/evaluate/trace`, `POST /api/v1/experiments/{id}/results` | admin, editor, reader |
 //! | write: other `POST`/`PUT`/`DELETE`s under `/api/v1` | admin, editor |
 //! | keys: `/api/v1/keys` | admin |
 //! | any key: `/metrics`, `/api/v1/openapi.json` | every role |
@@ -84,6 +84,8 @@ pub(crate) fn need(method: &Method, path: &str) -> Need {
         "/api/v1/snapshot" if get => Need::Evaluate,
         "/api/v1/exposures" if !get => Need::Evaluate,
         "/api/v1/changes/preview" | "/api/v1/capacity" | "/api/v1/evaluate/trace" => Need::Read,
+        // An analysis with an uploaded metrics file reads; it writes nothing.
+        p if p.starts_with("/api/v1/experiments/") && p.ends_with("/results") => Need::Read,
         p if p.starts_with("/ofrep/") => Need::Evaluate,
         p if p == "/api/v1/keys" || p.starts_with("/api/v1/keys/") => Need::Keys,
         _ if get => Need::Read,

@@ -96,6 +96,19 @@ pub enum ApiError {
         /// Whole seconds to wait.
         retry_after: u64,
     },
+    /// `/api/v1/experiments/{id}/results` could not analyse: no metrics configured or sent
+    /// (409 `NO_METRICS`), the analysis query failed (422 `ANALYSIS_FAILED`: the metric tables do
+    /// not match the mapping), too many analyses at once or one too slow (503 `ANALYSIS_BUSY`,
+    /// `ANALYSIS_TIMEOUT`).
+    #[error("{message}")]
+    Analysis {
+        /// The status.
+        status: StatusCode,
+        /// The stable code.
+        code: &'static str,
+        /// For people.
+        message: String,
+    },
     /// A bug or a failure of the store: logged, not shown.
     #[error("internal error")]
     Internal(String),
@@ -139,6 +152,7 @@ impl ApiError {
             ApiError::PlanBusy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "PLAN_BUSY"),
             ApiError::PlanTimeout { .. } => (StatusCode::SERVICE_UNAVAILABLE, "PLAN_TIMEOUT"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
+            ApiError::Analysis { status, code, .. } => (*status, code),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
         }
     }

@@ -60,6 +60,7 @@ mod ratelimit;
 mod refresh;
 mod reports;
 mod resalt;
+pub mod results;
 mod router;
 pub mod served;
 mod sticky;

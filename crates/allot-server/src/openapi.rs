@@ -102,6 +102,7 @@ impl Modify for CommonResponses {
         crate::evaluate::evaluate, crate::evaluate::snapshot, crate::evaluate::post_exposures, crate::admin::list_exposures, crate::admin::exposures_csv,
         crate::ofrep::evaluate_flag, crate::ofrep::evaluate_flags, crate::ofrep::record_exposures, crate::ofrep_events::stream,
         crate::reports::traffic, crate::reports::history, crate::reports::capacity, crate::resalt::resalt, crate::reports::trace,
+        crate::results::get_results, crate::results::post_results,
         openapi_json,
     ),
     tags(

@@ -15,6 +15,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(admin::routes())
         .merge(reports::routes())
         .merge(resalt::routes())
+        .merge(crate::results::routes())
         .merge(evaluate::routes())
         // Reading exposures is admin, recording them is evaluation: one route, two modules.
         .route(

@@ -150,7 +150,7 @@ impl Model {
 
     /// Change `k` of the sequence (all accepted by change control: growths and new experiments
     /// in the free space of a surface; once both are full, a new description).
-    fn next(&self, k: u64) -> Option<Model> {
+    fn next(&self, k: u64) -> Model {
         let mut m = self.clone();
         match k % 4 {
             0 if m.total("home") + 3 <= 100 => m.experiments.push((format!("home-{k}"), "home", 3)),
@@ -161,7 +161,7 @@ impl Model {
             _ if m.total("search") < 100 => m.experiments[1].2 += 1,
             _ => m.note = k,
         }
-        Some(m)
+        m
     }
 }
 
@@ -324,7 +324,7 @@ fn run(name: &'static str, url: Option<&str>, traffic: Duration) {
             let mut k = 1u64;
             let mut failures = vec![];
             while !stop.load(Ordering::SeqCst) {
-                let Some(next) = model.next(k) else { break };
+                let next = model.next(k);
                 let yaml = next.yaml();
                 let want = allot_core::config::parse_yaml(&yaml).unwrap();
                 let tag = format!("\"{base}\"");

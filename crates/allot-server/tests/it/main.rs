@@ -15,6 +15,7 @@ mod ops;
 mod planning;
 mod postgres;
 mod reports;
+mod results;
 mod start;
 mod support;
 mod tls;
