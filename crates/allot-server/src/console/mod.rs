@@ -48,6 +48,7 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/console/sign-out", post(pages::sign_in::sign_out))
         .route("/console/experiments/{id}", get(pages::experiment::get))
         .route("/console/experiments/{id}/why", get(pages::why::get))
+        .route("/console/experiments/{id}/results", get(pages::results::get))
         .route("/console/experiments/{id}/{action}", post(pages::change::preview))
         .route("/console/experiments/{id}/{action}/confirm", post(pages::change::confirm))
         .route("/console/config", get(pages::editor::config))

@@ -161,6 +161,25 @@ metrics:
     check(&r.json(), "revenue", &spend);
     let r = s.call("GET", "/api/v1/experiments/color/results?alpha=0.01", Some(&reader), &[], "").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // The console shows the same numbers, linked from the experiment page.
+    let mut b = crate::console::Browser::new(&s);
+    b.sign_in(&reader).await;
+    let page = b.get("/console/experiments/color").await;
+    assert!(page.text.contains("/console/experiments/color/results"), "{}", page.text);
+    let page = b.get("/console/experiments/color/results").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    let (n, mean, _) = expected(&spend, "green");
+    assert!(page.text.contains("Metric <bdi>revenue</bdi>"), "{}", page.text);
+    assert!(
+        page.text.contains(&format!("<td class=\"num\">{n}</td><td class=\"num\">{mean:.4}</td>")),
+        "{}",
+        page.text
+    );
+    assert!(page.text.contains("significant") && page.text.contains("95% intervals"), "{}", page.text);
+    let page = b.get("/console/experiments/color/results?alpha=0.01").await;
+    assert!(page.text.contains("99% intervals"), "{}", page.text);
+    let page = b.get("/console/experiments/color/results?alpha=7").await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", page.text);
     // A mapping that does not match the tables: the query's own error, as a 422.
     let wrong = "metrics:\n  revenue: {table: nowhere, unit: user_id, time: at, time_type: rfc3339_text, aggregate: sum, value: amount, window: {delay: 0s, duration: 7d}}\n";
     s.app.set_results_source(ResultsSource::new(&url, Some(wrong)).unwrap());
@@ -172,6 +191,8 @@ metrics:
         r.text
     );
     assert!(r.text.contains("nowhere"), "{}", r.text);
+    let page = b.get("/console/experiments/color/results").await;
+    assert!(page.status == StatusCode::OK && page.text.contains("id=\"results-unavailable\""), "{}", page.text);
     // A bad mapping is refused when the source is made (allot serve: before the port is bound).
     let e = ResultsSource::new(&url, Some("metrics:\n  revenue: {table: purchases}\n")).unwrap_err();
     assert!(e.contains("metrics.revenue"), "{e}");

@@ -9,6 +9,7 @@ pub(crate) mod experiment;
 pub(crate) mod keys;
 pub(crate) mod overview;
 pub(crate) mod resalt;
+pub(crate) mod results;
 pub(crate) mod sign_in;
 pub(crate) mod timeline;
 pub(crate) mod why;
