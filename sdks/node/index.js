@@ -61,9 +61,21 @@ function contextJson(context) {
   return JSON.stringify(context);
 }
 
+// Packed answers (src/lib.rs `pack`): version * 2^21 + (variant + 1) * 16 + reason.
+const REASONS = native.reasonNames();
+const VERSION_UNIT = 2 ** 21;
+const UNKNOWN = 15;
+
+/** A served value for the caller: objects and arrays are copied, so the cache stays intact. */
+function served(value) {
+  return value !== null && typeof value === 'object' ? structuredClone(value) : value;
+}
+
 class Client {
   #n;
   #closed = false;
+  /** The variants and values of one version (`variantTable`), read when a packed answer needs them. */
+  #table = null;
 
   /** Use `Client.connect` or `Client.offline`. */
   constructor(nativeClient) {
@@ -87,7 +99,10 @@ class Client {
   /** `{variant, value, reason, version}` for one experiment, in process. */
   evaluate(experiment, context, options) {
     const sticky = options?.sticky;
-    if (sticky === undefined) return this.#n.evaluate(experiment, contextJson(context));
+    if (sticky === undefined) {
+      const json = contextJson(context);
+      return this.#unpack(experiment, this.#n.evaluatePacked(experiment, json)) ?? this.#n.evaluate(experiment, json);
+    }
     const [get, knows] = stickyFns(sticky);
     return this.#n.evaluate(experiment, contextJson(context), get, knows);
   }
@@ -96,13 +111,46 @@ class Client {
   evaluateAll(context, options) {
     const ids = options?.experiments ?? this.#n.experiments();
     const sticky = options?.sticky;
-    const out =
-      sticky === undefined
-        ? this.#n.evaluateMany(ids, contextJson(context))
-        : this.#n.evaluateMany(ids, contextJson(context), ...stickyFns(sticky));
+    const json = contextJson(context);
+    const r = {};
+    if (sticky === undefined) {
+      const packed = this.#n.evaluateManyPacked(ids, json);
+      for (let i = 0; i < ids.length; i++) {
+        const e = this.#unpack(ids[i], packed[i]);
+        if (e === null) return this.#many(ids, json, undefined);
+        r[ids[i]] = e;
+      }
+      return r;
+    }
+    return this.#many(ids, json, sticky);
+  }
+
+  #many(ids, json, sticky) {
+    const out = sticky === undefined ? this.#n.evaluateMany(ids, json) : this.#n.evaluateMany(ids, json, ...stickyFns(sticky));
     const r = {};
     for (let i = 0; i < ids.length; i++) r[ids[i]] = out[i];
     return r;
+  }
+
+  /** A packed answer as `{variant, value, reason, version}`; null when the table of its version cannot be had (the caller then asks for the full answer). */
+  #unpack(experiment, p) {
+    if (p < 0) return null;
+    const version = Math.floor(p / VERSION_UNIT);
+    const code = p - version * VERSION_UNIT;
+    const reason = code % 16;
+    const v = (code - reason) / 16 - 1;
+    if (reason === UNKNOWN) return { variant: null, value: null, reason: null, version };
+    if (v < 0) return { variant: null, value: null, reason: REASONS[reason], version };
+    let t = this.#table;
+    if (t === null || t.version !== version) {
+      t = JSON.parse(this.#n.variantTable());
+      this.#table = t;
+      // The poller loaded another version between the two calls: ask again in full.
+      if (t.version !== version) return null;
+    }
+    const row = t.experiments[experiment]?.[v];
+    if (row === undefined) return null;
+    return { variant: row[0], value: served(row[1]), reason: REASONS[reason], version };
   }
 
   /** The experiment ids the current snapshot serves. */

@@ -61,6 +61,9 @@ pub enum Error {
     Offline,
 }
 
+/// Each served experiment's id and its variants (name, served value) in index order.
+pub type VariantTable = Vec<(String, Vec<(String, Value)>)>;
+
 /// The result of evaluating one experiment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Evaluation {
@@ -361,6 +364,48 @@ impl Client {
         let variant = c.snapshot.variant_name(i, &a).map(str::to_string);
         let value = c.snapshot.variant_value(i, &a);
         Evaluation { variant, value, reason: Some(a.reason), version: c.version }
+    }
+
+    /// [`Client::evaluate_with`] without building strings: the version used and, when the
+    /// snapshot serves `experiment`, its [`Assignment`] (a variant index into
+    /// [`Client::variant_table`]'s list for that version). For bindings whose answer crosses a
+    /// language boundary: they pass two numbers and keep the names and values on their side.
+    pub fn evaluate_index(
+        &self,
+        experiment: &str,
+        ctx: &Context,
+        sticky: Option<&dyn StickyStore>,
+    ) -> (u64, Option<allot_core::eval::Assignment>) {
+        let cur = self.inner.current.load();
+        let Some(c) = cur.as_ref() else { return (0, None) };
+        let Some(i) = c.snapshot.index_of(experiment) else { return (c.version, None) };
+        (c.version, Some(c.snapshot.evaluate_one(i, ctx, sticky.unwrap_or(&NotLocal))))
+    }
+
+    /// Every served experiment's variants, each with its served value, in index order, and the
+    /// version they belong to (see [`Client::evaluate_index`]).
+    pub fn variant_table(&self) -> (u64, VariantTable) {
+        let cur = self.inner.current.load();
+        let Some(c) = cur.as_ref() else { return (0, vec![]) };
+        let snap = &c.snapshot;
+        let table = snap
+            .experiments
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let variants = (0..e.split.names.len())
+                    .map(|v| {
+                        let a = allot_core::eval::Assignment {
+                            variant: Some(v as u16),
+                            reason: allot_core::eval::Reason::Assigned,
+                        };
+                        (e.split.names[v].clone(), snap.variant_value(i, &a).unwrap_or(Value::Null))
+                    })
+                    .collect();
+                (e.id.clone(), variants)
+            })
+            .collect();
+        (c.version, table)
     }
 
     /// The unit `experiment` reads from `ctx` (the value of its unit type's attribute), under the

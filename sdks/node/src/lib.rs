@@ -189,6 +189,32 @@ fn with_sticky<T>(
     }
 }
 
+/// An answer packed into one number, so that an evaluation crosses napi as two strings in and a
+/// double out (building a JS object with strings costs more than the evaluation itself):
+/// `version * 2^21 + (variant + 1) * 16 + reason`, where `reason` indexes [`reason_names`]
+/// (15: the snapshot does not serve the experiment) and `variant` indexes the experiment's
+/// variants in [`NativeClient::variant_table`] of that version (0: no variant). −1 when the
+/// version does not fit (past 2^32): the caller asks [`NativeClient::evaluate`] instead.
+fn pack(version: u64, a: Option<allot_core::eval::Assignment>) -> f64 {
+    if version >= 1 << 32 {
+        return -1.0;
+    }
+    let code = match a {
+        None => 15,
+        Some(a) => {
+            let r = allot_core::eval::Reason::ALL.iter().position(|r| *r == a.reason).unwrap_or(15) as u64;
+            r + 16 * a.variant.map_or(0, |v| u64::from(v) + 1)
+        }
+    };
+    (version * (1 << 21) + code) as f64
+}
+
+/// The reasons a packed answer indexes (allot-core's `Reason::ALL` order).
+#[napi]
+pub fn reason_names() -> Vec<String> {
+    allot_core::eval::Reason::ALL.iter().map(|r| r.as_str().to_string()).collect()
+}
+
 /// A client of one `allot serve` (or of a state file): `connect` or `NativeClient.offline`.
 #[napi]
 pub struct NativeClient {
@@ -240,6 +266,42 @@ impl NativeClient {
     ) -> Result<NativeEvaluation> {
         let ctx = context(&context_json)?;
         with_sticky(sticky_get, sticky_knows, |s| self.eval(&experiment, &ctx, s).into())
+    }
+
+    /// [`NativeClient::evaluate`] packed into one number ([`pack`]), without a sticky store.
+    #[napi]
+    pub fn evaluate_packed(&self, experiment: String, context_json: String) -> Result<f64> {
+        let ctx = context(&context_json)?;
+        let (version, a) = self.client.evaluate_index(&experiment, &ctx, None);
+        Ok(pack(version, a))
+    }
+
+    /// [`NativeClient::evaluate_many`] packed ([`pack`]), one number per experiment.
+    #[napi]
+    pub fn evaluate_many_packed(&self, experiments: Vec<String>, context_json: String) -> Result<Vec<f64>> {
+        let ctx = context(&context_json)?;
+        Ok(experiments
+            .iter()
+            .map(|id| {
+                let (version, a) = self.client.evaluate_index(id, &ctx, None);
+                pack(version, a)
+            })
+            .collect())
+    }
+
+    /// The variants (name and served value, in index order) of every served experiment, as JSON
+    /// `{"version": N, "experiments": {"id": [["name", value], …]}}`: what packed answers index.
+    #[napi]
+    pub fn variant_table(&self) -> Result<String> {
+        let (version, table) = self.client.variant_table();
+        let experiments: Map<String, Value> = table
+            .into_iter()
+            .map(|(id, vs)| {
+                (id, Value::Array(vs.into_iter().map(|(n, v)| Value::Array(vec![Value::String(n), v])).collect()))
+            })
+            .collect();
+        serde_json::to_string(&serde_json::json!({"version": version, "experiments": experiments}))
+            .map_err(|e| Error::new(Status::GenericFailure, e.to_string()))
     }
 
     /// Evaluates several experiments (every experiment of the snapshot when `experiments` is

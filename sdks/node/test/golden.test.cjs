@@ -47,8 +47,40 @@ for (const state of ['allot.state.json', 'resalted.state.json']) {
     const all = c.evaluateAll(ctx);
     assert.deepEqual(Object.keys(all), c.experiments());
     for (const id of c.experiments()) assert.deepEqual(all[id], c.evaluate(id, ctx));
+    // The packed answer (two numbers across napi, names and values from the variant table) is
+    // the full native answer, for every context, experiment and an unknown one.
+    const full = [];
+    for (const line of units.slice(0, 300)) {
+      const ctx = JSON.parse(line);
+      for (const id of [...c.experiments(), 'no-such-experiment']) {
+        const want = c._native.evaluate(id, JSON.stringify(ctx));
+        const got = c.evaluate(id, ctx);
+        if (JSON.stringify(got) !== JSON.stringify({ variant: want.variant, value: want.value, reason: want.reason, version: want.version })) {
+          full.push(`${id} ${line}: got ${JSON.stringify(got)}, want ${JSON.stringify(want)}`);
+        }
+      }
+    }
+    assert.deepEqual(full.slice(0, 10), []);
   });
 }
+
+test('a served object value is the caller\'s own copy', () => {
+  // spec/assign/allot.yaml serves objects ({suggestions: 5}): mutating one changes no later answer.
+  const c = Client.offline(fs.readFileSync(path.join(spec, 'allot.state.json'), 'utf8'));
+  let checked = 0;
+  for (const id of c.experiments()) {
+    for (let u = 0; u < 200; u++) {
+      const e = c.evaluate(id, { user_id: `u${u}` });
+      if (e.value !== null && typeof e.value === 'object') {
+        const before = JSON.stringify(e.value);
+        e.value.mutated = true;
+        assert.equal(JSON.stringify(c.evaluate(id, { user_id: `u${u}` }).value), before);
+        checked++;
+      }
+    }
+  }
+  assert.ok(checked > 0, 'an experiment of the golden state serves object values');
+});
 
 test('an offline client has no server', async () => {
   const c = Client.offline(fs.readFileSync(path.join(spec, 'allot.state.json'), 'utf8'));
