@@ -47,10 +47,12 @@ fn forest(metric: &str, comps: &[Comparison]) -> String {
     let (left, width, row_h) = (170.0, 420.0, 26.0);
     let x = |v: f64| left + (v - lo) / (hi - lo) * width;
     let height = 40.0 + row_h * rows.len() as f64;
+    // Below the plot: the axis' caption.
+    let svg_h = height + 18.0;
     let mut s = String::new();
     let _ = write!(
         s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{height}" role="img" aria-label="forest plot of {m}">"#,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{svg_h}" role="img" aria-label="forest plot of {m}">"#,
         w = left + width + 20.0,
         m = esc(metric)
     );
@@ -77,13 +79,106 @@ fn forest(metric: &str, comps: &[Comparison]) -> String {
     }
     let _ = write!(
         s,
-        r#"<text x="{l}" y="{y}" font-size="11">{a}</text><text x="{r}" y="{y}" font-size="11" text-anchor="end">{b}</text></svg>"#,
+        r#"<text x="{l}" y="{y}" font-size="11">{a}</text>{zero}<text x="{r}" y="{y}" font-size="11" text-anchor="end">{b}</text>"#,
         l = left,
+        // The zero tick's label, unless it would overlap an end's.
+        zero = if x(0.0) - left > 45.0 && left + width - x(0.0) > 45.0 {
+            format!(r#"<text x="{}" y="{}" font-size="11" text-anchor="middle">0</text>"#, x(0.0), height - 5.0)
+        } else {
+            String::new()
+        },
         r = left + width,
         y = height - 5.0,
         a = fmt(lo),
         b = fmt(hi)
     );
+    let _ = write!(
+        s,
+        r#"<text x="{c}" y="{y}" font-size="11" text-anchor="middle">difference in {m}, variant − control (dashed: no difference)</text></svg>"#,
+        c = left + width / 2.0,
+        y = height + 12.0,
+        m = esc(metric)
+    );
+    s
+}
+
+/// A number or a dash.
+fn num(x: Option<f64>) -> String {
+    x.filter(|x| x.is_finite()).map_or_else(|| "-".into(), fmt)
+}
+
+/// `[lo, hi]` or a dash.
+fn ci(x: Option<[f64; 2]>) -> String {
+    x.filter(|c| c.iter().all(|v| v.is_finite()))
+        .map_or_else(|| "-".into(), |[a, b]| format!("[{}, {}]", fmt(a), fmt(b)))
+}
+
+/// The numbers the forest plot draws, and those it does not: p-values, lift, CUPED's reduction.
+fn comparisons(comps: &[Comparison], alpha: f64) -> String {
+    let level = format!("{}%", format!("{:.4}", (1.0 - alpha) * 100.0).trim_end_matches('0').trim_end_matches('.'));
+    let mut s = format!(
+        "<table class=\"comparisons\"><tr><th>variant</th><th>difference</th><th>{level} interval</th><th>p-value</th><th>Holm</th><th>lift</th><th>lift interval</th><th>CUPED difference</th><th>CUPED interval</th><th>variance reduction</th></tr>"
+    );
+    for c in comps {
+        let pct =
+            |x: Option<f64>| x.filter(|x| x.is_finite()).map_or_else(|| "-".into(), |x| format!("{:+.2}%", x * 100.0));
+        let pct_ci = |x: Option<[f64; 2]>| {
+            x.filter(|c| c.iter().all(|v| v.is_finite()))
+                .map_or_else(|| "-".into(), |[a, b]| format!("[{:+.2}%, {:+.2}%]", a * 100.0, b * 100.0))
+        };
+        let (cd, cci, red) = match &c.cuped {
+            Some(CupedReport::Estimate { diff, ci: i, variance_reduction, .. }) => {
+                (num(Some(*diff)), ci(Some(*i)), format!("{:.1}%", variance_reduction * 100.0))
+            }
+            Some(CupedReport::Failed { error }) => (esc(error), "-".into(), "-".into()),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        let diff = match (c.diff, &c.error) {
+            (Some(d), _) => num(Some(d)),
+            (None, Some(e)) => esc(e),
+            (None, None) => "-".into(),
+        };
+        let _ = write!(
+            s,
+            "<tr><td>{} vs {}</td><td>{diff}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{cd}</td><td>{cci}</td><td>{red}</td></tr>",
+            esc(&c.variant),
+            esc(&c.control),
+            ci(c.ci),
+            num(c.p_value),
+            num(c.p_adjusted.map(|a| a.holm)),
+            pct(c.relative),
+            pct_ci(c.relative_ci),
+        );
+    }
+    s.push_str("</table>");
+    s
+}
+
+/// Counts and the exposure issues, as the text report's "Diagnostics".
+fn diagnostics(r: &Report) -> String {
+    let d = &r.diagnostics;
+    let mut s = String::from("<h2>Diagnostics</h2><ul>");
+    let _ = write!(
+        s,
+        "<li>{} exposure rows, {} units, {} metric rows, {} metric rows without exposure</li>",
+        d.exposure_rows, d.units, d.metric_rows, d.metric_rows_without_exposure
+    );
+    for (k, v) in &d.exposure_issues {
+        if v.count > 0 {
+            let _ = write!(s, "<li class=\"bad\">{}: {}</li>", esc(k.key()), v.count);
+        }
+    }
+    if d.reused_after_stop.count > 0 {
+        let _ = write!(
+            s,
+            "<li>reused after stop: {} (not a violation: units of exclusive experiments that did not run at once, bucket reuse)</li>",
+            d.reused_after_stop.count
+        );
+    }
+    if !d.config {
+        s.push_str("<li>no configuration: exclusivity not checked, SRM against an even split</li>");
+    }
+    let _ = write!(s, "<li>alpha {}</li></ul>", fmt(d.alpha));
     s
 }
 
@@ -108,13 +203,20 @@ td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}.bad{color:#
         let counts: Vec<String> = e.srm.counts().iter().map(|(k, v)| format!("{} {}", esc(k), v)).collect();
         let _ = write!(s, "<p>Units: {}</p>", counts.join(", "));
         for (m, mv) in &e.metrics {
-            let _ = write!(s, "<h3>{}</h3><table><tr><th>variant</th><th>n</th><th>mean</th></tr>", esc(m));
+            let _ = write!(s, "<h3>{}</h3><table><tr><th>variant</th><th>n</th><th>mean</th><th>sd</th></tr>", esc(m));
             for (v, x) in &mv.variants {
-                let mean = if x.mean.is_finite() { fmt(x.mean) } else { "-".into() };
-                let _ = write!(s, "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", esc(v), x.n, mean);
+                let _ = write!(
+                    s,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    esc(v),
+                    x.n,
+                    num(Some(x.mean)),
+                    num(Some(x.sd))
+                );
             }
             s.push_str("</table>");
             s.push_str(&forest(m, &mv.comparisons));
+            s.push_str(&comparisons(&mv.comparisons, r.diagnostics.alpha));
         }
     }
     if !r.interactions.is_empty() || !r.interactions_skipped.is_empty() {
@@ -145,6 +247,7 @@ td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}.bad{color:#
         }
         s.push_str("</ul>");
     }
+    s.push_str(&diagnostics(r));
     s.push_str(&looks::sections(r));
     s.push_str("</body></html>\n");
     s
