@@ -458,6 +458,9 @@ pub fn text(r: &Report) -> String {
         "Diagnostics: {} exposure rows, {} units, {} metric rows without exposure",
         d.exposure_rows, d.units, d.metric_rows_without_exposure
     );
+    if let Some(n) = d.exposure_rows_left_out.filter(|n| *n > 0) {
+        let _ = writeln!(s, "  exposure rows without a unit, variant or time, left out: {n}");
+    }
     for (k, v) in &d.exposure_issues {
         if v.count > 0 {
             let first = v.examples.first().map_or_else(|| "null".to_string(), example);

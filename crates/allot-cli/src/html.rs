@@ -163,6 +163,9 @@ fn diagnostics(r: &Report) -> String {
         "<li>{} exposure rows, {} units, {} metric rows, {} metric rows without exposure</li>",
         d.exposure_rows, d.units, d.metric_rows, d.metric_rows_without_exposure
     );
+    if let Some(n) = d.exposure_rows_left_out.filter(|n| *n > 0) {
+        let _ = write!(s, "<li class=\"bad\">exposure rows without a unit, variant or time, left out: {n}</li>");
+    }
     for (k, v) in &d.exposure_issues {
         if v.count > 0 {
             let _ = write!(s, "<li class=\"bad\">{}: {}</li>", esc(k.key()), v.count);

@@ -1,7 +1,8 @@
 //! The rows the query returns, as text (a CSV file, or a database's answer rendered without loss):
 //! their column names, and their decoding into [`VariantStats`] for the statistics.
 //!
-//! Columns: `experiment, variant, units, multi_variant_units, exposure_rows, n`, then per metric
+//! Columns: `experiment, variant, units, multi_variant_units, exposure_rows, n`, optionally
+//! `rows_left_out` (exposure rows without a unit, variant or time), then per metric
 //! `<m>__sum, <m>__sum_sq` (sum and count metrics), with `<m>__pre_sum, <m>__pre_sum_sq,
 //! <m>__cross` for CUPED, or `<m>__num_sum, <m>__num_sum_sq, <m>__den_sum, <m>__den_sum_sq,
 //! <m>__num_den` for a ratio. The metric's kind is read from which columns it has.
@@ -12,6 +13,10 @@ use indexmap::IndexMap;
 
 /// The columns every row has, in order.
 pub const FIXED_COLUMNS: [&str; 6] = ["experiment", "variant", "units", "multi_variant_units", "exposure_rows", "n"];
+
+/// The experiment's exposure rows without a unit, a variant or a time, left out (the same count
+/// on each of its rows). Optional when reading: rows written before it read as 0.
+pub const LEFT_OUT_COLUMN: &str = "rows_left_out";
 
 const MEAN: [&str; 2] = ["sum", "sum_sq"];
 const CUPED: [&str; 5] = ["sum", "sum_sq", "pre_sum", "pre_sum_sq", "cross"];
@@ -35,6 +40,7 @@ pub fn metric_columns(name: &str, kind: MetricKind) -> Vec<String> {
 #[derive(Debug, Clone)]
 pub struct Layout {
     fixed: [usize; 6],
+    left_out: Option<usize>,
     /// Per metric: name, kind and the indices of its sums (Σy, Σy², Σx, Σx², Σxy; absent: 0).
     metrics: Vec<(String, MetricKind, Vec<usize>)>,
 }
@@ -51,7 +57,7 @@ impl Layout {
         let mut names: IndexMap<&str, Vec<&str>> = IndexMap::new();
         for h in header {
             let h = h.trim();
-            if FIXED_COLUMNS.contains(&h) {
+            if FIXED_COLUMNS.contains(&h) || h == LEFT_OUT_COLUMN {
                 continue;
             }
             let Some((m, suffix)) = h.split_once("__") else {
@@ -79,7 +85,7 @@ impl Layout {
         if metrics.is_empty() {
             return Err("no metric columns (`<metric>__sum`, …)".to_string());
         }
-        Ok(Layout { fixed, metrics })
+        Ok(Layout { fixed, left_out: find(LEFT_OUT_COLUMN), metrics })
     }
 
     /// Decodes one row (`line` for errors: its line or row number).
@@ -91,9 +97,8 @@ impl Layout {
             }
             Ok(v)
         };
-        let count = |k: usize| -> Result<u64, String> {
-            let name = FIXED_COLUMNS[k];
-            let v = get(self.fixed[k], name)?;
+        let count_at = |i: usize, name: &str| -> Result<u64, String> {
+            let v = get(i, name)?;
             // Engines may render an integer count as `12.0`.
             v.parse::<u64>()
                 .ok()
@@ -105,6 +110,7 @@ impl Layout {
                 })
                 .ok_or_else(|| format!("line {line}: `{name}` is not a count: {v:?}"))
         };
+        let count = |k: usize| count_at(self.fixed[k], FIXED_COLUMNS[k]);
         let n = count(5)?;
         let mut metrics = IndexMap::new();
         for (m, kind, idx) in &self.metrics {
@@ -126,6 +132,10 @@ impl Layout {
             units: count(2)?,
             multi_variant_units: count(3)?,
             exposure_rows: count(4)?,
+            rows_left_out: match self.left_out {
+                Some(i) => count_at(i, LEFT_OUT_COLUMN)?,
+                None => 0,
+            },
             metrics,
         })
     }

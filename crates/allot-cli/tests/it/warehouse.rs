@@ -17,6 +17,9 @@ use std::path::Path;
 /// The golden data: exposures and events as the engines load them, and the file path's inputs.
 struct Golden {
     exposures: String,
+    /// The same with 4 rows of checkout that are no exposures (no time, no unit, no variant), as
+    /// a warehouse may hold them: the engines leave them out and count them.
+    untidy: String,
     events: String,
     /// `unit,metric,value` per unit: revenue, revenue_capped, clicks (post-exposure).
     metrics: String,
@@ -120,7 +123,10 @@ fn golden() -> Golden {
             }
         }
     }
-    Golden { exposures, events, metrics, covariates, ratio_units }
+    let untidy = format!(
+        "{exposures}u00001,checkout,control,\nzz-untimed,checkout,control,\n,checkout,treatment,{T:?}\nu00002,checkout,,{T:?}\n"
+    );
+    Golden { exposures, untidy, events, metrics, covariates, ratio_units }
 }
 
 /// tables.yaml of the golden data in `schema` (`with_ratio`: the ratio metric too).
@@ -151,6 +157,22 @@ fn report(dir: &Path, args: &[&str]) -> Value {
     assert!(out.status.success(), "allot analyze {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     v["experiments"].clone()
+}
+
+/// `diagnostics.exposure_rows_left_out` of a report; the text report names them too.
+fn left_out(dir: &Path, args: &[&str]) -> u64 {
+    let out = allot().current_dir(dir).arg("analyze").args(args).args(["--format", "json"]).output().unwrap();
+    assert!(out.status.success(), "allot analyze {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = allot().current_dir(dir).arg("analyze").args(args).output().unwrap();
+    let n = v["diagnostics"]["exposure_rows_left_out"].as_u64().unwrap();
+    assert!(
+        String::from_utf8_lossy(&text.stdout)
+            .contains(&format!("exposure rows without a unit, variant or time, left out: {n}")),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
+    n
 }
 
 /// Every difference between two reports beyond 1e-9 (absolute or relative), with its path.
@@ -257,7 +279,7 @@ fn postgres(g: &Golden) -> Option<(String, String, tokio::runtime::Runtime)> {
             "CREATE SCHEMA {schema};\nCREATE TABLE {schema}.exposures (unit TEXT, experiment TEXT, variant TEXT, time DOUBLE PRECISION);\n\
              CREATE TABLE {schema}.events (unit TEXT, event TEXT, amount DOUBLE PRECISION, items DOUBLE PRECISION, time DOUBLE PRECISION);\n"
         );
-        for (table, csv, text_cols) in [("exposures", &g.exposures, 3), ("events", &g.events, 2)] {
+        for (table, csv, text_cols) in [("exposures", &g.untidy, 3), ("events", &g.events, 2)] {
             let rows: Vec<String> = csv
                 .lines()
                 .skip(1)
@@ -265,7 +287,11 @@ fn postgres(g: &Golden) -> Option<(String, String, tokio::runtime::Runtime)> {
                     let cells: Vec<String> = l
                         .split(',')
                         .enumerate()
-                        .map(|(i, c)| if i < text_cols { format!("'{c}'") } else { c.to_string() })
+                        .map(|(i, c)| match c {
+                            "" => "NULL".to_string(),
+                            _ if i < text_cols => format!("'{c}'"),
+                            _ => c.to_string(),
+                        })
                         .collect();
                     format!("({})", cells.join(","))
                 })
@@ -347,14 +373,20 @@ fn every_engine_gives_the_file_paths_numbers() {
     let g = golden();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    for (name, text) in
-        [("exposures", &g.exposures), ("events", &g.events), ("metrics", &g.metrics), ("covariates", &g.covariates)]
-    {
+    // The engines read the untidy exposures (`exposures.csv`, 4 rows that are no exposures); the
+    // file path, which refuses such rows, the tidy ones.
+    for (name, text) in [
+        ("exposures", &g.untidy),
+        ("exposures_tidy", &g.exposures),
+        ("events", &g.events),
+        ("metrics", &g.metrics),
+        ("covariates", &g.covariates),
+    ] {
         std::fs::write(d.join(format!("{name}.csv")), text).unwrap();
     }
     // The file path, on files holding exactly what the windows select.
     let files =
-        report(d, &["--exposures", "exposures.csv", "--metrics", "metrics.csv", "--covariates", "covariates.csv"]);
+        report(d, &["--exposures", "exposures_tidy.csv", "--metrics", "metrics.csv", "--covariates", "covariates.csv"]);
     let jumpers = files["checkout"]["variant_jumpers"].as_u64().unwrap();
     assert!(jumpers > 10, "the data has multi-variant units: {jumpers}");
     let mut engines = vec![];
@@ -365,6 +397,7 @@ fn every_engine_gives_the_file_paths_numbers() {
         std::fs::write(d.join("tables_pg4.yaml"), tables(&schema, true)).unwrap();
         let three = report(d, &["--warehouse", &url, "--tables", "tables_pg3.yaml"]);
         let four = report(d, &["--warehouse", &url, "--tables", "tables_pg4.yaml"]);
+        assert_eq!(left_out(d, &["--warehouse", &url, "--tables", "tables_pg3.yaml"]), 4, "postgres");
         drop_schema(&url, &schema, &rt);
         assert_same("postgres (--warehouse) vs files", &three, &files);
         full.push(("postgres".into(), four));
@@ -378,6 +411,7 @@ fn every_engine_gives_the_file_paths_numbers() {
         std::fs::write(&some, without_ratio(&rows)).unwrap();
         let three = report(d, &["--from-stats", some.to_str().unwrap()]);
         assert_same(&format!("{engine} (--from-stats) vs files"), &three, &files);
+        assert_eq!(left_out(d, &["--from-stats", some.to_str().unwrap()]), 4, "{engine}");
         full.push((engine.into(), report(d, &["--from-stats", all.to_str().unwrap()])));
         engines.push(engine);
     }

@@ -366,6 +366,7 @@ pub fn analyze(inputs: Inputs<'_>) -> Report {
             exposure_issues: issues.classes,
             alpha,
             source: None,
+            exposure_rows_left_out: None,
         },
         sequential: None,
         reuse_health: None,

@@ -422,4 +422,8 @@ pub struct Diagnostics {
     /// [`super::rows::SOURCE`]); absent for files.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// Exposure rows without a unit, a variant or a time, left out of everything (the warehouse
+    /// path; a file with such a row is refused instead); absent for files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exposure_rows_left_out: Option<u64>,
 }

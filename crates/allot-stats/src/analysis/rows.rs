@@ -54,6 +54,9 @@ pub struct VariantStats {
     pub multi_variant_units: u64,
     /// Exposure rows of those units.
     pub exposure_rows: u64,
+    /// The experiment's exposure rows without a unit, a variant or a time, left out of
+    /// everything (the same count on each of its rows).
+    pub rows_left_out: u64,
     /// Per metric, in the order of the metric mapping.
     pub metrics: IndexMap<String, MetricSums>,
 }
@@ -75,6 +78,7 @@ pub fn analyze_rows(rows: &[VariantStats], design: Option<&dyn Design>, alpha: f
     let mut exps: IndexMap<String, (IndexSet<Box<str>>, ExpAcc)> = IndexMap::new();
     let mut exposure_rows = 0u64;
     let mut units = 0u64;
+    let mut left_out: IndexMap<&str, u64> = IndexMap::new();
     for (i, r) in rows.iter().enumerate() {
         let at = || format!("row {} ({} / {})", i + 1, r.experiment, r.variant);
         let names: Vec<&str> = r.metrics.keys().map(String::as_str).collect();
@@ -117,6 +121,8 @@ pub fn analyze_rows(rows: &[VariantStats], design: Option<&dyn Design>, alpha: f
         acc.cells.push(cells);
         exposure_rows += r.exposure_rows;
         units += r.units;
+        let l = left_out.entry(r.experiment.as_str()).or_default();
+        *l = (*l).max(r.rows_left_out);
     }
     let mut order: Vec<String> = design
         .map(|d| d.experiments().into_iter().filter(|k| exps.contains_key(*k)).map(str::to_string).collect())
@@ -153,6 +159,7 @@ pub fn analyze_rows(rows: &[VariantStats], design: Option<&dyn Design>, alpha: f
             exposure_issues: IssueClass::ALL.iter().map(|c| (*c, Default::default())).collect(),
             alpha,
             source: Some(SOURCE.to_string()),
+            exposure_rows_left_out: Some(left_out.values().sum()),
         },
     })
 }

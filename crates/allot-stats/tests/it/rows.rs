@@ -74,6 +74,7 @@ fn rows_of_sums_give_the_file_paths_report() {
                 units: all.len() as u64,
                 multi_variant_units: (all.len() - kept.len()) as u64,
                 exposure_rows: 0,
+                rows_left_out: 0,
                 metrics,
             }
         })
@@ -126,6 +127,7 @@ fn row(units: u64, multi: u64, n: u64) -> VariantStats {
         units,
         multi_variant_units: multi,
         exposure_rows: 0,
+        rows_left_out: 0,
         metrics,
     }
 }
