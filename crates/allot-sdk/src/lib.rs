@@ -367,7 +367,7 @@ impl Client {
     }
 
     /// [`Client::evaluate_with`] without building strings: the version used and, when the
-    /// snapshot serves `experiment`, its [`Assignment`] (a variant index into
+    /// snapshot serves `experiment`, its [`Assignment`](allot_core::eval::Assignment) (a variant index into
     /// [`Client::variant_table`]'s list for that version). For bindings whose answer crosses a
     /// language boundary: they pass two numbers and keep the names and values on their side.
     pub fn evaluate_index(

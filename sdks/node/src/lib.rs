@@ -268,7 +268,7 @@ impl NativeClient {
         with_sticky(sticky_get, sticky_knows, |s| self.eval(&experiment, &ctx, s).into())
     }
 
-    /// [`NativeClient::evaluate`] packed into one number ([`pack`]), without a sticky store.
+    /// [`NativeClient::evaluate`] packed into one number (`pack`), without a sticky store.
     #[napi]
     pub fn evaluate_packed(&self, experiment: String, context_json: String) -> Result<f64> {
         let ctx = context(&context_json)?;
@@ -276,7 +276,7 @@ impl NativeClient {
         Ok(pack(version, a))
     }
 
-    /// [`NativeClient::evaluate_many`] packed ([`pack`]), one number per experiment.
+    /// [`NativeClient::evaluate_many`] packed (`pack`), one number per experiment.
     #[napi]
     pub fn evaluate_many_packed(&self, experiments: Vec<String>, context_json: String) -> Result<Vec<f64>> {
         let ctx = context(&context_json)?;
