@@ -3,15 +3,14 @@
 //! from a CSV (`--from-stats`). The SQL is allot-sql's, the connection allot-store's, the
 //! statistics `allot_stats::analysis::rows`; this module only chooses and wires.
 
-use crate::analyze::{field, open_csv, AnalyzeArgs};
-use allot_sql::rows::Layout;
-use allot_sql::tables::{ExposureTable, Measure, Metric, TableName, TimeType, Window};
+use crate::analyze::AnalyzeArgs;
+use allot_server::results;
+use allot_sql::tables::Metric;
 use allot_sql::{Dialect, Tables};
 use allot_stats::analysis::rows::{analyze_rows, VariantStats};
 use allot_stats::analysis::{Design, Report};
-use allot_store::warehouse::{query, TempTable, TextRows};
+use allot_store::warehouse::TempTable;
 use anyhow::{bail, Context as _, Result};
-use indexmap::IndexSet;
 use std::path::{Path, PathBuf};
 
 /// Where `allot analyze` reads from.
@@ -130,25 +129,15 @@ impl Source {
 /// Reads and validates tables.yaml (every error, each with its field).
 fn read_tables(path: &Path, for_store: bool) -> Result<Tables> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let parsed =
-        if for_store { allot_sql::tables::parse_metrics(&text, store_exposures()) } else { allot_sql::parse(&text) };
+    let parsed = if for_store {
+        allot_sql::tables::parse_metrics(&text, results::store_exposures())
+    } else {
+        allot_sql::parse(&text)
+    };
     parsed.map_err(|es| {
         let list: Vec<String> = es.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("{} is invalid:\n  {}", path.display(), list.join("\n  "))
     })
-}
-
-/// The store's exposure table (allot-store's migrations): times as RFC 3339 text.
-fn store_exposures() -> ExposureTable {
-    let c = allot_store::warehouse::EXPOSURE_COLUMNS;
-    ExposureTable {
-        table: TableName(vec![allot_store::warehouse::EXPOSURE_TABLE.to_string()]),
-        unit: c[0].into(),
-        experiment: c[1].into(),
-        variant: c[2].into(),
-        time: c[3].into(),
-        time_type: TimeType::Rfc3339Text,
-    }
 }
 
 /// `--emit-sql`: the query of the mapping in the dialect.
@@ -158,78 +147,27 @@ pub fn emit_sql(dialect: &str, tables: &Path) -> Result<String> {
 }
 
 /// Decodes rows of sufficient statistics (`what` names their origin in errors).
-fn decode(
-    columns: &[&str],
-    rows: impl Iterator<Item = Result<(u64, Vec<String>)>>,
-    what: &str,
-) -> Result<Vec<VariantStats>> {
-    let layout = Layout::of(columns).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
-    let mut out = vec![];
-    for r in rows {
-        let (line, row) = r?;
-        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
-        out.push(layout.decode(&cells, line).map_err(|e| anyhow::anyhow!("{what}: {e}"))?);
-    }
-    if out.is_empty() {
-        bail!("{what}: no rows of sufficient statistics (no exposures in the experiments mapped?)");
-    }
-    Ok(out)
+fn decode(columns: &[&str], rows: Vec<(u64, Vec<String>)>, what: &str) -> Result<Vec<VariantStats>> {
+    results::decode_rows(columns, rows.into_iter().map(Ok::<_, results::RowsError>), what).map_err(|e| match e {
+        results::RowsError::None => anyhow::anyhow!("{what}: {e}"),
+        e => anyhow::anyhow!(e),
+    })
 }
 
-/// Runs the query on the database and decodes its rows.
-fn run_query(url: &str, sql: &str, temp: Option<&TempTable>) -> Result<Vec<VariantStats>> {
+/// Runs the analysis query of `tables` on the database (the store's, or a PostgreSQL warehouse)
+/// and decodes its rows: the service's results run the same function.
+fn run_query(url: &str, tables: &Tables, temp: Option<&TempTable>) -> Result<Vec<VariantStats>> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
-    let TextRows { columns, rows } = rt.block_on(query(url, sql, temp)).context("running the analysis query")?;
-    let cols: Vec<&str> = columns.iter().map(String::as_str).collect();
-    decode(&cols, rows.into_iter().zip(1u64..).map(|(r, i)| Ok((i, r))), "the query's rows")
+    rt.block_on(results::rows_on_store(url, tables, temp)).map_err(|e| match e {
+        results::RowsError::Store(e) => anyhow::anyhow!(e).context("running the analysis query"),
+        e => anyhow::anyhow!("the query's rows: {e}"),
+    })
 }
 
-/// The mapping of a metrics CSV loaded into a temporary table: one sum metric per metric name,
-/// every row counted (the file path's rule).
+/// The mapping of a metrics CSV loaded into a temporary table (`allot_server::results::metrics_csv`).
 fn csv_metrics(path: &Path) -> Result<(TempTable, Vec<Metric>)> {
-    let (mut rdr, idx) = open_csv(path, "metrics", &[("unit", true), ("metric", true), ("value", true)])?;
-    let (iu, im, iv) = (idx[0].unwrap_or(0), idx[1].unwrap_or(0), idx[2].unwrap_or(0));
-    let mut names: IndexSet<String> = IndexSet::new();
-    let mut rows = vec![];
-    let mut rec = csv::ByteRecord::new();
-    while rdr.read_byte_record(&mut rec).with_context(|| format!("{}: malformed CSV", path.display()))? {
-        let unit = field(&rec, iu, "unit", path)?;
-        let metric = field(&rec, im, "metric", path)?;
-        let value = crate::analyze::number(field(&rec, iv, "value", path)?, "value", &rec, path)?;
-        names.insert(metric.to_string());
-        rows.push(vec![unit.to_string(), metric.to_string(), format!("{value:?}")]);
-    }
-    let table = "allot_metrics";
-    let metrics = names
-        .iter()
-        .map(|name| {
-            if !allot_sql::tables::is_metric_name(name) {
-                bail!(
-                    "{}: metric {name:?} is not a name SQL columns can carry ([A-Za-z_][A-Za-z0-9_]*, no `__`)",
-                    path.display()
-                );
-            }
-            Ok(Metric {
-                name: name.clone(),
-                table: TableName(vec![table.into()]),
-                unit: "unit".into(),
-                time: "time".into(),
-                time_type: TimeType::EpochSeconds,
-                measure: Measure::Sum("value".into()),
-                filter: Some(allot_sql::tables::Filter { column: "metric".into(), equals: name.clone() }),
-                cap: None,
-                window: Window::All,
-                cuped_days: None,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let temp = TempTable {
-        name: table.into(),
-        columns: vec!["unit".into(), "metric".into(), "value".into()],
-        real: vec!["value".into()],
-        rows,
-    };
-    Ok((temp, metrics))
+    let f = std::fs::File::open(path).with_context(|| format!("cannot read metrics file {}", path.display()))?;
+    results::metrics_csv(std::io::BufReader::new(f), &path.display().to_string()).map_err(|e| anyhow::anyhow!(e))
 }
 
 /// Reads `--from-stats` rows.
@@ -245,11 +183,14 @@ fn read_rows(path: &Path) -> Result<Vec<VariantStats>> {
         .map(str::to_string)
         .collect();
     let cols: Vec<&str> = header.iter().map(String::as_str).collect();
-    let rows = rdr.records().map(|r| {
-        let r = r.with_context(|| format!("{}: malformed CSV", path.display()))?;
-        let line = r.position().map_or(0, csv::Position::line);
-        Ok((line, r.iter().map(str::to_string).collect()))
-    });
+    let rows = rdr
+        .records()
+        .map(|r| {
+            let r = r.with_context(|| format!("{}: malformed CSV", path.display()))?;
+            let line = r.position().map_or(0, csv::Position::line);
+            Ok((line, r.iter().map(str::to_string).collect()))
+        })
+        .collect::<Result<Vec<_>>>()?;
     decode(&cols, rows, &path.display().to_string())
 }
 
@@ -263,25 +204,24 @@ pub fn analyze(source: &Source, args: &AnalyzeArgs, design: Option<&dyn Design>)
                 bail!("--warehouse {url}: expected postgres://USER@HOST/DB (for other engines: --emit-sql and --from-stats)");
             }
             let tables = read_tables(tables, false)?;
-            run_query(url, &allot_sql::compile(&tables, Dialect::Postgres), None)?
+            run_query(url, &tables, None)?
         }
         Source::Store { url, tables, metrics } => {
-            let dialect = if allot_store::is_postgres(url) {
-                Dialect::Postgres
-            } else if url.starts_with("sqlite:") {
-                Dialect::Sqlite
-            } else {
+            if !allot_store::is_postgres(url) && !url.starts_with("sqlite:") {
                 bail!("--store {url}: expected sqlite://PATH or postgres://USER@HOST/DB");
-            };
+            }
             let (tables, temp) = match (tables, metrics) {
                 (Some(t), _) => (read_tables(t, true)?, None),
                 (None, Some(m)) => {
                     let (temp, metrics) = csv_metrics(m)?;
-                    (Tables { exposures: store_exposures(), experiments: Default::default(), metrics }, Some(temp))
+                    (
+                        Tables { exposures: results::store_exposures(), experiments: Default::default(), metrics },
+                        Some(temp),
+                    )
                 }
                 (None, None) => bail!("--store needs --tables or --metrics"),
             };
-            run_query(url, &allot_sql::compile(&tables, dialect), temp.as_ref())?
+            run_query(url, &tables, temp.as_ref())?
         }
     };
     analyze_rows(&rows, design, args.alpha).map_err(|e| anyhow::anyhow!("rows of sufficient statistics: {e}"))
