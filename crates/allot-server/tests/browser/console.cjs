@@ -131,6 +131,16 @@ async function shot(page, name, fullPage = true) {
       for (const id of Object.keys(cfg.experiments_all)) {
         await visit(page, `/console/experiments/${encodeURIComponent(id)}`);
       }
+      // An experiment's results, reached from its page: the units per variant, and a comparison.
+      await visit(page, `/console/experiments/${cfg.results.experiment}`);
+      await Promise.all([page.waitForNavigation(), page.click("#results-link")]);
+      const units = await page.$$eval("section.metric[data-metric=revenue] table:first-of-type tr[data-variant]", (trs) =>
+        Object.fromEntries(trs.map((tr) => [tr.dataset.variant, Number(tr.children[1].textContent)])));
+      check("the results page shows each variant's units", JSON.stringify(units) === JSON.stringify(cfg.results.units), JSON.stringify(units));
+      check("the results page compares the variant with the control",
+        (await page.$$eval("section.metric[data-metric=revenue] tr[data-variant=higher]", (r) => r.length)) === 2);
+      check("the results page has the sample ratio check", (await page.textContent("#results-srm")).includes("Sample ratio check"));
+      await shot(page, "results");
       await visit(page, `/console/experiments/${cfg.stop}`);
       await shot(page, "experiment");
 

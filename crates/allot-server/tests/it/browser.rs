@@ -79,6 +79,40 @@ async fn run_console_script(modules: String, browser: &str, executable: String, 
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // Results of price-test: 120 units' exposures and a purchases table in the store's own
+    // database, with the store as the results source (allot serve --analysis-tables).
+    let exposed: Vec<allot_store::Exposure> = (0..120)
+        .map(|i| allot_store::Exposure {
+            unit: format!("u{i}"),
+            experiment: "price-test".into(),
+            variant: if i % 2 == 0 { "control" } else { "higher" }.into(),
+            day: "2026-01-01".into(),
+            time: "2026-01-01T10:00:00Z".into(),
+            version: 1,
+        })
+        .collect();
+    s.app.store().record_exposures(&exposed).await.unwrap();
+    let db = format!("sqlite://{}", s._dir.path().join("allot.db").display());
+    {
+        use sqlx::Connection as _;
+        let mut c = sqlx::SqliteConnection::connect(&db).await.unwrap();
+        sqlx::query("CREATE TABLE purchases (user_id TEXT, amount DOUBLE PRECISION, at TEXT)")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        for i in 0..120 {
+            let amount = f64::from(i % 9) + if i % 2 == 1 { 2.0 } else { 0.0 };
+            sqlx::query("INSERT INTO purchases VALUES (?, ?, '2026-01-02T09:00:00Z')")
+                .bind(format!("u{i}"))
+                .bind(amount)
+                .execute(&mut c)
+                .await
+                .unwrap();
+        }
+        c.close().await.unwrap();
+    }
+    let tables = "metrics:\n  revenue: {table: purchases, unit: user_id, time: at, time_type: rfc3339_text, aggregate: sum, value: amount, window: {delay: 0s, duration: 7d}}\n";
+    s.app.set_results_source(allot_server::results::ResultsSource::new(&db, Some(tables)).unwrap());
     let (editor, reader, evaluator) = (s.key("editor").await, s.key("reader").await, s.key("evaluator").await);
     let (_, state) = s.app.store().load_current().await.unwrap();
     let cfg = allot_core::state::applied_config(&state).unwrap().unwrap();
@@ -108,6 +142,7 @@ async fn run_console_script(modules: String, browser: &str, executable: String, 
         "stopped": stopped,
         "stop": "search-ranking",
         "screenshots": screenshots,
+        "results": {"experiment": "price-test", "units": {"control": 60, "higher": 60}},
     });
     std::fs::write(&expected, spec.to_string()).unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/console.cjs");
