@@ -30,12 +30,12 @@ CREATE UNLOGGED TABLE $SCHEMA.exposures AS
   SELECT 'u' || (i % $UNITS) AS unit, 'exp' || (i / $UNITS) AS experiment,
          CASE WHEN ((i % $UNITS) * 2654435761 + (i / $UNITS)) % 2 = 0 THEN 'control' ELSE 'treatment' END AS variant,
          1767225600.0 + ((i % $UNITS) * 7919 % 86400) AS time
-  FROM generate_series(0, $EXPOSURES - 1) AS i;
+  FROM generate_series(0::bigint, $EXPOSURES - 1) AS i;
 -- Purchases: most after exposure (days 1 to 8), one in ten in the pre-period.
 CREATE UNLOGGED TABLE $SCHEMA.events AS
   SELECT 'u' || (i % $UNITS) AS unit, 'purchase' AS event, ((i * 31) % 97) / 4.0 AS amount,
          CASE WHEN i % 10 = 0 THEN 1767225600.0 - 86400 * 5 ELSE 1767225600.0 + 86400 + (i * 13 % 604800) END AS time
-  FROM generate_series(0, $METRICS - 1) AS i;
+  FROM generate_series(0::bigint, $METRICS - 1) AS i;
 ANALYZE $SCHEMA.exposures;
 ANALYZE $SCHEMA.events;
 SQL
