@@ -59,13 +59,15 @@ FRESH = CONFIG + """
 class Serve:
     """One `allot serve` on a free loopback port, with its own directory and SQLite store."""
 
-    def __init__(self, config: str = CONFIG) -> None:
+    def __init__(self, config: str = CONFIG, tls_dir: Optional[str] = None) -> None:
+        """`tls_dir`: serve HTTPS with its server.pem and server.key (a certificate for localhost)."""
         self.dir = tempfile.mkdtemp(prefix="allot-py-sdk-")
         pathlib.Path(self.dir, "allot.yaml").write_text(config)
         env = {k: v for k, v in os.environ.items() if k not in ("ALLOT_CONFIG", "ALLOT_DATABASE_URL")}
         env["ALLOT_BOOTSTRAP_ADMIN_KEY"] = ADMIN
         self.proc = subprocess.Popen(
-            [os.environ["ALLOT_BIN"], "serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--config", "allot.yaml"],
+            [os.environ["ALLOT_BIN"], "serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--config", "allot.yaml"]
+            + ([] if tls_dir is None else ["--tls-cert", os.path.join(tls_dir, "server.pem"), "--tls-key", os.path.join(tls_dir, "server.key")]),
             cwd=self.dir,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -86,7 +88,8 @@ class Serve:
         assert self.addr, "allot serve exited before serving"
         # Keep reading its log so that it never blocks on a full pipe.
         threading.Thread(target=lambda: [None for _ in self.proc.stderr or []], daemon=True).start()
-        self.url = f"http://{self.addr}"
+        port = self.addr.rsplit(":", 1)[1]
+        self.url = f"http://{self.addr}" if tls_dir is None else f"https://localhost:{port}"
 
     def call(self, method: str, path: str, body: Any = None, key: str = ADMIN, headers: Optional[Dict[str, str]] = None) -> Tuple[int, Any]:
         data = None

@@ -188,6 +188,35 @@ def test_close_while_other_threads_call_the_client(serve: Serve, evaluator: str)
         assert c.evaluate("banner", {"user_id": "u1"}).reason == "ASSIGNED"
 
 
+def test_an_https_server_with_a_private_ca() -> None:
+    """ca_cert (a path, or the PEM's bytes) makes the connection; without it the server's
+    certificate is not trusted. ALLOT_TLS_DIR (set by crates/allot-cli/tests/it/python_sdk.rs)
+    holds ca.pem and the server's certificate for localhost."""
+    import os
+    import pathlib
+
+    from conftest import ADMIN
+
+    d = os.environ.get("ALLOT_TLS_DIR")
+    if not d:
+        pytest.skip("ALLOT_TLS_DIR is not set (the Rust harness sets it)")
+    s = Serve(tls_dir=d)
+    try:
+        ca = pathlib.Path(d, "ca.pem")
+        with allot.Client(s.url, ADMIN, poll_interval=None, ca_cert=str(ca)) as c:
+            assert c.version == 1
+            e = c.evaluate("banner", {"user_id": "u1"})
+            assert e.reason == "ASSIGNED" and e.variant in ("control", "treatment")
+            c.expose("u1", "banner", e.variant)
+            assert c.flush() == 1
+        with allot.Client(s.url, ADMIN, poll_interval=None, ca_cert=ca.read_bytes(), only_ca_cert=True) as c:
+            assert c.version == 1
+        with pytest.raises(allot.AllotError):
+            allot.Client(s.url, ADMIN, poll_interval=None)
+    finally:
+        s.stop()
+
+
 def test_the_queue_is_bounded_and_counts_what_it_drops() -> None:
     s = Serve()
     key = s.key("evaluator")

@@ -89,4 +89,21 @@ fn the_node_sdk_suites_pass_against_serve() {
         return;
     }
     node_test(&["ofrep-exposures.test.cjs"], &env, 1);
+    // Over HTTPS with a private CA: `caCert`.
+    let tdir = tempfile::tempdir().unwrap();
+    let ca = crate::tls::certificate(tdir.path());
+    let t = start(tdir.path(), &["--tls-cert", "server.pem", "--tls-key", "server.key"]);
+    let port = t.addr.rsplit(':').next().unwrap();
+    let (code, out) = crate::tls::put_config(port, &ca, BANNER);
+    assert_eq!(code, 200, "{out}");
+    let env = [
+        ("ALLOT_TLS_URL", format!("https://localhost:{port}")),
+        ("ALLOT_TLS_CA", ca),
+        ("ALLOT_KEY", KEY.to_string()),
+        ("NODE_PATH", env[2].1.clone()),
+    ];
+    node_test(&["tls.test.cjs"], &env, 1);
 }
+
+/// The configuration of the HTTPS case.
+const BANNER: &str = "units:\n  user: {attribute: user_id}\nexperiments:\n  banner: {unit: user, share: 100%, variants: {control: 1, treatment: 1}, state: running}\n";

@@ -38,12 +38,17 @@ fn the_python_sdk_passes_its_suite_against_serve() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // A private CA and a certificate for localhost, for the suite's HTTPS case.
+    let tls = tempfile::tempdir().unwrap();
+    let ca = crate::tls::certificate(tls.path());
+    std::fs::write(tls.path().join("ca.pem"), ca).unwrap();
     let out = Command::new(venv.join("bin/python"))
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
         .arg(sdk.join("tests"))
         .current_dir(&sdk)
         .env("ALLOT_BIN", env!("CARGO_BIN_EXE_allot"))
         .env("ALLOT_SPEC_DIR", root.join("spec"))
+        .env("ALLOT_TLS_DIR", tls.path())
         .env("PATH", &path)
         .output()
         .unwrap();

@@ -71,23 +71,52 @@ fn the_database_urls_password_is_never_shown() {
     assert!(!err.contains("hunter2-secret"), "{err}");
 }
 
-#[test]
-fn serve_answers_https_with_the_given_certificate() {
-    let dir = tempfile::tempdir().unwrap();
+/// A private CA and a certificate for `localhost` it signs, written as `server.pem` and
+/// `server.key` in `dir` (for `serve --tls-cert server.pem --tls-key server.key`); the CA's PEM.
+pub(crate) fn certificate(dir: &std::path::Path) -> String {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&key, &ca).unwrap();
-    std::fs::write(dir.path().join("server.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.path().join("server.key"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+    ca.pem()
+}
+
+/// `PUT /api/v1/config` over HTTPS on `localhost:port`, trusting `ca`: (status, body).
+pub(crate) fn put_config(port: &str, ca: &str, yaml: &str) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+        .timeout(std::time::Duration::from_secs(20))
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = client
+            .put(format!("https://localhost:{port}/api/v1/config"))
+            .bearer_auth(KEY)
+            .header("if-match", "*")
+            .body(yaml.to_string())
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    })
+}
+
+#[test]
+fn serve_answers_https_with_the_given_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_pem = certificate(dir.path());
     let s = start(dir.path(), &["--tls-cert", "server.pem", "--tls-key", "server.key"]);
     let port = s.addr.rsplit(':').next().unwrap().to_string();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let client = reqwest::Client::builder()
         .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
         .timeout(std::time::Duration::from_secs(20))
         .build()
         .unwrap();
