@@ -223,9 +223,13 @@ impl App {
         upload: Option<(TempTable, Vec<Metric>)>,
         alpha: f64,
     ) -> Result<allot_stats::analysis::Report, ApiError> {
-        let view = self.console_view().await?;
-        if !view.cfg.experiments.contains_key(id) {
-            return Err(ApiError::NotFound(format!("experiment {id} does not exist at version {}", view.version)));
+        // The live configuration only: the console's view would also compute the exact audit
+        // and the bars of the version, which an analysis does not read.
+        let live = self.live();
+        let cfg = allot_core::config::validate(&live.config)
+            .map_err(|_| ApiError::Internal("the live configuration does not validate".into()))?;
+        if !cfg.experiments.contains_key(id) {
+            return Err(ApiError::NotFound(format!("experiment {id} does not exist at version {}", live.version)));
         }
         let Some(source) = self.results_source.load_full() else {
             return Err(failed(
@@ -297,7 +301,7 @@ impl App {
             }
             Ok(rows) => rows,
         };
-        let design = ConfigDesign(&view.cfg);
+        let design = ConfigDesign(&cfg);
         allot_stats::analysis::rows::analyze_rows(&rows, Some(&design), alpha).map_err(|e| {
             failed(StatusCode::UNPROCESSABLE_ENTITY, "ANALYSIS_FAILED", format!("rows of sufficient statistics: {e}"))
         })
