@@ -48,7 +48,8 @@ fn is_scalar(v: &Value) -> bool {
 }
 
 /// A scalar, an empty map, or a list of scalars, on one line.
-fn inline(v: &Value) -> String {
+/// A value on one line (flow style), as [`to_yaml`] writes scalars and short lists.
+pub(crate) fn inline(v: &Value) -> String {
     match v {
         Value::Null => "null".into(),
         Value::Bool(b) => b.to_string(),

@@ -190,8 +190,25 @@ async function shot(page, name, fullPage = true) {
       await visit(page, "/console/config");
       await shot(page, "config");
       await submit("a[data-action=new-experiments]");
+      // The per-field form: one input per field, errors at the input, rows added by the script.
       await page.fill("#id", id);
-      await page.fill("#yaml", "unit: user\nsurfaces: [checkout]\nshare: 5%\nvariants: {control: 1, treatment: 1}\nstate: draft\n");
+      await page.check("input[name=surfaces][value=checkout]");
+      await page.fill("#f-share", "150%");
+      const rows = async () => page.$$eval("#rows-variants tbody tr", (r) => r.length);
+      const rowsBefore = await rows();
+      await page.click("button[data-add-row=rows-variants]");
+      check("Add a row adds a variant row", (await rows()) === rowsBefore + 1, `${rowsBefore} → ${await rows()}`);
+      const added = await page.$eval("#rows-variants tbody tr:last-child input", (e) => e.name);
+      check("the added row has the next index", added === `variants[${rowsBefore}].name`, added);
+      await submit("button[data-action=preview]", 422);
+      check("a share over 100% is shown at the share", (await page.textContent("#f-share-errors")).trim().length > 0);
+      check("the share keeps what was typed", (await page.inputValue("#f-share")) === "150%");
+      check("the share is marked invalid", (await page.getAttribute("#f-share", "aria-invalid")) === "true");
+      await shot(page, "form-error");
+      await page.fill("#f-share", "5%");
+      await page.fill("#f-variants-1--value", "{color: blue}");
+      await page.fill("#f-criteria-0--attribute", "country");
+      await page.fill("#f-criteria-0--value", "SE, NO");
       await shot(page, "form");
       let version = await readyVersion();
       await submit("button[data-action=preview]");
@@ -200,6 +217,8 @@ async function shot(page, name, fullPage = true) {
       await shot(page, "preview-create");
       await submit("#confirm button[type=submit]");
       check("created: a draft", (await page.textContent("h1 .state")).trim() === "draft");
+      const made = await page.textContent("main");
+      check("created with the form's value and targeting", made.includes("blue") && made.includes("country"), made.slice(0, 400));
       version = await readyVersion();
 
       await submit("button[data-action=start]");
@@ -352,8 +371,10 @@ async function shot(page, name, fullPage = true) {
       await visit(page, "/console/edit/groups/pricing");
       check("a group's form says its slots are fixed", (await page.textContent("#form-note")).includes("fixed once it is created"));
       // Keyboard: the form's fields are reached with Tab and show their focus.
-      await page.focus("#yaml");
-      const outline = await page.$eval("#yaml", (e) => getComputedStyle(e).outlineStyle);
+      check("a group's share is read-only and says why", (await page.getAttribute("#f-share", "readonly")) !== null
+        && (await page.textContent("#f-share-fixed")).includes("slots-fixed"));
+      await page.focus("#f-description");
+      const outline = await page.$eval("#f-description", (e) => getComputedStyle(e).outlineStyle);
       check("a focused field shows its focus", outline !== "none", outline);
       await context.close();
     }

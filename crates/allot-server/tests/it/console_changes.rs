@@ -72,8 +72,8 @@ async fn an_experiment_is_created_grown_and_edited_through_the_preview() {
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
     assert_eq!(s.app.live().version, v);
 
-    // Edit: the entity form holds its YAML; a reweight of a running experiment would move units.
-    let page = b.get("/console/edit/experiments/banner").await;
+    // Edit as YAML: the entity's YAML; a reweight of a running experiment would move units.
+    let page = b.get("/console/edit/experiments/banner?as=yaml").await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.text);
     assert!(page.text.contains("share: &#34;60%&#34;"), "{}", page.text);
     let edited = "unit: user\nsurfaces: [home]\nshare: 60%\nvariants:\n  control: {weight: 3, value: false}\n  treatment: {weight: 1, value: true}\ninclude: {alice: treatment}\nstate: running\n";
@@ -91,6 +91,210 @@ async fn an_experiment_is_created_grown_and_edited_through_the_preview() {
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
     let page = b.get("/console/experiments/banner").await;
     assert!(page.text.contains("<strong>forced</strong>: <bdi>ramp control</bdi>"), "{}", page.text);
+}
+
+/// The inputs a browser would post for the form `#entity-form` of `html` as it stands (text
+/// inputs, hidden inputs, checked boxes, selected options, text areas), unescaped.
+fn submitted(html: &str) -> Vec<(String, String)> {
+    submitted_form(html, "entity-form")
+}
+
+/// [`submitted`] for the form with id `form_id`.
+fn submitted_form(html: &str, form_id: &str) -> Vec<(String, String)> {
+    fn unescape(s: &str) -> String {
+        let mut out = String::new();
+        let mut rest = s;
+        while let Some(i) = rest.find('&') {
+            out.push_str(&rest[..i]);
+            rest = &rest[i..];
+            let end = rest.find(';').unwrap();
+            let entity = &rest[1..end];
+            let c = match entity {
+                "amp" => '&',
+                "lt" => '<',
+                "gt" => '>',
+                "quot" => '"',
+                _ => char::from_u32(entity.strip_prefix('#').unwrap().parse().unwrap()).unwrap(),
+            };
+            out.push(c);
+            rest = &rest[end + 1..];
+        }
+        out + rest
+    }
+    fn attr(tag: &str, name: &str) -> Option<String> {
+        let at = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+        Some(unescape(&tag[at..at + tag[at..].find('"')?]))
+    }
+    let start = html.find(&format!("id=\"{form_id}\"")).expect("the page has the form");
+    let form = &html[start..start + html[start..].find("</form>").unwrap()];
+    let mut out = vec![];
+    let mut rest = form;
+    while let Some(i) = rest.find('<') {
+        rest = &rest[i..];
+        let end = rest.find('>').unwrap();
+        let tag = &rest[..=end];
+        if tag.starts_with("<input ") {
+            let kind = attr(tag, "type").unwrap_or_default();
+            if kind != "checkbox" || tag.contains(" checked") {
+                out.push((attr(tag, "name").unwrap(), attr(tag, "value").unwrap_or_default()));
+            }
+        } else if tag.starts_with("<select ") {
+            let close = rest.find("</select>").unwrap();
+            let body = &rest[..close];
+            let chosen = body
+                .split("<option ")
+                .skip(1)
+                .find(|o| o.contains(" selected"))
+                .or_else(|| body.split("<option ").nth(1));
+            let value = chosen.and_then(|o| attr(&format!(" {o}"), "value")).unwrap_or_default();
+            out.push((attr(tag, "name").unwrap(), value));
+        } else if tag.starts_with("<textarea ") {
+            let close = rest.find("</textarea>").unwrap();
+            out.push((attr(tag, "name").unwrap(), unescape(&rest[end + 1..close])));
+        }
+        rest = &rest[1..];
+    }
+    out
+}
+
+fn encode(pairs: &[(String, String)]) -> String {
+    pairs.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&")
+}
+
+fn with(mut pairs: Vec<(String, String)>, changes: &[(&str, &str)]) -> Vec<(String, String)> {
+    for (k, v) in changes {
+        match pairs.iter_mut().find(|(n, _)| n == k) {
+            Some(p) => p.1 = v.to_string(),
+            None => pairs.push((k.to_string(), v.to_string())),
+        }
+    }
+    pairs
+}
+
+#[tokio::test]
+async fn entities_are_created_and_edited_field_by_field_with_errors_at_their_inputs() {
+    let s = configured().await;
+    let (_, editor) = key(&s, "eddie", "editor").await;
+    let mut b = Browser::new(&s);
+    b.sign_in(&editor).await;
+
+    // The new experiment's form: one input per field, started from the configuration.
+    let page = b.get("/console/new/experiments").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    for input in [
+        "name=\"mode\" value=\"fields\"",
+        "name=\"variants[0].name\"",
+        "name=\"criteria[0].attribute\"",
+        "name=\"share\"",
+        "name=\"include\"",
+    ] {
+        assert!(page.text.contains(input), "{input}: {}", page.text);
+    }
+    assert!(page.text.contains("href=\"/console/new/experiments?as=yaml\""), "the YAML editor is one link away");
+    let v = s.app.live().version;
+    let filled = with(
+        submitted(&page.text),
+        &[
+            ("id", "fresh"),
+            ("share", "5%"),
+            ("variants[0].name", "a"),
+            ("variants[1].name", "b"),
+            ("variants[1].value", "{color: blue}"),
+            ("criteria[0].attribute", "country"),
+            ("criteria[0].value", "SE, NO"),
+            ("owner", "<script>x</script>"),
+        ],
+    );
+    let p = b.post("/console/new/experiments", &encode(&filled)).await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.text);
+    assert!(p.text.contains("name=\"mode\" value=\"fields\""), "the confirmation remembers the form: {}", p.text);
+    assert_eq!(s.app.live().version, v, "a preview writes nothing");
+    let r = b.post("/console/new/experiments/confirm", &encode(&submitted_form(&p.text, "confirm"))).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let e = &s.app.live().config["experiments"]["fresh"];
+    assert_eq!(e["share"], "5%");
+    assert_eq!(e["variants"]["b"], serde_json::json!({"weight": 1, "value": {"color": "blue"}}));
+    assert_eq!(e["targeting"], serde_json::json!({"attribute": "country", "in": ["SE", "NO"]}));
+    assert_eq!(e["owner"], "<script>x</script>");
+    let v = v + 1;
+
+    // Errors at their inputs: the validator's (a share over 100%, a weight that is no number)
+    // and the form's own (a value that is not YAML), with what was typed kept.
+    let bad = with(filled.clone(), &[("id", "other"), ("share", "150%"), ("version", &v.to_string())]);
+    let r = b.post("/console/new/experiments", &encode(&bad)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains("id=\"f-share-errors\""), "{}", r.text);
+    assert!(r.text.contains("value=\"150%\" aria-invalid=\"true\""), "{}", r.text);
+    let bad = with(filled.clone(), &[("id", "other"), ("variants[1].weight", "abc"), ("version", &v.to_string())]);
+    let r = b.post("/console/new/experiments", &encode(&bad)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains("id=\"f-variants-1--weight-errors\""), "{}", r.text);
+    let bad = with(filled.clone(), &[("id", "other"), ("variants[1].value", "{unclosed"), ("version", &v.to_string())]);
+    let r = b.post("/console/new/experiments", &encode(&bad)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains("id=\"f-variants-1--value-errors\""), "{}", r.text);
+    assert!(r.text.contains("value=\"{unclosed\""), "{}", r.text);
+    let r = b.post("/console/new/experiments", &encode(&with(filled.clone(), &[("version", &v.to_string())]))).await;
+    assert!(r.text.contains("id=\"id-errors\""), "the same name again is an error at the name: {}", r.text);
+    assert_eq!(s.app.live().version, v);
+
+    // A running experiment's form: its unit type is read-only and says why; submitting the page
+    // as it stands changes nothing at all, and a description is only text.
+    let page = b.get("/console/edit/experiments/banner").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert!(page.text.contains("id=\"f-unit\" name=\"unit\" type=\"text\" value=\"user\" readonly"), "{}", page.text);
+    assert!(page.text.contains("while it runs (rules moves-units"), "{}", page.text);
+    let as_is = submitted(&page.text);
+    let p = b.post("/console/edit/experiments/banner", &encode(&as_is)).await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.text);
+    assert!(p.text.contains("None: the configuration would stay as it is."), "{}", p.text);
+    let p = b
+        .post("/console/edit/experiments/banner", &encode(&with(as_is.clone(), &[("description", "the banner")])))
+        .await;
+    assert!(!p.text.contains("id=\"refusals\""), "{}", p.text);
+    // A narrower targeting through the form is refused with its rule, like through the API.
+    let p = b
+        .post(
+            "/console/edit/experiments/banner",
+            &encode(&with(as_is, &[("criteria[0].attribute", "country"), ("criteria[0].value", "SE")])),
+        )
+        .await;
+    assert!(p.text.contains("<code>moves-units</code>"), "{}", p.text);
+
+    // Every collection's form, new and edit, renders its inputs.
+    for (url, input) in [
+        ("/console/new/segments", "name=\"criteria[0].op\""),
+        ("/console/new/groups", "name=\"slots\""),
+        ("/console/new/holdouts", "name=\"applies_to\""),
+        ("/console/new/units", "name=\"attribute\""),
+        ("/console/edit/holdouts/hold", "readonly"),
+        ("/console/edit/units/user", "readonly"),
+        ("/console/edit/experiments/later", "name=\"variants[0].name\" type=\"text\" value=\"a\""),
+    ] {
+        let page = b.get(url).await;
+        assert_eq!(page.status, StatusCode::OK, "{url}: {}", page.text);
+        assert!(page.text.contains(input), "{url}: {input}: {}", page.text);
+        assert!(page.text.contains("name=\"mode\" value=\"fields\""), "{url}");
+    }
+    // A segment made of rows, then an experiment whose entry the form cannot show is edited as
+    // YAML, and the page says why.
+    let page = b.get("/console/new/segments").await;
+    let seg = with(
+        submitted(&page.text),
+        &[("id", "nordics"), ("criteria[0].attribute", "country"), ("criteria[0].value", "SE, NO")],
+    );
+    let p = b.post("/console/new/segments", &encode(&seg)).await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.text);
+    assert!(p.text.contains("attribute: country"), "{}", p.text);
+    let csrf = attr_after(&page.text, "name=\"csrf\" value=\"").unwrap();
+    let ranged =
+        "unit: user\nsurfaces: [search]\nshare: 1%\nvariants:\n  a: {ranges: [[0, 50]]}\n  b: {ranges: [[50, 100]]}\n";
+    let r = b.post("/console/new/experiments/confirm", &form(&csrf, v, &[("id", "ranged"), ("yaml", ranged)])).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let page = b.get("/console/edit/experiments/ranged").await;
+    assert!(page.text.contains("id=\"why-yaml\""), "{}", page.text);
+    assert!(page.text.contains("explicit split ranges"), "{}", page.text);
+    assert!(page.text.contains("id=\"yaml\""), "{}", page.text);
 }
 
 #[tokio::test]

@@ -42,6 +42,9 @@ pub(crate) struct ChangeForm {
     pub(crate) id: Option<String>,
     /// Re-salt: one unit type (empty: every one).
     pub(crate) unit: Option<String>,
+    /// Create, edit: `fields` when the entity comes from the per-field form (its other inputs
+    /// are read by [`super::form`]); the YAML editor sends `yaml` instead.
+    pub(crate) mode: Option<String>,
 }
 
 /// The collections of the configuration the console edits, with what the pages call them.
@@ -69,8 +72,10 @@ pub(crate) enum Proposal {
     Lifecycle { id: String, action: &'static str, state: &'static str },
     /// Set a running experiment's share (growing only adds units; shrinking is refused).
     Grow { id: String, share: String },
-    /// Create or replace one entity with its YAML (a surface has no body: only its name).
-    Put { collection: &'static str, id: String, yaml: String, create: bool },
+    /// Create or replace one entity with its YAML (a surface has no body: only its name);
+    /// `fields` when the YAML was written from the per-field form (which is shown again on an
+    /// error).
+    Put { collection: &'static str, id: String, yaml: String, create: bool, fields: bool },
     /// Replace the whole configuration (config as code).
     Import { yaml: String },
 }
@@ -142,10 +147,13 @@ impl Proposal {
         match self {
             Proposal::Lifecycle { .. } => vec![],
             Proposal::Grow { share, .. } => vec![("share", share.clone())],
-            Proposal::Put { id, yaml, create, .. } => {
+            Proposal::Put { id, yaml, create, fields, .. } => {
                 let mut h = vec![("yaml", yaml.clone())];
                 if *create {
                     h.push(("id", id.clone()));
+                }
+                if *fields {
+                    h.push(("mode", "fields".into()));
                 }
                 h
             }
@@ -179,7 +187,7 @@ impl Proposal {
                 e.insert("share".into(), json!(share));
                 Ok(())
             }
-            Proposal::Put { collection, id, yaml, create } => {
+            Proposal::Put { collection, id, yaml, create, .. } => {
                 check_id(id)?;
                 let exists = match raw.get(*collection) {
                     Some(Value::Array(l)) => l.iter().any(|s| s.as_str() == Some(id)),
@@ -310,6 +318,26 @@ pub(crate) async fn checked(
     signed.must_act()?;
     let form = form.ok_or_else(|| Problem::bad_request("the form is malformed"))?;
     Ok((signed, form))
+}
+
+/// [`checked`] for a form whose inputs are read by name as well (the per-field entity forms):
+/// the signed caller, the change form, and every posted input in order.
+pub(crate) async fn checked_inputs(
+    app: &App,
+    headers: &HeaderMap,
+    form: Result<axum::extract::RawForm, axum::extract::rejection::RawFormRejection>,
+) -> Result<(Signed, ChangeForm, Vec<(String, String)>), Problem> {
+    let bytes = form.ok().map(|axum::extract::RawForm(b)| b);
+    let parsed = bytes.as_ref().and_then(|b| {
+        let form = serde_urlencoded::from_bytes::<ChangeForm>(b).ok()?;
+        let inputs = serde_urlencoded::from_bytes::<Vec<(String, String)>>(b).ok()?;
+        Some((form, inputs))
+    });
+    let signed = super::signed(app, headers).await?;
+    session::check_csrf(headers, &signed, parsed.as_ref().and_then(|(f, _)| f.csrf.as_deref()))?;
+    signed.must_act()?;
+    let (form, inputs) = parsed.ok_or_else(|| Problem::bad_request("the form is malformed"))?;
+    Ok((signed, form, inputs))
 }
 
 /// What editing the configuration of `version` gave: the new raw configuration, or why not.

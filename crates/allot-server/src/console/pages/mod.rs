@@ -6,6 +6,7 @@ pub(crate) mod change;
 pub(crate) mod diagnostics;
 pub(crate) mod editor;
 pub(crate) mod experiment;
+pub(crate) mod form;
 pub(crate) mod keys;
 pub(crate) mod overview;
 pub(crate) mod resalt;
