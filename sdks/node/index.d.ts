@@ -17,6 +17,7 @@ export type Reason =
   | 'TARGETING_MISS'
   | 'PREREQUISITE_FAILED'
   | 'NOT_RUNNING'
+  | 'PAUSED'
   | 'MISSING_UNIT'
   | 'STICKY_UNAVAILABLE';
 

@@ -574,7 +574,14 @@ fn trace_text(t: &allot_core::trace::Trace) -> String {
         let _ = writeln!(s, "{id}: {} ({})", e.variant.as_deref().unwrap_or("no variant"), e.reason.as_str());
         for step in &e.steps {
             let line = match step {
-                Step::Running { running } => format!("running: {}", if *running { "yes" } else { "no" }),
+                Step::Running { running, paused } => format!(
+                    "running: {}",
+                    match (running, paused) {
+                        (true, true) => "yes, paused (PAUSED: serves nobody)",
+                        (true, false) => "yes",
+                        (false, _) => "no",
+                    }
+                ),
                 Step::Unit { unit_type, attribute, unit, bucket, held_by } => match (unit, bucket) {
                     (Some(u), Some(b)) => {
                         let held: Vec<String> = held_by

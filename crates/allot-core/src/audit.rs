@@ -9,6 +9,7 @@ use crate::state::{OwnerKind, State};
 use crate::targeting::provably_disjoint;
 use indexmap::IndexMap;
 use serde::Serialize;
+use std::collections::HashMap;
 
 /// One experiment's exact traffic.
 #[derive(Debug, Clone, Serialize)]
@@ -131,8 +132,96 @@ fn pct(x: f64) -> String {
     format!("{}%", crate::config::fmt_num(x * 100.0))
 }
 
+/// Which pairs of running experiments an audit lists in [`Audit::overlaps`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pairs {
+    /// Every pair of one space (what `allot audit` and `GET /api/v1/traffic` report).
+    All,
+    /// Only the exclusive pairs: the exclusivity proof, with every violation [`Pairs::All`]
+    /// finds (a pair that is not exclusive can violate nothing). The independent pairs' shared
+    /// buckets are then asked per experiment ([`overlaps_with`]): a program of 1,000 experiments
+    /// has 499,500 pairs, most of them independent, and the console's overview needs none.
+    Exclusive,
+}
+
 /// Audits the applied state.
 pub fn audit(state: &State, cfg: &Config) -> Audit {
+    audit_pairs(state, cfg, Pairs::All)
+}
+
+/// The running experiments of `cfg` with their current buckets.
+fn running<'a>(state: &State, cfg: &'a Config) -> Vec<(&'a String, BucketSet)> {
+    cfg.experiments
+        .iter()
+        .filter(|(_, e)| e.state == ExpState::Running)
+        .filter_map(|(id, _)| state.live(OwnerKind::Experiment, id).map(|a| (id, a.current().compact())))
+        .collect()
+}
+
+/// One pair's overlap and, when it breaks exclusivity, the violation.
+fn pair(
+    cfg: &Config,
+    (a, ea, sa): (&str, &crate::config::Experiment, &BucketSet),
+    (b, eb, sb): (&str, &crate::config::Experiment, &BucketSet),
+    exclusive: bool,
+    space: u32,
+) -> (Overlap, Option<String>) {
+    let shared = sa.intersection_len(sb);
+    let sharing = if exclusive { cfg.sharing(ea, eb) } else { None };
+    let disjoint = sharing.is_some();
+    let ok = !exclusive || shared == 0 || disjoint;
+    let violation = (!ok).then(|| {
+        let mutable = match (&ea.targeting, &eb.targeting) {
+            (Some(x), Some(y)) if provably_disjoint(x, y, &cfg.segments) => {
+                " on targeting that is disjoint only on attributes not declared `stable` (a unit that changes them is in both)"
+            }
+            _ => "",
+        };
+        format!("exclusive experiments {a} and {b} share {shared} buckets{mutable}")
+    });
+    let overlap = Overlap {
+        a: a.to_string(),
+        b: b.to_string(),
+        exclusive,
+        shared_buckets: shared,
+        expected_shared_buckets: sa.len() as f64 * sb.len() as f64 / f64::from(space),
+        targeting_disjoint: disjoint,
+        disjoint_on: sharing.unwrap_or_default(),
+        ok,
+    };
+    (overlap, violation)
+}
+
+/// The overlaps of running experiment `id` with every other running experiment of its space, in
+/// the order [`audit`] lists them (each pair as `audit` writes it: `a` before `b` in the
+/// configuration). Empty when `id` is not running.
+pub fn overlaps_with(state: &State, cfg: &Config, id: &str) -> Vec<Overlap> {
+    let running = running(state, cfg);
+    let Some(i) = running.iter().position(|(r, _)| r.as_str() == id) else { return vec![] };
+    let e = &cfg.experiments[id];
+    let scope = Scope::of(cfg, e);
+    let space = state.spaces.get(&e.unit).map_or(1, |s| s.buckets);
+    let (_, set) = &running[i];
+    running
+        .iter()
+        .enumerate()
+        .filter(|(j, (other, _))| *j != i && cfg.experiments[*other].unit == e.unit)
+        .map(|(j, (other, oset))| {
+            let o = &cfg.experiments[*other];
+            let exclusive = scope.excludes(&Scope::of(cfg, o));
+            let me = (id, e, set);
+            let them = (other.as_str(), o, oset);
+            if j < i {
+                pair(cfg, them, me, exclusive, space).0
+            } else {
+                pair(cfg, me, them, exclusive, space).0
+            }
+        })
+        .collect()
+}
+
+/// [`audit`], listing the pairs `pairs` says.
+pub fn audit_pairs(state: &State, cfg: &Config, pairs: Pairs) -> Audit {
     let mut out = Audit {
         version: state.version,
         experiments: IndexMap::new(),
@@ -144,37 +233,47 @@ pub fn audit(state: &State, cfg: &Config) -> Audit {
         violations: vec![],
     };
     let size = |unit: &str| state.spaces.get(unit).map_or(1, |s| s.buckets);
-    let running: Vec<(&String, BucketSet)> = cfg
-        .experiments
-        .iter()
-        .filter(|(_, e)| e.state == ExpState::Running)
-        .filter_map(|(id, _)| state.live(OwnerKind::Experiment, id).map(|a| (id, a.current().compact())))
-        .collect();
+    let running = running(state, cfg);
+    // The union of the holdouts that apply, once per distinct set of holdouts (most experiments
+    // of a scope share theirs), compact: an experiment's reach is its buckets minus their
+    // intersection, counted without a dense copy of the space per experiment.
+    let mut unions: HashMap<(String, Vec<&String>), BucketSet> = HashMap::new();
     for (id, set) in &running {
         let e = &cfg.experiments[*id];
         let b = size(&e.unit);
-        let held = crate::state::holdout_union(state, cfg, id, b);
-        let mut reach = set.dense();
-        reach.subtract(&held);
+        let applying: Vec<&String> = cfg
+            .holdouts
+            .iter()
+            .filter(|(name, h)| cfg.holdout_applies(h, id) && state.live(OwnerKind::Holdout, name).is_some())
+            .map(|(name, _)| name)
+            .collect();
+        let reach_len = if applying.is_empty() {
+            set.len()
+        } else {
+            let held = unions
+                .entry((e.unit.clone(), applying))
+                .or_insert_with(|| crate::state::holdout_union(state, cfg, id, b).compact());
+            set.len() - set.intersection_len(held)
+        };
         let bf = f64::from(b);
         let requested = e.share.map(|s| s.fraction());
         if let Some(r) = e.share.and_then(|s| s.buckets(u64::from(b)).ok()) {
-            if reach.len() != r {
-                out.violations.push(format!("experiment {id}: reaches {} buckets, configured {r}", reach.len()));
+            if reach_len != r {
+                out.violations.push(format!("experiment {id}: reaches {} buckets, configured {r}", reach_len));
             }
         }
         if e.groups.len() > 1 {
             out.warnings.push(format!(
                 "experiment {id} is in {} groups: it reaches {} (the intersection of its slots); consider one group",
                 e.groups.len(),
-                pct(reach.len() as f64 / bf)
+                pct(reach_len as f64 / bf)
             ));
         }
-        if e.share.is_none() && reach.len() < set.len() {
+        if e.share.is_none() && reach_len < set.len() {
             out.warnings.push(format!(
                 "experiment {id}: holdouts take {} of its slots' buckets, so it reaches {}",
-                set.len() - reach.len(),
-                pct(reach.len() as f64 / bf)
+                set.len() - reach_len,
+                pct(reach_len as f64 / bf)
             ));
         }
         out.experiments.insert(
@@ -184,8 +283,8 @@ pub fn audit(state: &State, cfg: &Config) -> Audit {
                 state: e.state,
                 share: set.len() as f64 / bf,
                 buckets: set.len(),
-                reach: reach.len() as f64 / bf,
-                reach_buckets: reach.len(),
+                reach: reach_len as f64 / bf,
+                reach_buckets: reach_len,
                 requested,
             },
         );
@@ -194,7 +293,6 @@ pub fn audit(state: &State, cfg: &Config) -> Audit {
     // (`Config::exclusive` is the same rule, `Scope::excludes`, on scopes it builds each time).
     let exps: Vec<&crate::config::Experiment> = running.iter().map(|(id, _)| &cfg.experiments[*id]).collect();
     let scopes: Vec<Scope> = exps.iter().map(|e| Scope::of(cfg, e)).collect();
-    let lens: Vec<u64> = running.iter().map(|(_, set)| set.len()).collect();
     for (i, (a, sa)) in running.iter().enumerate() {
         let ea = exps[i];
         for (j, (b, sb)) in running.iter().enumerate().skip(i + 1) {
@@ -203,29 +301,12 @@ pub fn audit(state: &State, cfg: &Config) -> Audit {
                 continue;
             }
             let exclusive = scopes[i].excludes(&scopes[j]);
-            let shared = sa.intersection_len(sb);
-            let sharing = if exclusive { cfg.sharing(ea, eb) } else { None };
-            let disjoint = sharing.is_some();
-            let ok = !exclusive || shared == 0 || disjoint;
-            if !ok {
-                let mutable = match (&ea.targeting, &eb.targeting) {
-                    (Some(x), Some(y)) if provably_disjoint(x, y, &cfg.segments) => {
-                        " on targeting that is disjoint only on attributes not declared `stable` (a unit that changes them is in both)"
-                    }
-                    _ => "",
-                };
-                out.violations.push(format!("exclusive experiments {a} and {b} share {shared} buckets{mutable}"));
+            if !exclusive && pairs == Pairs::Exclusive {
+                continue;
             }
-            out.overlaps.push(Overlap {
-                a: (*a).clone(),
-                b: (*b).clone(),
-                exclusive,
-                shared_buckets: shared,
-                expected_shared_buckets: lens[i] as f64 * lens[j] as f64 / f64::from(size(&ea.unit)),
-                targeting_disjoint: disjoint,
-                disjoint_on: sharing.unwrap_or_default(),
-                ok,
-            });
+            let (overlap, violation) = pair(cfg, (a, ea, sa), (b, eb, sb), exclusive, size(&ea.unit));
+            out.violations.extend(violation);
+            out.overlaps.push(overlap);
         }
     }
     for (name, h) in &cfg.holdouts {

@@ -4,7 +4,8 @@
 //!
 //! Order of operations for one experiment (Amplitude's documented order, with allot's
 //! prerequisites beside targeting):
-//! 1. not running → `NOT_RUNNING`; no unit id in the context → `MISSING_UNIT`;
+//! 1. not running → `NOT_RUNNING`; paused → `PAUSED` (it keeps its allocation; no unit, not even
+//!    an included one, gets a variant); no unit id in the context → `MISSING_UNIT`;
 //! 2. individual inclusion → `INCLUDED` (bypasses everything below, exclusion included);
 //! 3. a holdout that applies holds the unit's bucket → `HOLDOUT`;
 //! 4. the experiment's allocation does not hold the bucket → `NOT_ALLOCATED`;
@@ -56,6 +57,9 @@ pub enum Reason {
     PrerequisiteFailed,
     /// The experiment is not running.
     NotRunning,
+    /// The experiment is paused: it holds its allocation but serves no variant (resuming serves
+    /// every unit what it had).
+    Paused,
     /// The context has no id for the experiment's unit type.
     MissingUnit,
     /// A sticky experiment whose stored assignments could not be read for this unit (the store
@@ -65,7 +69,7 @@ pub enum Reason {
 
 impl Reason {
     /// All reasons, in documentation order.
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::Included,
         Reason::Assigned,
         Reason::Sticky,
@@ -74,6 +78,7 @@ impl Reason {
         Reason::TargetingMiss,
         Reason::PrerequisiteFailed,
         Reason::NotRunning,
+        Reason::Paused,
         Reason::MissingUnit,
         Reason::StickyUnavailable,
     ];
@@ -89,6 +94,7 @@ impl Reason {
             Reason::TargetingMiss => "TARGETING_MISS",
             Reason::PrerequisiteFailed => "PREREQUISITE_FAILED",
             Reason::NotRunning => "NOT_RUNNING",
+            Reason::Paused => "PAUSED",
             Reason::MissingUnit => "MISSING_UNIT",
             Reason::StickyUnavailable => "STICKY_UNAVAILABLE",
         }
@@ -96,7 +102,7 @@ impl Reason {
 
     /// The OpenFeature reason of this one (what OFREP answers and every SDK's OpenFeature
     /// provider reports): `ASSIGNED` → `SPLIT`; `INCLUDED` → `TARGETING_MATCH`; `STICKY` →
-    /// `STATIC` (a stored assignment, no longer computed); `NOT_RUNNING` → `DISABLED`;
+    /// `STATIC` (a stored assignment, no longer computed); `NOT_RUNNING`, `PAUSED` → `DISABLED`;
     /// `HOLDOUT`, `NOT_ALLOCATED`, `TARGETING_MISS`, `PREREQUISITE_FAILED` → `DEFAULT` (the code
     /// default); `MISSING_UNIT`, `STICKY_UNAVAILABLE` → `ERROR`.
     pub fn openfeature(&self) -> &'static str {
@@ -104,7 +110,7 @@ impl Reason {
             Reason::Assigned => "SPLIT",
             Reason::Included => "TARGETING_MATCH",
             Reason::Sticky => "STATIC",
-            Reason::NotRunning => "DISABLED",
+            Reason::NotRunning | Reason::Paused => "DISABLED",
             Reason::Holdout | Reason::NotAllocated | Reason::TargetingMiss | Reason::PrerequisiteFailed => "DEFAULT",
             Reason::MissingUnit | Reason::StickyUnavailable => "ERROR",
         }
@@ -249,6 +255,8 @@ pub struct CompiledExperiment {
     pub space: usize,
     /// Running?
     pub running: bool,
+    /// Paused (running, holding its allocation, serving nobody)?
+    pub paused: bool,
     /// Sticky?
     pub sticky: bool,
     pub(crate) includes: HashMap<String, u16>,
@@ -334,6 +342,7 @@ impl Snapshot {
                 id: id.clone(),
                 space,
                 running: running && alloc.is_some(),
+                paused: e.paused,
                 sticky: e.sticky,
                 includes: e.include.iter().filter_map(|(u, v)| idx(v).map(|i| (u.clone(), i))).collect(),
                 holdout: if held.is_empty() { None } else { Some(held.compact()) },
@@ -440,6 +449,9 @@ impl Snapshot {
         let none = |reason| Assignment { variant: None, reason };
         if !e.running {
             return none(Reason::NotRunning);
+        }
+        if e.paused {
+            return none(Reason::Paused);
         }
         let Some((unit, b)) = unit else {
             return none(Reason::MissingUnit);

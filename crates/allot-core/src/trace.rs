@@ -48,10 +48,14 @@ pub struct Condition {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum Step {
-    /// Whether the experiment is running with an allocation (else `NOT_RUNNING`).
+    /// Whether the experiment is running with an allocation (else `NOT_RUNNING`), and whether it
+    /// is paused (then `PAUSED`).
     Running {
         /// Running?
         running: bool,
+        /// Paused? (Written only when true.)
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        paused: bool,
     },
     /// The unit id read from the unit type's attribute, and its bucket (else `MISSING_UNIT`).
     Unit {
@@ -226,9 +230,12 @@ fn one(
     let name = |v: u16| e.split.names.get(usize::from(v)).cloned();
     let mut steps = vec![];
     let end = |steps: Vec<Step>, variant: Option<String>, reason| ExperimentTrace { steps, variant, reason };
-    steps.push(Step::Running { running: e.running });
+    steps.push(Step::Running { running: e.running, paused: e.running && e.paused });
     if !e.running {
         return end(steps, None, Reason::NotRunning);
+    }
+    if e.paused {
+        return end(steps, None, Reason::Paused);
     }
     let space = &snap.spaces[e.space];
     let unit = units[e.space].as_ref();

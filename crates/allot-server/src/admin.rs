@@ -590,9 +590,11 @@ fn refuse_if_in_use(raw: &serde_json::Map<String, Value>, c: &str, id: &str) -> 
     })
 }
 
-/// Moves an experiment through its lifecycle: `start` (running), `stop` (stopped), `archive`.
+/// Moves an experiment through its lifecycle: `start` (running), `pause` (paused: it keeps its
+/// buckets and serves nobody), `resume` (running again: every unit gets what it had), `stop`
+/// (stopped, final), `archive`.
 #[utoipa::path(post, path = "/api/v1/experiments/{id}/{action}", tag = "entities",
-    params(("id" = String, Path), ("action" = String, Path, description = "start, stop or archive"), ChangeQuery, ("If-Match" = String, Header)),
+    params(("id" = String, Path), ("action" = String, Path, description = "start, pause, resume, stop or archive"), ChangeQuery, ("If-Match" = String, Header)),
     responses((status = 200, body = ChangeResponse), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody),
         (status = 412, body = crate::error::ErrorBody), (status = 428, body = crate::error::ErrorBody), (status = 503, description = "STORE_UNAVAILABLE: the database cannot be reached; PLAN_BUSY or PLAN_TIMEOUT: no planner was free, or the plan ran past the plan budget (`budget_ms`); nothing was written", body = crate::error::ErrorBody)))]
 pub(crate) async fn lifecycle(
@@ -604,11 +606,14 @@ pub(crate) async fn lifecycle(
 ) -> Result<Response, ApiError> {
     let state = match action.as_str() {
         "start" => "running",
+        // Running, holding its buckets, serving nobody; `resume` serves every unit what it had.
+        "pause" => "paused",
+        "resume" => "running",
         "stop" => "stopped",
         "archive" => "archived",
         _ => {
             return Err(ApiError::NotFound(format!(
-                "experiments/{id}/{action}: the actions are start, stop and archive"
+                "experiments/{id}/{action}: the actions are start, pause, resume, stop and archive"
             )))
         }
     };

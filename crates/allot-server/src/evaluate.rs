@@ -235,7 +235,7 @@ pub(crate) struct AssignmentOut {
     #[schema(value_type = Option<Object>)]
     value: Option<Value>,
     /// Why: `INCLUDED`, `ASSIGNED`, `STICKY`, `HOLDOUT`, `NOT_ALLOCATED`, `TARGETING_MISS`,
-    /// `PREREQUISITE_FAILED`, `NOT_RUNNING`, `MISSING_UNIT` or `STICKY_UNAVAILABLE` (the store of
+    /// `PREREQUISITE_FAILED`, `NOT_RUNNING`, `PAUSED`, `MISSING_UNIT` or `STICKY_UNAVAILABLE` (the store of
     /// sticky assignments cannot be reached and this node does not hold the unit's: no variant).
     reason: &'static str,
 }

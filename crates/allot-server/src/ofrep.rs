@@ -4,7 +4,7 @@
 //!
 //! `targetingKey` is the unit id for every unit type whose attribute the context does not carry
 //! itself. Reasons: [`Reason::openfeature`] (`ASSIGNED` → `SPLIT`; `INCLUDED` → `TARGETING_MATCH`;
-//! `STICKY` → `STATIC`; `NOT_RUNNING` → `DISABLED`; `HOLDOUT`, `NOT_ALLOCATED`, `TARGETING_MISS`,
+//! `STICKY` → `STATIC`; `NOT_RUNNING`, `PAUSED` → `DISABLED`; `HOLDOUT`, `NOT_ALLOCATED`, `TARGETING_MISS`,
 //! `PREREQUISITE_FAILED` → `DEFAULT`), shared with the SDKs' OpenFeature providers.
 //!
 //! `POST /ofrep/v1/exposures` ([`record_exposures`]) records the exposures of the flags an

@@ -304,9 +304,22 @@ pub struct Experiment {
     pub requires: Vec<Requirement>,
     /// Whether assignments are kept in the sticky store.
     pub sticky: bool,
+    /// `state: paused`: running (it keeps its allocation and every rule of a running
+    /// experiment) but serving nobody (`PAUSED`); resuming (`state: running`) serves every unit
+    /// exactly what it had. `state` is then [`ExpState::Running`].
+    pub paused: bool,
 }
 
 impl Experiment {
+    /// Its lifecycle state as the configuration names it: `paused` for a paused running one.
+    pub fn state_name(&self) -> &'static str {
+        if self.paused {
+            "paused"
+        } else {
+            self.state.as_str()
+        }
+    }
+
     /// Every tag it carries: its surfaces and tags (and its groups' surfaces, resolved by the caller).
     pub fn all_tags(&self) -> impl Iterator<Item = &String> {
         self.surfaces.iter().chain(&self.tags)

@@ -749,16 +749,18 @@ pub(super) fn experiment(v: &mut Validator, cfg: &Config, e: &Value, path: &str,
         Some(other) => v.err(&ipath, format!("expected a map of unit id → variant, found {}", kind(other))),
     }
 
-    let state = match m.get("state") {
-        None => ExpState::Draft,
+    let (state, paused) = match m.get("state") {
+        None => (ExpState::Draft, false),
         Some(s) => match s.as_str() {
-            Some("draft") => ExpState::Draft,
-            Some("running") => ExpState::Running,
-            Some("stopped") => ExpState::Stopped,
-            Some("archived") => ExpState::Archived,
+            Some("draft") => (ExpState::Draft, false),
+            Some("running") => (ExpState::Running, false),
+            // Running in every respect but serving: it keeps its buckets.
+            Some("paused") => (ExpState::Running, true),
+            Some("stopped") => (ExpState::Stopped, false),
+            Some("archived") => (ExpState::Archived, false),
             _ => {
-                v.err(join(path, "state"), "expected one of: draft, running, stopped, archived");
-                ExpState::Draft
+                v.err(join(path, "state"), "expected one of: draft, running, paused, stopped, archived");
+                (ExpState::Draft, false)
             }
         },
     };
@@ -837,6 +839,7 @@ pub(super) fn experiment(v: &mut Validator, cfg: &Config, e: &Value, path: &str,
         split_hash: split_hash?,
         requires,
         sticky,
+        paused,
     })
 }
 

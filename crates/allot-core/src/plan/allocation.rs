@@ -508,6 +508,7 @@ impl<'a> Planner<'a> {
                         self.release(OwnerKind::Experiment, id);
                     }
                     let action = match n.state {
+                        Running if n.paused => "start paused",
                         Running => "start",
                         Stopped => "stop",
                         Archived => "archive",
@@ -520,12 +521,22 @@ impl<'a> Planner<'a> {
                         action,
                         format!(
                             "{} → {}{}{}",
-                            o.state.as_str(),
-                            n.state.as_str(),
+                            o.state_name(),
+                            n.state_name(),
                             if detail.is_empty() { "" } else { "; " },
                             detail
                         ),
                     );
+                }
+                // Pausing and resuming keep the allocation: nothing is drawn or released, so no
+                // unit moves; the experiment only stops (or starts again) serving.
+                Some(n) if n.paused != o.paused => {
+                    let (action, detail) = if n.paused {
+                        ("pause", "running → paused; keeps its buckets, serves nobody (PAUSED) until resumed")
+                    } else {
+                        ("resume", "paused → running; every unit gets the variant it had")
+                    };
+                    self.change("experiment", id, action, detail);
                 }
                 Some(_) => {}
             }

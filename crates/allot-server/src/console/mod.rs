@@ -85,7 +85,8 @@ pub(crate) struct View {
 }
 
 impl View {
-    /// Computes the view of `state` (its applied configuration, the audit, the spaces).
+    /// Computes the view of `state` (its applied configuration, the audit with the exclusive
+    /// pairs, the spaces).
     pub(crate) fn of(state: State) -> Result<View, ApiError> {
         let t0 = std::time::Instant::now();
         let cfg = allot_core::state::applied_config(&state)
@@ -94,7 +95,9 @@ impl View {
             })?
             .unwrap_or_default();
         let t1 = std::time::Instant::now();
-        let audit = allot_core::audit::audit(&state, &cfg);
+        // The exclusivity proof and every number of the pages, without the independent pairs'
+        // shared buckets (quadratic, read only by the experiment page, which asks its own).
+        let audit = allot_core::audit::audit_pairs(&state, &cfg, allot_core::audit::Pairs::Exclusive);
         let t2 = std::time::Instant::now();
         let spaces = space::spaces(&state, &cfg, &audit);
         tracing::debug!(

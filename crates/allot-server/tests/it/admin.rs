@@ -335,3 +335,82 @@ experiments:
     let r = s.put_config(&shrunk, "\"2\"", "").await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
 }
+
+/// What `/api/v1/evaluate` answers for experiment `banner`, user by user.
+async fn banner_answers(s: &Server, users: &[String]) -> Vec<serde_json::Value> {
+    let mut out = vec![];
+    for u in users {
+        let body = serde_json::json!({"context": {"user_id": u}, "experiments": ["banner"]}).to_string();
+        let r = s.post("/api/v1/evaluate", &body).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        out.push(r.json()["assignments"]["banner"].clone());
+    }
+    out
+}
+
+/// Pause and resume (issue 15 req 3): a paused experiment keeps its buckets (no other experiment
+/// can take them, the audit shows it holding them), serves nobody — included units too — with
+/// `PAUSED` and, over OFREP, the code default; resuming serves every unit exactly its variant from
+/// before. Stop stays final; change control lists both.
+#[tokio::test]
+async fn a_paused_experiment_keeps_its_buckets_serves_nobody_and_resumes_exactly() {
+    let s = configured().await;
+    let users: Vec<String> = (0..300).map(|i| format!("u{i}")).chain(["alice".to_string()]).collect();
+    let before = banner_answers(&s, &users).await;
+    assert!(
+        before.iter().any(|a| a["variant"] == "treatment") && before.iter().any(|a| a["variant"] == "control"),
+        "{before:?}"
+    );
+    let buckets = s.get("/api/v1/traffic").await.json()["experiments"]["banner"]["buckets"].clone();
+
+    let r = s.call("POST", "/api/v1/experiments/banner/pause", Some(ADMIN), &[("if-match", "*")], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(r.text.contains("\"pause\""), "change control lists the pause: {}", r.text);
+    assert_eq!(s.app.live().config["experiments"]["banner"]["state"], "paused");
+    for a in banner_answers(&s, &users).await {
+        assert_eq!(
+            (a["variant"].clone(), a["reason"].clone()),
+            (serde_json::Value::Null, serde_json::json!("PAUSED")),
+            "{a}"
+        );
+    }
+    let ofrep = s
+        .post("/ofrep/v1/evaluate/flags/banner", r#"{"context": {"targetingKey": "alice", "user_id": "alice"}}"#)
+        .await;
+    assert_eq!(ofrep.status, StatusCode::OK, "{}", ofrep.text);
+    let o = ofrep.json();
+    assert_eq!(o["reason"], "DISABLED", "{o}");
+    assert!(o.get("value").is_none() && o.get("variant").is_none(), "the code default: {o}");
+    assert_eq!(o["metadata"]["allotReason"], "PAUSED", "{o}");
+    let traffic = s.get("/api/v1/traffic").await.json();
+    assert_eq!(traffic["experiments"]["banner"]["buckets"], buckets, "a paused experiment keeps its buckets");
+    // Its buckets are not free: an experiment on the same surface cannot take them.
+    let r = s
+        .put_config(
+            &crate::support::CONFIG.replace("state: running\n  color:", "state: paused\n  grab:\n    unit: user\n    surfaces: [home]\n    share: 60%\n    variants: {a: 1}\n    state: running\n  color:"),
+            "*",
+            "",
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "60% next to a paused 50% on one surface does not fit: {}",
+        r.text
+    );
+    assert!(r.text.contains("experiments.grab") && r.text.contains("banner"), "the error names the holder: {}", r.text);
+
+    let r = s.call("POST", "/api/v1/experiments/banner/resume", Some(ADMIN), &[("if-match", "*")], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(r.text.contains("\"resume\""), "{}", r.text);
+    assert_eq!(banner_answers(&s, &users).await, before, "resuming serves every unit exactly what it had");
+
+    // Paused, then stopped: final, as from running.
+    let r = s.call("POST", "/api/v1/experiments/banner/pause", Some(ADMIN), &[("if-match", "*")], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = s.call("POST", "/api/v1/experiments/banner/stop", Some(ADMIN), &[("if-match", "*")], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = s.call("POST", "/api/v1/experiments/banner/resume", Some(ADMIN), &[("if-match", "*")], "").await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "a stopped experiment cannot resume: {}", r.text);
+    assert!(r.text.contains("lifecycle"), "{}", r.text);
+}

@@ -26,7 +26,7 @@ class Evaluation:
     @property
     def reason(self) -> Optional[str]:
         """allot's reason: ASSIGNED, INCLUDED, STICKY, HOLDOUT, NOT_ALLOCATED, TARGETING_MISS,
-        PREREQUISITE_FAILED, NOT_RUNNING, MISSING_UNIT, STICKY_UNAVAILABLE; None for an unknown
+        PREREQUISITE_FAILED, NOT_RUNNING, PAUSED, MISSING_UNIT, STICKY_UNAVAILABLE; None for an unknown
         experiment."""
     @property
     def openfeature_reason(self) -> Optional[str]:

@@ -121,6 +121,21 @@ pub(super) fn check_exclusivity(state: &State, cfg: &Config, ev: &Eval) -> Check
 /// sets, and the sampled reach agrees with the exact one.
 pub(super) fn check_traffic(state: &State, cfg: &Config, ev: &Eval, started: &HashSet<String>) -> Check {
     let au = audit(state, cfg);
+    // The exclusive pairs alone (the console's overview) are the exclusivity proof of the whole
+    // audit: the same pairs, the same violations; and each experiment's overlaps asked on their
+    // own are the whole audit's pairs with it.
+    let proof = allot_core::audit::audit_pairs(state, cfg, allot_core::audit::Pairs::Exclusive);
+    let exclusive: Vec<String> = au.overlaps.iter().filter(|o| o.exclusive).map(|o| format!("{o:?}")).collect();
+    let listed: Vec<String> = proof.overlaps.iter().map(|o| format!("{o:?}")).collect();
+    ensure!(listed == exclusive, "the exclusive pairs differ: {listed:?} vs {exclusive:?}");
+    ensure!(proof.violations == au.violations, "violations differ: {:?} vs {:?}", proof.violations, au.violations);
+    for id in au.experiments.keys() {
+        let with: Vec<String> =
+            au.overlaps.iter().filter(|o| o.a == *id || o.b == *id).map(|o| format!("{o:?}")).collect();
+        let asked: Vec<String> =
+            allot_core::audit::overlaps_with(state, cfg, id).iter().map(|o| format!("{o:?}")).collect();
+        ensure!(asked == with, "{id}'s overlaps asked alone differ: {asked:?} vs {with:?}");
+    }
     for id in running(cfg, state) {
         let e = &cfg.experiments[&id];
         let b = state.spaces[&e.unit].buckets;
@@ -356,7 +371,9 @@ pub(super) fn check_determinism(state: &State, ev: &Eval) -> Check {
     let back = State::from_json(&text).map_err(TestCaseError::fail)?;
     ensure!(back == *state, "the state does not survive a JSON round trip");
     ensure!(evaluate(&back, ev.n) == *ev, "the JSON round trip changes results");
-    let snap = compile(state);
+    // `ev` is the evaluation as if nothing were paused (`evaluate_snapshot`); so is this one.
+    let mut snap = compile(state);
+    snap.experiments.iter_mut().for_each(|e| e.paused = false);
     for (i, e) in snap.experiments.iter().enumerate() {
         for u in (0..ev.n).step_by(7) {
             let one = snap.evaluate_one(i, &contexts()[u], &NoSticky);

@@ -135,6 +135,7 @@ impl Model {
                 18 => ExpState::Stopped,
                 _ => ExpState::Archived,
             }),
+            paused: false,
             salt,
             include: s.include.map(|(u, v)| (usize::from(u), usize::from(v))),
         };
@@ -304,6 +305,10 @@ pub(super) fn model() -> impl Strategy<Value = Model> {
 #[derive(Clone, Debug)]
 pub(super) enum Change {
     Start(u8),
+    /// `state: paused`: a running one keeps its buckets and serves nobody; a draft starts paused.
+    Pause(u8),
+    /// `state: running` again after a pause.
+    Resume(u8),
     Stop(u8),
     Archive(u8),
     Grow(u8, u16),
@@ -342,6 +347,8 @@ pub(super) enum Change {
 pub(super) fn change() -> impl Strategy<Value = Change> {
     prop_oneof![
         4 => any::<u8>().prop_map(Change::Start),
+        2 => any::<u8>().prop_map(Change::Pause),
+        2 => any::<u8>().prop_map(Change::Resume),
         3 => any::<u8>().prop_map(Change::Stop),
         1 => any::<u8>().prop_map(Change::Archive),
         3 => (any::<u8>(), 1u16..=600).prop_map(|(i, d)| Change::Grow(i, d)),
@@ -443,10 +450,27 @@ impl Model {
                 let e = &mut self.exps[i];
                 let before = e.state;
                 e.state = Running;
+                e.paused = false;
                 match before {
                     Draft | Running => Expect::NotRefused,
                     Stopped | Archived => Expect::NotAccepted,
                 }
+            }
+            Change::Pause(i) => {
+                let Some(i) = self.pick(*i) else { return Expect::NotRefused };
+                let e = &mut self.exps[i];
+                let before = e.state;
+                e.state = Running;
+                e.paused = true;
+                match before {
+                    Draft | Running => Expect::NotRefused,
+                    Stopped | Archived => Expect::NotAccepted,
+                }
+            }
+            Change::Resume(i) => {
+                let Some(i) = self.pick(*i) else { return Expect::NotRefused };
+                self.exps[i].paused = false;
+                Expect::NotRefused
             }
             Change::Stop(i) => {
                 let Some(i) = self.pick(*i) else { return Expect::NotRefused };

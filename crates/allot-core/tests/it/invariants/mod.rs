@@ -181,6 +181,8 @@ pub(super) struct ExpM {
     pub(super) variants: Vec<(String, u32)>,
     pub(super) countries: Option<Vec<&'static str>>,
     pub(super) state: ExpState,
+    /// Written as `state: paused` while running.
+    pub(super) paused: bool,
     pub(super) salt: Option<String>,
     pub(super) include: Option<(usize, usize)>,
 }
@@ -317,7 +319,8 @@ impl Model {
                 let unit = format!("{}{u}", &self.units[e.unit].attr[..1]);
                 m.insert("include".into(), json!({ unit: e.variants[v % e.variants.len()].0 }));
             }
-            m.insert("state".into(), json!(e.state.as_str()));
+            let state = if e.paused && e.state == ExpState::Running { "paused" } else { e.state.as_str() };
+            m.insert("state".into(), json!(state));
             if let Some(s) = &e.salt {
                 m.insert("salt".into(), json!(s));
             }

@@ -34,7 +34,42 @@ pub(super) fn compile(state: &State) -> Snapshot {
     }
 }
 
+/// The evaluation of `snap` over the first `n` contexts, **as if no experiment were paused**
+/// (what resuming serves: every invariant — stability, exclusivity, traffic — is checked on it,
+/// so a pause or a resume that moved a unit fails them). Pausing itself is checked here: a paused
+/// experiment gives every unit `PAUSED` and no variant, one that requires it (directly or not)
+/// gets no more than it would unpaused, and every other experiment gives exactly what it gives
+/// unpaused.
 pub(super) fn evaluate_snapshot(snap: &Snapshot, n: usize) -> Eval {
+    let mut unpaused = snap.clone();
+    unpaused.experiments.iter_mut().for_each(|e| e.paused = false);
+    let eval = evaluate_unpaused(&unpaused, n);
+    if snap.experiments.iter().any(|e| e.paused) {
+        let ctxs = &contexts()[..n];
+        let mut out = vec![];
+        let mut free = vec![];
+        for ctx in ctxs {
+            snap.evaluate_all(ctx, &NoSticky, &mut out);
+            unpaused.evaluate_all(ctx, &NoSticky, &mut free);
+            for (i, e) in snap.experiments.iter().enumerate() {
+                if e.paused && e.running {
+                    assert_eq!(out[i], Assignment { variant: None, reason: Reason::Paused }, "{} is paused", e.id);
+                } else if out[i] != free[i] {
+                    assert!(
+                        out[i].variant.is_none() && out[i].reason == Reason::PrerequisiteFailed,
+                        "{}: {:?} paused, {:?} unpaused: only a prerequisite that is paused may change it",
+                        e.id,
+                        out[i],
+                        free[i]
+                    );
+                }
+            }
+        }
+    }
+    eval
+}
+
+fn evaluate_unpaused(snap: &Snapshot, n: usize) -> Eval {
     let ctxs = &contexts()[..n];
     let mut per: Vec<Vec<Assignment>> = vec![Vec::with_capacity(n); snap.experiments.len()];
     let mut out = vec![];

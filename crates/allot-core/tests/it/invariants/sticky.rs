@@ -31,7 +31,7 @@ proptest! {
                 }
                 let before_sticky = matches!(
                     a.reason,
-                    Reason::NotRunning | Reason::MissingUnit | Reason::Included | Reason::Holdout | Reason::NotAllocated
+                    Reason::NotRunning | Reason::Paused | Reason::MissingUnit | Reason::Included | Reason::Holdout | Reason::NotAllocated
                 );
                 if e.sticky && !before_sticky {
                     prop_assert_eq!((b.variant, b.reason), (None, Reason::StickyUnavailable), "{}", e.id);

@@ -73,7 +73,8 @@ proptest! {
                     let last = got.steps.last().cloned();
                     let decided = matches!(
                         (out[i].reason, &last),
-                        (Reason::NotRunning, Some(Step::Running { running: false }))
+                        (Reason::NotRunning, Some(Step::Running { running: false, .. }))
+                            | (Reason::Paused, Some(Step::Running { running: true, paused: true }))
                             | (Reason::MissingUnit, Some(Step::Unit { unit: None, .. }))
                             | (Reason::Included, Some(Step::Inclusion { included: true, .. }))
                             | (Reason::Holdout, Some(Step::Holdout { held_out: true, .. }))

@@ -86,10 +86,14 @@ impl Proposal {
         let lifecycle = |action, state| Ok(Proposal::Lifecycle { id: id.to_string(), action, state });
         match action {
             "start" => lifecycle("start", "running"),
+            "pause" => lifecycle("pause", "paused"),
+            "resume" => lifecycle("resume", "running"),
             "stop" => lifecycle("stop", "stopped"),
             "archive" => lifecycle("archive", "archived"),
             "grow" => Ok(Proposal::Grow { id: id.to_string(), share: form.share.clone().unwrap_or_default() }),
-            _ => Err(Problem::not_found(format!("{action}: the actions are start, stop, archive and grow"))),
+            _ => Err(Problem::not_found(format!(
+                "{action}: the actions are start, pause, resume, stop, archive and grow"
+            ))),
         }
     }
 

@@ -192,9 +192,9 @@ pub(crate) async fn get(
         })
         .rev()
         .collect();
-    let overlaps = view
-        .audit
-        .overlaps
+    // The view's audit holds only the exclusive pairs (the proof); this experiment's pairs with
+    // every other one are asked of the core here, one experiment's worth.
+    let overlaps = allot_core::audit::overlaps_with(&view.state, &view.cfg, &id)
         .iter()
         .filter_map(|o| {
             let other = if o.a == id {
@@ -227,7 +227,7 @@ pub(crate) async fn get(
     let page = Page {
         chrome,
         id: id.clone(),
-        state: e.state.as_str(),
+        state: e.state_name(),
         unit: e.unit.clone(),
         surfaces: e.surfaces.clone(),
         tags: e.tags.clone(),
@@ -268,7 +268,12 @@ pub(crate) async fn get(
 fn actions(e: &Experiment) -> Vec<Action> {
     match e.state {
         ExpState::Draft => vec![Action { action: "start", label: "Start…" }],
-        ExpState::Running => vec![Action { action: "stop", label: "Stop…" }],
+        ExpState::Running if e.paused => {
+            vec![Action { action: "resume", label: "Resume…" }, Action { action: "stop", label: "Stop…" }]
+        }
+        ExpState::Running => {
+            vec![Action { action: "pause", label: "Pause…" }, Action { action: "stop", label: "Stop…" }]
+        }
         ExpState::Stopped => vec![Action { action: "archive", label: "Archive…" }],
         ExpState::Archived => vec![],
     }

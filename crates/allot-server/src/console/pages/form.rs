@@ -684,7 +684,8 @@ impl Context<'_> {
         let of = |c: &str| {
             self.config.get(c).and_then(Value::as_object).into_iter().flat_map(|m| m.values()).any(|e| {
                 e.get("unit").and_then(Value::as_str) == Some(u)
-                    && (c != "experiments" || e.get("state").and_then(Value::as_str) == Some("running"))
+                    && (c != "experiments"
+                        || matches!(e.get("state").and_then(Value::as_str), Some("running" | "paused")))
             })
         };
         of("experiments") || of("holdouts") || of("groups")
@@ -882,13 +883,14 @@ pub(crate) fn parts(c: &str, v: &Values, ctx: &Context<'_>) -> (Vec<Part>, Vec<S
             )]
         }
         "experiments" => {
-            let running = ctx.state() == Some("running");
+            let running = matches!(ctx.state(), Some("running" | "paused"));
             let why = running.then(|| {
                 "while it runs (rules moves-units, group-membership-fixed): stop it and start a new experiment to change it".to_string()
             });
             let states: Vec<&str> = match ctx.state() {
-                None | Some("draft") => vec!["draft", "running"],
-                Some("running") => vec!["running", "stopped"],
+                None | Some("draft") => vec!["draft", "running", "paused"],
+                Some("running") => vec!["running", "paused", "stopped"],
+                Some("paused") => vec!["paused", "running", "stopped"],
                 Some("stopped") => vec!["stopped", "archived"],
                 Some(s) => vec![s],
             };

@@ -50,7 +50,7 @@ pub(crate) fn rows(view: &View) -> Vec<Row> {
             let audited = view.audit.experiments.get(id);
             Row {
                 id: id.clone(),
-                state: e.state.as_str(),
+                state: e.state_name(),
                 unit: e.unit.clone(),
                 scopes: scopes.join("; "),
                 share: match (audited, e.share) {

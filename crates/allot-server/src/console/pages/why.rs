@@ -63,10 +63,15 @@ fn list(v: &[String]) -> String {
 /// One step in words: (step, passed, what).
 fn words(s: &Step) -> (String, bool, String) {
     match s {
-        Step::Running { running } => (
+        Step::Running { running, paused } => (
             "running".into(),
-            *running,
-            if *running { "the experiment runs" } else { "the experiment is not running" }.into(),
+            *running && !*paused,
+            match (running, paused) {
+                (true, true) => "the experiment is paused: it keeps its buckets and serves nobody (PAUSED)",
+                (true, false) => "the experiment runs",
+                (false, _) => "the experiment is not running",
+            }
+            .into(),
         ),
         Step::Unit { unit_type, attribute, unit, bucket, held_by } => (
             "unit".into(),
