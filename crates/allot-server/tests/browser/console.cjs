@@ -226,6 +226,18 @@ async function shot(page, name, fullPage = true) {
       await submit("#confirm button[type=submit]");
       check("started: running", (await page.textContent("h1 .state")).trim() === "running");
 
+      // Pause keeps the buckets and serves nobody; resume serves what it did (docs/config.md).
+      const shareRunning = await page.textContent("#share");
+      await submit("button[data-action=pause]");
+      check("the preview of a pause lists it", (await page.textContent("#changes")).includes("pause"));
+      check("a pause moves no unit", (await page.$$("#refusals")).length === 0);
+      await submit("#confirm button[type=submit]");
+      check("paused", (await page.textContent("h1 .state")).trim() === "paused");
+      check("a paused experiment keeps its share", (await page.textContent("#share")) === shareRunning);
+      await submit("button[data-action=resume]");
+      await submit("#confirm button[type=submit]");
+      check("resumed: running", (await page.textContent("h1 .state")).trim() === "running");
+
       await page.fill("#grow-share", "8%");
       await submit("button[data-action=grow]");
       check("the preview of a grow shows the buckets before and after", (await page.$$("#impact")).length === 1);
