@@ -195,7 +195,7 @@ pub async fn rows_on_store(
 ) -> Result<Vec<VariantStats>, RowsError> {
     let d = dialect(url).ok_or_else(|| RowsError::Bad(format!("{url}: not a sqlite:// or postgres:// URL")))?;
     let sql = allot_sql::compile(tables, d);
-    let text = allot_store::warehouse::query(url, &sql, temp).await?;
+    let text = allot_store::warehouse::query(url, &sql, temp, d.settings()).await?;
     // No row: SQLite then names no columns either.
     if text.rows.is_empty() {
         return Err(RowsError::None);

@@ -137,6 +137,40 @@ impl Dialect {
         }
     }
 
+    /// After `AS` in a CTE read more than once that should be inlined rather than materialized:
+    /// PostgreSQL materializes such a CTE (a temporary copy of the exposure rows, and no
+    /// statistics for the planner); the others inline or choose themselves.
+    pub fn not_materialized(self) -> &'static str {
+        match self {
+            Dialect::Postgres => " NOT MATERIALIZED",
+            _ => "",
+        }
+    }
+
+    /// What ends the metric events' subquery so that the planner keeps it a subquery: PostgreSQL
+    /// would otherwise pull it up and evaluate its casts (`NUMERIC` to `DOUBLE PRECISION`, a
+    /// text conversion) at every reference in the join, once per event and unit instead of once
+    /// per event. `OFFSET 0` is its usual fence and changes no row.
+    pub fn fence(self) -> Option<&'static str> {
+        match self {
+            Dialect::Postgres => Some("OFFSET 0"),
+            _ => None,
+        }
+    }
+
+    /// Settings allot applies (transaction-local) before the query. PostgreSQL estimates the
+    /// number of (unit, experiment) groups from a sample of rows, far below the truth at scale,
+    /// and then picks hash aggregation over the join of units and events, which spills every
+    /// joined row to temporary files; without it the plan sorts each side once and the join,
+    /// ordered by unit, streams into the grouping (10M exposure rows: minutes instead of hours,
+    /// and a few GB of temporary files instead of tens).
+    pub fn settings(self) -> &'static [&'static str] {
+        match self {
+            Dialect::Postgres => &["SET LOCAL enable_hashagg = off"],
+            _ => &[],
+        }
+    }
+
     /// A floating-point literal that every dialect reads as a number (never `1e10` without a
     /// mantissa dot, which some engines read as an integer or decimal).
     pub fn number(self, x: f64) -> String {

@@ -43,8 +43,9 @@ const BATCH: usize = 1000;
 /// Runs `sql` on the database `url` names (`postgres://…`, with the store's `schema=NAME` if
 /// given, or `sqlite://…`), after loading
 /// `temp` if given, and returns its rows as text. On PostgreSQL the query runs in a `READ ONLY`
-/// transaction; a SQLite database is opened read-only.
-pub async fn query(url: &str, sql: &str, temp: Option<&TempTable>) -> Result<TextRows> {
+/// transaction, after `settings` (`SET LOCAL …` statements: they end with it); a SQLite database
+/// is opened read-only.
+pub async fn query(url: &str, sql: &str, temp: Option<&TempTable>, settings: &[&str]) -> Result<TextRows> {
     if is_postgres(url) {
         // The store's own `schema=NAME` (and `pool=N`) are allot's parameters, not libpq's.
         let (url, params) = crate::postgres::split_params(url)?;
@@ -64,6 +65,9 @@ pub async fn query(url: &str, sql: &str, temp: Option<&TempTable>) -> Result<Tex
         }
         let mut tx = conn.begin().await?;
         sqlx::query("SET TRANSACTION READ ONLY").execute(&mut *tx).await?;
+        for setting in settings {
+            sqlx::raw_sql(setting).execute(&mut *tx).await?;
+        }
         let rows = sqlx::query(sql).fetch_all(&mut *tx).await?;
         tx.rollback().await?;
         let out = text_rows(&rows, |r, i| {
