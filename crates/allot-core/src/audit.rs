@@ -154,7 +154,7 @@ fn running<'a>(state: &State, cfg: &'a Config) -> Vec<(&'a String, BucketSet)> {
     cfg.experiments
         .iter()
         .filter(|(_, e)| e.state == ExpState::Running)
-        .filter_map(|(id, _)| state.live(OwnerKind::Experiment, id).map(|a| (id, a.current().compact())))
+        .filter_map(|(id, _)| state.live(OwnerKind::Experiment, id).map(|a| (id, a.current_compact())))
         .collect()
 }
 

@@ -317,7 +317,7 @@ async function shot(page, name, fullPage = true) {
       await page.fill("input[name=entity]", "console-lifecycle");
       await Promise.all([page.waitForNavigation(), page.click("#audit-filter button")]);
       const versions = await page.$$eval("#audit-table tr[data-version]", (trs) => trs.map((t) => t.dataset.version));
-      check("the audit log filtered by entity: create, start, grow, shrink, stop, archive", versions.length === 6, versions);
+      check("the audit log filtered by entity: create, start, pause, resume, grow, shrink, stop, archive", versions.length === 8, versions);
       check("the forced change is marked", (await page.$$("#audit-table tr[data-forced]")).length === 1);
       await page.fill("input[name=actor]", "nobody-at-all");
       await Promise.all([page.waitForNavigation(), page.click("#audit-filter button")]);
