@@ -18,6 +18,9 @@ pub struct ExperimentAudit {
     pub unit: String,
     /// Lifecycle state.
     pub state: ExpState,
+    /// Paused (`state: paused`): running, holding its buckets, serving nobody.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
     /// Buckets held / buckets in the space.
     pub share: f64,
     /// Buckets held.
@@ -281,6 +284,7 @@ pub fn audit_pairs(state: &State, cfg: &Config, pairs: Pairs) -> Audit {
             ExperimentAudit {
                 unit: e.unit.clone(),
                 state: e.state,
+                paused: e.paused,
                 share: set.len() as f64 / bf,
                 buckets: set.len(),
                 reach: reach_len as f64 / bf,

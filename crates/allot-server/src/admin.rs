@@ -622,6 +622,13 @@ pub(crate) async fn lifecycle(
     edit(&app, &caller, m, q, format!("experiment.{action}"), |raw| {
         match raw.get_mut("experiments").and_then(|e| e.get_mut(&id)).and_then(Value::as_object_mut) {
             Some(e) => {
+                let now = e.get("state").and_then(Value::as_str).unwrap_or("draft");
+                if let Some(why) = allot_core::config::lifecycle_action_refused(&action, now) {
+                    return Err(ApiError::Invalid(vec![allot_core::FieldError::new(
+                        format!("experiments.{id}.state"),
+                        format!("{action}: experiment `{id}` is {now}; {why}"),
+                    )]));
+                }
                 e.insert("state".into(), json!(state));
                 Ok(())
             }

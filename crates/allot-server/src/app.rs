@@ -45,7 +45,7 @@ impl Live {
         let served = served::for_evaluation(state);
         let state_json =
             Bytes::from(serde_json::to_vec(&served).map_err(|e| ApiError::Internal(format!("state to JSON: {e}")))?);
-        let any_sticky = snapshot.experiments.iter().any(|e| e.sticky && e.running);
+        let any_sticky = snapshot.experiments.iter().any(|e| e.sticky && e.running && !e.paused);
         let ofrep_meta = crate::ofrep::flag_metadata(state, &snapshot);
         Ok(Live {
             ofrep_meta,

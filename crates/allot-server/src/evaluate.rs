@@ -128,8 +128,12 @@ pub(crate) async fn assign(
     };
     let mut sticky = StickyView::default();
     let sticky_spaces: Vec<usize> = if live.any_sticky {
-        let mut s: Vec<usize> =
-            which.iter().map(|&i| &snap.experiments[i]).filter(|e| e.sticky && e.running).map(|e| e.space).collect();
+        let mut s: Vec<usize> = which
+            .iter()
+            .map(|&i| &snap.experiments[i])
+            .filter(|e| e.sticky && e.running && !e.paused)
+            .map(|e| e.space)
+            .collect();
         s.sort_unstable();
         s.dedup();
         s

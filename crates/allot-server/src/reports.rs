@@ -257,7 +257,7 @@ impl App {
         let mut sticky = StickyRead::default();
         if live.any_sticky {
             let mut spaces: Vec<usize> =
-                snap.experiments.iter().filter(|e| e.sticky && e.running).map(|e| e.space).collect();
+                snap.experiments.iter().filter(|e| e.sticky && e.running && !e.paused).map(|e| e.space).collect();
             spaces.sort_unstable();
             spaces.dedup();
             for s in spaces {

@@ -16,11 +16,17 @@
 //!   be written so);
 //! - the change log is emptied.
 //!
+//! A **paused** experiment is served as a stopped skeleton (no allocation, values, targeting or
+//! inclusions): every SDK, of this version or an earlier one that does not know `state: paused`,
+//! then serves it to nobody (`NOT_RUNNING`, where the server says `PAUSED`), and an experiment
+//! that requires it fails its prerequisite there as here. (Served as `paused`, an SDK built before
+//! pausing existed would refuse the whole snapshot and keep serving the one before the pause.)
+//!
 //! Inclusions (`include`) of running experiments are kept as unit ids: evaluation looks them up
 //! by id, and an SDK must evaluate exactly as the server does. Only running experiments' lists
 //! are served.
 //!
-//! The reduction changes nothing evaluation computes: the property test in
+//! Apart from that reason's name, the reduction changes nothing evaluation computes: the property test in
 //! `tests/it/start.rs` compiles both the full and the reduced state of every committed version
 //! and compares their answers unit by unit.
 
@@ -45,9 +51,14 @@ pub fn for_evaluation(state: &State) -> State {
             Default::default()
         }
     };
-    let running: BTreeSet<&str> =
-        cfg.experiments.iter().filter(|(_, e)| e.state == ExpState::Running).map(|(id, _)| id.as_str()).collect();
-    let mut needed: BTreeSet<&str> = running.clone();
+    let running: BTreeSet<&str> = cfg
+        .experiments
+        .iter()
+        .filter(|(_, e)| e.state == ExpState::Running && !e.paused)
+        .map(|(id, _)| id.as_str())
+        .collect();
+    let paused: BTreeSet<&str> = cfg.experiments.iter().filter(|(_, e)| e.paused).map(|(id, _)| id.as_str()).collect();
+    let mut needed: BTreeSet<&str> = running.union(&paused).copied().collect();
     let mut todo: Vec<&str> = running.iter().copied().collect();
     while let Some(id) = todo.pop() {
         for r in cfg.experiments.get(id).map(|e| e.requires.as_slice()).unwrap_or_default() {
@@ -82,6 +93,9 @@ pub fn for_evaluation(state: &State) -> State {
                         }
                     } else {
                         skeleton(e);
+                        if paused.contains(id.as_str()) {
+                            e.insert("state".into(), Value::from("stopped"));
+                        }
                     }
                 }
             }

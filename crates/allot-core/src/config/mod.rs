@@ -236,6 +236,19 @@ impl ExpState {
     }
 }
 
+/// Why lifecycle action `action` (`pause`, `resume`) does not apply to an experiment whose
+/// `state` is `now`, if it does not: only a running experiment is paused and only a paused one
+/// resumed (a draft starts with `start`, or `state: paused` to start paused). Other actions are
+/// for change control to judge.
+pub fn lifecycle_action_refused(action: &str, now: &str) -> Option<&'static str> {
+    match (action, now) {
+        ("pause", "running") | ("resume", "paused") => None,
+        ("pause", _) => Some("only a running experiment can be paused"),
+        ("resume", _) => Some("only a paused experiment can be resumed (a draft starts with `start`)"),
+        _ => None,
+    }
+}
+
 /// A variant: a relative weight and an optional JSON value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Variant {

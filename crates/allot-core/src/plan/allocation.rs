@@ -493,9 +493,9 @@ impl<'a> Planner<'a> {
                             join(&path, "state"),
                             Rule::Lifecycle,
                             format!(
-                                "`{}` → `{}` is not allowed (draft → running → stopped → archived){}",
-                                o.state.as_str(),
-                                n.state.as_str(),
+                                "`{}` → `{}` is not allowed (draft → running ⇄ paused → stopped → archived){}",
+                                o.state_name(),
+                                n.state_name(),
                                 if o.state == Stopped && n.state == Running {
                                     "; a stopped experiment's units were released: start a copy under a new id"
                                 } else {
@@ -550,7 +550,7 @@ impl<'a> Planner<'a> {
                     "experiment",
                     id,
                     "create",
-                    format!("{} ({})", n.state.as_str(), n.share.map_or("its slots".into(), |s| s.percent())),
+                    format!("{} ({})", n.state_name(), n.share.map_or("its slots".into(), |s| s.percent())),
                 );
                 continue;
             };

@@ -50,7 +50,12 @@ impl Plan {
     /// no longer matches loses its variant) depends on the population.
     pub fn measure(&mut self, before: &State, contexts: &[crate::Context]) -> Result<(), Vec<FieldError>> {
         use crate::eval::{NoSticky, Snapshot};
-        let (old, new) = (Snapshot::compile(before)?, Snapshot::compile(&self.state)?);
+        let (mut old, mut new) = (Snapshot::compile(before)?, Snapshot::compile(&self.state)?);
+        // Movement is of units between variants: a pause or a resume moves nobody (a paused
+        // experiment keeps every unit's variant for its resume), so both sides are read unpaused.
+        for e in old.experiments.iter_mut().chain(new.experiments.iter_mut()) {
+            e.paused = false;
+        }
         let pairs: Vec<(usize, Option<usize>)> =
             self.impact.keys().filter_map(|id| old.index_of(id).map(|i| (i, new.index_of(id)))).collect();
         let mut counts = vec![(0u64, 0u64); pairs.len()];

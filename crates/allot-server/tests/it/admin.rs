@@ -384,6 +384,25 @@ async fn a_paused_experiment_keeps_its_buckets_serves_nobody_and_resumes_exactly
     assert_eq!(o["metadata"]["allotReason"], "PAUSED", "{o}");
     let traffic = s.get("/api/v1/traffic").await.json();
     assert_eq!(traffic["experiments"]["banner"]["buckets"], buckets, "a paused experiment keeps its buckets");
+    assert_eq!(traffic["experiments"]["banner"]["paused"], true);
+    // SDKs get it as a stopped skeleton: every SDK, earlier ones too, serves it to nobody.
+    let served = s.get("/api/v1/snapshot").await;
+    let state = allot_core::state::State::from_json(&served.text).unwrap();
+    assert_eq!(state.config.as_ref().unwrap()["experiments"]["banner"]["state"], "stopped", "{}", served.text);
+    assert!(!served.text.contains("alice"), "no inclusion list of a paused experiment is served");
+    let snap = allot_core::eval::Snapshot::compile(&state).unwrap();
+    let i = snap.index_of("banner").unwrap();
+    for u in &users {
+        let ctx = serde_json::json!({"user_id": u});
+        let a = snap.evaluate_one(i, ctx.as_object().unwrap(), &allot_core::eval::NoSticky);
+        assert_eq!((a.variant, a.reason), (None, allot_core::eval::Reason::NotRunning));
+    }
+    // Resume applies to a paused experiment only, pause to a running one.
+    let r = s.call("POST", "/api/v1/experiments/later/resume", Some(ADMIN), &[("if-match", "*")], "").await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains("experiments.later.state") && r.text.contains("only a paused experiment"), "{}", r.text);
+    let r = s.call("POST", "/api/v1/experiments/later/pause", Some(ADMIN), &[("if-match", "*")], "").await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     // Its buckets are not free: an experiment on the same surface cannot take them.
     let r = s
         .put_config(
@@ -411,6 +430,6 @@ async fn a_paused_experiment_keeps_its_buckets_serves_nobody_and_resumes_exactly
     let r = s.call("POST", "/api/v1/experiments/banner/stop", Some(ADMIN), &[("if-match", "*")], "").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let r = s.call("POST", "/api/v1/experiments/banner/resume", Some(ADMIN), &[("if-match", "*")], "").await;
-    assert_eq!(r.status, StatusCode::CONFLICT, "a stopped experiment cannot resume: {}", r.text);
-    assert!(r.text.contains("lifecycle"), "{}", r.text);
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "a stopped experiment cannot resume: {}", r.text);
+    assert!(r.text.contains("only a paused experiment can be resumed"), "{}", r.text);
 }

@@ -178,8 +178,16 @@ impl Proposal {
     /// the form (`yaml`, `share`, `id`) or the entity.
     fn apply(&self, raw: &mut Map<String, Value>, version: u64) -> Result<(), Vec<FieldError>> {
         match self {
-            Proposal::Lifecycle { id, state, .. } => {
-                experiment_mut(raw, id, version)?.insert("state".into(), json!(state));
+            Proposal::Lifecycle { id, action, state } => {
+                let e = experiment_mut(raw, id, version)?;
+                let now = e.get("state").and_then(Value::as_str).unwrap_or("draft").to_string();
+                if let Some(why) = allot_core::config::lifecycle_action_refused(action, &now) {
+                    return Err(vec![FieldError::new(
+                        format!("experiments.{id}.state"),
+                        format!("{action}: experiment `{id}` is {now}; {why}"),
+                    )]);
+                }
+                e.insert("state".into(), json!(state));
                 Ok(())
             }
             Proposal::Grow { id, share } => {

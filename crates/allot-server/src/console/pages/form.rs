@@ -34,8 +34,12 @@ use serde_json::{json, Map, Value};
 pub(crate) struct Values(Vec<(String, String)>);
 
 impl Values {
+    /// The posted pairs; line breaks as browsers send them from a text area (`\r\n`) become
+    /// `\n`, as the configuration file has them.
     pub(crate) fn new(pairs: Vec<(String, String)>) -> Values {
-        Values(pairs)
+        Values(
+            pairs.into_iter().map(|(n, v)| (n, if v.contains('\r') { v.replace("\r\n", "\n") } else { v })).collect(),
+        )
     }
 
     /// The text of input `name` (empty when absent).
@@ -90,7 +94,7 @@ fn row_operators() -> impl Iterator<Item = &'static str> {
 /// (`SE` and `50%` stay plain, the string `"18"` is quoted, a list is `[a, b]`).
 fn text_of(v: &Value) -> String {
     match v {
-        Value::String(s) if value_of_text(s).ok().as_ref() == Some(v) => s.clone(),
+        Value::String(s) if value_of_text(s).ok().flatten().as_ref() == Some(v) => s.clone(),
         _ => yaml::inline(v),
     }
 }
@@ -103,15 +107,20 @@ fn text_of_item(v: &Value) -> String {
     }
 }
 
-/// The value an input's text means, read as YAML (as in the configuration file).
-fn value_of_text(text: &str) -> Result<Value, String> {
+/// The value an input's text means, read as YAML (as in the configuration file); `None` for an
+/// empty input (no value), `Some(null)` for a typed `null` or `~`.
+fn value_of_text(text: &str) -> Result<Option<Value>, String> {
     let t = text.trim();
     if t.is_empty() {
-        return Ok(Value::Null);
+        return Ok(None);
     }
-    // `{}` and the empty document both parse to an empty mapping; keep the distinction a
-    // person typed.
-    allot_core::config::parse_yaml(t).map_err(|e| e.message)
+    let v = allot_core::config::parse_yaml(t).map_err(|e| e.message)?;
+    // The configuration's reader makes an empty document an empty mapping; here a document
+    // that is not a written mapping and reads as one is YAML's null (`null`, `~`, `Null`).
+    if v.as_object().is_some_and(|m| m.is_empty()) && !t.starts_with('{') {
+        return Ok(Some(Value::Null));
+    }
+    Ok(Some(v))
 }
 
 /// A comma-separated list (`SE, NO`, or `[SE, NO]`) as its values.
@@ -140,7 +149,9 @@ fn share_value(text: &str) -> Value {
             return json!(n);
         }
         if let Some(n) = t.parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
-            if t.chars().all(|c| c.is_ascii_digit() || c == '.') {
+            // Only when the number prints as the text (`0.25`; `0.000005` would print `5e-6`,
+            // which a share cannot be): else the text, which a share reads exactly.
+            if n.to_string() == t {
                 return Value::Number(n);
             }
         }
@@ -221,6 +232,8 @@ fn criteria_rows(t: Option<&Value>) -> Option<Criteria> {
             return None;
         }
         let text = match (op.as_str(), value) {
+            // An empty list is written `[]` (an empty input is no value at all).
+            ("in" | "not_in", Value::Array(items)) if items.is_empty() => "[]".to_string(),
             ("in" | "not_in", Value::Array(items)) if items.iter().all(|i| !i.is_array() && !i.is_object()) => {
                 text_of_list(items)
             }
@@ -251,7 +264,7 @@ fn targeting_of(v: &Values, table: &str, errors: &mut Vec<FieldError>) -> Option
             return None;
         }
         return match value_of_text(text) {
-            Ok(t) => Some(t),
+            Ok(t) => t,
             Err(e) => {
                 errors.push(FieldError::new("targeting_yaml", e));
                 None
@@ -279,8 +292,20 @@ fn targeting_of(v: &Values, table: &str, errors: &mut Vec<FieldError>) -> Option
             errors.push(FieldError::new(at("op"), format!("{op:?} is not an operator")));
             continue;
         }
-        let value =
-            if op == "in" || op == "not_in" { list_of_text(text).map(Value::Array) } else { value_of_text(text) };
+        if text.trim().is_empty() {
+            let why = if op == "in" || op == "not_in" {
+                "a value is required: the list to test, e.g. SE, NO (an empty list matches nobody: write [] for that)"
+            } else {
+                "a value is required"
+            };
+            errors.push(FieldError::new(at("value"), why));
+            continue;
+        }
+        let value = if op == "in" || op == "not_in" {
+            list_of_text(text).map(Value::Array)
+        } else {
+            value_of_text(text).map(|v| v.unwrap_or(Value::Null))
+        };
         match value {
             Ok(value) => {
                 let mut c = Map::new();
@@ -431,6 +456,13 @@ pub(crate) fn entity_of(c: &str, v: &Values) -> Result<Value, Vec<FieldError>> {
             o.insert(k.into(), Value::Array(all));
         }
     };
+    // Free text as typed (a description may span lines); only an empty one is left out.
+    let free = |o: &mut Map<String, Value>, k: &str| {
+        let t = v.get(k);
+        if !t.trim().is_empty() {
+            o.insert(k.into(), json!(t));
+        }
+    };
     let share = |o: &mut Map<String, Value>| {
         let t = v.get("share").trim();
         if !t.is_empty() {
@@ -462,7 +494,7 @@ pub(crate) fn entity_of(c: &str, v: &Values) -> Result<Value, Vec<FieldError>> {
             text(&mut o, "unit");
             share(&mut o);
             list(&mut o, "applies_to", &mut errors);
-            text(&mut o, "description");
+            free(&mut o, "description");
         }
         "groups" => {
             text(&mut o, "unit");
@@ -482,7 +514,7 @@ pub(crate) fn entity_of(c: &str, v: &Values) -> Result<Value, Vec<FieldError>> {
                 Err(e) => errors.push(FieldError::new("slots", e)),
             }
             checks(&mut o, "surfaces");
-            text(&mut o, "description");
+            free(&mut o, "description");
         }
         "experiments" => {
             text(&mut o, "unit");
@@ -512,7 +544,8 @@ pub(crate) fn entity_of(c: &str, v: &Values) -> Result<Value, Vec<FieldError>> {
                     ));
                     continue;
                 }
-                let weight = integer_value(weight);
+                // No weight is the configuration's default (1): left out, as the file had it.
+                let weight = (!weight.is_empty()).then(|| integer_value(weight));
                 let value = match value_of_text(value) {
                     Ok(x) => x,
                     Err(e) => {
@@ -520,18 +553,21 @@ pub(crate) fn entity_of(c: &str, v: &Values) -> Result<Value, Vec<FieldError>> {
                         continue;
                     }
                 };
-                let entry = if value.is_null() && description.is_empty() {
-                    weight
-                } else {
-                    let mut w = Map::new();
-                    w.insert("weight".into(), weight);
-                    if !value.is_null() {
-                        w.insert("value".into(), value);
+                let entry = match (weight, value) {
+                    (Some(w), None) if description.is_empty() => w,
+                    (weight, value) => {
+                        let mut w = Map::new();
+                        if let Some(weight) = weight {
+                            w.insert("weight".into(), weight);
+                        }
+                        if let Some(value) = value {
+                            w.insert("value".into(), value);
+                        }
+                        if !description.is_empty() {
+                            w.insert("description".into(), json!(description));
+                        }
+                        Value::Object(w)
                     }
-                    if !description.is_empty() {
-                        w.insert("description".into(), json!(description));
-                    }
-                    Value::Object(w)
                 };
                 variants.insert(name.to_string(), entry);
             }
@@ -547,9 +583,10 @@ pub(crate) fn entity_of(c: &str, v: &Values) -> Result<Value, Vec<FieldError>> {
                     continue;
                 }
                 match value_of_text(t) {
-                    Ok(x) => {
+                    Ok(Some(x)) => {
                         o.insert(k.into(), x);
                     }
+                    Ok(None) => {}
                     Err(e) => errors.push(FieldError::new(k, e)),
                 }
             }
@@ -558,7 +595,7 @@ pub(crate) fn entity_of(c: &str, v: &Values) -> Result<Value, Vec<FieldError>> {
             if v.get("sticky") == "on" {
                 o.insert("sticky".into(), json!(true));
             }
-            text(&mut o, "description");
+            free(&mut o, "description");
             text(&mut o, "owner");
         }
         _ => {}
@@ -597,7 +634,12 @@ pub(crate) fn target(c: &str, path: &str, v: &Values) -> Option<String> {
                 return Some("variants".into());
             }
             let name = rest.split('.').next().unwrap_or(rest);
-            let i = (0..v.rows("variants")).find(|i| v.get(&format!("variants[{i}].name")).trim() == name)?;
+            // One pass over the posted pairs (not a lookup per row: a post of many rows with an
+            // error each stays linear).
+            let i = v.0.iter().find_map(|(n, x)| {
+                let i = n.strip_prefix("variants[")?.strip_suffix("].name")?;
+                (x.trim() == name).then(|| i.parse::<usize>().ok()).flatten()
+            })?;
             let cell = if rest.ends_with(".value") {
                 "value"
             } else if rest.ends_with(".description") {
@@ -739,16 +781,22 @@ impl Field {
         self.options.extend(options.into_iter().map(|(value, label)| Choice { on: value == current, value, label }));
         self
     }
+    /// A checkbox per option: the checked ones first, in the entity's order (the browser posts
+    /// them in page order, so the list comes back as it was), then the others as declared.
     fn checks(mut self, v: &Values, options: Vec<String>) -> Field {
-        let on = v.all(&self.name);
-        let mut options: Vec<Choice> =
-            options.into_iter().map(|o| Choice { on: on.contains(&o.as_str()), label: o.clone(), value: o }).collect();
-        let extra: Vec<&str> =
-            on.iter().copied().filter(|s| !s.is_empty() && !options.iter().any(|o| o.value == *s)).collect();
-        for extra in extra {
-            options.push(Choice { value: extra.to_string(), label: extra.to_string(), on: true });
+        let on: Vec<&str> = v.all(&self.name).into_iter().filter(|s| !s.is_empty()).collect();
+        let mut choices: Vec<Choice> = vec![];
+        for s in &on {
+            if !choices.iter().any(|c| c.value == *s) {
+                choices.push(Choice { value: s.to_string(), label: s.to_string(), on: true });
+            }
         }
-        self.options = options;
+        for o in options {
+            if !choices.iter().any(|c| c.value == o) {
+                choices.push(Choice { label: o.clone(), value: o, on: false });
+            }
+        }
+        self.options = choices;
         self
     }
 }
@@ -847,7 +895,7 @@ pub(crate) fn parts(c: &str, v: &Values, ctx: &Context<'_>) -> (Vec<Part>, Vec<S
                         .list("holdout-targets")
                         .help("Comma-separated surfaces, tags, groups or experiment ids, or all."),
                 ),
-                part(field(v, "description", "Description", "text")),
+                part(field(v, "description", "Description", "area")),
             ]
         }
         "groups" => {
@@ -871,7 +919,7 @@ pub(crate) fn parts(c: &str, v: &Values, ctx: &Context<'_>) -> (Vec<Part>, Vec<S
                         .checks(v, surfaces.clone())
                         .help("Surfaces every member is on."),
                 ),
-                part(field(v, "description", "Description", "text")),
+                part(field(v, "description", "Description", "area")),
             ]
         }
         "segments" => {
@@ -940,7 +988,7 @@ pub(crate) fn parts(c: &str, v: &Values, ctx: &Context<'_>) -> (Vec<Part>, Vec<S
                 part(field(v, "exclusive_to", "Exclusive to", "text").help("Comma-separated tags this experiment never shares a unit with.")),
                 part(field(v, "salt", "Split salt", "text").help("Empty: the experiment id.")),
                 part(field(v, "sticky", "Sticky: stored assignments survive later changes of split or targeting", "check")),
-                part(field(v, "description", "Description", "text")),
+                part(field(v, "description", "Description", "area")),
                 part(field(v, "owner", "Owner", "text")),
             ]
         }
@@ -1016,6 +1064,13 @@ mod tests {
             json!({"unit": "user", "share": 0.25, "variants": {"a": 1}, "targeting": {"attribute": "plan", "eq": "18"}}),
         );
         round_trip("segments", json!({"attribute": "country", "in": ["SE", "NO"]}));
+        // Found by review: a null value, variants without a weight, a tiny decimal share, a
+        // null targeting, a description over two lines.
+        round_trip(
+            "experiments",
+            json!({"unit": "user", "share": "0.000005", "variants": {"off": {"weight": 1, "value": null}, "on": {"value": true}, "w": {"value": 2}},
+                   "targeting": null, "description": "Line one.\nLine two."}),
+        );
         round_trip("segments", json!({"all": [{"attribute": "country", "in": ["SE", "NO"]}]}));
         round_trip("experiments", json!({"unit": "user", "variants": {"a": 1}, "targeting": {"all": []}}));
         round_trip(
@@ -1051,6 +1106,7 @@ mod tests {
         prop_oneof![
             text().prop_map(Value::String),
             any::<bool>().prop_map(Value::Bool),
+            Just(Value::Null),
             (0u32..100_000).prop_map(|n| json!(n)),
             (-1000i32..1000).prop_map(|n| json!(n)),
         ]
@@ -1174,6 +1230,30 @@ mod tests {
         assert_eq!(target("experiments", "include.alice", &v).as_deref(), Some("include"));
         assert_eq!(target("experiments", "", &v), None);
         assert_eq!(target("segments", "in", &v).as_deref(), Some("criteria[0].value"));
+    }
+
+    #[test]
+    fn a_criterion_needs_a_value_and_text_areas_lose_their_carriage_returns() {
+        let v = Values::new(vec![
+            ("criteria[0].attribute".into(), "country".into()),
+            ("criteria[0].op".into(), "in".into()),
+        ]);
+        assert_eq!(entity_of("segments", &v).unwrap_err()[0].path, "criteria[0].value");
+        let v = Values::new(vec![("description".into(), "a\r\nb".into())]);
+        assert_eq!(entity_of("holdouts", &v).unwrap()["description"], "a\nb");
+    }
+
+    #[test]
+    fn checked_boxes_keep_the_entitys_order() {
+        let v = values_of(
+            "groups",
+            &json!({"unit": "user", "share": "1%", "slots": ["100%"], "surfaces": ["search", "home"]}),
+        )
+        .unwrap();
+        let f = field(&v, "surfaces", "Surfaces", "checks")
+            .checks(&v, vec!["home".into(), "search".into(), "other".into()]);
+        let order: Vec<&str> = f.options.iter().map(|o| o.value.as_str()).collect();
+        assert_eq!(order, ["search", "home", "other"]);
     }
 
     #[test]
