@@ -236,7 +236,14 @@ pub fn is_ident(s: &str) -> bool {
 }
 
 pub(super) const TOP: &[&str] = &["units", "surfaces", "segments", "holdouts", "groups", "experiments"];
-pub(super) const EXP_KEYS: &[&str] = &[
+/// The keys of a unit type.
+pub const UNIT_KEYS: &[&str] = &["attribute", "buckets", "salt", "stable", "hash"];
+/// The keys of a holdout.
+pub const HOLDOUT_KEYS: &[&str] = &["unit", "share", "applies_to", "description"];
+/// The keys of a group.
+pub const GROUP_KEYS: &[&str] = &["unit", "share", "slots", "surfaces", "description"];
+/// The keys of an experiment.
+pub const EXP_KEYS: &[&str] = &[
     "unit",
     "surfaces",
     "tags",
@@ -268,7 +275,7 @@ pub fn validate(raw: &Value) -> Result<Config, Vec<FieldError>> {
     // Unit types.
     for (name, u) in v.map(top.get("units"), "units") {
         let path = join("units", name);
-        let Some(m) = v.obj(u, &path, &["attribute", "buckets", "salt", "stable", "hash"]) else { continue };
+        let Some(m) = v.obj(u, &path, UNIT_KEYS) else { continue };
         let stable = v.strings(m.get("stable"), &join(&path, "stable"));
         let attribute = v.string(m.get("attribute"), &join(&path, "attribute"));
         let buckets = match m.get("buckets") {
@@ -333,7 +340,7 @@ pub fn validate(raw: &Value) -> Result<Config, Vec<FieldError>> {
     // Holdouts.
     for (name, h) in v.map(top.get("holdouts"), "holdouts") {
         let path = join("holdouts", name);
-        let Some(m) = v.obj(h, &path, &["unit", "share", "applies_to", "description"]) else { continue };
+        let Some(m) = v.obj(h, &path, HOLDOUT_KEYS) else { continue };
         let unit = v.unit_ref(m.get("unit"), &join(&path, "unit"), &cfg.units);
         let share = v.share(m.get("share"), &join(&path, "share"));
         let applies_to = v.strings(m.get("applies_to"), &join(&path, "applies_to"));
@@ -351,7 +358,7 @@ pub fn validate(raw: &Value) -> Result<Config, Vec<FieldError>> {
     // Groups.
     for (name, g) in v.map(top.get("groups"), "groups") {
         let path = join("groups", name);
-        let Some(m) = v.obj(g, &path, &["unit", "share", "slots", "surfaces", "description"]) else { continue };
+        let Some(m) = v.obj(g, &path, GROUP_KEYS) else { continue };
         let unit = v.unit_ref(m.get("unit"), &join(&path, "unit"), &cfg.units);
         let share = v.share(m.get("share"), &join(&path, "share"));
         let spath = join(&path, "slots");

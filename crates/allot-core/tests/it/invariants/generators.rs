@@ -445,23 +445,13 @@ impl Model {
     pub(super) fn mutate(&mut self, c: &Change) -> Expect {
         use ExpState::*;
         match c {
-            Change::Start(i) => {
+            // Start, or start paused (`state: paused` from a draft, or pausing a running one).
+            Change::Start(i) | Change::Pause(i) => {
                 let Some(i) = self.pick(*i) else { return Expect::NotRefused };
                 let e = &mut self.exps[i];
                 let before = e.state;
                 e.state = Running;
-                e.paused = false;
-                match before {
-                    Draft | Running => Expect::NotRefused,
-                    Stopped | Archived => Expect::NotAccepted,
-                }
-            }
-            Change::Pause(i) => {
-                let Some(i) = self.pick(*i) else { return Expect::NotRefused };
-                let e = &mut self.exps[i];
-                let before = e.state;
-                e.state = Running;
-                e.paused = true;
+                e.paused = matches!(c, Change::Pause(_));
                 match before {
                     Draft | Running => Expect::NotRefused,
                     Stopped | Archived => Expect::NotAccepted,

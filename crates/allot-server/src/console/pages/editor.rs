@@ -283,7 +283,7 @@ fn import_page(signed: &Signed, yaml: String, version: u64, errors: Vec<FieldErr
 /// The form again, with the errors at their fields (after a preview or confirmation whose
 /// proposal does not validate).
 pub(crate) async fn again(
-    _app: &App,
+    app: &App,
     signed: &Signed,
     p: &Proposal,
     version: u64,
@@ -295,7 +295,7 @@ pub(crate) async fn again(
             let values = entity.as_ref().and_then(|e| form::values_of(collection, e).ok());
             match values {
                 Some(values) => {
-                    let live = _app.live();
+                    let live = app.live();
                     return Ok(html(
                         StatusCode::UNPROCESSABLE_ENTITY,
                         &fields_page(signed, collection, id, *create, version, &live.config, values, errors),

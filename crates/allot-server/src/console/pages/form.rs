@@ -178,32 +178,17 @@ fn scalar_text(v: &Value) -> Option<String> {
     }
 }
 
-/// The keys each form shows (the configuration's own keys; others make it unrepresentable).
-fn keys(c: &str) -> &'static [&'static str] {
+/// The keys each form shows: the configuration's own (`config::*_KEYS`), but for an experiment's
+/// membership of several groups (`groups`), which only YAML shows; an entity with any other key
+/// is not representable.
+fn shows(c: &str, key: &str) -> bool {
+    use allot_core::config::{EXP_KEYS, GROUP_KEYS, HOLDOUT_KEYS, UNIT_KEYS};
     match c {
-        "units" => &["attribute", "buckets", "salt", "hash", "stable"],
-        "holdouts" => &["unit", "share", "applies_to", "description"],
-        "groups" => &["unit", "share", "slots", "surfaces", "description"],
-        "experiments" => &[
-            "unit",
-            "surfaces",
-            "tags",
-            "exclusive_to",
-            "group",
-            "slots",
-            "share",
-            "variants",
-            "targeting",
-            "include",
-            "requires",
-            "state",
-            "salt",
-            "split_hash",
-            "sticky",
-            "description",
-            "owner",
-        ],
-        _ => &[],
+        "units" => UNIT_KEYS.contains(&key),
+        "holdouts" => HOLDOUT_KEYS.contains(&key),
+        "groups" => GROUP_KEYS.contains(&key),
+        "experiments" => key != "groups" && EXP_KEYS.contains(&key),
+        _ => false,
     }
 }
 
@@ -347,7 +332,7 @@ pub(crate) fn values_of(c: &str, e: &Value) -> Result<Values, String> {
         return Ok(v);
     }
     let Some(o) = e.as_object() else { return Err("it is not a mapping".into()) };
-    if let Some(k) = o.keys().find(|k| !keys(c).contains(&k.as_str())) {
+    if let Some(k) = o.keys().find(|k| !shows(c, k)) {
         return Err(format!("it uses `{k}`, which the form does not show field by field"));
     }
     for (k, x) in o {
@@ -649,7 +634,7 @@ pub(crate) fn target(c: &str, path: &str, v: &Values) -> Option<String> {
             };
             Some(format!("variants[{i}].{cell}"))
         }
-        (_, head) if keys(c).contains(&head) => Some(head.to_string()),
+        (_, head) if shows(c, head) => Some(head.to_string()),
         _ => None,
     }
 }
@@ -812,11 +797,10 @@ fn same(options: Vec<String>) -> Vec<(String, String)> {
 /// The targeting rows (or its YAML field) of a form.
 fn targeting_part(v: &Values, label: &'static str, help: &str) -> Part {
     if v.get("targeting_mode") == "yaml" {
-        let mut f = field(v, "targeting_yaml", label, "area").help(
+        let f = field(v, "targeting_yaml", label, "area").help(
             "This targeting is not a plain list of criteria (it uses any, not, nesting or several operators in one criterion), so it is edited as YAML here, as in the configuration file.",
         );
-        f.options = vec![];
-        return Part { field: Some(f), rows: None };
+        return part(f);
     }
     let n = v.rows("criteria") + SPARE_ROWS;
     let ops: Vec<(String, String)> = row_operators()
